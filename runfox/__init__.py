@@ -1,0 +1,84 @@
+"""runfox: a stateless workflow orchestrator over swappable store and queue backends.
+
+    import runfox as rfx
+
+    backend = rfx.Backend(executor=execute)
+    wf = rfx.Workflow.from_yaml(SPEC, backend, inputs={"name": "world"})
+    result = wf.run()          # Complete / Halt / Failed / Cancelled
+    print(result.outcome)
+
+Layers (each imports only the ones above it): ``spec`` and ``expressions`` (the
+definition), ``records`` and ``graph`` (pure transitions), ``backend`` (Backend,
+Store, Runner), worker harnesses, and the executor, which is user code.
+"""
+
+from __future__ import annotations
+
+from .backend import Backend
+from .errors import (
+    BackendError,
+    ConflictError,
+    CorruptRecord,
+    ExpressionError,
+    NotJSONError,
+    RecordTooLarge,
+    RunfoxError,
+    SpecError,
+    SpecProblem,
+    UnknownStepError,
+    WorkflowNotFound,
+)
+from .expressions import evaluate
+from .records import StepRecord, WorkflowRecord
+from .results import (
+    Cancelled,
+    Complete,
+    Dispatch,
+    DispatchJob,
+    Failed,
+    Halt,
+    Ignored,
+    Pending,
+    StateChangeEvent,
+    WorkResult,
+)
+from .retry import RetryPolicy
+from .spec import WorkflowSpec, load_spec
+from .status import StepStatus, WorkflowStatus
+from .workflow import Workflow
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "Cancelled",
+    "Complete",
+    "ConflictError",
+    "CorruptRecord",
+    "Dispatch",
+    "DispatchJob",
+    "ExpressionError",
+    "Failed",
+    "Halt",
+    "Ignored",
+    "NotJSONError",
+    "Pending",
+    "RecordTooLarge",
+    "RetryPolicy",
+    "RunfoxError",
+    "SpecError",
+    "SpecProblem",
+    "StateChangeEvent",
+    "StepRecord",
+    "StepStatus",
+    "UnknownStepError",
+    "WorkResult",
+    "Workflow",
+    "WorkflowNotFound",
+    "WorkflowRecord",
+    "WorkflowSpec",
+    "WorkflowStatus",
+    "evaluate",
+    "load_spec",
+]

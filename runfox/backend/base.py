@@ -1,0 +1,353 @@
+"""Backend: the only place where workflow state changes.
+
+Every operation is one transition: load the record, apply a pure function from
+``runfox.graph``, write the result conditionally on the version that was loaded.
+When another process wrote in between, the store raises ``ConflictError`` and the
+Backend loads again and re-applies the function; the function is pure, so this is
+always safe. State is written before jobs are dispatched, and no user code runs
+while a write is in flight.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from .. import graph
+from ..errors import ConflictError, NotJSONError, SpecError, SpecProblem
+from ..execution import Executor
+from ..ids import new_execution_id, step_key, step_run_key
+from ..jsonvalue import json_copy
+from ..records import WorkflowRecord
+from ..results import Dispatch, DispatchJob, Result, StateChangeEvent, WorkResult
+from ..spec import WorkflowSpec, spec_for
+from .runner import InProcessRunner, InProcessWorker, Runner
+from .store import InMemoryStore, Store
+
+__all__ = ["Backend", "StateChangeCallback"]
+
+logger = logging.getLogger("runfox.backend")
+
+StateChangeCallback = Callable[..., None]
+Transition = Callable[[WorkflowRecord, float, list[graph.StateChange]], tuple[WorkflowRecord, Any]]
+
+
+def _accepts_event(callback: Callable[..., Any]) -> bool:
+    try:
+        parameters = inspect.signature(callback).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters):
+        return True
+    positional = [p for p in parameters
+                  if p.kind in (inspect.Parameter.POSITIONAL_ONLY,
+                                inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 4
+
+
+def _as_result_triples(results: Iterable[Any]) -> list[tuple[str, Any, int | None]]:
+    triples = []
+    for item in results:
+        if isinstance(item, WorkResult):
+            triples.append((item.step_id, item.output, item.run_id))
+        elif len(item) == 3:
+            triples.append((item[0], item[1], item[2]))
+        else:
+            triples.append((item[0], item[1], None))
+    return triples
+
+
+class Backend:
+    """Composes a Store and a Runner and owns every workflow lifecycle operation.
+
+    Args:
+        executor: optional ``(fn, inputs) -> dict``; when given, ``Workflow.run()``
+            without a worker runs jobs in-process through it.
+        store: where records live; defaults to ``InMemoryStore()``.
+        runner: the job queue; defaults to ``InProcessRunner()``.
+        poll_interval: seconds ``Workflow.run()`` sleeps between polls of a runner
+            whose results come from other processes.
+        on_state_change: called after each committed merge of a step output into
+            the shared state as ``(workflow_execution_id, previous_state,
+            new_state)``, plus a ``StateChangeEvent`` if it takes a fourth
+            argument. It must be quick and must not call back into the backend;
+            an exception it raises is logged, not propagated.
+        clock: the time source (epoch seconds) passed to the pure graph as ``now``.
+        max_conflict_retries: how many times one operation reloads after losing a
+            race before ``ConflictError`` is raised.
+    """
+
+    def __init__(
+        self,
+        executor: Executor | None = None,
+        store: Store | None = None,
+        runner: Runner | None = None,
+        *,
+        poll_interval: float = 0.1,
+        on_state_change: StateChangeCallback | None = None,
+        clock: Callable[[], float] = time.time,
+        max_conflict_retries: int = 1000,
+    ) -> None:
+        if poll_interval <= 0:
+            raise ValueError("poll_interval must be > 0")
+        self.store: Store = store if store is not None else InMemoryStore()
+        self.runner: Runner = runner if runner is not None else InProcessRunner()
+        self.executor = executor
+        self._worker = InProcessWorker(self.runner, executor) if executor is not None else None
+        self.poll_interval = poll_interval
+        self._on_state_change = on_state_change
+        self._event_arg = on_state_change is not None and _accepts_event(on_state_change)
+        self.clock = clock
+        self.max_conflict_retries = max_conflict_retries
+
+    # The seed's private names, kept for code written against it.
+    @property
+    def _store(self) -> Store:
+        return self.store
+
+    @property
+    def _runner(self) -> Runner:
+        return self.runner
+
+    def __repr__(self) -> str:
+        return f"Backend(store={type(self.store).__name__}, runner={type(self.runner).__name__})"
+
+    # ------------------------------------------------------------------
+    # Keys
+    # ------------------------------------------------------------------
+
+    def workflow_execution_id(self, record: WorkflowRecord) -> str:
+        """The store key of a record: ``{workflow_id}#{execution_id}``."""
+        return record.workflow_execution_id
+
+    def step_key(self, workflow_execution_id: str, step_id: str) -> str:
+        return step_key(workflow_execution_id, step_id)
+
+    def step_run_key(self, workflow_execution_id: str, step_id: str, run_id: int) -> str:
+        return step_run_key(workflow_execution_id, step_id, run_id)
+
+    # ------------------------------------------------------------------
+    # The transition loop
+    # ------------------------------------------------------------------
+
+    def transition(self, workflow_execution_id: str, fn: Transition) -> Any:
+        """Load, apply ``fn(record, now, changes) -> (record, result)``, write; retry on conflict.
+
+        ``fn`` must be pure: it may run several times. When it returns the record
+        it was given (the same object), nothing is written.
+        """
+        for attempt in range(self.max_conflict_retries + 1):
+            current = self.store.load(workflow_execution_id)
+            now = self.clock()
+            changes: list[graph.StateChange] = []
+            new, result = fn(current, now, changes)
+            if new is current:
+                return result
+            new = new.evolve(version=current.version + 1, updated_at=now)
+            try:
+                self.store.write(new, previous=current)
+            except ConflictError:
+                if attempt >= 2:  # back off only once a race repeats
+                    time.sleep(random.uniform(0, min(0.05, 0.0005 * 2 ** min(attempt, 7))))
+                continue
+            self._notify(workflow_execution_id, changes)
+            return result
+        raise ConflictError(f"{workflow_execution_id}: gave up after "
+                            f"{self.max_conflict_retries} conflicting writes")
+
+    def _notify(self, workflow_execution_id: str, changes: list[graph.StateChange]) -> None:
+        callback = self._on_state_change
+        if callback is None or not changes:
+            return
+        for event, previous, new in changes:
+            try:
+                if self._event_arg:
+                    callback(workflow_execution_id, dict(previous), dict(new), event)
+                else:
+                    callback(workflow_execution_id, dict(previous), dict(new))
+            except Exception:
+                logger.exception("on_state_change raised for %s; ignored", workflow_execution_id)
+
+    # ------------------------------------------------------------------
+    # Lifecycle
+    # ------------------------------------------------------------------
+
+    def create(self, spec: dict[str, Any] | WorkflowSpec, inputs: dict[str, Any] | None = None
+               ) -> str:
+        """Validate ``spec`` and ``inputs``, store a new execution, return its key.
+
+        Raises:
+            SpecError: the spec or the inputs are invalid; nothing was stored.
+        """
+        plan = spec if isinstance(spec, WorkflowSpec) else spec_for(spec)
+        try:
+            inputs = json_copy(inputs or {}, "inputs")
+        except NotJSONError as exc:
+            raise SpecError([SpecProblem(exc.path, str(exc).split(": ", 1)[-1])]) from exc
+        if not isinstance(inputs, dict):
+            raise SpecError([SpecProblem("inputs", "workflow inputs must be a mapping")])
+        now = self.clock()
+        record = WorkflowRecord(
+            workflow_id=plan.workflow_id,
+            execution_id=new_execution_id(now),
+            spec=plan.raw,
+            inputs=inputs,
+            version=1,
+            created_at=now,
+            updated_at=now,
+            plan=plan,
+        )
+        self.store.write(record)
+        return record.workflow_execution_id
+
+    def load(self, workflow_execution_id: str) -> WorkflowRecord:
+        """The current record. ``KeyError`` (``WorkflowNotFound``) if there is none."""
+        return self.store.load(workflow_execution_id)
+
+    def write(self, record: WorkflowRecord) -> None:
+        """Write a record changed by hand as the version after ``record.version``.
+
+        Raises ``ConflictError`` if the stored version is no longer ``record.version``.
+        """
+        fresh = WorkflowRecord.from_dict(json_copy(record.to_dict()))  # isolate from the caller
+        self.store.write(fresh.evolve(version=record.version + 1, updated_at=self.clock()))
+
+    def advance(self, workflow_execution_id: str) -> Result:
+        """Claim every ready step (one write); return ``Dispatch``, ``Pending`` or the end."""
+        return self.transition(workflow_execution_id, lambda r, now, _: graph.advance(r, now))
+
+    def on_step_result(self, workflow_execution_id: str, step_id: str, output: Any,
+                       run_id: int | None = None) -> Result:
+        """Apply one result (see ``runfox.graph.on_step_result``)."""
+        return self.transition(
+            workflow_execution_id,
+            lambda r, now, changes: graph.on_step_result(r, step_id, output, run_id, now,
+                                                         changes=changes),
+        )
+
+    def apply_results(self, workflow_execution_id: str, results: Iterable[Any]) -> list[Result]:
+        """Apply many results as one transition; returns one result per input."""
+        triples = _as_result_triples(results)
+        if not triples:
+            return []
+        return self.transition(  # type: ignore[no-any-return]
+            workflow_execution_id,
+            lambda r, now, changes: graph.apply_results(r, triples, now, changes))
+
+    def apply_and_advance(
+        self, workflow_execution_id: str, results: Iterable[Any] = (), *, dispatch: bool = True
+    ) -> tuple[list[Result], Result]:
+        """Apply results, then claim what became ready, in one transition; then dispatch.
+
+        This is what a result handler does on every message: one load, one
+        conditional write, one dispatch. Returns the per-result outcomes and what
+        ``advance`` returned.
+        """
+        triples = _as_result_triples(results)
+
+        def step(r: WorkflowRecord, now: float, changes: list[graph.StateChange]
+                 ) -> tuple[WorkflowRecord, tuple[list[Result], Result]]:
+            r, applied = graph.apply_results(r, triples, now, changes)
+            r, nxt = graph.advance(r, now)
+            return r, (applied, nxt)
+
+        applied, nxt = self.transition(workflow_execution_id, step)
+        if dispatch and isinstance(nxt, Dispatch):
+            self.runner.dispatch(workflow_execution_id, nxt.jobs)
+        return applied, nxt
+
+    def cancel(self, workflow_execution_id: str, reason: str | None = None) -> Result:
+        """Cancel an execution: nothing more is dispatched and late results are ignored."""
+        result = self.transition(workflow_execution_id,
+                                 lambda r, now, _: graph.cancel(r, now, reason))
+        self.runner.cancel(workflow_execution_id)
+        return result
+
+    def redispatch_stale(self, workflow_execution_id: str, older_than: float) -> list[DispatchJob]:
+        """Dispatch again the jobs of steps claimed over ``older_than`` seconds ago.
+
+        Covers a process that died between claiming steps and enqueueing them.
+        Runners drop jobs they already have, so this never duplicates work that
+        is queued or running.
+        """
+        record = self.store.load(workflow_execution_id)
+        jobs = graph.claim_timeouts(record, self.clock(), older_than)
+        if jobs:
+            self.runner.dispatch(workflow_execution_id, jobs)
+        return jobs
+
+    # ------------------------------------------------------------------
+    # The seed's single-purpose operations, each one transition
+    # ------------------------------------------------------------------
+
+    def _simple(self, workflow_execution_id: str,
+                fn: Callable[[WorkflowRecord, float], WorkflowRecord]) -> None:
+        self.transition(workflow_execution_id, lambda r, now, _: (fn(r, now), None))
+
+    def mark_in_progress(self, workflow_execution_id: str, step_id: str) -> None:
+        self._simple(workflow_execution_id,
+                     lambda r, now: graph.mark_in_progress(r, step_id, now))
+
+    def mark_complete(self, workflow_execution_id: str, step_id: str) -> None:
+        self._simple(workflow_execution_id, lambda r, now: graph.mark_complete(r, step_id, now))
+
+    def mark_halted(self, workflow_execution_id: str, step_id: str) -> None:
+        self._simple(workflow_execution_id, lambda r, now: graph.mark_halted(r, step_id, now))
+
+    def write_step_output(self, workflow_execution_id: str, step_id: str,
+                          output: dict[str, Any]) -> None:
+        self._simple(workflow_execution_id,
+                     lambda r, now: graph.write_step_output(r, step_id, output))
+
+    def merge_workflow_state(self, workflow_execution_id: str, output: dict[str, Any],
+                             event: StateChangeEvent | None = None) -> None:
+        """Latest-wins merge of ``output`` into the state; fires ``on_state_change``."""
+        if not output:
+            return
+
+        def merge(r: WorkflowRecord, now: float, changes: list[graph.StateChange]
+                  ) -> tuple[WorkflowRecord, None]:
+            new = graph.merge_workflow_state(r, output)
+            changes.append((event or StateChangeEvent("", -1), r.state, new.state))
+            return new, None
+
+        self.transition(workflow_execution_id, merge)
+
+    def write_workflow_outcome(self, workflow_execution_id: str, outcome: Any) -> None:
+        self._simple(workflow_execution_id,
+                     lambda r, now: graph.write_workflow_outcome(r, outcome))
+
+    def reset_step(self, workflow_execution_id: str, step_id: str) -> None:
+        self._simple(workflow_execution_id, lambda r, now: graph.reset_step(r, step_id))
+
+    def reset_for_retry(self, workflow_execution_id: str, step_id: str) -> None:
+        self._simple(workflow_execution_id, lambda r, now: graph.reset_for_retry(r, step_id))
+
+    # ------------------------------------------------------------------
+    # Runner pass-throughs
+    # ------------------------------------------------------------------
+
+    def dispatch(self, workflow_execution_id: str, jobs: Sequence[DispatchJob]) -> None:
+        self.runner.dispatch(workflow_execution_id, jobs)
+
+    def gather(self, workflow_execution_id: str) -> list[WorkResult]:
+        return self.runner.gather(workflow_execution_id)
+
+    def list_pending_jobs(self) -> list[DispatchJob]:
+        return self.runner.list_pending_jobs()
+
+    def take_pending_jobs(self, limit: int | None = None) -> list[DispatchJob]:
+        return self.runner.take_pending_jobs(limit)
+
+    def submit_work_result(self, workflow_execution_id: str, step_id: str,
+                           output: dict[str, Any], run_id: int | None = None) -> bool:
+        return self.runner.submit_work_result(workflow_execution_id, step_id, output, run_id)
+
+    # Older spellings of the same operations.
+    pending_tasks = list_pending_jobs
+    take_tasks = take_pending_jobs
+    submit_result = submit_work_result

@@ -1,0 +1,191 @@
+"""Runner: the job queue between the Backend and the workers.
+
+The contract every runner keeps (the contract suite in ``tests/contract.py``
+checks it):
+
+- ``dispatch(wf_exec_id, jobs)`` enqueues jobs. A job is identified by
+  ``(workflow_execution_id, step_id, run_id)``; dispatching the same job again
+  while the runner still knows it adds nothing, so re-dispatching after a crash
+  is always safe.
+- ``list_pending_jobs()`` is a snapshot of jobs nobody holds; it changes nothing.
+- ``take_pending_jobs(limit=None, lease=None)`` consumes jobs for a worker. A
+  runner with leases (SQL, SQS) gives a taken job back to the queue when its lease
+  expires without a result; ``heartbeat`` extends the lease, ``release`` gives
+  the job back at once.
+- ``submit_work_result(wf_exec_id, step_id, output, run_id=None)`` records a
+  result; it returns ``False`` when a result for that job was already recorded.
+- ``gather(wf_exec_id)`` returns the results not yet gathered for that execution,
+  each as a ``WorkResult`` (which unpacks as the seed's ``(step_id, output)``),
+  and never blocks.
+
+A worker harness (``InProcessWorker`` here; ``runfox worker`` and the Lambda
+handlers for the SQL and AWS runners) takes jobs, calls the executor through
+``runfox.execution.run_job`` and submits results.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+from ..execution import Executor, run_job
+from ..jsonvalue import json_copy
+from ..results import DispatchJob, WorkResult, job_key
+
+__all__ = ["InProcessRunner", "InProcessWorker", "Runner"]
+
+
+class Runner(ABC):
+    """The job queue interface. See the module docstring for the contract."""
+
+    @abstractmethod
+    def dispatch(self, workflow_execution_id: str, jobs: Sequence[DispatchJob]) -> None:
+        """Enqueue ``jobs``; a job the runner already has is not added again."""
+
+    @abstractmethod
+    def gather(self, workflow_execution_id: str) -> list[WorkResult]:
+        """Results for this execution not returned before; ``[]`` if none. Never blocks."""
+
+    @abstractmethod
+    def list_pending_jobs(self) -> list[DispatchJob]:
+        """Jobs waiting for a worker, without taking them."""
+
+    @abstractmethod
+    def take_pending_jobs(
+        self, limit: int | None = None, lease: float | None = None
+    ) -> list[DispatchJob]:
+        """Take up to ``limit`` waiting jobs (all when ``None``) for execution.
+
+        ``lease`` is how long, in seconds, the caller holds each job before the
+        runner may hand it to another worker; runners without leases ignore it.
+        """
+
+    @abstractmethod
+    def submit_work_result(
+        self,
+        workflow_execution_id: str,
+        step_id: str,
+        output: dict[str, Any],
+        run_id: int | None = None,
+    ) -> bool:
+        """Record a result. ``False`` if that job's result was already recorded."""
+
+    def heartbeat(self, job: DispatchJob, lease: float) -> bool:
+        """Extend the lease on a taken job; ``False`` if it is no longer held."""
+        return True
+
+    def release(self, job: DispatchJob) -> None:
+        """Give a taken job back to the queue without a result."""
+
+    def cancel(self, workflow_execution_id: str) -> None:
+        """Drop jobs of a cancelled execution that no worker has taken yet."""
+
+    def close(self) -> None:
+        """Release connections; the runner may not be used afterwards."""
+
+
+class InProcessRunner(Runner):
+    """Jobs and results in memory, for one process. Thread-safe.
+
+    Inputs are copied on dispatch so an executor that mutates its inputs cannot
+    reach into the stored record.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[str, DispatchJob] = {}
+        self._taken: dict[str, DispatchJob] = {}
+        self._done: set[str] = set()  # results submitted and not yet gathered
+        self._results: dict[str, list[WorkResult]] = {}
+
+    def dispatch(self, workflow_execution_id: str, jobs: Sequence[DispatchJob]) -> None:
+        with self._lock:
+            for job in jobs:
+                key = job.key
+                if key in self._pending or key in self._taken or key in self._done:
+                    continue
+                self._pending[key] = DispatchJob(
+                    job.workflow_execution_id, job.step_id, job.fn, json_copy(job.inputs),
+                    job.run_id, job.attempt, job.timeout)
+
+    def list_pending_jobs(self) -> list[DispatchJob]:
+        with self._lock:
+            return list(self._pending.values())
+
+    def take_pending_jobs(
+        self, limit: int | None = None, lease: float | None = None
+    ) -> list[DispatchJob]:
+        with self._lock:
+            keys = list(self._pending)[: limit if limit is not None else None]
+            taken = [self._pending.pop(k) for k in keys]
+            for job in taken:
+                self._taken[job.key] = job
+            return taken
+
+    def release(self, job: DispatchJob) -> None:
+        with self._lock:
+            held = self._taken.pop(job.key, None)
+            if held is not None:
+                self._pending[job.key] = held
+
+    def submit_work_result(
+        self,
+        workflow_execution_id: str,
+        step_id: str,
+        output: dict[str, Any],
+        run_id: int | None = None,
+    ) -> bool:
+        with self._lock:
+            if run_id is None:
+                prefix = f"{workflow_execution_id}#{step_id}#"
+                held = [k for k in self._taken if k.startswith(prefix)]
+                key = held[0] if held else None
+            else:
+                key = job_key(workflow_execution_id, step_id, run_id)
+            if key is not None:
+                if key in self._done:
+                    return False
+                self._taken.pop(key, None)
+                self._pending.pop(key, None)
+                self._done.add(key)
+            self._results.setdefault(workflow_execution_id, []).append(
+                WorkResult(step_id, output, run_id))
+            return True
+
+    def gather(self, workflow_execution_id: str) -> list[WorkResult]:
+        with self._lock:
+            results = self._results.pop(workflow_execution_id, [])
+            prefix = f"{workflow_execution_id}#"
+            for result in results:
+                if result.run_id is not None:
+                    self._done.discard(f"{prefix}{result.step_id}#{result.run_id}")
+            return results
+
+    def cancel(self, workflow_execution_id: str) -> None:
+        prefix = f"{workflow_execution_id}#"
+        with self._lock:
+            for key in [k for k in self._pending if k.startswith(prefix)]:
+                del self._pending[key]
+
+
+class InProcessWorker:
+    """Runs a runner's pending jobs through an executor, in the calling thread.
+
+    ``run`` takes every pending job, calls the executor for each (an exception or
+    a bad return value becomes an error result) and submits the results.
+    """
+
+    def __init__(self, runner: Runner, executor: Executor) -> None:
+        self.runner = runner
+        self.executor = executor
+
+    def run(self, workflow_execution_id: str | None = None) -> int:
+        """Execute every pending job; return how many ran."""
+        jobs = self.runner.take_pending_jobs()
+        for job in jobs:
+            output = run_job(self.executor, job)
+            self.runner.submit_work_result(job.workflow_execution_id, job.step_id, output,
+                                           job.run_id)
+        return len(jobs)

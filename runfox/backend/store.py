@@ -1,0 +1,125 @@
+"""Store: where workflow records live.
+
+The public methods (``load``, ``write``, ``list_executions``) are implemented once
+here; a technology implements three small primitives:
+
+- ``_load(key)``: the record, or ``None``.
+- ``_write(record, previous)``: store ``record`` only if the stored version is
+  ``record.version - 1`` (or, for ``record.version == 1``, only if no record
+  exists); otherwise raise ``ConflictError``. ``previous`` is the record as it was
+  loaded, so an implementation can write only what changed
+  (``record.steps.changed_since(previous.steps)``).
+- ``_list(status, limit)``: summaries for ``runfox list``.
+
+Records are immutable, so an implementation that keeps record objects (like
+``InMemoryStore``) isolates callers without copying.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from ..errors import ConflictError, WorkflowNotFound
+from ..records import WorkflowRecord
+from ..status import WorkflowStatus
+
+__all__ = ["ExecutionSummary", "InMemoryStore", "Store"]
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionSummary:
+    """One line of ``runfox list``."""
+
+    workflow_execution_id: str
+    name: str
+    status: WorkflowStatus
+    created_at: float
+    updated_at: float
+
+
+class Store(ABC):
+    """Durable persistence of ``WorkflowRecord`` with conditional writes."""
+
+    def load(self, workflow_execution_id: str) -> WorkflowRecord:
+        """The stored record.
+
+        Raises:
+            WorkflowNotFound: (a ``KeyError``) no record has that key.
+            CorruptRecord: the stored data cannot be decoded.
+        """
+        record = self._load(workflow_execution_id)
+        if record is None:
+            raise WorkflowNotFound(f"no workflow execution {workflow_execution_id!r}")
+        return record
+
+    def write(self, record: WorkflowRecord, previous: WorkflowRecord | None = None) -> None:
+        """Store ``record`` if nobody wrote since version ``record.version - 1``.
+
+        Version 1 creates the record and fails if one exists. ``previous``, when
+        given, must be the record as loaded; it lets a store write only the steps
+        that changed.
+
+        Raises:
+            ConflictError: the stored version is not ``record.version - 1``.
+            ValueError: ``record.version`` is below 1, or ``previous`` is not the
+                version before ``record``.
+        """
+        if record.version < 1:
+            raise ValueError(f"record version must be >= 1 to be written, got {record.version}")
+        if previous is not None and previous.version != record.version - 1:
+            raise ValueError(f"previous is version {previous.version}, "
+                             f"expected {record.version - 1}")
+        self._write(record, previous)
+
+    def list_executions(
+        self, status: WorkflowStatus | str | None = None, limit: int = 100
+    ) -> list[ExecutionSummary]:
+        """Summaries of stored executions, newest first, optionally of one status."""
+        return self._list(WorkflowStatus(status) if status is not None else None, limit)
+
+    def close(self) -> None:
+        """Release connections; the store may not be used afterwards."""
+
+    @abstractmethod
+    def _load(self, workflow_execution_id: str) -> WorkflowRecord | None: ...
+
+    @abstractmethod
+    def _write(self, record: WorkflowRecord, previous: WorkflowRecord | None) -> None: ...
+
+    @abstractmethod
+    def _list(self, status: WorkflowStatus | None, limit: int) -> list[ExecutionSummary]: ...
+
+
+def summary_of(record: WorkflowRecord) -> ExecutionSummary:
+    return ExecutionSummary(record.workflow_execution_id, record.plan.name, record.status,
+                            record.created_at, record.updated_at)
+
+
+class InMemoryStore(Store):
+    """Records in a dict, guarded by a lock. Thread-safe; gone when the process exits."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, WorkflowRecord] = {}
+        self._lock = threading.Lock()
+
+    def _load(self, workflow_execution_id: str) -> WorkflowRecord | None:
+        return self._records.get(workflow_execution_id)
+
+    def _write(self, record: WorkflowRecord, previous: WorkflowRecord | None) -> None:
+        key = record.workflow_execution_id
+        with self._lock:
+            stored = self._records.get(key)
+            found = 0 if stored is None else stored.version
+            if found != record.version - 1:
+                raise ConflictError(f"{key}: stored version is {found}, "
+                                    f"this write expected {record.version - 1}")
+            self._records[key] = record
+
+    def _list(self, status: WorkflowStatus | None, limit: int) -> list[ExecutionSummary]:
+        records = sorted(self._records.values(), key=lambda r: r.created_at, reverse=True)
+        return [summary_of(r) for r in records if status is None or r.status is status][:limit]
+
+    def __len__(self) -> int:
+        return len(self._records)

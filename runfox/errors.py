@@ -1,0 +1,112 @@
+"""The exceptions runfox raises.
+
+Every error is rooted at ``RunfoxError`` so a caller can catch the library as a
+whole. Errors from drivers (SQLAlchemy, botocore) are translated where they enter
+runfox, with the original kept as ``__cause__``::
+
+    RunfoxError
+    ├── SpecError (also ValueError)        a workflow definition is invalid
+    ├── ExpressionError (also ValueError)  a JSON Logic rule cannot compile or evaluate
+    ├── NotJSONError (also ValueError)     a value cannot be stored as JSON
+    ├── WorkflowNotFound (also KeyError)   no record under that workflow_execution_id
+    ├── UnknownStepError (also KeyError)   a result names a step the workflow lacks
+    ├── ConflictError                      a conditional write lost a race
+    ├── RecordTooLarge                     a record exceeds what a store can hold
+    └── BackendError                       a store or runner failed (unreachable, misconfigured)
+        └── CorruptRecord                  a stored row cannot be decoded
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "BackendError",
+    "ConflictError",
+    "CorruptRecord",
+    "ExpressionError",
+    "NotJSONError",
+    "RecordTooLarge",
+    "RunfoxError",
+    "SpecError",
+    "SpecProblem",
+    "UnknownStepError",
+    "WorkflowNotFound",
+]
+
+
+class RunfoxError(Exception):
+    """Base class of every error raised by runfox."""
+
+
+@dataclass(frozen=True)
+class SpecProblem:
+    """One problem found in a workflow definition.
+
+    ``where`` names the place, for example ``steps[2] 'shout'.depends_on``;
+    ``message`` says what is wrong there.
+    """
+
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}" if self.where else self.message
+
+
+class SpecError(RunfoxError, ValueError):
+    """A workflow definition is invalid. ``problems`` lists every problem found."""
+
+    def __init__(self, problems: list[SpecProblem], source: str | None = None) -> None:
+        self.problems = list(problems)
+        self.source = source
+        head = f"invalid workflow spec{f' {source}' if source else ''}"
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{head} ({len(self.problems)} problem(s)):\n{lines}")
+
+
+class ExpressionError(RunfoxError, ValueError):
+    """A JSON Logic rule is malformed (unknown operator, bad path) or failed to evaluate."""
+
+
+class NotJSONError(RunfoxError, ValueError):
+    """A value cannot be stored as JSON. ``path`` locates the offending part."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class WorkflowNotFound(RunfoxError, KeyError):
+    """No workflow record is stored under the given workflow_execution_id."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0]) if self.args else "workflow not found"
+
+
+class UnknownStepError(RunfoxError, KeyError):
+    """A result or operation names a step that the workflow does not have."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown step"
+
+
+class ConflictError(RunfoxError):
+    """A conditional write found a newer version than the one that was loaded."""
+
+
+class RecordTooLarge(RunfoxError):
+    """A record is larger than the store can hold in one item."""
+
+
+class BackendError(RunfoxError):
+    """A store or runner failed: unreachable, misconfigured or refused."""
+
+
+class CorruptRecord(BackendError):
+    """A stored row or message cannot be decoded. ``key`` names it."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        self.key = key
+        self.reason = reason
+        super().__init__(f"corrupt record {key!r}: {reason}")

@@ -1,0 +1,510 @@
+"""The pure graph: every workflow transition as a function of a record.
+
+Each function takes a ``WorkflowRecord`` (and the time ``now``, in epoch seconds)
+and returns a new record plus a result. None of them does I/O, reads a clock or
+mutates its argument, so any process anywhere can compute a transition and a
+store can decide, with one conditional write, whether it wins.
+
+- ``advance`` claims every ready step in one transition and returns their jobs.
+- ``on_step_result`` applies one result. A result for a step that is not in
+  progress, or that carries another ``run_id``, returns the record unchanged
+  (the very same object) with ``Ignored``.
+- ``apply_results`` applies many results in order, as one transition.
+- ``cancel`` ends an execution; nothing is dispatched after it.
+- The seed's single-purpose operations (``mark_in_progress`` ... ``reset_for_retry``)
+  are here too, each a pure function, for callers that drive the graph by hand.
+
+Failure model: an attempt failed when its output is not a JSON object, or says
+``ok: false`` (what a worker reports when the executor raised or timed out).
+Branches see the output first; if none fires, a failed attempt is retried while
+``attempts < max_attempts`` (after the step's backoff), else the step and the
+workflow fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .errors import ExpressionError, NotJSONError, UnknownStepError
+from .expressions import truthy
+from .jsonvalue import json_copy
+from .records import StepRecord, StepsView, WorkflowRecord, context_for
+from .results import (
+    Cancelled,
+    Complete,
+    Dispatch,
+    DispatchJob,
+    Failed,
+    Halt,
+    Ignored,
+    Pending,
+    Result,
+    StateChangeEvent,
+    Terminal,
+)
+from .spec import Branch, StepSpec
+from .status import StepStatus, WorkflowStatus
+
+__all__ = [
+    "StateChange",
+    "advance",
+    "apply_results",
+    "cancel",
+    "claim_timeouts",
+    "mark_complete",
+    "mark_halted",
+    "mark_in_progress",
+    "merge_workflow_state",
+    "on_step_result",
+    "reset_for_retry",
+    "reset_step",
+    "terminal_result",
+    "write_step_output",
+    "write_workflow_outcome",
+]
+
+_WAITING = (StepStatus.READY, StepStatus.RETRY)
+
+#: (event, previous_state, new_state) for each state merge a transition made.
+StateChange = tuple[StateChangeEvent, dict[str, Any], dict[str, Any]]
+
+
+class _Tx:
+    """Step changes layered over a record, keeping ``ready``/``open``/``unmet`` right."""
+
+    __slots__ = ("base", "changes", "open", "ready", "_ready_copied")
+
+    def __init__(self, record: WorkflowRecord) -> None:
+        self.base = record
+        self.changes: dict[str, StepRecord] = {}
+        self.open = record.open
+        self.ready: Any = record.ready
+        self._ready_copied = False
+
+    def get(self, step_id: str) -> StepRecord:
+        record = self.changes.get(step_id)
+        return record if record is not None else self.base.steps[step_id]
+
+    def _ready_set(self) -> set[str]:
+        if not self._ready_copied:
+            self.ready = set(self.ready)
+            self._ready_copied = True
+        return self.ready  # type: ignore[no-any-return]
+
+    def _sync_ready(self, step: StepRecord) -> None:
+        want = step.status in _WAITING and step.unmet == 0
+        if want != (step.id in self.ready):
+            if want:
+                self._ready_set().add(step.id)
+            else:
+                self._ready_set().discard(step.id)
+
+    def put(self, new: StepRecord) -> None:
+        old = self.get(new.id)
+        if old.unmet != new.unmet:
+            new = new.evolve(unmet=old.unmet)  # unmet is owned here, not by callers
+        self.changes[new.id] = new
+        was_done = old.status is StepStatus.COMPLETE
+        is_done = new.status is StepStatus.COMPLETE
+        if was_done != is_done:
+            delta = -1 if is_done else 1
+            self.open += delta
+            for dependent_id in self.base.plan.by_id[new.id].dependents:
+                dependent = self.get(dependent_id)
+                dependent = dependent.evolve(unmet=dependent.unmet + delta)
+                self.changes[dependent_id] = dependent
+                self._sync_ready(dependent)
+        self._sync_ready(new)
+
+    def commit(self, **fields: Any) -> WorkflowRecord:
+        ready = self.ready if not self._ready_copied else frozenset(self.ready)
+        return self.base.evolve(
+            steps=self.base.steps.replace(self.changes), ready=ready, open=self.open, **fields
+        )
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------
+
+
+def terminal_result(record: WorkflowRecord) -> Terminal | None:
+    """The result a finished record stands for, or ``None`` if it is still running."""
+    status = record.status
+    if status is WorkflowStatus.COMPLETE:
+        return Complete(record.outcome)
+    if status is WorkflowStatus.HALTED:
+        return Halt(record.outcome)
+    if status is WorkflowStatus.FAILED:
+        return Failed(record.outcome)
+    if status is WorkflowStatus.CANCELLED:
+        return Cancelled(record.outcome)
+    return None
+
+
+def _error(kind: str, message: str) -> dict[str, Any]:
+    return {"type": kind, "message": message}
+
+
+def _check_output(output: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Validate and copy an executor output; return it and the error if the attempt failed."""
+    if not isinstance(output, dict):
+        error = _error("InvalidOutput", f"the executor returned {type(output).__name__}, "
+                                        "expected a dict")
+        return {"ok": False, "error": error}, error
+    try:
+        output = json_copy(output)
+    except NotJSONError as exc:
+        error = _error("InvalidOutput", f"the output is not JSON: {exc}")
+        return {"ok": False, "error": error}, error
+    if output.get("ok") is not False:
+        return output, None
+    raw = output.get("error")
+    if isinstance(raw, dict):
+        error = {"type": str(raw.get("type", "Error")), "message": str(raw.get("message", ""))}
+        for extra in ("traceback", "details"):
+            if extra in raw:
+                error[extra] = raw[extra]
+    elif raw is None:
+        error = _error("Failed", "the step returned ok: false")
+    else:
+        error = _error("Error", str(raw))
+    return output, error
+
+
+def _terminate(
+    tx: _Tx, status: WorkflowStatus, outcome: Any, now: float, **fields: Any
+) -> WorkflowRecord:
+    """End the workflow: in-flight steps are cancelled, waiting ones skipped."""
+    for step_id, step in tx.base.steps.items():
+        step = tx.get(step_id)
+        if step.status is StepStatus.IN_PROGRESS:
+            tx.put(step.evolve(status=StepStatus.CANCELLED, finished_at=now))
+        elif step.status in _WAITING:
+            tx.put(step.evolve(status=StepStatus.SKIPPED, not_before=None))
+    return tx.commit(status=status, outcome=outcome, **fields)
+
+
+def _fail(tx: _Tx, step: StepRecord, error: dict[str, Any], now: float,
+          output: dict[str, Any] | None = None) -> tuple[WorkflowRecord, Failed]:
+    tx.put(step.evolve(status=StepStatus.FAILED, error=error, finished_at=now,
+                       output=output if output is not None else step.output))
+    outcome = {"step": step.id, "error": error, "attempts": step.attempts}
+    return _terminate(tx, WorkflowStatus.FAILED, outcome, now), Failed(outcome)
+
+
+def _finish(tx: _Tx, now: float, state: dict[str, Any]) -> tuple[WorkflowRecord, Result]:
+    """Every step is complete: resolve ``outputs`` and complete the workflow."""
+    record = tx.commit(state=state)
+    try:
+        outcome = json_copy(record.plan.outputs(context_for(record)))
+    except (ExpressionError, NotJSONError) as exc:
+        outcome = {"error": _error("OutputError", f"outputs: {exc}")}
+        return record.evolve(status=WorkflowStatus.FAILED, outcome=outcome), Failed(outcome)
+    return record.evolve(status=WorkflowStatus.COMPLETE, outcome=outcome), Complete(outcome)
+
+
+def _job(record: WorkflowRecord, spec: StepSpec, step: StepRecord, inputs: dict[str, Any]
+         ) -> DispatchJob:
+    return DispatchJob(record.workflow_execution_id, spec.id, spec.fn, inputs, step.run_id,
+                       step.attempts, spec.timeout)
+
+
+# ---------------------------------------------------------------------------
+# advance
+# ---------------------------------------------------------------------------
+
+
+def advance(record: WorkflowRecord, now: float) -> tuple[WorkflowRecord, Result]:
+    """Claim every step that is ready and due; return the new record and the result.
+
+    Returns ``Dispatch(jobs)`` when steps were claimed, ``Pending(retry_at)`` when
+    nothing is due yet, or the terminal result when the workflow has ended.
+    """
+    finished = terminal_result(record)
+    if finished is not None:
+        return record, finished
+    due: list[str] = []
+    retry_at: float | None = None
+    steps = record.steps
+    for step_id in record.ready:
+        not_before = steps[step_id].not_before
+        if not_before is not None and not_before > now:
+            retry_at = not_before if retry_at is None else min(retry_at, not_before)
+        else:
+            due.append(step_id)
+    if not due:
+        if record.open == 0:
+            return _finish(_Tx(record), now, record.state)
+        return record, Pending(retry_at)
+
+    plan = record.plan
+    due.sort(key=plan.index.__getitem__)
+    tx = _Tx(record)
+    context = context_for(record)
+    jobs = []
+    for step_id in due:
+        spec = plan.by_id[step_id]
+        step = steps[step_id]
+        try:
+            inputs = spec.inputs(context)
+        except ExpressionError as exc:
+            error = _error("InputError", f"step {step_id!r} input: {exc}")
+            return _fail(_Tx(record), step, error, now)
+        claimed = step.evolve(status=StepStatus.IN_PROGRESS, attempts=step.attempts + 1,
+                              started_at=now, finished_at=None, not_before=None)
+        tx.put(claimed)
+        jobs.append(_job(record, spec, claimed, inputs))
+    return tx.commit(status=WorkflowStatus.IN_PROGRESS), Dispatch(jobs)
+
+
+def claim_timeouts(record: WorkflowRecord, now: float, older_than: float) -> list[DispatchJob]:
+    """Jobs for steps claimed more than ``older_than`` seconds ago and still in progress.
+
+    State is written before dispatch, so a process that dies between the two
+    leaves a claimed step that no queue knows about. Dispatching these jobs again
+    is safe because runners keep one job per ``(workflow_execution_id, step_id,
+    run_id)``. Reads the record; changes nothing.
+    """
+    if record.status.is_terminal:
+        return []
+    jobs = []
+    context = None
+    for step in record.steps.values():
+        if step.status is StepStatus.IN_PROGRESS and (step.started_at or 0) <= now - older_than:
+            context = context or context_for(record)
+            spec = record.plan.by_id[step.id]
+            try:
+                jobs.append(_job(record, spec, step, spec.inputs(context)))
+            except ExpressionError:
+                continue  # the original claim resolved; a later loop reset changed inputs
+    return jobs
+
+
+# ---------------------------------------------------------------------------
+# on_step_result
+# ---------------------------------------------------------------------------
+
+
+def _branch_context(record: WorkflowRecord, step_id: str, output: dict[str, Any],
+                    state: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "steps": StepsView(record.steps, (step_id, output)),
+        "input": record.inputs,
+        "state": state,
+        **output,
+    }
+
+
+def _fire(spec: StepSpec, context: dict[str, Any]) -> Branch | None:
+    for branch in spec.branches:
+        if truthy(branch.condition(context)):
+            return branch
+    return None
+
+
+def _apply(
+    record: WorkflowRecord,
+    step_id: str,
+    output: Any,
+    run_id: int | None,
+    now: float,
+    changes: list[StateChange] | None,
+) -> tuple[WorkflowRecord, Result]:
+    if record.status.is_terminal:
+        return record, Ignored(f"workflow is already {record.status.value}")
+    spec = record.plan.by_id.get(step_id)
+    if spec is None:
+        raise UnknownStepError(f"workflow {record.workflow_execution_id!r} has no step "
+                               f"{step_id!r}")
+    step = record.steps[step_id]
+    if step.status is not StepStatus.IN_PROGRESS:
+        return record, Ignored(f"step {step_id!r} is {step.status.value}, not in progress")
+    if run_id is not None and run_id != step.run_id:
+        return record, Ignored(f"step {step_id!r} result is for run {run_id}, "
+                               f"the current run is {step.run_id}")
+
+    output, error = _check_output(output)
+    state = record.state
+    merged = state if error is not None or not output else {**state, **output}
+    tx = _Tx(record)
+
+    branch = None
+    payload: Any = {}
+    if spec.branches:
+        context = _branch_context(record, step_id, output, merged)
+        try:
+            branch = _fire(spec, context)
+            payload = branch.result(context) if branch and branch.result else {}
+            if branch is not None and branch.action == "halt":
+                payload = json_copy(payload)
+        except (ExpressionError, NotJSONError) as exc:
+            return _fail(tx, step, _error("BranchError", f"step {step_id!r} branch: {exc}"),
+                         now, output)
+
+    if error is not None and (branch is None or branch.action == "set"):
+        if step.attempts < spec.max_attempts:
+            delay = spec.retry.delay_for(step.attempts, f"{record.workflow_execution_id}#"
+                                                        f"{step_id}#{step.run_id}")
+            tx.put(step.evolve(status=StepStatus.RETRY, run_id=step.run_id + 1, error=error,
+                               output=output, finished_at=now,
+                               not_before=now + delay if delay else None))
+            return tx.commit(), Pending(now + delay)
+        return _fail(tx, step, error, now, output)
+
+    if error is None and merged is not state and changes is not None:
+        changes.append((StateChangeEvent(step_id, step.run_id), state, merged))
+
+    if branch is not None and branch.action == "halt":
+        tx.put(step.evolve(status=StepStatus.HALTED, output=output, error=error,
+                           finished_at=now))
+        return _terminate(tx, WorkflowStatus.HALTED, payload, now, state=merged), Halt(payload)
+
+    if branch is not None and branch.action == "set":
+        _reset(tx, record.plan.descendants((*branch.targets, step_id)))
+        return tx.commit(state=merged), None
+
+    tx.put(step.evolve(status=StepStatus.COMPLETE, output=output, error=None, finished_at=now))
+    if tx.open == 0:
+        return _finish(tx, now, merged)
+    return tx.commit(state=merged), None
+
+
+def _reset(tx: _Tx, step_ids: Iterable[str]) -> None:
+    for step_id in step_ids:
+        step = tx.get(step_id)
+        dispatched = step.status is not StepStatus.READY or step.attempts > 0
+        tx.put(step.evolve(status=StepStatus.READY,
+                           run_id=step.run_id + 1 if dispatched else step.run_id,
+                           attempts=0, output=None, error=None, started_at=None,
+                           finished_at=None, not_before=None))
+
+
+def on_step_result(
+    record: WorkflowRecord,
+    step_id: str,
+    output: Any,
+    run_id: int | None = None,
+    now: float = 0.0,
+    *,
+    changes: list[StateChange] | None = None,
+) -> tuple[WorkflowRecord, Result]:
+    """Apply the result of one attempt of ``step_id``.
+
+    ``run_id`` should be the ``run_id`` of the job that produced ``output``;
+    ``None`` accepts a result for whatever run is in progress (the seed's
+    behaviour, for callers that do not track runs).
+
+    Returns ``(record, None)`` when the step completed and the workflow goes on,
+    ``Pending`` when a retry was scheduled, ``Halt``/``Complete``/``Failed`` when
+    the workflow ended, or ``Ignored`` (with the same record object) for a stale or
+    duplicate result. Raises ``UnknownStepError`` for a step the workflow lacks.
+    Each merge of the output into the shared state is appended to ``changes``.
+    """
+    return _apply(record, step_id, output, run_id, now, changes)
+
+
+def apply_results(
+    record: WorkflowRecord,
+    results: Iterable[tuple[str, Any, int | None]],
+    now: float,
+    changes: list[StateChange] | None = None,
+) -> tuple[WorkflowRecord, list[Result]]:
+    """Apply ``(step_id, output, run_id)`` results in order, as one transition.
+
+    State merges are appended to ``changes`` when it is given. A result for a step
+    the workflow does not have is ``Ignored`` here rather than raised, so that one
+    foreign message cannot block a batch.
+    """
+    outcomes: list[Result] = []
+    for step_id, output, run_id in results:
+        try:
+            record, result = _apply(record, step_id, output, run_id, now, changes)
+        except UnknownStepError as exc:
+            result = Ignored(str(exc))
+        outcomes.append(result)
+    return record, outcomes
+
+
+def cancel(record: WorkflowRecord, now: float, reason: str | None = None
+           ) -> tuple[WorkflowRecord, Result]:
+    """Cancel the execution. A finished workflow is returned unchanged with its result."""
+    finished = terminal_result(record)
+    if finished is not None:
+        return record, finished
+    outcome = {"cancelled": True, "reason": reason}
+    return _terminate(_Tx(record), WorkflowStatus.CANCELLED, outcome, now), Cancelled(outcome)
+
+
+# ---------------------------------------------------------------------------
+# The seed's single-purpose operations, as pure functions
+# ---------------------------------------------------------------------------
+
+
+def _update_step(record: WorkflowRecord, step_id: str,
+                 change: Callable[[StepRecord], StepRecord], **fields: Any) -> WorkflowRecord:
+    if step_id not in record.steps:
+        raise UnknownStepError(f"workflow {record.workflow_execution_id!r} has no step "
+                               f"{step_id!r}")
+    tx = _Tx(record)
+    tx.put(change(record.steps[step_id]))
+    return tx.commit(**fields)
+
+
+def mark_in_progress(record: WorkflowRecord, step_id: str, now: float) -> WorkflowRecord:
+    """Claim one step: ``in_progress``, one more attempt, started now."""
+    return _update_step(
+        record, step_id,
+        lambda s: s.evolve(status=StepStatus.IN_PROGRESS, attempts=s.attempts + 1,
+                           started_at=now, finished_at=None, not_before=None),
+        status=WorkflowStatus.IN_PROGRESS,
+    )
+
+
+def mark_complete(record: WorkflowRecord, step_id: str, now: float) -> WorkflowRecord:
+    return _update_step(record, step_id,
+                        lambda s: s.evolve(status=StepStatus.COMPLETE, finished_at=now))
+
+
+def mark_halted(record: WorkflowRecord, step_id: str, now: float) -> WorkflowRecord:
+    return _update_step(record, step_id,
+                        lambda s: s.evolve(status=StepStatus.HALTED, finished_at=now),
+                        status=WorkflowStatus.HALTED)
+
+
+def write_step_output(record: WorkflowRecord, step_id: str, output: dict[str, Any]
+                      ) -> WorkflowRecord:
+    output = json_copy(output)
+    return _update_step(record, step_id, lambda s: s.evolve(output=output))
+
+
+def merge_workflow_state(record: WorkflowRecord, output: dict[str, Any]) -> WorkflowRecord:
+    """Latest-wins merge of ``output`` into the shared state (unchanged if empty)."""
+    if not output:
+        return record
+    return record.evolve(state={**record.state, **json_copy(output)})
+
+
+def write_workflow_outcome(record: WorkflowRecord, outcome: Any) -> WorkflowRecord:
+    """Store the outcome; a halted workflow stays halted, any other becomes complete."""
+    status = WorkflowStatus.HALTED if record.status is WorkflowStatus.HALTED \
+        else WorkflowStatus.COMPLETE
+    return record.evolve(outcome=json_copy(outcome), status=status)
+
+
+def reset_step(record: WorkflowRecord, step_id: str) -> WorkflowRecord:
+    """Make a step ``ready`` again with a new ``run_id``; its output is cleared."""
+    return _update_step(record, step_id,
+                        lambda s: s.evolve(status=StepStatus.READY, run_id=s.run_id + 1,
+                                           attempts=0, output=None, error=None, started_at=None,
+                                           finished_at=None, not_before=None))
+
+
+def reset_for_retry(record: WorkflowRecord, step_id: str, not_before: float | None = None
+                    ) -> WorkflowRecord:
+    """Put a step in ``retry`` with a new ``run_id``, due at ``not_before``."""
+    return _update_step(record, step_id,
+                        lambda s: s.evolve(status=StepStatus.RETRY, run_id=s.run_id + 1,
+                                           started_at=None, finished_at=None,
+                                           not_before=not_before))

@@ -1,0 +1,50 @@
+"""Validation and copying of JSON values.
+
+Everything runfox stores (workflow inputs, step outputs, state, outcomes) must be
+plain JSON so that every store and queue can hold it and every reader gets the
+same thing back. ``json_copy`` checks a value and returns an isolated copy in one
+pass; the error names the offending path.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .errors import NotJSONError
+
+__all__ = ["json_copy"]
+
+
+def json_copy(value: Any, path: str = "$") -> Any:
+    """Return a deep copy of ``value``; ``NotJSONError`` if it is not strict JSON.
+
+    Tuples are accepted and become lists. Non-string keys, NaN, infinities and any
+    other type are refused.
+    """
+    t = type(value)
+    if t is str or t is int or t is bool or value is None:
+        return value
+    if t is float:
+        if not math.isfinite(value):
+            raise NotJSONError(f"{value!r} is not a finite number", path)
+        return value
+    if t is dict:
+        out = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise NotJSONError(f"key {key!r} is a {type(key).__name__}, not a string", path)
+            out[key] = json_copy(item, f"{path}.{key}")
+        return out
+    if t is list or t is tuple:
+        return [json_copy(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    # Subclasses (StrEnum, IntEnum, numpy.float64) are stored as their plain base type.
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, float):
+        return json_copy(float(value), path)
+    raise NotJSONError(f"a {t.__name__} is not a JSON value", path)

@@ -1,0 +1,406 @@
+"""Workflow and step records: immutable data with a lossless JSON form.
+
+Records are never mutated. A transition builds a new ``WorkflowRecord`` that
+shares everything it did not change with the old one, which is what keeps the
+cost of applying one step result independent of the size of the workflow:
+
+- ``StepMap`` stores step records in fixed-size chunks; replacing one step copies
+  one chunk of 64 and the tuple of chunk references, never the whole map.
+- Two derived fields are carried from record to record instead of being
+  recomputed: ``ready`` (the steps whose dependencies are all complete and that
+  wait to be dispatched) and ``open`` (how many steps are not yet complete), plus
+  ``StepRecord.unmet``, the number of a step's dependencies not yet complete.
+  They are rebuilt from the steps when a record is loaded from JSON and never
+  stored.
+
+Because records are immutable, a store that hands the same record object to two
+callers isolates them from each other for free. JSON payloads inside a record
+(inputs, outputs, state) are treated as immutable by runfox; callers receive
+copies where they could mutate them.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import CorruptRecord
+from .expressions import LazyMapping
+from .spec import WorkflowSpec, spec_for
+from .status import StepStatus, WorkflowStatus
+
+__all__ = [
+    "RECORD_SCHEMA",
+    "StepMap",
+    "StepRecord",
+    "StepsView",
+    "WorkflowRecord",
+    "context_for",
+]
+
+#: Version of the JSON layout produced by ``WorkflowRecord.to_dict``.
+RECORD_SCHEMA = 1
+
+_CHUNK_BITS = 6
+_CHUNK = 1 << _CHUNK_BITS
+_MASK = _CHUNK - 1
+
+_WAITING = frozenset({StepStatus.READY, StepStatus.RETRY})
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return _dt.datetime.fromtimestamp(ts, _dt.UTC).isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """The stored state of one step.
+
+    ``run_id`` names the current dispatch generation; it grows by one on every
+    retry and every reset, and a result is applied only when it carries the
+    current ``run_id`` while the step is ``in_progress``. ``attempts`` counts
+    dispatches since the step was last reset. ``error`` is the error of the last
+    failed attempt; ``not_before`` is when a waiting retry becomes due. Times are
+    epoch seconds (UTC).
+    """
+
+    id: str
+    status: StepStatus = StepStatus.READY
+    run_id: int = 0
+    attempts: int = 0
+    output: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    not_before: float | None = None
+    unmet: int = field(default=0, compare=False)
+
+    def evolve(self, **changes: Any) -> StepRecord:
+        """A copy with ``changes`` (cheaper than ``dataclasses.replace``)."""
+        new = object.__new__(StepRecord)
+        for name in _STEP_FIELDS:
+            object.__setattr__(new, name, changes[name] if name in changes else getattr(self, name))
+        return new
+
+    @property
+    def start_time(self) -> str | None:
+        """``started_at`` as an ISO 8601 string (the seed's field)."""
+        return _iso(self.started_at)
+
+    @property
+    def end_time(self) -> str | None:
+        """``finished_at`` as an ISO 8601 string (the seed's field)."""
+        return _iso(self.finished_at)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": self.id, "status": self.status.value, "run_id": self.run_id,
+                                "attempts": self.attempts}
+        for name in ("output", "error", "started_at", "finished_at", "not_before"):
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], unmet: int = 0) -> StepRecord:
+        return cls(
+            id=data["id"],
+            status=StepStatus(data.get("status", StepStatus.READY)),
+            run_id=int(data.get("run_id", 0)),
+            attempts=int(data.get("attempts", 0)),
+            output=data.get("output"),
+            error=data.get("error"),
+            started_at=data.get("started_at"),
+            finished_at=data.get("finished_at"),
+            not_before=data.get("not_before"),
+            unmet=unmet,
+        )
+
+
+_STEP_FIELDS = tuple(StepRecord.__dataclass_fields__)
+
+
+class StepMap(Mapping[str, StepRecord]):
+    """An immutable, ordered map of step id to ``StepRecord`` with cheap updates.
+
+    The key set is fixed when the map is built (a workflow's steps never change);
+    ``replace`` returns a new map sharing every untouched chunk with this one.
+    """
+
+    __slots__ = ("_chunks", "_index", "_keys")
+
+    def __init__(
+        self, keys: tuple[str, ...], index: Mapping[str, int], chunks: tuple[tuple[StepRecord, ...], ...]
+    ) -> None:
+        self._keys = keys
+        self._index = index
+        self._chunks = chunks
+
+    @classmethod
+    def build(cls, records: Iterable[StepRecord], index: Mapping[str, int] | None = None) -> StepMap:
+        items = list(records)
+        keys = tuple(r.id for r in items)
+        if index is None or len(index) != len(keys):
+            index = {k: i for i, k in enumerate(keys)}
+        chunks = tuple(tuple(items[i : i + _CHUNK]) for i in range(0, len(items), _CHUNK))
+        return cls(keys, index, chunks)
+
+    def __getitem__(self, key: str) -> StepRecord:
+        i = self._index[key]
+        return self._chunks[i >> _CHUNK_BITS][i & _MASK]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._index
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def values(self) -> Iterator[StepRecord]:  # type: ignore[override]
+        for chunk in self._chunks:
+            yield from chunk
+
+    def items(self) -> Iterator[tuple[str, StepRecord]]:  # type: ignore[override]
+        for chunk in self._chunks:
+            for record in chunk:
+                yield record.id, record
+
+    def replace(self, changes: Mapping[str, StepRecord]) -> StepMap:
+        """A new map with ``changes`` applied; untouched chunks are shared."""
+        if not changes:
+            return self
+        chunks = list(self._chunks)
+        touched: dict[int, list[StepRecord]] = {}
+        index = self._index
+        for key, record in changes.items():
+            i = index[key]
+            c = i >> _CHUNK_BITS
+            chunk = touched.get(c)
+            if chunk is None:
+                chunk = touched[c] = list(chunks[c])
+            chunk[i & _MASK] = record
+        for c, chunk in touched.items():
+            chunks[c] = tuple(chunk)
+        return StepMap(self._keys, index, tuple(chunks))
+
+    def changed_since(self, other: StepMap) -> list[str]:
+        """Ids whose record differs (by identity) from ``other``, a map of the same steps."""
+        if other._keys is not self._keys and other._keys != self._keys:
+            return list(self._keys)
+        changed = []
+        for mine, theirs in zip(self._chunks, other._chunks, strict=True):
+            if mine is theirs:
+                continue
+            for a, b in zip(mine, theirs, strict=True):
+                if a is not b:
+                    changed.append(a.id)
+        return changed
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, StepMap):
+            return self._keys == other._keys and all(
+                a is b or a == b for a, b in zip(self.values(), other.values(), strict=True)
+            )
+        if isinstance(other, Mapping):
+            return dict(self.items()) == dict(other.items())
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"StepMap({dict(self.items())!r})"
+
+
+class StepsView(LazyMapping):
+    """``steps`` as JSON Logic sees it: ``{id: {"output": ...}}`` for steps with output."""
+
+    __slots__ = ("_override", "_steps")
+
+    def __init__(self, steps: StepMap, override: tuple[str, dict[str, Any]] | None = None) -> None:
+        self._steps = steps
+        self._override = override  # (step_id, output) seen by that step's own branches
+
+    def _output(self, key: str) -> dict[str, Any] | None:
+        if self._override is not None and self._override[0] == key:
+            return self._override[1]
+        return self._steps[key].output
+
+    def __getitem__(self, key: str) -> dict[str, Any]:
+        output = self._output(key)
+        if output is None:
+            raise KeyError(key)
+        return {"output": output}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            output = self._output(key)
+        except KeyError:
+            return default
+        return default if output is None else {"output": output}
+
+    def __iter__(self) -> Iterator[str]:
+        return (sid for sid in self._steps if self._output(sid) is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRecord:
+    """The stored state of one workflow execution.
+
+    ``version`` is the number of times the record has been written; a store
+    writes a record only if the stored version is one less (see ``Store.write``).
+    ``spec`` is the raw definition; ``plan`` is its compiled form.
+    """
+
+    workflow_id: str
+    execution_id: str
+    spec: dict[str, Any]
+    inputs: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+    steps: StepMap = field(default=None)  # type: ignore[assignment]
+    status: WorkflowStatus = WorkflowStatus.PENDING
+    outcome: Any = None
+    version: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    # Derived, never stored: see the module docstring.
+    plan: WorkflowSpec = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+    ready: frozenset[str] = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+    open: int = field(default=-1, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        plan = self.plan or spec_for(self.spec, self.workflow_id)
+        object.__setattr__(self, "plan", plan)
+        object.__setattr__(self, "status", WorkflowStatus(self.status))
+        steps = self.steps
+        if steps is None:
+            steps = StepMap.build((StepRecord(s.id) for s in plan.steps), plan.index)
+        elif not isinstance(steps, StepMap):
+            steps = StepMap.build(
+                (steps[s.id] if s.id in steps else StepRecord(s.id) for s in plan.steps), plan.index
+            )
+        if self.ready is None or self.open < 0:
+            steps, ready, open_count = _derive(plan, steps)
+            object.__setattr__(self, "ready", ready)
+            object.__setattr__(self, "open", open_count)
+        object.__setattr__(self, "steps", steps)
+
+    @property
+    def workflow_execution_id(self) -> str:
+        """The store key: ``{workflow_id}#{execution_id}``."""
+        return f"{self.workflow_id}#{self.execution_id}"
+
+    @property
+    def id(self) -> str:
+        return self.workflow_execution_id
+
+    def evolve(self, **changes: Any) -> WorkflowRecord:
+        """A copy with ``changes``; derived fields are carried over, not recomputed.
+
+        Callers that change ``steps`` must pass matching ``ready`` and ``open``.
+        """
+        new = object.__new__(WorkflowRecord)
+        for name in _FIELDS:
+            object.__setattr__(new, name, changes[name] if name in changes else getattr(self, name))
+        return new
+
+    # -- JSON ---------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form; ``from_dict(to_dict())`` gives an equal record."""
+        return {
+            "schema": RECORD_SCHEMA,
+            "workflow_id": self.workflow_id,
+            "execution_id": self.execution_id,
+            "version": self.version,
+            "status": self.status.value,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "spec": self.spec,
+            "inputs": self.inputs,
+            "state": self.state,
+            "outcome": self.outcome,
+            "steps": [s.to_dict() for s in self.steps.values()],
+        }
+
+    def header_dict(self) -> dict[str, Any]:
+        """Everything but ``spec`` and ``steps``: what changes on most transitions."""
+        return {
+            "version": self.version,
+            "status": self.status.value,
+            "updated_at": self.updated_at,
+            "state": self.state,
+            "outcome": self.outcome,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WorkflowRecord:
+        """Rebuild a record; ``CorruptRecord`` if the data is not a runfox record."""
+        key = f"{data.get('workflow_id')}#{data.get('execution_id')}" if isinstance(
+            data, Mapping) else "?"
+        try:
+            schema = data.get("schema", RECORD_SCHEMA)
+            if schema > RECORD_SCHEMA:
+                raise CorruptRecord(key, f"record schema {schema} is newer than this runfox "
+                                         f"({RECORD_SCHEMA}); upgrade runfox")
+            spec = data["spec"]
+            plan = spec_for(spec, data["workflow_id"])
+            raw_steps = data.get("steps") or []
+            if isinstance(raw_steps, Mapping):
+                raw_steps = list(raw_steps.values())
+            by_id = {s["id"]: s for s in raw_steps}
+            steps = StepMap.build(
+                (StepRecord.from_dict(by_id[s.id]) if s.id in by_id else StepRecord(s.id)
+                 for s in plan.steps),
+                plan.index,
+            )
+            return cls(
+                workflow_id=data["workflow_id"],
+                execution_id=data["execution_id"],
+                spec=spec,
+                inputs=data.get("inputs") or {},
+                state=data.get("state") or {},
+                steps=steps,
+                status=WorkflowStatus(data.get("status", WorkflowStatus.PENDING)),
+                outcome=data.get("outcome"),
+                version=int(data.get("version", 0)),
+                created_at=float(data.get("created_at", 0.0)),
+                updated_at=float(data.get("updated_at", 0.0)),
+                plan=plan,
+            )
+        except CorruptRecord:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CorruptRecord(key, f"{type(exc).__name__}: {exc}") from exc
+
+
+_FIELDS = tuple(WorkflowRecord.__dataclass_fields__)
+
+
+def _derive(plan: WorkflowSpec, steps: StepMap) -> tuple[StepMap, frozenset[str], int]:
+    """Compute ``unmet`` per step, the ready set and the open count from scratch."""
+    complete = {r.id for r in steps.values() if r.status is StepStatus.COMPLETE}
+    changes: dict[str, StepRecord] = {}
+    ready = set()
+    for s in plan.steps:
+        record = steps[s.id]
+        unmet = sum(1 for d in s.depends_on if d not in complete)
+        if record.unmet != unmet:
+            record = record.evolve(unmet=unmet)
+            changes[s.id] = record
+        if unmet == 0 and record.status in _WAITING:
+            ready.add(s.id)
+    return steps.replace(changes), frozenset(ready), len(steps) - len(complete)
+
+
+def context_for(record: WorkflowRecord) -> dict[str, Any]:
+    """The JSON Logic data for inputs and outputs: ``steps``, ``input``, ``state``."""
+    return {"steps": StepsView(record.steps), "input": record.inputs, "state": record.state}

@@ -1,0 +1,209 @@
+"""Workflow: a stateless handle on one execution.
+
+A ``Workflow`` holds a ``workflow_execution_id`` and a ``Backend`` and nothing
+else. Every property and method loads the current record from the backend, so
+two handles with the same id and backend are interchangeable, in one process or
+in many. The graph functions it drives live in ``runfox.graph`` and are
+re-exported here for code written against the seed's layout.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .graph import advance, on_step_result
+from .jsonvalue import json_copy
+from .records import WorkflowRecord
+from .results import Dispatch, Pending, Result, Terminal
+from .spec import WorkflowSpec, load_spec, parse_yaml
+from .status import StepStatus, WorkflowStatus
+
+if TYPE_CHECKING:
+    from .backend.base import Backend
+
+__all__ = ["Worker", "Workflow", "advance", "on_step_result"]
+
+
+class Worker(Protocol):
+    """Anything ``Workflow.run`` can drive: runs pending jobs, returns how many."""
+
+    def run(self, workflow_execution_id: str | None = None) -> int: ...
+
+
+class Workflow:
+    """A handle on one workflow execution stored in a ``Backend``."""
+
+    __slots__ = ("backend", "id")
+
+    def __init__(self, workflow_execution_id: str, backend: Backend) -> None:
+        self.id = workflow_execution_id
+        self.backend = backend
+
+    # -- construction -------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any] | WorkflowSpec, backend: Backend,
+                  inputs: dict[str, Any] | None = None) -> Workflow:
+        """Create a new execution of ``spec``. ``SpecError`` if it is invalid."""
+        plan = spec if isinstance(spec, WorkflowSpec) else load_spec(spec)
+        return cls(backend.create(plan, inputs), backend)
+
+    @classmethod
+    def from_yaml(cls, text: str, backend: Backend, inputs: dict[str, Any] | None = None
+                  ) -> Workflow:
+        """Create a new execution from YAML text (not a path; see ``from_file``)."""
+        return cls.from_dict(parse_yaml(text), backend, inputs)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], backend: Backend,
+                  inputs: dict[str, Any] | None = None) -> Workflow:
+        """Create a new execution from a YAML file; errors name the file and line."""
+        return cls.from_dict(load_spec(Path(path)), backend, inputs)
+
+    @classmethod
+    def resume(cls, workflow_execution_id: str, backend: Backend) -> Workflow:
+        """A handle on an existing execution. ``KeyError`` if there is none."""
+        backend.load(workflow_execution_id)
+        return cls(workflow_execution_id, backend)
+
+    # -- driving ------------------------------------------------------------
+
+    def advance(self) -> Result:
+        """Claim every ready step; ``Dispatch``, ``Pending`` or the terminal result."""
+        return self.backend.advance(self.id)
+
+    def on_step_result(self, step_id: str, output: Any, run_id: int | None = None) -> Result:
+        """Apply one step result; see ``runfox.graph.on_step_result``."""
+        return self.backend.on_step_result(self.id, step_id, output, run_id)
+
+    def cancel(self, reason: str | None = None) -> Result:
+        """Cancel the execution; returns ``Cancelled`` (or the result it had already)."""
+        return self.backend.cancel(self.id, reason)
+
+    def run(
+        self,
+        worker: Worker | None = None,
+        *,
+        timeout: float | None = None,
+        on_progress: Callable[[Workflow], None] | None = None,
+    ) -> Terminal:
+        """Drive the execution to its end and return the terminal result.
+
+        Each round applies every gathered result and claims what became ready in
+        one transition, dispatches the jobs, lets ``worker`` (or the backend's own
+        executor) run them, and gathers results. With no worker at all, results
+        come from other processes and ``run`` polls every ``poll_interval``.
+        When only a retry is waiting, it sleeps until the retry is due.
+
+        Raises ``TimeoutError`` if ``timeout`` seconds pass first; the execution
+        is left as it is and can be resumed.
+        """
+        backend = self.backend
+        worker = worker if worker is not None else backend._worker
+        deadline = None if timeout is None else time.monotonic() + timeout
+        results: list[Any] = []
+        idle_since: float | None = None
+        last_sweep = 0.0
+        # Claimed steps whose jobs no queue holds (a crash between claim and dispatch,
+        # or a restart with an in-process runner) are dispatched again once the
+        # execution has been idle this long; runners drop jobs they already hold.
+        stale_after = 0.0 if worker is not None else 30.0
+        while True:
+            _, nxt = backend.apply_and_advance(self.id, results)
+            if isinstance(nxt, Terminal):
+                return nxt
+            if on_progress is not None:
+                on_progress(self)
+            ran = worker.run(self.id) if worker is not None else 0
+            results = backend.gather(self.id)
+            now = time.monotonic()
+            if results or ran or isinstance(nxt, Dispatch):
+                idle_since = None
+                if results:
+                    continue
+            if deadline is not None and now >= deadline:
+                raise TimeoutError(f"workflow {self.id} did not finish within {timeout}s")
+            idle_since = idle_since if idle_since is not None else now
+            if now - idle_since >= stale_after and now - last_sweep >= max(stale_after, 1.0):
+                last_sweep = now
+                backend.redispatch_stale(self.id, stale_after)
+            wait = backend.poll_interval
+            if isinstance(nxt, Pending) and nxt.retry_at is not None:
+                wait = max(0.0, nxt.retry_at - backend.clock())
+                if worker is None:
+                    wait = min(wait, backend.poll_interval)
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - now))
+            time.sleep(wait)
+
+    # -- inspection ---------------------------------------------------------
+
+    @property
+    def record(self) -> WorkflowRecord:
+        """The current record (immutable; treat its JSON payloads as read-only)."""
+        return self.backend.load(self.id)
+
+    @property
+    def status(self) -> WorkflowStatus:
+        return self.backend.load(self.id).status
+
+    @property
+    def outcome(self) -> Any:
+        """The resolved outcome once the execution has ended, else ``None``."""
+        return json_copy(self.backend.load(self.id).outcome)
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """A copy of the shared state."""
+        return json_copy(self.backend.load(self.id).state)  # type: ignore[no-any-return]
+
+    @property
+    def step_statuses(self) -> dict[str, StepStatus]:
+        return {s.id: s.status for s in self.backend.load(self.id).steps.values()}
+
+    @property
+    def progress(self) -> dict[str, int]:
+        """How many steps are in each status, plus ``total``."""
+        record = self.backend.load(self.id)
+        counts = {status.value: 0 for status in StepStatus}
+        for step in record.steps.values():
+            counts[step.status.value] += 1
+        counts["total"] = len(record.steps)
+        return counts
+
+    @property
+    def step_durations(self) -> dict[str, float]:
+        """Seconds per started step; a running step is measured up to now."""
+        record = self.backend.load(self.id)
+        now = self.backend.clock()
+        return {
+            s.id: (s.finished_at if s.finished_at is not None else now) - s.started_at
+            for s in record.steps.values() if s.started_at is not None
+        }
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds from the first step start to the last step end (or now); 0 if none ran."""
+        record = self.backend.load(self.id)
+        starts = [s.started_at for s in record.steps.values() if s.started_at is not None]
+        if not starts:
+            return 0.0
+        running = any(s.status is StepStatus.IN_PROGRESS for s in record.steps.values())
+        ends = [s.finished_at for s in record.steps.values() if s.finished_at is not None]
+        end = self.backend.clock() if running or not ends else max(ends)
+        return max(0.0, end - min(starts))
+
+    def __repr__(self) -> str:
+        return f"Workflow(id={self.id!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Workflow):
+            return self.id == other.id and self.backend is other.backend
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.id)
