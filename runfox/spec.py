@@ -524,6 +524,7 @@ def compile_spec(
             problems.add(f"{place}.depends_on", "must be a list of step ids")
             raw_deps = []
         clean: list[str] = []
+        listed: set[str] = set()
         for j, dep in enumerate(raw_deps):
             where = f"{place}.depends_on[{j}]"
             if not isinstance(dep, str):
@@ -532,10 +533,11 @@ def compile_spec(
                 problems.add(where, f"unknown step {dep!r}{_suggest(dep, known)}")
             elif dep == sid:
                 problems.add(where, "a step cannot depend on itself")
-            elif dep in clean:
+            elif dep in listed:
                 problems.add(where, f"{dep!r} is listed twice")
             else:
                 clean.append(dep)
+                listed.add(dep)
         if sid is not None:
             deps[sid] = tuple(clean)
 
