@@ -57,10 +57,11 @@ class SpecProblem:
 class SpecError(RunfoxError, ValueError):
     """A workflow definition is invalid. ``problems`` lists every problem found."""
 
-    def __init__(self, problems: list[SpecProblem], source: str | None = None) -> None:
+    def __init__(self, problems: list[SpecProblem], source: str | None = None,
+                 subject: str = "workflow spec") -> None:
         self.problems = list(problems)
         self.source = source
-        head = f"invalid workflow spec{f' {source}' if source else ''}"
+        head = f"invalid {subject}{f' {source}' if source else ''}"
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{head} ({len(self.problems)} problem(s)):\n{lines}")
 

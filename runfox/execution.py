@@ -36,7 +36,7 @@ def _checked(output: Any, fn: str) -> dict[str, Any]:
                             f"executor returned {type(output).__name__} for fn {fn!r}, "
                             "expected a dict")
     try:
-        return json_copy(output)  # type: ignore[no-any-return]
+        return json_copy(output)
     except NotJSONError as exc:
         return error_output("InvalidOutput", f"output of fn {fn!r} is not JSON: {exc}")
 

@@ -118,7 +118,7 @@ def _js_str(value: Any) -> str:
 
 
 def _to_primitive(value: Any) -> Any:
-    if isinstance(value, list | tuple) or isinstance(value, Mapping):
+    if isinstance(value, list | tuple | Mapping):
         return _js_str(value)
     return value
 

@@ -73,7 +73,7 @@ StateChange = tuple[StateChangeEvent, dict[str, Any], dict[str, Any]]
 class _Tx:
     """Step changes layered over a record, keeping ``ready``/``open``/``unmet`` right."""
 
-    __slots__ = ("base", "changes", "open", "ready", "_ready_copied")
+    __slots__ = ("_ready_copied", "base", "changes", "open", "ready")
 
     def __init__(self, record: WorkflowRecord) -> None:
         self.base = record
@@ -90,7 +90,7 @@ class _Tx:
         if not self._ready_copied:
             self.ready = set(self.ready)
             self._ready_copied = True
-        return self.ready  # type: ignore[no-any-return]
+        return self.ready
 
     def _sync_ready(self, step: StepRecord) -> None:
         want = step.status in _WAITING and step.unmet == 0
@@ -129,7 +129,7 @@ class _Tx:
 # ---------------------------------------------------------------------------
 
 
-def terminal_result(record: WorkflowRecord) -> Terminal | None:
+def terminal_result(record: WorkflowRecord) -> Complete | Halt | Failed | Cancelled | None:
     """The result a finished record stands for, or ``None`` if it is still running."""
     status = record.status
     if status is WorkflowStatus.COMPLETE:

@@ -134,14 +134,19 @@ class StepMap(Mapping[str, StepRecord]):
     __slots__ = ("_chunks", "_index", "_keys")
 
     def __init__(
-        self, keys: tuple[str, ...], index: Mapping[str, int], chunks: tuple[tuple[StepRecord, ...], ...]
+        self,
+        keys: tuple[str, ...],
+        index: Mapping[str, int],
+        chunks: tuple[tuple[StepRecord, ...], ...],
     ) -> None:
         self._keys = keys
         self._index = index
         self._chunks = chunks
 
     @classmethod
-    def build(cls, records: Iterable[StepRecord], index: Mapping[str, int] | None = None) -> StepMap:
+    def build(
+        cls, records: Iterable[StepRecord], index: Mapping[str, int] | None = None
+    ) -> StepMap:
         items = list(records)
         keys = tuple(r.id for r in items)
         if index is None or len(index) != len(keys):
@@ -273,7 +278,7 @@ class WorkflowRecord:
     updated_at: float = 0.0
     # Derived, never stored: see the module docstring.
     plan: WorkflowSpec = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
-    ready: frozenset[str] = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+    ready: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
     open: int = field(default=-1, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -287,7 +292,7 @@ class WorkflowRecord:
             steps = StepMap.build(
                 (steps[s.id] if s.id in steps else StepRecord(s.id) for s in plan.steps), plan.index
             )
-        if self.ready is None or self.open < 0:
+        if self.open < 0:
             steps, ready, open_count = _derive(plan, steps)
             object.__setattr__(self, "ready", ready)
             object.__setattr__(self, "open", open_count)

@@ -206,7 +206,7 @@ class Halt(Terminal):
     status: ClassVar[WorkflowStatus] = WorkflowStatus.HALTED
 
     @property
-    def outcome(self) -> Any:  # type: ignore[override]
+    def outcome(self) -> Any:
         return self.result
 
 

@@ -162,7 +162,7 @@ _UniqueKeyLoader.add_constructor(
 def parse_yaml(text: str, source: str = "<string>") -> dict[str, Any]:
     """Parse YAML text into a spec dict; malformed YAML is a ``SpecError`` with its line."""
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
@@ -277,7 +277,8 @@ def _check_json(problems: _Problems, where: str, value: Any) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 problems.add(
-                    f"{where}.{key}", f"key {key!r} is a {type(key).__name__}; JSON keys are strings"
+                    f"{where}.{key}",
+                    f"key {key!r} is a {type(key).__name__}; JSON keys are strings",
                 )
             _check_json(problems, f"{where}.{key}", item)
         return
@@ -468,7 +469,8 @@ def compile_spec(
         problems.add("defaults", "must be a mapping")
         defaults = {}
     _check_keys(problems, "defaults", defaults, _DEFAULT_KEYS)
-    default_attempts = _parse_attempts(problems, "defaults.max_attempts", defaults.get("max_attempts"))
+    default_attempts = _parse_attempts(problems, "defaults.max_attempts",
+                                       defaults.get("max_attempts"))
     default_retry = _parse_retry(problems, "defaults.retry", defaults.get("retry"))
     default_timeout = _parse_timeout(problems, "defaults.timeout", defaults.get("timeout"))
 

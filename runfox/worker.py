@@ -72,7 +72,7 @@ def load_executor(ref: str) -> Executor:
                              f"{attr!r}") from None
     if not callable(target):
         raise ValueError(f"executor {ref!r} is a {type(target).__name__}, not a callable")
-    return target  # type: ignore[no-any-return]
+    return target
 
 
 # Process pools import the executor once per child process.

@@ -159,7 +159,7 @@ class Workflow:
     @property
     def state(self) -> dict[str, Any]:
         """A copy of the shared state."""
-        return json_copy(self.backend.load(self.id).state)  # type: ignore[no-any-return]
+        return json_copy(self.backend.load(self.id).state)
 
     @property
     def step_statuses(self) -> dict[str, StepStatus]:

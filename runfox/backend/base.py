@@ -187,9 +187,11 @@ class Backend:
         try:
             inputs = json_copy(inputs or {}, "inputs")
         except NotJSONError as exc:
-            raise SpecError([SpecProblem(exc.path, str(exc).split(": ", 1)[-1])]) from exc
+            raise SpecError([SpecProblem(exc.path, str(exc).split(": ", 1)[-1])],
+                            subject="workflow inputs") from exc
         if not isinstance(inputs, dict):
-            raise SpecError([SpecProblem("inputs", "workflow inputs must be a mapping")])
+            raise SpecError([SpecProblem("inputs", "workflow inputs must be a mapping")],
+                            subject="workflow inputs")
         now = self.clock()
         record = WorkflowRecord(
             workflow_id=plan.workflow_id,
@@ -234,7 +236,7 @@ class Backend:
         triples = _as_result_triples(results)
         if not triples:
             return []
-        return self.transition(  # type: ignore[no-any-return]
+        return self.transition(
             workflow_execution_id,
             lambda r, now, changes: graph.apply_results(r, triples, now, changes))
 

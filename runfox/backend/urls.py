@@ -50,7 +50,7 @@ def parts_from_url(url: str, **options: Any) -> tuple[Store, Runner]:
     else:
         raise ValueError(f"unknown backend URL {mask_url(url)!r}: expected sqlite:///FILE, "
                          "postgresql+psycopg://..., mysql+pymysql://..., aws://... or memory://")
-    return module.parts_from_url(url, **options)  # type: ignore[no-any-return]
+    return module.parts_from_url(url, **options)
 
 
 def backend_from_url(url: str | None = None, *, executor: Any = None, **options: Any
