@@ -41,7 +41,6 @@ from .results import (
     Pending,
     Result,
     StateChangeEvent,
-    Terminal,
 )
 from .spec import Branch, StepSpec
 from .status import StepStatus, WorkflowStatus
