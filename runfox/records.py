@@ -49,14 +49,12 @@ _MASK = _CHUNK - 1
 
 _WAITING = frozenset({StepStatus.READY, StepStatus.RETRY})
 
-
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return _dt.datetime.fromtimestamp(ts, _dt.UTC).isoformat()
 
-
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class StepRecord:
     """The stored state of one step.
 
@@ -81,9 +79,11 @@ class StepRecord:
 
     def evolve(self, **changes: Any) -> StepRecord:
         """A copy with ``changes`` (cheaper than ``dataclasses.replace``)."""
+        # Frozen dataclasses refuse setattr; copying __dict__ is the cheap way round.
         new = object.__new__(StepRecord)
-        for name in _STEP_FIELDS:
-            object.__setattr__(new, name, changes[name] if name in changes else getattr(self, name))
+        state = new.__dict__
+        state.update(self.__dict__)
+        state.update(changes)
         return new
 
     @property
@@ -119,10 +119,6 @@ class StepRecord:
             not_before=data.get("not_before"),
             unmet=unmet,
         )
-
-
-_STEP_FIELDS = tuple(StepRecord.__dataclass_fields__)
-
 
 class StepMap(Mapping[str, StepRecord]):
     """An immutable, ordered map of step id to ``StepRecord`` with cheap updates.
@@ -221,7 +217,6 @@ class StepMap(Mapping[str, StepRecord]):
     def __repr__(self) -> str:
         return f"StepMap({dict(self.items())!r})"
 
-
 class StepsView(LazyMapping):
     """``steps`` as JSON Logic sees it: ``{id: {"output": ...}}`` for steps with output."""
 
@@ -255,8 +250,7 @@ class StepsView(LazyMapping):
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
-
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class WorkflowRecord:
     """The stored state of one workflow execution.
 
@@ -313,8 +307,9 @@ class WorkflowRecord:
         Callers that change ``steps`` must pass matching ``ready`` and ``open``.
         """
         new = object.__new__(WorkflowRecord)
-        for name in _FIELDS:
-            object.__setattr__(new, name, changes[name] if name in changes else getattr(self, name))
+        state = new.__dict__
+        state.update(self.__dict__)
+        state.update(changes)
         return new
 
     # -- JSON ---------------------------------------------------------------
@@ -386,10 +381,6 @@ class WorkflowRecord:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CorruptRecord(key, f"{type(exc).__name__}: {exc}") from exc
 
-
-_FIELDS = tuple(WorkflowRecord.__dataclass_fields__)
-
-
 def _derive(plan: WorkflowSpec, steps: StepMap) -> tuple[StepMap, frozenset[str], int]:
     """Compute ``unmet`` per step, the ready set and the open count from scratch."""
     complete = {r.id for r in steps.values() if r.status is StepStatus.COMPLETE}
@@ -404,7 +395,6 @@ def _derive(plan: WorkflowSpec, steps: StepMap) -> tuple[StepMap, frozenset[str]
         if unmet == 0 and record.status in _WAITING:
             ready.add(s.id)
     return steps.replace(changes), frozenset(ready), len(steps) - len(complete)
-
 
 def context_for(record: WorkflowRecord) -> dict[str, Any]:
     """The JSON Logic data for inputs and outputs: ``steps``, ``input``, ``state``."""

@@ -50,6 +50,7 @@ import yaml
 
 from .errors import ExpressionError, SpecError, SpecProblem
 from .expressions import Compiled, compile_rule, compile_template, find_refs
+from .jsonvalue import json_copy
 from .retry import BACKOFFS, RetryPolicy
 
 __all__ = [
@@ -186,15 +187,15 @@ def load_spec(source: str | os.PathLike[str] | Mapping[str, Any]) -> WorkflowSpe
     ``pathlib.Path`` to read a file.
     """
     if isinstance(source, Mapping):
-        return compile_spec(dict(source))
+        return spec_for(dict(source))
     if isinstance(source, os.PathLike):
         path = Path(source)
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise SpecError([SpecProblem(str(path), f"cannot read: {exc.strerror}")]) from exc
-        return compile_spec(parse_yaml(text, str(path)), source=str(path))
-    return compile_spec(parse_yaml(source))
+        return spec_for(parse_yaml(text, str(path)), source=str(path))
+    return spec_for(parse_yaml(source))
 
 
 def canonical_json(value: Any) -> str:
@@ -215,15 +216,22 @@ _CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = 256
 
 
-def spec_for(raw: dict[str, Any], workflow_id: str | None = None) -> WorkflowSpec:
-    """The compiled spec for ``raw``, compiled at most once per ``workflow_id``."""
-    key = workflow_id or workflow_id_for(raw)
+def spec_for(raw: dict[str, Any], workflow_id: str | None = None, *,
+             source: str | None = None) -> WorkflowSpec:
+    """The compiled spec for ``raw``, compiled at most once per ``workflow_id``.
+
+    ``source`` names where ``raw`` came from, for error messages.
+    """
+    try:
+        key = workflow_id or workflow_id_for(raw)
+    except (TypeError, ValueError):  # not JSON: let compile_spec say where
+        return compile_spec(raw, source=source)
     with _CACHE_LOCK:
         cached = _CACHE.get(key)
         if cached is not None:
             _CACHE.move_to_end(key)
             return cached
-    compiled = compile_spec(raw, workflow_id=key)
+    compiled = compile_spec(raw, source=source, workflow_id=key)
     with _CACHE_LOCK:
         _CACHE[key] = compiled
         while len(_CACHE) > _CACHE_SIZE:
@@ -458,6 +466,7 @@ def compile_spec(
     _check_json(problems, "spec", raw)
     if problems.items:  # non-JSON values would break everything below; report them now
         raise SpecError(problems.items, source=source)
+    raw = json_copy(raw)  # compiled specs are shared and cached: never alias the caller's dict
 
     name = raw.get("name", "")
     if not isinstance(name, str):

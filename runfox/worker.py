@@ -27,6 +27,7 @@ import importlib
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -53,12 +54,17 @@ TIMEOUT_GRACE = 5.0
 def load_executor(ref: str) -> Executor:
     """Import ``"package.module:attr"`` and return the callable it names.
 
+    As with ``python -m``, modules in the current directory are found too, so
+    ``runfox worker --executor mypkg.steps:execute`` works from a project root.
+
     Raises ``ValueError`` with a one-line reason when the reference is malformed,
     the module cannot be imported, or the attribute is missing or not callable.
     """
     module_name, sep, attr = ref.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"executor {ref!r} must look like 'package.module:function'")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -204,3 +204,11 @@ def test_from_file_names_the_file(tmp_path: Path) -> None:
     assert str(path) in str(info.value)
     with pytest.raises(SpecError, match="cannot read"):
         rfx.Workflow.from_file(tmp_path / "missing.yaml", rfx.Backend())
+
+
+def test_a_compiled_spec_does_not_alias_the_callers_dict() -> None:
+    raw = {"steps": [{"id": "alias_check", "fn": "f", "input": {"x": 1}}]}
+    plan = load_spec(raw)
+    raw["steps"][0]["input"]["x"] = 2
+    assert plan.raw["steps"][0]["input"]["x"] == 1
+    assert load_spec({"steps": [{"id": "alias_check", "fn": "f", "input": {"x": 1}}]}) is plan
