@@ -40,6 +40,7 @@ from .results import (
     Ignored,
     Pending,
     StateChangeEvent,
+    Terminal,
     WorkResult,
 )
 from .retry import RetryPolicy
@@ -72,6 +73,7 @@ __all__ = [
     "StateChangeEvent",
     "StepRecord",
     "StepStatus",
+    "Terminal",
     "UnknownStepError",
     "WorkResult",
     "Workflow",
