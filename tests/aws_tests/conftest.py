@@ -1,15 +1,16 @@
 """A moto server for the AWS tests, and fresh tables and queues for each test.
 
 The server is started once per session on 127.0.0.1 (a free port) and spoken to
-over HTTP by real boto3 clients. The session points the standard AWS variables
-(``AWS_ENDPOINT_URL``, dummy credentials, region) at it, so nothing here can reach
-real AWS. Each test gets tables and queues under a prefix of its own instead of
-resetting the server, so tests never see each other's state.
+over HTTP by real boto3 clients. It is moto's server with DynamoDB requests served
+one at a time (``runfox.backend.aws.testing.LocalAws`` says why). The session
+points the standard AWS variables (``AWS_ENDPOINT_URL``, dummy credentials,
+region) at it, so nothing here can reach real AWS. Each test gets tables and
+queues under a prefix of its own instead of resetting the server, so tests never
+see each other's state.
 """
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,20 +27,19 @@ MAX_RECEIVES = 3
 
 @pytest.fixture(scope="session")
 def moto_url() -> Iterator[str]:
-    """The URL of a moto server started for this session."""
+    """The URL of a moto server started for this session (see ``LocalAws``)."""
     try:
         import boto3  # noqa: F401
-        from moto.server import ThreadedMotoServer
+        import moto.server  # noqa: F401
     except ImportError as exc:
         need_service("moto", f"{exc}: pip install -e '.[dev]'")
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    from runfox.backend.aws.testing import LocalAws
+
+    server = LocalAws()
     try:
-        server.start()
+        url = server.start()
     except Exception as exc:  # a broken install or a sandbox without sockets
-        need_service("moto", f"ThreadedMotoServer did not start: {exc}")
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
+        need_service("moto", f"the moto server did not start: {exc}")
     patch = pytest.MonkeyPatch()
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
                  "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"):

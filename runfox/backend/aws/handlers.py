@@ -67,6 +67,9 @@ logger = logging.getLogger("runfox.backend.aws")
 #: An advance message this many seconds early is sent on instead of acted upon.
 _EARLY = 0.5
 
+#: ``(workflow_execution_id, step_id, run_id)``: which job a result came from.
+JobKey = tuple[str, str, int]
+
 
 def _sqs_runner(backend: Backend) -> SQSRunner:
     if not isinstance(backend.runner, SQSRunner):
@@ -91,17 +94,20 @@ class ResultHandler:
 
     def __call__(self, workflow_execution_id: str, step_id: str, output: dict[str, Any],
                  run_id: int | None = None) -> Result:
-        return self.apply(workflow_execution_id, [WorkResult(step_id, output, run_id)])
+        completed = [] if run_id is None else [(workflow_execution_id, step_id, run_id)]
+        return self.apply(workflow_execution_id, [WorkResult(step_id, output, run_id)],
+                          completed=completed)
 
     def apply(self, workflow_execution_id: str, results: Sequence[WorkResult] = (), *,
-              completed: Sequence[DispatchJob] = (), woken: bool = False) -> Result:
+              completed: Sequence[JobKey] = (), woken: bool = False) -> Result:
         """Apply ``results`` and advance in one transition; dispatch; arm a wake-up.
 
         Args:
             workflow_execution_id: the execution.
             results: results to apply (stale or repeated ones are ignored).
-            completed: the jobs these results came from; their rows are closed
-                in the request that dispatches the next jobs.
+            completed: ``(workflow_execution_id, step_id, run_id)`` of the jobs
+                these results came from; their rows are closed in the request that
+                dispatches the next jobs.
             woken: this call answers an advance message, so a retry that is still
                 waiting needs a new wake-up.
 
@@ -169,7 +175,7 @@ class ResultHandler:
 @dataclass
 class _Group:
     results: list[WorkResult] = field(default_factory=list)
-    completed: list[DispatchJob] = field(default_factory=list)
+    completed: list[JobKey] = field(default_factory=list)
     advances: list[Advance] = field(default_factory=list)
     message_ids: list[str] = field(default_factory=list)
 
@@ -237,7 +243,7 @@ class JobHandler:
                                           strict=True):
             group = batch.group(job.workflow_execution_id)
             group.results.append(WorkResult(job.step_id, output, job.run_id))
-            group.completed.append(job)
+            group.completed.append((job.workflow_execution_id, job.step_id, job.run_id))
             group.message_ids.append(message.message_id)
         for workflow_execution_id, group in batch.groups.items():
             try:

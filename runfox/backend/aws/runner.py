@@ -54,7 +54,7 @@ from .messages import (
     parse,
     result_body,
 )
-from .tasks import DEFAULT_TASK_TTL, TaskTable, Verdict, keys_of, unique_jobs
+from .tasks import DEFAULT_TASK_TTL, TaskTable, Verdict, unique_jobs
 
 __all__ = ["ControlHandler", "Delivery", "SQSRunner"]
 
@@ -331,11 +331,12 @@ class SQSRunner(Runner):
     # -- the Runner contract ---------------------------------------------------------------
 
     def dispatch(self, workflow_execution_id: str, jobs: Sequence[DispatchJob], *,
-                 done: Sequence[DispatchJob] = ()) -> None:
-        """Enqueue new jobs; optionally mark ``done`` jobs finished in the same request.
+                 done: Sequence[tuple[str, str, int]] = ()) -> None:
+        """Enqueue new jobs; optionally mark jobs finished in the same request.
 
-        ``done`` is how a result handler, which applied results straight to the
-        record, closes their job rows without an extra request.
+        ``done`` holds ``(workflow_execution_id, step_id, run_id)`` keys: it is how
+        a result handler, which applied results straight to the record, closes
+        their job rows without an extra request.
 
         Raises:
             BackendError: a job's message is too large (nothing of it is written),
@@ -352,10 +353,11 @@ class SQSRunner(Runner):
                                    "inputs small (pass references to S3 objects)")
         ops = [self.tasks.put_job_op(job, body, url, now)
                for job, body, url in zip(jobs, bodies, queues, strict=True)]
-        ops += [self.tasks.done_op(key, now) for key in keys_of(done)]
+        ops += [self.tasks.done_op(key, now) for key in dict.fromkeys(done)]
         refused = self.tasks.tx.run(ops)
         outgoing = []
-        for job, body, url, outcome in zip(jobs, bodies, queues, refused, strict=True):
+        for job, body, url, outcome in zip(jobs, bodies, queues, refused[:len(jobs)],
+                                           strict=True):
             if outcome is None:
                 outgoing.append((url, body, 0))
             elif outcome.item and self._stale(outcome.item, now):

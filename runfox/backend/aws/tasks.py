@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -314,6 +314,3 @@ def unique_jobs(jobs: Iterable[DispatchJob]) -> list[DispatchJob]:
         seen.setdefault(job.key, job)
     return list(seen.values())
 
-
-def keys_of(jobs: Sequence[DispatchJob]) -> list[tuple[str, str, int]]:
-    return [(j.workflow_execution_id, j.step_id, j.run_id) for j in jobs]
