@@ -14,11 +14,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import need_service
 
+#: The repository root.
+ROOT = Path(__file__).resolve().parents[2]
 #: Short visibility timeout (seconds): leases expire quickly in tests.
 VISIBILITY = 2
 #: Receives before a message moves to the dead-letter queue.
@@ -161,5 +164,5 @@ def requests_counter(*clients: Any) -> dict[str, int]:
     return counts
 
 
-__all__ = ["MAX_RECEIVES", "VISIBILITY", "Aws", "make_clients", "new_aws", "no_retry_config",
-           "requests_counter"]
+__all__ = ["MAX_RECEIVES", "ROOT", "VISIBILITY", "Aws", "make_clients", "new_aws",
+           "no_retry_config", "requests_counter"]

@@ -252,14 +252,24 @@ def create_resources(
     except Exception as exc:  # already enabled
         if error_code(exc) != "ValidationException":
             raise
-    dlq_url = call(sqs, "create_queue", f"{prefix}-jobs-dlq", QueueName=f"{prefix}-jobs-dlq",
-                   Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
+    dlq_url = _create_queue(sqs, f"{prefix}-jobs-dlq", {"MessageRetentionPeriod": "1209600"})
     dlq_arn = call(sqs, "get_queue_attributes", dlq_url, QueueUrl=dlq_url,
                    AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count})
-    queue_url = call(sqs, "create_queue", f"{prefix}-jobs", QueueName=f"{prefix}-jobs",
-                     Attributes={"VisibilityTimeout": str(visibility_timeout),
-                                 "RedrivePolicy": redrive})["QueueUrl"]
-    if not queue_url:
-        raise BackendError(f"SQS returned no URL for queue {prefix}-jobs")
+    queue_url = _create_queue(sqs, f"{prefix}-jobs", {
+        "VisibilityTimeout": str(visibility_timeout), "RedrivePolicy": redrive})
     return Resources(table, tasks, queue_url, dlq_url)
+
+
+def _create_queue(client: Any, name: str, attributes: dict[str, str]) -> str:
+    """The queue's URL, creating it with ``attributes`` if it does not exist."""
+    try:
+        url = call(client, "create_queue", name, passthrough=("QueueAlreadyExists",),
+                   QueueName=name, Attributes=attributes)["QueueUrl"]
+    except Exception as exc:  # exists with other attributes: leave it as it is
+        if error_code(exc) != "QueueAlreadyExists":
+            raise
+        url = call(client, "get_queue_url", name, QueueName=name)["QueueUrl"]
+    if not url:
+        raise BackendError(f"SQS returned no URL for queue {name!r}")
+    return url  # type: ignore[no-any-return]
