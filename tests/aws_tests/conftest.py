@@ -109,16 +109,15 @@ class Aws:
         return sum(int(v) for v in attributes.values())
 
     def dead_letters(self) -> list[dict[str, Any]]:
-        """Receive everything in the dead-letter queue (made visible again at once)."""
-        found: dict[str, dict[str, Any]] = {}
+        """Everything in the dead-letter queue (received, and hidden for a minute)."""
+        found: list[dict[str, Any]] = []
         while True:
             got = self.sqs.receive_message(QueueUrl=self.resources.dead_letter_queue_url,
                                            MaxNumberOfMessages=10,
-                                           VisibilityTimeout=0).get("Messages", [])
-            fresh = [m for m in got if m["MessageId"] not in found]
-            if not fresh:
-                return list(found.values())
-            found.update((m["MessageId"], m) for m in fresh)
+                                           VisibilityTimeout=60).get("Messages", [])
+            if not got:
+                return found
+            found.extend(got)
 
 
 def make_clients(url: str) -> tuple[Any, Any]:

@@ -38,7 +38,10 @@ def test_bad_messages_reach_the_dead_letter_queue_and_touch_nothing(
     backend = aws.backend()
     handler = lambda_handler(backend, fan_executor)
     unknown_job = DispatchJob("nope#missing", "a", "seed", {"n": 1})
+    known = backend.create(fan_spec(1), {"n": 1})
     bodies = [
+        job_body(DispatchJob(known, "nostep", "seed", {})),  # a step the workflow lacks
+        job_body(DispatchJob(known, "root", "rm -rf", {})),  # another fn than the step's
         "this is not JSON",
         "[1, 2, 3]",
         '{"workflow_execution_id": "x#y", "step_id": "a"}',  # no fn
@@ -66,7 +69,8 @@ def test_bad_messages_reach_the_dead_letter_queue_and_touch_nothing(
         assert message_id in caplog.text
     # Nothing was written anywhere.
     assert aws.dynamodb.scan(TableName=aws.resources.tasks_table)["Items"] == []
-    assert aws.dynamodb.scan(TableName=aws.resources.table)["Items"] == []
+    (item,) = aws.dynamodb.scan(TableName=aws.resources.table)["Items"]
+    assert item["id"]["S"] == known and item["version"]["N"] == "1"
 
 
 def test_lambda_handler_reports_partial_batch_failures(aws: Aws) -> None:
@@ -194,7 +198,7 @@ def test_a_halt_cancels_the_queued_jobs_of_its_siblings(aws: Aws) -> None:
     assert isinstance(backend.load(wf).outcome, dict)
     assert backend.load(wf).status is WorkflowStatus.HALTED
     slow = next(m for body, m in by_step.items() if '"step_id":"slow"' in body)
-    assert handler.process([slow]) == []  # skipped: its row was cancelled by the halt
+    assert handler.process([slow]) == []  # dropped unrun: the execution has ended
     assert ran == ["judge"]
 
 
@@ -275,6 +279,27 @@ def test_routing_by_fn_sends_jobs_to_their_queues(aws: Aws) -> None:
     with pytest.raises(ValueError, match="receive_queues"):
         SQSRunner(route, tasks_table=aws.resources.tasks_table, sqs_client=aws.sqs,
                   dynamodb_client=aws.dynamodb)
+
+
+def test_a_superseded_run_is_dropped_unrun(aws: Aws) -> None:
+    """After a retry the old run's job (say, a late duplicate) is not run again."""
+    ran: list[int] = []
+
+    def executor(fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        ran.append(1)
+        raise ConnectionError("flaky")
+
+    backend = aws.backend()
+    spec = {"steps": [{"id": "a", "fn": "f", "max_attempts": 3,
+                       "retry": {"backoff": "fixed", "delay": 600}}]}
+    wf, (first,) = start(backend, spec)
+    backend.runner.dispatch(wf, [first])
+    (message,) = backend.runner.receive(aws.resources.queue_url, 10, 30)
+    handler = JobHandler(backend, executor)
+    assert handler.process([message]) == []  # fails: run 1 waits 10 minutes
+    assert backend.load(wf).steps["a"].run_id == 1
+    assert handler.process([message]) == []  # the run-0 job again: dropped
+    assert ran == [1]
 
 
 def test_duplicate_copies_in_one_batch_run_once(aws: Aws) -> None:

@@ -10,12 +10,15 @@ The pieces, each usable from Python and wired for Lambda by ``workers/aws_lambda
   gets the message early sends it on again). When the execution ends by halting,
   failing or being cancelled, the jobs still queued are marked cancelled, so
   workers delete them unrun.
-- ``JobHandler``: processes a batch of received messages: marks the jobs taken
-  (one request), runs them, and hands their outputs to the ``ResultHandler``,
-  one transition per execution per batch. Advance and result messages go to the
-  ``ResultHandler`` too. It returns the ids of the messages that must stay on the
-  queue: invalid ones (they reach the dead-letter queue through the redrive
-  policy) and ones whose processing failed (they are retried).
+- ``JobHandler``: processes a batch of received messages. It reads each
+  execution's record once, drops jobs the record no longer waits for (duplicates,
+  superseded runs, finished or cancelled executions) without running them, runs
+  the rest, and hands their outputs to the ``ResultHandler``: one transition per
+  execution per batch, starting from the record it already read. Advance and
+  result messages go to the ``ResultHandler`` too. It returns the ids of the
+  messages that must stay on the queue: invalid ones and jobs no execution knows
+  (they reach the dead-letter queue through the redrive policy), and ones whose
+  processing failed (they are retried).
 - ``lambda_handler``: a Lambda handler for SQS events built on a ``JobHandler``,
   returning ``{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}``
   (enable ``ReportBatchItemFailures`` on the event source mapping).
@@ -40,8 +43,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...errors import RecordTooLarge
+from ...errors import RecordTooLarge, WorkflowNotFound
 from ...execution import Executor, error_output, run_job
+from ...records import WorkflowRecord
 from ...results import (
     Cancelled,
     Dispatch,
@@ -53,11 +57,10 @@ from ...results import (
     Result,
     WorkResult,
 )
-from ...status import WorkflowStatus
+from ...status import StepStatus, WorkflowStatus
 from ..base import Backend
-from .messages import Advance, Invalid, Message, ResultMessage
+from .messages import Advance, Invalid, Message, ResultMessage, parse
 from .runner import SQSRunner
-from .tasks import Verdict
 
 __all__ = ["JobHandler", "LambdaHandler", "ResultHandler", "SQSConsumer", "lambda_handler",
            "sweep"]
@@ -99,7 +102,8 @@ class ResultHandler:
                           completed=completed)
 
     def apply(self, workflow_execution_id: str, results: Sequence[WorkResult] = (), *,
-              completed: Sequence[JobKey] = (), woken: bool = False) -> Result:
+              completed: Sequence[JobKey] = (), woken: bool = False,
+              loaded: WorkflowRecord | None = None) -> Result:
         """Apply ``results`` and advance in one transition; dispatch; arm a wake-up.
 
         Args:
@@ -110,6 +114,8 @@ class ResultHandler:
                 dispatches the next jobs.
             woken: this call answers an advance message, so a retry that is still
                 waiting needs a new wake-up.
+            loaded: the record as read earlier by the caller, to save a load
+                (see ``Backend.transition``).
 
         Returns:
             What ``advance`` returned: ``Dispatch``, ``Pending`` or a terminal result.
@@ -120,7 +126,7 @@ class ResultHandler:
         """
         try:
             applied, nxt = self.backend.apply_and_advance(workflow_execution_id, results,
-                                                          dispatch=False)
+                                                          dispatch=False, loaded=loaded)
         except RecordTooLarge as exc:
             if not results:
                 raise
@@ -156,7 +162,8 @@ class ResultHandler:
         for workflow_execution_id, group in batch.groups.items():
             self._settle(workflow_execution_id, group)
 
-    def _settle(self, workflow_execution_id: str, group: _Group) -> None:
+    def _settle(self, workflow_execution_id: str, group: _Group,
+                loaded: WorkflowRecord | None = None) -> None:
         now = self.backend.clock()
         if not group.results and group.advances and all(
                 a.not_before is not None and a.not_before - now > _EARLY for a in group.advances):
@@ -169,7 +176,7 @@ class ResultHandler:
         if group.advances:
             results += self.runner.gather(workflow_execution_id)
         self.apply(workflow_execution_id, results, completed=group.completed,
-                   woken=bool(group.advances))
+                   woken=bool(group.advances), loaded=loaded)
 
 
 @dataclass
@@ -222,23 +229,23 @@ class JobHandler:
         """Handle a batch; return the ids of the messages that must stay on the queue."""
         failures: list[str] = []
         batch = _Batch()
-        runnable: list[tuple[Message, DispatchJob]] = []
-        for delivery in self.runner.accept(messages):
-            message, parsed = delivery.message, delivery.parsed
+        received: dict[str, list[tuple[Message, DispatchJob]]] = {}
+        for message in messages:
+            parsed = parse(message.body)
             if isinstance(parsed, Invalid):
+                logger.warning("message %s is not a runfox message (%s); left for the "
+                               "dead-letter queue", message.message_id, parsed.reason)
                 failures.append(message.message_id)
-            elif isinstance(parsed, Advance | ResultMessage):
+            elif isinstance(parsed, DispatchJob):
+                received.setdefault(parsed.workflow_execution_id, []).append((message, parsed))
+            else:
                 batch.add_control(parsed, message.message_id)
-            elif delivery.verdict in (Verdict.UNKNOWN, Verdict.MISMATCH):
-                failures.append(message.message_id)
-            elif delivery.verdict is Verdict.ACCEPTED:
-                if self.executor is None:
-                    logger.warning("message %s is job %s but this handler has no executor; "
-                                   "left on the queue", message.message_id, parsed.key)
-                    failures.append(message.message_id)
-                else:
-                    runnable.append((message, parsed))
-            # DONE and CANCELLED: a duplicate or a job nobody needs any more; drop it.
+        loaded: dict[str, WorkflowRecord] = {}
+        runnable: list[tuple[Message, DispatchJob]] = []
+        for workflow_execution_id, jobs in received.items():
+            record = self._check(workflow_execution_id, jobs, runnable, failures)
+            if record is not None:
+                loaded[workflow_execution_id] = record
         for (message, job), output in zip(runnable, self._run([j for _, j in runnable]),
                                           strict=True):
             group = batch.group(job.workflow_execution_id)
@@ -247,13 +254,59 @@ class JobHandler:
             group.message_ids.append(message.message_id)
         for workflow_execution_id, group in batch.groups.items():
             try:
-                self.results._settle(workflow_execution_id, group)
+                self.results._settle(workflow_execution_id, group,
+                                     loaded.get(workflow_execution_id))
             except Exception as exc:
                 (logger.warning if isinstance(exc, KeyError) else logger.exception)(
                     "could not apply messages %s to %s: %s", ", ".join(group.message_ids),
                     workflow_execution_id, exc)
                 failures.extend(group.message_ids)
         return failures
+
+    def _check(self, workflow_execution_id: str, jobs: list[tuple[Message, DispatchJob]],
+               runnable: list[tuple[Message, DispatchJob]], failures: list[str]
+               ) -> WorkflowRecord | None:
+        """Read the record once; keep the jobs it is waiting for, drop or refuse the rest.
+
+        A job the record does not know (no such execution or step, another fn)
+        is refused: left for the dead-letter queue. A job whose step is no longer
+        running that run (a duplicate, a superseded run, a finished or cancelled
+        execution) is dropped without running. The record is returned for the
+        transition that applies the results, which then needs no load of its own.
+        """
+        try:
+            record = self.backend.load(workflow_execution_id)
+        except WorkflowNotFound:
+            for message, job in jobs:
+                logger.warning("message %s names job %s of an execution that does not exist; "
+                               "left for the dead-letter queue", message.message_id, job.key)
+                failures.append(message.message_id)
+            return None
+        seen: set[str] = set()
+        for message, job in jobs:
+            spec = record.plan.by_id.get(job.step_id)
+            if spec is None or spec.fn != job.fn:
+                logger.warning("message %s names job %s, which %s; left for the dead-letter "
+                               "queue", message.message_id, job.key,
+                               "is not a step of that workflow" if spec is None
+                               else f"runs {spec.fn!r}, not {job.fn!r}")
+                failures.append(message.message_id)
+                continue
+            step = record.steps[job.step_id]
+            if (record.status.is_terminal or step.status is not StepStatus.IN_PROGRESS
+                    or step.run_id != job.run_id or job.key in seen):
+                logger.info("message %s: job %s is not awaited (step %s, run %d); dropped "
+                            "unrun", message.message_id, job.key, step.status.value,
+                            step.run_id)
+                continue
+            seen.add(job.key)
+            if self.executor is None:
+                logger.warning("message %s is job %s but this handler has no executor; left "
+                               "on the queue", message.message_id, job.key)
+                failures.append(message.message_id)
+                continue
+            runnable.append((message, job))
+        return record
 
     def _run(self, jobs: list[DispatchJob]) -> list[dict[str, Any]]:
         assert self.executor is not None or not jobs
