@@ -173,7 +173,8 @@ def call(client: Any, operation: str, resource: str, *, passthrough: Sequence[st
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        return getattr(client, operation)(**params)  # type: ignore[no-any-return]
+        response: dict[str, Any] = getattr(client, operation)(**params)
+        return response
     except ClientError as exc:
         if error_code(exc) in passthrough:
             raise

@@ -264,12 +264,12 @@ def create_resources(
 def _create_queue(client: Any, name: str, attributes: dict[str, str]) -> str:
     """The queue's URL, creating it with ``attributes`` if it does not exist."""
     try:
-        url = call(client, "create_queue", name, passthrough=("QueueAlreadyExists",),
-                   QueueName=name, Attributes=attributes)["QueueUrl"]
+        url: str = call(client, "create_queue", name, passthrough=("QueueAlreadyExists",),
+                        QueueName=name, Attributes=attributes)["QueueUrl"]
     except Exception as exc:  # exists with other attributes: leave it as it is
         if error_code(exc) != "QueueAlreadyExists":
             raise
         url = call(client, "get_queue_url", name, QueueName=name)["QueueUrl"]
     if not url:
         raise BackendError(f"SQS returned no URL for queue {name!r}")
-    return url  # type: ignore[no-any-return]
+    return url

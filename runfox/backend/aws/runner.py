@@ -173,17 +173,20 @@ class SQSRunner(Runner):
             self._route = queue
         else:
             self.queue_url = self._resolve(queue)
-        if receive_queues is None and self.queue_url is None:
+        if receive_queues is not None:
+            self.receive_queues = [self._resolve(q) for q in receive_queues]
+        elif self.queue_url is not None:
+            self.receive_queues = [self.queue_url]
+        else:
             raise ValueError("with a routing callable as queue, pass receive_queues (the "
                              "queues this runner takes jobs from)")
-        self.receive_queues = ([self._resolve(q) for q in receive_queues]
-                               if receive_queues is not None else [self.queue_url])
         self.events_queue = self._resolve(events_queue) if events_queue else self.queue_url
         self._held: dict[str, tuple[DispatchJob, str, str]] = {}
         self._lock = threading.Lock()
         if verify:
             self.tasks.verify()
-            for url in {*self.receive_queues, self.queue_url, self.events_queue} - {None}:
+            known = {*self.receive_queues, self.queue_url, self.events_queue}
+            for url in sorted(u for u in known if u is not None):
                 call(self.sqs, "get_queue_attributes", url, QueueUrl=url,
                      AttributeNames=["QueueArn"])
 
@@ -194,8 +197,8 @@ class SQSRunner(Runner):
     def _resolve(self, queue: str) -> str:
         if queue.startswith(("https://", "http://")):
             return queue
-        return call(self.sqs, "get_queue_url", queue, QueueName=queue)[  # type: ignore[no-any-return]
-            "QueueUrl"]
+        url: str = call(self.sqs, "get_queue_url", queue, QueueName=queue)["QueueUrl"]
+        return url
 
     def queue_for(self, job: DispatchJob) -> str:
         """The queue URL a job is sent to."""
