@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import runfox as rfx
@@ -43,31 +45,8 @@ from runfox.backend.aws import (
 from runfox.backend.aws.testing import LocalAws
 from runfox.worker import Worker
 
-
-def chain(n: int) -> dict[str, Any]:
-    steps = [{"id": "s0", "fn": "inc", "input": {"x": {"var": "input.x"}}}]
-    for i in range(1, n):
-        steps.append({"id": f"s{i}", "fn": "inc", "depends_on": [f"s{i - 1}"],
-                      "input": {"x": {"var": f"steps.s{i - 1}.output.x"}}})
-    return {"name": f"chain-{n}", "steps": steps,
-            "outputs": {"x": {"var": f"steps.s{n - 1}.output.x"}}}
-
-
-def fan(n: int) -> dict[str, Any]:
-    """A root, n - 2 parallel leaves, and a sink that depends on every leaf."""
-    leaves = max(1, n - 2)
-    steps: list[dict[str, Any]] = [{"id": "root", "fn": "inc", "input": {"x": {"var": "input.x"}}}]
-    for i in range(leaves):
-        steps.append({"id": f"l{i}", "fn": "inc", "depends_on": ["root"],
-                      "input": {"x": {"var": "steps.root.output.x"}}})
-    steps.append({"id": "sink", "fn": "inc", "depends_on": [f"l{i}" for i in range(leaves)],
-                  "input": {"x": {"var": "steps.l0.output.x"}}})
-    return {"name": f"fan-{n}", "steps": steps,
-            "outputs": {"x": {"var": "steps.sink.output.x"}}}
-
-
-def execute(fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
-    return {"x": inputs["x"] + 1}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_core import chain, execute, fan  # the same shapes as the core benchmark
 
 
 class Counted:
