@@ -154,8 +154,7 @@ def test_a_crashed_worker_message_comes_back_and_the_workflow_completes(aws: Aws
 
 def test_a_crash_between_claim_and_send_is_repaired_by_the_sweep(aws: Aws) -> None:
     recorder = Recorder()
-    backend = aws.backend(on_state_change=recorder.on_state_change,
-                          runner_options={"resend_after": 0.0})
+    backend = aws.backend(on_state_change=recorder.on_state_change)
     handler = lambda_handler(backend, recorder.executor)
     wf = backend.create(chain_spec(3), {"x": 0})
     backend.runner.schedule_advance(wf)
@@ -174,17 +173,51 @@ def test_a_crash_between_claim_and_send_is_repaired_by_the_sweep(aws: Aws) -> No
     record = backend.load(wf)
     assert record.steps["s0"].status is StepStatus.COMPLETE
     assert record.steps["s1"].status is StepStatus.IN_PROGRESS
-    # The s0 message is redelivered but recognised as finished; nothing sends s1 ...
+    # The s0 message is redelivered and dropped; s1's row exists, so it is not sent
+    # again at once (it may still be on its way) ...
     deadline = time.monotonic() + 30
     while aws.queue_depth() and time.monotonic() < deadline:
         poll_once(runner, handler)
     assert aws.queue_depth() == 0
     assert backend.load(wf).steps["s1"].status is StepStatus.IN_PROGRESS
-    # ... until the scheduled sweep re-sends it.
-    assert sweep(backend, stale_after=0.0) == 1
+    # ... until the scheduled sweep finds it stale (resend_after is 300 s by default).
+    sweeper = rfx.Backend(store=aws.store(), runner=aws.runner(resend_after=0.0))
+    assert sweep(sweeper, stale_after=0.0) == 1
     consume(aws, handler, lambda: finished(backend, [wf]), threads=1, timeout=60)
     assert backend.load(wf).outcome == {"x": 3}
     assert set(recorder.applications.values()) == {1}
+
+
+def test_a_crash_before_the_job_rows_are_written_is_repaired_by_the_redelivery(
+        aws: Aws) -> None:
+    """The handler dies after claiming s1 and before writing its row and message."""
+    recorder = Recorder()
+    backend = aws.backend(on_state_change=recorder.on_state_change)
+    handler = lambda_handler(backend, recorder.executor)
+    wf = backend.create(chain_spec(3), {"x": 0})
+    backend.runner.schedule_advance(wf)
+    runner = aws.runner()
+    poll_once(runner, handler)  # s0 claimed and sent
+    crashed: list[str] = []
+
+    def crash_once(**_: Any) -> None:
+        if not crashed:
+            crashed.append("dispatch")
+            raise RuntimeError("the process died here")
+
+    events = backend.runner.dynamodb.meta.events
+    events.register_first("before-call.dynamodb.TransactWriteItems", crash_once)
+    try:
+        assert poll_once(runner, handler) == 1
+        assert crashed == ["dispatch"]
+        assert backend.load(wf).steps["s1"].status is StepStatus.IN_PROGRESS
+        # No sweep: the redelivered s0 message is dropped unrun and s1 is sent again.
+        consume(aws, handler, lambda: finished(backend, [wf]), threads=1, timeout=60)
+    finally:
+        events.unregister("before-call.dynamodb.TransactWriteItems", crash_once)
+    assert backend.load(wf).outcome == {"x": 3}
+    assert set(recorder.applications.values()) == {1}
+    assert sum(recorder.executions.values()) == 3
 
 
 def test_retry_backoff_is_woken_by_a_delayed_advance_message(aws: Aws) -> None:

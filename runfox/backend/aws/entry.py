@@ -10,7 +10,7 @@ variable                meaning
 ``RUNFOX_EXECUTOR``     the executor as ``package.module:function``; without it the
                         function only applies results and wake-ups
 ``RUNFOX_CONCURRENCY``  jobs of one batch run on this many threads (1)
-``RUNFOX_STALE_AFTER``  seconds after which ``sweep`` re-sends a claimed step's job (300)
+``RUNFOX_STALE_AFTER``  seconds after which ``sweep`` re-sends a claimed step's job (960)
 ======================  ===============================================================
 
 The backend is built once per Lambda container (on the first invocation) and
@@ -66,7 +66,7 @@ def entry_points_from_env(environ: Mapping[str, str] | None = None) -> EntryPoin
     executor_ref = env.get("RUNFOX_EXECUTOR") or None
     executor = load_executor(executor_ref) if executor_ref else None
     concurrency = _number(env, "RUNFOX_CONCURRENCY", "1", int)
-    stale_after = _number(env, "RUNFOX_STALE_AFTER", "300", float)
+    stale_after = _number(env, "RUNFOX_STALE_AFTER", "960", float)
     store, runner = parts_from_url(url)
     backend = Backend(store=store, runner=runner)
 

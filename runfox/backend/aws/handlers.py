@@ -75,10 +75,14 @@ JobKey = tuple[str, str, int]
 
 
 def _sqs_runner(backend: Backend) -> SQSRunner:
-    if not isinstance(backend.runner, SQSRunner):
+    runner = backend.runner
+    if not isinstance(runner, SQSRunner):
         raise TypeError(f"the AWS handlers need a Backend whose runner is an SQSRunner, "
-                        f"got {type(backend.runner).__name__}")
-    return backend.runner
+                        f"got {type(runner).__name__}")
+    if runner.events_queue is None:
+        raise ValueError("the AWS handlers send wake-ups to the runner's events_queue; "
+                         "pass one to SQSRunner (a routing callable has no default)")
+    return runner
 
 
 class ResultHandler:
@@ -242,8 +246,9 @@ class JobHandler:
                 batch.add_control(parsed, message.message_id)
         loaded: dict[str, WorkflowRecord] = {}
         runnable: list[tuple[Message, DispatchJob]] = []
+        repair: list[str] = []
         for workflow_execution_id, jobs in received.items():
-            record = self._check(workflow_execution_id, jobs, runnable, failures)
+            record = self._check(workflow_execution_id, jobs, runnable, failures, repair)
             if record is not None:
                 loaded[workflow_execution_id] = record
         for (message, job), output in zip(runnable, self._run([j for _, j in runnable]),
@@ -261,11 +266,17 @@ class JobHandler:
                     "could not apply messages %s to %s: %s", ", ".join(group.message_ids),
                     workflow_execution_id, exc)
                 failures.extend(group.message_ids)
+        for workflow_execution_id in repair:
+            try:
+                self.backend.redispatch_stale(workflow_execution_id, 0.0)
+            except Exception:
+                logger.exception("could not re-dispatch the claimed steps of %s",
+                                 workflow_execution_id)
         return failures
 
     def _check(self, workflow_execution_id: str, jobs: list[tuple[Message, DispatchJob]],
-               runnable: list[tuple[Message, DispatchJob]], failures: list[str]
-               ) -> WorkflowRecord | None:
+               runnable: list[tuple[Message, DispatchJob]], failures: list[str],
+               repair: list[str]) -> WorkflowRecord | None:
         """Read the record once; keep the jobs it is waiting for, drop or refuse the rest.
 
         A job the record does not know (no such execution or step, another fn)
@@ -273,6 +284,11 @@ class JobHandler:
         running that run (a duplicate, a superseded run, a finished or cancelled
         execution) is dropped without running. The record is returned for the
         transition that applies the results, which then needs no load of its own.
+
+        A *redelivered* message whose result is already applied means the handler
+        that applied it may have died before sending the next jobs: the execution
+        goes on ``repair``, and its claimed steps are dispatched again (jobs whose
+        rows exist are not sent twice).
         """
         try:
             record = self.backend.load(workflow_execution_id)
@@ -298,6 +314,9 @@ class JobHandler:
                 logger.info("message %s: job %s is not awaited (step %s, run %d); dropped "
                             "unrun", message.message_id, job.key, step.status.value,
                             step.run_id)
+                if (message.receive_count > 1 and not record.status.is_terminal
+                        and workflow_execution_id not in repair):
+                    repair.append(workflow_execution_id)
                 continue
             seen.add(job.key)
             if self.executor is None:
@@ -344,12 +363,16 @@ def lambda_handler(backend: Backend, executor: Executor | None = None, *,
     return handler
 
 
-def sweep(backend: Backend, *, stale_after: float = 300.0, limit: int = 10_000) -> int:
+def sweep(backend: Backend, *, stale_after: float = 960.0, limit: int = 10_000) -> int:
     """Advance every running execution and re-dispatch claims older than ``stale_after``.
 
     The safety net of the event-driven mode (schedule it, e.g. every 5 minutes):
     it starts retries whose wake-up was lost and re-sends jobs whose process died
-    between claiming and sending. Returns how many executions it looked at.
+    between claiming and sending. A job is only sent again when its step was
+    claimed over ``stale_after`` seconds ago *and* its row has waited
+    ``resend_after`` seconds (the runner's setting); the default, 16 minutes, is
+    longer than a Lambda function may run, so a job still running is never sent
+    twice. Returns how many executions it looked at.
     """
     results = ResultHandler(backend)
     seen = 0
