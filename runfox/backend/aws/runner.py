@@ -22,7 +22,8 @@ How the Runner contract maps onto AWS (see ``runfox.backend.runner``):
   so each result goes to exactly one gatherer.
 - ``list_pending_jobs``: job rows in state ``pending`` (a ``Scan`` of the task
   table). Jobs taken by a worker that died show as taken until SQS hands them
-  out again.
+  out again; jobs being run by the Lambda handlers (which check the workflow
+  record instead of marking rows taken) show as pending until they finish.
 - ``cancel``: pending job rows become ``cancelled``; their messages are deleted
   unrun when received.
 """
