@@ -6,6 +6,8 @@ import base64
 import importlib.util
 import json
 import secrets
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -368,3 +370,20 @@ def test_resources_made_by_create_resources_work_with_a_second_client(aws: Aws) 
     assert wf.status is WorkflowStatus.PENDING
     assert backend.store.list_executions()[0].workflow_execution_id == wf.id
     assert wf.step_statuses["root"] is StepStatus.READY
+
+
+# -- boto3 is optional ---------------------------------------------------------------
+
+
+def test_importing_the_aws_backend_does_not_import_boto3() -> None:
+    code = ("import sys, runfox.backend as b; b.DynamoDBStore; b.SQSRunner; "
+            "print('boto3' in sys.modules or 'botocore' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, cwd=ROOT)
+    assert done.stdout.strip() == "False"
+
+
+def test_without_boto3_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "boto3", None)  # what an absent package looks like
+    with pytest.raises(ImportError, match=r"pip install 'runfox\[aws\]'"):
+        DynamoDBStore("any-table")
