@@ -9,7 +9,7 @@ The pieces, each usable from Python and wired for Lambda by ``workers/aws_lambda
   until the retry is due (SQS delays are capped at 15 minutes, so a handler that
   gets the message early sends it on again). When the execution ends by halting,
   failing or being cancelled, the jobs still queued are marked cancelled, so
-  workers delete them unrun.
+  ``runfox worker`` deletes them unrun (the handlers check the record instead).
 - ``JobHandler``: processes a batch of received messages. It reads each
   execution's record once, drops jobs the record no longer waits for (duplicates,
   superseded runs, finished or cancelled executions) without running them, runs
@@ -29,8 +29,9 @@ The pieces, each usable from Python and wired for Lambda by ``workers/aws_lambda
   run it on a schedule.
 
 A job's result is applied straight to the record, so the record's run ids are
-what make application exactly-once: a duplicate message re-runs a job at worst,
-and its result is then ignored.
+what make application exactly-once: a duplicate that arrives after the result is
+dropped unrun, and one that runs at the same time as the original has its
+result ignored.
 """
 
 from __future__ import annotations
