@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from contract import fan_executor, fan_spec
@@ -133,15 +134,32 @@ def test_twenty_workflows_driven_by_handlers_with_duplicate_deliveries(aws: Aws)
     assert aws.dead_letters() == []
 
 
-def test_a_crashed_worker_message_comes_back_and_the_workflow_completes(aws: Aws) -> None:
+@dataclass
+class Started:
+    """A chain started by handlers: s0 is claimed and its job is on the queue."""
+
+    recorder: Recorder
+    backend: rfx.Backend
+    handler: Any
+    runner: Any
+    wf: str
+
+
+def start_chain(aws: Aws, length: int, x: int) -> Started:
     recorder = Recorder()
     backend = aws.backend(on_state_change=recorder.on_state_change)
     handler = lambda_handler(backend, recorder.executor)
-    wf = backend.create(chain_spec(2), {"x": 1})
+    wf = backend.create(chain_spec(length), {"x": x})
     backend.runner.schedule_advance(wf)
     runner = aws.runner()
-    # A handler starts the workflow: s0 is claimed and its job is sent.
     poll_once(runner, handler)
+    return Started(recorder, backend, handler, runner, wf)
+
+
+def test_a_crashed_worker_message_comes_back_and_the_workflow_completes(aws: Aws) -> None:
+    started = start_chain(aws, 2, 1)
+    recorder, backend, handler, runner, wf = (started.recorder, started.backend,
+                                              started.handler, started.runner, started.wf)
     # A worker receives the job and dies: no result, no delete.
     (lost,) = runner.receive(runner.queue_url, 10, lease=1, wait_time=1)
     assert lost.body and '"step_id":"s0"' in lost.body
@@ -153,13 +171,9 @@ def test_a_crashed_worker_message_comes_back_and_the_workflow_completes(aws: Aws
 
 
 def test_a_crash_between_claim_and_send_is_repaired_by_the_sweep(aws: Aws) -> None:
-    recorder = Recorder()
-    backend = aws.backend(on_state_change=recorder.on_state_change)
-    handler = lambda_handler(backend, recorder.executor)
-    wf = backend.create(chain_spec(3), {"x": 0})
-    backend.runner.schedule_advance(wf)
-    runner = aws.runner()
-    poll_once(runner, handler)  # s0 claimed and sent
+    started = start_chain(aws, 3, 0)
+    recorder, backend, handler, runner, wf = (started.recorder, started.backend,
+                                              started.handler, started.runner, started.wf)
 
     # The next handler applies s0, claims s1, writes its job row, then dies before sending.
     def crash(**_: Any) -> None:
@@ -191,13 +205,9 @@ def test_a_crash_between_claim_and_send_is_repaired_by_the_sweep(aws: Aws) -> No
 def test_a_crash_before_the_job_rows_are_written_is_repaired_by_the_redelivery(
         aws: Aws) -> None:
     """The handler dies after claiming s1 and before writing its row and message."""
-    recorder = Recorder()
-    backend = aws.backend(on_state_change=recorder.on_state_change)
-    handler = lambda_handler(backend, recorder.executor)
-    wf = backend.create(chain_spec(3), {"x": 0})
-    backend.runner.schedule_advance(wf)
-    runner = aws.runner()
-    poll_once(runner, handler)  # s0 claimed and sent
+    started = start_chain(aws, 3, 0)
+    recorder, backend, handler, runner, wf = (started.recorder, started.backend,
+                                              started.handler, started.runner, started.wf)
     crashed: list[str] = []
 
     def crash_once(**_: Any) -> None:
