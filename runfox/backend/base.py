@@ -134,18 +134,31 @@ class Backend:
     # The transition loop
     # ------------------------------------------------------------------
 
-    def transition(self, workflow_execution_id: str, fn: Transition) -> Any:
+    def transition(self, workflow_execution_id: str, fn: Transition, *,
+                   loaded: WorkflowRecord | None = None) -> Any:
         """Load, apply ``fn(record, now, changes) -> (record, result)``, write; retry on conflict.
 
         ``fn`` must be pure: it may run several times. When it returns the record
         it was given (the same object), nothing is written.
+
+        ``loaded`` is a record of this execution the caller read earlier (to
+        save a load). It is trusted no further than a load: if it is stale, the
+        conditional write conflicts and the loop reloads; and a result that
+        writes nothing is only returned once confirmed on a fresh load.
         """
+        if loaded is not None and loaded.workflow_execution_id != workflow_execution_id:
+            raise ValueError(f"loaded is a record of {loaded.workflow_execution_id!r}, "
+                             f"not {workflow_execution_id!r}")
         for attempt in range(self.max_conflict_retries + 1):
-            current = self.store.load(workflow_execution_id)
+            reused = loaded is not None
+            current = loaded if loaded is not None else self.store.load(workflow_execution_id)
+            loaded = None
             now = self.clock()
             changes: list[graph.StateChange] = []
             new, result = fn(current, now, changes)
             if new is current:
+                if reused:  # "nothing to do" may be an artefact of an old copy: check
+                    continue
                 return result
             new = new.evolve(version=current.version + 1, updated_at=now)
             try:
@@ -241,13 +254,14 @@ class Backend:
             lambda r, now, changes: graph.apply_results(r, triples, now, changes))
 
     def apply_and_advance(
-        self, workflow_execution_id: str, results: Iterable[Any] = (), *, dispatch: bool = True
+        self, workflow_execution_id: str, results: Iterable[Any] = (), *, dispatch: bool = True,
+        loaded: WorkflowRecord | None = None,
     ) -> tuple[list[Result], Result]:
         """Apply results, then claim what became ready, in one transition; then dispatch.
 
         This is what a result handler does on every message: one load, one
         conditional write, one dispatch. Returns the per-result outcomes and what
-        ``advance`` returned.
+        ``advance`` returned. ``loaded``: see ``transition``.
         """
         triples = _as_result_triples(results)
 
@@ -257,7 +271,7 @@ class Backend:
             r, nxt = graph.advance(r, now)
             return r, (applied, nxt)
 
-        applied, nxt = self.transition(workflow_execution_id, step)
+        applied, nxt = self.transition(workflow_execution_id, step, loaded=loaded)
         if dispatch and isinstance(nxt, Dispatch):
             self.runner.dispatch(workflow_execution_id, nxt.jobs)
         return applied, nxt
