@@ -37,7 +37,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, delete, exists, select, update
+from sqlalchemy import delete, exists, select, update
 from sqlalchemy.engine import Connection, Engine, Row
 
 from ...execution import error_output
@@ -100,16 +100,13 @@ class SqlRunner(Runner):
         self.lease = lease
         self.max_deliveries = max_deliveries
         self._closed = False
-        # job key -> (row id, delivery number) of the jobs this runner claimed:
-        # a heartbeat or release must not touch a later claim by another worker.
-        self._held: dict[str, tuple[int, int]] = {}
+        # job key -> delivery number of the jobs this runner claimed: a heartbeat
+        # or release must not touch a later claim of the same job by another worker.
+        self._held: dict[str, int] = {}
         self._held_lock = threading.Lock()
         now = self._db.dialect.now()
         self._now = now
         self._insert = self._db.dialect.insert_if_absent(t).values(visible_at=now)
-        self._extend = (update(t).where(t.c.id == bindparam("row"), t.c.state == QUEUED,
-                                        t.c.deliveries == bindparam("token"))
-                        .values(visible_at=now + bindparam("lease")))
 
     @property
     def engine(self) -> Engine:
@@ -160,7 +157,7 @@ class SqlRunner(Runner):
                  .where(t.c.state == QUEUED, t.c.visible_at <= self._now)
                  .order_by(t.c.id).limit(limit).with_for_update(skip_locked=True))
 
-        def work(conn: Connection) -> list[tuple[DispatchJob, int, int]]:
+        def work(conn: Connection) -> list[tuple[DispatchJob, int, int]]:  # job, id, token
             rows = conn.execute(query).all()
             claimed, expired, corrupt = [], [], []
             for row in rows:
@@ -184,8 +181,8 @@ class SqlRunner(Runner):
 
         claimed = self._db.run(work, what="claim jobs")
         with self._held_lock:
-            for job, row_id, token in claimed:
-                self._held[job.key] = (row_id, token)
+            for job, _, token in claimed:
+                self._held[job.key] = token
         return [job for job, _, _ in claimed]
 
     def _give_up(self, conn: Connection, rows: list[Row[Any]]) -> None:
@@ -209,34 +206,32 @@ class SqlRunner(Runner):
         only while its current lease is still running.
         """
         with self._held_lock:
-            held = self._held.get(job.key)
-        if held is not None:
-            params = {"row": held[0], "token": held[1], "lease": lease}
-            extended = self._db.run(lambda conn: conn.execute(self._extend, params).rowcount,
-                                    what=f"extend the lease of {job.key}")
+            token = self._held.get(job.key)
+        query = _by_key(update(t), job).where(t.c.state == QUEUED)
+        if token is not None:
+            query = query.where(t.c.deliveries == token)
         else:
-            query = (_by_key(update(t), job).where(t.c.state == QUEUED,
-                                                   t.c.visible_at > self._now)
-                     .values(visible_at=self._now + lease))
-            extended = self._db.run(lambda conn: conn.execute(query).rowcount,
-                                    what=f"extend the lease of {job.key}")
+            query = query.where(t.c.visible_at > self._now)
+        query = query.values(visible_at=self._now + lease)
+        extended = self._db.run(lambda conn: conn.execute(query).rowcount,
+                                what=f"extend the lease of {job.key}")
         if not extended:
             self._forget(job)
         return bool(extended)
 
     def release(self, job: DispatchJob) -> None:
-        held = self._forget(job)
-        query = update(t).where(t.c.state == QUEUED)
-        if held is not None:
-            query = query.where(t.c.id == held[0], t.c.deliveries == held[1])
+        token = self._forget(job)
+        query = _by_key(update(t), job).where(t.c.state == QUEUED)
+        if token is not None:
+            query = query.where(t.c.deliveries == token)
         else:
-            query = _by_key(query, job)
+            query = query.where(t.c.visible_at > self._now)  # only a job someone holds
         # A released job was not delivered in vain: it does not count towards
         # max_deliveries.
         query = query.values(visible_at=self._now, deliveries=t.c.deliveries - 1)
         self._db.run(lambda conn: conn.execute(query), what=f"release {job.key}")
 
-    def _forget(self, job: DispatchJob) -> tuple[int, int] | None:
+    def _forget(self, job: DispatchJob) -> int | None:
         with self._held_lock:
             return self._held.pop(job.key, None)
 
