@@ -209,11 +209,15 @@ def worker(args: argparse.Namespace) -> int:
                          lease=args.lease, poll_interval=args.poll_interval,
                          drive=not args.no_drive, sweep_interval=args.sweep_interval,
                          stale_after=args.stale_after)
-        install_stop_handlers(harness)
+        previous = install_stop_handlers(harness)
         logger.info("worker %s: serving %s with %s (concurrency %d%s, lease %gs)",
                     harness.name, args.backend_shown, ref, args.concurrency,
                     ", processes" if args.processes else "", args.lease)
-        stats = harness.run(idle_timeout=args.idle_timeout, max_jobs=args.max_jobs)
+        try:
+            stats = harness.run(idle_timeout=args.idle_timeout, max_jobs=args.max_jobs)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         logger.info("worker %s: stopped after %d jobs (%d failed attempts, %d drive errors)",
                     harness.name, stats.jobs, stats.failed, stats.drive_errors)
         return EXIT_COMPLETE
@@ -221,8 +225,11 @@ def worker(args: argparse.Namespace) -> int:
         close_backend(backend)
 
 
-def install_stop_handlers(harness: Worker) -> None:
-    """First SIGTERM/SIGINT: stop claiming, finish running jobs. Second: release them."""
+def install_stop_handlers(harness: Worker) -> dict[int, Any]:
+    """First SIGTERM/SIGINT: stop claiming, finish running jobs. Second: release them.
+
+    Returns the handlers that were replaced, to be put back afterwards.
+    """
     received = 0
 
     def handle(signum: int, frame: types.FrameType | None) -> None:
@@ -236,8 +243,7 @@ def install_stop_handlers(harness: Worker) -> None:
             logger.info("%s: releasing running jobs", signal.Signals(signum).name)
             harness.stop(release=True)
 
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
+    return {signum: signal.signal(signum, handle) for signum in (signal.SIGTERM, signal.SIGINT)}
 
 
 # -- inspection ----------------------------------------------------------------------------
