@@ -1,4 +1,4 @@
-"""An executor for the CLI and multi-process tests, importable by subprocesses.
+"""An executor and helpers for the CLI and multi-process tests, importable by subprocesses.
 
 Every call appends ``<pid> start|end <tag> <step>`` to the file named by
 ``$RUNFOX_TEST_LOG`` (one ``write`` on an ``O_APPEND`` descriptor, so lines from
@@ -60,3 +60,20 @@ def wide_spec(width: int, fn: str = "part", **extra: Any) -> dict[str, Any]:
                             "step": "total"}})
     return {"name": f"wide-{width}", "steps": steps,
             "outputs": {"total": {"var": "steps.total.output.total"}}}
+
+
+def apply_share(url: str, wf_id: str, jobs: list[dict[str, Any]], start: Any) -> None:
+    """Child process of the racing test: apply ``jobs``' results once ``start`` is set."""
+    from contract import fan_executor
+
+    from runfox.backend.urls import backend_from_url
+
+    backend = backend_from_url(url)
+    try:
+        start.wait(60)
+        for job in jobs:
+            output = fan_executor(job["fn"], job["inputs"])
+            backend.on_step_result(wf_id, job["step_id"], output, job["run_id"])
+    finally:
+        backend.store.close()
+        backend.runner.close()
