@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import threading
 import time
 import weakref
@@ -46,7 +45,6 @@ _DRIVER_HINTS = {
 # A URL without a driver gets the one runfox's extras install.
 _DEFAULT_DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
                     "mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"}
-_RETRIES = 6
 
 # One Database per Engine: a store and a runner given the same engine must not
 # install the SQLite transaction hooks twice.
@@ -118,7 +116,7 @@ class Database:
                              "configure your own engine before passing it")
         if engine is None:
             assert url is not None
-            engine = _create_engine(url, busy_timeout, sqlite_synchronous, engine_options)
+            engine = _create_engine(url, busy_timeout, engine_options)
             owned = True
         else:
             owned = False
@@ -131,7 +129,8 @@ class Database:
         with _BY_ENGINE_LOCK:
             db = _BY_ENGINE.get(engine)
             if db is None:
-                db = cls(engine, dialect_for(engine, **sqlite_options), owns_engine=owned)
+                db = cls(engine, dialect_for(engine, owned, **sqlite_options),
+                         owns_engine=owned)
                 db.dialect.prepare()
                 _BY_ENGINE[engine] = db
             db._users += 1
@@ -161,21 +160,27 @@ class Database:
         return self
 
     def release(self) -> None:
-        """Drop one user; the last one disposes an engine runfox created."""
+        """Drop one user; the last one disposes an engine runfox created, or
+        detaches from a caller's engine."""
         with _BY_ENGINE_LOCK:
             self._users -= 1
             if self._users > 0:
                 return
             _BY_ENGINE.pop(self.engine, None)
+            self.dialect.detach()
         if self.owns_engine:
             self.engine.dispose()
 
     # -- transactions -----------------------------------------------------------
 
     @contextlib.contextmanager
-    def transaction(self, write: bool) -> Iterator[Connection]:
-        """A connection inside one transaction, committed on success."""
-        options = self.dialect.write_options() if write else self.dialect.read_options()
+    def transaction(self, write: bool, standalone: bool = False) -> Iterator[Connection]:
+        """A connection inside one unit of work, committed on success.
+
+        ``standalone`` promises that each statement stands on its own: no
+        transaction is needed around them.
+        """
+        options = self.dialect.options(write, standalone)
         with self.engine.connect() as conn:
             if options:
                 conn.execution_options(**options)
@@ -187,44 +192,51 @@ class Database:
         work: Callable[[Connection], T],
         *,
         write: bool = True,
+        standalone: bool = False,
         what: str = "query",
         duplicate_ok: bool = False,
     ) -> T:
         """Run ``work(conn)`` in one transaction and return what it returns.
 
-        Deadlocks, serialisation failures and lost connections run the whole
-        transaction again (a few times, with jitter). Exceptions that ``work``
-        raises itself (``ConflictError`` ...) roll the transaction back and
-        propagate unchanged.
+        ``write``: ``work`` changes rows. ``standalone``: each of its statements
+        stands on its own, so they may run without a surrounding transaction
+        (see ``Dialect.options``).
+        Deadlocks, serialisation failures, a busy SQLite file and lost
+        connections run the whole unit again, as long as the dialect's
+        ``retry_delay`` allows. Exceptions that ``work`` raises itself
+        (``ConflictError`` ...) roll the transaction back and propagate unchanged.
 
         Raises:
             DuplicateRow: an INSERT hit an existing key and ``duplicate_ok`` is set.
             BackendError: any other database error, naming ``what``, the URL and
                 the driver's reason.
         """
-        for attempt in range(_RETRIES):
+        started = time.monotonic()
+        attempt = 0
+        while True:
             try:
-                with self.transaction(write) as conn:
+                with self.transaction(write, standalone) as conn:
                     return work(conn)
             except IntegrityError as exc:
                 if duplicate_ok:
                     raise DuplicateRow(_reason(exc)) from exc
                 raise self.error(what, exc) from exc
             except DBAPIError as exc:
-                if attempt + 1 < _RETRIES and self.dialect.transient(exc):
-                    time.sleep(random.uniform(0.0, 0.02 * 2 ** attempt))
-                    continue
-                raise self.error(what, exc) from exc
+                delay = (self.dialect.retry_delay(attempt, time.monotonic() - started)
+                         if self.dialect.transient(exc) else None)
+                if delay is None:
+                    raise self.error(what, exc) from exc
+                time.sleep(delay)
+                attempt += 1
             except SQLAlchemyError as exc:
                 raise self.error(what, exc) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def error(self, what: str, exc: BaseException) -> BackendError:
         """A ``BackendError`` for ``exc`` that names the URL and the driver's reason."""
         return BackendError(f"could not {what} on {self.display_url}: {_reason(exc)}")
 
 
-def _create_engine(url: str, busy_timeout: float | None, synchronous: str | None,
+def _create_engine(url: str, busy_timeout: float | None,
                    engine_options: dict[str, Any] | None) -> Engine:
     url = normalise_url(url)
     shown = mask_url(url)
@@ -245,14 +257,15 @@ def _create_engine(url: str, busy_timeout: float | None, synchronous: str | None
         if not os.path.isdir(directory):
             raise BackendError(f"could not open the runfox database on {shown}: "
                                f"directory {directory!r} does not exist")
-        connect_args.setdefault("timeout", busy_timeout if busy_timeout is not None else 30.0)
+        # Every unit of work ends in COMMIT or ROLLBACK (or never began: reads run
+        # in autocommit), so the pool's rollback on check-in is wasted work.
+        options.setdefault("pool_reset_on_return", None)
+        # The busy handler covers opening the file; runfox's units retry by themselves.
+        connect_args.setdefault("timeout", 30.0 if busy_timeout is None else busy_timeout)
     else:
         connect_args.setdefault("connect_timeout", 10)
-        if backend in ("mysql", "mariadb"):
-            # Reads of a record must see one snapshot (see dialects.MySQLDialect).
-            options.setdefault("isolation_level", "REPEATABLE READ")
-            if "charset" not in parsed.query:
-                parsed = parsed.update_query_dict({"charset": "utf8mb4"})
+        if backend in ("mysql", "mariadb") and "charset" not in parsed.query:
+            parsed = parsed.update_query_dict({"charset": "utf8mb4"})
     try:
         return create_engine(parsed, connect_args=connect_args, **options)
     except ModuleNotFoundError as exc:

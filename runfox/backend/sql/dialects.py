@@ -3,31 +3,39 @@
 The store and the runner are written once on SQLAlchemy Core. The few places
 where the databases disagree live here, one small class per database:
 
-- how a transaction starts: SQLite needs ``BEGIN IMMEDIATE`` for writers (so two
-  writers queue on the busy timeout instead of failing to upgrade a read lock)
-  and an explicit ``BEGIN`` for readers (so two SELECTs see one snapshot);
-  PostgreSQL reads a record under ``REPEATABLE READ`` for the same reason;
+- how a unit of work runs (``options``): PostgreSQL runs standalone statements
+  in autocommit (one round trip instead of BEGIN, statement, COMMIT); SQLite
+  writers start with ``BEGIN IMMEDIATE`` (the write lock up front, so two
+  writers queue instead of failing to upgrade a read lock) and readers run in
+  autocommit;
+- waiting for locks (``retry_delay``): SQLite's own busy handler sleeps 1, 2,
+  5, 10 ... ms between tries, which stalls every process once a few of them
+  contend; runfox retries itself with sub-millisecond jittered sleeps instead;
 - the database clock as epoch seconds (leases are measured on the server's
   clock, so workers on hosts with skewed clocks still agree);
 - insert-if-absent (``ON CONFLICT DO NOTHING`` or ``ON DUPLICATE KEY UPDATE``);
 - the lock that serialises table creation between processes;
-- which driver errors are worth retrying (deadlocks, serialisation failures).
+- which driver errors are worth retrying (deadlocks, serialisation failures,
+  a busy SQLite file, a dropped connection).
 
-Job claims use ``SELECT ... FOR UPDATE SKIP LOCKED`` on every database: SQLite's
-compiler leaves the clause out, and its single writer lock (taken by ``BEGIN
-IMMEDIATE``) gives the same guarantee.
+Reads never need a snapshot: the store checks versions instead (see
+``store``). Job claims use ``SELECT ... FOR UPDATE SKIP LOCKED`` on every
+database: SQLite's compiler leaves the clause out, and its single writer lock
+(taken by ``BEGIN IMMEDIATE``) gives the same guarantee.
 """
 
 from __future__ import annotations
 
 import contextlib
+import random
+import sqlite3
 import zlib
 from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import Double, Table, cast, event, extract, func, text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.sql.expression import ColumnElement, Insert
 
 __all__ = ["Dialect", "dialect_for"]
@@ -49,13 +57,21 @@ class Dialect:
     def prepare(self) -> None:
         """Install whatever the engine needs before its first transaction."""
 
-    def read_options(self) -> dict[str, Any]:
-        """Execution options for a read that must see one consistent snapshot."""
+    def detach(self) -> None:
+        """Undo ``prepare`` (the engine may outlive runfox's use of it)."""
+
+    def options(self, write: bool, standalone: bool) -> dict[str, Any]:
+        """Execution options for a unit of work.
+
+        ``write``: it changes rows. ``standalone``: each statement stands on its
+        own and needs no transaction around it.
+        """
         return {}
 
-    def write_options(self) -> dict[str, Any]:
-        """Execution options for a write transaction."""
-        return {}
+    def retry_delay(self, attempt: int, waited: float) -> float | None:
+        """Seconds to sleep before running a failed transient unit again; ``None``
+        to give up. ``waited`` is the time spent on this unit so far."""
+        return random.uniform(0.0, 0.02 * 2 ** attempt) if attempt < 5 else None
 
     def now(self) -> ColumnElement[Any]:
         """The database server's clock, as epoch seconds."""
@@ -84,15 +100,13 @@ class Dialect:
 class PostgresDialect(Dialect):
     name = "postgresql"
 
-    def read_options(self) -> dict[str, Any]:
-        # READ COMMITTED takes a new snapshot per statement; a record is read with
-        # two (header, steps), which must agree.
-        return {"isolation_level": "REPEATABLE READ"}
+    def options(self, write: bool, standalone: bool) -> dict[str, Any]:
+        # psycopg switches autocommit without a round trip; PyMySQL would need two.
+        return {"isolation_level": "AUTOCOMMIT"} if standalone else {}
 
 
 class MySQLDialect(Dialect):
-    """MySQL and MariaDB (InnoDB). Reads rely on REPEATABLE READ, set on the engines
-    runfox creates; a caller's own engine must not lower it."""
+    """MySQL and MariaDB (InnoDB)."""
 
     name = "mysql"
 
@@ -126,39 +140,64 @@ class MySQLDialect(Dialect):
 
 
 class SqliteDialect(Dialect):
-    """SQLite in WAL mode, with transactions begun by runfox itself.
+    """SQLite in WAL mode, with the transactions of runfox begun by runfox.
 
-    The ``sqlite3`` module opens transactions lazily and never for SELECT, so a
-    "begin" listener takes over (the recipe SQLAlchemy documents): readers get
-    ``BEGIN`` (one snapshot), writers ``BEGIN IMMEDIATE`` (the write lock up
-    front, waiting up to ``busy_timeout``).
+    A "begin" listener (the recipe SQLAlchemy documents for ``sqlite3``) gives
+    runfox's writes ``BEGIN IMMEDIATE`` and lets its reads run in autocommit; it
+    leaves every other transaction on the engine alone. On first use a
+    connection is switched to WAL. On an engine runfox created, the connection
+    also gets ``PRAGMA synchronous`` and SQLite's busy handler is turned off (see
+    the module docstring): ``busy_timeout`` then bounds runfox's own retries. A
+    caller's engine keeps its own busy handler and ``synchronous`` unless those
+    options are given.
     """
 
     name = "sqlite"
 
-    def __init__(self, engine: Engine, busy_timeout: float = 30.0,
-                 synchronous: str = "NORMAL") -> None:
+    def __init__(self, engine: Engine, busy_timeout: float | None = None,
+                 synchronous: str | None = None, owned: bool = False) -> None:
         super().__init__(engine)
-        self.busy_timeout_ms = int(busy_timeout * 1000)
-        self.synchronous = synchronous
+        self.busy_timeout = 30.0 if busy_timeout is None else busy_timeout
+        self._pragmas = []
+        if owned or synchronous is not None:
+            self._pragmas.append(f"PRAGMA synchronous = {synchronous or 'NORMAL'}")
+        if owned or busy_timeout is not None:
+            self._pragmas.append("PRAGMA busy_timeout = 0")
 
     def prepare(self) -> None:
         event.listen(self.engine, "begin", self._begin)
 
+    def detach(self) -> None:
+        event.remove(self.engine, "begin", self._begin)
+
     def _begin(self, conn: Connection) -> None:
+        options = conn.get_execution_options()
+        write = options.get("runfox_write")
+        if not write and not options.get("runfox_read"):
+            return  # a transaction of the engine's other users
         pooled = conn.connection
         raw = pooled.driver_connection
         if not pooled.info.get("runfox_ready"):
-            raw.isolation_level = None  # runfox issues BEGIN/COMMIT itself
-            raw.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
-            raw.execute("PRAGMA journal_mode = WAL")
-            raw.execute(f"PRAGMA synchronous = {self.synchronous}")
+            raw.execute("PRAGMA journal_mode = WAL")  # under the connection's busy handler
+            for pragma in self._pragmas:
+                raw.execute(pragma)
             pooled.info["runfox_ready"] = True
-        raw.execute("BEGIN IMMEDIATE" if conn.get_execution_options().get("runfox_write")
-                    else "BEGIN")
+        if write:
+            # sqlite3 then opens no transaction of its own: it sees this one.
+            try:
+                raw.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                # Wrapped as SQLAlchemy would, so Database.run retries "database
+                # is locked" like any other transient error.
+                raise OperationalError("BEGIN IMMEDIATE", None, exc) from exc
 
-    def write_options(self) -> dict[str, Any]:
-        return {"runfox_write": True}
+    def options(self, write: bool, standalone: bool) -> dict[str, Any]:
+        return {"runfox_write": True} if write else {"runfox_read": True}
+
+    def retry_delay(self, attempt: int, waited: float) -> float | None:
+        if waited >= self.busy_timeout:
+            return None
+        return min(0.004, 0.0001 * 1.5 ** attempt) * random.uniform(0.5, 1.5)
 
     def now(self) -> ColumnElement[Any]:
         return (func.julianday("now") - 2440587.5) * 86400.0
@@ -173,15 +212,17 @@ class SqliteDialect(Dialect):
         yield  # the write transaction (BEGIN IMMEDIATE) already excludes other writers
 
     def transient(self, exc: DBAPIError) -> bool:
-        # "database is locked" after the busy timeout: worth one more try at most.
         return exc.connection_invalidated or "locked" in str(exc.orig)
 
 
-def dialect_for(engine: Engine, **sqlite_options: Any) -> Dialect:
-    """The ``Dialect`` for an engine; ``ValueError`` for a database runfox does not support."""
+def dialect_for(engine: Engine, owned: bool = False, **sqlite_options: Any) -> Dialect:
+    """The ``Dialect`` for an engine; ``ValueError`` for a database runfox does not support.
+
+    ``owned``: runfox created the engine and may tune its connections.
+    """
     name = engine.dialect.name
     if name == "sqlite":
-        return SqliteDialect(engine, **sqlite_options)
+        return SqliteDialect(engine, owned=owned, **sqlite_options)
     if name == "postgresql":
         return PostgresDialect(engine)
     if name in ("mysql", "mariadb"):

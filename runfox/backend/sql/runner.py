@@ -37,13 +37,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, exists, select, update
+from sqlalchemy import bindparam, delete, exists, select, update
 from sqlalchemy.engine import Connection, Engine, Row
 
 from ...execution import error_output
 from ...results import DispatchJob, WorkResult, job_key
 from ..runner import Runner
 from .database import Database, DuplicateRow
+from .dialects import Dialect
 from .schema import tasks
 from .store import dumps
 
@@ -57,6 +58,59 @@ DONE = "done"
 UNKNOWN_RUN = -1
 
 t = tasks
+
+
+class _Queries:
+    """Every statement the runner runs, built once (SQLAlchemy then reuses the
+    compiled form) for one dialect: the database clock differs per database."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        now = dialect.now()
+        job = (t.c.workflow_execution_id == bindparam("wf"), t.c.step_id == bindparam("step"),
+               t.c.run_id == bindparam("run"))
+        claimable = (t.c.state == QUEUED, t.c.visible_at <= now)
+        held = (t.c.state == QUEUED, t.c.visible_at > now)
+        ids = t.c.id.in_(bindparam("ids", expanding=True))
+        self.insert = dialect.insert_if_absent(t).values(visible_at=now)
+        self.pending = (select(t.c.workflow_execution_id, t.c.step_id, t.c.run_id, t.c.payload)
+                        .where(*claimable).order_by(t.c.id))
+        claim = (select(t.c.id, t.c.workflow_execution_id, t.c.step_id, t.c.run_id,
+                        t.c.deliveries, t.c.payload).where(*claimable).order_by(t.c.id))
+        self.claim_all = claim.with_for_update(skip_locked=True)
+        self.claim_some = claim.limit(bindparam("limit")).with_for_update(skip_locked=True)
+        self.mark_claimed = update(t).where(ids).values(visible_at=now + bindparam("lease"),
+                                                        deliveries=t.c.deliveries + 1)
+        self.give_up = (update(t).where(t.c.id == bindparam("row"))
+                        .values(state=DONE, visible_at=None, result=bindparam("res")))
+        self.delete_ids = delete(t).where(ids)
+        # A heartbeat or release by the claimer matches its delivery number; by
+        # anyone else, only a job whose lease is running.
+        self.extend_mine = (update(t).where(*job, t.c.state == QUEUED,
+                                            t.c.deliveries == bindparam("token"))
+                            .values(visible_at=now + bindparam("lease")))
+        self.extend_any = update(t).where(*job, *held).values(visible_at=now + bindparam("lease"))
+        # A released job was not delivered in vain: it does not count towards
+        # max_deliveries.
+        self.release_mine = (update(t).where(*job, t.c.state == QUEUED,
+                                             t.c.deliveries == bindparam("token"))
+                             .values(visible_at=now, deliveries=t.c.deliveries - 1))
+        self.release_any = (update(t).where(*job, *held)
+                            .values(visible_at=now, deliveries=t.c.deliveries - 1))
+        self.queued_run = (select(t.c.run_id)
+                           .where(job[0], job[1], t.c.state == QUEUED)
+                           .order_by(t.c.run_id.desc()).limit(1))
+        self.finish = (update(t).where(*job, t.c.state == QUEUED)
+                       .values(state=DONE, result=bindparam("res"), visible_at=None))
+        self.job_known = select(exists().where(*job))
+        self.result_waiting = select(exists().where(job[0], job[1], t.c.state == DONE))
+        self.insert_result = t.insert()
+        results = (t.c.id, t.c.step_id, t.c.run_id, t.c.result)
+        self.results = (select(*results).where(job[0], t.c.state == DONE).order_by(t.c.id)
+                        .with_for_update(skip_locked=True))
+        # Where the database has DELETE ... RETURNING, gathering is that one
+        # statement: two gatherers cannot both delete (and so both take) a row.
+        self.take_results = delete(t).where(job[0], t.c.state == DONE).returning(*results)
+        self.cancel = delete(t).where(job[0], *claimable)
 
 
 class SqlRunner(Runner):
@@ -97,6 +151,7 @@ class SqlRunner(Runner):
                                       sqlite_synchronous=sqlite_synchronous,
                                       engine_options=engine_options)
         self._db = _database
+        self._q = _Queries(_database.dialect)
         self.lease = lease
         self.max_deliveries = max_deliveries
         self._closed = False
@@ -104,9 +159,6 @@ class SqlRunner(Runner):
         # or release must not touch a later claim of the same job by another worker.
         self._held: dict[str, int] = {}
         self._held_lock = threading.Lock()
-        now = self._db.dialect.now()
-        self._now = now
-        self._insert = self._db.dialect.insert_if_absent(t).values(visible_at=now)
 
     @property
     def engine(self) -> Engine:
@@ -131,20 +183,13 @@ class SqlRunner(Runner):
                  "run_id": j.run_id, "state": QUEUED, "deliveries": 0,
                  "payload": dumps(j.to_dict()), "result": None, "created_at": created}
                 for j in jobs]
-        self._db.run(lambda conn: conn.execute(self._insert, rows),
+        self._db.run(lambda conn: conn.execute(self._q.insert, rows), standalone=True,
                      what=f"dispatch jobs of {workflow_execution_id!r}")
 
     def list_pending_jobs(self) -> list[DispatchJob]:
-        query = (select(t.c.workflow_execution_id, t.c.step_id, t.c.run_id, t.c.payload)
-                 .where(t.c.state == QUEUED, t.c.visible_at <= self._now).order_by(t.c.id))
-        rows = self._db.run(lambda conn: conn.execute(query).all(), write=False,
-                            what="list pending jobs")
-        jobs = []
-        for row in rows:
-            job = _decode_job(row)
-            if job is not None:
-                jobs.append(job)
-        return jobs
+        rows = self._db.run(lambda conn: conn.execute(self._q.pending).all(), write=False,
+                            standalone=True, what="list pending jobs")
+        return [job for job in map(_decode_job, rows) if job is not None]
 
     def take_pending_jobs(
         self, limit: int | None = None, lease: float | None = None
@@ -152,14 +197,12 @@ class SqlRunner(Runner):
         if limit is not None and limit <= 0:
             return []
         lease = self.lease if lease is None else lease
-        query = (select(t.c.id, t.c.workflow_execution_id, t.c.step_id, t.c.run_id,
-                        t.c.deliveries, t.c.payload)
-                 .where(t.c.state == QUEUED, t.c.visible_at <= self._now)
-                 .order_by(t.c.id).limit(limit).with_for_update(skip_locked=True))
+        q = self._q
 
-        def work(conn: Connection) -> list[tuple[DispatchJob, int, int]]:  # job, id, token
-            rows = conn.execute(query).all()
-            claimed, expired, corrupt = [], [], []
+        def work(conn: Connection) -> list[tuple[DispatchJob, int]]:  # (job, delivery)
+            rows = (conn.execute(q.claim_all) if limit is None
+                    else conn.execute(q.claim_some, {"limit": limit})).all()
+            claimed, ids, expired, corrupt = [], [], [], []
             for row in rows:
                 if self.max_deliveries is not None and row.deliveries >= self.max_deliveries:
                     expired.append(row)
@@ -168,34 +211,21 @@ class SqlRunner(Runner):
                 if job is None:
                     corrupt.append(row.id)
                 else:
-                    claimed.append((job, row.id, row.deliveries + 1))
-            if claimed:
-                conn.execute(update(t).where(t.c.id.in_([c[1] for c in claimed]))
-                             .values(visible_at=self._now + lease,
-                                     deliveries=t.c.deliveries + 1))
-            if expired:
-                self._give_up(conn, expired)
+                    claimed.append((job, row.deliveries + 1))
+                    ids.append(row.id)
+            if ids:
+                conn.execute(q.mark_claimed, {"ids": ids, "lease": lease})
+            for row in expired:
+                conn.execute(q.give_up, {"row": row.id, "res": _lease_expired(row)})
             if corrupt:
-                conn.execute(delete(t).where(t.c.id.in_(corrupt)))
+                conn.execute(q.delete_ids, {"ids": corrupt})
             return claimed
 
         claimed = self._db.run(work, what="claim jobs")
         with self._held_lock:
-            for job, _, token in claimed:
-                self._held[job.key] = token
-        return [job for job, _, _ in claimed]
-
-    def _give_up(self, conn: Connection, rows: list[Row[Any]]) -> None:
-        for row in rows:
-            key = job_key(row.workflow_execution_id, row.step_id, row.run_id)
-            logger.warning("job %s: lease expired on all %d deliveries; recording an error "
-                           "result instead of delivering it again", key, row.deliveries)
-            output = error_output(
-                "LeaseExpired",
-                f"job {key} was delivered {row.deliveries} times and every lease ran out "
-                "without a result (the worker died or hung)")
-            conn.execute(update(t).where(t.c.id == row.id)
-                         .values(state=DONE, visible_at=None, result=dumps(output)))
+            for job, delivery in claimed:
+                self._held[job.key] = delivery
+        return [job for job, _ in claimed]
 
     # -- leases ---------------------------------------------------------------------
 
@@ -207,33 +237,27 @@ class SqlRunner(Runner):
         """
         with self._held_lock:
             token = self._held.get(job.key)
-        query = _by_key(update(t), job).where(t.c.state == QUEUED)
-        if token is not None:
-            query = query.where(t.c.deliveries == token)
-        else:
-            query = query.where(t.c.visible_at > self._now)
-        query = query.values(visible_at=self._now + lease)
-        extended = self._db.run(lambda conn: conn.execute(query).rowcount,
-                                what=f"extend the lease of {job.key}")
+        params = {**_job_params(job), "lease": lease, "token": token}
+        query = self._q.extend_any if token is None else self._q.extend_mine
+        extended = self._db.run(lambda conn: conn.execute(query, params).rowcount,
+                                standalone=True, what=f"extend the lease of {job.key}")
         if not extended:
             self._forget(job)
         return bool(extended)
 
     def release(self, job: DispatchJob) -> None:
         token = self._forget(job)
-        query = _by_key(update(t), job).where(t.c.state == QUEUED)
-        if token is not None:
-            query = query.where(t.c.deliveries == token)
-        else:
-            query = query.where(t.c.visible_at > self._now)  # only a job someone holds
-        # A released job was not delivered in vain: it does not count towards
-        # max_deliveries.
-        query = query.values(visible_at=self._now, deliveries=t.c.deliveries - 1)
-        self._db.run(lambda conn: conn.execute(query), what=f"release {job.key}")
+        params = {**_job_params(job), "token": token}
+        query = self._q.release_any if token is None else self._q.release_mine
+        self._db.run(lambda conn: conn.execute(query, params), standalone=True,
+                     what=f"release {job.key}")
 
     def _forget(self, job: DispatchJob) -> int | None:
+        return self._forget_key(job.key)
+
+    def _forget_key(self, key: str) -> int | None:
         with self._held_lock:
-            return self._held.pop(job.key, None)
+            return self._held.pop(key, None)
 
     # -- results --------------------------------------------------------------------
 
@@ -249,54 +273,57 @@ class SqlRunner(Runner):
         except (TypeError, ValueError) as exc:
             # Only JSON can be stored; the graph counts this as a failed attempt.
             result = dumps(error_output("InvalidOutput", f"the output is not JSON: {exc}"))
-        where = (t.c.workflow_execution_id == workflow_execution_id, t.c.step_id == step_id)
+        q = self._q
+        params: dict[str, Any] = {"wf": workflow_execution_id, "step": step_id, "run": run_id,
+                                  "res": result}
+        what = f"record the result of {job_key(workflow_execution_id, step_id, run_id or 0)}"
+        if run_id is not None:
+            self._forget_key(job_key(workflow_execution_id, step_id, run_id))
+            # The usual case, a result for a queued job, is one statement.
+            if self._db.run(lambda conn: conn.execute(q.finish, params).rowcount,
+                            standalone=True, what=what):
+                return True
 
         def work(conn: Connection) -> bool:
-            run = run_id
-            if run is None:  # the seed's form: the job this step has queued, if any
-                run = conn.execute(select(t.c.run_id).where(*where, t.c.state == QUEUED)
-                                   .order_by(t.c.run_id.desc()).limit(1)).scalar()
-            if run is not None:
-                done = conn.execute(update(t).where(*where, t.c.run_id == run,
-                                                    t.c.state == QUEUED)
-                                    .values(state=DONE, result=result, visible_at=None))
-                if done.rowcount:
+            if params["run"] is None:  # the seed's form: the job this step has queued
+                params["run"] = conn.execute(q.queued_run, params).scalar()
+            if params["run"] is not None:
+                if conn.execute(q.finish, params).rowcount:
                     return True
-            known = conn.execute(select(exists().where(
-                *where, t.c.run_id == run if run is not None else t.c.state == DONE))).scalar()
-            if known:
+                if conn.execute(q.job_known, params).scalar():
+                    return False
+            elif conn.execute(q.result_waiting, params).scalar():
                 return False
             # A result for a job this runner no longer (or never) knew: keep it;
             # the graph ignores it if the step has moved on.
-            row = {"workflow_execution_id": workflow_execution_id, "step_id": step_id,
-                   "run_id": UNKNOWN_RUN if run is None else run, "state": DONE,
-                   "deliveries": 0, "payload": "{}", "result": result,
-                   "visible_at": None, "created_at": time.time()}
-            conn.execute(t.insert(), row)  # a racing twin makes this a DuplicateRow
-            return True
+            conn.execute(q.insert_result, {
+                "workflow_execution_id": workflow_execution_id, "step_id": step_id,
+                "run_id": UNKNOWN_RUN if params["run"] is None else params["run"],
+                "state": DONE, "deliveries": 0, "payload": "{}", "result": result,
+                "visible_at": None, "created_at": time.time()})
+            return True  # a racing twin insert makes the transaction a DuplicateRow
 
         try:
-            recorded = self._db.run(work, what=f"record the result of {step_id!r}",
-                                    duplicate_ok=True)
+            return self._db.run(work, what=what, duplicate_ok=True)
         except DuplicateRow:
-            recorded = False  # another submitter inserted the same job just now
-        if run_id is not None:
-            with self._held_lock:
-                self._held.pop(job_key(workflow_execution_id, step_id, run_id), None)
-        return recorded
+            return False  # another submitter recorded the same job just now
 
     def gather(self, workflow_execution_id: str) -> list[WorkResult]:
-        query = (select(t.c.id, t.c.step_id, t.c.run_id, t.c.result)
-                 .where(t.c.workflow_execution_id == workflow_execution_id, t.c.state == DONE)
-                 .order_by(t.c.id).with_for_update(skip_locked=True))
+        q = self._q
+        what = f"gather results of {workflow_execution_id!r}"
+        if self._db.engine.dialect.delete_returning:  # one atomic statement
+            rows = self._db.run(
+                lambda conn: conn.execute(q.take_results, {"wf": workflow_execution_id}).all(),
+                standalone=True, what=what)
+            rows.sort(key=lambda r: r.id)
+        else:
+            def work(conn: Connection) -> Sequence[Row[Any]]:
+                rows = conn.execute(q.results, {"wf": workflow_execution_id}).all()
+                if rows:
+                    conn.execute(q.delete_ids, {"ids": [r.id for r in rows]})
+                return rows
 
-        def work(conn: Connection) -> Sequence[Row[Any]]:
-            rows = conn.execute(query).all()
-            if rows:
-                conn.execute(delete(t).where(t.c.id.in_([r.id for r in rows])))
-            return rows
-
-        rows = self._db.run(work, what=f"gather results of {workflow_execution_id!r}")
+            rows = list(self._db.run(work, what=what))
         results = []
         for row in rows:
             run = None if row.run_id == UNKNOWN_RUN else row.run_id
@@ -311,15 +338,21 @@ class SqlRunner(Runner):
         return results
 
     def cancel(self, workflow_execution_id: str) -> None:
-        query = delete(t).where(t.c.workflow_execution_id == workflow_execution_id,
-                                t.c.state == QUEUED, t.c.visible_at <= self._now)
-        self._db.run(lambda conn: conn.execute(query),
-                     what=f"cancel jobs of {workflow_execution_id!r}")
+        self._db.run(lambda conn: conn.execute(self._q.cancel, {"wf": workflow_execution_id}),
+                     standalone=True, what=f"cancel jobs of {workflow_execution_id!r}")
 
 
-def _by_key(query: Any, job: DispatchJob) -> Any:
-    return query.where(t.c.workflow_execution_id == job.workflow_execution_id,
-                       t.c.step_id == job.step_id, t.c.run_id == job.run_id)
+def _job_params(job: DispatchJob) -> dict[str, Any]:
+    return {"wf": job.workflow_execution_id, "step": job.step_id, "run": job.run_id}
+
+
+def _lease_expired(row: Row[Any]) -> str:
+    key = job_key(row.workflow_execution_id, row.step_id, row.run_id)
+    logger.warning("job %s: lease expired on all %d deliveries; recording an error result "
+                   "instead of delivering it again", key, row.deliveries)
+    return dumps(error_output(
+        "LeaseExpired", f"job {key} was delivered {row.deliveries} times and every lease ran "
+                        "out without a result (the worker died or hung)"))
 
 
 def _decode_job(row: Row[Any]) -> DispatchJob | None:

@@ -9,10 +9,11 @@ A record is a header row in ``runfox_workflows`` plus one row per step in
   another writer won (``ConflictError``). The header and the changed steps
   (``record.steps.changed_since(previous.steps)``, or all of them without
   ``previous``) are written in one transaction; the spec and inputs never again.
-- ``_load``: the header and steps, read in one snapshot. Records are immutable,
-  so the store keeps the last records it saw; when it holds version *n* of a
-  record it reads only the header and the step rows written after *n*. A
-  transition on a large workflow therefore reads what changed, not everything.
+- ``_load``: the header, then the step rows written after the version the
+  store already holds (records are immutable, so it keeps the last ones it
+  saw): a transition on a large workflow reads what changed, not everything.
+  The two reads need no snapshot: a step row newer than the header means a
+  write landed in between, and the load simply runs again.
 - ``_list``: summaries from the header rows. A row that cannot be decoded is
   logged with its key and skipped; ``_load`` raises ``CorruptRecord`` for it.
 """
@@ -29,7 +30,7 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection, Engine, Row
 
-from ...errors import ConflictError, CorruptRecord
+from ...errors import BackendError, ConflictError, CorruptRecord
 from ...records import StepRecord, WorkflowRecord
 from ...status import WorkflowStatus
 from ..store import ExecutionSummary, Store
@@ -40,10 +41,27 @@ __all__ = ["SqlStore"]
 
 logger = logging.getLogger("runfox.backend.sql")
 
+# Statements are built once; SQLAlchemy then reuses their compiled form.
 _HEAD = (workflows.c.version, workflows.c.status, workflows.c.updated_at,
          workflows.c.state, workflows.c.outcome)
-_FULL = (*_HEAD, workflows.c.workflow_id, workflows.c.execution_id, workflows.c.created_at,
-         workflows.c.spec, workflows.c.inputs)
+_THIS = workflows.c.workflow_execution_id == bindparam("k")
+_SELECT_HEAD = select(*_HEAD).where(_THIS)
+_SELECT_FULL = select(*_HEAD, workflows.c.workflow_id, workflows.c.execution_id,
+                      workflows.c.created_at, workflows.c.spec, workflows.c.inputs).where(_THIS)
+_SELECT_STEPS = select(steps.c.step_id, steps.c.version, steps.c.data).where(
+    steps.c.workflow_execution_id == bindparam("k"), steps.c.version > bindparam("since"))
+_UPDATE_HEAD = (
+    update(workflows).where(_THIS, workflows.c.version == bindparam("expected"))
+    .values(version=bindparam("v"), status=bindparam("st"), updated_at=bindparam("at"),
+            state=bindparam("state_json"), outcome=bindparam("outcome_json")))
+_UPDATE_STEP = (
+    update(steps).where(steps.c.workflow_execution_id == bindparam("k"),
+                        steps.c.step_id == bindparam("sid"))
+    .values(status=bindparam("st"), run_id=bindparam("run"), version=bindparam("v"),
+            data=bindparam("data_json")))
+_INSERT_HEAD = workflows.insert()
+_INSERT_STEPS = steps.insert()
+_TORN_READS = 100
 
 
 def dumps(value: Any) -> str:
@@ -128,19 +146,6 @@ class SqlStore(Store):
         self._db = _database
         self._cache = _RecordCache(cache_size)
         self._closed = False
-        self._update_head = (
-            update(workflows)
-            .where(workflows.c.workflow_execution_id == bindparam("k"),
-                   workflows.c.version == bindparam("expected"))
-            .values(version=bindparam("v"), status=bindparam("st"),
-                    updated_at=bindparam("at"), state=bindparam("state_json"),
-                    outcome=bindparam("outcome_json")))
-        self._update_step = (
-            update(steps)
-            .where(steps.c.workflow_execution_id == bindparam("k"),
-                   steps.c.step_id == bindparam("sid"))
-            .values(status=bindparam("st"), run_id=bindparam("run"), version=bindparam("v"),
-                    data=bindparam("data_json")))
 
     @property
     def engine(self) -> Engine:
@@ -170,11 +175,11 @@ class SqlStore(Store):
             rows = [_step_params(key, record.steps[sid], record.version) for sid in changed]
 
             def work(conn: Connection) -> None:
-                if conn.execute(self._update_head, head).rowcount != 1:
+                if conn.execute(_UPDATE_HEAD, head).rowcount != 1:
                     raise ConflictError(f"{key}: the stored version is not "
                                         f"{record.version - 1}; another writer won")
                 if rows:
-                    conn.execute(self._update_step, rows)
+                    conn.execute(_UPDATE_STEP, rows)
 
             try:
                 self._db.run(work, what=f"write workflow {key!r}")
@@ -204,9 +209,9 @@ class SqlStore(Store):
                 for s in record.steps.values()]
 
         def work(conn: Connection) -> None:
-            conn.execute(workflows.insert(), head)
+            conn.execute(_INSERT_HEAD, head)
             if rows:
-                conn.execute(steps.insert(), rows)
+                conn.execute(_INSERT_STEPS, rows)
 
         try:
             self._db.run(work, what=f"create workflow {key!r}", duplicate_ok=True)
@@ -222,24 +227,25 @@ class SqlStore(Store):
         def work(conn: Connection
                  ) -> tuple[Row[Any], Sequence[Row[Any]], WorkflowRecord | None] | None:
             base = cached
-            head = conn.execute(select(*(_HEAD if base else _FULL))
-                                .where(workflows.c.workflow_execution_id == key)).first()
+            head = conn.execute(_SELECT_HEAD if base else _SELECT_FULL, {"k": key}).first()
             if head is None:
                 return None
             if base is not None and head.version < base.version:  # the table was reset
                 base = None
-                head = conn.execute(select(*_FULL)
-                                    .where(workflows.c.workflow_execution_id == key)).first()
+                head = conn.execute(_SELECT_FULL, {"k": key}).first()
                 assert head is not None
             if base is not None and head.version == base.version:
                 return head, (), base
-            rows = conn.execute(
-                select(steps.c.step_id, steps.c.data)
-                .where(steps.c.workflow_execution_id == key,
-                       steps.c.version > (base.version if base is not None else 0))).all()
-            return head, rows, base
+            since = base.version if base is not None else 0
+            return head, conn.execute(_SELECT_STEPS, {"k": key, "since": since}).all(), base
 
-        found = self._db.run(work, write=False, what=f"load workflow {key!r}")
+        for _ in range(_TORN_READS):
+            found = self._db.run(work, write=False, standalone=True,
+                                 what=f"load workflow {key!r}")
+            if found is None or all(r.version <= found[0].version for r in found[1]):
+                break
+        else:  # pragma: no cover - needs a writer faster than every read
+            raise BackendError(f"workflow {key!r} changed during each of {_TORN_READS} reads")
         if found is None:
             self._cache.drop(key)
             return None
