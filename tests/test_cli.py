@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
 import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -441,3 +443,57 @@ def test_deployment_recipes_run_valid_worker_commands() -> None:
     for command in commands:
         args = parser.parse_args(shlex.split(command))
         assert args.command == "worker" and args.concurrency >= 1
+
+
+def test_sigterm_stops_an_idle_worker_promptly(tmp_path: Path) -> None:
+    """A signal landing while the worker loop waits must not deadlock it.
+
+    The loop waits on an Event between polls; setting that Event from a signal
+    handler in the same thread can hang forever, so a tight poll interval and
+    several tries make the window likely to be hit.
+    """
+    db = f"sqlite:///{tmp_path / 'runfox.db'}"
+    env = child_env(tmp_path)
+    for _ in range(3):
+        worker = subprocess.Popen([sys.executable, "-m", "runfox.cli", "worker", "--backend", db,
+                                   "--executor", EXECUTOR, "--poll-interval", "0.001"],
+                                  env=env, stderr=subprocess.PIPE, text=True)
+        try:
+            assert worker.stderr is not None
+            for line in worker.stderr:  # wait until the loop runs
+                if "serving" in line:
+                    break
+            time.sleep(0.3)
+            worker.send_signal(signal.SIGTERM)
+            _, err = worker.communicate(timeout=30)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.communicate()
+                pytest.fail("runfox worker hung after SIGTERM")
+        assert worker.returncode == 0, err
+
+
+def test_a_signal_stops_the_worker_loop_in_process(workdir: Path, capsys: Any,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """The handler only records the signal; the main thread stops the loop."""
+    fired = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: fired.set())  # until the worker's own
+
+    def send() -> None:
+        while not any(t.name == "runfox-worker-loop" for t in threading.enumerate()):
+            time.sleep(0.01)
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="runfox.cli"):
+            code, _, _ = cli(capsys, "worker", "--executor", EXECUTOR, "--poll-interval",
+                             "0.001", "--idle-timeout", "60")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert code == 0
+    assert not fired.is_set()  # the worker's handler got it, and put the old one back
+    assert "SIGTERM: finishing running jobs" in caplog.text

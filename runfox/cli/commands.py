@@ -21,7 +21,7 @@ from ..backend.urls import parts_from_url
 from ..errors import SpecError, SpecProblem
 from ..results import Complete, Halt, Terminal
 from ..spec import WorkflowSpec, compile_spec, load_spec, parse_yaml
-from ..worker import Worker, load_executor
+from ..worker import Worker, WorkerStats, load_executor
 from ..workflow import Workflow
 from . import render
 from .exits import EXIT_COMPLETE, EXIT_FAILED, EXIT_HALTED, EXIT_TIMEOUT, UsageError
@@ -198,8 +198,8 @@ def worker(args: argparse.Namespace) -> int:
     assert ref is not None
     if args.concurrency < 1:
         raise UsageError("--concurrency must be >= 1")
-    if args.lease <= 0:
-        raise UsageError("--lease must be > 0")
+    if args.max_jobs is not None and args.max_jobs < 1:
+        raise UsageError("--max-jobs must be >= 1")
     backend = open_backend(args.backend)
     try:
         if isinstance(backend.runner, InProcessRunner):
@@ -209,15 +209,10 @@ def worker(args: argparse.Namespace) -> int:
                          lease=args.lease, poll_interval=args.poll_interval,
                          drive=not args.no_drive, sweep_interval=args.sweep_interval,
                          stale_after=args.stale_after)
-        previous = install_stop_handlers(harness)
         logger.info("worker %s: serving %s with %s (concurrency %d%s, lease %gs)",
                     harness.name, args.backend_shown, ref, args.concurrency,
                     ", processes" if args.processes else "", args.lease)
-        try:
-            stats = harness.run(idle_timeout=args.idle_timeout, max_jobs=args.max_jobs)
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+        stats = serve_until_signalled(harness, args.idle_timeout, args.max_jobs)
         logger.info("worker %s: stopped after %d jobs (%d failed attempts, %d drive errors)",
                     harness.name, stats.jobs, stats.failed, stats.drive_errors)
         return EXIT_COMPLETE
@@ -225,25 +220,52 @@ def worker(args: argparse.Namespace) -> int:
         close_backend(backend)
 
 
-def install_stop_handlers(harness: Worker) -> dict[int, Any]:
-    """First SIGTERM/SIGINT: stop claiming, finish running jobs. Second: release them.
+def serve_until_signalled(harness: Worker, idle_timeout: float | None,
+                          max_jobs: int | None) -> WorkerStats:
+    """Run the worker; the first SIGTERM/SIGINT stops claiming and lets running jobs
+    finish, a second one releases them.
 
-    Returns the handlers that were replaced, to be put back afterwards.
+    The loop runs in its own thread and the signal handler only records the
+    signal: ``Worker.stop`` sets an Event the loop waits on, and setting it from a
+    handler that interrupted that very wait (in the same thread) can deadlock.
+    The main thread turns recorded signals into ``stop()`` calls instead.
     """
-    received = 0
+    received: list[int] = []
+    outcome: dict[str, Any] = {}
 
-    def handle(signum: int, frame: types.FrameType | None) -> None:
-        nonlocal received
-        received += 1
-        if received == 1:
-            logger.info("%s: finishing running jobs (signal again to release them)",
-                        signal.Signals(signum).name)
-            harness.stop()
-        else:
-            logger.info("%s: releasing running jobs", signal.Signals(signum).name)
-            harness.stop(release=True)
+    def record(signum: int, frame: types.FrameType | None) -> None:
+        received.append(signum)  # nothing that takes a lock
 
-    return {signum: signal.signal(signum, handle) for signum in (signal.SIGTERM, signal.SIGINT)}
+    def serve() -> None:
+        try:
+            outcome["stats"] = harness.run(idle_timeout=idle_timeout, max_jobs=max_jobs)
+        except BaseException as exc:  # re-raised in the main thread
+            outcome["error"] = exc
+
+    previous = {signum: signal.signal(signum, record)
+                for signum in (signal.SIGTERM, signal.SIGINT)}
+    loop = threading.Thread(target=serve, name="runfox-worker-loop")
+    try:
+        loop.start()
+        handled = 0
+        while loop.is_alive():
+            loop.join(0.1)
+            for signum in received[handled:]:
+                handled += 1
+                name = signal.Signals(signum).name
+                if handled == 1:
+                    logger.info("%s: finishing running jobs (signal again to release them)",
+                                name)
+                    harness.stop()
+                else:
+                    logger.info("%s: releasing running jobs", name)
+                    harness.stop(release=True)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["stats"]  # type: ignore[no-any-return]
 
 
 # -- inspection ----------------------------------------------------------------------------
