@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import random
 import sqlite3
+import time
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -183,13 +184,26 @@ class SqliteDialect(Dialect):
                 raw.execute(pragma)
             pooled.info["runfox_ready"] = True
         if write:
-            # sqlite3 then opens no transaction of its own: it sees this one.
+            self._begin_immediate(raw)
+
+    def _begin_immediate(self, raw: sqlite3.Connection) -> None:
+        # Waiting for the write lock here, rather than by running the whole unit
+        # again, keeps a failed try down to one cheap statement. sqlite3 opens no
+        # transaction of its own once it sees this one.
+        started = time.monotonic()
+        attempt = 0
+        while True:
             try:
                 raw.execute("BEGIN IMMEDIATE")
+                return
             except sqlite3.OperationalError as exc:
-                # Wrapped as SQLAlchemy would, so Database.run retries "database
-                # is locked" like any other transient error.
-                raise OperationalError("BEGIN IMMEDIATE", None, exc) from exc
+                delay = (self.retry_delay(attempt, time.monotonic() - started)
+                         if "locked" in str(exc) else None)
+                if delay is None:
+                    # Wrapped as SQLAlchemy would, for Database.run to translate.
+                    raise OperationalError("BEGIN IMMEDIATE", None, exc) from exc
+            time.sleep(delay)
+            attempt += 1
 
     def options(self, write: bool, standalone: bool) -> dict[str, Any]:
         return {"runfox_write": True} if write else {"runfox_read": True}
