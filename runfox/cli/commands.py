@@ -265,7 +265,8 @@ def serve_until_signalled(harness: Worker, idle_timeout: float | None,
             signal.signal(signum, handler)
     if "error" in outcome:
         raise outcome["error"]
-    return outcome["stats"]  # type: ignore[no-any-return]
+    stats: WorkerStats = outcome["stats"]
+    return stats
 
 
 # -- inspection ----------------------------------------------------------------------------

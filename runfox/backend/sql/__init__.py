@@ -48,7 +48,7 @@ except ModuleNotFoundError as exc:  # SQLAlchemy is an optional dependency
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             raise BackendError(_HINT)
 
-    def parts_from_url(url: str, **options: Any) -> tuple[Any, Any]:
+    def parts_from_url(url: str, **options: Any) -> tuple[SqlStore, SqlRunner]:
         raise BackendError(_HINT)
 
 else:
@@ -88,7 +88,7 @@ def _sqlite_url(path: str | os.PathLike[str]) -> str:
     return "sqlite:///" + os.path.abspath(text)
 
 
-class SqliteStore(SqlStore):  # type: ignore[misc,valid-type]
+class SqliteStore(SqlStore):
     """The seed's name: ``SqlStore`` on a SQLite file (``SqliteStore("workflow.db")``).
 
     ``path`` is a file path (created if missing) or a ``sqlite:///`` URL; other
@@ -99,7 +99,7 @@ class SqliteStore(SqlStore):  # type: ignore[misc,valid-type]
         super().__init__(_sqlite_url(path), **options)
 
 
-class SqliteRunner(SqlRunner):  # type: ignore[misc,valid-type]
+class SqliteRunner(SqlRunner):
     """The seed's name: ``SqlRunner`` on a SQLite file; may share the store's file."""
 
     def __init__(self, path: str | os.PathLike[str] = "workflow.db", **options: Any) -> None:

@@ -31,7 +31,7 @@ from ..urls import mask_url
 from .dialects import Dialect, dialect_for
 from .schema import SchemaError, ensure_schema
 
-__all__ = ["Database", "DuplicateRow"]
+__all__ = ["Database", "DatabaseUser", "DuplicateRow"]
 
 T = TypeVar("T")
 
@@ -234,6 +234,41 @@ class Database:
     def error(self, what: str, exc: BaseException) -> BackendError:
         """A ``BackendError`` for ``exc`` that names the URL and the driver's reason."""
         return BackendError(f"could not {what} on {self.display_url}: {_reason(exc)}")
+
+
+class DatabaseUser:
+    """What ``SqlStore`` and ``SqlRunner`` share: a ``Database`` opened from a URL
+    or an engine (see ``Database.open``), the engine, ``close``."""
+
+    def __init__(
+        self,
+        url: str | None,
+        *,
+        engine: Engine | None,
+        create_tables: bool,
+        busy_timeout: float | None,
+        sqlite_synchronous: str | None,
+        engine_options: dict[str, Any] | None,
+        database: Database | None,
+    ) -> None:
+        self._db = database if database is not None else Database.open(
+            url, engine=engine, create_tables=create_tables, busy_timeout=busy_timeout,
+            sqlite_synchronous=sqlite_synchronous, engine_options=engine_options)
+        self._closed = False
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (one per database for parts from ``parts_from_url``)."""
+        return self._db.engine
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._db.display_url!r})"
+
+    def close(self) -> None:
+        """Release the database; the last user disposes an engine runfox created."""
+        if not self._closed:
+            self._closed = True
+            self._db.release()
 
 
 def _create_engine(url: str, busy_timeout: float | None,

@@ -136,7 +136,7 @@ class MySQLDialect(Dialect):
     def transient(self, exc: DBAPIError) -> bool:
         if exc.connection_invalidated:
             return True
-        args = getattr(exc.orig, "args", ())
+        args: tuple[Any, ...] = getattr(exc.orig, "args", ())
         return bool(args) and args[0] in _MYSQL_RETRY
 
 
@@ -177,7 +177,7 @@ class SqliteDialect(Dialect):
         if not write and not options.get("runfox_read"):
             return  # a transaction of the engine's other users
         pooled = conn.connection
-        raw = pooled.driver_connection
+        raw: sqlite3.Connection = pooled.driver_connection  # type: ignore[assignment]
         if not pooled.info.get("runfox_ready"):
             raw.execute("PRAGMA journal_mode = WAL")  # under the connection's busy handler
             for pragma in self._pragmas:

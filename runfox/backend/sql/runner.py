@@ -38,12 +38,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, delete, exists, select, update
-from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.engine import Connection, Engine
 
 from ...execution import error_output
 from ...results import DispatchJob, WorkResult, job_key
 from ..runner import Runner
-from .database import Database, DuplicateRow
+from .database import Database, DatabaseUser, DuplicateRow
 from .dialects import Dialect
 from .schema import tasks
 from .store import dumps
@@ -113,7 +113,7 @@ class _Queries:
         self.cancel = delete(t).where(job[0], *claimable)
 
 
-class SqlRunner(Runner):
+class SqlRunner(DatabaseUser, Runner):
     """The job queue in SQLite, PostgreSQL or MySQL/MariaDB.
 
     Args:
@@ -145,33 +145,16 @@ class SqlRunner(Runner):
             raise ValueError("lease must be > 0")
         if max_deliveries is not None and max_deliveries < 1:
             raise ValueError("max_deliveries must be >= 1 or None")
-        if _database is None:
-            _database = Database.open(url, engine=engine, create_tables=create_tables,
-                                      busy_timeout=busy_timeout,
-                                      sqlite_synchronous=sqlite_synchronous,
-                                      engine_options=engine_options)
-        self._db = _database
-        self._q = _Queries(_database.dialect)
+        super().__init__(url, engine=engine, create_tables=create_tables,
+                         busy_timeout=busy_timeout, sqlite_synchronous=sqlite_synchronous,
+                         engine_options=engine_options, database=_database)
+        self._q = _Queries(self._db.dialect)
         self.lease = lease
         self.max_deliveries = max_deliveries
-        self._closed = False
         # job key -> delivery number of the jobs this runner claimed: a heartbeat
         # or release must not touch a later claim of the same job by another worker.
         self._held: dict[str, int] = {}
         self._held_lock = threading.Lock()
-
-    @property
-    def engine(self) -> Engine:
-        """The SQLAlchemy engine (shared with a store built by ``parts_from_url``)."""
-        return self._db.engine
-
-    def __repr__(self) -> str:
-        return f"SqlRunner({self._db.display_url!r})"
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._db.release()
 
     # -- queueing -----------------------------------------------------------------
 
@@ -312,12 +295,12 @@ class SqlRunner(Runner):
         q = self._q
         what = f"gather results of {workflow_execution_id!r}"
         if self._db.engine.dialect.delete_returning:  # one atomic statement
-            rows = self._db.run(
+            taken = self._db.run(
                 lambda conn: conn.execute(q.take_results, {"wf": workflow_execution_id}).all(),
                 standalone=True, what=what)
-            rows.sort(key=lambda r: r.id)
+            rows = sorted(taken, key=lambda r: r.id)
         else:
-            def work(conn: Connection) -> Sequence[Row[Any]]:
+            def work(conn: Connection) -> Sequence[Any]:
                 rows = conn.execute(q.results, {"wf": workflow_execution_id}).all()
                 if rows:
                     conn.execute(q.delete_ids, {"ids": [r.id for r in rows]})
@@ -346,7 +329,7 @@ def _job_params(job: DispatchJob) -> dict[str, Any]:
     return {"wf": job.workflow_execution_id, "step": job.step_id, "run": job.run_id}
 
 
-def _lease_expired(row: Row[Any]) -> str:
+def _lease_expired(row: Any) -> str:
     key = job_key(row.workflow_execution_id, row.step_id, row.run_id)
     logger.warning("job %s: lease expired on all %d deliveries; recording an error result "
                    "instead of delivering it again", key, row.deliveries)
@@ -355,12 +338,11 @@ def _lease_expired(row: Row[Any]) -> str:
                         "out without a result (the worker died or hung)"))
 
 
-def _decode_job(row: Row[Any]) -> DispatchJob | None:
+def _decode_job(row: Any) -> DispatchJob | None:
     """The job a row holds, or ``None`` (logged with its key) if it cannot be decoded."""
     try:
         job = DispatchJob.from_dict(json.loads(row.payload))
     except (TypeError, ValueError) as exc:
-        job = None
         reason = str(exc)
     else:
         if (job.workflow_execution_id, job.step_id, job.run_id) == (

@@ -25,6 +25,7 @@ hand-written DDL for teams that manage schemas themselves.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -50,7 +51,8 @@ __all__ = ["SCHEMA_VERSION", "metadata", "schema_version", "steps", "tasks", "wo
 #: The layout these tables have; bump it (and add a migration) when they change.
 SCHEMA_VERSION = 1
 
-_MYSQL = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+_MYSQL: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4",
+                          "mysql_collate": "utf8mb4_bin"}
 
 JsonText = Text().with_variant(LONGTEXT(), "mysql", "mariadb")
 ExecutionKey = String(200)  # {md5}#{timestamp}-{16 hex}: about 75 characters

@@ -34,7 +34,7 @@ from ...errors import BackendError, ConflictError, CorruptRecord
 from ...records import StepRecord, WorkflowRecord
 from ...status import WorkflowStatus
 from ..store import ExecutionSummary, Store
-from .database import Database, DuplicateRow
+from .database import Database, DatabaseUser, DuplicateRow
 from .schema import steps, workflows
 
 __all__ = ["SqlStore"]
@@ -102,7 +102,7 @@ class _RecordCache:
             self._items.pop(key, None)
 
 
-class SqlStore(Store):
+class SqlStore(DatabaseUser, Store):
     """Workflow records in SQLite, PostgreSQL or MySQL/MariaDB.
 
     Args:
@@ -138,27 +138,10 @@ class SqlStore(Store):
         engine_options: dict[str, Any] | None = None,
         _database: Database | None = None,
     ) -> None:
-        if _database is None:
-            _database = Database.open(url, engine=engine, create_tables=create_tables,
-                                      busy_timeout=busy_timeout,
-                                      sqlite_synchronous=sqlite_synchronous,
-                                      engine_options=engine_options)
-        self._db = _database
+        super().__init__(url, engine=engine, create_tables=create_tables,
+                         busy_timeout=busy_timeout, sqlite_synchronous=sqlite_synchronous,
+                         engine_options=engine_options, database=_database)
         self._cache = _RecordCache(cache_size)
-        self._closed = False
-
-    @property
-    def engine(self) -> Engine:
-        """The SQLAlchemy engine (shared with a runner built by ``parts_from_url``)."""
-        return self._db.engine
-
-    def __repr__(self) -> str:
-        return f"SqlStore({self._db.display_url!r})"
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._db.release()
 
     # -- write ------------------------------------------------------------------
 
@@ -224,8 +207,7 @@ class SqlStore(Store):
         key = workflow_execution_id
         cached = self._cache.get(key)
 
-        def work(conn: Connection
-                 ) -> tuple[Row[Any], Sequence[Row[Any]], WorkflowRecord | None] | None:
+        def work(conn: Connection) -> tuple[Any, Sequence[Any], WorkflowRecord | None] | None:
             base = cached
             head = conn.execute(_SELECT_HEAD if base else _SELECT_FULL, {"k": key}).first()
             if head is None:
@@ -292,7 +274,7 @@ def _column(key: str, name: str, raw: Any) -> Any:
 
 
 def _step_dicts(key: str, rows: Sequence[Row[Any]]) -> list[Mapping[str, Any]]:
-    decoded = []
+    decoded: list[Mapping[str, Any]] = []
     for row in rows:
         data = _column(key, f"runfox_steps.data of step {row.step_id!r}", row.data)
         if not isinstance(data, dict) or data.get("id") != row.step_id:
