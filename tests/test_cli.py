@@ -497,3 +497,19 @@ def test_a_signal_stops_the_worker_loop_in_process(workdir: Path, capsys: Any,
     assert code == 0
     assert not fired.is_set()  # the worker's handler got it, and put the old one back
     assert "SIGTERM: finishing running jobs" in caplog.text
+
+
+def test_the_readme_example_runs_on_the_embedded_default(tmp_path: Path) -> None:
+    """The README's first command, from the repository root, with no --backend."""
+    env = child_env(tmp_path)
+    env["PYTHONPATH"] = str(ROOT)  # only runfox itself; the example comes from the cwd
+    scratch = tmp_path / "checkout"
+    scratch.mkdir()
+    (scratch / "examples").symlink_to(ROOT / "examples")
+    done = subprocess.run([sys.executable, "-m", "runfox.cli", "run",
+                           "examples/greeting/workflow.yaml", "--executor",
+                           "examples.greeting.tasks:execute", "--input", "name=world"],
+                          cwd=scratch, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"letters": 10, "text": "HELLO, WORLD"}
+    assert (scratch / "runfox.db").exists()
