@@ -486,3 +486,26 @@ def test_json_round_trip_is_exact(store: SqlStore) -> None:
                           sort_keys=True) == json.dumps(awkward, sort_keys=True)
     finally:
         fresh.close()
+
+
+def test_another_runner_can_extend_or_release_a_running_lease(database: str,
+                                                              runner: SqlRunner) -> None:
+    runner.dispatch("wf#1", [job("wf#1", "a")])
+    (held,) = runner.take_pending_jobs(lease=60)
+    other = SqlRunner(database)  # e.g. a second process that never claimed it
+    try:
+        assert other.heartbeat(held, 60) is True  # the lease is running: extended
+        other.release(held)
+        assert [j.key for j in other.take_pending_jobs(lease=60)] == [held.key]
+        assert runner.heartbeat(held, 60) is False  # the first claim is gone
+        other.release(held)
+        other.release(held)  # not held by anyone now: changes nothing
+        (again,) = other.take_pending_jobs(lease=0.2)
+        time.sleep(0.5)
+        stranger = SqlRunner(database)
+        try:
+            assert stranger.heartbeat(again, 60) is False  # its lease ran out
+        finally:
+            stranger.close()
+    finally:
+        other.close()

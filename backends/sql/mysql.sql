@@ -51,6 +51,7 @@ CREATE TABLE runfox_tasks (
     state                 VARCHAR(16)  NOT NULL,
     visible_at            DOUBLE,
     deliveries            INTEGER      NOT NULL,
+    claim_token           BIGINT,
     payload               LONGTEXT     NOT NULL,
     result                LONGTEXT,
     created_at            DOUBLE       NOT NULL,

@@ -53,6 +53,7 @@ CREATE TABLE runfox_tasks (
     state                 VARCHAR(16)  NOT NULL,
     visible_at            DOUBLE,
     deliveries            INTEGER      NOT NULL,
+    claim_token           BIGINT,
     payload               TEXT         NOT NULL,
     result                TEXT,
     created_at            DOUBLE       NOT NULL,

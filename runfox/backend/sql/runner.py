@@ -14,14 +14,16 @@ One row per job ``(workflow_execution_id, step_id, run_id)``:
   worker crashed or hung on it each time) is not delivered again: it gets an
   error result (``LeaseExpired``), which the graph treats as a failed attempt
   (retried while the step has attempts left, else the step fails).
-- ``heartbeat`` extends a lease only while this claim still holds the job;
-  ``release`` makes it claimable at once.
+- ``heartbeat`` extends a lease only while this claim still holds the job (its
+  random claim token still on the row); ``release`` makes it claimable at once.
 - ``submit_work_result`` turns the row ``done`` with its result, once: a second
   result for the same job returns ``False``.
-- ``gather`` takes the ``done`` rows of one execution and deletes them in one
-  transaction (``SKIP LOCKED``: a concurrent gatherer never gets the same row).
-  Once gathered the runner forgets the job, as ``InProcessRunner`` does, so a
-  re-dispatch after a lost result queues it again.
+- ``gather`` takes the ``done`` rows of one execution and deletes them
+  atomically: one ``DELETE ... RETURNING`` where the database has it (PostgreSQL,
+  MariaDB, SQLite), else ``SELECT ... FOR UPDATE SKIP LOCKED`` and ``DELETE`` in
+  one transaction; two gatherers never both get a row. Once gathered the runner
+  forgets the job, as ``InProcessRunner`` does, so a re-dispatch after a lost
+  result queues it again.
 
 A row that cannot be decoded is logged with its job key and deleted; the
 record still shows the step in progress, so the stale-job sweep
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Sequence
@@ -79,23 +82,21 @@ class _Queries:
         self.claim_all = claim.with_for_update(skip_locked=True)
         self.claim_some = claim.limit(bindparam("limit")).with_for_update(skip_locked=True)
         self.mark_claimed = update(t).where(ids).values(visible_at=now + bindparam("lease"),
-                                                        deliveries=t.c.deliveries + 1)
+                                                        deliveries=t.c.deliveries + 1,
+                                                        claim_token=bindparam("token"))
         self.give_up = (update(t).where(t.c.id == bindparam("row"))
                         .values(state=DONE, visible_at=None, result=bindparam("res")))
         self.delete_ids = delete(t).where(ids)
-        # A heartbeat or release by the claimer matches its delivery number; by
+        # A heartbeat or release by the claimer matches its claim token; by
         # anyone else, only a job whose lease is running.
-        self.extend_mine = (update(t).where(*job, t.c.state == QUEUED,
-                                            t.c.deliveries == bindparam("token"))
-                            .values(visible_at=now + bindparam("lease")))
+        mine = (*job, t.c.state == QUEUED, t.c.claim_token == bindparam("token"))
+        self.extend_mine = update(t).where(*mine).values(visible_at=now + bindparam("lease"))
         self.extend_any = update(t).where(*job, *held).values(visible_at=now + bindparam("lease"))
         # A released job was not delivered in vain: it does not count towards
         # max_deliveries.
-        self.release_mine = (update(t).where(*job, t.c.state == QUEUED,
-                                             t.c.deliveries == bindparam("token"))
-                             .values(visible_at=now, deliveries=t.c.deliveries - 1))
-        self.release_any = (update(t).where(*job, *held)
-                            .values(visible_at=now, deliveries=t.c.deliveries - 1))
+        released = {"visible_at": now, "deliveries": t.c.deliveries - 1, "claim_token": None}
+        self.release_mine = update(t).where(*mine).values(released)
+        self.release_any = update(t).where(*job, *held).values(released)
         self.queued_run = (select(t.c.run_id)
                            .where(job[0], job[1], t.c.state == QUEUED)
                            .order_by(t.c.run_id.desc()).limit(1))
@@ -151,8 +152,8 @@ class SqlRunner(DatabaseUser, Runner):
         self._q = _Queries(self._db.dialect)
         self.lease = lease
         self.max_deliveries = max_deliveries
-        # job key -> delivery number of the jobs this runner claimed: a heartbeat
-        # or release must not touch a later claim of the same job by another worker.
+        # job key -> claim token of the jobs this runner claimed: a heartbeat or
+        # release must not touch a later claim of the same job by another worker.
         self._held: dict[str, int] = {}
         self._held_lock = threading.Lock()
 
@@ -181,8 +182,9 @@ class SqlRunner(DatabaseUser, Runner):
             return []
         lease = self.lease if lease is None else lease
         q = self._q
+        token = secrets.randbits(62)  # fits a signed BIGINT everywhere
 
-        def work(conn: Connection) -> list[tuple[DispatchJob, int]]:  # (job, delivery)
+        def work(conn: Connection) -> list[DispatchJob]:
             rows = (conn.execute(q.claim_all) if limit is None
                     else conn.execute(q.claim_some, {"limit": limit})).all()
             claimed, ids, expired, corrupt = [], [], [], []
@@ -194,10 +196,10 @@ class SqlRunner(DatabaseUser, Runner):
                 if job is None:
                     corrupt.append(row.id)
                 else:
-                    claimed.append((job, row.deliveries + 1))
+                    claimed.append(job)
                     ids.append(row.id)
             if ids:
-                conn.execute(q.mark_claimed, {"ids": ids, "lease": lease})
+                conn.execute(q.mark_claimed, {"ids": ids, "lease": lease, "token": token})
             for row in expired:
                 conn.execute(q.give_up, {"row": row.id, "res": _lease_expired(row)})
             if corrupt:
@@ -206,9 +208,9 @@ class SqlRunner(DatabaseUser, Runner):
 
         claimed = self._db.run(work, what="claim jobs")
         with self._held_lock:
-            for job, delivery in claimed:
-                self._held[job.key] = delivery
-        return [job for job, _ in claimed]
+            for job in claimed:
+                self._held[job.key] = token
+        return claimed
 
     # -- leases ---------------------------------------------------------------------
 

@@ -14,7 +14,8 @@ Four tables, named ``runfox_*`` so they can share a database with an application
 - ``runfox_tasks``: the job queue. One row per job ``(workflow_execution_id,
   step_id, run_id)``; a job is claimable while ``state = 'queued'`` and
   ``visible_at`` has passed. A claim moves ``visible_at`` to the end of the
-  lease, a result turns the row ``done``, and ``gather`` deletes it.
+  lease and stamps a random ``claim_token`` that heartbeats and releases must
+  match; a result turns the row ``done``, and ``gather`` deletes it.
 
 JSON is stored as text (``LONGTEXT`` on MySQL), ASCII-escaped so any server
 character set holds it. Keys compare case-sensitively on MySQL (``utf8mb4_bin``)
@@ -109,6 +110,7 @@ tasks = Table(
     Column("state", String(16), nullable=False),
     Column("visible_at", Double, nullable=True),
     Column("deliveries", Integer, nullable=False),
+    Column("claim_token", BigInteger, nullable=True),
     Column("payload", JsonText, nullable=False),
     Column("result", JsonText, nullable=True),
     Column("created_at", Double, nullable=False),
