@@ -513,3 +513,27 @@ def test_the_readme_example_runs_on_the_embedded_default(tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"letters": 10, "text": "HELLO, WORLD"}
     assert (scratch / "runfox.db").exists()
+
+
+def test_a_worker_with_processes_runs_jobs_in_child_processes(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'runfox.db'}"
+    env = child_env(tmp_path)
+    base = [sys.executable, "-m", "runfox.cli"]
+    spec = write_spec(tmp_path, wide_spec(4))
+    started = subprocess.run([*base, "start", spec, "--backend", db, "--input", "n=2",
+                              "--input", "tag=proc"], env=env, capture_output=True, text=True,
+                             timeout=120, check=True)
+    wf_id = started.stdout.strip().splitlines()[-1]
+    worker = subprocess.Popen([*base, "worker", "--backend", db, "--executor", EXECUTOR,
+                               "--processes", "--concurrency", "2", "--poll-interval", "0.02",
+                               "--idle-timeout", "2"], env=env, stderr=subprocess.PIPE,
+                              text=True)
+    _, err = worker.communicate(timeout=300)
+    assert worker.returncode == 0, err
+    assert "concurrency 2, processes" in err
+    status = json.loads(subprocess.run([*base, "status", wf_id, "--json", "--backend", db],
+                                       env=env, capture_output=True, text=True, timeout=120,
+                                       check=True).stdout)
+    assert status["status"] == "complete" and status["outcome"] == {"total": 20}
+    pids = {int(line.split()[0]) for line in _log_lines(tmp_path)}
+    assert pids and worker.pid not in pids  # the executor ran in the pool's processes

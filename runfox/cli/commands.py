@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         # the local executor never takes jobs of other executions in a shared
         # database; the record itself is in the --backend store.
         shared.runner.close()
-        backend = Backend(store=shared.store, runner=InProcessRunner(), poll_interval=0.01)
+        backend = Backend(store=shared.store, runner=InProcessRunner(), poll_interval=0.02)
         local = Worker(backend, ref, concurrency=args.workers, drive=False,
                        poll_interval=0.005)
     progress = None if args.quiet else render.Progress()
