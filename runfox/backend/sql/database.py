@@ -1,0 +1,311 @@
+"""One database as the SQL store and runner use it: engine, transactions, errors.
+
+``Database.open`` turns a URL or an existing ``Engine`` into a ``Database``,
+creating (or checking) the tables on the way, so a database that is unreachable
+or misconfigured fails at construction, not in the middle of a workflow. The
+store and runner built by ``parts_from_url`` share one ``Database`` and so one
+connection pool.
+
+Every unit of work goes through ``Database.run``: one transaction, retried a few
+times on deadlocks and serialisation failures, with SQLAlchemy and driver errors
+translated into ``BackendError`` that names the (password-masked) URL and the
+driver's reason. The original error stays available as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
+
+from ...errors import BackendError
+from ..urls import mask_url
+from .dialects import Dialect, dialect_for
+from .schema import SchemaError, ensure_schema
+
+__all__ = ["Database", "DatabaseUser", "DuplicateRow"]
+
+T = TypeVar("T")
+
+# Installs that fix a missing driver, by the DBAPI module SQLAlchemy tried to import.
+_DRIVER_HINTS = {
+    "psycopg": "pip install 'runfox[postgres]'",
+    "psycopg2": "pip install 'runfox[postgres]' and use postgresql+psycopg://",
+    "pymysql": "pip install 'runfox[mysql]'",
+    "MySQLdb": "pip install 'runfox[mysql]' and use mysql+pymysql://",
+}
+# A URL without a driver gets the one runfox's extras install.
+_DEFAULT_DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
+                    "mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"}
+
+# One Database per Engine: a store and a runner given the same engine must not
+# install the SQLite transaction hooks twice.
+_BY_ENGINE: weakref.WeakKeyDictionary[Engine, Database] = weakref.WeakKeyDictionary()
+_BY_ENGINE_LOCK = threading.Lock()
+
+
+class DuplicateRow(Exception):
+    """An INSERT hit an existing unique key (raised by ``Database.run`` on request)."""
+
+
+def _reason(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip() or type(exc).__name__
+    return " ".join(text.split())
+
+
+def normalise_url(url: str) -> str:
+    """Give a driverless PostgreSQL/MySQL URL the driver runfox installs.
+
+    ``postgresql://`` would otherwise mean psycopg2 and ``mysql://`` mysqlclient,
+    neither of which ``runfox[postgres]`` / ``runfox[mysql]`` provides.
+    """
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.lower() in _DEFAULT_DRIVERS:
+        return f"{_DEFAULT_DRIVERS[scheme.lower()]}://{rest}"
+    return url
+
+
+class Database:
+    """An engine, its ``Dialect`` and the transaction helpers. Thread-safe.
+
+    Use ``Database.open``; the constructor assumes a prepared engine.
+    """
+
+    def __init__(self, engine: Engine, dialect: Dialect, *, owns_engine: bool) -> None:
+        self.engine = engine
+        self.dialect = dialect
+        self.owns_engine = owns_engine
+        self.display_url = mask_url(engine.url.render_as_string(hide_password=False))
+        self._users = 0
+        self._lock = threading.Lock()
+        self._schema_checked = False
+
+    # -- construction ---------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        url: str | None = None,
+        *,
+        engine: Engine | None = None,
+        create_tables: bool = True,
+        busy_timeout: float | None = None,
+        sqlite_synchronous: str | None = None,
+        engine_options: dict[str, Any] | None = None,
+    ) -> Database:
+        """The ``Database`` for ``url`` or ``engine`` (exactly one), schema checked.
+
+        Raises:
+            ValueError: contradictory or unsupported arguments.
+            BackendError: the driver is missing, or the database cannot be
+                reached or holds an unusable schema.
+        """
+        if (url is None) == (engine is None):
+            raise ValueError("pass exactly one of url= and engine=")
+        if engine is not None and engine_options:
+            raise ValueError("engine_options configure an engine runfox creates; "
+                             "configure your own engine before passing it")
+        if engine is None:
+            assert url is not None
+            engine = _create_engine(url, busy_timeout, engine_options)
+            owned = True
+        else:
+            owned = False
+        sqlite_options = {k: v for k, v in (("busy_timeout", busy_timeout),
+                                            ("synchronous", sqlite_synchronous))
+                          if v is not None}
+        if sqlite_options and engine.dialect.name != "sqlite":
+            raise ValueError(f"{', '.join(sqlite_options)} only apply to SQLite, "
+                             f"not {engine.dialect.name}")
+        with _BY_ENGINE_LOCK:
+            db = _BY_ENGINE.get(engine)
+            if db is None:
+                db = cls(engine, dialect_for(engine, owned, **sqlite_options),
+                         owns_engine=owned)
+                db.dialect.prepare()
+                _BY_ENGINE[engine] = db
+            db._users += 1
+        try:
+            db.ensure_schema(create_tables)
+        except BaseException:
+            db.release()
+            raise
+        return db
+
+    def ensure_schema(self, create: bool) -> None:
+        """Create or check the tables once per ``Database``; see ``schema.ensure_schema``."""
+        with self._lock:
+            if self._schema_checked:
+                return
+            try:
+                self.run(lambda conn: ensure_schema(conn, self.dialect, create),
+                         what="open the runfox database")
+            except SchemaError as exc:
+                raise BackendError(f"runfox database {self.display_url}: {exc}") from exc
+            self._schema_checked = True
+
+    def acquire(self) -> Database:
+        """Count one more user (a store or runner that will call ``release``)."""
+        with _BY_ENGINE_LOCK:
+            self._users += 1
+        return self
+
+    def release(self) -> None:
+        """Drop one user; the last one disposes an engine runfox created, or
+        detaches from a caller's engine."""
+        with _BY_ENGINE_LOCK:
+            self._users -= 1
+            if self._users > 0:
+                return
+            _BY_ENGINE.pop(self.engine, None)
+            self.dialect.detach()
+        if self.owns_engine:
+            self.engine.dispose()
+
+    # -- transactions -----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self, write: bool, standalone: bool = False) -> Iterator[Connection]:
+        """A connection inside one unit of work, committed on success.
+
+        ``standalone`` promises that each statement stands on its own: no
+        transaction is needed around them.
+        """
+        options = self.dialect.options(write, standalone)
+        with self.engine.connect() as conn:
+            if options:
+                conn.execution_options(**options)
+            with conn.begin():
+                yield conn
+
+    def run(
+        self,
+        work: Callable[[Connection], T],
+        *,
+        write: bool = True,
+        standalone: bool = False,
+        what: str = "query",
+        duplicate_ok: bool = False,
+    ) -> T:
+        """Run ``work(conn)`` in one transaction and return what it returns.
+
+        ``write``: ``work`` changes rows. ``standalone``: each of its statements
+        stands on its own, so they may run without a surrounding transaction
+        (see ``Dialect.options``).
+        Deadlocks, serialisation failures, a busy SQLite file and lost
+        connections run the whole unit again, as long as the dialect's
+        ``retry_delay`` allows. Exceptions that ``work`` raises itself
+        (``ConflictError`` ...) roll the transaction back and propagate unchanged.
+
+        Raises:
+            DuplicateRow: an INSERT hit an existing key and ``duplicate_ok`` is set.
+            BackendError: any other database error, naming ``what``, the URL and
+                the driver's reason.
+        """
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                with self.transaction(write, standalone) as conn:
+                    return work(conn)
+            except IntegrityError as exc:
+                if duplicate_ok:
+                    raise DuplicateRow(_reason(exc)) from exc
+                raise self.error(what, exc) from exc
+            except DBAPIError as exc:
+                delay = (self.dialect.retry_delay(attempt, time.monotonic() - started)
+                         if self.dialect.transient(exc) else None)
+                if delay is None:
+                    raise self.error(what, exc) from exc
+                time.sleep(delay)
+                attempt += 1
+            except SQLAlchemyError as exc:
+                raise self.error(what, exc) from exc
+
+    def error(self, what: str, exc: BaseException) -> BackendError:
+        """A ``BackendError`` for ``exc`` that names the URL and the driver's reason."""
+        return BackendError(f"could not {what} on {self.display_url}: {_reason(exc)}")
+
+
+class DatabaseUser:
+    """What ``SqlStore`` and ``SqlRunner`` share: a ``Database`` opened from a URL
+    or an engine (see ``Database.open``), the engine, ``close``."""
+
+    def __init__(
+        self,
+        url: str | None,
+        *,
+        engine: Engine | None,
+        create_tables: bool,
+        busy_timeout: float | None,
+        sqlite_synchronous: str | None,
+        engine_options: dict[str, Any] | None,
+        database: Database | None,
+    ) -> None:
+        self._db = database if database is not None else Database.open(
+            url, engine=engine, create_tables=create_tables, busy_timeout=busy_timeout,
+            sqlite_synchronous=sqlite_synchronous, engine_options=engine_options)
+        self._closed = False
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (one per database for parts from ``parts_from_url``)."""
+        return self._db.engine
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._db.display_url!r})"
+
+    def close(self) -> None:
+        """Release the database; the last user disposes an engine runfox created."""
+        if not self._closed:
+            self._closed = True
+            self._db.release()
+
+
+def _create_engine(url: str, busy_timeout: float | None,
+                   engine_options: dict[str, Any] | None) -> Engine:
+    url = normalise_url(url)
+    shown = mask_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ValueError(f"not a database URL: {shown!r} ({exc})") from exc
+    options: dict[str, Any] = dict(engine_options or {})
+    connect_args: dict[str, Any] = dict(options.pop("connect_args", {}))
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:") or parsed.query.get("mode") == "memory":
+            raise ValueError("an in-memory SQLite database cannot be shared between a store, "
+                             "a runner and workers; use a file (sqlite:///runfox.db) or "
+                             "memory:// for a single-process in-memory backend")
+        directory = os.path.dirname(os.path.abspath(database))
+        if not os.path.isdir(directory):
+            raise BackendError(f"could not open the runfox database on {shown}: "
+                               f"directory {directory!r} does not exist")
+        # Every unit of work ends in COMMIT or ROLLBACK (or never began: reads run
+        # in autocommit), so the pool's rollback on check-in is wasted work.
+        options.setdefault("pool_reset_on_return", None)
+        # The busy handler covers opening the file; runfox's units retry by themselves.
+        connect_args.setdefault("timeout", 30.0 if busy_timeout is None else busy_timeout)
+    else:
+        connect_args.setdefault("connect_timeout", 10)
+        if backend in ("mysql", "mariadb") and "charset" not in parsed.query:
+            parsed = parsed.update_query_dict({"charset": "utf8mb4"})
+    try:
+        return create_engine(parsed, connect_args=connect_args, **options)
+    except ModuleNotFoundError as exc:
+        hint = _DRIVER_HINTS.get((exc.name or "").split(".")[0], "install its driver")
+        raise BackendError(f"the database driver for {shown} is not installed "
+                           f"({exc.name}): {hint}") from exc
+    except (ArgumentError, TypeError) as exc:
+        raise ValueError(f"cannot use database URL {shown!r}: {exc}") from exc

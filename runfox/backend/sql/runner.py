@@ -1,0 +1,356 @@
+"""``SqlRunner``: the job queue as the ``runfox_tasks`` table.
+
+One row per job ``(workflow_execution_id, step_id, run_id)``:
+
+- ``dispatch`` inserts rows if absent; a row that exists, in whatever state,
+  is left alone, so dispatching again after a crash never duplicates work.
+- ``take_pending_jobs(limit, lease)`` claims rows with ``state = 'queued'`` whose
+  ``visible_at`` has passed: ``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL
+  and MySQL/MariaDB, one ``BEGIN IMMEDIATE`` transaction on SQLite, so two
+  workers never take the same job. A claim moves ``visible_at`` to the end of
+  the lease (on the database clock) and counts a delivery. When the lease runs
+  out without a result the job is claimable again.
+- A job delivered ``max_deliveries`` times whose lease ran out every time (a
+  worker crashed or hung on it each time) is not delivered again: it gets an
+  error result (``LeaseExpired``), which the graph treats as a failed attempt
+  (retried while the step has attempts left, else the step fails).
+- ``heartbeat`` extends a lease only while this claim still holds the job (its
+  random claim token still on the row); ``release`` makes it claimable at once.
+- ``submit_work_result`` turns the row ``done`` with its result, once: a second
+  result for the same job returns ``False``.
+- ``gather`` takes the ``done`` rows of one execution and deletes them
+  atomically: one ``DELETE ... RETURNING`` where the database has it (PostgreSQL,
+  MariaDB, SQLite), else ``SELECT ... FOR UPDATE SKIP LOCKED`` and ``DELETE`` in
+  one transaction; two gatherers never both get a row. Once gathered the runner
+  forgets the job, as ``InProcessRunner`` does, so a re-dispatch after a lost
+  result queues it again.
+
+A row that cannot be decoded is logged with its job key and deleted; the
+record still shows the step in progress, so the stale-job sweep
+(``Backend.redispatch_stale``) dispatches it again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import bindparam, delete, exists, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from ...execution import error_output
+from ...results import DispatchJob, WorkResult, job_key
+from ..runner import Runner
+from .database import Database, DatabaseUser, DuplicateRow
+from .dialects import Dialect
+from .schema import tasks
+from .store import dumps
+
+__all__ = ["SqlRunner"]
+
+logger = logging.getLogger("runfox.backend.sql")
+
+QUEUED = "queued"
+DONE = "done"
+#: ``run_id`` stored for a result submitted without one and matching no queued job.
+UNKNOWN_RUN = -1
+
+t = tasks
+
+
+class _Queries:
+    """Every statement the runner runs, built once (SQLAlchemy then reuses the
+    compiled form) for one dialect: the database clock differs per database."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        now = dialect.now()
+        job = (t.c.workflow_execution_id == bindparam("wf"), t.c.step_id == bindparam("step"),
+               t.c.run_id == bindparam("run"))
+        claimable = (t.c.state == QUEUED, t.c.visible_at <= now)
+        held = (t.c.state == QUEUED, t.c.visible_at > now)
+        ids = t.c.id.in_(bindparam("ids", expanding=True))
+        self.insert = dialect.insert_if_absent(t).values(visible_at=now)
+        self.pending = (select(t.c.workflow_execution_id, t.c.step_id, t.c.run_id, t.c.payload)
+                        .where(*claimable).order_by(t.c.id))
+        claim = (select(t.c.id, t.c.workflow_execution_id, t.c.step_id, t.c.run_id,
+                        t.c.deliveries, t.c.payload).where(*claimable).order_by(t.c.id))
+        self.claim_all = claim.with_for_update(skip_locked=True)
+        self.claim_some = claim.limit(bindparam("limit")).with_for_update(skip_locked=True)
+        self.mark_claimed = update(t).where(ids).values(visible_at=now + bindparam("lease"),
+                                                        deliveries=t.c.deliveries + 1,
+                                                        claim_token=bindparam("token"))
+        self.give_up = (update(t).where(t.c.id == bindparam("row"))
+                        .values(state=DONE, visible_at=None, result=bindparam("res")))
+        self.delete_ids = delete(t).where(ids)
+        # A heartbeat or release by the claimer matches its claim token; by
+        # anyone else, only a job whose lease is running.
+        mine = (*job, t.c.state == QUEUED, t.c.claim_token == bindparam("token"))
+        self.extend_mine = update(t).where(*mine).values(visible_at=now + bindparam("lease"))
+        self.extend_any = update(t).where(*job, *held).values(visible_at=now + bindparam("lease"))
+        # A released job was not delivered in vain: it does not count towards
+        # max_deliveries.
+        released = {"visible_at": now, "deliveries": t.c.deliveries - 1, "claim_token": None}
+        self.release_mine = update(t).where(*mine).values(released)
+        self.release_any = update(t).where(*job, *held).values(released)
+        self.queued_run = (select(t.c.run_id)
+                           .where(job[0], job[1], t.c.state == QUEUED)
+                           .order_by(t.c.run_id.desc()).limit(1))
+        self.finish = (update(t).where(*job, t.c.state == QUEUED)
+                       .values(state=DONE, result=bindparam("res"), visible_at=None))
+        self.job_known = select(exists().where(*job))
+        self.result_waiting = select(exists().where(job[0], job[1], t.c.state == DONE))
+        self.insert_result = t.insert()
+        results = (t.c.id, t.c.step_id, t.c.run_id, t.c.result)
+        self.results = (select(*results).where(job[0], t.c.state == DONE).order_by(t.c.id)
+                        .with_for_update(skip_locked=True))
+        # Where the database has DELETE ... RETURNING, gathering is that one
+        # statement: two gatherers cannot both delete (and so both take) a row.
+        self.take_results = delete(t).where(job[0], t.c.state == DONE).returning(*results)
+        self.cancel = delete(t).where(job[0], *claimable)
+
+
+class SqlRunner(DatabaseUser, Runner):
+    """The job queue in SQLite, PostgreSQL or MySQL/MariaDB.
+
+    Args:
+        url, engine, create_tables, busy_timeout, sqlite_synchronous,
+        engine_options: as for ``SqlStore``.
+        lease: seconds a job taken without an explicit ``lease`` is held (the
+            seed's ``take_pending_jobs()``); workers pass their own.
+        max_deliveries: deliveries whose lease ran out before a job is given an
+            error result instead of being delivered again; ``None`` never gives up.
+
+    Raises:
+        ValueError, BackendError: as for ``SqlStore``.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        engine: Engine | None = None,
+        create_tables: bool = True,
+        lease: float = 300.0,
+        max_deliveries: int | None = 5,
+        busy_timeout: float | None = None,
+        sqlite_synchronous: str | None = None,
+        engine_options: dict[str, Any] | None = None,
+        _database: Database | None = None,
+    ) -> None:
+        if lease <= 0:
+            raise ValueError("lease must be > 0")
+        if max_deliveries is not None and max_deliveries < 1:
+            raise ValueError("max_deliveries must be >= 1 or None")
+        super().__init__(url, engine=engine, create_tables=create_tables,
+                         busy_timeout=busy_timeout, sqlite_synchronous=sqlite_synchronous,
+                         engine_options=engine_options, database=_database)
+        self._q = _Queries(self._db.dialect)
+        self.lease = lease
+        self.max_deliveries = max_deliveries
+        # job key -> claim token of the jobs this runner claimed: a heartbeat or
+        # release must not touch a later claim of the same job by another worker.
+        self._held: dict[str, int] = {}
+        self._held_lock = threading.Lock()
+
+    # -- queueing -----------------------------------------------------------------
+
+    def dispatch(self, workflow_execution_id: str, jobs: Sequence[DispatchJob]) -> None:
+        if not jobs:
+            return
+        created = time.time()
+        rows = [{"workflow_execution_id": j.workflow_execution_id, "step_id": j.step_id,
+                 "run_id": j.run_id, "state": QUEUED, "deliveries": 0,
+                 "payload": dumps(j.to_dict()), "result": None, "created_at": created}
+                for j in jobs]
+        self._db.run(lambda conn: conn.execute(self._q.insert, rows), standalone=True,
+                     what=f"dispatch jobs of {workflow_execution_id!r}")
+
+    def list_pending_jobs(self) -> list[DispatchJob]:
+        rows = self._db.run(lambda conn: conn.execute(self._q.pending).all(), write=False,
+                            standalone=True, what="list pending jobs")
+        return [job for job in map(_decode_job, rows) if job is not None]
+
+    def take_pending_jobs(
+        self, limit: int | None = None, lease: float | None = None
+    ) -> list[DispatchJob]:
+        if limit is not None and limit <= 0:
+            return []
+        lease = self.lease if lease is None else lease
+        q = self._q
+        token = secrets.randbits(62)  # fits a signed BIGINT everywhere
+
+        def work(conn: Connection) -> list[DispatchJob]:
+            rows = (conn.execute(q.claim_all) if limit is None
+                    else conn.execute(q.claim_some, {"limit": limit})).all()
+            claimed, ids, expired, corrupt = [], [], [], []
+            for row in rows:
+                if self.max_deliveries is not None and row.deliveries >= self.max_deliveries:
+                    expired.append(row)
+                    continue
+                job = _decode_job(row)
+                if job is None:
+                    corrupt.append(row.id)
+                else:
+                    claimed.append(job)
+                    ids.append(row.id)
+            if ids:
+                conn.execute(q.mark_claimed, {"ids": ids, "lease": lease, "token": token})
+            for row in expired:
+                conn.execute(q.give_up, {"row": row.id, "res": _lease_expired(row)})
+            if corrupt:
+                conn.execute(q.delete_ids, {"ids": corrupt})
+            return claimed
+
+        claimed = self._db.run(work, what="claim jobs")
+        with self._held_lock:
+            for job in claimed:
+                self._held[job.key] = token
+        return claimed
+
+    # -- leases ---------------------------------------------------------------------
+
+    def heartbeat(self, job: DispatchJob, lease: float) -> bool:
+        """Extend the lease; ``False`` once the job has a result or another claim.
+
+        A job this runner did not claim (another process's runner) is extended
+        only while its current lease is still running.
+        """
+        with self._held_lock:
+            token = self._held.get(job.key)
+        params = {**_job_params(job), "lease": lease, "token": token}
+        query = self._q.extend_any if token is None else self._q.extend_mine
+        extended = self._db.run(lambda conn: conn.execute(query, params).rowcount,
+                                standalone=True, what=f"extend the lease of {job.key}")
+        if not extended:
+            self._forget(job)
+        return bool(extended)
+
+    def release(self, job: DispatchJob) -> None:
+        token = self._forget(job)
+        params = {**_job_params(job), "token": token}
+        query = self._q.release_any if token is None else self._q.release_mine
+        self._db.run(lambda conn: conn.execute(query, params), standalone=True,
+                     what=f"release {job.key}")
+
+    def _forget(self, job: DispatchJob) -> int | None:
+        return self._forget_key(job.key)
+
+    def _forget_key(self, key: str) -> int | None:
+        with self._held_lock:
+            return self._held.pop(key, None)
+
+    # -- results --------------------------------------------------------------------
+
+    def submit_work_result(
+        self,
+        workflow_execution_id: str,
+        step_id: str,
+        output: dict[str, Any],
+        run_id: int | None = None,
+    ) -> bool:
+        try:
+            result = dumps(output)
+        except (TypeError, ValueError) as exc:
+            # Only JSON can be stored; the graph counts this as a failed attempt.
+            result = dumps(error_output("InvalidOutput", f"the output is not JSON: {exc}"))
+        q = self._q
+        params: dict[str, Any] = {"wf": workflow_execution_id, "step": step_id, "run": run_id,
+                                  "res": result}
+        what = f"record the result of {job_key(workflow_execution_id, step_id, run_id or 0)}"
+        if run_id is not None:
+            self._forget_key(job_key(workflow_execution_id, step_id, run_id))
+            # The usual case, a result for a queued job, is one statement.
+            if self._db.run(lambda conn: conn.execute(q.finish, params).rowcount,
+                            standalone=True, what=what):
+                return True
+
+        def work(conn: Connection) -> bool:
+            if params["run"] is None:  # the seed's form: the job this step has queued
+                params["run"] = conn.execute(q.queued_run, params).scalar()
+            if params["run"] is not None:
+                if conn.execute(q.finish, params).rowcount:
+                    return True
+                if conn.execute(q.job_known, params).scalar():
+                    return False
+            elif conn.execute(q.result_waiting, params).scalar():
+                return False
+            # A result for a job this runner no longer (or never) knew: keep it;
+            # the graph ignores it if the step has moved on.
+            conn.execute(q.insert_result, {
+                "workflow_execution_id": workflow_execution_id, "step_id": step_id,
+                "run_id": UNKNOWN_RUN if params["run"] is None else params["run"],
+                "state": DONE, "deliveries": 0, "payload": "{}", "result": result,
+                "visible_at": None, "created_at": time.time()})
+            return True  # a racing twin insert makes the transaction a DuplicateRow
+
+        try:
+            return self._db.run(work, what=what, duplicate_ok=True)
+        except DuplicateRow:
+            return False  # another submitter recorded the same job just now
+
+    def gather(self, workflow_execution_id: str) -> list[WorkResult]:
+        q = self._q
+        what = f"gather results of {workflow_execution_id!r}"
+        if self._db.engine.dialect.delete_returning:  # one atomic statement
+            taken = self._db.run(
+                lambda conn: conn.execute(q.take_results, {"wf": workflow_execution_id}).all(),
+                standalone=True, what=what)
+            rows = sorted(taken, key=lambda r: r.id)
+        else:
+            def work(conn: Connection) -> Sequence[Any]:
+                rows = conn.execute(q.results, {"wf": workflow_execution_id}).all()
+                if rows:
+                    conn.execute(q.delete_ids, {"ids": [r.id for r in rows]})
+                return rows
+
+            rows = list(self._db.run(work, what=what))
+        results = []
+        for row in rows:
+            run = None if row.run_id == UNKNOWN_RUN else row.run_id
+            try:
+                output = json.loads(row.result)
+            except (TypeError, ValueError) as exc:
+                logger.warning("dropping corrupt result of job %s: %s (the step will be "
+                               "dispatched again)", job_key(workflow_execution_id,
+                                                            row.step_id, row.run_id), exc)
+                continue
+            results.append(WorkResult(row.step_id, output, run))
+        return results
+
+    def cancel(self, workflow_execution_id: str) -> None:
+        self._db.run(lambda conn: conn.execute(self._q.cancel, {"wf": workflow_execution_id}),
+                     standalone=True, what=f"cancel jobs of {workflow_execution_id!r}")
+
+
+def _job_params(job: DispatchJob) -> dict[str, Any]:
+    return {"wf": job.workflow_execution_id, "step": job.step_id, "run": job.run_id}
+
+
+def _lease_expired(row: Any) -> str:
+    key = job_key(row.workflow_execution_id, row.step_id, row.run_id)
+    logger.warning("job %s: lease expired on all %d deliveries; recording an error result "
+                   "instead of delivering it again", key, row.deliveries)
+    return dumps(error_output(
+        "LeaseExpired", f"job {key} was delivered {row.deliveries} times and every lease ran "
+                        "out without a result (the worker died or hung)"))
+
+
+def _decode_job(row: Any) -> DispatchJob | None:
+    """The job a row holds, or ``None`` (logged with its key) if it cannot be decoded."""
+    try:
+        job = DispatchJob.from_dict(json.loads(row.payload))
+    except (TypeError, ValueError) as exc:
+        reason = str(exc)
+    else:
+        if (job.workflow_execution_id, job.step_id, job.run_id) == (
+                row.workflow_execution_id, row.step_id, row.run_id):
+            return job
+        reason = f"the payload describes job {job.key}"
+    logger.warning("corrupt job row %s skipped: %s",
+                   job_key(row.workflow_execution_id, row.step_id, row.run_id), reason)
+    return None

@@ -1,0 +1,328 @@
+"""``SqlStore``: workflow records in SQL tables, written conditionally on ``version``.
+
+A record is a header row in ``runfox_workflows`` plus one row per step in
+``runfox_steps`` (see ``schema``). The three Store primitives:
+
+- ``_write``: version 1 INSERTs the header and every step (a duplicate key is a
+  ``ConflictError``). Later versions run ``UPDATE ... WHERE
+  workflow_execution_id = :k AND version = :v - 1``; no row updated means
+  another writer won (``ConflictError``). The header and the changed steps
+  (``record.steps.changed_since(previous.steps)``, or all of them without
+  ``previous``) are written in one transaction; the spec and inputs never again.
+- ``_load``: the header, then the step rows written after the version the
+  store already holds (records are immutable, so it keeps the last ones it
+  saw): a transition on a large workflow reads what changed, not everything.
+  The two reads need no snapshot: a step row newer than the header means a
+  write landed in between, and the load simply runs again.
+- ``_list``: summaries from the header rows. A row that cannot be decoded is
+  logged with its key and skipped; ``_load`` raises ``CorruptRecord`` for it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.engine import Connection, Engine, Row
+
+from ...errors import BackendError, ConflictError, CorruptRecord
+from ...records import StepRecord, WorkflowRecord
+from ...status import WorkflowStatus
+from ..store import ExecutionSummary, Store
+from .database import Database, DatabaseUser, DuplicateRow
+from .schema import steps, workflows
+
+__all__ = ["SqlStore"]
+
+logger = logging.getLogger("runfox.backend.sql")
+
+# Statements are built once; SQLAlchemy then reuses their compiled form.
+_HEAD = (workflows.c.version, workflows.c.status, workflows.c.updated_at,
+         workflows.c.state, workflows.c.outcome)
+_THIS = workflows.c.workflow_execution_id == bindparam("k")
+_SELECT_HEAD = select(*_HEAD).where(_THIS)
+_SELECT_FULL = select(*_HEAD, workflows.c.workflow_id, workflows.c.execution_id,
+                      workflows.c.created_at, workflows.c.spec, workflows.c.inputs).where(_THIS)
+_SELECT_STEPS = select(steps.c.step_id, steps.c.version, steps.c.data).where(
+    steps.c.workflow_execution_id == bindparam("k"), steps.c.version > bindparam("since"))
+_UPDATE_HEAD = (
+    update(workflows).where(_THIS, workflows.c.version == bindparam("expected"))
+    .values(version=bindparam("v"), status=bindparam("st"), updated_at=bindparam("at"),
+            state=bindparam("state_json"), outcome=bindparam("outcome_json")))
+_UPDATE_STEP = (
+    update(steps).where(steps.c.workflow_execution_id == bindparam("k"),
+                        steps.c.step_id == bindparam("sid"))
+    .values(status=bindparam("st"), run_id=bindparam("run"), version=bindparam("v"),
+            data=bindparam("data_json")))
+_INSERT_HEAD = workflows.insert()
+_INSERT_STEPS = steps.insert()
+_TORN_READS = 100
+
+
+def dumps(value: Any) -> str:
+    """Compact, ASCII-only JSON (any server character set can hold it)."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+class _RecordCache:
+    """The most recently seen records, by key. Safe because records are immutable."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[str, WorkflowRecord] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> WorkflowRecord | None:
+        with self._lock:
+            record = self._items.get(key)
+            if record is not None:
+                self._items.move_to_end(key)
+            return record
+
+    def put(self, record: WorkflowRecord) -> None:
+        if self._size <= 0:
+            return
+        key = record.workflow_execution_id
+        with self._lock:
+            held = self._items.get(key)
+            if held is not None and held.version > record.version:
+                return  # a slower thread must not replace a newer record
+            self._items[key] = record
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+    def drop(self, key: str) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+
+
+class SqlStore(DatabaseUser, Store):
+    """Workflow records in SQLite, PostgreSQL or MySQL/MariaDB.
+
+    Args:
+        url: a SQLAlchemy URL: ``sqlite:///path/runfox.db``,
+            ``postgresql+psycopg://user:pass@host/db``, ``mysql+pymysql://...``.
+            ``postgresql://`` and ``mysql://`` get those drivers.
+        engine: an existing ``Engine`` instead of ``url`` (not both). runfox does
+            not dispose an engine it did not create.
+        create_tables: create missing tables on first use; when false, the
+            tables must exist (``backends/sql/*.sql``) with a matching version.
+        cache_size: how many records to keep for incremental loads (0: none).
+        busy_timeout: SQLite only: seconds a writer waits for the lock (30).
+        sqlite_synchronous: SQLite only: ``PRAGMA synchronous`` (``NORMAL``: a
+            power loss may undo the last commits but never corrupts the file;
+            ``FULL``: every commit is flushed).
+        engine_options: extra ``create_engine`` keywords (pool size ...).
+
+    Raises:
+        ValueError: contradictory arguments (both ``url`` and ``engine`` ...).
+        BackendError: the driver is missing or the database is unreachable or
+            holds an unusable schema; the message names the masked URL.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        engine: Engine | None = None,
+        create_tables: bool = True,
+        cache_size: int = 256,
+        busy_timeout: float | None = None,
+        sqlite_synchronous: str | None = None,
+        engine_options: dict[str, Any] | None = None,
+        _database: Database | None = None,
+    ) -> None:
+        super().__init__(url, engine=engine, create_tables=create_tables,
+                         busy_timeout=busy_timeout, sqlite_synchronous=sqlite_synchronous,
+                         engine_options=engine_options, database=_database)
+        self._cache = _RecordCache(cache_size)
+
+    # -- write ------------------------------------------------------------------
+
+    def _write(self, record: WorkflowRecord, previous: WorkflowRecord | None) -> None:
+        key = record.workflow_execution_id
+        if record.version == 1:
+            self._create(record)
+        else:
+            changed = (record.steps.changed_since(previous.steps) if previous is not None
+                       else list(record.steps))
+            head = {"k": key, "expected": record.version - 1, "v": record.version,
+                    "st": record.status.value, "at": record.updated_at,
+                    "state_json": dumps(record.state), "outcome_json": dumps(record.outcome)}
+            rows = [_step_params(key, record.steps[sid], record.version) for sid in changed]
+
+            def work(conn: Connection) -> None:
+                if conn.execute(_UPDATE_HEAD, head).rowcount != 1:
+                    raise ConflictError(f"{key}: the stored version is not "
+                                        f"{record.version - 1}; another writer won")
+                if rows:
+                    conn.execute(_UPDATE_STEP, rows)
+
+            try:
+                self._db.run(work, what=f"write workflow {key!r}")
+            except ConflictError:
+                self._cache.drop(key)
+                raise
+        self._cache.put(record)
+
+    def _create(self, record: WorkflowRecord) -> None:
+        key = record.workflow_execution_id
+        head = {
+            "workflow_execution_id": key,
+            "workflow_id": record.workflow_id,
+            "execution_id": record.execution_id,
+            "name": record.plan.name,
+            "status": record.status.value,
+            "version": record.version,
+            "created_at": record.created_at,
+            "updated_at": record.updated_at,
+            "spec": dumps(record.spec),
+            "inputs": dumps(record.inputs),
+            "state": dumps(record.state),
+            "outcome": dumps(record.outcome),
+        }
+        rows = [{"workflow_execution_id": key, "step_id": s.id, "status": s.status.value,
+                 "run_id": s.run_id, "version": record.version, "data": dumps(s.to_dict())}
+                for s in record.steps.values()]
+
+        def work(conn: Connection) -> None:
+            conn.execute(_INSERT_HEAD, head)
+            if rows:
+                conn.execute(_INSERT_STEPS, rows)
+
+        try:
+            self._db.run(work, what=f"create workflow {key!r}", duplicate_ok=True)
+        except DuplicateRow as exc:
+            raise ConflictError(f"{key}: a record with this key already exists") from exc
+
+    # -- load -------------------------------------------------------------------
+
+    def _load(self, workflow_execution_id: str) -> WorkflowRecord | None:
+        key = workflow_execution_id
+        cached = self._cache.get(key)
+
+        def work(conn: Connection) -> tuple[Any, Sequence[Any], WorkflowRecord | None] | None:
+            base = cached
+            head = conn.execute(_SELECT_HEAD if base else _SELECT_FULL, {"k": key}).first()
+            if head is None:
+                return None
+            if base is not None and head.version < base.version:  # the table was reset
+                base = None
+                head = conn.execute(_SELECT_FULL, {"k": key}).first()
+                assert head is not None
+            if base is not None and head.version == base.version:
+                return head, (), base
+            since = base.version if base is not None else 0
+            return head, conn.execute(_SELECT_STEPS, {"k": key, "since": since}).all(), base
+
+        for _ in range(_TORN_READS):
+            found = self._db.run(work, write=False, standalone=True,
+                                 what=f"load workflow {key!r}")
+            if found is None or all(r.version <= found[0].version for r in found[1]):
+                break
+        else:  # pragma: no cover - needs a writer faster than every read
+            raise BackendError(f"workflow {key!r} changed during each of {_TORN_READS} reads")
+        if found is None:
+            self._cache.drop(key)
+            return None
+        head, rows, base = found
+        if base is not None and head.version == base.version:
+            return base
+        record = (_apply_delta(key, base, head, rows) if base is not None
+                  else _decode_full(key, head, rows))
+        self._cache.put(record)
+        return record
+
+    # -- list -------------------------------------------------------------------
+
+    def _list(self, status: WorkflowStatus | None, limit: int) -> list[ExecutionSummary]:
+        query = select(workflows.c.workflow_execution_id, workflows.c.name,
+                       workflows.c.status, workflows.c.created_at, workflows.c.updated_at)
+        if status is not None:
+            query = query.where(workflows.c.status == status.value)
+        query = query.order_by(workflows.c.created_at.desc()).limit(limit)
+        rows = self._db.run(lambda conn: conn.execute(query).all(), write=False,
+                            what="list workflows")
+        summaries = []
+        for row in rows:
+            try:
+                summaries.append(ExecutionSummary(row.workflow_execution_id, row.name,
+                                                  WorkflowStatus(row.status),
+                                                  float(row.created_at), float(row.updated_at)))
+            except (TypeError, ValueError) as exc:
+                logger.warning("skipping corrupt workflow row %r: %s",
+                               row.workflow_execution_id, exc)
+        return summaries
+
+
+def _step_params(key: str, step: StepRecord, version: int) -> dict[str, Any]:
+    return {"k": key, "sid": step.id, "st": step.status.value, "run": step.run_id,
+            "v": version, "data_json": dumps(step.to_dict())}
+
+
+def _column(key: str, name: str, raw: Any) -> Any:
+    try:
+        return json.loads(raw)
+    except (TypeError, ValueError) as exc:
+        raise CorruptRecord(key, f"column {name} is not JSON: {exc}") from exc
+
+
+def _step_dicts(key: str, rows: Sequence[Row[Any]]) -> list[Mapping[str, Any]]:
+    decoded: list[Mapping[str, Any]] = []
+    for row in rows:
+        data = _column(key, f"runfox_steps.data of step {row.step_id!r}", row.data)
+        if not isinstance(data, dict) or data.get("id") != row.step_id:
+            raise CorruptRecord(key, f"step row {row.step_id!r} does not hold that step")
+        decoded.append(data)
+    return decoded
+
+
+def _decode_full(key: str, head: Row[Any], rows: Sequence[Row[Any]]) -> WorkflowRecord:
+    data = {
+        "workflow_id": head.workflow_id,
+        "execution_id": head.execution_id,
+        "version": head.version,
+        "status": head.status,
+        "created_at": head.created_at,
+        "updated_at": head.updated_at,
+        "spec": _column(key, "spec", head.spec),
+        "inputs": _column(key, "inputs", head.inputs),
+        "state": _column(key, "state", head.state),
+        "outcome": _column(key, "outcome", head.outcome),
+        "steps": _step_dicts(key, rows),
+    }
+    record = WorkflowRecord.from_dict(data)
+    if record.workflow_execution_id != key:
+        raise CorruptRecord(key, f"the row holds record {record.workflow_execution_id!r}")
+    return record
+
+
+def _apply_delta(key: str, base: WorkflowRecord, head: Row[Any], rows: Sequence[Row[Any]]
+                 ) -> WorkflowRecord:
+    """``base`` moved to the header's version with the step rows written since."""
+    plan = base.plan
+    try:
+        changes = {d["id"]: StepRecord.from_dict(d) for d in _step_dicts(key, rows)
+                   if d["id"] in plan.by_id}
+        return WorkflowRecord(
+            workflow_id=base.workflow_id,
+            execution_id=base.execution_id,
+            spec=base.spec,
+            inputs=base.inputs,
+            state=_column(key, "state", head.state),
+            steps=base.steps.replace(changes),
+            status=WorkflowStatus(head.status),
+            outcome=_column(key, "outcome", head.outcome),
+            version=int(head.version),
+            created_at=base.created_at,
+            updated_at=float(head.updated_at),
+            plan=plan,
+        )  # ready/open/unmet are derived again from the merged steps
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptRecord(key, f"{type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,330 @@
+"""The ``runfox`` subcommands. Each takes the parsed arguments and returns an exit code.
+
+Errors are raised, not printed: ``runfox.cli.main`` turns them into one line on
+stderr and the documented exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import types
+from pathlib import Path
+from typing import Any
+
+from ..backend import Backend, InProcessRunner
+from ..backend.urls import parts_from_url
+from ..errors import SpecError, SpecProblem
+from ..results import Complete, Halt, Terminal
+from ..spec import WorkflowSpec, compile_spec, load_spec, parse_yaml
+from ..worker import Worker, WorkerStats, load_executor
+from ..workflow import Workflow
+from . import render
+from .exits import EXIT_COMPLETE, EXIT_FAILED, EXIT_HALTED, EXIT_TIMEOUT, UsageError
+
+__all__ = ["cancel", "graph", "list_executions", "run", "start", "status", "worker"]
+
+logger = logging.getLogger("runfox.cli")
+
+
+# -- argument helpers ------------------------------------------------------------------
+
+
+def read_spec(source: str) -> WorkflowSpec:
+    """Load SPEC: a YAML file, or ``-`` for standard input."""
+    if source == "-":
+        return compile_spec(parse_yaml(sys.stdin.read(), "<stdin>"), source="<stdin>")
+    path = Path(source)
+    if not path.is_file():
+        raise SpecError([SpecProblem(source, "no such file")])
+    return load_spec(path)
+
+
+def parse_inputs(pairs: list[str] | None, document: str | None) -> dict[str, Any]:
+    """``--inputs JSON`` (or ``@file``) overlaid with each ``--input KEY=VALUE``.
+
+    A VALUE that parses as JSON is used as such (``n=3`` is a number,
+    ``tags=["a"]`` a list); anything else is kept as a string.
+    """
+    inputs: dict[str, Any] = {}
+    if document is not None:
+        text = document
+        if document.startswith("@"):
+            try:
+                text = Path(document[1:]).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise UsageError(f"--inputs {document}: {exc.strerror}") from exc
+        try:
+            loaded = json.loads(text)
+        except ValueError as exc:
+            raise UsageError(f"--inputs is not valid JSON: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise UsageError("--inputs must be a JSON object")
+        inputs.update(loaded)
+    for pair in pairs or ():
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--input {pair!r} must look like KEY=VALUE")
+        try:
+            inputs[key] = json.loads(raw)
+        except ValueError:
+            inputs[key] = raw
+    return inputs
+
+
+def executor_ref(args: argparse.Namespace, required: bool) -> str | None:
+    ref: str | None = args.executor
+    if ref is None and required:
+        raise UsageError("--executor MODULE:ATTR is required (or set $RUNFOX_EXECUTOR)")
+    if ref is not None:
+        try:
+            load_executor(ref)  # fail now, with one line, not inside a worker thread
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+    return ref
+
+
+def open_backend(url: str, **options: Any) -> Backend:
+    store, runner = parts_from_url(url, **options)
+    return Backend(store=store, runner=runner)
+
+
+def close_backend(backend: Backend) -> None:
+    backend.runner.close()
+    backend.store.close()
+
+
+def exit_code(result: Terminal) -> int:
+    if isinstance(result, Complete):
+        return EXIT_COMPLETE
+    if isinstance(result, Halt):
+        return EXIT_HALTED
+    return EXIT_FAILED  # failed or cancelled
+
+
+# -- run / start -------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> int:
+    """Create an execution and drive it to its end; print the outcome as JSON."""
+    plan = read_spec(args.spec)
+    inputs = parse_inputs(args.input, args.inputs)
+    ref = executor_ref(args, required=False)
+    if args.workers < 1:
+        raise UsageError("--workers must be >= 1")
+    shared = open_backend(args.backend)
+    if ref is None:
+        if isinstance(shared.runner, InProcessRunner):
+            close_backend(shared)
+            raise UsageError(f"{args.backend} has no shared queue: give --executor")
+        backend = Backend(store=shared.store, runner=shared.runner, poll_interval=0.1)
+        local = None
+    else:
+        # The jobs of this execution stay in this process (an in-process queue), so
+        # the local executor never takes jobs of other executions in a shared
+        # database; the record itself is in the --backend store.
+        shared.runner.close()
+        backend = Backend(store=shared.store, runner=InProcessRunner(), poll_interval=0.02)
+        local = Worker(backend, ref, concurrency=args.workers, drive=False,
+                       poll_interval=0.005)
+    progress = None if args.quiet else render.Progress()
+    thread = None
+    try:
+        wf = Workflow.from_dict(plan, backend, inputs)
+        print(f"runfox: execution {wf.id}", file=sys.stderr)
+        if local is None:
+            print("runfox: no --executor: waiting for `runfox worker` processes to run "
+                  "the jobs", file=sys.stderr)
+        else:
+            thread = threading.Thread(target=local.run, name="runfox-local-worker",
+                                      daemon=True)
+            thread.start()
+        on_progress = None
+        if progress is not None:
+            def on_progress(w: Workflow) -> None:
+                progress.update(render.progress_counts(w.record))
+        try:
+            result = wf.run(timeout=args.timeout, on_progress=on_progress)
+        except TimeoutError:
+            if progress is not None:
+                progress.finish()
+            print(f"runfox: {wf.id} did not finish within {args.timeout:g}s; "
+                  "it is left as it is", file=sys.stderr)
+            return EXIT_TIMEOUT
+        if progress is not None:
+            progress.update(render.progress_counts(wf.record))
+            progress.finish()
+        status = result.status.value
+        if status != "complete":
+            print(f"runfox: execution {wf.id} {status}", file=sys.stderr)
+        print(json.dumps(result.outcome, sort_keys=True))
+        return exit_code(result)
+    finally:
+        if local is not None:
+            local.stop()
+        if thread is not None:
+            thread.join(timeout=10)
+        backend.store.close()
+        backend.runner.close()
+
+
+def start(args: argparse.Namespace) -> int:
+    """Create an execution and dispatch its first jobs; print its id last."""
+    plan = read_spec(args.spec)
+    inputs = parse_inputs(args.input, args.inputs)
+    backend = open_backend(args.backend)
+    try:
+        if isinstance(backend.runner, InProcessRunner):
+            raise UsageError(f"{args.backend} is private to this process: `runfox start` "
+                             "needs a shared backend such as sqlite:///runfox.db")
+        wf_id = backend.create(plan, inputs)
+        backend.apply_and_advance(wf_id)  # claims the first steps and dispatches them
+        print(wf_id)
+        return EXIT_COMPLETE
+    finally:
+        close_backend(backend)
+
+
+# -- worker ------------------------------------------------------------------------------
+
+
+def worker(args: argparse.Namespace) -> int:
+    """Run jobs until SIGTERM/SIGINT (or --idle-timeout / --max-jobs)."""
+    ref = executor_ref(args, required=True)
+    assert ref is not None
+    if args.concurrency < 1:
+        raise UsageError("--concurrency must be >= 1")
+    if args.max_jobs is not None and args.max_jobs < 1:
+        raise UsageError("--max-jobs must be >= 1")
+    backend = open_backend(args.backend)
+    try:
+        if isinstance(backend.runner, InProcessRunner):
+            raise UsageError(f"{args.backend} is private to this process: a worker needs "
+                             "a shared backend")
+        harness = Worker(backend, ref, concurrency=args.concurrency, processes=args.processes,
+                         lease=args.lease, poll_interval=args.poll_interval,
+                         drive=not args.no_drive, sweep_interval=args.sweep_interval,
+                         stale_after=args.stale_after)
+        logger.info("worker %s: serving %s with %s (concurrency %d%s, lease %gs)",
+                    harness.name, args.backend_shown, ref, args.concurrency,
+                    ", processes" if args.processes else "", args.lease)
+        stats = serve_until_signalled(harness, args.idle_timeout, args.max_jobs)
+        logger.info("worker %s: stopped after %d jobs (%d failed attempts, %d drive errors)",
+                    harness.name, stats.jobs, stats.failed, stats.drive_errors)
+        return EXIT_COMPLETE
+    finally:
+        close_backend(backend)
+
+
+def serve_until_signalled(harness: Worker, idle_timeout: float | None,
+                          max_jobs: int | None) -> WorkerStats:
+    """Run the worker; the first SIGTERM/SIGINT stops claiming and lets running jobs
+    finish, a second one releases them.
+
+    The loop runs in its own thread and the signal handler only records the
+    signal: ``Worker.stop`` sets an Event the loop waits on, and setting it from a
+    handler that interrupted that very wait (in the same thread) can deadlock.
+    The main thread turns recorded signals into ``stop()`` calls instead.
+    """
+    received: list[int] = []
+    outcome: dict[str, Any] = {}
+
+    def record(signum: int, frame: types.FrameType | None) -> None:
+        received.append(signum)  # nothing that takes a lock
+
+    def serve() -> None:
+        try:
+            outcome["stats"] = harness.run(idle_timeout=idle_timeout, max_jobs=max_jobs)
+        except BaseException as exc:  # re-raised in the main thread
+            outcome["error"] = exc
+
+    previous = {signum: signal.signal(signum, record)
+                for signum in (signal.SIGTERM, signal.SIGINT)}
+    loop = threading.Thread(target=serve, name="runfox-worker-loop")
+    try:
+        loop.start()
+        handled = 0
+        while loop.is_alive():
+            loop.join(0.1)
+            for signum in received[handled:]:
+                handled += 1
+                name = signal.Signals(signum).name
+                if handled == 1:
+                    logger.info("%s: finishing running jobs (signal again to release them)",
+                                name)
+                    harness.stop()
+                else:
+                    logger.info("%s: releasing running jobs", name)
+                    harness.stop(release=True)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if "error" in outcome:
+        raise outcome["error"]
+    stats: WorkerStats = outcome["stats"]
+    return stats
+
+
+# -- inspection ----------------------------------------------------------------------------
+
+
+def status(args: argparse.Namespace) -> int:
+    backend = open_backend(args.backend)
+    try:
+        record = backend.load(args.id)
+    finally:
+        close_backend(backend)
+    if args.json:
+        print(json.dumps(render.status_json(record), indent=2, sort_keys=False))
+    else:
+        print(render.status_text(record))
+    return EXIT_COMPLETE
+
+
+def list_executions(args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise UsageError("--limit must be >= 1")
+    backend = open_backend(args.backend)
+    try:
+        summaries = backend.store.list_executions(status=args.status, limit=args.limit)
+    finally:
+        close_backend(backend)
+    print(render.execution_list(summaries, args.json))
+    return EXIT_COMPLETE
+
+
+def cancel(args: argparse.Namespace) -> int:
+    backend = open_backend(args.backend)
+    try:
+        before = backend.load(args.id).status
+        backend.cancel(args.id, args.reason)
+        after = backend.load(args.id).status
+    finally:
+        close_backend(backend)
+    if before.is_terminal:
+        print(f"{args.id}: already {before.value}; nothing to cancel")
+    else:
+        print(f"{args.id}: {after.value}")
+    return EXIT_COMPLETE
+
+
+def graph(args: argparse.Namespace) -> int:
+    plan = read_spec(args.spec)
+    record = None
+    if args.execution is not None:
+        backend = open_backend(args.backend)
+        try:
+            record = backend.load(args.execution)
+        finally:
+            close_backend(backend)
+        if record.workflow_id != plan.workflow_id:
+            raise UsageError(f"execution {args.execution} runs another definition "
+                             f"(workflow {record.workflow_id}, {args.spec} is "
+                             f"{plan.workflow_id})")
+    draw = render.graph_dot if args.format == "dot" else render.graph_mermaid
+    print(draw(plan, record))
+    return EXIT_COMPLETE
