@@ -146,7 +146,7 @@ def test_example_prints_its_result(relative: str) -> None:
 
 
 def test_every_example_is_covered() -> None:
-    # hello/ is the CLI quickstart (a spec plus an executor module), tested in test_cli.py.
+    # greeting/ is the CLI quickstart (a spec plus an executor module), tested in test_cli.py.
     found = {p.relative_to(EXAMPLES).as_posix() for p in EXAMPLES.rglob("*.py")
              if p.parent.name in ("ops", "uses")}
     assert found, "no examples found"
