@@ -74,6 +74,8 @@ _DEFAULT_KEYS = ("max_attempts", "retry", "timeout")
 _RETRY_KEYS = ("backoff", "delay", "max_delay", "jitter")
 _BRANCH_KEYS = ("condition", "action", "result", "description")
 _ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]*")
+#: Step ids are part of stored keys; SQL backends hold them in VARCHAR(255).
+MAX_ID_LENGTH = 128
 _STEPS_REF_RE = re.compile(r"^(?:\$\.)?steps\.([A-Za-z0-9_\-]+)")
 _SET_TARGET_RE = re.compile(r"^steps\.([^.]+)\.status$")
 
@@ -511,6 +513,10 @@ def compile_spec(
                 f"{sid!r} is not a valid step id (letters, digits, '_' and '-'; "
                 "no '.', '#' or spaces)",
             )
+            sid = None
+        elif len(sid) > MAX_ID_LENGTH:
+            problems.add(f"{place}.id", f"step id is {len(sid)} characters long; the limit is "
+                                        f"{MAX_ID_LENGTH}")
             sid = None
         elif sid in seen:
             problems.add(f"{place}.id", f"duplicate id {sid!r} (first used by steps[{seen[sid]}])")

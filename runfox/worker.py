@@ -15,9 +15,11 @@ worker`` runs and what a container or systemd unit deploys:
   workers running. Every ``sweep_interval`` seconds it also advances running
   executions, which starts retries whose backoff has passed and re-dispatches
   steps whose jobs were lost between claim and dispatch.
-- ``stop()`` (what SIGTERM and SIGINT call in ``runfox worker``) stops claiming
-  and lets running jobs finish; ``stop(release=True)`` gives held jobs back at
-  once.
+- ``stop()`` stops claiming and lets running jobs finish; ``stop(release=True)``
+  gives held jobs back at once. Call it from another thread, not from a signal
+  handler running in the thread that runs ``run()`` (``threading.Event`` is not
+  reentrant); ``runfox worker`` runs the loop in a thread and stops it from the
+  main thread when SIGTERM or SIGINT arrives.
 """
 
 from __future__ import annotations
@@ -164,7 +166,11 @@ class Worker:
     # -- control --------------------------------------------------------------
 
     def stop(self, release: bool = False) -> None:
-        """Stop claiming. Running jobs finish, unless ``release`` gives them back now."""
+        """Stop claiming. Running jobs finish, unless ``release`` gives them back now.
+
+        Thread-safe, but not safe inside a signal handler that interrupted ``run``
+        in the same thread; see the module docstring.
+        """
         self._stop.set()
         if release:
             self._release.set()

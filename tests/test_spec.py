@@ -212,3 +212,9 @@ def test_a_compiled_spec_does_not_alias_the_callers_dict() -> None:
     raw["steps"][0]["input"]["x"] = 2
     assert plan.raw["steps"][0]["input"]["x"] == 1
     assert load_spec({"steps": [{"id": "alias_check", "fn": "f", "input": {"x": 1}}]}) is plan
+
+
+def test_step_ids_are_limited_in_form_and_length() -> None:
+    assert "is not a valid step id" in one({"steps": [{"id": "a.b", "fn": "f"}]})
+    assert "the limit is 128" in one({"steps": [{"id": "x" * 129, "fn": "f"}]})
+    load_spec({"steps": [{"id": "x" * 128, "fn": "f"}]})
