@@ -6,21 +6,11 @@ from typing import Any
 
 import pytest
 from contract import fan_executor, fan_spec
+from test_workflow import CountingStore
 
-from runfox.backend import Backend, InMemoryStore
-from runfox.records import WorkflowRecord
+from runfox.backend import Backend
 from runfox.results import Dispatch, Ignored
 from runfox.status import StepStatus
-
-
-class CountingStore(InMemoryStore):
-    def __init__(self) -> None:
-        super().__init__()
-        self.loads = 0
-
-    def _load(self, workflow_execution_id: str) -> WorkflowRecord | None:
-        self.loads += 1
-        return super()._load(workflow_execution_id)
 
 
 def started(backend: Backend) -> tuple[str, Any]:
