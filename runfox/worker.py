@@ -9,9 +9,11 @@ worker`` runs and what a container or systemd unit deploys:
 - The executor runs on a pool of ``concurrency`` threads, or processes with
   ``processes=True`` (for CPU-bound executors; the executor must then be
   importable, given as ``"module:attr"``).
-- After a result is submitted the worker *drives*: it gathers the execution's
-  results and applies them and advances in one transition, then dispatches the
-  new jobs. A workflow started elsewhere therefore reaches its end with only
+- The worker *drives*: it applies each result to the record and advances the
+  workflow in one transition, dispatches the new jobs, then acknowledges the job
+  (``Runner.ack``), so the result never makes a round trip through the queue. If
+  the transition fails, the result is submitted to the runner instead, for a
+  later gather. A workflow started elsewhere therefore reaches its end with only
   workers running. Every ``sweep_interval`` seconds it also advances running
   executions, which starts retries whose backoff has passed and re-dispatches
   steps whose jobs were lost between claim and dispatch.
@@ -251,6 +253,39 @@ class Worker:
             output = future.result()
         except Exception as exc:  # a broken process pool, not the executor
             output = error_output(type(exc).__name__, f"worker pool failed: {exc}")
+        self.stats.jobs += 1
+        self.stats.executed.append(job.key)
+        if output.get("ok") is False:
+            self.stats.failed += 1
+        try:
+            if self.drive and self._apply(job, output):
+                self._acknowledge(job, output)
+            else:
+                self._submit_result(job, output)
+        finally:
+            self._unhold(job)
+
+    def _apply(self, job: DispatchJob, output: dict[str, Any]) -> bool:
+        """Apply one result and advance, in one transition; ``False`` if that failed."""
+        try:
+            self.backend.apply_and_advance(job.workflow_execution_id,
+                                           [(job.step_id, output, job.run_id)])
+            return True
+        except Exception as exc:
+            self.stats.drive_errors += 1
+            logger.warning("could not apply the result of %s (%s); submitting it instead",
+                           job.key, exc)
+            return False
+
+    def _acknowledge(self, job: DispatchJob, output: dict[str, Any]) -> None:
+        try:
+            self.backend.runner.ack(job, output)
+        except Exception:
+            # The result is applied; if the job comes back after its lease, running
+            # it again is harmless: the graph ignores the second result.
+            logger.exception("could not acknowledge %s", job.key)
+
+    def _submit_result(self, job: DispatchJob, output: dict[str, Any]) -> None:
         try:
             self.backend.runner.submit_work_result(job.workflow_execution_id, job.step_id,
                                                    output, job.run_id)
@@ -258,15 +293,6 @@ class Worker:
             # The lease will expire and the job will run again; the worker lives on.
             logger.exception("could not submit the result of %s", job.key)
             self.stats.drive_errors += 1
-            return
-        finally:
-            self._unhold(job)
-        self.stats.jobs += 1
-        self.stats.executed.append(job.key)
-        if output.get("ok") is False:
-            self.stats.failed += 1
-        if self.drive:
-            self.drive_execution(job.workflow_execution_id)
 
     def drive_execution(self, workflow_execution_id: str) -> None:
         """Apply the execution's gathered results and advance it, in one transition."""

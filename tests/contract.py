@@ -264,6 +264,25 @@ class RunnerContract:
         assert runner.submit_work_result("wf#1", "a", {"v": 2}, j.run_id) is False
         assert [r.output for r in runner.gather("wf#1")] == [{"v": 1}]
 
+    def test_ack_forgets_a_finished_job(self, runner: Runner) -> None:
+        runner.dispatch("wf#1", [job("wf#1", "a"), job("wf#1", "b")])
+        taken = {j.step_id: j for j in runner.take_pending_jobs(lease=30.0)}
+        runner.ack(taken["a"], {"v": 1})
+        runner.release(taken["b"])
+        assert [j.step_id for j in runner.list_pending_jobs()] == ["b"]
+        assert [r.step_id for r in runner.gather("wf#1")] in ([], ["a"])  # stored or not
+        assert [j.step_id for j in runner.take_pending_jobs(lease=30.0)] == ["b"]
+
+    def test_an_acked_job_does_not_come_back_after_its_lease(self, runner: Runner) -> None:
+        if not self.supports_leases:
+            pytest.skip("this runner has no leases")
+        runner.dispatch("wf#1", [job("wf#1", "a")])
+        (held,) = runner.take_pending_jobs(lease=1.0)
+        runner.ack(held, {"ok": True})
+        assert runner.heartbeat(held, 1.0) is False
+        time.sleep(1.5)
+        assert runner.take_pending_jobs(lease=30.0) == []
+
     def test_release_gives_a_job_back(self, runner: Runner) -> None:
         runner.dispatch("wf#1", [job("wf#1", "a")])
         (j,) = runner.take_pending_jobs()

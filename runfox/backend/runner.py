@@ -17,6 +17,9 @@ checks it):
 - ``gather(wf_exec_id)`` returns the results not yet gathered for that execution,
   each as a ``WorkResult`` (which unpacks as the seed's ``(step_id, output)``),
   and never blocks.
+- ``ack(job, output)`` is for a worker that applied a job's result to the record
+  itself: the runner forgets the job (it is not handed out again) and need not
+  store the result.
 
 A worker harness (``InProcessWorker`` here; ``runfox worker`` and the Lambda
 handlers for the SQL and AWS runners) takes jobs, calls the executor through
@@ -76,6 +79,15 @@ class Runner(ABC):
         """Extend the lease on a taken job; ``False`` if it is no longer held."""
         return True
 
+    def ack(self, job: DispatchJob, output: dict[str, Any]) -> None:
+        """Forget a taken job whose result the caller has already applied.
+
+        The default records the result as ``submit_work_result`` does, which is
+        always correct (a later ``gather`` returns it and the graph ignores it as
+        a duplicate); runners override it to drop the job without a result.
+        """
+        self.submit_work_result(job.workflow_execution_id, job.step_id, output, job.run_id)
+
     def release(self, job: DispatchJob) -> None:
         """Give a taken job back to the queue without a result."""
 
@@ -123,6 +135,11 @@ class InProcessRunner(Runner):
             for job in taken:
                 self._taken[job.key] = job
             return taken
+
+    def ack(self, job: DispatchJob, output: dict[str, Any]) -> None:
+        with self._lock:
+            self._taken.pop(job.key, None)
+            self._pending.pop(job.key, None)
 
     def release(self, job: DispatchJob) -> None:
         with self._lock:

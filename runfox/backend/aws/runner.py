@@ -478,6 +478,14 @@ class SQSRunner(Runner):
                 self.delete([held_message[1]])
         return recorded
 
+    def ack(self, job: DispatchJob, output: dict[str, Any]) -> None:
+        """Close the job row and delete the message; the result is applied, not stored."""
+        self.tasks.tx.run([self.tasks.done_op(
+            (job.workflow_execution_id, job.step_id, job.run_id), self.clock())])
+        held_message = self._held_message(job.key, pop=True)
+        if held_message is not None:
+            self.delete([held_message[1]])
+
     def gather(self, workflow_execution_id: str) -> list[WorkResult]:
         return self.tasks.pop_results(workflow_execution_id)
 

@@ -112,6 +112,7 @@ class _Queries:
         # statement: two gatherers cannot both delete (and so both take) a row.
         self.take_results = delete(t).where(job[0], t.c.state == DONE).returning(*results)
         self.cancel = delete(t).where(job[0], *claimable)
+        self.drop = delete(t).where(*job, t.c.state == QUEUED)
 
 
 class SqlRunner(DatabaseUser, Runner):
@@ -236,6 +237,12 @@ class SqlRunner(DatabaseUser, Runner):
         query = self._q.release_any if token is None else self._q.release_mine
         self._db.run(lambda conn: conn.execute(query, params), standalone=True,
                      what=f"release {job.key}")
+
+    def ack(self, job: DispatchJob, output: dict[str, Any]) -> None:
+        """Delete the job's row: its result is already applied, nothing is stored."""
+        self._forget(job)
+        self._db.run(lambda conn: conn.execute(self._q.drop, _job_params(job)), standalone=True,
+                     what=f"acknowledge {job.key}")
 
     def _forget(self, job: DispatchJob) -> int | None:
         return self._forget_key(job.key)
