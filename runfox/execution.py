@@ -13,8 +13,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from .errors import NotJSONError
-from .jsonvalue import json_copy
+from .jsonvalue import as_output, error_output
 from .results import DispatchJob
 
 __all__ = ["Executor", "call_executor", "error_output", "run_job"]
@@ -23,30 +22,12 @@ __all__ = ["Executor", "call_executor", "error_output", "run_job"]
 Executor = Callable[[str, dict[str, Any]], Any]
 
 
-def error_output(kind: str, message: str, tb: str | None = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"type": kind, "message": message}
-    if tb:
-        error["traceback"] = tb
-    return {"ok": False, "error": error}
-
-
-def _checked(output: Any, fn: str) -> dict[str, Any]:
-    if not isinstance(output, dict):
-        return error_output("InvalidOutput",
-                            f"executor returned {type(output).__name__} for fn {fn!r}, "
-                            "expected a dict")
-    try:
-        return json_copy(output)
-    except NotJSONError as exc:
-        return error_output("InvalidOutput", f"output of fn {fn!r} is not JSON: {exc}")
-
-
 def _invoke(executor: Executor, fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
     try:
         output = executor(fn, inputs)
     except Exception as exc:  # the executor's failure is data, not a worker crash
         return error_output(type(exc).__name__, str(exc), traceback.format_exc(limit=20))
-    return _checked(output, fn)
+    return as_output(output, fn)
 
 
 def call_executor(

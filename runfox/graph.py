@@ -28,7 +28,7 @@ from typing import Any
 
 from .errors import ExpressionError, NotJSONError, UnknownStepError
 from .expressions import truthy
-from .jsonvalue import json_copy
+from .jsonvalue import as_output, json_copy
 from .records import StepRecord, StepsView, WorkflowRecord, context_for
 from .results import (
     Cancelled,
@@ -148,15 +148,7 @@ def _error(kind: str, message: str) -> dict[str, Any]:
 
 def _check_output(output: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Validate and copy an executor output; return it and the error if the attempt failed."""
-    if not isinstance(output, dict):
-        error = _error("InvalidOutput", f"the executor returned {type(output).__name__}, "
-                                        "expected a dict")
-        return {"ok": False, "error": error}, error
-    try:
-        output = json_copy(output)
-    except NotJSONError as exc:
-        error = _error("InvalidOutput", f"the output is not JSON: {exc}")
-        return {"ok": False, "error": error}, error
+    output = as_output(output)
     if output.get("ok") is not False:
         return output, None
     raw = output.get("error")

@@ -3,7 +3,8 @@
 Everything runfox stores (workflow inputs, step outputs, state, outcomes) must be
 plain JSON so that every store and queue can hold it and every reader gets the
 same thing back. ``json_copy`` checks a value and returns an isolated copy in one
-pass; the error names the offending path.
+pass; the error names the offending path. ``as_output`` applies that to what an
+executor returned, which the worker harness and the graph both need.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from .errors import NotJSONError
 
-__all__ = ["json_copy"]
+__all__ = ["as_output", "error_output", "json_copy"]
 
 
 def json_copy(value: Any, path: str = "$") -> Any:
@@ -48,3 +49,23 @@ def json_copy(value: Any, path: str = "$") -> Any:
     if isinstance(value, float):
         return json_copy(float(value), path)
     raise NotJSONError(f"a {t.__name__} is not a JSON value", path)
+
+
+def error_output(kind: str, message: str, tb: str | None = None) -> dict[str, Any]:
+    """The output of a failed attempt: ``{"ok": False, "error": {"type", "message"}}``."""
+    error: dict[str, Any] = {"type": kind, "message": message}
+    if tb:
+        error["traceback"] = tb
+    return {"ok": False, "error": error}
+
+
+def as_output(value: Any, fn: str | None = None) -> dict[str, Any]:
+    """``value`` as a step output: a JSON copy of a dict, else an ``InvalidOutput`` error."""
+    of_fn = f" for fn {fn!r}" if fn else ""
+    if not isinstance(value, dict):
+        return error_output("InvalidOutput", f"the executor returned {type(value).__name__}"
+                                             f"{of_fn}, expected a dict")
+    try:
+        return json_copy(value)
+    except NotJSONError as exc:
+        return error_output("InvalidOutput", f"the output{of_fn} is not JSON: {exc}")

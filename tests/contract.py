@@ -53,6 +53,16 @@ def fan_spec(width: int, name: str = "fan") -> dict[str, Any]:
             "outputs": {"total": {"var": "steps.sink.output.total"}}}
 
 
+def chain_spec(length: int) -> dict[str, Any]:
+    """``length`` steps, each adding one to the output of the one before."""
+    steps: list[dict[str, Any]] = [{"id": "s0", "fn": "inc", "input": {"x": {"var": "input.x"}}}]
+    for i in range(1, length):
+        steps.append({"id": f"s{i}", "fn": "inc", "depends_on": [f"s{i - 1}"],
+                      "input": {"x": {"var": f"steps.s{i - 1}.output.x"}}})
+    return {"name": f"chain{length}", "steps": steps,
+            "outputs": {"x": {"var": f"steps.s{length - 1}.output.x"}}}
+
+
 def fan_executor(fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
     if fn == "seed":
         return {"n": inputs["n"]}

@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from contract import fan_executor, fan_spec
+from contract import chain_spec, fan_executor, fan_spec
 
 import runfox as rfx
 from runfox.backend.aws import SQSConsumer, lambda_handler, sweep
@@ -16,15 +16,6 @@ from runfox.backend.aws.messages import Message, advance_body
 from runfox.status import StepStatus, WorkflowStatus
 
 from .conftest import Aws
-
-
-def chain_spec(length: int) -> dict[str, Any]:
-    steps = [{"id": "s0", "fn": "inc", "input": {"x": {"var": "input.x"}}}]
-    for i in range(1, length):
-        steps.append({"id": f"s{i}", "fn": "inc", "depends_on": [f"s{i - 1}"],
-                      "input": {"x": {"var": f"steps.s{i - 1}.output.x"}}})
-    return {"name": f"chain{length}", "steps": steps,
-            "outputs": {"x": {"var": f"steps.s{length - 1}.output.x"}}}
 
 
 class Recorder:

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import BackendError
-from ...execution import error_output
+from ...jsonvalue import error_output
 from ...results import DispatchJob, WorkResult, job_key
 from ..runner import Runner
 from ._boto import call, error_code, make_client

@@ -43,7 +43,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, exists, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from ...execution import error_output
+from ...jsonvalue import error_output
 from ...results import DispatchJob, WorkResult, job_key
 from ..runner import Runner
 from .database import Database, DatabaseUser, DuplicateRow
