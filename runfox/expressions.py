@@ -16,6 +16,16 @@ instead of yielding ``Infinity``/``NaN`` (which JSON cannot store), and ``min``/
 ``vars`` paths are parsed by jsonpath-ng (the JSONPath engine json-logic-path uses)
 once, at compile time; a path that does not parse is an ``ExpressionError``, never a
 silent empty list.
+
+A small rule must not cost a large amount of work, so ``runfox.limits`` bounds what
+evaluation may build, each overrun an ``ExpressionError`` naming the operator and
+the limit: rules nest at most ``depth`` levels; ``cat`` and array-to-string
+conversions make strings of at most ``string_length`` characters; ``merge`` and
+``map`` make lists of at most ``list_length`` items, and a ``reduce`` accumulator
+holds at most that many JSON values (shared parts counted every time they appear,
+as storing it would); numbers read from strings, and integers computed by ``+``,
+``-`` and ``*``, have at most ``number_digits`` digits. Number parsing is linear
+in the length of the string.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from collections.abc import Callable, Iterator, Mapping
 from functools import lru_cache
 from typing import Any
 
+from . import limits
 from .errors import ExpressionError
 
 __all__ = [
@@ -46,6 +57,8 @@ logger = logging.getLogger("runfox.expressions")
 
 Compiled = Callable[[Any], Any]
 _MISSING: Any = object()
+#: How much of a value an error message shows.
+_SHOWN = 200
 
 
 class LazyMapping(Mapping[str, Any]):
@@ -113,8 +126,59 @@ def _js_str(value: Any) -> str:
             return str(int(value))
         return repr(value)
     if isinstance(value, list | tuple):
-        return ",".join("" if v is None else _js_str(v) for v in value)
+        return _join_array(value)
     return "[object Object]"
+
+
+def _join_array(value: list[Any] | tuple[Any, ...]) -> str:
+    """String(array), refused as soon as it grows past the string limit."""
+    limit = limits.current().string_length
+    parts = []
+    total = -1
+    for item in value:
+        text = "" if item is None else _js_str(item)
+        total += len(text) + 1
+        if total > limit:
+            raise ExpressionError(_too_long("array to string", total, limit))
+        parts.append(text)
+    return ",".join(parts)
+
+
+def _too_deep() -> str:
+    return (f"nested more than {limits.current().depth} levels deep, over the depth limit "
+            "(RUNFOX_LIMIT_DEPTH)")
+
+
+def _brief(values: Any) -> str:
+    text = repr(list(values))
+    return text if len(text) <= _SHOWN else f"{text[:_SHOWN]}... ({len(text):,} characters)"
+
+
+def _too_long(op: str, size: int, limit: int) -> str:
+    return (f"{op}: the string would be {size:,} characters or more, over the limit of {limit:,} "
+            "(RUNFOX_LIMIT_STRING_LENGTH)")
+
+
+def _too_many(op: str, size: int, limit: int, what: str = "items") -> str:
+    return (f"{op}: the result would hold {size:,} {what}, over the limit of {limit:,} "
+            "(RUNFOX_LIMIT_LIST_LENGTH)")
+
+
+def _check_digits(op: str, text: str) -> None:
+    limit = limits.current().number_digits
+    if len(text) > limit:
+        raise ExpressionError(f"{op}: a number of {len(text):,} characters, over the limit of "
+                              f"{limit:,} digits (RUNFOX_LIMIT_NUMBER_DIGITS)")
+
+
+def _check_int(op: str, value: float | int) -> float | int:
+    """``value``, unless it is an integer with more digits than the limit allows."""
+    if type(value) is int:
+        limit = limits.current().number_digits
+        if value.bit_length() > limit * 3.33:  # log2(10) = 3.32...
+            raise ExpressionError(f"{op}: the result has over {limit:,} digits, over the limit "
+                                  "(RUNFOX_LIMIT_NUMBER_DIGITS)")
+    return value
 
 
 def _to_primitive(value: Any) -> Any:
@@ -123,7 +187,9 @@ def _to_primitive(value: Any) -> Any:
     return value
 
 
-_NUMBER_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+# Unambiguous (``\d+(?:\.\d*)?``, not ``\d+\.?\d*``), so a failed match backtracks in
+# linear time: the old form took seconds on 16,000 digits followed by a letter.
+_NUMBER_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 
 
 def _to_number(value: Any) -> float | int:
@@ -140,6 +206,7 @@ def _to_number(value: Any) -> float | int:
         if not s:
             return 0
         if _NUMBER_RE.fullmatch(s):
+            _check_digits("number", s)
             try:
                 return int(s)
             except ValueError:
@@ -154,7 +221,7 @@ def _to_number(value: Any) -> float | int:
     return math.nan
 
 
-_PREFIX_RE = re.compile(r"\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)")
+_PREFIX_RE = re.compile(r"\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)")
 
 
 def _parse_float(value: Any) -> float | int:
@@ -166,6 +233,7 @@ def _parse_float(value: Any) -> float | int:
     if not match:
         return math.nan
     text = match.group(1)
+    _check_digits("number", text)
     try:
         return int(text)
     except ValueError:
@@ -241,7 +309,7 @@ def _op_plus(*args: Any) -> float | int:
     total: float | int = 0
     for arg in args:
         total += _parse_float(arg)
-    return total
+    return _check_int("'+'", total)
 
 
 def _op_times(*args: Any) -> float | int:
@@ -249,14 +317,14 @@ def _op_times(*args: Any) -> float | int:
         return math.nan
     product: float | int = _parse_float(args[0])
     for arg in args[1:]:
-        product *= _parse_float(arg)
+        product = _check_int("'*'", product * _parse_float(arg))
     return product
 
 
 def _op_minus(a: Any = None, *rest: Any) -> float | int:
     if not rest:
         return -_to_number(a)
-    return _to_number(a) - _to_number(rest[0])
+    return _check_int("'-'", _to_number(a) - _to_number(rest[0]))
 
 
 def _op_divide(a: Any, b: Any = None) -> float | int:
@@ -299,7 +367,12 @@ def _op_in(a: Any, b: Any = None) -> bool:
 
 
 def _op_cat(*args: Any) -> str:
-    return "".join("" if a is None else _js_str(a) for a in args)
+    parts = ["" if a is None else _js_str(a) for a in args]
+    total = sum(len(p) for p in parts)
+    limit = limits.current().string_length
+    if total > limit:
+        raise ExpressionError(_too_long("cat", total, limit))
+    return "".join(parts)
 
 
 def _op_substr(source: Any, start: Any = 0, length: Any = None) -> str:
@@ -317,6 +390,10 @@ def _op_substr(source: Any, start: Any = 0, length: Any = None) -> str:
 
 
 def _op_merge(*args: Any) -> list[Any]:
+    size = sum(len(a) if isinstance(a, list | tuple) else 1 for a in args)
+    limit = limits.current().list_length
+    if size > limit:
+        raise ExpressionError(_too_many("merge", size, limit))
     merged: list[Any] = []
     for arg in args:
         if isinstance(arg, list | tuple):
@@ -327,7 +404,8 @@ def _op_merge(*args: Any) -> list[Any]:
 
 
 def _op_log(value: Any = None, *_: Any) -> Any:
-    logger.info("%r", value)
+    # DEBUG, not INFO: the value may be an input nobody meant to see in a worker's log.
+    logger.debug("%r", value)
     return value
 
 
@@ -464,7 +542,9 @@ def _eager(op: str, fn: Callable[..., Any], parts: list[Compiled]) -> Compiled:
         except ExpressionError:
             raise
         except (TypeError, ValueError, OverflowError) as exc:
-            raise ExpressionError(f"{op!r} failed on {list(values)!r}: {exc}") from exc
+            raise ExpressionError(f"{op!r} failed on {_brief(values)}: {exc}") from exc
+        except RecursionError:
+            raise ExpressionError(f"{op!r}: its arguments nest too deeply to evaluate") from None
 
     if len(parts) == 1:
         (a,) = parts
@@ -612,7 +692,12 @@ def _c_map(args: list[Any]) -> Compiled:
 
     def map_(data: Any) -> list[Any]:
         items = items_c(data)
-        return [logic(item) for item in items] if isinstance(items, list) else []
+        if not isinstance(items, list):
+            return []
+        limit = limits.current().list_length
+        if len(items) > limit:
+            raise ExpressionError(_too_many("map", len(items), limit))
+        return [logic(item) for item in items]
 
     return map_
 
@@ -638,11 +723,43 @@ def _c_reduce(args: list[Any]) -> Compiled:
         accumulator = initial_c(data)
         if not isinstance(items, list):
             return accumulator
+        limit = limits.current()
+        sizes: dict[int, tuple[Any, int, int]] = {}
         for item in items:
             accumulator = logic({"current": item, "accumulator": accumulator})
+            size, _ = _size(accumulator, sizes, limit.depth)
+            if size > limit.list_length:
+                raise ExpressionError(_too_many("reduce", size, limit.list_length,
+                                                "JSON values in its accumulator"))
         return accumulator
 
     return reduce_
+
+
+def _size(value: Any, memo: dict[int, tuple[Any, int, int]], room: int) -> tuple[int, int]:
+    """``(values, levels)``: how many JSON values ``value`` holds, a shared part
+    counted each time it appears, and how deeply its containers nest.
+
+    Memoised by identity (``memo`` keeps the objects alive so ids stay unique), so
+    an accumulator that doubles by reference on every step costs one step each.
+    ``room`` is how many levels may still nest here.
+    """
+    t = type(value)
+    if t is not list and t is not dict:
+        return 1, 0
+    known = memo.get(id(value))
+    if known is None:
+        if room <= 0:
+            raise ExpressionError(f"reduce: the accumulator is {_too_deep()}")
+        total, levels = 1, 0
+        for item in (value if t is list else value.values()):
+            size, depth = _size(item, memo, room - 1)
+            total += size
+            levels = max(levels, depth)
+        known = memo[id(value)] = (value, total, levels + 1)
+    if known[2] > room:
+        raise ExpressionError(f"reduce: the accumulator is {_too_deep()}")
+    return known[1], known[2]
 
 
 def _c_all(args: list[Any]) -> Compiled:
@@ -704,6 +821,38 @@ _SCOPED = frozenset({"map", "filter", "reduce", "all", "some", "none"})
 # ---------------------------------------------------------------------------
 
 
+def _check_depth(rule: Any) -> None:
+    """Refuse a rule nested deeper than the limit before anything recurses into it."""
+    limit = limits.current().depth
+    stack: list[tuple[Any, int]] = [(rule, 0)]
+    while stack:
+        value, level = stack.pop()
+        if type(value) is dict:
+            children: Any = value.values()
+        elif isinstance(value, list | tuple):
+            children = value
+        else:
+            continue
+        if level >= limit:
+            raise ExpressionError(f"the rule is {_too_deep()}")
+        stack.extend((child, level + 1) for child in children)
+
+
+def _contained(compiled: Compiled) -> Compiled:
+    """``compiled``, with a ``RecursionError`` (from data nested too deeply) made an
+    ``ExpressionError``."""
+    if type(compiled) is _Const:
+        return compiled
+
+    def evaluate(data: Any) -> Any:
+        try:
+            return compiled(data)
+        except RecursionError:
+            raise ExpressionError("the data nests too deeply to evaluate this rule") from None
+
+    return evaluate
+
+
 def is_rule(value: Any) -> bool:
     """True for a dict with exactly one key that names an operator."""
     return type(value) is dict and len(value) == 1 and next(iter(value)) in OPERATORS
@@ -712,10 +861,12 @@ def is_rule(value: Any) -> bool:
 def compile_rule(rule: Any) -> Compiled:
     """Compile a JSON Logic rule into a function of the data.
 
-    Raises ``ExpressionError`` for an unknown operator or a JSONPath that does not
-    parse. The compiled function raises ``ExpressionError`` when evaluation fails.
+    Raises ``ExpressionError`` for an unknown operator, a JSONPath that does not
+    parse or a rule nested deeper than ``runfox.limits`` allows. The compiled
+    function raises ``ExpressionError`` when evaluation fails or exceeds a limit.
     """
-    return _compile(rule)
+    _check_depth(rule)
+    return _contained(_compile(rule))
 
 
 def compile_template(value: Any) -> Compiled:
@@ -725,15 +876,20 @@ def compile_template(value: Any) -> Compiled:
     dict or list is a container whose members are compiled the same way; everything
     else is a literal. This is how step ``input`` and workflow ``outputs`` resolve.
     """
+    _check_depth(value)
+    return _contained(_template(value))
+
+
+def _template(value: Any) -> Compiled:
     if is_rule(value):
         return _compile(value)
     if type(value) is dict:
-        items = [(k, compile_template(v)) for k, v in value.items()]
+        items = [(k, _template(v)) for k, v in value.items()]
         if all(type(c) is _Const for _, c in items):
             return _Const(value)
         return lambda data: {k: c(data) for k, c in items}
     if isinstance(value, list):
-        parts = [compile_template(v) for v in value]
+        parts = [_template(v) for v in value]
         if all(type(p) is _Const for p in parts):
             return _Const(value)
         return lambda data: [p(data) for p in parts]
@@ -742,7 +898,7 @@ def compile_template(value: Any) -> Compiled:
 
 @lru_cache(maxsize=512)
 def _compile_cached(key: str) -> Compiled:
-    return _compile(json.loads(key))
+    return compile_rule(json.loads(key))
 
 
 def evaluate(rule: Any, data: Any = None) -> Any:
@@ -752,10 +908,11 @@ def evaluate(rule: Any, data: Any = None) -> Any:
     """
     if data is None:
         data = {}
+    _check_depth(rule)
     try:
         key = json.dumps(rule, sort_keys=True, separators=(",", ":"))
     except (TypeError, ValueError):
-        return _compile(rule)(data)
+        return compile_rule(rule)(data)
     return _compile_cached(key)(data)
 
 

@@ -5,6 +5,10 @@ plain JSON so that every store and queue can hold it and every reader gets the
 same thing back. ``json_copy`` checks a value and returns an isolated copy in one
 pass; the error names the offending path. ``as_output`` applies that to what an
 executor returned, which the worker harness and the graph both need.
+
+Values nested deeper than ``runfox.limits`` allows (``depth``, 100 by default)
+are refused too: a structure thousands of levels deep would otherwise end in a
+``RecursionError`` here or in whatever reads it next.
 """
 
 from __future__ import annotations
@@ -12,17 +16,26 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from . import limits
 from .errors import NotJSONError
 
-__all__ = ["as_output", "error_output", "json_copy"]
+__all__ = ["as_output", "error_output", "json_copy", "too_deep"]
 
 
-def json_copy(value: Any, path: str = "$") -> Any:
+def json_copy(value: Any, path: str = "$", *, max_depth: int | None = None) -> Any:
     """Return a deep copy of ``value``; ``NotJSONError`` if it is not strict JSON.
 
     Tuples are accepted and become lists. Non-string keys, NaN, infinities and any
-    other type are refused.
+    other type are refused, and so are containers nested more than ``max_depth``
+    levels deep (default: ``runfox.limits.current().depth``; ``{"a": 1}`` is one
+    level). The error names the path where the limit was reached.
     """
+    if max_depth is None:
+        max_depth = limits.current().depth
+    return _copy(value, path, max_depth, max_depth)
+
+
+def _copy(value: Any, path: str, room: int, limit: int) -> Any:
     t = type(value)
     if t is str or t is int or t is bool or value is None:
         return value
@@ -30,15 +43,18 @@ def json_copy(value: Any, path: str = "$") -> Any:
         if not math.isfinite(value):
             raise NotJSONError(f"{value!r} is not a finite number", path)
         return value
-    if t is dict:
-        out = {}
-        for key, item in value.items():
-            if type(key) is not str:
-                raise NotJSONError(f"key {key!r} is a {type(key).__name__}, not a string", path)
-            out[key] = json_copy(item, f"{path}.{key}")
-        return out
-    if t is list or t is tuple:
-        return [json_copy(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    if t is dict or t is list or t is tuple:
+        if room <= 0:
+            raise NotJSONError(too_deep(limit), path)
+        if t is dict:
+            out = {}
+            for key, item in value.items():
+                if type(key) is not str:
+                    raise NotJSONError(f"key {key!r} is a {type(key).__name__}, not a string",
+                                       path)
+                out[key] = _copy(item, f"{path}.{key}", room - 1, limit)
+            return out
+        return [_copy(item, f"{path}[{i}]", room - 1, limit) for i, item in enumerate(value)]
     # Subclasses (StrEnum, IntEnum, numpy.float64) are stored as their plain base type.
     if isinstance(value, bool):
         return bool(value)
@@ -47,8 +63,14 @@ def json_copy(value: Any, path: str = "$") -> Any:
     if isinstance(value, str):
         return str.__str__(value)
     if isinstance(value, float):
-        return json_copy(float(value), path)
+        return _copy(float(value), path, room, limit)
     raise NotJSONError(f"a {t.__name__} is not a JSON value", path)
+
+
+def too_deep(limit: int) -> str:
+    """The message for a value nested deeper than ``limit`` levels."""
+    return (f"nested more than {limit} levels deep (the depth limit, "
+            "RUNFOX_LIMIT_DEPTH or runfox.limits.configure(depth=...))")
 
 
 def error_output(kind: str, message: str, tb: str | None = None) -> dict[str, Any]:

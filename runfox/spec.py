@@ -48,6 +48,7 @@ from typing import Any
 
 import yaml
 
+from . import limits
 from .errors import ExpressionError, SpecError, SpecProblem
 from .expressions import Compiled, compile_rule, compile_template, find_refs
 from .jsonvalue import json_copy
@@ -76,6 +77,8 @@ _BRANCH_KEYS = ("condition", "action", "result", "description")
 _ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]*")
 #: Step ids are part of stored keys; SQL backends hold them in VARCHAR(255).
 MAX_ID_LENGTH = 128
+#: SQL backends hold a workflow's name in VARCHAR(255) (characters).
+MAX_NAME_LENGTH = 255
 _STEPS_REF_RE = re.compile(r"^(?:\$\.)?steps\.([A-Za-z0-9_\-]+)")
 _SET_TARGET_RE = re.compile(r"^steps\.([^.]+)\.status$")
 
@@ -139,8 +142,96 @@ class WorkflowSpec:
 # ---------------------------------------------------------------------------
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A SafeLoader that refuses duplicate mapping keys instead of keeping the last."""
+# libyaml's parser and composer when present (several times faster); the constructor
+# is PyYAML's SafeConstructor either way.
+_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _SpecLoader(_BaseLoader):  # type: ignore[valid-type, misc]
+    """A safe loader that refuses duplicate keys, alias bombs and deep nesting.
+
+    Aliases make the composed document a graph in which one node may be reached
+    many times; constructing it expands every reach. Before constructing,
+    ``construct_document`` measures the graph (each node once, memoised): how many
+    nodes the aliases add and how deep the document nests. Too many or too deep is
+    a ``_LimitExceeded`` with the place, raised in time proportional to the text.
+    """
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _measure(node)
+        return super().construct_document(node)
+
+
+class _LimitExceeded(Exception):
+    """A YAML document exceeds a limit; ``mark`` is where, when known."""
+
+    def __init__(self, message: str, mark: Any = None) -> None:
+        super().__init__(message)
+        self.mark = mark
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _measure(root: yaml.Node) -> None:
+    """Refuse a composed document that aliases expand too much or that nests too deeply.
+
+    Sizes count a node once per reach (what construction would build), heights
+    count container levels; both are memoised per node, so a billion-node bomb
+    is measured in a few hundred steps. A node that contains itself through an
+    alias is refused too: JSON cannot hold it.
+    """
+    limit = limits.current()
+    size: dict[int, int] = {}
+    height: dict[int, int] = {}
+    keep: dict[int, yaml.Node] = {}
+    entered: set[int] = set()  # nodes on the current path, for cycles
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        kids = _children(node)
+        if finished:
+            entered.discard(key)
+            size[key] = 1 + sum(size[id(k)] for k in kids)
+            collection = isinstance(node, yaml.SequenceNode | yaml.MappingNode)
+            height[key] = (1 + max((height[id(k)] for k in kids), default=0)) if collection \
+                else 0
+            continue
+        if key in size:
+            continue
+        entered.add(key)
+        keep[key] = node
+        stack.append((node, True))
+        for kid in kids:
+            if id(kid) in entered:
+                raise _LimitExceeded("an alias refers to a node that contains it; a spec "
+                                     "cannot be recursive", kid.start_mark)
+            if id(kid) not in size:
+                stack.append((kid, False))
+    written = len(size)
+    expansions = size[id(root)] - written
+    allowed = max(limit.yaml_aliases, 10 * written)
+    if expansions > allowed:
+        raise _LimitExceeded(
+            f"aliases expand the document by {expansions:,} nodes, over the limit of "
+            f"{allowed:,} (max(yaml_aliases={limit.yaml_aliases:,}, 10 x the {written:,} nodes "
+            "written); RUNFOX_LIMIT_YAML_ALIASES raises it)", root.start_mark)
+    if height[id(root)] > limit.depth:
+        node = root
+        for _ in range(limit.depth):  # walk down the deepest branch to the level over the limit
+            node = max(_children(node), key=lambda k: height[id(k)])
+        raise _LimitExceeded(_too_deep_text(limit.depth), node.start_mark)
+
+
+def _too_deep_text(depth: int) -> str:
+    return (f"nested more than {depth} levels deep, over the depth limit "
+            "(RUNFOX_LIMIT_DEPTH raises it)")
 
 
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
@@ -157,22 +248,43 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[
     return mapping
 
 
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
-)
+_SpecLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _where(source: str, mark: Any) -> str:
+    return f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+
+
+def _check_size(size: int, source: str) -> None:
+    limit = limits.current().spec_bytes
+    if size > limit:
+        raise SpecError([SpecProblem(source, f"the spec is {size:,} bytes, over the limit of "
+                                             f"{limit:,} (RUNFOX_LIMIT_SPEC_BYTES raises it)")],
+                        source=source)
 
 
 def parse_yaml(text: str, source: str = "<string>") -> dict[str, Any]:
-    """Parse YAML text into a spec dict; malformed YAML is a ``SpecError`` with its line."""
+    """Parse YAML text into a spec dict; malformed YAML is a ``SpecError`` with its line.
+
+    So is a text over ``limits.spec_bytes`` (checked before parsing), a document
+    whose aliases expand it too much or that nests too deeply (see ``runfox.limits``).
+    """
+    _check_size(len(text) if text.isascii() else len(text.encode("utf-8", "replace")),
+                source)
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
+        data = yaml.load(text, Loader=_SpecLoader)
+    except _LimitExceeded as exc:
+        raise SpecError([SpecProblem(_where(source, exc.mark), str(exc))],
+                        source=source) from None
+    except RecursionError:  # the pure-Python composer recurses per level
+        raise SpecError([SpecProblem(source, _too_deep_text(limits.current().depth))],
+                        source=source) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         problem = getattr(exc, "problem", None) or str(exc)
         context = getattr(exc, "context", None)
         message = f"malformed YAML: {problem}" + (f" ({context})" if context else "")
-        raise SpecError([SpecProblem(where, message)], source=source) from exc
+        raise SpecError([SpecProblem(_where(source, mark), message)], source=source) from exc
     if not isinstance(data, dict):
         kind = "empty" if data is None else f"a {type(data).__name__}"
         raise SpecError(
@@ -193,6 +305,7 @@ def load_spec(source: str | os.PathLike[str] | Mapping[str, Any]) -> WorkflowSpe
     if isinstance(source, os.PathLike):
         path = Path(source)
         try:
+            _check_size(path.stat().st_size, str(path))
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise SpecError([SpecProblem(str(path), f"cannot read: {exc.strerror}")]) from exc
@@ -226,7 +339,7 @@ def spec_for(raw: dict[str, Any], workflow_id: str | None = None, *,
     """
     try:
         key = workflow_id or workflow_id_for(raw)
-    except (TypeError, ValueError):  # not JSON: let compile_spec say where
+    except (TypeError, ValueError, RecursionError):  # not JSON: let compile_spec say where
         return compile_spec(raw, source=source)
     with _CACHE_LOCK:
         cached = _CACHE.get(key)
@@ -271,17 +384,26 @@ def _check_keys(
             )
 
 
-def _check_json(problems: _Problems, where: str, value: Any) -> None:
-    """Report every part of ``value`` that JSON cannot hold, with its path."""
+def _check_json(problems: _Problems, where: str, value: Any, room: int | None = None) -> None:
+    """Report every part of ``value`` that JSON cannot hold, with its path.
+
+    ``room`` is how many more levels of containers may nest here (the depth limit
+    at the top); deeper parts are reported once, where the limit is reached.
+    """
+    if room is None:
+        room = limits.current().depth
     if value is None or isinstance(value, bool | str | int):
         return
     if isinstance(value, float):
         if not math.isfinite(value):
             problems.add(where, f"{value!r} is not a finite number; JSON cannot hold it")
         return
+    if isinstance(value, list | dict) and room <= 0:
+        problems.add(where, _too_deep_text(limits.current().depth))
+        return
     if isinstance(value, list):
         for i, item in enumerate(value):
-            _check_json(problems, f"{where}[{i}]", item)
+            _check_json(problems, f"{where}[{i}]", item, room - 1)
         return
     if isinstance(value, dict):
         for key, item in value.items():
@@ -290,7 +412,7 @@ def _check_json(problems: _Problems, where: str, value: Any) -> None:
                     f"{where}.{key}",
                     f"key {key!r} is a {type(key).__name__}; JSON keys are strings",
                 )
-            _check_json(problems, f"{where}.{key}", item)
+            _check_json(problems, f"{where}.{key}", item, room - 1)
         return
     hint = "; quote it in YAML" if type(value).__name__ in ("date", "datetime") else ""
     problems.add(where, f"{value!r} is a {type(value).__name__}, not a JSON value{hint}")
@@ -473,6 +595,10 @@ def compile_spec(
     name = raw.get("name", "")
     if not isinstance(name, str):
         problems.add("name", f"must be a string, got {name!r}")
+        name = ""
+    elif len(name) > MAX_NAME_LENGTH:
+        problems.add("name", f"the name is {len(name)} characters long; the limit is "
+                             f"{MAX_NAME_LENGTH} (what SQL backends can store)")
         name = ""
 
     defaults = raw.get("defaults") or {}

@@ -58,8 +58,14 @@ TIMEOUT_GRACE = 5.0
 def load_executor(ref: str) -> Executor:
     """Import ``"package.module:attr"`` and return the callable it names.
 
-    As with ``python -m``, modules in the current directory are found too, so
-    ``runfox worker --executor mypkg.steps:execute`` works from a project root.
+    Where the module is looked for: installed packages win. The current directory
+    is searched too, so ``runfox worker --executor mypkg.steps:execute`` works
+    from a project root, but *last*: it is appended to the end of ``sys.path``
+    when it is not there already, never put in front. A module next to the spec
+    (``./tasks.py`` for ``tasks:execute``) is therefore found only if no
+    installed module has that name, and a stray ``./sqlalchemy.py`` can never
+    replace the real one. (``python -m`` and ``python -c`` put the current
+    directory first themselves; the ``runfox`` command does not.)
 
     Raises ``ValueError`` with a one-line reason when the reference is malformed,
     the module cannot be imported, or the attribute is missing or not callable.
@@ -67,8 +73,9 @@ def load_executor(ref: str) -> Executor:
     module_name, sep, attr = ref.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"executor {ref!r} must look like 'package.module:function'")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.append(os.getcwd())
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)  # last: installed packages win
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -12,7 +12,9 @@
 
 ``--backend`` defaults to ``$RUNFOX_BACKEND``, else ``sqlite:///runfox.db`` in the
 current directory; ``--executor`` defaults to ``$RUNFOX_EXECUTOR``. The current
-directory is importable, so ``--executor tasks:execute`` finds ``./tasks.py``.
+directory is searched for the executor's module after installed packages (see
+``runfox.worker.load_executor``), so ``--executor tasks:execute`` finds
+``./tasks.py`` unless an installed module is called ``tasks``.
 Results go to stdout (JSON where a script would read it); progress, logs and
 errors go to stderr. An error is one line; ``--debug`` adds the traceback. Exit
 codes are listed in ``runfox.cli.exits``.
@@ -160,8 +162,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.INFO if args.command == "worker" else logging.WARNING)
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # so --executor finds modules next to the spec
     try:
         return int(args.handler(args))
     except KeyboardInterrupt:

@@ -21,7 +21,8 @@ The pieces, each usable from Python and wired for Lambda by ``workers/aws_lambda
   processing failed (they are retried).
 - ``lambda_handler``: a Lambda handler for SQS events built on a ``JobHandler``,
   returning ``{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}``
-  (enable ``ReportBatchItemFailures`` on the event source mapping).
+  (enable ``ReportBatchItemFailures`` on the event source mapping). It never
+  raises: a malformed record is logged and reported by its ``messageId``.
 - ``SQSConsumer``: feeds a queue to such a handler from any process, receiving and
   deleting messages the way Lambda's event source mapping does.
 - ``sweep``: advances running executions and re-dispatches claims whose jobs
@@ -101,10 +102,12 @@ class ResultHandler:
         self.runner = _sqs_runner(backend)
 
     def __call__(self, workflow_execution_id: str, step_id: str, output: dict[str, Any],
-                 run_id: int | None = None) -> Result:
-        completed = [] if run_id is None else [(workflow_execution_id, step_id, run_id)]
+                 run_id: int) -> Result:
+        if isinstance(run_id, bool) or not isinstance(run_id, int):
+            # Without its run, a stale result would be applied to whatever run is current.
+            raise ValueError(f"a result needs the run id of its job, got {run_id!r}")
         return self.apply(workflow_execution_id, [WorkResult(step_id, output, run_id)],
-                          completed=completed)
+                          completed=[(workflow_execution_id, step_id, run_id)])
 
     def apply(self, workflow_execution_id: str, results: Sequence[WorkResult] = (), *,
               completed: Sequence[JobKey] = (), woken: bool = False,
@@ -347,21 +350,51 @@ def lambda_handler(backend: Backend, executor: Executor | None = None, *,
 
     The returned ``handler(event, context)`` reports partial batch failures as
     ``{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}``: Lambda deletes
-    the other messages. It never raises; if the batch cannot be handled at all
-    (AWS unreachable), every message is reported as failed.
+    the other messages. It never raises. A record that is not an SQS message (not
+    an object, a body that is not a string, ...) is logged and reported by its
+    ``messageId``, so it reaches the dead-letter queue; one without a
+    ``messageId`` cannot be named in the response and is only logged. If the
+    batch cannot be handled at all (AWS unreachable), every message is reported
+    as failed.
     """
     jobs = JobHandler(backend, executor, concurrency=concurrency)
 
     def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-        messages = [Message.from_lambda(r) for r in (event or {}).get("Records") or []]
+        messages, failed = _read_records(event)
         try:
-            failed = jobs.process(messages)
+            failed += jobs.process(messages)
         except Exception:
             logger.exception("could not handle a batch of %d message(s)", len(messages))
-            failed = [m.message_id for m in messages]
+            failed += [m.message_id for m in messages]
         return {"batchItemFailures": [{"itemIdentifier": i} for i in dict.fromkeys(failed)]}
 
     return handler
+
+
+def _read_records(event: Any) -> tuple[list[Message], list[str]]:
+    """The messages of a Lambda SQS event, and the ids of records that are not messages."""
+    records = event.get("Records") if isinstance(event, dict) else None
+    if records is None:
+        records = []
+    if not isinstance(records, list):
+        logger.error("the event's Records is a %s, not a list; nothing to handle",
+                     type(records).__name__)
+        return [], []
+    messages: list[Message] = []
+    failed: list[str] = []
+    for i, record in enumerate(records):
+        try:
+            messages.append(Message.from_lambda(record))
+        except ValueError as exc:
+            message_id = record.get("messageId") if isinstance(record, dict) else None
+            if isinstance(message_id, str) and message_id:
+                logger.warning("message %s is not an SQS message (%s); left for the "
+                               "dead-letter queue", message_id, exc)
+                failed.append(message_id)
+            else:
+                logger.error("record %d of the event is not an SQS message (%s) and has no "
+                             "messageId to report it by; skipped", i, exc)
+    return messages, failed
 
 
 def sweep(backend: Backend, *, stale_after: float = 960.0, limit: int = 10_000) -> int:

@@ -9,11 +9,15 @@ Every message body is a JSON object (never pickle). Three kinds:
   a retry whose backoff has not passed; without one it starts an execution or
   follows up on results submitted elsewhere;
 - a **result**: ``{"runfox": "result", "workflow_execution_id": ..., "step_id": ...,
-  "run_id": <int or null>, "output": {...}}``, for workers that report over SQS.
+  "run_id": <int>, "output": {...}}``, for workers that report over SQS. The run id
+  is required: it is what keeps a stale or forged result from being applied to a
+  newer run of the step (a retry, a loop's next pass).
 
-Anything else (not JSON, missing fields, wrong types) is *invalid*: the consumer
-logs it with its message id and leaves it on the queue, so the queue's redrive
-policy moves it to the dead-letter queue.
+Anything else (not JSON, missing fields, wrong types, a result without a run id)
+is *invalid*: the consumer logs it with its message id and leaves it on the
+queue, so the queue's redrive policy moves it to the dead-letter queue. So is a
+Lambda record that is not an SQS message at all (``Message.from_lambda`` raises
+``ValueError``; ``lambda_handler`` reports it by its ``messageId``).
 """
 
 from __future__ import annotations
@@ -52,12 +56,30 @@ class Message:
                    queue_url, int(raw.get("Attributes", {}).get("ApproximateReceiveCount", 1)))
 
     @classmethod
-    def from_lambda(cls, record: dict[str, Any]) -> Message:
-        """From one record of a Lambda SQS event."""
+    def from_lambda(cls, record: Any) -> Message:
+        """From one record of a Lambda SQS event.
+
+        Raises ``ValueError`` naming what is wrong when ``record`` is not an SQS
+        record (not an object, no ``messageId``, a body that is not a string...).
+        """
+        if not isinstance(record, dict):
+            raise ValueError(f"the record is a {type(record).__name__}, not an object")
+        message_id = record.get("messageId")
+        if not isinstance(message_id, str) or not message_id:
+            raise ValueError("the record has no messageId")
+        body = record.get("body", "")
+        handle = record.get("receiptHandle", "")
+        if not isinstance(body, str) or not isinstance(handle, str):
+            raise ValueError("the record's body and receiptHandle must be strings")
         attributes = record.get("attributes") or {}
-        return cls(record.get("messageId", ""), record.get("body", ""),
-                   record.get("receiptHandle", ""), "",
-                   int(attributes.get("ApproximateReceiveCount", 1)))
+        count = attributes.get("ApproximateReceiveCount", 1) if isinstance(attributes,
+                                                                           dict) else None
+        try:
+            receive_count = int(count)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ValueError(f"the record's ApproximateReceiveCount {count!r} is not a "
+                             "number") from None
+        return cls(message_id, body, handle, "", receive_count)
 
     def to_lambda(self, source_arn: str = "") -> dict[str, Any]:
         """This message as a record of a Lambda SQS event."""
@@ -81,7 +103,7 @@ class ResultMessage:
 
     workflow_execution_id: str
     step_id: str
-    run_id: int | None
+    run_id: int
     output: dict[str, Any]
 
 
@@ -113,9 +135,9 @@ def _parse_control(data: dict[str, Any]) -> Parsed:
         return Advance(wf, None if not_before is None else float(not_before))
     if kind == "result":
         run_id = data.get("run_id")
-        if run_id is not None and (isinstance(run_id, bool) or not isinstance(run_id, int)
-                                   or run_id < 0):
-            raise InvalidJob("field 'run_id' must be a non-negative integer or null")
+        if isinstance(run_id, bool) or not isinstance(run_id, int) or run_id < 0:
+            raise InvalidJob(f"field 'run_id' must be a non-negative integer, got {run_id!r}: a "
+                             "result must name the run it came from")
         output = data.get("output")
         if not isinstance(output, dict):
             raise InvalidJob("field 'output' must be an object")
@@ -153,6 +175,12 @@ def advance_body(workflow_execution_id: str, not_before: float | None = None) ->
 
 def result_body(workflow_execution_id: str, step_id: str, output: dict[str, Any],
                 run_id: int | None = None) -> str:
-    """The body of a result message, for workers that report results over SQS."""
+    """The body of a result message, for workers that report results over SQS.
+
+    ``run_id`` is required (``None`` is a ``ValueError``): a result message
+    without one is refused by every consumer.
+    """
+    if isinstance(run_id, bool) or not isinstance(run_id, int) or run_id < 0:
+        raise ValueError(f"a result message needs the run id of its job, got {run_id!r}")
     return dumps({"runfox": "result", "workflow_execution_id": workflow_execution_id,
                   "step_id": step_id, "run_id": run_id, "output": output})
