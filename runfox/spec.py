@@ -170,51 +170,59 @@ class _LimitExceeded(Exception):
         self.mark = mark
 
 
-def _children(node: yaml.Node) -> list[yaml.Node]:
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    if isinstance(node, yaml.MappingNode):
-        return [part for pair in node.value for part in pair]
-    return []
-
-
 def _measure(root: yaml.Node) -> None:
     """Refuse a composed document that aliases expand too much or that nests too deeply.
 
     Sizes count a node once per reach (what construction would build), heights
-    count container levels; both are memoised per node, so a billion-node bomb
-    is measured in a few hundred steps. A node that contains itself through an
-    alias is refused too: JSON cannot hold it.
+    count container levels; both are memoised per collection node, so a
+    billion-node bomb is measured in a few hundred steps. (A scalar counts once
+    per reach without a memo: an alias to a scalar is written in the text, so it
+    cannot multiply.) A node that contains itself through an alias is refused
+    too: JSON cannot hold it.
     """
     limit = limits.current()
+    scalar, sequence = yaml.ScalarNode, yaml.SequenceNode
+    if type(root) is scalar:
+        return
     size: dict[int, int] = {}
     height: dict[int, int] = {}
-    keep: dict[int, yaml.Node] = {}
-    entered: set[int] = set()  # nodes on the current path, for cycles
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    keep: list[yaml.Node] = []  # ids stay unique while the nodes live
+    open_kids: dict[int, list[yaml.Node]] = {}  # entered, not finished: the current path
+    written = 0
+    stack: list[yaml.Node] = [root]
     while stack:
-        node, finished = stack.pop()
+        node = stack[-1]
         key = id(node)
-        kids = _children(node)
-        if finished:
-            entered.discard(key)
-            size[key] = 1 + sum(size[id(k)] for k in kids)
-            collection = isinstance(node, yaml.SequenceNode | yaml.MappingNode)
-            height[key] = (1 + max((height[id(k)] for k in kids), default=0)) if collection \
-                else 0
+        kids = open_kids.get(key)
+        if kids is None:  # first visit: push the collections below it
+            if key in size:
+                stack.pop()
+                continue
+            kids = (node.value if type(node) is sequence
+                    else [part for pair in node.value for part in pair])
+            open_kids[key] = kids
+            for kid in kids:
+                if type(kid) is scalar:
+                    continue
+                if id(kid) in open_kids:
+                    raise _LimitExceeded("an alias refers to a node that contains it; a spec "
+                                         "cannot be recursive", kid.start_mark)
+                if id(kid) not in size:
+                    stack.append(kid)
             continue
-        if key in size:
-            continue
-        entered.add(key)
-        keep[key] = node
-        stack.append((node, True))
+        stack.pop()  # every collection below is measured
+        del open_kids[key]
+        total, deepest = 1, 0
         for kid in kids:
-            if id(kid) in entered:
-                raise _LimitExceeded("an alias refers to a node that contains it; a spec "
-                                     "cannot be recursive", kid.start_mark)
-            if id(kid) not in size:
-                stack.append((kid, False))
-    written = len(size)
+            if type(kid) is scalar:
+                total += 1
+            else:
+                total += size[id(kid)]
+                deepest = max(deepest, height[id(kid)])
+        size[key] = total
+        height[key] = deepest + 1
+        written += 1 + sum(type(kid) is scalar for kid in kids)
+        keep.append(node)
     expansions = size[id(root)] - written
     allowed = max(limit.yaml_aliases, 10 * written)
     if expansions > allowed:
@@ -225,8 +233,17 @@ def _measure(root: yaml.Node) -> None:
     if height[id(root)] > limit.depth:
         node = root
         for _ in range(limit.depth):  # walk down the deepest branch to the level over the limit
-            node = max(_children(node), key=lambda k: height[id(k)])
+            node = max((k for k in _children(node) if type(k) is not scalar),
+                       key=lambda k: height[id(k)])
         raise _LimitExceeded(_too_deep_text(limit.depth), node.start_mark)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
 
 
 def _too_deep_text(depth: int) -> str:
