@@ -281,7 +281,8 @@ class Database:
 
     def too_large(self, what: str, found: Diagnosis) -> PayloadTooLarge:
         """A ``PayloadTooLarge`` naming the database, its limit and the size sent."""
-        size = f" {megabytes(found.size)}" if found.size else ""
+        # The size is worth saying when it is what the limit refused.
+        size = f" {megabytes(found.size)}" if found.size and found.size >= 65536 else ""
         return PayloadTooLarge(
             f"{found.backend} refused a{size} statement: {found.limit} "
             f"(could not {what} on {self.display_url})",

@@ -142,7 +142,11 @@ def statement_size(statement: str | None, params: Any) -> int:
 
 
 def megabytes(size: int) -> str:
-    """``size`` bytes in MB (binary), as a short string: ``17 MB``, ``0.5 MB``."""
+    """``size`` bytes for a person: ``17 MB``, ``1.5 MB``, ``195 kB``, ``900 bytes``."""
+    if size < 1024:
+        return f"{size} bytes"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.0f} kB"
     mb = size / (1024 * 1024)
     return f"{mb:.0f} MB" if mb >= 10 or mb == int(mb) else f"{mb:.1f} MB"
 
