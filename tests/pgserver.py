@@ -77,12 +77,11 @@ def private_postgres(directory: Path | None = None) -> Iterator[PrivateServer]:
                                            "/usr/lib/postgresql/*/bin")
         raise AssertionError("unreachable")
     prefix: list[str] = []
+    owner = None
     if os.geteuid() == 0:
         runuser = shutil.which("runuser")
-        try:
+        with contextlib.suppress(KeyError):
             owner = pwd.getpwnam("postgres")
-        except KeyError:
-            owner = None
         if runuser is None or owner is None:
             need_service("private postgresql", "running as root without runuser or a "
                                                "'postgres' user to run the server as")
@@ -91,7 +90,7 @@ def private_postgres(directory: Path | None = None) -> Iterator[PrivateServer]:
     # Not under pytest's tmp_path: its parents are private to root.
     root = Path(tempfile.mkdtemp(prefix="runfox-pg-", dir=directory))
     data = root / "data"
-    if prefix:
+    if owner is not None:
         os.chmod(root, 0o755)
         os.chown(root, owner.pw_uid, owner.pw_gid)
     server = PrivateServer(bin_dir, data, free_port(), prefix)

@@ -67,7 +67,7 @@ def started(backend: Backend) -> str:
     return wf_id
 
 
-def on_connect(backend: Backend, setup: Callable[[sqlite3.Connection], None]) -> None:
+def on_connect(backend: Backend, setup: Callable[[sqlite3.Connection], object]) -> None:
     """Run ``setup`` on every new SQLite connection of ``backend``'s engine, and
     drop the pooled ones so that the next unit of work gets a new connection."""
     engine = backend.store.engine  # type: ignore[attr-defined]
