@@ -14,7 +14,8 @@ mock of our storage:
   a private server restarted under a pool (see ``pgserver``); column and index
   size limits.
 - MariaDB: connections killed with ``KILL``; an output over the server's
-  ``max_allowed_packet``.
+  ``max_allowed_packet``, both at the store and through a worker (the step fails
+  naming the limit, not "the worker died or hung").
 
 An outage must surface as ``BackendUnavailable`` saying the cause, a size limit as
 ``PayloadTooLarge`` naming the database and the limit, and the same objects must
@@ -29,6 +30,7 @@ import shutil
 import sqlite3
 import stat
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -412,3 +414,39 @@ def test_mariadb_packet_limit_names_the_limit_and_the_server(mysql_url: str) -> 
         # The server dropped that connection; the next unit gets another.
         backend.on_step_result(wf_id, "a", {"small": 1}, 0)
         assert backend.store.load(wf_id).status is WorkflowStatus.COMPLETE
+
+
+def test_a_worker_fails_the_step_when_mariadb_refuses_its_output(mysql_url: str) -> None:
+    """The whole path: a worker's result over max_allowed_packet fails the attempt
+    with an error naming the limit and the server, not "the worker died or hung".
+
+    Needs the worker to turn ``RecordTooLarge`` from applying a result into an
+    error output for that run (the worker loop's part of issue 7).
+    """
+    from runfox.worker import Worker
+
+    with sql_backend(mysql_url, lease=1.0) as backend:
+        engine = backend.store.engine  # type: ignore[attr-defined]
+        with engine.connect() as conn:
+            limit = int(conn.execute(text("SELECT @@max_allowed_packet")).scalar_one())
+        if limit > 64 * 1024 * 1024:
+            pytest.skip(f"max_allowed_packet is {limit:,} bytes; too big to exceed here")
+        wf_id = backend.create(ONE_STEP, {})
+        backend.apply_and_advance(wf_id)
+        worker = Worker(backend, lambda fn, inputs: {"blob": "x" * (limit + 1024 * 1024)},
+                        lease=1.0, poll_interval=0.05, sweep_interval=0.5)
+        runner = threading.Thread(target=worker.run, daemon=True)
+        runner.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not backend.store.load(wf_id).status.is_terminal:
+                assert time.monotonic() < deadline, backend.store.load(wf_id).to_dict()
+                time.sleep(0.1)
+        finally:
+            worker.stop(release=True)
+            runner.join(timeout=10)
+        record = backend.store.load(wf_id)
+        assert record.status is WorkflowStatus.FAILED
+        error = record.steps["a"].error or {}
+        assert "max_allowed_packet" in str(error.get("message")), error
+        assert "died or hung" not in str(error.get("message")), error
