@@ -88,10 +88,9 @@ _MYSQL_OUTAGE = {
 }
 _MYSQL_PACKET = 1153  # ER_NET_PACKET_TOO_LARGE
 _MYSQL_TOO_LARGE = frozenset({_MYSQL_PACKET, 1406, 1118, 1301})  # data too long, row size
-# SQLite result codes (primary, from ``sqlite_errorname``) that mean "not now".
+# SQLite result codes (primary, from ``sqlite_errorname``) that mean "not now";
+# SQLITE_BUSY and SQLITE_LOCKED are contention.
 _SQLITE_OUTAGE = {
-    "SQLITE_BUSY": "the database is locked",
-    "SQLITE_LOCKED": "the database is locked",
     "SQLITE_FULL": "disk full",
     "SQLITE_READONLY": "the database is read-only",
     "SQLITE_CANTOPEN": "the database file cannot be opened",
@@ -452,8 +451,7 @@ class SqliteDialect(Dialect):
             if isinstance(orig, sqlite3.Error) and "locked" in str(orig):
                 return Diagnosis(Problem.CONTENTION, "the database is locked")
             return None
-        primary = name.split("_")[:2]
-        base = "_".join(primary)
+        base = "_".join(name.split("_")[:2])  # SQLITE_IOERR_WRITE -> SQLITE_IOERR
         if base in ("SQLITE_BUSY", "SQLITE_LOCKED"):
             return Diagnosis(Problem.CONTENTION, "the database is locked")
         if base == "SQLITE_TOOBIG":
