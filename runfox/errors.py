@@ -12,8 +12,10 @@ runfox, with the original kept as ``__cause__``::
     ├── UnknownStepError (also KeyError)   a result names a step the workflow lacks
     ├── ConflictError                      a conditional write lost a race
     ├── RecordTooLarge                     a record exceeds what a store can hold
+    │   └── PayloadTooLarge                a database's size limit refused a statement
     └── BackendError                       a store or runner failed (unreachable, misconfigured)
-        └── CorruptRecord                  a stored row cannot be decoded
+        ├── CorruptRecord                  a stored row cannot be decoded
+        └── BackendUnavailable             unreachable for now (outage, lock, full disk)
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from dataclasses import dataclass
 
 __all__ = [
     "BackendError",
+    "BackendUnavailable",
     "ConflictError",
     "CorruptRecord",
     "ExpressionError",
     "NotJSONError",
+    "PayloadTooLarge",
     "RecordTooLarge",
     "RunfoxError",
     "SpecError",
@@ -111,3 +115,36 @@ class CorruptRecord(BackendError):
         self.key = key
         self.reason = reason
         super().__init__(f"corrupt record {key!r}: {reason}")
+
+
+class BackendUnavailable(BackendError):
+    """A store or runner cannot be used right now, but may be again later.
+
+    Raised for conditions an operator fixes or that pass by themselves: a
+    refused or lost connection, a server restarting or shutting down, too many
+    connections, a locked SQLite file, a full disk, a read-only database. The
+    worker loop keeps retrying these; a command-line start-up failure exits with
+    the backend code. ``reason`` is the cause in a few words (``"connection
+    refused"``, ``"disk full"``).
+    """
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class PayloadTooLarge(RecordTooLarge):
+    """A database refused a statement or value because of a size limit.
+
+    ``backend`` names the database (``"MariaDB"``, ``"PostgreSQL"``,
+    ``"SQLite"``), ``limit`` the limit (``"max_allowed_packet is 16 MB"``) and
+    ``size`` the size in bytes runfox tried to send, when known. Running the
+    same work again fails the same way, so it is not retried.
+    """
+
+    def __init__(self, message: str, backend: str = "", limit: str = "",
+                 size: int | None = None) -> None:
+        self.backend = backend
+        self.limit = limit
+        self.size = size
+        super().__init__(message)

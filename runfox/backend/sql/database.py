@@ -8,8 +8,28 @@ connection pool.
 
 Every unit of work goes through ``Database.run``: one transaction, retried a few
 times on deadlocks and serialisation failures, with SQLAlchemy and driver errors
-translated into ``BackendError`` that names the (password-masked) URL and the
-driver's reason. The original error stays available as ``__cause__``.
+translated where they surface (the original stays available as ``__cause__``):
+
+- a database out of reach for now (refused or lost connection, a server
+  restarting, too many connections, a locked SQLite file, a full disk, a
+  read-only file) is retried for about 0.6 s, then raised as
+  ``BackendUnavailable`` with the cause in a few words. Waiting longer is the
+  caller's choice: the worker loop retries these for as long as it runs.
+- a size limit (MariaDB's ``max_allowed_packet``, SQLite's length limit,
+  PostgreSQL's program limits and column widths) is ``PayloadTooLarge`` naming
+  the database and the limit, at once: running it again would fail again.
+- anything else is ``BackendError``.
+
+Each names what runfox was doing and the URL with its password masked
+(``urls.mask_url``); a driver's own message is scrubbed of the password too.
+
+A connection the server dropped is discarded, and SQLAlchemy then replaces every
+connection of the pool older than it (its disconnect handling), so once a
+restarted server is back the next unit of work gets a fresh connection.
+
+SQLite files that runfox creates are created with mode 0600 (owner only);
+SQLite gives the ``-wal`` and ``-shm`` files the mode of the database file. An
+existing file keeps its mode.
 """
 
 from __future__ import annotations
@@ -26,9 +46,9 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 
-from ...errors import BackendError
-from ..urls import mask_url
-from .dialects import Dialect, dialect_for
+from ...errors import BackendError, BackendUnavailable, PayloadTooLarge
+from ..urls import mask_url, url_secrets
+from .dialects import Diagnosis, Dialect, Problem, dialect_for, megabytes
 from .schema import SchemaError, ensure_schema
 
 __all__ = ["Database", "DatabaseUser", "DuplicateRow"]
@@ -56,10 +76,14 @@ class DuplicateRow(Exception):
     """An INSERT hit an existing unique key (raised by ``Database.run`` on request)."""
 
 
-def _reason(exc: BaseException) -> str:
+def _reason(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:
+    """The driver's message on one line, with any of ``secrets`` masked."""
     orig = getattr(exc, "orig", None)
     text = str(orig if orig is not None else exc).strip() or type(exc).__name__
-    return " ".join(text.split())
+    text = " ".join(text.split())
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
 
 
 def normalise_url(url: str) -> str:
@@ -84,7 +108,9 @@ class Database:
         self.engine = engine
         self.dialect = dialect
         self.owns_engine = owns_engine
-        self.display_url = mask_url(engine.url.render_as_string(hide_password=False))
+        raw_url = engine.url.render_as_string(hide_password=False)
+        self.display_url = mask_url(raw_url)
+        self._secrets = url_secrets(raw_url)
         self._users = 0
         self._lock = threading.Lock()
         self._schema_checked = False
@@ -201,13 +227,17 @@ class Database:
         ``write``: ``work`` changes rows. ``standalone``: each of its statements
         stands on its own, so they may run without a surrounding transaction
         (see ``Dialect.options``).
-        Deadlocks, serialisation failures, a busy SQLite file and lost
-        connections run the whole unit again, as long as the dialect's
-        ``retry_delay`` allows. Exceptions that ``work`` raises itself
-        (``ConflictError`` ...) roll the transaction back and propagate unchanged.
+        Deadlocks, serialisation failures and a busy SQLite file run the whole
+        unit again as long as the dialect's ``retry_delay`` allows; an outage
+        (see the module docstring) as long as its ``outage_delay`` allows.
+        Exceptions that ``work`` raises itself (``ConflictError`` ...) roll the
+        transaction back and propagate unchanged.
 
         Raises:
             DuplicateRow: an INSERT hit an existing key and ``duplicate_ok`` is set.
+            BackendUnavailable: the database stayed out of reach (or locked)
+                through the retries.
+            PayloadTooLarge: a size limit of the database refused the work.
             BackendError: any other database error, naming ``what``, the URL and
                 the driver's reason.
         """
@@ -219,13 +249,19 @@ class Database:
                     return work(conn)
             except IntegrityError as exc:
                 if duplicate_ok:
-                    raise DuplicateRow(_reason(exc)) from exc
+                    raise DuplicateRow(_reason(exc, self._secrets)) from exc
                 raise self.error(what, exc) from exc
             except DBAPIError as exc:
-                delay = (self.dialect.retry_delay(attempt, time.monotonic() - started)
-                         if self.dialect.transient(exc) else None)
-                if delay is None:
+                found = self.dialect.diagnose(exc)
+                if found is None:
                     raise self.error(what, exc) from exc
+                if found.problem is Problem.TOO_LARGE:
+                    raise self.too_large(what, found) from exc
+                delay = (self.dialect.retry_delay(attempt, time.monotonic() - started)
+                         if found.problem is Problem.CONTENTION
+                         else self.dialect.outage_delay(attempt))
+                if delay is None:
+                    raise self.unavailable(what, found, exc) from exc
                 time.sleep(delay)
                 attempt += 1
             except SQLAlchemyError as exc:
@@ -233,7 +269,24 @@ class Database:
 
     def error(self, what: str, exc: BaseException) -> BackendError:
         """A ``BackendError`` for ``exc`` that names the URL and the driver's reason."""
-        return BackendError(f"could not {what} on {self.display_url}: {_reason(exc)}")
+        return BackendError(f"could not {what} on {self.display_url}: "
+                            f"{_reason(exc, self._secrets)}")
+
+    def unavailable(self, what: str, found: Diagnosis, exc: BaseException
+                    ) -> BackendUnavailable:
+        """A ``BackendUnavailable`` for an outage: the cause first, then the driver's words."""
+        reason = _reason(exc, self._secrets)
+        return BackendUnavailable(f"could not {what} on {self.display_url}: {found.cause} "
+                                  f"({reason})", reason=found.cause)
+
+    def too_large(self, what: str, found: Diagnosis) -> PayloadTooLarge:
+        """A ``PayloadTooLarge`` naming the database, its limit and the size sent."""
+        # The size is worth saying when it is what the limit refused.
+        size = f" {megabytes(found.size)}" if found.size and found.size >= 65536 else ""
+        return PayloadTooLarge(
+            f"{found.backend} refused a{size} statement: {found.limit} "
+            f"(could not {what} on {self.display_url})",
+            backend=found.backend, limit=found.limit, size=found.size)
 
 
 class DatabaseUser:
@@ -292,6 +345,8 @@ def _create_engine(url: str, busy_timeout: float | None,
         if not os.path.isdir(directory):
             raise BackendError(f"could not open the runfox database on {shown}: "
                                f"directory {directory!r} does not exist")
+        if not parsed.query.get("uri"):
+            _create_private(database, shown)
         # Every unit of work ends in COMMIT or ROLLBACK (or never began: reads run
         # in autocommit), so the pool's rollback on check-in is wasted work.
         options.setdefault("pool_reset_on_return", None)
@@ -309,3 +364,21 @@ def _create_engine(url: str, busy_timeout: float | None,
                            f"({exc.name}): {hint}") from exc
     except (ArgumentError, TypeError) as exc:
         raise ValueError(f"cannot use database URL {shown!r}: {exc}") from exc
+
+
+def _create_private(path: str, shown: str) -> None:
+    """Create the SQLite file ``path`` empty with mode 0600 unless it exists.
+
+    An empty file is a valid SQLite database; creating it here, rather than
+    letting SQLite create it under the process umask, keeps other users out of
+    the records and the job payloads. SQLite creates ``-wal`` and ``-shm`` with
+    the mode of the database file, so they are 0600 too.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise BackendError(f"could not create the runfox database on {shown}: "
+                           f"{exc.strerror or exc}") from exc
+    os.close(fd)

@@ -16,7 +16,11 @@ where the databases disagree live here, one small class per database:
 - insert-if-absent (``ON CONFLICT DO NOTHING`` or ``ON DUPLICATE KEY UPDATE``);
 - the lock that serialises table creation between processes;
 - which driver errors are worth retrying (deadlocks, serialisation failures,
-  a busy SQLite file, a dropped connection).
+  a busy SQLite file, a dropped connection), which mean the database is out of
+  reach for now (``Problem.OUTAGE``: refused or lost connections, a server
+  shutting down, too many connections, a full disk, a read-only file), and
+  which are a size limit (``Problem.TOO_LARGE``), named with the database's own
+  name for it (``max_allowed_packet``, ``SQLITE_LIMIT_LENGTH`` ...).
 
 Reads never need a snapshot: the store checks versions instead (see
 ``store``). Job claims use ``SELECT ... FOR UPDATE SKIP LOCKED`` on every
@@ -27,11 +31,13 @@ database: SQLite's compiler leaves the clause out, and its single writer lock
 from __future__ import annotations
 
 import contextlib
+import enum
 import random
 import sqlite3
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Double, Table, cast, event, extract, func, text
@@ -39,12 +45,138 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.sql.expression import ColumnElement, Insert
 
-__all__ = ["Dialect", "dialect_for"]
+__all__ = ["Diagnosis", "Dialect", "Problem", "dialect_for", "statement_size"]
 
 # Driver error codes after which the whole transaction may simply run again.
 _PG_RETRY = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
 _MYSQL_RETRY = frozenset({1205, 1213})  # lock wait timeout, deadlock
 _SCHEMA_LOCK = "runfox_schema"
+
+# PostgreSQL SQLSTATEs that mean "not now" (the reason is the key's meaning).
+_PG_OUTAGE = {
+    "57P01": "the server is shutting down (admin shutdown)",
+    "57P02": "the server crashed (crash shutdown)",
+    "57P03": "the server is starting up or shutting down",
+    "57P05": "the connection was closed for being idle",
+    "53300": "too many connections",
+    "53100": "disk full",
+    "53200": "the server is out of memory",
+    "25006": "the database is read-only",
+    "58030": "the server hit an I/O error",
+}
+# PostgreSQL SQLSTATEs that are a size limit.
+_PG_TOO_LARGE = frozenset({"54000", "54001", "22001"})
+# MySQL/MariaDB error numbers that mean "not now".
+_MYSQL_OUTAGE = {
+    2002: "cannot connect (no server at the socket)",
+    2003: "connection refused",
+    2005: "unknown host",
+    2006: "the server has gone away",
+    2013: "the connection was lost",
+    2014: "the connection is out of sync",
+    2055: "the connection was lost",
+    1040: "too many connections",
+    1053: "the server is shutting down",
+    1927: "the connection was killed",
+    4031: "the server closed an idle connection",
+    1021: "disk full",
+    1114: "a table is full (disk full?)",
+    1290: "the server is read-only (--read-only)",
+    1836: "the server is read-only",
+    1792: "the transaction is read-only",
+    1030: "the storage engine failed (disk full or read-only?)",
+}
+_MYSQL_PACKET = 1153  # ER_NET_PACKET_TOO_LARGE
+_MYSQL_TOO_LARGE = frozenset({_MYSQL_PACKET, 1406, 1118, 1301})  # data too long, row size
+# SQLite result codes (primary, from ``sqlite_errorname``) that mean "not now";
+# SQLITE_BUSY and SQLITE_LOCKED are contention.
+_SQLITE_OUTAGE = {
+    "SQLITE_FULL": "disk full",
+    "SQLITE_READONLY": "the database is read-only",
+    "SQLITE_CANTOPEN": "the database file cannot be opened",
+    "SQLITE_IOERR": "disk I/O error",
+    "SQLITE_PERM": "access denied",
+    "SQLITE_NOLFS": "the file system cannot hold a file this large",
+}
+
+
+class Problem(enum.Enum):
+    """What a driver error means for the unit of work that raised it."""
+
+    #: Lost a race (deadlock, serialisation failure, a locked SQLite file):
+    #: running the unit again soon should work.
+    CONTENTION = "contention"
+    #: The database is out of reach or cannot take writes now (refused or lost
+    #: connection, restart, full disk, read-only): retry for longer.
+    OUTAGE = "outage"
+    #: A size limit: the same work fails the same way every time.
+    TOO_LARGE = "too large"
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """A classified driver error: the ``problem``, the cause in a few words, and
+    for ``TOO_LARGE`` the ``backend``'s name, its ``limit`` and the ``size`` sent."""
+
+    problem: Problem
+    cause: str
+    backend: str = ""
+    limit: str = ""
+    size: int | None = None
+
+
+def statement_size(statement: str | None, params: Any) -> int:
+    """Roughly how many bytes a statement and its parameters take on the wire."""
+    total = len((statement or "").encode("utf-8", "replace"))
+    batches: Sequence[Any] = params if isinstance(params, list | tuple) else [params]
+    for batch in batches:
+        values = batch.values() if isinstance(batch, Mapping) else (
+            batch if isinstance(batch, list | tuple) else [batch])
+        for value in values:
+            if isinstance(value, str):
+                total += len(value.encode("utf-8", "replace"))
+            elif isinstance(value, bytes | bytearray | memoryview):
+                total += len(value)
+    return total
+
+
+def megabytes(size: int) -> str:
+    """``size`` bytes for a person: ``17 MB``, ``1.5 MB``, ``195 kB``, ``900 bytes``."""
+    if size < 1024:
+        return f"{size} bytes"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.0f} kB"
+    mb = size / (1024 * 1024)
+    return f"{mb:.0f} MB" if mb >= 10 or mb == int(mb) else f"{mb:.1f} MB"
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from or during, newest first.
+
+    A rollback that fails on a dead connection hides the error that killed it
+    (MariaDB closes the connection after refusing an oversized packet), so the
+    interesting error can sit in ``__context__``.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _driver_errors(exc: BaseException) -> Iterator[tuple[DBAPIError | None, BaseException]]:
+    """(SQLAlchemy wrapper or None, driver error) for every error in ``exc``'s chain."""
+    for item in _chain(exc):
+        if isinstance(item, DBAPIError):
+            if item.orig is not None:
+                yield item, item.orig
+        else:
+            yield None, item
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 class Dialect:
@@ -93,9 +225,53 @@ class Dialect:
 
     def transient(self, exc: DBAPIError) -> bool:
         """True when running the transaction again may succeed."""
+        found = self.diagnose(exc)
+        return found is not None and found.problem is not Problem.TOO_LARGE
+
+    def outage_delay(self, attempt: int) -> float | None:
+        """Like ``retry_delay``, for an outage: five jittered tries, about 0.6 s
+        in all. A longer wait is the caller's (the worker loop's) business."""
+        return random.uniform(0.0, 0.02 * 2 ** attempt) if attempt < 5 else None
+
+    def diagnose(self, exc: DBAPIError) -> Diagnosis | None:
+        """What ``exc`` means (see ``Problem``); ``None`` for any other error."""
+        # A size limit anywhere in the chain explains the lost connection after it.
+        found = [d for d in (self._diagnose_one(w, o) for w, o in _driver_errors(exc))
+                 if d is not None]
+        for diagnosis in found:
+            if diagnosis.problem is Problem.TOO_LARGE:
+                return diagnosis
+        if found:
+            return found[0]
         if exc.connection_invalidated:
-            return True
-        return getattr(exc.orig, "sqlstate", None) in _PG_RETRY
+            return Diagnosis(Problem.OUTAGE, "the connection was lost")
+        return None
+
+    def _diagnose_one(self, wrapper: DBAPIError | None, orig: BaseException
+                      ) -> Diagnosis | None:
+        """PostgreSQL (psycopg): by SQLSTATE; a connection error has none."""
+        state = getattr(orig, "sqlstate", None)
+        if state in _PG_RETRY:
+            return Diagnosis(Problem.CONTENTION, "a deadlock or serialisation failure")
+        if state in _PG_TOO_LARGE:
+            size = statement_size(wrapper.statement, wrapper.params) if wrapper else None
+            return Diagnosis(Problem.TOO_LARGE, _one_line(orig), "PostgreSQL",
+                             _one_line(orig), size)
+        if state in _PG_OUTAGE:
+            return Diagnosis(Problem.OUTAGE, _PG_OUTAGE[state])
+        if state is None and type(orig).__name__ in ("OperationalError", "InterfaceError"):
+            text = str(orig).lower()
+            if "refused" in text:
+                return Diagnosis(Problem.OUTAGE, "connection refused")
+            if "timeout" in text or "timed out" in text:
+                return Diagnosis(Problem.OUTAGE, "connection timed out")
+            if "closed" in text or "lost" in text or "terminat" in text:
+                return Diagnosis(Problem.OUTAGE, "the connection was lost")
+            if "resolve" in text or "name or service" in text:
+                return Diagnosis(Problem.OUTAGE, "unknown host")
+            if "connection" in text:
+                return Diagnosis(Problem.OUTAGE, "cannot connect")
+        return None
 
 
 class PostgresDialect(Dialect):
@@ -110,6 +286,7 @@ class MySQLDialect(Dialect):
     """MySQL and MariaDB (InnoDB)."""
 
     name = "mysql"
+    _max_packet: int | None = None
 
     def now(self) -> ColumnElement[Any]:
         return cast(func.unix_timestamp(func.now(6)), Double)
@@ -133,11 +310,52 @@ class MySQLDialect(Dialect):
         finally:
             conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": _SCHEMA_LOCK})
 
-    def transient(self, exc: DBAPIError) -> bool:
-        if exc.connection_invalidated:
-            return True
-        args: tuple[Any, ...] = getattr(exc.orig, "args", ())
-        return bool(args) and args[0] in _MYSQL_RETRY
+    @property
+    def server(self) -> str:
+        """``MariaDB`` or ``MySQL``, as the server reported at connect."""
+        return "MariaDB" if getattr(self.engine.dialect, "is_mariadb", False) else "MySQL"
+
+    def max_packet(self) -> int | None:
+        """The server's ``max_allowed_packet`` in bytes (asked when needed)."""
+        if self._max_packet is None:
+            try:
+                with self.engine.connect() as conn:
+                    self._max_packet = int(conn.execute(
+                        text("SELECT @@max_allowed_packet")).scalar_one())
+            except Exception:  # only used to word an error
+                return None
+        return self._max_packet
+
+    def _packet_refused(self, size: int | None) -> Diagnosis:
+        limit = self.max_packet()
+        limit_text = (f"max_allowed_packet is {megabytes(limit)}" if limit
+                      else "max_allowed_packet")
+        return Diagnosis(Problem.TOO_LARGE, f"{self.server} refused a statement over "
+                         "max_allowed_packet", self.server, limit_text, size)
+
+    def _diagnose_one(self, wrapper: DBAPIError | None, orig: BaseException
+                      ) -> Diagnosis | None:
+        """MySQL/MariaDB (PyMySQL): by error number."""
+        args: tuple[Any, ...] = getattr(orig, "args", ())
+        code = args[0] if args and isinstance(args[0], int) else None
+        size = statement_size(wrapper.statement, wrapper.params) if wrapper else None
+        if code in _MYSQL_RETRY:
+            return Diagnosis(Problem.CONTENTION, "a deadlock or lock wait timeout")
+        if code == _MYSQL_PACKET:
+            return self._packet_refused(size)
+        if code in _MYSQL_TOO_LARGE:
+            return Diagnosis(Problem.TOO_LARGE, _one_line(orig), self.server,
+                             _one_line(orig), size)
+        if code in (2006, 2013, 2055) and size and size > 1024 * 1024:
+            # The server may drop the connection before its 1153 reaches us.
+            limit = self.max_packet()
+            if limit is not None and size > limit:
+                return self._packet_refused(size)
+        if code in _MYSQL_OUTAGE:
+            return Diagnosis(Problem.OUTAGE, _MYSQL_OUTAGE[code])
+        if type(orig).__name__ == "InterfaceError":
+            return Diagnosis(Problem.OUTAGE, "the connection is closed")
+        return None
 
 
 class SqliteDialect(Dialect):
@@ -225,8 +443,34 @@ class SqliteDialect(Dialect):
     def schema_lock(self, conn: Connection) -> Iterator[None]:
         yield  # the write transaction (BEGIN IMMEDIATE) already excludes other writers
 
-    def transient(self, exc: DBAPIError) -> bool:
-        return exc.connection_invalidated or "locked" in str(exc.orig)
+    def _diagnose_one(self, wrapper: DBAPIError | None, orig: BaseException
+                      ) -> Diagnosis | None:
+        """SQLite: by result code (``sqlite_errorname``, primary code only)."""
+        name = getattr(orig, "sqlite_errorname", None)
+        if not isinstance(name, str):
+            if isinstance(orig, sqlite3.Error) and "locked" in str(orig):
+                return Diagnosis(Problem.CONTENTION, "the database is locked")
+            return None
+        base = "_".join(name.split("_")[:2])  # SQLITE_IOERR_WRITE -> SQLITE_IOERR
+        if base in ("SQLITE_BUSY", "SQLITE_LOCKED"):
+            return Diagnosis(Problem.CONTENTION, "the database is locked")
+        if base == "SQLITE_TOOBIG":
+            size = statement_size(wrapper.statement, wrapper.params) if wrapper else None
+            return Diagnosis(Problem.TOO_LARGE, "string or blob too big", "SQLite",
+                             f"its length limit (SQLITE_LIMIT_LENGTH) is {self.length_limit()}",
+                             size)
+        if base in _SQLITE_OUTAGE:
+            return Diagnosis(Problem.OUTAGE, _SQLITE_OUTAGE[base])
+        return None
+
+    def length_limit(self) -> str:
+        """SQLITE_LIMIT_LENGTH of this engine's connections, for an error message."""
+        try:
+            with self.engine.connect() as conn:
+                raw: sqlite3.Connection = conn.connection.driver_connection  # type: ignore[assignment]
+                return f"{raw.getlimit(sqlite3.SQLITE_LIMIT_LENGTH):,} bytes"
+        except Exception:  # only used to word an error
+            return "unknown"
 
 
 def dialect_for(engine: Engine, owned: bool = False, **sqlite_options: Any) -> Dialect:
