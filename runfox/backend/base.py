@@ -25,7 +25,8 @@ from ..jsonvalue import json_copy
 from ..records import WorkflowRecord
 from ..results import Dispatch, DispatchJob, Result, StateChangeEvent, WorkResult
 from ..spec import WorkflowSpec, spec_for
-from .runner import InProcessRunner, InProcessWorker, Runner
+from ..inprocess import InProcessWorker  # layering follow-up: see tests/test_layers.py
+from .runner import InProcessRunner, Runner
 from .store import InMemoryStore, Store
 
 __all__ = ["Backend", "StateChangeCallback"]
