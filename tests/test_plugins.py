@@ -194,7 +194,7 @@ def test_an_entry_point_adds_a_scheme(demo_site: Path) -> None:
 def test_an_entry_point_that_cannot_load_names_its_package(site: Path) -> None:
     make_distribution(site, "runfox-demo-broken", {"demo": "runfox_demo_missing:parts"})
     registry.refresh()
-    with pytest.raises(BackendError, match="runfox-demo-broken 0.1.*runfox_demo_missing"):
+    with pytest.raises(BackendError, match=r"runfox-demo-broken 0\.1.*runfox_demo_missing"):
         parts_from_url("demo://")
 
 

@@ -160,7 +160,7 @@ def _import(reference: str, scheme: str, origin: str) -> BackendFactory:
     if not callable(target):
         raise BackendError(f"backend scheme {scheme!r} ({origin}): {reference!r} is a "
                            f"{type(target).__name__}, not a factory")
-    return target  # type: ignore[no-any-return]
+    return target
 
 
 def _origin(ep: EntryPoint) -> str:
