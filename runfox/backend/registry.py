@@ -41,11 +41,13 @@ from .runner import InProcessRunner, Runner
 from .store import InMemoryStore, Store
 
 __all__ = [
+    "BUILTIN",
     "ENTRY_POINT_GROUP",
     "BackendFactory",
     "factory_for",
     "known_schemes",
     "memory_parts",
+    "refresh",
     "register",
     "unregister",
 ]
