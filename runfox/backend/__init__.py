@@ -12,8 +12,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from ..inprocess import InProcessWorker  # the seed's name here; it lives in the workers layer
 from .base import Backend
-from .runner import InProcessRunner, InProcessWorker, Runner
+from .runner import InProcessRunner, Runner
 from .store import ExecutionSummary, InMemoryStore, Store
 
 __all__ = [

@@ -21,11 +21,12 @@ from .. import graph
 from ..errors import ConflictError, NotJSONError, SpecError, SpecProblem
 from ..execution import Executor
 from ..ids import new_execution_id, step_key, step_run_key
+from ..inprocess import InProcessWorker  # layering follow-up: see tests/test_layers.py
 from ..jsonvalue import json_copy
 from ..records import WorkflowRecord
 from ..results import Dispatch, DispatchJob, Result, StateChangeEvent, WorkResult
 from ..spec import WorkflowSpec, spec_for
-from .runner import InProcessRunner, InProcessWorker, Runner
+from .runner import InProcessRunner, Runner
 from .store import InMemoryStore, Store
 
 __all__ = ["Backend", "StateChangeCallback"]

@@ -21,9 +21,10 @@ checks it):
   itself: the runner forgets the job (it is not handed out again) and need not
   store the result.
 
-A worker harness (``InProcessWorker`` here; ``runfox worker`` and the Lambda
-handlers for the SQL and AWS runners) takes jobs, calls the executor through
-``runfox.execution.run_job`` and submits results.
+A worker harness (``runfox.inprocess.InProcessWorker``, ``runfox worker`` and
+the Lambda handlers) takes jobs, calls the executor through
+``runfox.execution.run_job`` and submits results. Harnesses import runners, never
+the other way round.
 """
 
 from __future__ import annotations
@@ -33,11 +34,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from ..execution import Executor, run_job
 from ..jsonvalue import json_copy
 from ..results import DispatchJob, WorkResult, job_key
 
-__all__ = ["InProcessRunner", "InProcessWorker", "Runner"]
+__all__ = ["InProcessRunner", "Runner"]
 
 
 class Runner(ABC):
@@ -186,23 +186,3 @@ class InProcessRunner(Runner):
             for key in [k for k in self._pending if k.startswith(prefix)]:
                 del self._pending[key]
 
-
-class InProcessWorker:
-    """Runs a runner's pending jobs through an executor, in the calling thread.
-
-    ``run`` takes every pending job, calls the executor for each (an exception or
-    a bad return value becomes an error result) and submits the results.
-    """
-
-    def __init__(self, runner: Runner, executor: Executor) -> None:
-        self.runner = runner
-        self.executor = executor
-
-    def run(self, workflow_execution_id: str | None = None) -> int:
-        """Execute every pending job; return how many ran."""
-        jobs = self.runner.take_pending_jobs()
-        for job in jobs:
-            output = run_job(self.executor, job)
-            self.runner.submit_work_result(job.workflow_execution_id, job.step_id, output,
-                                           job.run_id)
-        return len(jobs)

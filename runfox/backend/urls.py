@@ -4,6 +4,8 @@
   the SQL store and runner (``runfox.backend.sql``), one database for both.
 - ``aws://...``: DynamoDB store and SQS runner (``runfox.backend.aws``).
 - ``memory://``: in-memory store and in-process runner (one process only).
+- any scheme an installed package declares in the entry point group
+  ``runfox.backends`` (see ``runfox.backend.registry``).
 
 ``$RUNFOX_BACKEND`` supplies the URL when none is given; the default is
 ``sqlite:///runfox.db`` in the current directory.
@@ -11,21 +13,19 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import re
 from typing import Any
 
 from .base import Backend
-from .runner import InProcessRunner, Runner
-from .store import InMemoryStore, Store
+from .registry import factory_for
+from .runner import Runner
+from .store import Store
 
 __all__ = ["DEFAULT_URL", "backend_from_url", "default_backend_url", "mask_url",
            "parts_from_url", "url_secrets"]
 
 DEFAULT_URL = "sqlite:///runfox.db"
-
-_SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
 
 
 def default_backend_url() -> str:
@@ -92,19 +92,27 @@ def url_secrets(url: str) -> tuple[str, ...]:
 
 
 def parts_from_url(url: str, **options: Any) -> tuple[Store, Runner]:
-    """A (store, runner) pair for ``url``; ``ValueError`` for a scheme runfox lacks."""
-    scheme = url.split(":", 1)[0].lower()
-    base = scheme.split("+", 1)[0]
-    if base in _SQL_SCHEMES:
-        module = importlib.import_module(".sql", __package__)
-    elif base == "aws":
-        module = importlib.import_module(".aws", __package__)
-    elif base == "memory":
-        return InMemoryStore(), InProcessRunner()
-    else:
-        raise ValueError(f"unknown backend URL {mask_url(url)!r}: expected sqlite:///FILE, "
-                         "postgresql+psycopg://..., mysql+pymysql://..., aws://... or memory://")
-    return module.parts_from_url(url, **options)
+    """A (store, runner) pair for ``url``, from the factory registered for its scheme.
+
+    ``options`` go to the factory (the SQL factory takes ``lease``, ``cache_size``
+    and more; see each backend). Schemes come from ``runfox.backend.registry``.
+
+    Raises:
+        ValueError: the URL has no scheme, no package provides it (the message
+            lists the known schemes), or the factory rejects the URL or an option.
+        BackendError: the factory cannot be loaded, or cannot reach its backend.
+    """
+    scheme, sep, _ = url.partition(":")
+    if not sep or not scheme:
+        raise ValueError(f"backend URL {mask_url(url)!r} has no scheme: expected "
+                         "sqlite:///FILE, postgresql+psycopg://..., mysql+pymysql://..., "
+                         "aws://..., memory:// or a scheme a plug-in registers")
+    parts = factory_for(scheme)(url, **options)
+    if (not isinstance(parts, tuple) or len(parts) != 2 or not isinstance(parts[0], Store)
+            or not isinstance(parts[1], Runner)):
+        raise TypeError(f"the factory for {scheme!r} URLs returned {type(parts).__name__}, "
+                        "not a (Store, Runner) pair")
+    return parts
 
 
 def backend_from_url(url: str | None = None, *, executor: Any = None, **options: Any

@@ -10,7 +10,12 @@
     runfox cancel ID [--reason TEXT] [--backend URL]
     runfox graph SPEC [--format mermaid|dot] [--execution ID] [--backend URL]
 
-``--backend`` defaults to ``$RUNFOX_BACKEND``, else ``sqlite:///runfox.db`` in the
+``runfox`` alone prints the help on stderr and exits 2 (a missing command is a
+usage error, as argparse treats a missing argument); ``runfox --help`` prints it on
+stdout and exits 0; ``runfox --version`` prints the version. ``--backend`` and
+``--debug`` may also come before the command (``runfox --backend URL list``); given
+in both places, the command's own value wins. ``--backend`` defaults to
+``$RUNFOX_BACKEND``, else ``sqlite:///runfox.db`` in the
 current directory; ``--executor`` defaults to ``$RUNFOX_EXECUTOR``. The current
 directory is searched for the executor's module after installed packages (see
 ``runfox.worker.load_executor``), so ``--executor tasks:execute`` finds
@@ -29,6 +34,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+from .. import __version__
 from ..backend.urls import default_backend_url, mask_url
 from ..errors import BackendError, SpecError, UnknownStepError, WorkflowNotFound
 from ..status import WorkflowStatus
@@ -48,15 +54,40 @@ def _positive_float(text: str) -> float:
     return value
 
 
+_BACKEND_HELP = ("sqlite:///FILE, postgresql+psycopg://..., mysql+pymysql://..., aws://..., "
+                 "memory:// or a plug-in's scheme (default: $RUNFOX_BACKEND, else "
+                 "sqlite:///runfox.db)")
+_DEBUG_HELP = "debug logging, and a traceback on error"
+
+# One example per command, shown at the end of its --help.
+_EXAMPLES = {
+    "run": ["runfox run hello.yaml --executor tasks:execute --input name=world",
+            "runfox run etl.yaml --backend postgresql+psycopg://app@db/runfox"
+            "  # jobs go to workers"],
+    "start": ['id=$(runfox start etl.yaml --inputs @inputs.json) && runfox status "$id"'],
+    "worker": ["runfox worker --backend sqlite:///runfox.db --executor tasks:execute "
+               "--concurrency 4"],
+    "status": ['runfox status "$(runfox start etl.yaml)" --json'],
+    "list": ["runfox list --status in_progress --limit 10"],
+    "cancel": ['runfox cancel "$id" --reason "superseded by a newer run"'],
+    "graph": ["runfox graph etl.yaml --format dot | dot -Tsvg > etl.svg",
+              'runfox graph etl.yaml --execution "$id"'],
+}
+
+
+def _command(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+             parents: list[argparse.ArgumentParser], summary: str) -> argparse.ArgumentParser:
+    examples = "\n".join(f"  {line}" for line in _EXAMPLES[name])
+    return sub.add_parser(name, parents=parents, help=summary, description=summary,
+                          epilog=f"examples:\n{examples}",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--backend", metavar="URL", default=None,
-                        help="sqlite:///FILE, postgresql+psycopg://..., mysql+pymysql://..., "
-                             "aws://... or memory:// (default: $RUNFOX_BACKEND, else "
-                             "sqlite:///runfox.db)")
-    common.add_argument("--debug", action="store_true",
-                        help="debug logging, and a traceback on error")
+    common.add_argument("--backend", metavar="URL", default=None, help=_BACKEND_HELP)
+    common.add_argument("--debug", action="store_true", default=False, help=_DEBUG_HELP)
 
     inputs = argparse.ArgumentParser(add_help=False)
     inputs.add_argument("--input", action="append", metavar="KEY=VALUE",
@@ -67,13 +98,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="runfox", description="Run and inspect runfox workflows.",
-        epilog="exit codes: 0 complete/ok, 1 failed or cancelled, 2 bad spec or usage, "
-               "3 halted, 4 backend unreachable or misconfigured, 5 timeout, "
-               "130 interrupted")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="""\
+--backend and --debug also work before COMMAND; the command's own value wins.
+`runfox COMMAND --help` shows a command's options and an example.
+
+examples:
+  runfox run hello.yaml --executor tasks:execute --input name=world
+  runfox --backend sqlite:///runfox.db list
+
+exit codes: 0 complete/ok, 1 failed or cancelled, 2 bad spec or usage (also: no
+COMMAND), 3 halted, 4 backend unreachable or misconfigured, 5 timeout, 130 interrupted""")
+    parser.add_argument("--version", action="version", version=f"runfox {__version__}",
+                        help="print runfox's version and exit")
+    # Before the command: other dests, so a command's defaults cannot overwrite them.
+    parser.add_argument("--backend", metavar="URL", dest="global_backend", default=None,
+                        help=_BACKEND_HELP)
+    parser.add_argument("--debug", action="store_true", dest="global_debug", default=False,
+                        help=_DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("run", parents=[common, inputs],
-                       help="create an execution and drive it to its end")
+    p = _command(sub, "run", [common, inputs], "create an execution and drive it to its end")
     p.add_argument("spec", metavar="SPEC", help="workflow YAML file, or - for stdin")
     p.add_argument("--executor", metavar="MODULE:ATTR",
                    default=os.environ.get("RUNFOX_EXECUTOR") or None,
@@ -86,13 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(handler=commands.run)
 
-    p = sub.add_parser("start", parents=[common, inputs],
-                       help="create an execution, dispatch its first jobs, print its id")
+    p = _command(sub, "start", [common, inputs],
+                 "create an execution, dispatch its first jobs, print its id")
     p.add_argument("spec", metavar="SPEC", help="workflow YAML file, or - for stdin")
     p.set_defaults(handler=commands.start)
 
-    p = sub.add_parser("worker", parents=[common],
-                       help="claim and run jobs until SIGTERM/SIGINT")
+    p = _command(sub, "worker", [common], "claim and run jobs until SIGTERM/SIGINT")
     p.add_argument("--executor", metavar="MODULE:ATTR",
                    default=os.environ.get("RUNFOX_EXECUTOR") or None,
                    help="the (fn, inputs) -> dict callable (default: $RUNFOX_EXECUTOR)")
@@ -119,26 +163,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-jobs", type=int, metavar="N", help="exit after N jobs")
     p.set_defaults(handler=commands.worker)
 
-    p = sub.add_parser("status", parents=[common], help="show one execution")
-    p.add_argument("id", metavar="ID", help="the execution id (workflow_execution_id)")
+    p = _command(sub, "status", [common], "show one execution")
+    p.add_argument("id", metavar="ID", help="the execution id (workflow_execution_id), as "
+                                            "`runfox start` and `runfox list` print it")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(handler=commands.status)
 
-    p = sub.add_parser("list", parents=[common], help="list executions, newest first")
-    p.add_argument("--status", choices=[s.value for s in WorkflowStatus])
-    p.add_argument("--limit", type=int, default=50, metavar="N", help="default 50")
+    p = _command(sub, "list", [common], "list executions, newest first")
+    p.add_argument("--status", choices=[s.value for s in WorkflowStatus],
+                   help="only executions in this status")
+    p.add_argument("--limit", type=int, default=50, metavar="N",
+                   help="at most N executions (default 50)")
     p.add_argument("--json", action="store_true", help="a JSON array on stdout")
     p.set_defaults(handler=commands.list_executions)
 
-    p = sub.add_parser("cancel", parents=[common], help="cancel a running execution")
-    p.add_argument("id", metavar="ID")
+    p = _command(sub, "cancel", [common], "cancel a running execution")
+    p.add_argument("id", metavar="ID", help="the execution id (workflow_execution_id)")
     p.add_argument("--reason", metavar="TEXT", help="recorded in the outcome")
     p.set_defaults(handler=commands.cancel)
 
-    p = sub.add_parser("graph", parents=[common],
-                       help="print the step graph (Mermaid or Graphviz DOT)")
+    p = _command(sub, "graph", [common], "print the step graph (Mermaid or Graphviz DOT)")
     p.add_argument("spec", metavar="SPEC", help="workflow YAML file, or - for stdin")
-    p.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
+    p.add_argument("--format", choices=("mermaid", "dot"), default="mermaid",
+                   help="mermaid (default) or dot (Graphviz)")
     p.add_argument("--execution", metavar="ID", help="colour the steps by this "
                                                      "execution's status")
     p.set_defaults(handler=commands.graph)
@@ -155,8 +202,13 @@ def _one_line(exc: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``runfox`` command line; returns the exit code (see ``runfox.cli.exits``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:  # no command: the help, as a usage error
+        build_parser().print_help(sys.stderr)
+        return EXIT_USAGE
     args = build_parser().parse_args(argv)
-    args.backend = args.backend or default_backend_url()
+    args.debug = args.debug or args.global_debug
+    args.backend = args.backend or args.global_backend or default_backend_url()
     args.backend_shown = mask_url(args.backend)
     level = logging.DEBUG if args.debug else (
         logging.INFO if args.command == "worker" else logging.WARNING)

@@ -1,0 +1,411 @@
+"""The Store, Runner and Backend contract suites, for runfox's backends and anyone else's.
+
+Every backend runfox ships runs these unchanged, and so can a backend in another
+package: subclass the contract classes in a pytest test module and give each a
+fixture that returns fresh, empty instances::
+
+    import pytest
+    from runfox.testing import BackendContract, RunnerContract, StoreContract
+
+    class TestMyStore(StoreContract):
+        @pytest.fixture
+        def store(self):
+            return MyStore(...)
+
+    class TestMyRunner(RunnerContract):
+        supports_leases = True      # the lease tests run only when True
+
+        @pytest.fixture
+        def runner(self):
+            return MyRunner(...)
+
+    class TestMyBackend(BackendContract):
+        @pytest.fixture
+        def parts(self):
+            return MyStore(...), MyRunner(...)
+
+A backend is done when all three pass. The helpers beside them (``fan_spec``,
+``chain_spec``, ``fan_executor``, ``new_record``, ``bump``, ``job``) build the
+specs, records and jobs the suites use, for a backend's own extra tests.
+
+This module needs pytest (``pip install 'runfox[dev]'``, or just ``pytest``);
+nothing else in runfox imports it, so runfox itself never needs pytest.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+try:
+    import pytest
+except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environment
+    raise ModuleNotFoundError(
+        "runfox.testing needs pytest: pip install 'runfox[dev]' (or pytest)",
+        name=exc.name) from exc
+
+from .backend import Backend, InProcessRunner, Runner, Store
+from .errors import ConflictError, WorkflowNotFound
+from .graph import advance, on_step_result
+from .ids import new_execution_id
+from .records import WorkflowRecord
+from .results import Complete, Dispatch, DispatchJob, Halt
+from .spec import load_spec
+from .status import StepStatus, WorkflowStatus
+from .workflow import Workflow
+
+__all__ = [
+    "BackendContract",
+    "RunnerContract",
+    "StoreContract",
+    "bump",
+    "chain_spec",
+    "fan_executor",
+    "fan_spec",
+    "job",
+    "new_record",
+]
+
+
+def fan_spec(width: int, name: str = "fan") -> dict[str, Any]:
+    """``root`` feeds ``width`` parallel ``leaf`` steps whose outputs ``sink`` adds up.
+
+    Run with ``fan_executor`` and input ``n``; the outcome is
+    ``{"total": n * sum(range(width))}``.
+    """
+    steps: list[dict[str, Any]] = [{"id": "root", "fn": "seed", "input": {"n": {"var": "input.n"}}}]
+    for i in range(width):
+        steps.append({"id": f"leaf{i}", "fn": "leaf", "depends_on": ["root"],
+                      "input": {"i": i, "n": {"var": "steps.root.output.n"}}})
+    steps.append({"id": "sink", "fn": "sink", "depends_on": [f"leaf{i}" for i in range(width)],
+                  "input": {"state": {"var": "state"}}})
+    return {"name": name, "steps": steps,
+            "outputs": {"total": {"var": "steps.sink.output.total"}}}
+
+
+def chain_spec(length: int) -> dict[str, Any]:
+    """``length`` steps, each adding one to the output of the one before."""
+    steps: list[dict[str, Any]] = [{"id": "s0", "fn": "inc", "input": {"x": {"var": "input.x"}}}]
+    for i in range(1, length):
+        steps.append({"id": f"s{i}", "fn": "inc", "depends_on": [f"s{i - 1}"],
+                      "input": {"x": {"var": f"steps.s{i - 1}.output.x"}}})
+    return {"name": f"chain{length}", "steps": steps,
+            "outputs": {"x": {"var": f"steps.s{length - 1}.output.x"}}}
+
+
+def fan_executor(fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The executor for ``fan_spec`` (``seed``, ``leaf``, ``sink``)."""
+    if fn == "seed":
+        return {"n": inputs["n"]}
+    if fn == "leaf":
+        return {f"k{inputs['i']}": inputs["i"] * inputs["n"]}
+    if fn == "sink":
+        return {"total": sum(v for k, v in inputs["state"].items() if k.startswith("k"))}
+    raise ValueError(fn)
+
+
+def new_record(spec: dict[str, Any], inputs: dict[str, Any] | None = None,
+               created_at: float = 1_700_000_000.0) -> WorkflowRecord:
+    """A fresh version-1 record of ``spec``, as ``Backend.create`` would write it."""
+    plan = load_spec(spec)
+    return WorkflowRecord(workflow_id=plan.workflow_id, execution_id=new_execution_id(created_at),
+                          spec=plan.raw, inputs=inputs or {}, version=1, created_at=created_at,
+                          updated_at=created_at, plan=plan)
+
+
+def bump(new: WorkflowRecord, old: WorkflowRecord) -> WorkflowRecord:
+    """``new`` with the version and time a write after ``old`` gives it."""
+    return new.evolve(version=old.version + 1, updated_at=old.updated_at + 1)
+
+
+def job(wf: str, step: str, run_id: int = 0, **inputs: Any) -> DispatchJob:
+    """A job for a runner test: ``fn_<step>`` with ``inputs`` (default ``{"x": 1}``)."""
+    return DispatchJob(wf, step, "fn_" + step, inputs or {"x": 1}, run_id, 1, None)
+
+
+class StoreContract:
+    """What every Store must do. Provide a ``store`` fixture (fresh and empty)."""
+
+    def test_load_missing_is_a_keyerror(self, store: Store) -> None:
+        with pytest.raises(KeyError):
+            store.load("nope#nothing")
+        with pytest.raises(WorkflowNotFound):
+            store.load("nope#nothing")
+
+    def test_create_and_load_round_trip(self, store: Store) -> None:
+        record = new_record(fan_spec(3), {"n": 2, "text": "héllo ✓", "f": 0.1, "nested": [{}]})
+        store.write(record)
+        loaded = store.load(record.workflow_execution_id)
+        assert loaded == record
+        assert loaded.to_dict() == record.to_dict()
+        assert loaded.steps["leaf1"].status is StepStatus.READY
+
+    def test_create_twice_conflicts(self, store: Store) -> None:
+        record = new_record(fan_spec(1))
+        store.write(record)
+        with pytest.raises(ConflictError):
+            store.write(record)
+
+    def test_version_must_follow_the_stored_one(self, store: Store) -> None:
+        v1 = new_record(fan_spec(2), {"n": 1})
+        store.write(v1)
+        v2 = bump(advance(v1, 10.0)[0], v1)
+        store.write(v2, previous=v1)
+        stale = bump(advance(v1, 11.0)[0], v1)  # also computed from v1: must lose
+        with pytest.raises(ConflictError):
+            store.write(stale, previous=v1)
+        skipped = stale.evolve(version=5)
+        with pytest.raises(ConflictError):
+            store.write(skipped)
+        loaded = store.load(v1.workflow_execution_id)
+        assert loaded.version == 2
+        assert loaded.to_dict() == v2.to_dict()
+
+    def test_delta_and_full_writes_agree(self, store: Store) -> None:
+        v1 = new_record(fan_spec(70), {"n": 3})  # more than one chunk of steps
+        store.write(v1)
+        v2 = bump(advance(v1, 10.0)[0], v1)
+        store.write(v2, previous=v1)
+        r3, _ = on_step_result(v2, "root", {"n": 3}, 0, 11.0)
+        v3 = bump(r3, v2)
+        store.write(v3)  # no previous: a full write
+        v4 = bump(advance(v3, 12.0)[0], v3)
+        store.write(v4, previous=v3)
+        loaded = store.load(v1.workflow_execution_id)
+        assert loaded.to_dict() == v4.to_dict()
+        assert loaded.ready == v4.ready and loaded.open == v4.open
+        assert sum(s.status is StepStatus.IN_PROGRESS for s in loaded.steps.values()) == 70
+
+    def test_records_of_different_executions_are_separate(self, store: Store) -> None:
+        a, b = new_record(fan_spec(1)), new_record(fan_spec(1))
+        store.write(a)
+        store.write(b)
+        a2 = bump(advance(a, 5.0)[0], a)
+        store.write(a2, previous=a)
+        assert store.load(b.workflow_execution_id).version == 1
+        assert store.load(a.workflow_execution_id).status is WorkflowStatus.IN_PROGRESS
+
+    def test_loaded_records_are_isolated(self, store: Store) -> None:
+        record = new_record(fan_spec(1), {"n": 1})
+        store.write(record)
+        loaded = store.load(record.workflow_execution_id)
+        with pytest.raises(AttributeError):
+            loaded.status = WorkflowStatus.COMPLETE  # type: ignore[misc]
+        changed = loaded.evolve(state={"x": 1})
+        assert changed.state == {"x": 1}
+        assert store.load(record.workflow_execution_id).state == {}
+
+    def test_list_executions(self, store: Store) -> None:
+        first = new_record(fan_spec(1, "first"), created_at=1000.0)
+        second = new_record(fan_spec(1, "second"), created_at=2000.0)
+        store.write(first)
+        store.write(second)
+        store.write(bump(advance(second, 2001.0)[0], second), previous=second)
+        listed = store.list_executions()
+        assert [s.workflow_execution_id for s in listed][:2] == [
+            second.workflow_execution_id, first.workflow_execution_id]
+        assert listed[0].name == "second"
+        running = store.list_executions(status="in_progress")
+        assert [s.workflow_execution_id for s in running] == [second.workflow_execution_id]
+        assert len(store.list_executions(limit=1)) == 1
+
+    def test_racing_writers_lose_nothing(self, store: Store) -> None:
+        """Eight threads apply results of a 50-wide fan-out through one Backend."""
+        backend = Backend(store=store, runner=InProcessRunner())
+        wf_id = backend.create(fan_spec(50), {"n": 2})
+        backend.advance(wf_id)
+        backend.on_step_result(wf_id, "root", {"n": 2}, 0)
+        dispatch = backend.advance(wf_id)
+        assert isinstance(dispatch, Dispatch) and len(dispatch.jobs) == 50
+        jobs = list(dispatch.jobs)
+        errors: list[BaseException] = []
+
+        def apply(part: list[DispatchJob]) -> None:
+            try:
+                for j in part:
+                    backend.on_step_result(wf_id, j.step_id, fan_executor(j.fn, j.inputs),
+                                           j.run_id)
+            except BaseException as exc:  # surfaced below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=apply, args=(jobs[i::8],)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        record = backend.load(wf_id)
+        assert sorted(k for k in record.state if k.startswith("k")) == sorted(
+            f"k{i}" for i in range(50))
+        assert all(record.steps[f"leaf{i}"].status is StepStatus.COMPLETE for i in range(50))
+        assert record.ready == frozenset({"sink"})
+
+
+class RunnerContract:
+    """What every Runner must do. Provide a ``runner`` fixture (fresh and empty)."""
+
+    #: Set True in subclasses whose runner holds taken jobs on a lease.
+    supports_leases = False
+
+    def test_dispatch_then_list_is_non_destructive(self, runner: Runner) -> None:
+        jobs = [job("wf#1", "a", x=1), job("wf#1", "b", x={"deep": ["ü", 1.5, None]})]
+        runner.dispatch("wf#1", jobs)
+        first = sorted(runner.list_pending_jobs(), key=lambda j: j.step_id)
+        second = sorted(runner.list_pending_jobs(), key=lambda j: j.step_id)
+        assert first == second == jobs
+
+    def test_take_consumes(self, runner: Runner) -> None:
+        runner.dispatch("wf#1", [job("wf#1", "a"), job("wf#1", "b")])
+        taken = runner.take_pending_jobs()
+        assert sorted(j.step_id for j in taken) == ["a", "b"]
+        assert runner.take_pending_jobs() == []
+        assert runner.list_pending_jobs() == []
+
+    def test_take_with_limit(self, runner: Runner) -> None:
+        runner.dispatch("wf#1", [job("wf#1", f"s{i}") for i in range(5)])
+        first = runner.take_pending_jobs(limit=2)
+        assert len(first) == 2
+        rest = runner.take_pending_jobs()
+        assert len(rest) == 3
+        assert {j.step_id for j in first} | {j.step_id for j in rest} == {
+            f"s{i}" for i in range(5)}
+
+    def test_dispatch_is_idempotent_per_job(self, runner: Runner) -> None:
+        a = job("wf#1", "a")
+        runner.dispatch("wf#1", [a])
+        runner.dispatch("wf#1", [a])
+        assert len(runner.list_pending_jobs()) == 1
+        taken = runner.take_pending_jobs()
+        runner.dispatch("wf#1", [a])  # held by a worker: not queued again
+        assert runner.list_pending_jobs() == []
+        runner.dispatch("wf#1", [job("wf#1", "a", run_id=1)])  # a new run is a new job
+        assert [j.run_id for j in runner.list_pending_jobs()] == [1]
+        assert taken[0].run_id == 0
+
+    def test_results_are_gathered_once_per_execution(self, runner: Runner) -> None:
+        runner.dispatch("wf#1", [job("wf#1", "a")])
+        runner.dispatch("wf#2", [job("wf#2", "a")])
+        for j in runner.take_pending_jobs():
+            assert runner.submit_work_result(j.workflow_execution_id, j.step_id,
+                                             {"from": j.workflow_execution_id, "v": [1, "é"]},
+                                             j.run_id)
+        got = runner.gather("wf#1")
+        assert len(got) == 1
+        step_id, output = got[0]  # the seed's (step_id, output) pair
+        assert (step_id, output, got[0].run_id) == ("a", {"from": "wf#1", "v": [1, "é"]}, 0)
+        assert runner.gather("wf#1") == []
+        assert [r.output["from"] for r in runner.gather("wf#2")] == ["wf#2"]
+
+    def test_gather_never_blocks_when_empty(self, runner: Runner) -> None:
+        start = time.monotonic()
+        assert runner.gather("wf#none") == []
+        assert time.monotonic() - start < 2.0
+
+    def test_a_repeated_result_is_recorded_once(self, runner: Runner) -> None:
+        runner.dispatch("wf#1", [job("wf#1", "a")])
+        (j,) = runner.take_pending_jobs()
+        assert runner.submit_work_result("wf#1", "a", {"v": 1}, j.run_id) is True
+        assert runner.submit_work_result("wf#1", "a", {"v": 2}, j.run_id) is False
+        assert [r.output for r in runner.gather("wf#1")] == [{"v": 1}]
+
+    def test_ack_forgets_a_finished_job(self, runner: Runner) -> None:
+        runner.dispatch("wf#1", [job("wf#1", "a"), job("wf#1", "b")])
+        taken = {j.step_id: j for j in runner.take_pending_jobs(lease=30.0)}
+        runner.ack(taken["a"], {"v": 1})
+        runner.release(taken["b"])
+        assert [j.step_id for j in runner.list_pending_jobs()] == ["b"]
+        assert [r.step_id for r in runner.gather("wf#1")] in ([], ["a"])  # stored or not
+        assert [j.step_id for j in runner.take_pending_jobs(lease=30.0)] == ["b"]
+
+    def test_an_acked_job_does_not_come_back_after_its_lease(self, runner: Runner) -> None:
+        if not self.supports_leases:
+            pytest.skip("this runner has no leases")
+        runner.dispatch("wf#1", [job("wf#1", "a")])
+        (held,) = runner.take_pending_jobs(lease=1.0)
+        runner.ack(held, {"ok": True})
+        assert runner.heartbeat(held, 1.0) is False
+        time.sleep(1.5)
+        assert runner.take_pending_jobs(lease=30.0) == []
+
+    def test_release_gives_a_job_back(self, runner: Runner) -> None:
+        runner.dispatch("wf#1", [job("wf#1", "a")])
+        (j,) = runner.take_pending_jobs()
+        runner.release(j)
+        again = runner.take_pending_jobs()
+        assert [x.key for x in again] == [j.key]
+
+    def test_cancel_drops_only_that_executions_jobs(self, runner: Runner) -> None:
+        runner.dispatch("wf#1", [job("wf#1", "a")])
+        runner.dispatch("wf#2", [job("wf#2", "a")])
+        runner.cancel("wf#1")
+        assert [j.workflow_execution_id for j in runner.list_pending_jobs()] == ["wf#2"]
+
+    def test_an_expired_lease_makes_a_job_claimable_again(self, runner: Runner) -> None:
+        if not self.supports_leases:
+            pytest.skip("this runner has no leases")
+        runner.dispatch("wf#1", [job("wf#1", "a")])
+        (first,) = runner.take_pending_jobs(lease=1.0)
+        assert runner.take_pending_jobs(lease=1.0) == []
+        deadline = time.monotonic() + 10
+        again: list[DispatchJob] = []
+        while not again and time.monotonic() < deadline:
+            time.sleep(0.25)
+            again = runner.take_pending_jobs(lease=30.0)
+        assert [j.key for j in again] == [first.key]
+
+    def test_heartbeat_keeps_a_job(self, runner: Runner) -> None:
+        if not self.supports_leases:
+            pytest.skip("this runner has no leases")
+        runner.dispatch("wf#1", [job("wf#1", "a")])
+        (held,) = runner.take_pending_jobs(lease=1.0)
+        for _ in range(4):
+            time.sleep(0.5)
+            assert runner.heartbeat(held, 1.0)
+            assert runner.take_pending_jobs(lease=1.0) == []
+        assert runner.submit_work_result("wf#1", "a", {"ok": True}, held.run_id)
+        assert runner.heartbeat(held, 1.0) is False
+
+
+class BackendContract:
+    """Whole workflows over a store and runner. Provide ``parts`` -> (store, runner)."""
+
+    def test_runs_a_fan_out_to_completion(self, parts: tuple[Store, Runner]) -> None:
+        store, runner = parts
+        backend = Backend(store=store, runner=runner, executor=fan_executor,
+                          poll_interval=0.01)
+        wf = Workflow.from_dict(fan_spec(12), backend, inputs={"n": 5})
+        result = wf.run(timeout=120)
+        assert isinstance(result, Complete)
+        assert result.outcome == {"total": 5 * sum(range(12))}
+        again = Workflow.resume(wf.id, Backend(store=store, runner=runner))
+        assert again.status is WorkflowStatus.COMPLETE
+        assert set(again.step_statuses.values()) == {StepStatus.COMPLETE}
+
+    def test_retries_then_halts_on_a_branch(self, parts: tuple[Store, Runner]) -> None:
+        store, runner = parts
+        calls: dict[str, int] = {}
+
+        def flaky(fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
+            calls[fn] = calls.get(fn, 0) + 1
+            if fn == "flaky" and calls[fn] < 3:
+                raise ConnectionError("transient")
+            return {"score": inputs["score"]}
+
+        spec = {"steps": [
+            {"id": "a", "fn": "flaky", "max_attempts": 3, "input": {"score": 0.9}},
+            {"id": "b", "fn": "judge", "depends_on": ["a"],
+             "input": {"score": {"var": "steps.a.output.score"}},
+             "branch": [{"condition": {">": [{"var": "score"}, 0.5]}, "action": "halt",
+                         "result": {"status": "rejected", "score": {"var": "score"}}}]},
+            {"id": "c", "fn": "never", "depends_on": ["b"]},
+        ]}
+        backend = Backend(store=store, runner=runner, executor=flaky, poll_interval=0.01)
+        wf = Workflow.from_dict(spec, backend)
+        result = wf.run(timeout=120)
+        assert isinstance(result, Halt)
+        assert result.result == {"status": "rejected", "score": 0.9}
+        assert calls == {"flaky": 3, "judge": 1}
+        record = wf.record
+        assert record.steps["a"].attempts == 3 and record.steps["a"].run_id == 2
+        assert record.steps["c"].status is StepStatus.SKIPPED
