@@ -129,6 +129,13 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _failure(exc: BaseException, what: str) -> str:
+    """What failed: a ``BackendError`` names it already; anything else gets ``what``."""
+    if isinstance(exc, BackendError) and str(exc).strip():
+        return _reason(exc)
+    return f"could not {what}: {_reason(exc)}"
+
+
 def _unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` says the backend cannot be used now (try again later), rather
     than that one execution cannot be advanced (a record that cannot be decoded, a
@@ -173,11 +180,10 @@ class _Outage:
             if self._since is None:
                 self._since = time.monotonic()
                 self._stats.outages += 1
-                logger.warning("backend unavailable (could not %s: %s); retrying with backoff "
-                               "until it answers", what, _reason(exc))
+                logger.warning("backend unavailable (%s); retrying with backoff until it "
+                               "answers", _failure(exc, what))
             else:
-                logger.debug("backend still unavailable (could not %s: %s)", what,
-                             _reason(exc))
+                logger.debug("backend still unavailable (%s)", _failure(exc, what))
             delay = min(OUTAGE_MAX_DELAY,
                         OUTAGE_FIRST_DELAY * 2.0 ** min(max(self._failures - 1, 0), 16))
         return random.uniform(delay / 2, delay)
@@ -507,7 +513,8 @@ class Worker:
     def _refused(self, item: _Result) -> None:
         """The backend took a claim but not ``item``: after a few such rounds, drop it."""
         item.refused += 1
-        if item.refused < MAX_DELIVERY_FAILURES or self._results[:1] != [item]:
+        if item.refused < MAX_DELIVERY_FAILURES or not self._results \
+                or self._results[0] is not item:
             return
         self._results.pop(0)
         self.stats.drive_errors += 1
@@ -615,28 +622,16 @@ class Worker:
                     self._finished(job, output)
                 jobs: list[DispatchJob] = []
                 if time.monotonic() >= self._backoff_until:
-                    refused = self._settle()
-                    healthy = refused is None
-                    if healthy and self.drive and self._sweep_due(last_sweep):
+                    sweep = self.drive and self._sweep_due(last_sweep)
+                    if sweep:
                         last_sweep = time.monotonic()
-                        try:
-                            self.sweep()
-                        except Exception as exc:
-                            self._hit(exc, "sweep running executions")
-                            healthy = False
-                    free = slots.size - slots.busy
+                    free = 0 if self._stop.is_set() else slots.size - slots.busy
                     if max_jobs is not None:
                         free = min(free, max_jobs - claimed)
-                    if free > 0 and not self._stop.is_set() and (healthy or refused):
-                        jobs, ok = self._claim(free)
-                        if ok and refused is not None:
-                            self._refused(refused)
-                        healthy = healthy and ok
-                        for job in jobs:
-                            self._launch(slots, job)
-                        claimed += len(jobs)
-                    if healthy:
-                        self._outage.recovered()
+                    jobs = self._round(free, sweep)
+                    for job in jobs:
+                        self._launch(slots, job)
+                    claimed += len(jobs)
                 now = time.monotonic()
                 if jobs or slots.busy or self._results or self._outage.down:
                     idle_since = now
@@ -649,6 +644,33 @@ class Worker:
             self._closed.set()
             heart.join(timeout=1.0)
         return self.stats
+
+    def _round(self, free: int, sweep: bool) -> list[DispatchJob]:
+        """One round of backend calls: record waiting results, sweep, claim up to ``free``.
+
+        A round in which every call succeeded ends an outage. While results are
+        refused the round still claims, which tells an outage (the claim fails
+        too) from a result the backend will never take (see ``_refused``).
+        """
+        touched = bool(self._results) or sweep
+        refused = self._settle()
+        healthy = refused is None
+        if healthy and sweep:
+            try:
+                self.sweep()
+            except Exception as exc:
+                self._hit(exc, "sweep running executions")
+                healthy = False
+        jobs: list[DispatchJob] = []
+        if free > 0 and (healthy or refused is not None):
+            touched = True
+            jobs, ok = self._claim(free)
+            if ok and refused is not None:
+                self._refused(refused)
+            healthy = healthy and ok
+        if healthy and touched:
+            self._outage.recovered()
+        return jobs
 
     def _done(self, max_jobs: int | None, claimed: int, idle_timeout: float | None,
               idle_for: float) -> bool:
