@@ -401,7 +401,13 @@ class Worker:
         Nothing stops this thread but the end of ``run``: a failed heartbeat is an
         outage (logged once) and the next one comes on time.
         """
-        while not self._closed.wait(self._next_beat()):
+        while True:
+            try:
+                wait = self._next_beat()
+            except Exception:
+                wait = 0.5
+            if self._closed.wait(wait):
+                return
             try:
                 self._beat()
             except Exception:  # never let the thread die; the next round tries again
@@ -648,9 +654,10 @@ class Worker:
     def _round(self, free: int, sweep: bool) -> list[DispatchJob]:
         """One round of backend calls: record waiting results, sweep, claim up to ``free``.
 
-        A round in which every call succeeded ends an outage. While results are
-        refused the round still claims, which tells an outage (the claim fails
-        too) from a result the backend will never take (see ``_refused``).
+        A round in which every call succeeded ends an outage. The claim is made
+        even when an earlier call failed: it is what keeps jobs moving, and it
+        tells an outage (the claim fails too) from a result the backend will
+        never take (see ``_refused``).
         """
         touched = bool(self._results) or sweep
         refused = self._settle()
@@ -662,7 +669,7 @@ class Worker:
                 self._hit(exc, "sweep running executions")
                 healthy = False
         jobs: list[DispatchJob] = []
-        if free > 0 and (healthy or refused is not None):
+        if free > 0:
             touched = True
             jobs, ok = self._claim(free)
             if ok and refused is not None:
