@@ -136,11 +136,19 @@ def _failure(exc: BaseException, what: str) -> str:
     return f"could not {what}: {_reason(exc)}"
 
 
+#: Packages whose exceptions, if one escapes untranslated, mean the backend failed.
+_DRIVERS = frozenset({"sqlite3", "sqlalchemy", "psycopg", "psycopg2", "pymysql", "MySQLdb",
+                      "botocore", "boto3", "urllib3"})
+
+
 def _unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` says the backend cannot be used now (try again later), rather
     than that one execution cannot be advanced (a record that cannot be decoded, a
     transition that keeps conflicting, a result too large for its store)."""
-    return isinstance(exc, BackendError | OSError) and not isinstance(exc, CorruptRecord)
+    if isinstance(exc, CorruptRecord):
+        return False
+    return isinstance(exc, BackendError | OSError) or \
+        type(exc).__module__.split(".")[0] in _DRIVERS
 
 
 def _retry_time(result: Result) -> float | None:
