@@ -135,6 +135,22 @@ def test_a_timeout_in_process_mode_kills_the_child(sqlite: rfx.Backend, tmp_path
 # -- lost leases -------------------------------------------------------------------------
 
 
+def test_delivery_is_carried_but_not_part_of_a_jobs_identity() -> None:
+    from dataclasses import replace
+
+    from runfox.results import InvalidJob
+
+    job = DispatchJob("w#e", "a", "f", {"x": 1})
+    again = replace(job, delivery=3)
+    assert job.delivery == 1 and again == job and again.key == job.key
+    assert DispatchJob.from_dict(again.to_dict()).delivery == 3
+    data = job.to_dict()
+    del data["delivery"]
+    assert DispatchJob.from_dict(data).delivery == 1  # older messages have no delivery
+    with pytest.raises(InvalidJob, match="delivery"):
+        DispatchJob.from_dict({**data, "delivery": 0})
+
+
 def lose_the_job(backend: rfx.Backend) -> DispatchJob:
     """Claim the queued job as a worker that then dies: its short lease runs out."""
     deadline = time.monotonic() + 10
