@@ -236,8 +236,9 @@ class ProcessSlots(Slots):
             child.close()  # the child has its own copy; ours would hide its death
         slot.process, slot.conn = process, parent
 
-    def _discard(self, slot: _Slot, kill: bool) -> int | None:
-        """Stop ``slot``'s process (killing it if asked); return its exit code."""
+    def _discard(self, slot: _Slot, grace: float = 0.0) -> int | None:
+        """Stop ``slot``'s process, killed unless it ends within ``grace`` seconds;
+        return its exit code."""
         process, conn = slot.process, slot.conn
         slot.process = slot.conn = None
         slot.job = slot.deadline = None
@@ -245,7 +246,9 @@ class ProcessSlots(Slots):
             conn.close()
         if process is None:
             return None
-        if kill and process.is_alive():
+        if grace > 0:
+            process.join(grace)  # a child that is exiting: let it report its own code
+        if process.is_alive():
             process.kill()
         process.join(2.0)
         code = process.exitcode
@@ -266,14 +269,14 @@ class ProcessSlots(Slots):
             return
         for _ in range(2):  # a child that died while idle is replaced once
             if slot.process is None or not slot.process.is_alive():
-                self._discard(slot, kill=True)
+                self._discard(slot)
                 self._spawn(slot)
             if slot.conn is None:
                 break
             try:
                 slot.conn.send_bytes(request)
             except OSError:
-                self._discard(slot, kill=True)
+                self._discard(slot)
                 continue
             slot.job = job
             slot.deadline = time.monotonic() + job.timeout if job.timeout else None
@@ -303,7 +306,7 @@ class ProcessSlots(Slots):
                 finished.append(self._collect(slot))
             elif slot.deadline is not None and time.monotonic() >= slot.deadline:
                 job = slot.job
-                self._discard(slot, kill=True)
+                self._discard(slot)
                 self._spawn(slot)
                 finished.append((job, error_output(
                     "TimeoutError", f"fn {job.fn!r} did not finish within {job.timeout:g}s; "
@@ -323,7 +326,7 @@ class ProcessSlots(Slots):
         if data is not None:
             slot.job = slot.deadline = None
             return job, _decode_output(data, job.fn)
-        code = self._discard(slot, kill=True)
+        code = self._discard(slot, grace=1.0)
         logger.warning("the process running %s (fn %r) died (exit code %s); starting a new "
                        "one", job.key, job.fn, code)
         self._spawn(slot)
@@ -342,5 +345,5 @@ class ProcessSlots(Slots):
         for slot in self._slots:
             if slot.process is not None and wait and slot.job is None:
                 slot.process.join(max(0.0, deadline - time.monotonic()))
-            self._discard(slot, kill=True)
+            self._discard(slot)
         self._finished.clear()

@@ -704,7 +704,7 @@ class Worker:
         if self._results:
             return 0.0
         if self._retry_at is not None:
-            wait = min(wait, max(0.0, self._retry_at - self.backend.clock()))
+            wait = min(wait, max(0.01, self._retry_at - self.backend.clock()))
         return wait
 
     def _pause(self, slots: Slots, wait: float) -> None:
