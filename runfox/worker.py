@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import BackendError, CorruptRecord
 from .execution import Executor, error_output
 from .pool import ProcessSlots, Slots, ThreadSlots
-from .results import DispatchJob, Pending, Result
+from .results import DispatchJob, Ignored, Pending, Result
 from .status import WorkflowStatus
 
 if TYPE_CHECKING:
@@ -213,7 +213,9 @@ class _Result:
 
     ``job`` is the job it answers, still held; ``None`` for a result gathered from
     the runner by a sweep. ``refused`` counts rounds in which the backend took
-    other calls but not this one.
+    other calls but not this one. ``interrupted``: an attempt to apply it failed
+    part-way, perhaps after the record was written but before the next jobs were
+    dispatched.
     """
 
     workflow_execution_id: str
@@ -223,6 +225,7 @@ class _Result:
     job: DispatchJob | None
     stage: str = APPLY
     refused: int = 0
+    interrupted: bool = False
 
     @property
     def key(self) -> str:
@@ -298,6 +301,8 @@ class Worker:
         self._held_lock = threading.Lock()
         self._results: list[_Result] = []
         self._retry_at: float | None = None
+        # Executions whose advance failed part-way: their claimed steps may lack jobs.
+        self._interrupted: set[str] = set()
 
     # -- control --------------------------------------------------------------
 
@@ -490,26 +495,8 @@ class Worker:
         """Take ``item`` one stage further; raises while the backend is unavailable."""
         runner = self.backend.runner
         if item.stage == APPLY:
-            try:
-                _, nxt = self.backend.apply_and_advance(
-                    item.workflow_execution_id, [(item.step_id, item.output, item.run_id)])
-            except Exception as exc:
-                if item.job is None:  # gathered by a sweep: there is no one to submit to
-                    if _unavailable(exc):
-                        raise
-                    self.stats.drive_errors += 1
-                    logger.warning("could not apply a gathered result of %s (%s); dropped",
-                                   item.key, exc)
-                    return
-                self._settle_job(item.job)
-                # If this fails too, the backend is down: the result waits here.
-                runner.submit_work_result(item.workflow_execution_id, item.step_id,
-                                          item.output, item.run_id)
-                self.stats.drive_errors += 1
-                logger.warning("could not apply the result of %s (%s); submitted it instead",
-                               item.key, _reason(exc))
+            if not self._apply(item):
                 return
-            self._note_retry(_retry_time(nxt))
             item.stage = ACK
         if item.job is None:
             return
@@ -519,6 +506,40 @@ class Worker:
         else:
             runner.submit_work_result(item.workflow_execution_id, item.step_id, item.output,
                                       item.run_id)
+
+    def _apply(self, item: _Result) -> bool:
+        """Apply ``item`` and advance; ``False`` if it was dealt with otherwise.
+
+        Raises while the backend is unavailable (the item is tried again later).
+        A result the record cannot take for another reason is submitted to the
+        runner instead (a later gather retries it), or dropped if it came from
+        one.
+        """
+        wf_id = item.workflow_execution_id
+        try:
+            applied, nxt = self.backend.apply_and_advance(
+                wf_id, [(item.step_id, item.output, item.run_id)])
+        except Exception as exc:
+            if _unavailable(exc):
+                item.interrupted = True
+                raise
+            self.stats.drive_errors += 1
+            if item.job is None:
+                logger.warning("could not apply a gathered result of %s (%s); dropped",
+                               item.key, _reason(exc))
+                return False
+            self._settle_job(item.job)
+            self.backend.runner.submit_work_result(wf_id, item.step_id, item.output,
+                                                   item.run_id)
+            logger.warning("could not apply the result of %s (%s); submitted it instead",
+                           item.key, _reason(exc))
+            return False
+        self._note_retry(_retry_time(nxt))
+        if item.interrupted and applied and isinstance(applied[0], Ignored):
+            # The interrupted try wrote the record; its dispatch may never have
+            # happened. Jobs already queued are not duplicated by this.
+            self.backend.redispatch_stale(wf_id, 0.0)
+        return True
 
     def _settle_job(self, job: DispatchJob) -> None:
         with self._held_lock:
@@ -548,9 +569,13 @@ class Worker:
         try:
             _, nxt = self.backend.apply_and_advance(workflow_execution_id, results)
         except Exception as exc:
-            if results and _unavailable(exc):  # gathered, so no longer in the runner: keep
+            if _unavailable(exc):
+                # Gathered results are no longer in the runner: keep them. And the
+                # record may have been written without its jobs being dispatched.
                 self._results.extend(_Result(workflow_execution_id, r.step_id, r.output,
-                                             r.run_id, None) for r in results)
+                                             r.run_id, None, interrupted=True)
+                                     for r in results)
+                self._interrupted.add(workflow_execution_id)
             raise
         return nxt
 
@@ -575,6 +600,9 @@ class Worker:
         the backend is unavailable (``run`` then backs off); an execution that
         cannot be advanced for another reason is logged and skipped.
         """
+        for wf_id in list(self._interrupted):  # an earlier sweep stopped part-way
+            self.backend.redispatch_stale(wf_id, 0.0)
+            self._interrupted.discard(wf_id)
         store = self.backend.store
         seen = 0
         retry_at = None
