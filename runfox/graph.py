@@ -18,7 +18,9 @@ Failure model: an attempt failed when its output is not a JSON object, or says
 ``ok: false`` (what a worker reports when the executor raised or timed out).
 Branches see the output first; if none fires, a failed attempt is retried while
 ``attempts < max_attempts`` (after the step's backoff), else the step and the
-workflow fail.
+workflow fail. A ``WorkerLost`` attempt (a worker died holding the job) is
+retried at once, even past ``max_attempts``, until ``WORKER_LOST_CAP`` attempts
+in a row were lost.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from .spec import Branch, StepSpec
 from .status import StepStatus, WorkflowStatus
 
 __all__ = [
+    "WORKER_LOST_CAP",
     "StateChange",
     "advance",
     "apply_results",
@@ -64,6 +67,12 @@ __all__ = [
 ]
 
 _WAITING = (StepStatus.READY, StepStatus.RETRY)
+
+#: How many attempts of a step in a row may end in ``WorkerLost`` (the lease ran
+#: out because the worker holding the job died or stalled) before the step fails
+#: as a poison job. Below the cap a lost attempt is retried even when the step's
+#: ``max_attempts`` is spent; it still counts against them.
+WORKER_LOST_CAP = 5
 
 #: (event, previous_state, new_state) for each state merge a transition made.
 StateChange = tuple[StateChangeEvent, dict[str, Any], dict[str, Any]]
@@ -335,13 +344,19 @@ def _apply(
                          now, output)
 
     if error is not None and (branch is None or branch.action == "set"):
-        if step.attempts < spec.max_attempts:
-            delay = spec.retry.delay_for(step.attempts, f"{record.workflow_execution_id}#"
-                                                        f"{step_id}#{step.run_id}")
+        lost = _count_lost(step, error)
+        if step.attempts < spec.max_attempts or 0 < lost < WORKER_LOST_CAP:
+            # A lost worker says nothing about the step: retry it at once.
+            delay = 0.0 if lost else spec.retry.delay_for(
+                step.attempts, f"{record.workflow_execution_id}#{step_id}#{step.run_id}")
             tx.put(step.evolve(status=StepStatus.RETRY, run_id=step.run_id + 1, error=error,
                                output=output, finished_at=now,
                                not_before=now + delay if delay else None))
             return tx.commit(), Pending(now + delay)
+        if lost >= WORKER_LOST_CAP:
+            error["message"] = (f"step {step_id!r} lost its worker {lost} times in a row (a "
+                                f"poison job that kills or stalls every worker?); last: "
+                                f"{error['message']}")
         return _fail(tx, step, error, now, output)
 
     if error is None and merged is not state and changes is not None:
@@ -360,6 +375,23 @@ def _apply(
     if tx.open == 0:
         return _finish(tx, now, merged)
     return tx.commit(state=merged), None
+
+
+def _count_lost(step: StepRecord, error: dict[str, Any]) -> int:
+    """For a ``WorkerLost`` error, record and return how many attempts in a row were lost.
+
+    The count is kept in the error (``"lost": n``): one more than the previous
+    attempt's when that was lost too, else 1. Any other error returns 0.
+    """
+    if error.get("type") != "WorkerLost":
+        return 0
+    previous = step.error
+    before = previous.get("lost") if isinstance(previous, dict) and \
+        previous.get("type") == "WorkerLost" else 0
+    lost = (before if isinstance(before, int) and not isinstance(before, bool)
+            and before > 0 else 0) + 1
+    error["lost"] = lost
+    return lost
 
 
 def _reset(tx: _Tx, step_ids: Iterable[str]) -> None:

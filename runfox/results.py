@@ -47,6 +47,11 @@ class DispatchJob:
     is given the same job twice keeps one. ``attempt`` counts attempts of this step
     since it was last reset (1 for the first). ``timeout`` is the step's time limit
     in seconds, or ``None``.
+
+    ``delivery`` is how many times the runner has handed this job out, counting
+    this time (set when it is claimed; not part of the job's identity). A job
+    delivered again after its lease ran out (``delivery > 1``) was held by a worker
+    that died or stopped heartbeating.
     """
 
     workflow_execution_id: str
@@ -56,6 +61,7 @@ class DispatchJob:
     run_id: int = 0
     attempt: int = 1
     timeout: float | None = None
+    delivery: int = field(default=1, compare=False)
 
     @property
     def key(self) -> str:
@@ -70,6 +76,7 @@ class DispatchJob:
             "run_id": self.run_id,
             "attempt": self.attempt,
             "timeout": self.timeout,
+            "delivery": self.delivery,
         }
 
     @classmethod
@@ -97,6 +104,9 @@ class DispatchJob:
             isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0
         ):
             raise InvalidJob("job field 'timeout' must be a positive number or null")
+        delivery = data.get("delivery", 1)
+        if not _is_int(delivery) or delivery < 1:
+            raise InvalidJob("job field 'delivery' must be a positive integer")
         return cls(
             workflow_execution_id=data["workflow_execution_id"],
             step_id=data["step_id"],
@@ -105,6 +115,7 @@ class DispatchJob:
             run_id=run_id,
             attempt=attempt,
             timeout=timeout,
+            delivery=delivery,
         )
 
 

@@ -3,20 +3,34 @@
 ``Worker`` works with any Runner (in-process, SQL, SQS). It is what ``runfox
 worker`` runs and what a container or systemd unit deploys:
 
-- Jobs are taken with a lease (the job's ``timeout`` when it has one, else
-  ``lease``). While a job runs, a heartbeat thread extends its lease, so a live
-  worker keeps its jobs and a dead one's jobs return to the queue.
-- The executor runs on a pool of ``concurrency`` threads, or processes with
-  ``processes=True`` (for CPU-bound executors; the executor must then be
-  importable, given as ``"module:attr"``).
+- Jobs are taken with a lease of ``lease`` seconds (15 by default); a job whose
+  step has a ``timeout`` holds the shorter of ``lease`` and ``timeout + 5``. A
+  heartbeat thread renews the leases of held jobs every third of their lease,
+  so a live worker keeps its jobs and a dead one's jobs return to the queue
+  within about one lease.
+- A job handed out again after its lease ran out (``DispatchJob.delivery > 1``)
+  is not run: the worker reports the attempt as ``WorkerLost`` (the graph retries
+  it under its poison-job cap, see ``runfox.graph.WORKER_LOST_CAP``).
+- The executor runs on a pool of ``concurrency`` threads, or of process slots
+  with ``processes=True`` (``runfox.pool``: a dead child fails only its job and
+  is replaced; a timed-out job's process is killed). The executor must then be
+  importable, given as ``"module:attr"``.
 - The worker *drives*: it applies each result to the record and advances the
   workflow in one transition, dispatches the new jobs, then acknowledges the job
   (``Runner.ack``), so the result never makes a round trip through the queue. If
   the transition fails, the result is submitted to the runner instead, for a
   later gather. A workflow started elsewhere therefore reaches its end with only
-  workers running. Every ``sweep_interval`` seconds it also advances running
-  executions, which starts retries whose backoff has passed and re-dispatches
-  steps whose jobs were lost between claim and dispatch.
+  workers running. Every ``sweep_interval`` seconds (and when a retry it knows
+  of falls due) it also advances running executions, which starts retries whose
+  backoff has passed and re-dispatches steps whose jobs were lost between claim
+  and dispatch.
+- Outages: an error from the store or runner (connection lost, server restart,
+  locked, full or read-only database) never ends ``run``. It is logged once per
+  outage (WARNING, then INFO with the duration when the backend answers again)
+  and every call is retried with capped exponential backoff (0.2 s doubling to
+  30 s, jittered). Results computed meanwhile are kept and applied (or
+  submitted) once the backend is back; results are keyed by run, so a late one
+  is never applied twice.
 - ``stop()`` stops claiming and lets running jobs finish; ``stop(release=True)``
   gives held jobs back at once. Call it from another thread, not from a signal
   handler running in the thread that runs ``run()`` (``threading.Event`` is not
@@ -26,10 +40,10 @@ worker`` runs and what a container or systemd unit deploys:
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import importlib
 import logging
 import os
+import random
 import socket
 import sys
 import threading
@@ -38,21 +52,30 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import RunfoxError
-from .execution import Executor, error_output, run_job
-from .results import DispatchJob
+from .errors import BackendError, CorruptRecord
+from .execution import Executor, error_output
+from .pool import ProcessSlots, Slots, ThreadSlots
+from .results import DispatchJob, Ignored, Pending, Result
 from .status import WorkflowStatus
 
 if TYPE_CHECKING:
     from .backend.base import Backend
 
-__all__ = ["Worker", "WorkerStats", "load_executor"]
+__all__ = ["DEFAULT_LEASE", "Worker", "WorkerStats", "load_executor"]
 
 logger = logging.getLogger("runfox.worker")
 
+#: Seconds a claimed job is held between heartbeats, by default.
+DEFAULT_LEASE = 15.0
 #: Extra seconds a job's lease runs past its timeout, so the harness can report
 #: the time-out before the runner hands the job to someone else.
 TIMEOUT_GRACE = 5.0
+#: Backoff between calls while the backend is unavailable: first and longest wait.
+OUTAGE_FIRST_DELAY = 0.2
+OUTAGE_MAX_DELAY = 30.0
+#: Failed deliveries after which a result that the backend keeps refusing, while
+#: it accepts other calls, is dropped (its lease runs out; it comes back lost).
+MAX_DELIVERY_FAILURES = 8
 
 
 def load_executor(ref: str) -> Executor:
@@ -92,28 +115,129 @@ def load_executor(ref: str) -> Executor:
     return target
 
 
-# Process pools import the executor once per child process.
-_CHILD_EXECUTOR: Executor | None = None
-
-
-def _child_init(ref: str) -> None:
-    global _CHILD_EXECUTOR
-    _CHILD_EXECUTOR = load_executor(ref)
-
-
-def _child_run(job: DispatchJob) -> dict[str, Any]:
-    assert _CHILD_EXECUTOR is not None
-    return run_job(_CHILD_EXECUTOR, job)
-
-
 @dataclass
 class WorkerStats:
-    """What a worker did: jobs run, failed attempts among them, drive errors."""
+    """What a worker did: jobs run, failed attempts among them, drive errors, jobs
+    reported lost (re-delivered after a lease ran out), backend outages ridden out."""
 
     jobs: int = 0
     failed: int = 0
     drive_errors: int = 0
+    lost: int = 0
+    outages: int = 0
     executed: list[str] = field(default_factory=list, repr=False)
+
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, BackendError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _failure(exc: BaseException, what: str) -> str:
+    """What failed: a ``BackendError`` names it already; anything else gets ``what``."""
+    if isinstance(exc, BackendError) and str(exc).strip():
+        return _reason(exc)
+    return f"could not {what}: {_reason(exc)}"
+
+
+#: Packages whose exceptions, if one escapes untranslated, mean the backend failed.
+_DRIVERS = frozenset({"sqlite3", "sqlalchemy", "psycopg", "psycopg2", "pymysql", "MySQLdb",
+                      "botocore", "boto3", "urllib3"})
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the backend cannot be used now (try again later), rather
+    than that one execution cannot be advanced (a record that cannot be decoded, a
+    transition that keeps conflicting, a result too large for its store)."""
+    if isinstance(exc, CorruptRecord):
+        return False
+    return isinstance(exc, BackendError | OSError) or \
+        type(exc).__module__.split(".")[0] in _DRIVERS
+
+
+def _retry_time(result: Result) -> float | None:
+    return result.retry_at if isinstance(result, Pending) else None
+
+
+def _earliest(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
+
+
+class _Outage:
+    """The backend's availability as the worker saw it: one WARNING when an outage
+    starts, one INFO when it ends, and the backoff between calls meanwhile.
+    Shared by the loop and the heartbeat thread."""
+
+    def __init__(self, stats: WorkerStats) -> None:
+        self._lock = threading.Lock()
+        self._since: float | None = None
+        self._failures = 0
+        self._stats = stats
+
+    @property
+    def down(self) -> bool:
+        return self._since is not None
+
+    def failed(self, exc: BaseException, what: str, backoff: bool = True) -> float:
+        """Note a failed call; return the jittered seconds to wait before the next one.
+
+        ``backoff=False`` (heartbeats, which keep their own pace) does not lengthen
+        the wait of the loop.
+        """
+        with self._lock:
+            if backoff:
+                self._failures += 1
+            if self._since is None:
+                self._since = time.monotonic()
+                self._stats.outages += 1
+                logger.warning("backend unavailable (%s); retrying with backoff until it "
+                               "answers", _failure(exc, what))
+            else:
+                logger.debug("backend still unavailable (%s)", _failure(exc, what))
+            delay = min(OUTAGE_MAX_DELAY,
+                        OUTAGE_FIRST_DELAY * 2.0 ** min(max(self._failures - 1, 0), 16))
+        return random.uniform(delay / 2, delay)
+
+    def recovered(self) -> None:
+        """Every call of a round succeeded: end the outage, if there was one."""
+        with self._lock:
+            since, self._since, self._failures = self._since, None, 0
+        if since is not None:
+            logger.info("backend reachable again after %.1fs", time.monotonic() - since)
+
+
+APPLY, ACK, SUBMIT = "apply", "ack", "submit"
+
+
+@dataclass
+class _Result:
+    """A result on its way to the record: applied (then acknowledged) or submitted.
+
+    ``job`` is the job it answers, still held; ``None`` for a result gathered from
+    the runner by a sweep. ``refused`` counts rounds in which the backend took
+    other calls but not this one. ``interrupted``: an attempt to apply it failed
+    part-way, perhaps after the record was written but before the next jobs were
+    dispatched.
+    """
+
+    workflow_execution_id: str
+    step_id: str
+    output: dict[str, Any]
+    run_id: int | None
+    job: DispatchJob | None
+    stage: str = APPLY
+    refused: int = 0
+    interrupted: bool = False
+
+    @property
+    def key(self) -> str:
+        return self.job.key if self.job is not None else \
+            f"{self.workflow_execution_id}#{self.step_id}#{self.run_id}"
 
 
 class Worker:
@@ -123,14 +247,17 @@ class Worker:
         backend: the Backend whose runner and store the worker serves.
         executor: the ``(fn, inputs) -> dict`` callable, or ``"module:attr"``.
         concurrency: how many jobs run at once.
-        processes: run jobs in a process pool instead of threads (``executor``
+        processes: run jobs in process slots instead of threads (``executor``
             must then be a ``"module:attr"`` string).
-        lease: seconds a job is held without a heartbeat, for jobs with no timeout.
+        lease: seconds a job is held without a heartbeat (a step with a
+            ``timeout`` holds ``min(lease, timeout + 5)``); heartbeats come every
+            third of it.
         poll_interval: seconds between claims when the queue is empty.
         drive: apply results and advance workflows after each job.
         sweep_interval: seconds between sweeps of running executions (``drive`` only).
         stale_after: seconds after which an in-progress step with no queued job is
             dispatched again by the sweep.
+        name: how the worker names itself in logs (default ``host:pid``).
     """
 
     def __init__(
@@ -140,7 +267,7 @@ class Worker:
         *,
         concurrency: int = 1,
         processes: bool = False,
-        lease: float = 60.0,
+        lease: float = DEFAULT_LEASE,
         poll_interval: float = 0.2,
         drive: bool = True,
         sweep_interval: float = 5.0,
@@ -169,8 +296,20 @@ class Worker:
         self._stop = threading.Event()
         self._release = threading.Event()
         self._closed = threading.Event()
+        self._outage = _Outage(self.stats)
+        self._backoff_until = 0.0  # monotonic; no backend call before it
+        # Held jobs (claimed, result not yet recorded), when each was last
+        # heartbeated, those whose lease another claim took, and those being
+        # acknowledged or submitted (a failing heartbeat there is expected).
         self._held: dict[str, DispatchJob] = {}
+        self._beats: dict[str, float] = {}
+        self._lost: set[str] = set()
+        self._settling: set[str] = set()
         self._held_lock = threading.Lock()
+        self._results: list[_Result] = []
+        self._retry_at: float | None = None
+        # Executions whose advance failed part-way: their claimed steps may lack jobs.
+        self._interrupted: set[str] = set()
 
     # -- control --------------------------------------------------------------
 
@@ -188,8 +327,14 @@ class Worker:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    @property
+    def retry_at(self) -> float | None:
+        """The earliest retry (epoch seconds) this worker knows is waiting, or ``None``."""
+        return self._retry_at
+
     def lease_for(self, job: DispatchJob) -> float:
-        return job.timeout + TIMEOUT_GRACE if job.timeout else self.lease
+        """The lease ``job`` is held with: ``min(lease, timeout + 5)``, or ``lease``."""
+        return min(self.lease, job.timeout + TIMEOUT_GRACE) if job.timeout else self.lease
 
     # -- claiming ---------------------------------------------------------------
 
@@ -198,188 +343,431 @@ class Worker:
         """Yield claimed jobs as they come; ``None`` after ``idle_timeout`` idle seconds.
 
         Stops when ``stop()`` is called. Each yielded job is held (and heartbeated
-        by ``run``) until its result is submitted.
+        by ``run``) until its result is submitted. Outages are ridden out as in
+        ``run``. A job with ``delivery > 1`` is yielded as it is; the caller decides.
         """
         idle_since = time.monotonic()
         while not self._stop.is_set():
-            jobs = self.backend.runner.take_pending_jobs(limit=limit, lease=self.lease)
+            wait = self._backoff_until - time.monotonic()
+            if wait > 0:
+                self._stop.wait(min(wait, max(self.poll_interval, 0.05)))
+                idle_since = time.monotonic()
+                continue
+            jobs, ok = self._claim(limit)
+            if ok:
+                self._outage.recovered()
             if jobs:
                 idle_since = time.monotonic()
-                for job in jobs:
-                    self._hold(job)
-                    yield job
+                yield from jobs
                 continue
             if idle_timeout is not None and time.monotonic() - idle_since >= idle_timeout:
                 idle_since = time.monotonic()
                 yield None
             self._stop.wait(self.poll_interval)
 
-    def _hold(self, job: DispatchJob) -> None:
+    def _hit(self, exc: BaseException, what: str) -> None:
+        """A backend call of the loop failed: log (once per outage) and back off."""
+        self._backoff_until = time.monotonic() + self._outage.failed(exc, what)
+
+    def _claim(self, limit: int) -> tuple[list[DispatchJob], bool]:
+        """Claim and hold up to ``limit`` jobs; ``False`` if a backend call failed."""
+        try:
+            jobs = self.backend.runner.take_pending_jobs(limit=limit, lease=self.lease)
+        except Exception as exc:
+            self._hit(exc, "claim jobs")
+            return [], False
+        ok = True
+        for job in jobs:
+            ok = self._hold(job) and ok
+        return jobs, ok
+
+    def _hold(self, job: DispatchJob) -> bool:
+        """Hold a claimed job: heartbeat it from now on, with its own lease."""
         with self._held_lock:
             self._held[job.key] = job
-        if job.timeout and self.lease_for(job) > self.lease:
-            self.backend.runner.heartbeat(job, self.lease_for(job))
+            self._beats[job.key] = time.monotonic()
+        lease = self.lease_for(job)
+        if lease == self.lease:
+            return True
+        try:  # the claim used the worker's lease; this job's own is shorter
+            if not self.backend.runner.heartbeat(job, lease):
+                self._lease_lost(job)
+        except Exception as exc:
+            self._hit(exc, f"set the lease of {job.key}")
+            return False
+        return True
 
     def _unhold(self, job: DispatchJob) -> None:
         with self._held_lock:
             self._held.pop(job.key, None)
+            self._beats.pop(job.key, None)
+            self._lost.discard(job.key)
+            self._settling.discard(job.key)
+
+    def _lease_lost(self, job: DispatchJob) -> None:
+        with self._held_lock:
+            if job.key not in self._held or job.key in self._settling or job.key in self._lost:
+                return
+            self._lost.add(job.key)
+        logger.warning("lost the lease on %s (it ran out or another worker claimed the job); "
+                       "its result will still be offered and is ignored if it is stale",
+                       job.key)
+
+    # -- heartbeats -----------------------------------------------------------------
 
     def _heartbeats(self) -> None:
+        """Renew the lease of every held job every third of it, until ``run`` ends.
+
+        Nothing stops this thread but the end of ``run``: a failed heartbeat is an
+        outage (logged once) and the next one comes on time.
+        """
         while True:
-            with self._held_lock:
-                held = list(self._held.values())
-            interval = max(0.1, min([self.lease_for(j) for j in held] or [self.lease]) / 3)
-            if self._closed.wait(interval):
+            try:
+                wait = self._next_beat()
+            except Exception:
+                wait = 0.5
+            if self._closed.wait(wait):
                 return
-            for job in held:
-                with self._held_lock:
-                    if job.key not in self._held:
-                        continue
-                try:
-                    if not self.backend.runner.heartbeat(job, self.lease_for(job)):
-                        logger.warning("lost the lease on %s", job.key)
-                except Exception:
-                    logger.exception("heartbeat failed for %s", job.key)
+            try:
+                self._beat()
+            except Exception:  # never let the thread die; the next round tries again
+                logger.exception("heartbeat round failed")
 
-    # -- running ------------------------------------------------------------------
+    def _next_beat(self) -> float:
+        now = time.monotonic()
+        with self._held_lock:
+            due = [self._beats[k] + self.lease_for(j) / 3 - now
+                   for k, j in self._held.items() if k not in self._lost]
+        return min(0.5, max(0.01, min(due, default=0.5)))
 
-    def _pool(self) -> cf.Executor:
-        if self.processes:
-            assert self.executor_ref is not None
-            return cf.ProcessPoolExecutor(self.concurrency, initializer=_child_init,
-                                          initargs=(self.executor_ref,))
-        return cf.ThreadPoolExecutor(self.concurrency, thread_name_prefix="runfox-worker")
+    def _beat(self) -> None:
+        now = time.monotonic()
+        with self._held_lock:
+            due = [j for k, j in self._held.items() if k not in self._lost
+                   and self._beats[k] + self.lease_for(j) / 3 <= now]
+            for job in due:
+                self._beats[job.key] = now
+        for job in due:
+            with self._held_lock:
+                if job.key not in self._held:
+                    continue
+            try:
+                kept = self.backend.runner.heartbeat(job, self.lease_for(job))
+            except Exception as exc:
+                self._outage.failed(exc, f"extend the lease of {job.key}", backoff=False)
+                continue
+            if not kept:
+                self._lease_lost(job)
 
-    def _submit(self, pool: cf.Executor, job: DispatchJob) -> cf.Future[dict[str, Any]]:
-        if self.processes:
-            return pool.submit(_child_run, job)
-        return pool.submit(run_job, self.executor, job)
+    # -- results ---------------------------------------------------------------------
 
-    def _finish(self, job: DispatchJob, future: cf.Future[dict[str, Any]]) -> None:
-        try:
-            output = future.result()
-        except Exception as exc:  # a broken process pool, not the executor
-            output = error_output(type(exc).__name__, f"worker pool failed: {exc}")
+    def _launch(self, slots: Slots, job: DispatchJob) -> None:
+        """Run a claimed job, or report it lost when its lease ran out before."""
+        if job.delivery <= 1:
+            slots.start(job)
+            return
+        self.stats.lost += 1
+        message = (f"job {job.key} was handed out again (delivery {job.delivery}): the lease "
+                   f"ran out on delivery {job.delivery - 1} (the worker holding it died or "
+                   "stopped heartbeating)")
+        logger.warning("%s; reporting the attempt as WorkerLost instead of running it", message)
+        self._queue_result(job, error_output("WorkerLost", message))
+
+    def _finished(self, job: DispatchJob, output: dict[str, Any]) -> None:
         self.stats.jobs += 1
         self.stats.executed.append(job.key)
         if output.get("ok") is False:
             self.stats.failed += 1
-        try:
-            if self.drive and self._apply(job, output):
-                self._acknowledge(job, output)
-            else:
-                self._submit_result(job, output)
-        finally:
-            self._unhold(job)
+        self._queue_result(job, output)
 
-    def _apply(self, job: DispatchJob, output: dict[str, Any]) -> bool:
-        """Apply one result and advance, in one transition; ``False`` if that failed."""
+    def _queue_result(self, job: DispatchJob, output: dict[str, Any]) -> None:
+        self._results.append(_Result(job.workflow_execution_id, job.step_id, output,
+                                     job.run_id, job, APPLY if self.drive else SUBMIT))
+
+    def _settle(self) -> _Result | None:
+        """Record the waiting results in order; return the one the backend refused."""
+        while self._results:
+            item = self._results[0]
+            try:
+                self._record(item)
+            except Exception as exc:
+                self._hit(exc, f"record the result of {item.key}")
+                return item
+            self._results.pop(0)
+            if item.job is not None:
+                self._unhold(item.job)
+        return None
+
+    def _record(self, item: _Result) -> None:
+        """Take ``item`` one stage further; raises while the backend is unavailable."""
+        runner = self.backend.runner
+        if item.stage == APPLY:
+            if not self._apply(item):
+                return
+            item.stage = ACK
+        if item.job is None:
+            return
+        self._settle_job(item.job)
+        if item.stage == ACK:
+            runner.ack(item.job, item.output)
+        else:
+            runner.submit_work_result(item.workflow_execution_id, item.step_id, item.output,
+                                      item.run_id)
+
+    def _apply(self, item: _Result) -> bool:
+        """Apply ``item`` and advance; ``False`` if it was dealt with otherwise.
+
+        Raises while the backend is unavailable (the item is tried again later).
+        A result the record cannot take for another reason is submitted to the
+        runner instead (a later gather retries it), or dropped if it came from
+        one.
+        """
+        wf_id = item.workflow_execution_id
         try:
-            self.backend.apply_and_advance(job.workflow_execution_id,
-                                           [(job.step_id, output, job.run_id)])
-            return True
+            applied, nxt = self.backend.apply_and_advance(
+                wf_id, [(item.step_id, item.output, item.run_id)])
+        except Exception as exc:
+            if _unavailable(exc):
+                item.interrupted = True
+                raise
+            self.stats.drive_errors += 1
+            if item.job is None:
+                logger.warning("could not apply a gathered result of %s (%s); dropped",
+                               item.key, _reason(exc))
+                return False
+            self._settle_job(item.job)
+            self.backend.runner.submit_work_result(wf_id, item.step_id, item.output,
+                                                   item.run_id)
+            logger.warning("could not apply the result of %s (%s); submitted it instead",
+                           item.key, _reason(exc))
+            return False
+        self._note_retry(_retry_time(nxt))
+        if item.interrupted and applied and isinstance(applied[0], Ignored):
+            # The interrupted try wrote the record; its dispatch may never have
+            # happened. Jobs already queued are not duplicated by this.
+            self.backend.redispatch_stale(wf_id, 0.0)
+        return True
+
+    def _settle_job(self, job: DispatchJob) -> None:
+        with self._held_lock:
+            self._settling.add(job.key)
+
+    def _refused(self, item: _Result) -> None:
+        """The backend took a claim but not ``item``: after a few such rounds, drop it."""
+        item.refused += 1
+        if item.refused < MAX_DELIVERY_FAILURES or not self._results \
+                or self._results[0] is not item:
+            return
+        self._results.pop(0)
+        self.stats.drive_errors += 1
+        logger.error("giving up on the result of %s: the backend refused it %d times while "
+                     "taking other calls; the job comes back when its lease runs out",
+                     item.key, item.refused)
+        if item.job is not None:
+            self._unhold(item.job)
+
+    def _note_retry(self, retry_at: float | None) -> None:
+        self._retry_at = _earliest(self._retry_at, retry_at)
+
+    # -- driving -------------------------------------------------------------------
+
+    def _drive(self, workflow_execution_id: str) -> Result:
+        results = self.backend.gather(workflow_execution_id)
+        try:
+            _, nxt = self.backend.apply_and_advance(workflow_execution_id, results)
+        except Exception as exc:
+            if _unavailable(exc):
+                # Gathered results are no longer in the runner: keep them. And the
+                # record may have been written without its jobs being dispatched.
+                self._results.extend(_Result(workflow_execution_id, r.step_id, r.output,
+                                             r.run_id, None, interrupted=True)
+                                     for r in results)
+                self._interrupted.add(workflow_execution_id)
+            raise
+        return nxt
+
+    def drive_execution(self, workflow_execution_id: str) -> Result | None:
+        """Apply the execution's gathered results and advance it, in one transition.
+
+        Returns what ``advance`` returned (``Pending(retry_at)`` tells when a retry
+        falls due), or ``None`` when that failed (logged, counted in
+        ``stats.drive_errors``).
+        """
+        try:
+            return self._drive(workflow_execution_id)
         except Exception as exc:
             self.stats.drive_errors += 1
-            logger.warning("could not apply the result of %s (%s); submitting it instead",
-                           job.key, exc)
-            return False
-
-    def _acknowledge(self, job: DispatchJob, output: dict[str, Any]) -> None:
-        try:
-            self.backend.runner.ack(job, output)
-        except Exception:
-            # The result is applied; if the job comes back after its lease, running
-            # it again is harmless: the graph ignores the second result.
-            logger.exception("could not acknowledge %s", job.key)
-
-    def _submit_result(self, job: DispatchJob, output: dict[str, Any]) -> None:
-        try:
-            self.backend.runner.submit_work_result(job.workflow_execution_id, job.step_id,
-                                                   output, job.run_id)
-        except Exception:
-            # The lease will expire and the job will run again; the worker lives on.
-            logger.exception("could not submit the result of %s", job.key)
-            self.stats.drive_errors += 1
-
-    def drive_execution(self, workflow_execution_id: str) -> None:
-        """Apply the execution's gathered results and advance it, in one transition."""
-        try:
-            results = self.backend.gather(workflow_execution_id)
-            self.backend.apply_and_advance(workflow_execution_id, results)
-        except RunfoxError as exc:
-            self.stats.drive_errors += 1
-            logger.warning("could not advance %s: %s", workflow_execution_id, exc)
-        except Exception:
-            self.stats.drive_errors += 1
-            logger.exception("could not advance %s", workflow_execution_id)
+            logger.warning("could not advance %s: %s", workflow_execution_id, _reason(exc))
+            return None
 
     def sweep(self) -> int:
-        """Advance every running execution once; return how many were looked at."""
+        """Advance every running execution once; return how many were looked at.
+
+        Records the earliest retry waiting among them (``retry_at``). Raises when
+        the backend is unavailable (``run`` then backs off); an execution that
+        cannot be advanced for another reason is logged and skipped.
+        """
+        for wf_id in list(self._interrupted):  # an earlier sweep stopped part-way
+            self.backend.redispatch_stale(wf_id, 0.0)
+            self._interrupted.discard(wf_id)
         store = self.backend.store
         seen = 0
+        retry_at = None
         for status in (WorkflowStatus.PENDING, WorkflowStatus.IN_PROGRESS):
             for summary in store.list_executions(status=status, limit=10_000):
                 seen += 1
-                self.drive_execution(summary.workflow_execution_id)
+                wf_id = summary.workflow_execution_id
                 try:
-                    self.backend.redispatch_stale(summary.workflow_execution_id,
-                                                  self.stale_after)
-                except Exception:
-                    logger.exception("re-dispatch failed for %s",
-                                     summary.workflow_execution_id)
+                    retry_at = _earliest(retry_at, _retry_time(self._drive(wf_id)))
+                except Exception as exc:
+                    if _unavailable(exc):
+                        raise
+                    self.stats.drive_errors += 1
+                    logger.warning("could not advance %s: %s", wf_id, _reason(exc))
+                try:
+                    self.backend.redispatch_stale(wf_id, self.stale_after)
+                except Exception as exc:
+                    if _unavailable(exc):
+                        raise
+                    logger.warning("re-dispatch failed for %s: %s", wf_id, _reason(exc))
+        self._retry_at = retry_at
         return seen
+
+    def _sweep_due(self, last_sweep: float) -> bool:
+        since = time.monotonic() - last_sweep
+        if since >= self.sweep_interval:
+            return True
+        return self._retry_at is not None and self.backend.clock() >= self._retry_at \
+            and since >= max(self.poll_interval, 0.05)
+
+    # -- the loop ------------------------------------------------------------------
+
+    def _slots(self) -> Slots:
+        if self.processes:
+            assert self.executor_ref is not None
+            return ProcessSlots(self.executor_ref, self.concurrency)
+        return ThreadSlots(self.executor, self.concurrency)
 
     def run(self, *, idle_timeout: float | None = None, max_jobs: int | None = None
             ) -> WorkerStats:
         """Work until ``stop()``, ``idle_timeout`` idle seconds, or ``max_jobs`` jobs.
 
-        Returns the stats. Exceptions from the executor never escape; errors from
-        the store or runner while claiming do.
+        Returns the stats. Exceptions from the executor never escape, and errors
+        from the store or runner are ridden out (see the module docstring). The
+        worker is idle when it holds no job and no result, the queue was empty
+        for ``idle_timeout`` seconds, and no retry it knows of is waiting (with
+        ``drive``, the sweep sees every running execution's retries).
         """
-        pool = self._pool()
+        slots = self._slots()
+        self._closed.clear()
         heart = threading.Thread(target=self._heartbeats, name="runfox-heartbeat", daemon=True)
         heart.start()
-        running: dict[cf.Future[dict[str, Any]], DispatchJob] = {}
-        last_sweep = 0.0
+        last_sweep = -float("inf")
         idle_since = time.monotonic()
         claimed = 0
         try:
-            while True:
-                if self.drive and time.monotonic() - last_sweep >= self.sweep_interval:
-                    last_sweep = time.monotonic()
-                    self.sweep()
-                free = self.concurrency - len(running)
-                if max_jobs is not None:
-                    free = min(free, max_jobs - claimed)
+            while not self._release.is_set():
+                for job, output in slots.wait(0):
+                    self._finished(job, output)
                 jobs: list[DispatchJob] = []
-                if free > 0 and not self._stop.is_set():
-                    jobs = self.backend.runner.take_pending_jobs(limit=free, lease=self.lease)
-                for job in jobs:
-                    self._hold(job)
-                    running[self._submit(pool, job)] = job
-                claimed += len(jobs)
-                if running:
-                    idle_since = time.monotonic()
-                    done, _ = cf.wait(list(running), timeout=0 if jobs else self.poll_interval,
-                                      return_when=cf.FIRST_COMPLETED)
-                    for future in done:
-                        self._finish(running.pop(future), future)
-                    if self._release.is_set():
-                        break
-                    continue
-                if self._stop.is_set() or (max_jobs is not None and claimed >= max_jobs):
+                if time.monotonic() >= self._backoff_until:
+                    sweep = self.drive and self._sweep_due(last_sweep)
+                    if sweep:
+                        last_sweep = time.monotonic()
+                    free = 0 if self._stop.is_set() else slots.size - slots.busy
+                    if max_jobs is not None:
+                        free = min(free, max_jobs - claimed)
+                    jobs = self._round(free, sweep)
+                    for job in jobs:
+                        self._launch(slots, job)
+                    claimed += len(jobs)
+                now = time.monotonic()
+                if jobs or slots.busy or self._results or self._outage.down:
+                    idle_since = now
+                elif self._done(max_jobs, claimed, idle_timeout, now - idle_since):
                     break
-                if idle_timeout is not None and time.monotonic() - idle_since >= idle_timeout:
-                    break
-                if not jobs:
-                    self._stop.wait(self.poll_interval)
+                slots_full = slots.busy >= slots.size
+                self._pause(slots, 0.0 if jobs and not slots_full else self._wait_time())
         finally:
-            self._stop.set()
-            for future, job in running.items():
-                if not future.done():
-                    self.backend.runner.release(job)
-                    self._unhold(job)
-            pool.shutdown(wait=not self._release.is_set(), cancel_futures=True)
+            self._shutdown(slots)
             self._closed.set()
             heart.join(timeout=1.0)
         return self.stats
+
+    def _round(self, free: int, sweep: bool) -> list[DispatchJob]:
+        """One round of backend calls: record waiting results, sweep, claim up to ``free``.
+
+        A round in which every call succeeded ends an outage. The claim is made
+        even when an earlier call failed: it is what keeps jobs moving, and it
+        tells an outage (the claim fails too) from a result the backend will
+        never take (see ``_refused``).
+        """
+        touched = bool(self._results) or sweep
+        refused = self._settle()
+        healthy = refused is None
+        if healthy and sweep:
+            try:
+                self.sweep()
+            except Exception as exc:
+                self._hit(exc, "sweep running executions")
+                healthy = False
+        jobs: list[DispatchJob] = []
+        if free > 0:
+            touched = True
+            jobs, ok = self._claim(free)
+            if ok and refused is not None:
+                self._refused(refused)
+            healthy = healthy and ok
+        if healthy and touched:
+            self._outage.recovered()
+        return jobs
+
+    def _done(self, max_jobs: int | None, claimed: int, idle_timeout: float | None,
+              idle_for: float) -> bool:
+        """Whether a worker holding nothing may stop: stopped, ``max_jobs`` reached, or
+        idle (never while a retry this worker knows of waits)."""
+        if self._stop.is_set() or (max_jobs is not None and claimed >= max_jobs):
+            return True
+        return idle_timeout is not None and idle_for >= idle_timeout and self._retry_at is None
+
+    def _wait_time(self) -> float:
+        """How long the loop may sleep: until the next claim, backoff end or due retry."""
+        wait = self.poll_interval
+        backoff = self._backoff_until - time.monotonic()
+        if backoff > 0:
+            return min(max(wait, 0.05), backoff)
+        if self._results:
+            return 0.0
+        if self._retry_at is not None:
+            wait = min(wait, max(0.01, self._retry_at - self.backend.clock()))
+        return wait
+
+    def _pause(self, slots: Slots, wait: float) -> None:
+        if slots.busy:
+            for job, output in slots.wait(wait):
+                self._finished(job, output)
+        elif wait > 0:
+            self._stop.wait(wait)
+
+    def _shutdown(self, slots: Slots) -> None:
+        """Give back jobs still running, record what can be recorded, close the pool."""
+        self._stop.set()
+        release = self._release.is_set()
+        for job in slots.running():
+            try:
+                self.backend.runner.release(job)
+            except Exception as exc:
+                logger.warning("could not release %s (%s); it comes back when its lease "
+                               "runs out", job.key, _reason(exc))
+            self._unhold(job)
+        slots.close(wait=not release)
+        if self._results:
+            self._settle()  # one more try
+        if self._results:
+            logger.warning("stopping with %d result(s) not recorded (the backend is "
+                           "unavailable); their jobs come back when their leases run out",
+                           len(self._results))
+            for item in self._results:
+                if item.job is not None:
+                    self._unhold(item.job)
+            self._results.clear()

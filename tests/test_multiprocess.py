@@ -112,14 +112,22 @@ def executions(tmp_path: Path) -> collections.Counter[tuple[str, str, str]]:
     return counts
 
 
-def check_outcomes(store: SqlStore, ids: dict[str, int], width: int) -> None:
+def check_outcomes(store: SqlStore, ids: dict[str, int], width: int, lost: int = 0) -> None:
+    """Every workflow complete with its exact total. Each step took one attempt (no
+    result applied twice, none failed), except up to ``lost`` steps whose worker was
+    killed: their first attempt is a ``WorkerLost`` and the second one completed."""
+    retried = 0
     for wf_id, n in ids.items():
         record = store.load(wf_id)
         assert record.status is WorkflowStatus.COMPLETE, record.to_dict()
         assert record.outcome == {"total": n * sum(range(width + 1))}
         for step in record.steps.values():
-            # one attempt each: no result was applied twice, none failed
+            if (step.run_id, step.attempts) == (1, 2):
+                retried += 1
+                assert step.status is StepStatus.COMPLETE
+                continue
             assert (step.status, step.run_id, step.attempts) == (StepStatus.COMPLETE, 0, 1)
+    assert retried <= lost
 
 
 def test_three_workers_finish_fifty_workflows_once_each(db_url: str, tmp_path: Path) -> None:
@@ -171,7 +179,7 @@ def test_a_killed_workers_job_comes_back_after_its_lease(db_url: str, tmp_path: 
         assert victim is not None, "no worker ever ran a slow job"
         by_pid[victim[0]].send_signal(signal.SIGKILL)
         wait_until_finished(store, ids)
-        check_outcomes(store, ids, 3)
+        check_outcomes(store, ids, 3, lost=2)  # the victim ran two jobs at most
     finally:
         stop_workers(workers)
         store.close()

@@ -38,6 +38,7 @@ from .. import __version__
 from ..backend.urls import default_backend_url, mask_url
 from ..errors import BackendError, SpecError, UnknownStepError, WorkflowNotFound
 from ..status import WorkflowStatus
+from ..worker import DEFAULT_LEASE
 from . import commands
 from .exits import EXIT_BACKEND, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 
@@ -143,11 +144,12 @@ COMMAND), 3 halted, 4 backend unreachable or misconfigured, 5 timeout, 130 inter
     p.add_argument("--concurrency", type=int, default=1, metavar="N",
                    help="jobs run at once (default 1)")
     p.add_argument("--processes", action="store_true",
-                   help="run jobs in a process pool instead of threads (CPU-bound work)")
-    p.add_argument("--lease", type=_positive_float, default=60.0, metavar="SECONDS",
-                   help="how long a claimed job is held between heartbeats before another "
-                        "worker may take it; a step's own timeout takes precedence "
-                        "(default 60)")
+                   help="run each job in a child process (CPU-bound work; a crashing or "
+                        "timed-out job's process is replaced)")
+    p.add_argument("--lease", type=_positive_float, default=DEFAULT_LEASE, metavar="SECONDS",
+                   help="how long a claimed job is held between heartbeats (every third "
+                        "of it) before another worker may take it; a step with a timeout "
+                        f"holds min(lease, timeout + 5) (default {DEFAULT_LEASE:g})")
     p.add_argument("--poll-interval", type=_positive_float, default=0.2, metavar="SECONDS",
                    help="wait between claims when the queue is empty (default 0.2)")
     p.add_argument("--sweep-interval", type=_positive_float, default=5.0, metavar="SECONDS",
@@ -159,7 +161,8 @@ COMMAND), 3 halted, 4 backend unreachable or misconfigured, 5 timeout, 130 inter
     p.add_argument("--no-drive", action="store_true",
                    help="only run jobs; leave applying results to another process")
     p.add_argument("--idle-timeout", type=_positive_float, metavar="SECONDS",
-                   help="exit after this long with no job")
+                   help="exit after this long with no job, but not while a retry of a "
+                        "running execution is waiting")
     p.add_argument("--max-jobs", type=int, metavar="N", help="exit after N jobs")
     p.set_defaults(handler=commands.worker)
 

@@ -193,7 +193,11 @@ def start(args: argparse.Namespace) -> int:
 
 
 def worker(args: argparse.Namespace) -> int:
-    """Run jobs until SIGTERM/SIGINT (or --idle-timeout / --max-jobs)."""
+    """Run jobs until SIGTERM/SIGINT (or --idle-timeout / --max-jobs).
+
+    A backend that cannot be opened is a start-up failure (exit 4); once the
+    worker runs, outages are ridden out and never end it.
+    """
     ref = executor_ref(args, required=True)
     assert ref is not None
     if args.concurrency < 1:
@@ -213,8 +217,9 @@ def worker(args: argparse.Namespace) -> int:
                     harness.name, args.backend_shown, ref, args.concurrency,
                     ", processes" if args.processes else "", args.lease)
         stats = serve_until_signalled(harness, args.idle_timeout, args.max_jobs)
-        logger.info("worker %s: stopped after %d jobs (%d failed attempts, %d drive errors)",
-                    harness.name, stats.jobs, stats.failed, stats.drive_errors)
+        logger.info("worker %s: stopped after %d jobs (%d failed attempts, %d drive errors, "
+                    "%d jobs reported lost, %d backend outages ridden out)", harness.name,
+                    stats.jobs, stats.failed, stats.drive_errors, stats.lost, stats.outages)
         return EXIT_COMPLETE
     finally:
         close_backend(backend)

@@ -10,10 +10,13 @@ One row per job ``(workflow_execution_id, step_id, run_id)``:
   workers never take the same job. A claim moves ``visible_at`` to the end of
   the lease (on the database clock) and counts a delivery. When the lease runs
   out without a result the job is claimable again.
-- A job delivered ``max_deliveries`` times whose lease ran out every time (a
-  worker crashed or hung on it each time) is not delivered again: it gets an
-  error result (``LeaseExpired``), which the graph treats as a failed attempt
-  (retried while the step has attempts left, else the step fails).
+- Each claimed job carries ``delivery`` (``deliveries`` after this claim). A
+  worker that gets a job with ``delivery > 1`` knows the lease of an earlier
+  delivery ran out and reports the attempt as ``WorkerLost`` instead of running
+  it (see ``runfox.worker``); the graph then retries it under a new ``run_id``.
+- As a backstop, a job delivered ``max_deliveries`` times whose lease ran out
+  every time (no worker even reported it lost) is not delivered again: it gets
+  an error result (``LeaseExpired``), which the graph treats as a failed attempt.
 - ``heartbeat`` extends a lease only while this claim still holds the job (its
   random claim token still on the row); ``release`` makes it claimable at once.
 - ``submit_work_result`` turns the row ``done`` with its result, once: a second
@@ -38,6 +41,7 @@ import secrets
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import bindparam, delete, exists, select, update
@@ -197,7 +201,7 @@ class SqlRunner(DatabaseUser, Runner):
                 if job is None:
                     corrupt.append(row.id)
                 else:
-                    claimed.append(job)
+                    claimed.append(replace(job, delivery=row.deliveries + 1))
                     ids.append(row.id)
             if ids:
                 conn.execute(q.mark_claimed, {"ids": ids, "lease": lease, "token": token})
@@ -340,11 +344,13 @@ def _job_params(job: DispatchJob) -> dict[str, Any]:
 
 def _lease_expired(row: Any) -> str:
     key = job_key(row.workflow_execution_id, row.step_id, row.run_id)
-    logger.warning("job %s: lease expired on all %d deliveries; recording an error result "
-                   "instead of delivering it again", key, row.deliveries)
+    logger.warning("job %s: delivered %d times and no result or WorkerLost report came back "
+                   "before any of its leases ran out; recording an error result instead of "
+                   "delivering it again", key, row.deliveries)
     return dumps(error_output(
-        "LeaseExpired", f"job {key} was delivered {row.deliveries} times and every lease ran "
-                        "out without a result (the worker died or hung)"))
+        "LeaseExpired", f"job {key} was delivered {row.deliveries} times (max_deliveries) and "
+                        "every lease ran out with nothing reported: the workers that took it "
+                        "died, hung or could not reach the backend"))
 
 
 def _decode_job(row: Any) -> DispatchJob | None:

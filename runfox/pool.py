@@ -1,0 +1,349 @@
+"""Where a worker's jobs run: a pool of threads, or of process slots.
+
+Both pools have the same small surface, used by ``runfox.worker.Worker`` from
+one thread: ``start(job)`` while ``busy < size``, ``wait(timeout)`` for the jobs
+that finished (each with its output dict), ``running()``, ``close(wait)``.
+Neither raises because of the executor: every outcome is an output dict.
+
+``ProcessSlots`` keeps one child process per slot, each running one job at a
+time and talking to the worker over a pipe (job and output cross it as JSON
+text, so no pickling depth limit applies). Because each job has its own
+process, the worker can tell exactly which job a dead child was running:
+
+- a child that exits (``os._exit``, a crash in C code, the OOM killer) fails
+  only its job, with ``WorkerProcessDied`` naming the exit code or signal, and
+  the slot gets a new process; the other slots keep running;
+- a job that overruns its ``timeout`` has its process killed (a real stop, not
+  an abandoned thread) and fails with ``TimeoutError``;
+- an output that cannot be encoded fails with ``InvalidOutput`` and the reason.
+
+Children ignore SIGINT: a Ctrl-C reaches the whole process group, and it is the
+worker (the parent) that decides whether running jobs finish or are given back.
+(A service manager should send SIGTERM to the worker alone, as systemd's
+``KillMode=mixed`` does; a child killed by it fails its job as a dead process.)
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import json
+import logging
+import multiprocessing
+import multiprocessing.connection
+import signal
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from .execution import Executor, error_output, invoke, run_job
+from .results import DispatchJob
+
+__all__ = ["ProcessSlots", "Slots", "ThreadSlots"]
+
+logger = logging.getLogger("runfox.worker")
+
+Finished = tuple[DispatchJob, dict[str, Any]]
+
+# ``fork`` is not safe here: the worker process has threads (the heartbeat, the
+# loop started by ``runfox worker``, SQLAlchemy's pool), and a forked child
+# inherits their locks in whatever state they were and the database sockets in
+# use. ``spawn`` starts a clean interpreter that imports only the executor; its
+# start-up cost is paid once per slot and again only when a child died.
+# (``forkserver`` would restart faster but adds a shared server process that a
+# signal to the process group can take down.)
+
+
+class Slots(ABC):
+    """The pool interface the worker loop uses (from a single thread)."""
+
+    size: int
+
+    @property
+    @abstractmethod
+    def busy(self) -> int:
+        """How many jobs are running."""
+
+    @abstractmethod
+    def start(self, job: DispatchJob) -> None:
+        """Start ``job`` in a free slot (the caller keeps ``busy < size``)."""
+
+    @abstractmethod
+    def wait(self, timeout: float) -> list[Finished]:
+        """Wait up to ``timeout`` seconds for a job to finish; return those that did."""
+
+    @abstractmethod
+    def running(self) -> list[DispatchJob]:
+        """The jobs started and not yet returned by ``wait``."""
+
+    @abstractmethod
+    def close(self, wait: bool = True) -> None:
+        """Stop the pool; ``wait=False`` abandons (threads) or kills (processes) running jobs."""
+
+
+class ThreadSlots(Slots):
+    """Jobs on a thread pool; a job's ``timeout`` abandons its thread (see ``call_executor``)."""
+
+    def __init__(self, executor: Executor, size: int) -> None:
+        self.size = size
+        self._executor = executor
+        self._pool = cf.ThreadPoolExecutor(size, thread_name_prefix="runfox-worker")
+        self._futures: dict[cf.Future[dict[str, Any]], DispatchJob] = {}
+
+    @property
+    def busy(self) -> int:
+        return len(self._futures)
+
+    def start(self, job: DispatchJob) -> None:
+        self._futures[self._pool.submit(run_job, self._executor, job)] = job
+
+    def wait(self, timeout: float) -> list[Finished]:
+        if not self._futures:
+            return []
+        done, _ = cf.wait(list(self._futures), timeout=max(0.0, timeout),
+                          return_when=cf.FIRST_COMPLETED)
+        finished = []
+        for future in done:
+            job = self._futures.pop(future)
+            try:
+                output = future.result()
+            except BaseException as exc:  # run_job does not raise; be sure
+                output = error_output(type(exc).__name__, f"the worker thread failed: {exc}")
+            finished.append((job, output))
+        return finished
+
+    def running(self) -> list[DispatchJob]:
+        return list(self._futures.values())
+
+    def close(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+        self._futures.clear()
+
+
+# -- process slots --------------------------------------------------------------------
+
+
+def _child_main(ref: str, conn: Connection) -> None:
+    """A slot's child: run the jobs the parent sends, one at a time, until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from .worker import load_executor  # in the child only: the worker imports this module
+
+    executor: Executor | None = None
+    failure = ""
+    try:
+        executor = load_executor(ref)
+    except BaseException as exc:  # reported with every job instead
+        failure = f"the worker process could not load the executor: {exc}"
+    while True:
+        try:
+            message = conn.recv_bytes()
+        except (EOFError, OSError):  # the parent is gone
+            return
+        if not message:  # the parent's "stop"
+            return
+        fn = "?"
+        try:
+            request = json.loads(message)
+            fn, inputs = request["fn"], request["inputs"]
+        except (RecursionError, MemoryError, ValueError, KeyError, TypeError) as exc:
+            output = error_output("InvalidInput", f"the worker process could not read the "
+                                                  f"job ({type(exc).__name__}: {exc})")
+        else:
+            output = (error_output("ExecutorImportError", failure) if executor is None
+                      else invoke(executor, fn, inputs))
+        conn.send_bytes(_encode_output(output, fn))
+
+
+def _encode_output(output: dict[str, Any], fn: str) -> bytes:
+    try:
+        return json.dumps(output).encode()
+    except (RecursionError, MemoryError, TypeError, ValueError) as exc:
+        return json.dumps(error_output(
+            "InvalidOutput", f"the output for fn {fn!r} cannot be sent to the worker as JSON "
+                             f"({type(exc).__name__}: {exc})")).encode()
+
+
+def _decode_output(data: bytes, fn: str) -> dict[str, Any]:
+    try:
+        output = json.loads(data)
+    except (RecursionError, MemoryError, ValueError) as exc:
+        return error_output("InvalidOutput", f"the output for fn {fn!r} could not be read "
+                                             f"back from its process ({type(exc).__name__}: "
+                                             f"{exc})")
+    if not isinstance(output, dict):
+        return error_output("InvalidOutput", f"the process running fn {fn!r} sent "
+                                             f"{type(output).__name__}, expected an object")
+    return output
+
+
+def _death(fn: str, code: int | None) -> dict[str, Any]:
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "unknown signal"
+        how = f"was killed by signal {-code} ({name})"
+    elif code is None:
+        how = "stopped answering"
+    else:
+        how = f"exited with code {code}"
+    return error_output("WorkerProcessDied", f"the process running fn {fn!r} {how}")
+
+
+@dataclass
+class _Slot:
+    process: BaseProcess | None = None
+    conn: Connection | None = None
+    job: DispatchJob | None = None
+    deadline: float | None = None  # monotonic time the job's timeout runs out
+
+
+class ProcessSlots(Slots):
+    """``size`` child processes, one job each; see the module docstring.
+
+    Args:
+        ref: the executor as ``"module:attr"``, imported once by each child.
+        size: how many children (jobs at once).
+    """
+
+    def __init__(self, ref: str, size: int) -> None:
+        self.size = size
+        self._ref = ref
+        self._context = multiprocessing.get_context("spawn")  # see above: not fork
+        self._slots = [_Slot() for _ in range(size)]
+        self._finished: list[Finished] = []  # jobs that ended without reaching a child
+        for slot in self._slots:
+            self._spawn(slot)  # start all at once: children import while others wait
+
+    @property
+    def busy(self) -> int:
+        return sum(1 for s in self._slots if s.job is not None) + len(self._finished)
+
+    def _spawn(self, slot: _Slot) -> None:
+        parent, child = self._context.Pipe()
+        process = self._context.Process(target=_child_main, args=(self._ref, child),
+                                        name="runfox-slot", daemon=True)
+        try:
+            process.start()
+        except OSError as exc:  # out of processes or memory: try again at the next job
+            logger.warning("could not start a worker process: %s", exc)
+            parent.close()
+            return
+        finally:
+            child.close()  # the child has its own copy; ours would hide its death
+        slot.process, slot.conn = process, parent
+
+    def _discard(self, slot: _Slot, grace: float = 0.0) -> int | None:
+        """Stop ``slot``'s process, killed unless it ends within ``grace`` seconds;
+        return its exit code."""
+        process, conn = slot.process, slot.conn
+        slot.process = slot.conn = None
+        slot.job = slot.deadline = None
+        if conn is not None:
+            conn.close()
+        if process is None:
+            return None
+        if grace > 0:
+            process.join(grace)  # a child that is exiting: let it report its own code
+        if process.is_alive():
+            process.kill()
+        process.join(2.0)
+        code = process.exitcode
+        if code is not None:
+            process.close()
+        return code
+
+    def start(self, job: DispatchJob) -> None:
+        slot = next((s for s in self._slots if s.job is None), None)
+        if slot is None:
+            raise RuntimeError("ProcessSlots.start: every slot is busy")
+        try:
+            request = json.dumps({"fn": job.fn, "inputs": job.inputs}).encode()
+        except (RecursionError, MemoryError, TypeError, ValueError) as exc:
+            self._finished.append((job, error_output(
+                "InvalidInput", f"the inputs of fn {job.fn!r} cannot be sent to a worker "
+                                f"process as JSON ({type(exc).__name__}: {exc})")))
+            return
+        for _ in range(2):  # a child that died while idle is replaced once
+            if slot.process is None or not slot.process.is_alive():
+                self._discard(slot)
+                self._spawn(slot)
+            if slot.conn is None:
+                break
+            try:
+                slot.conn.send_bytes(request)
+            except OSError:
+                self._discard(slot)
+                continue
+            slot.job = job
+            slot.deadline = time.monotonic() + job.timeout if job.timeout else None
+            return
+        self._finished.append((job, error_output(
+            "WorkerProcessDied", f"could not start a process to run fn {job.fn!r}")))
+
+    def wait(self, timeout: float) -> list[Finished]:
+        finished, self._finished = self._finished, []
+        busy = [s for s in self._slots if s.job is not None]
+        if not busy:
+            return finished
+        now = time.monotonic()
+        deadlines = [s.deadline for s in busy if s.deadline is not None]
+        if finished:
+            timeout = 0.0
+        if deadlines:
+            timeout = min(timeout, max(0.0, min(deadlines) - now))
+        handles: list[Any] = []
+        for slot in busy:
+            assert slot.conn is not None and slot.process is not None
+            handles += [slot.conn, slot.process.sentinel]
+        ready = set(multiprocessing.connection.wait(handles, max(0.0, timeout)))
+        for slot in busy:
+            assert slot.conn is not None and slot.process is not None and slot.job is not None
+            if slot.conn in ready or slot.process.sentinel in ready:
+                finished.append(self._collect(slot))
+            elif slot.deadline is not None and time.monotonic() >= slot.deadline:
+                job = slot.job
+                self._discard(slot)
+                self._spawn(slot)
+                finished.append((job, error_output(
+                    "TimeoutError", f"fn {job.fn!r} did not finish within {job.timeout:g}s; "
+                                    "its process was killed")))
+        return finished
+
+    def _collect(self, slot: _Slot) -> Finished:
+        """The finished job of ``slot``: its output, or how its process died."""
+        assert slot.conn is not None and slot.job is not None
+        job = slot.job
+        data: bytes | None = None
+        try:
+            if slot.conn.poll():
+                data = slot.conn.recv_bytes()
+        except (EOFError, OSError):
+            data = None
+        if data is not None:
+            slot.job = slot.deadline = None
+            return job, _decode_output(data, job.fn)
+        code = self._discard(slot, grace=1.0)
+        logger.warning("the process running %s (fn %r) died (exit code %s); starting a new "
+                       "one", job.key, job.fn, code)
+        self._spawn(slot)
+        return job, _death(job.fn, code)
+
+    def running(self) -> list[DispatchJob]:
+        return [s.job for s in self._slots if s.job is not None] + \
+            [job for job, _ in self._finished]
+
+    def close(self, wait: bool = True) -> None:
+        for slot in self._slots:
+            if slot.conn is not None and slot.job is None:
+                with contextlib.suppress(OSError):
+                    slot.conn.send_bytes(b"")  # the child's "stop"
+        deadline = time.monotonic() + 5.0
+        for slot in self._slots:
+            if slot.process is not None and wait and slot.job is None:
+                slot.process.join(max(0.0, deadline - time.monotonic()))
+            self._discard(slot)
+        self._finished.clear()
