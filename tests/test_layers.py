@@ -46,7 +46,7 @@ LAYERS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
         "runfox.backend.aws.handlers", "runfox.backend.aws.entry",
     ), ("backend",)),
     # The standalone worker process (threads, processes, heartbeats, sweeps).
-    ("worker harness", ("runfox.worker",), ("workers",)),
+    ("worker harness", ("runfox.worker", "runfox.pool"), ("workers",)),
     # What users hold: the Workflow handle, the CLI, the package facades and the
     # contract suites (which drive whole workflows).
     ("handle", (
