@@ -328,6 +328,17 @@ class RunnerContract:
         time.sleep(1.5)
         assert runner.take_pending_jobs(lease=30.0) == []
 
+    def test_an_acked_job_is_not_queued_again_by_a_stale_redispatch(self, runner: Runner
+                                                                     ) -> None:
+        # A sweep that read the record just before the result was applied
+        # dispatches the job again after the worker acknowledged it: it must not
+        # run a second time.
+        runner.dispatch("wf#1", [job("wf#1", "a")])
+        (held,) = runner.take_pending_jobs(lease=30.0)
+        runner.ack(held, {"ok": True})
+        runner.dispatch("wf#1", [job("wf#1", "a")])
+        assert runner.take_pending_jobs(lease=30.0) == []
+
     def test_release_gives_a_job_back(self, runner: Runner) -> None:
         runner.dispatch("wf#1", [job("wf#1", "a")])
         (j,) = runner.take_pending_jobs()

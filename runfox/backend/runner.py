@@ -98,6 +98,10 @@ class Runner(ABC):
         """Release connections; the runner may not be used afterwards."""
 
 
+#: How many acknowledged job keys ``InProcessRunner`` remembers.
+_ACKED_KEPT = 100_000
+
+
 class InProcessRunner(Runner):
     """Jobs and results in memory, for one process. Thread-safe.
 
@@ -111,12 +115,16 @@ class InProcessRunner(Runner):
         self._taken: dict[str, DispatchJob] = {}
         self._done: set[str] = set()  # results submitted and not yet gathered
         self._results: dict[str, list[WorkResult]] = {}
+        # Jobs acknowledged lately (insertion-ordered, capped): a stale re-dispatch
+        # of one of them adds nothing.
+        self._acked: dict[str, None] = {}
 
     def dispatch(self, workflow_execution_id: str, jobs: Sequence[DispatchJob]) -> None:
         with self._lock:
             for job in jobs:
                 key = job.key
-                if key in self._pending or key in self._taken or key in self._done:
+                if (key in self._pending or key in self._taken or key in self._done
+                        or key in self._acked):
                     continue
                 self._pending[key] = DispatchJob(
                     job.workflow_execution_id, job.step_id, job.fn, json_copy(job.inputs),
@@ -140,6 +148,9 @@ class InProcessRunner(Runner):
         with self._lock:
             self._taken.pop(job.key, None)
             self._pending.pop(job.key, None)
+            self._acked[job.key] = None
+            if len(self._acked) > _ACKED_KEPT:
+                del self._acked[next(iter(self._acked))]
 
     def release(self, job: DispatchJob) -> None:
         with self._lock:

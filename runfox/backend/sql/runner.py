@@ -61,6 +61,14 @@ logger = logging.getLogger("runfox.backend.sql")
 
 QUEUED = "queued"
 DONE = "done"
+#: A job whose result its worker applied itself. The row stays (without its
+#: payload) as a tombstone, so a re-dispatch computed from a record read just
+#: before the result was applied cannot queue the job again; it is deleted after
+#: ``ACKED_TTL`` seconds.
+ACKED = "acked"
+ACKED_TTL = 3600.0
+#: Tombstones are purged by one ``ack`` in this many.
+PURGE_EVERY = 500
 #: ``run_id`` stored for a result submitted without one and matching no queued job.
 UNKNOWN_RUN = -1
 
@@ -117,6 +125,11 @@ class _Queries:
         self.take_results = delete(t).where(job[0], t.c.state == DONE).returning(*results)
         self.cancel = delete(t).where(job[0], *claimable)
         self.drop = delete(t).where(*job, t.c.state == QUEUED)
+        self.acknowledge = (update(t).where(*job, t.c.state == QUEUED)
+                            .values(state=ACKED, visible_at=now, payload="{}",
+                                    claim_token=None))
+        self.purge_acked = delete(t).where(t.c.state == ACKED,
+                                           t.c.visible_at < now - bindparam("ttl"))
 
 
 class SqlRunner(DatabaseUser, Runner):
@@ -161,6 +174,7 @@ class SqlRunner(DatabaseUser, Runner):
         # release must not touch a later claim of the same job by another worker.
         self._held: dict[str, int] = {}
         self._held_lock = threading.Lock()
+        self._acks = 0
 
     # -- queueing -----------------------------------------------------------------
 
@@ -243,10 +257,18 @@ class SqlRunner(DatabaseUser, Runner):
                      what=f"release {job.key}")
 
     def ack(self, job: DispatchJob, output: dict[str, Any]) -> None:
-        """Delete the job's row: its result is already applied, nothing is stored."""
+        """Mark the job's row acknowledged: its result is already applied, none is stored.
+
+        The row stays as a tombstone for ``ACKED_TTL`` seconds, so a stale
+        re-dispatch cannot queue the job again and run it a second time.
+        """
         self._forget(job)
-        self._db.run(lambda conn: conn.execute(self._q.drop, _job_params(job)), standalone=True,
-                     what=f"acknowledge {job.key}")
+        self._db.run(lambda conn: conn.execute(self._q.acknowledge, _job_params(job)),
+                     standalone=True, what=f"acknowledge {job.key}")
+        self._acks += 1
+        if self._acks % PURGE_EVERY == 0:
+            self._db.run(lambda conn: conn.execute(self._q.purge_acked, {"ttl": ACKED_TTL}),
+                         standalone=True, what="purge acknowledged jobs")
 
     def _forget(self, job: DispatchJob) -> int | None:
         return self._forget_key(job.key)
