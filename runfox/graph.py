@@ -525,20 +525,20 @@ def cancel(record: WorkflowRecord, now: float, reason: str | None = None
 
 
 def error_of(exc: BaseException, where: str | None = None) -> dict[str, Any]:
-    """An exception as a stored error: its real type, message, place and traceback.
+    """An exception as a stored error: its real type, its message and its place.
 
-    ``where`` defaults to the innermost frame (``graph.py:212 in _apply``); the
-    traceback keeps the last 20 frames, enough to report a bug.
+    ``where`` defaults to the innermost frame of its traceback, such as
+    ``graph.py:212 in _apply`` (the whole traceback belongs in a log, not in an
+    outcome).
     """
-    frames = traceback.extract_tb(exc.__traceback__)
-    if where is None and frames:
-        last = frames[-1]
-        where = f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name}"
+    if where is None:
+        frames = traceback.extract_tb(exc.__traceback__)
+        if frames:
+            last = frames[-1]
+            where = f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name}"
     error = _error(type(exc).__name__, str(exc) or type(exc).__name__)
     if where:
         error["where"] = where
-    if frames:
-        error["traceback"] = "".join(traceback.format_exception(exc, limit=-20))
     return error
 
 

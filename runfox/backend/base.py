@@ -360,6 +360,18 @@ class Backend:
         self.runner.cancel(workflow_execution_id)
         return result
 
+    def fail_execution(self, workflow_execution_id: str, error: dict[str, Any]) -> Result:
+        """End a running execution as failed with outcome ``{"error": error}``.
+
+        For a driver that cannot go on with an execution (``runfox run`` after an
+        unexpected error): it ends somewhere visible instead of staying in
+        progress with nobody driving it. A finished execution is left as it is;
+        returns its terminal result either way.
+        """
+        error = json_copy(error, "error")
+        return self.transition(workflow_execution_id,
+                               lambda r, now, _: graph.fail_execution(r, error, now))
+
     def redispatch_stale(self, workflow_execution_id: str, older_than: float) -> list[DispatchJob]:
         """Dispatch again the jobs of steps claimed over ``older_than`` seconds ago.
 
