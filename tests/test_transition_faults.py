@@ -366,3 +366,35 @@ def test_runfox_run_stopped_by_an_error_names_the_execution_and_leaves_it_failed
     main(["status", wf_id])
     out, _ = capsys.readouterr()
     assert "`runfox run` stopped on RuntimeError" in out
+
+
+def test_a_finished_record_of_the_wrong_shape_is_left_as_stored_and_explained(
+        sqlite_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    backend = sql_backend(sqlite_url)
+    try:
+        wf_id = backend.create({"steps": [{"id": "a", "fn": "a"}]})
+        backend.advance(wf_id)
+        backend.on_step_result(wf_id, "a", {"x": 1})
+        assert backend.load(wf_id).status is WorkflowStatus.COMPLETE
+    finally:
+        close(backend)
+    engine = create_engine(sqlite_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE runfox_workflows SET state = '[1]'"))
+    finally:
+        engine.dispose()
+    backend = sql_backend(sqlite_url)
+    try:
+        before = backend.load(wf_id)
+        assert [d.stored for d in before.defects] == [[1]]
+        assert backend.advance(wf_id) == rfx.Complete(before.outcome)  # nothing written
+        with pytest.raises(rfx.CorruptRecord, match="wrong shape"):
+            backend.reset_step(wf_id, "a")  # would overwrite the stored value
+        assert backend.load(wf_id).version == before.version
+    finally:
+        close(backend)
+    main(["status", wf_id, "--backend", sqlite_url])
+    out, _ = capsys.readouterr()
+    assert "state: must be an object, found list" in out
+    assert "it has finished, so they are left as stored" in out

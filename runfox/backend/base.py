@@ -21,6 +21,7 @@ from .. import graph
 from ..errors import (
     BackendError,
     ConflictError,
+    CorruptRecord,
     NotJSONError,
     RecordTooLarge,
     SpecError,
@@ -201,6 +202,11 @@ class Backend:
                 if reused:  # "nothing to do" may be an artefact of an old copy: check
                     continue
                 return result
+            if current.defects and not ended:  # a finished record: keep what is stored
+                raise CorruptRecord(workflow_execution_id, "it has stored values of the wrong "
+                                    f"shape ({current.defects[0].where}: "
+                                    f"{current.defects[0].message}); writing would replace "
+                                    "them")
             new = new.evolve(version=current.version + 1, updated_at=now)
             try:
                 self.store.write(new, previous=current)
