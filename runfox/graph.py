@@ -212,7 +212,8 @@ def _finish(tx: _Tx, now: float, state: dict[str, Any]) -> tuple[WorkflowRecord,
     try:
         outcome = json_copy(record.plan.outputs(context_for(record)), "outputs")
     except DATA_ERRORS as exc:
-        outcome = {"error": _error("OutputError", f"outputs: {_describe(exc)}")}
+        detail = str(exc) if isinstance(exc, NotJSONError) else f"outputs: {_describe(exc)}"
+        outcome = {"error": _error("OutputError", detail)}  # a NotJSONError names its path
         return record.evolve(status=WorkflowStatus.FAILED, outcome=outcome), Failed(outcome)
     return record.evolve(status=WorkflowStatus.COMPLETE, outcome=outcome), Complete(outcome)
 
