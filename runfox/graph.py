@@ -21,15 +21,22 @@ Branches see the output first; if none fires, a failed attempt is retried while
 workflow fail. A ``WorkerLost`` attempt (a worker died holding the job) is
 retried at once, even past ``max_attempts``, until ``WORKER_LOST_CAP`` attempts
 in a row were lost.
+
+A transition never stops on the data it is given. An error that is a property
+of the data (``DATA_ERRORS``: a rule that fails, a value JSON cannot hold, an
+overflow, nesting too deep, a result too large for memory) fails the step whose
+inputs, branches or outputs it came from. A record the graph cannot use at all is
+ended by ``fail_execution`` / ``fail_defective``, which evaluate nothing.
 """
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from .errors import ExpressionError, NotJSONError, UnknownStepError
-from .expressions import truthy
+from .expressions import compile_template, truthy
 from .jsonvalue import as_output, json_copy
 from .records import StepRecord, StepsView, WorkflowRecord, context_for
 from .results import (
@@ -48,17 +55,22 @@ from .spec import Branch, StepSpec
 from .status import StepStatus, WorkflowStatus
 
 __all__ = [
+    "DATA_ERRORS",
     "WORKER_LOST_CAP",
     "StateChange",
     "advance",
     "apply_results",
     "cancel",
     "claim_timeouts",
+    "error_of",
+    "fail_defective",
+    "fail_execution",
     "mark_complete",
     "mark_halted",
     "mark_in_progress",
     "merge_workflow_state",
     "on_step_result",
+    "redispatch",
     "reset_for_retry",
     "reset_step",
     "terminal_result",
@@ -73,6 +85,15 @@ _WAITING = (StepStatus.READY, StepStatus.RETRY)
 #: as a poison job. Below the cap a lost attempt is retried even when the step's
 #: ``max_attempts`` is spent; it still counts against them.
 WORKER_LOST_CAP = 5
+
+#: Errors that come from the data an expression or a value is evaluated on, not
+#: from the machine: evaluating the same record again raises them again, so they
+#: fail the step at once instead of being retried. ``ExpressionError`` and
+#: ``NotJSONError`` are ``ValueError``s; ``OverflowError`` and ``ZeroDivisionError``
+#: are ``ArithmeticError``s. ``MemoryError`` is here because an expression that
+#: builds a value too large for memory does so every time.
+DATA_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError, TypeError, ArithmeticError, LookupError, RecursionError, MemoryError)
 
 #: (event, previous_state, new_state) for each state merge a transition made.
 StateChange = tuple[StateChangeEvent, dict[str, Any], dict[str, Any]]
@@ -198,9 +219,10 @@ def _finish(tx: _Tx, now: float, state: dict[str, Any]) -> tuple[WorkflowRecord,
     """Every step is complete: resolve ``outputs`` and complete the workflow."""
     record = tx.commit(state=state)
     try:
-        outcome = json_copy(record.plan.outputs(context_for(record)))
-    except (ExpressionError, NotJSONError) as exc:
-        outcome = {"error": _error("OutputError", f"outputs: {exc}")}
+        outcome = json_copy(record.plan.outputs(context_for(record)), "outputs")
+    except DATA_ERRORS as exc:
+        detail = str(exc) if isinstance(exc, NotJSONError) else f"outputs: {_describe(exc)}"
+        outcome = {"error": _error("OutputError", detail)}  # a NotJSONError names its path
         return record.evolve(status=WorkflowStatus.FAILED, outcome=outcome), Failed(outcome)
     return record.evolve(status=WorkflowStatus.COMPLETE, outcome=outcome), Complete(outcome)
 
@@ -209,6 +231,61 @@ def _job(record: WorkflowRecord, spec: StepSpec, step: StepRecord, inputs: dict[
          ) -> DispatchJob:
     return DispatchJob(record.workflow_execution_id, spec.id, spec.fn, inputs, step.run_id,
                        step.attempts, spec.timeout)
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception as one phrase; runfox's own errors speak for themselves."""
+    if isinstance(exc, ExpressionError | NotJSONError):
+        return str(exc)
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _resolve_inputs(spec: StepSpec, context: dict[str, Any]) -> dict[str, Any]:
+    """A step's inputs, checked to be JSON (a job that cannot be sent is no job)."""
+    inputs: dict[str, Any] = json_copy(spec.inputs(context), "inputs")
+    return inputs
+
+
+def _raw_inputs(record: WorkflowRecord, spec: StepSpec) -> dict[str, Any]:
+    raw_steps = record.plan.raw.get("steps") or []
+    raw = raw_steps[spec.index] if spec.index < len(raw_steps) else None
+    if not isinstance(raw, dict) or raw.get("id") != spec.id:
+        raw = next((s for s in raw_steps if isinstance(s, dict) and s.get("id") == spec.id), {})
+    inputs = raw.get("input")
+    return inputs if isinstance(inputs, dict) else {}
+
+
+def _failing_input(record: WorkflowRecord, spec: StepSpec, context: dict[str, Any],
+                   exc: BaseException) -> str | None:
+    """The name of the input that raised ``exc``, when it can be found cheaply."""
+    if isinstance(exc, NotJSONError):
+        path = exc.path.removeprefix("inputs")
+        name = path[1:].split(".", 1)[0].split("[", 1)[0] if path.startswith(".") else ""
+        return name or None
+    if isinstance(exc, MemoryError | RecursionError):
+        return None  # evaluating again would cost as much again
+    for name, template in _raw_inputs(record, spec).items():
+        try:
+            compile_template(template)(context)
+        except DATA_ERRORS:
+            return name
+    return None
+
+
+def _input_error(record: WorkflowRecord, spec: StepSpec, context: dict[str, Any],
+                 exc: BaseException, when: str = "") -> dict[str, Any]:
+    """The ``InputError`` for a step whose inputs raised ``exc``, naming the input."""
+    name = _failing_input(record, spec, context, exc)
+    detail = _describe(exc)
+    if isinstance(exc, NotJSONError) and exc.path:
+        detail = f"{str(exc)[len(exc.path) + 2:]} (at {exc.path})"
+    place = f"input {name!r}" if name else "input"
+    error = _error("InputError", f"step {spec.id!r} {place}{when}: {detail}")
+    error["step"] = spec.id
+    if name:
+        error["field"] = name
+    return error
 
 
 # ---------------------------------------------------------------------------
@@ -248,10 +325,9 @@ def advance(record: WorkflowRecord, now: float) -> tuple[WorkflowRecord, Result]
         spec = plan.by_id[step_id]
         step = steps[step_id]
         try:
-            inputs = spec.inputs(context)
-        except ExpressionError as exc:
-            error = _error("InputError", f"step {step_id!r} input: {exc}")
-            return _fail(_Tx(record), step, error, now)
+            inputs = _resolve_inputs(spec, context)
+        except DATA_ERRORS as exc:
+            return _fail(_Tx(record), step, _input_error(record, spec, context, exc), now)
         claimed = step.evolve(status=StepStatus.IN_PROGRESS, attempts=step.attempts + 1,
                               started_at=now, finished_at=None, not_before=None)
         tx.put(claimed)
@@ -259,16 +335,24 @@ def advance(record: WorkflowRecord, now: float) -> tuple[WorkflowRecord, Result]
     return tx.commit(status=WorkflowStatus.IN_PROGRESS), Dispatch(jobs)
 
 
-def claim_timeouts(record: WorkflowRecord, now: float, older_than: float) -> list[DispatchJob]:
+def redispatch(record: WorkflowRecord, now: float, older_than: float
+               ) -> tuple[WorkflowRecord, Result]:
     """Jobs for steps claimed more than ``older_than`` seconds ago and still in progress.
 
     State is written before dispatch, so a process that dies between the two
     leaves a claimed step that no queue knows about. Dispatching these jobs again
     is safe because runners keep one job per ``(workflow_execution_id, step_id,
-    run_id)``. Reads the record; changes nothing.
+    run_id)``.
+
+    Returns the same record with ``Dispatch(jobs)`` (possibly empty), the terminal
+    result of a finished record, or, when a step's inputs no longer resolve (the
+    data they read changed since the claim), the record with that step failed
+    (``InputError``) and ``Failed``: a job that cannot be built would otherwise
+    be looked for on every sweep, forever.
     """
-    if record.status.is_terminal:
-        return []
+    finished = terminal_result(record)
+    if finished is not None:
+        return record, finished
     jobs = []
     context = None
     for step in record.steps.values():
@@ -276,10 +360,22 @@ def claim_timeouts(record: WorkflowRecord, now: float, older_than: float) -> lis
             context = context or context_for(record)
             spec = record.plan.by_id[step.id]
             try:
-                jobs.append(_job(record, spec, step, spec.inputs(context)))
-            except ExpressionError:
-                continue  # the original claim resolved; a later loop reset changed inputs
-    return jobs
+                inputs = _resolve_inputs(spec, context)
+            except DATA_ERRORS as exc:
+                error = _input_error(record, spec, context, exc, " on re-dispatch")
+                return _fail(_Tx(record), step, error, now)
+            jobs.append(_job(record, spec, step, inputs))
+    return record, Dispatch(jobs)
+
+
+def claim_timeouts(record: WorkflowRecord, now: float, older_than: float) -> list[DispatchJob]:
+    """The jobs ``redispatch`` would send; reads the record, changes nothing.
+
+    When a step's inputs no longer resolve this returns no jobs: use
+    ``redispatch`` (as ``Backend.redispatch_stale`` does) to fail that step.
+    """
+    _, result = redispatch(record, now, older_than)
+    return list(result.jobs) if isinstance(result, Dispatch) else []
 
 
 # ---------------------------------------------------------------------------
@@ -339,8 +435,9 @@ def _apply(
             payload = branch.result(context) if branch and branch.result else {}
             if branch is not None and branch.action == "halt":
                 payload = json_copy(payload)
-        except (ExpressionError, NotJSONError) as exc:
-            return _fail(tx, step, _error("BranchError", f"step {step_id!r} branch: {exc}"),
+        except DATA_ERRORS as exc:
+            return _fail(tx, step, _error("BranchError",
+                                          f"step {step_id!r} branch: {_describe(exc)}"),
                          now, output)
 
     if error is not None and (branch is None or branch.action == "set"):
@@ -458,6 +555,70 @@ def cancel(record: WorkflowRecord, now: float, reason: str | None = None
         return record, finished
     outcome = {"cancelled": True, "reason": reason}
     return _terminate(_Tx(record), WorkflowStatus.CANCELLED, outcome, now), Cancelled(outcome)
+
+
+def error_of(exc: BaseException, where: str | None = None) -> dict[str, Any]:
+    """An exception as a stored error: its real type, its message and its place.
+
+    ``where`` defaults to the innermost frame of its traceback, such as
+    ``graph.py:212 in _apply`` (the whole traceback belongs in a log, not in an
+    outcome).
+    """
+    if where is None:
+        frames = traceback.extract_tb(exc.__traceback__)
+        if frames:
+            last = frames[-1]
+            where = f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name}"
+    error = _error(type(exc).__name__, str(exc) or type(exc).__name__)
+    if where:
+        error["where"] = where
+    return error
+
+
+def fail_execution(record: WorkflowRecord, error: dict[str, Any], now: float
+                   ) -> tuple[WorkflowRecord, Result]:
+    """End the execution as failed with outcome ``{"error": error}``, evaluating nothing.
+
+    For a record the other transitions cannot handle (they raised, or it is
+    defective): in-flight steps are cancelled and waiting ones skipped, as for any
+    failure, and the history of the steps is kept. A finished record is returned
+    unchanged with its result. Step defects are cleared; ``fail_defective`` keeps
+    their stored values in the outcome.
+    """
+    finished = terminal_result(record)
+    if finished is not None:
+        return record, finished
+    tx = _Tx(record)
+    for step in record.steps.values():
+        if step.defects:
+            tx.put(step.evolve(defects=()))
+    outcome = {"error": error}
+    new = _terminate(tx, WorkflowStatus.FAILED, outcome, now, defects=())
+    return new, Failed(outcome)
+
+
+def fail_defective(record: WorkflowRecord, now: float) -> tuple[WorkflowRecord, Result]:
+    """Fail an execution whose stored record has values of the wrong shape.
+
+    The outcome's error is a ``CorruptRecord`` naming the field (and step) of the
+    first defect, with the stored value under ``stored``; every defect is listed
+    under ``defects``. Nothing that was stored is lost: the bad values move from
+    their fields (now neutral) into the outcome.
+    """
+    defects = record.defects
+    if not defects:
+        raise ValueError(f"record {record.workflow_execution_id!r} has no defects")
+    first = defects[0]
+    where = f"step {first.step!r} field {first.where}" if first.step else first.where
+    more = f" (and {len(defects) - 1} more)" if len(defects) > 1 else ""
+    error = _error("CorruptRecord", f"the stored record is unusable: {where}: "
+                                    f"{first.message}{more}")
+    error["where"] = first.where
+    if first.step is not None:
+        error["step"] = first.step
+    error["stored"] = first.stored
+    error["defects"] = [d.to_dict() for d in defects]
+    return fail_execution(record, error, now)
 
 
 # ---------------------------------------------------------------------------

@@ -17,6 +17,16 @@ Because records are immutable, a store that hands the same record object to two
 callers isolates them from each other for free. JSON payloads inside a record
 (inputs, outputs, state) are treated as immutable by runfox; callers receive
 copies where they could mutate them.
+
+Decoding is forgiving about the *shape* of stored JSON payloads and strict about
+structure. A record whose ``state`` or ``inputs`` is valid JSON but not an
+object, or a step whose ``output``, ``error``, counters or times have the wrong
+type, still loads: the bad value is replaced by a neutral one (``{}``, ``None``,
+``0``) and kept, with its place, in ``WorkflowRecord.defects``. The Backend fails
+such an execution on its next transition with a ``CorruptRecord`` outcome that
+holds the stored values, so nothing is lost and no worker re-runs an executor
+against a record it cannot use. A missing spec, key or step id is still a
+``CorruptRecord`` raised by the load.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from .status import StepStatus, WorkflowStatus
 
 __all__ = [
     "RECORD_SCHEMA",
+    "Defect",
     "StepMap",
     "StepRecord",
     "StepsView",
@@ -53,6 +64,60 @@ def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return _dt.datetime.fromtimestamp(ts, _dt.UTC).isoformat()
+
+
+@dataclass(frozen=True)
+class Defect:
+    """A stored value of the wrong shape, found while decoding a record.
+
+    ``where`` names the field (``state``, ``inputs``, ``steps.<id>.output``);
+    ``step`` is the step id for step fields; ``stored`` is the value exactly as
+    it was stored, so that failing the execution loses nothing.
+    """
+
+    where: str
+    message: str
+    stored: Any
+    step: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"where": self.where, "message": self.message}
+        if self.step is not None:
+            data["step"] = self.step
+        data["stored"] = self.stored
+        return data
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _optional(check: Any) -> Any:
+    return lambda value: value is None or check(value)
+
+
+_STEP_STATUSES = frozenset(s.value for s in StepStatus)
+_NUMBER = (int, float)
+
+# (field, check, neutral value, what the field must be) for StepRecord.from_dict
+_STEP_FIELDS: tuple[tuple[str, Any, Any, str], ...] = (
+    ("run_id", _is_count, 0, "an integer >= 0"),
+    ("attempts", _is_count, 0, "an integer >= 0"),
+    ("output", _optional(lambda v: isinstance(v, dict)), None, "an object or null"),
+    ("error", _optional(lambda v: isinstance(v, dict)), None, "an object or null"),
+    ("started_at", _optional(_is_number), None, "a number or null"),
+    ("finished_at", _optional(_is_number), None, "a number or null"),
+    ("not_before", _optional(_is_number), None, "a number or null"),
+)
+
 
 @dataclass(frozen=True)
 class StepRecord:
@@ -76,6 +141,8 @@ class StepRecord:
     finished_at: float | None = None
     not_before: float | None = None
     unmet: int = field(default=0, compare=False)
+    #: Stored values of the wrong shape replaced while decoding (see ``Defect``).
+    defects: tuple[Defect, ...] = field(default=(), compare=False, repr=False)
 
     def evolve(self, **changes: Any) -> StepRecord:
         """A copy with ``changes`` (cheaper than ``dataclasses.replace``)."""
@@ -107,18 +174,47 @@ class StepRecord:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], unmet: int = 0) -> StepRecord:
-        return cls(
-            id=data["id"],
-            status=StepStatus(data.get("status", StepStatus.READY)),
-            run_id=int(data.get("run_id", 0)),
-            attempts=int(data.get("attempts", 0)),
-            output=data.get("output"),
-            error=data.get("error"),
-            started_at=data.get("started_at"),
-            finished_at=data.get("finished_at"),
-            not_before=data.get("not_before"),
-            unmet=unmet,
-        )
+        """Rebuild a step; a field of the wrong shape becomes a ``Defect``, not an error.
+
+        ``KeyError`` if there is no ``id`` (the step cannot be placed at all).
+        """
+        step_id = data["id"]
+        get = data.get
+        status, run_id, attempts = get("status", "ready"), get("run_id", 0), get("attempts", 0)
+        output, error = get("output"), get("error")
+        started_at, finished_at, not_before = (get("started_at"), get("finished_at"),
+                                               get("not_before"))
+        if (isinstance(status, str) and status in _STEP_STATUSES
+                and type(run_id) is int and run_id >= 0 and type(attempts) is int and attempts >= 0
+                and (output is None or type(output) is dict)
+                and (error is None or type(error) is dict)
+                and (started_at is None or type(started_at) in _NUMBER)
+                and (finished_at is None or type(finished_at) in _NUMBER)
+                and (not_before is None or type(not_before) in _NUMBER)):
+            return cls(step_id, StepStatus(status), run_id, attempts, output, error,
+                       started_at, finished_at, not_before, unmet)
+        return cls._with_defects(step_id, data, unmet)
+
+    @classmethod
+    def _with_defects(cls, step_id: str, data: Mapping[str, Any], unmet: int) -> StepRecord:
+        """The slow path of ``from_dict``: check each field, keep what is wrong."""
+        defects: list[Defect] = []
+        fields: dict[str, Any] = {}
+        raw_status = data.get("status", StepStatus.READY)
+        try:
+            fields["status"] = StepStatus(raw_status)
+        except (ValueError, TypeError):
+            fields["status"] = StepStatus.READY
+            defects.append(Defect(f"steps.{step_id}.status",
+                                  f"{raw_status!r} is not a step status", raw_status, step_id))
+        for name, check, neutral, want in _STEP_FIELDS:
+            value = data.get(name, neutral)
+            if not check(value):
+                defects.append(Defect(f"steps.{step_id}.{name}",
+                                      f"must be {want}, found {_kind(value)}", value, step_id))
+                value = neutral
+            fields[name] = value
+        return cls(id=step_id, unmet=unmet, defects=tuple(defects), **fields)
 
 class StepMap(Mapping[str, StepRecord]):
     """An immutable, ordered map of step id to ``StepRecord`` with cheap updates.
@@ -274,11 +370,22 @@ class WorkflowRecord:
     plan: WorkflowSpec = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
     ready: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
     open: int = field(default=-1, compare=False, repr=False)
+    #: Stored values of the wrong shape found when the record was built (decoded):
+    #: the header's own and every step's. Empty for a sound record.
+    defects: tuple[Defect, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         plan = self.plan or spec_for(self.spec, self.workflow_id)
         object.__setattr__(self, "plan", plan)
         object.__setattr__(self, "status", WorkflowStatus(self.status))
+        defects = list(self.defects)
+        for name in ("inputs", "state"):
+            value = getattr(self, name)
+            if value is None:
+                object.__setattr__(self, name, {})
+            elif not isinstance(value, dict):
+                defects.append(Defect(name, f"must be an object, found {_kind(value)}", value))
+                object.__setattr__(self, name, {})
         steps = self.steps
         if steps is None:
             steps = StepMap.build((StepRecord(s.id) for s in plan.steps), plan.index)
@@ -291,6 +398,10 @@ class WorkflowRecord:
             object.__setattr__(self, "ready", ready)
             object.__setattr__(self, "open", open_count)
         object.__setattr__(self, "steps", steps)
+        for step in steps.values():
+            if step.defects:
+                defects.extend(step.defects)
+        object.__setattr__(self, "defects", tuple(defects))
 
     @property
     def workflow_execution_id(self) -> str:
@@ -366,8 +477,8 @@ class WorkflowRecord:
                 workflow_id=data["workflow_id"],
                 execution_id=data["execution_id"],
                 spec=spec,
-                inputs=data.get("inputs") or {},
-                state=data.get("state") or {},
+                inputs=data.get("inputs", {}),  # a wrong shape becomes a Defect
+                state=data.get("state", {}),
                 steps=steps,
                 status=WorkflowStatus(data.get("status", WorkflowStatus.PENDING)),
                 outcome=data.get("outcome"),

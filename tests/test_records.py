@@ -57,11 +57,31 @@ def test_json_round_trip_is_lossless_at_every_point(spec: dict[str, Any], inputs
 def test_corrupt_data_names_the_record() -> None:
     good = new_record({"steps": [{"id": "a", "fn": "f"}]}).to_dict()
     with pytest.raises(CorruptRecord, match=good["workflow_id"]):
-        WorkflowRecord.from_dict({**good, "steps": [{"id": "a", "status": "exploded"}]})
+        WorkflowRecord.from_dict({**good, "steps": [{"status": "ready"}]})  # no id
     with pytest.raises(CorruptRecord, match="newer than this runfox"):
         WorkflowRecord.from_dict({**good, "schema": 99})
     with pytest.raises(CorruptRecord):
         WorkflowRecord.from_dict({"workflow_id": "x", "execution_id": "y"})
+
+
+def test_values_of_the_wrong_shape_load_as_defects_that_keep_the_stored_value() -> None:
+    good = new_record({"steps": [{"id": "a", "fn": "f"}, {"id": "b", "fn": "f"}]}).to_dict()
+    record = WorkflowRecord.from_dict({
+        **good, "state": 5, "inputs": ["x"],
+        "steps": [{"id": "a", "status": "exploded", "output": [1, 2]},
+                  {"id": "b", "status": "complete", "run_id": "3", "finished_at": True}]})
+    assert record.state == {} and record.inputs == {}
+    assert record.steps["a"].status is StepStatus.READY and record.steps["a"].output is None
+    found = {d.where: (d.stored, d.step) for d in record.defects}
+    assert found == {"inputs": (["x"], None), "state": (5, None),
+                     "steps.a.status": ("exploded", "a"), "steps.a.output": ([1, 2], "a"),
+                     "steps.b.run_id": ("3", "b"), "steps.b.finished_at": (True, "b")}
+    assert record.steps["b"].status is StepStatus.COMPLETE and record.steps["b"].run_id == 0
+    assert all("must be" in d.message or "not a step status" in d.message
+               for d in record.defects)
+    # A sound record has none; a null state or inputs is an empty object, not a defect.
+    assert WorkflowRecord.from_dict({**good, "state": None, "inputs": None}).defects == ()
+    assert WorkflowRecord.from_dict(good).defects == ()
 
 
 def test_step_map_shares_untouched_chunks() -> None:

@@ -18,7 +18,17 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .. import graph
-from ..errors import ConflictError, NotJSONError, SpecError, SpecProblem
+from ..errors import (
+    BackendError,
+    ConflictError,
+    CorruptRecord,
+    NotJSONError,
+    RecordTooLarge,
+    SpecError,
+    SpecProblem,
+    UnknownStepError,
+    WorkflowNotFound,
+)
 from ..execution import Executor
 from ..ids import new_execution_id, step_key, step_run_key
 from ..inprocess import InProcessWorker  # layering follow-up: see tests/test_layers.py
@@ -35,6 +45,13 @@ logger = logging.getLogger("runfox.backend")
 
 StateChangeCallback = Callable[..., None]
 Transition = Callable[[WorkflowRecord, float, list[graph.StateChange]], tuple[WorkflowRecord, Any]]
+
+
+#: Errors from a transition function that are not about the record: a lost race,
+#: the store failing, a caller naming a step the workflow lacks.
+_PASS_THROUGH = (ConflictError, BackendError, UnknownStepError, WorkflowNotFound)
+#: Errors writing a record that the same record would raise again.
+_UNWRITABLE = (RecordTooLarge, NotJSONError, ValueError, TypeError, RecursionError)
 
 
 def _accepts_event(callback: Callable[..., Any]) -> bool:
@@ -146,6 +163,16 @@ class Backend:
         save a load). It is trusted no further than a load: if it is stale, the
         conditional write conflicts and the loop reloads; and a result that
         writes nothing is only returned once confirmed on a fresh load.
+
+        A transition that cannot complete ends the execution instead of failing
+        every time it is tried (see ``_unusable``): a loaded record with stored
+        values of the wrong shape (``record.defects``) is failed with a
+        ``CorruptRecord`` outcome before ``fn`` runs; and when ``fn`` raises, or
+        its record cannot be written (not JSON, too large), the execution is
+        failed with that error, its type and its place. ``fn`` then runs once more
+        on the failed record, which gives its usual result (``Failed``,
+        ``Ignored``). Errors of the store itself (``BackendError``), lost races
+        and errors the caller asked for (``UnknownStepError``) propagate.
         """
         if loaded is not None and loaded.workflow_execution_id != workflow_execution_id:
             raise ValueError(f"loaded is a record of {loaded.workflow_execution_id!r}, "
@@ -156,11 +183,31 @@ class Backend:
             loaded = None
             now = self.clock()
             changes: list[graph.StateChange] = []
-            new, result = fn(current, now, changes)
+            ended = False  # True when this write fails an execution that cannot go on
+            if current.defects and not current.status.is_terminal:
+                new, result = self._defective(current, now)
+                ended = True
+            else:
+                try:
+                    new, result = fn(current, now, changes)
+                except _PASS_THROUGH:
+                    raise
+                except Exception as exc:
+                    if reused or current.status.is_terminal:
+                        if reused:
+                            continue  # an old copy may be why: try a fresh load first
+                        raise
+                    new, result = self._unusable(current, exc, now)
+                    ended = True
             if new is current:
                 if reused:  # "nothing to do" may be an artefact of an old copy: check
                     continue
                 return result
+            if current.defects and not ended:  # a finished record: keep what is stored
+                raise CorruptRecord(workflow_execution_id, "it has stored values of the wrong "
+                                    f"shape ({current.defects[0].where}: "
+                                    f"{current.defects[0].message}); writing would replace "
+                                    "them")
             new = new.evolve(version=current.version + 1, updated_at=now)
             try:
                 self.store.write(new, previous=current)
@@ -168,10 +215,46 @@ class Backend:
                 if attempt >= 2:  # back off only once a race repeats
                     time.sleep(random.uniform(0, min(0.05, 0.0005 * 2 ** min(attempt, 7))))
                 continue
+            except _UNWRITABLE as exc:
+                if ended or current.status.is_terminal:
+                    raise
+                new, result = self._unusable(current, exc, now)
+                ended = True
+                new = new.evolve(version=current.version + 1, updated_at=now)
+                try:
+                    self.store.write(new, previous=current)
+                except ConflictError:
+                    continue
+            if ended:
+                # The execution is now failed; fn on it gives the result its caller
+                # expects (graph functions return Failed/Ignored for a finished record).
+                loaded = new
+                continue
             self._notify(workflow_execution_id, changes)
             return result
         raise ConflictError(f"{workflow_execution_id}: gave up after "
                             f"{self.max_conflict_retries} conflicting writes")
+
+    def _defective(self, record: WorkflowRecord, now: float) -> tuple[WorkflowRecord, Any]:
+        """The failed record for an execution whose stored record has bad values."""
+        new, result = graph.fail_defective(record, now)
+        logger.error("execution %s failed: %s", record.workflow_execution_id,
+                     new.outcome["error"]["message"])
+        return new, result
+
+    def _unusable(self, record: WorkflowRecord, exc: BaseException, now: float
+                  ) -> tuple[WorkflowRecord, Any]:
+        """The failed record for an execution whose transition raised ``exc``.
+
+        The error is deterministic (the pure graph raised it on this record, or
+        the record it built cannot be stored), so trying again would raise it
+        again, and a worker would run the same executor again on every try.
+        """
+        error = graph.error_of(exc)
+        logger.error("execution %s failed: its transition raised %s: %s (at %s)",
+                     record.workflow_execution_id, type(exc).__name__, exc,
+                     error.get("where", "?"), exc_info=exc)
+        return graph.fail_execution(record, error, now)
 
     def _notify(self, workflow_execution_id: str, changes: list[graph.StateChange]) -> None:
         callback = self._on_state_change
@@ -284,15 +367,35 @@ class Backend:
         self.runner.cancel(workflow_execution_id)
         return result
 
+    def fail_execution(self, workflow_execution_id: str, error: dict[str, Any]) -> Result:
+        """End a running execution as failed with outcome ``{"error": error}``.
+
+        For a driver that cannot go on with an execution (``runfox run`` after an
+        unexpected error): it ends somewhere visible instead of staying in
+        progress with nobody driving it. A finished execution is left as it is;
+        returns its terminal result either way.
+        """
+        error = json_copy(error, "error")
+        return self.transition(workflow_execution_id,
+                               lambda r, now, _: graph.fail_execution(r, error, now))
+
     def redispatch_stale(self, workflow_execution_id: str, older_than: float) -> list[DispatchJob]:
         """Dispatch again the jobs of steps claimed over ``older_than`` seconds ago.
 
         Covers a process that died between claiming steps and enqueueing them.
         Runners drop jobs they already have, so this never duplicates work that
-        is queued or running.
+        is queued or running. Reads without writing unless something must change:
+        a step whose inputs no longer resolve is failed (``graph.redispatch``) and
+        a defective record is failed, each by a transition, so that no sweep
+        meets the same problem again.
         """
         record = self.store.load(workflow_execution_id)
-        jobs = graph.claim_timeouts(record, self.clock(), older_than)
+        new, result = graph.redispatch(record, self.clock(), older_than)
+        if new is not record or (record.defects and not record.status.is_terminal):
+            result = self.transition(
+                workflow_execution_id,
+                lambda r, now, _: graph.redispatch(r, now, older_than), loaded=record)
+        jobs = list(result.jobs) if isinstance(result, Dispatch) else []
         if jobs:
             self.runner.dispatch(workflow_execution_id, jobs)
         return jobs
@@ -317,6 +420,7 @@ class Backend:
 
     def write_step_output(self, workflow_execution_id: str, step_id: str,
                           output: dict[str, Any]) -> None:
+        output = json_copy(output, "output")  # the caller's mistake: raise it, fail nothing
         self._simple(workflow_execution_id,
                      lambda r, now: graph.write_step_output(r, step_id, output))
 
@@ -325,6 +429,7 @@ class Backend:
         """Latest-wins merge of ``output`` into the state; fires ``on_state_change``."""
         if not output:
             return
+        output = json_copy(output, "output")  # the caller's mistake: raise it, fail nothing
 
         def merge(r: WorkflowRecord, now: float, changes: list[graph.StateChange]
                   ) -> tuple[WorkflowRecord, None]:
@@ -335,6 +440,7 @@ class Backend:
         self.transition(workflow_execution_id, merge)
 
     def write_workflow_outcome(self, workflow_execution_id: str, outcome: Any) -> None:
+        outcome = json_copy(outcome, "outcome")  # the caller's mistake: raise it, fail nothing
         self._simple(workflow_execution_id,
                      lambda r, now: graph.write_workflow_outcome(r, outcome))
 

@@ -16,11 +16,14 @@ import types
 from pathlib import Path
 from typing import Any
 
+from .. import graph as _graph
 from ..backend import Backend, InProcessRunner
 from ..backend.urls import parts_from_url
 from ..errors import SpecError, SpecProblem
-from ..results import Complete, Halt, Terminal
+from ..records import WorkflowRecord
+from ..results import Complete, Failed, Halt, Terminal
 from ..spec import WorkflowSpec, compile_spec, load_spec, parse_yaml
+from ..status import StepStatus
 from ..worker import Worker, WorkerStats, load_executor
 from ..workflow import Workflow
 from . import render
@@ -106,6 +109,47 @@ def exit_code(result: Terminal) -> int:
     return EXIT_FAILED  # failed or cancelled
 
 
+def describe_end(wf_id: str, result: Terminal) -> str:
+    """One line for an execution that did not complete: its id, the step and the error."""
+    line = f"runfox: execution {wf_id} {result.status.value}"
+    outcome = result.outcome if isinstance(result.outcome, dict) else {}
+    if isinstance(result, Failed):
+        error = outcome.get("error")
+        step = outcome.get("step") or (error.get("step") if isinstance(error, dict) else None)
+        if step:
+            line += f" at step {step!r}"
+        if isinstance(error, dict):
+            message = " ".join(str(error.get("message", "")).split())
+            line += f": {error.get('type', 'Error')}: {message}"
+    return line
+
+
+def abandon(backend: Backend, wf_id: str, exc: BaseException, command: str) -> str:
+    """Fail an execution this command cannot go on with; say where it was left.
+
+    Called when ``run``/``start`` raised after creating the execution, so that
+    it is not left in progress with nobody driving it. If the store cannot be
+    reached either, the line says so and the execution stays as it was.
+    """
+    head = f"runfox: execution {wf_id} stopped by {type(exc).__name__}"
+    try:
+        record = backend.load(wf_id)
+        running = _running(record)
+        if not record.status.is_terminal:
+            error = _graph.error_of(exc, where=f"runfox {command}")
+            backend.fail_execution(wf_id, error)
+            record = backend.load(wf_id)
+    except Exception as again:
+        return (f"{head}; it may be left in progress: it could not be marked failed "
+                f"({type(again).__name__}: {' '.join(str(again).split())})")
+    where = f" (step(s) in progress: {', '.join(running)})" if running else ""
+    return f"{head}{where}; it was left {record.status.value}"
+
+
+def _running(record: WorkflowRecord) -> list[str]:
+    return [s.id for s in record.steps.values() if s.status is StepStatus.IN_PROGRESS]
+
+
 # -- run / start -------------------------------------------------------------------------
 
 
@@ -155,12 +199,24 @@ def run(args: argparse.Namespace) -> int:
             print(f"runfox: {wf.id} did not finish within {args.timeout:g}s; "
                   "it is left as it is", file=sys.stderr)
             return EXIT_TIMEOUT
+        except KeyboardInterrupt:
+            if progress is not None:
+                progress.finish()
+            print(f"runfox: execution {wf.id} interrupted; it is left as it is "
+                  "(`runfox status` shows it, `runfox cancel` ends it)", file=sys.stderr)
+            raise
+        except Exception as exc:
+            if progress is not None:
+                progress.finish()
+            if local is not None:
+                local.stop()  # no more jobs of this execution run here
+            print(abandon(backend, wf.id, exc, "run"), file=sys.stderr)
+            raise
         if progress is not None:
             progress.update(render.progress_counts(wf.record))
             progress.finish()
-        status = result.status.value
-        if status != "complete":
-            print(f"runfox: execution {wf.id} {status}", file=sys.stderr)
+        if not isinstance(result, Complete):
+            print(describe_end(wf.id, result), file=sys.stderr)
         print(json.dumps(result.outcome, sort_keys=True))
         return exit_code(result)
     finally:
@@ -182,8 +238,20 @@ def start(args: argparse.Namespace) -> int:
             raise UsageError(f"{args.backend} is private to this process: `runfox start` "
                              "needs a shared backend such as sqlite:///runfox.db")
         wf_id = backend.create(plan, inputs)
-        backend.apply_and_advance(wf_id)  # claims the first steps and dispatches them
+        try:
+            _, first = backend.apply_and_advance(wf_id)  # claims the first steps, dispatches
+        except KeyboardInterrupt:
+            print(f"runfox: execution {wf_id} interrupted before its first jobs were "
+                  "dispatched; it is left as it is", file=sys.stderr)
+            raise
+        except Exception as exc:
+            print(abandon(backend, wf_id, exc, "start"), file=sys.stderr)
+            raise
         print(wf_id)
+        if isinstance(first, Terminal):  # e.g. a first step whose inputs do not resolve
+            if not isinstance(first, Complete):
+                print(describe_end(wf_id, first), file=sys.stderr)
+            return exit_code(first)
         return EXIT_COMPLETE
     finally:
         close_backend(backend)
@@ -284,10 +352,38 @@ def status(args: argparse.Namespace) -> int:
     finally:
         close_backend(backend)
     if args.json:
-        print(json.dumps(render.status_json(record), indent=2, sort_keys=False))
+        data = render.status_json(record)
+        if record.defects:
+            data["defects"] = [d.to_dict() for d in record.defects]
+        print(json.dumps(data, indent=2, sort_keys=False))
     else:
-        print(render.status_text(record))
+        print("\n".join([render.status_text(record), *explain(record)]))
     return EXIT_COMPLETE
+
+
+def explain(record: WorkflowRecord) -> list[str]:
+    """Notes for ``runfox status`` on an execution ended (or to be ended) by a fault."""
+    notes = []
+    if record.defects:
+        found = "; ".join(f"{d.where}: {d.message}" for d in record.defects[:5])
+        more = f" (and {len(record.defects) - 5} more)" if len(record.defects) > 5 else ""
+        then = ("it has finished, so they are left as stored" if record.status.is_terminal
+                else "the next transition fails the execution and keeps them in its outcome")
+        notes.append(f"note: the stored record has values of the wrong shape: {found}{more}; "
+                     f"{then}")
+    error = record.outcome.get("error") if isinstance(record.outcome, dict) else None
+    if record.status.value == "failed" and isinstance(error, dict) and "step" not in (
+            record.outcome or {}):
+        kind, where = error.get("type"), error.get("where")
+        if kind == "CorruptRecord":
+            notes.append(f"note: failed because its stored record was unusable at {where}; "
+                         "the stored value is kept in the outcome under error.stored")
+        elif isinstance(where, str) and where.startswith("runfox "):
+            notes.append(f"note: failed because `{where}` stopped on {kind} while driving it")
+        elif where:
+            notes.append(f"note: failed because a transition raised {kind} at {where} "
+                         "(the log of the process that ran it has the traceback)")
+    return ["", *notes] if notes else []
 
 
 def list_executions(args: argparse.Namespace) -> int:

@@ -4,7 +4,8 @@
 code    meaning
 ======  ==========================================================================
 0       success; for ``run``: the workflow completed
-1       ``run``: the workflow failed or was cancelled
+1       ``run``: the workflow failed or was cancelled; ``start``: it failed
+        before its first jobs ran (a first step whose inputs do not resolve)
 2       bad usage or input: invalid spec or inputs, unknown executor, unknown
         execution id, malformed option
 3       ``run``: the workflow halted (a ``halt`` branch fired)
