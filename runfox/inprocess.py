@@ -8,9 +8,10 @@ seed's name.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .execution import Executor, run_job
+from .results import DispatchJob
 
 if TYPE_CHECKING:
     from .backend.runner import Runner
@@ -23,12 +24,15 @@ class InProcessWorker:
 
     ``run`` takes every pending job, calls the executor for each (an exception or
     a bad return value becomes an error result, as in every harness) and submits
-    the results to the runner, where the next ``gather`` finds them.
+    the results to the runner, where the next ``gather`` finds them. A result the
+    runner cannot take now (the database is locked or restarting) is kept and
+    submitted first on the next ``run``, so no job runs twice because of it.
     """
 
     def __init__(self, runner: Runner, executor: Executor) -> None:
         self.runner = runner
         self.executor = executor
+        self._unsent: list[tuple[DispatchJob, dict[str, Any]]] = []
 
     def run(self, workflow_execution_id: str | None = None) -> int:
         """Execute every pending job; return how many ran.
@@ -36,9 +40,16 @@ class InProcessWorker:
         ``workflow_execution_id`` is accepted for the seed's call shape; jobs of
         every execution on the runner are run.
         """
+        self._send()  # results an outage kept back; raises while it goes on
         jobs = self.runner.take_pending_jobs()
         for job in jobs:
-            output = run_job(self.executor, job)
+            self._unsent.append((job, run_job(self.executor, job)))
+        self._send()
+        return len(jobs)
+
+    def _send(self) -> None:
+        while self._unsent:
+            job, output = self._unsent[0]
             self.runner.submit_work_result(job.workflow_execution_id, job.step_id, output,
                                            job.run_id)
-        return len(jobs)
+            self._unsent.pop(0)

@@ -9,12 +9,16 @@ re-exported here for code written against the seed's layout.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import random
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .errors import BackendUnavailable
 from .graph import advance, on_step_result
 from .jsonvalue import json_copy
 from .records import WorkflowRecord
@@ -27,11 +31,37 @@ if TYPE_CHECKING:
 
 __all__ = ["Worker", "Workflow", "advance", "on_step_result"]
 
+logger = logging.getLogger("runfox.workflow")
+
+#: The longest ``Workflow.run`` waits between tries while its backend is unavailable.
+_OUTAGE_MAX_WAIT = 5.0
+
 
 class Worker(Protocol):
     """Anything ``Workflow.run`` can drive: runs pending jobs, returns how many."""
 
     def run(self, workflow_execution_id: str | None = None) -> int: ...
+
+
+class _Outage:
+    """Backoff and logging while ``Workflow.run`` cannot reach its backend."""
+
+    def __init__(self, workflow_execution_id: str) -> None:
+        self.workflow_execution_id = workflow_execution_id
+        self.since = time.monotonic()
+        self.tries = 0
+
+    def failed(self, exc: BaseException) -> float:
+        """Log the first failure of an outage; return how long to wait before the next try."""
+        if self.tries == 0:
+            logger.warning("%s: backend unavailable (%s); retrying with backoff",
+                           self.workflow_execution_id, exc)
+        self.tries += 1
+        return min(_OUTAGE_MAX_WAIT, 0.1 * 2 ** min(self.tries, 10)) * random.uniform(0.5, 1.0)
+
+    def ended(self) -> None:
+        logger.info("%s: backend reachable again after %.1f s", self.workflow_execution_id,
+                    time.monotonic() - self.since)
 
 
 class Workflow:
@@ -99,6 +129,9 @@ class Workflow:
         come from other processes and ``run`` polls every ``poll_interval``.
         When only a retry is waiting, it sleeps until the retry is due.
 
+        While the backend is unavailable (``BackendUnavailable``: a database
+        restart, a lock storm) it logs once, waits with backoff and tries again.
+
         Raises ``TimeoutError`` if ``timeout`` seconds pass first; the execution
         is left as it is and can be resumed.
         """
@@ -112,14 +145,33 @@ class Workflow:
         # or a restart with an in-process runner) are dispatched again once the
         # execution has been idle this long; runners drop jobs they already hold.
         stale_after = 0.0 if worker is not None else 30.0
+        outage: _Outage | None = None
         while True:
-            _, nxt = backend.apply_and_advance(self.id, results)
-            if isinstance(nxt, Terminal):
-                return nxt
-            if on_progress is not None:
-                on_progress(self)
-            ran = worker.run(self.id) if worker is not None else 0
-            results = backend.gather(self.id)
+            try:
+                _, nxt = backend.apply_and_advance(self.id, results)
+                results = []
+                if isinstance(nxt, Terminal):
+                    return nxt
+                if on_progress is not None:
+                    on_progress(self)
+                ran = worker.run(self.id) if worker is not None else 0
+                results = backend.gather(self.id)
+            except BackendUnavailable as exc:
+                # A database restart or a lock storm: keep what was gathered, wait
+                # and try again (until the deadline); workers ride it out too.
+                outage = outage or _Outage(self.id)
+                wait = outage.failed(exc)
+                if deadline is not None:
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError(f"workflow {self.id} did not finish within "
+                                           f"{timeout}s (the backend is unavailable: "
+                                           f"{exc})") from exc
+                    wait = min(wait, max(0.0, deadline - time.monotonic()))
+                time.sleep(wait)
+                continue
+            if outage is not None:
+                outage.ended()
+                outage = None
             now = time.monotonic()
             if results or ran or isinstance(nxt, Dispatch):
                 idle_since = None
@@ -130,7 +182,8 @@ class Workflow:
             idle_since = idle_since if idle_since is not None else now
             if now - idle_since >= stale_after and now - last_sweep >= max(stale_after, 1.0):
                 last_sweep = now
-                backend.redispatch_stale(self.id, stale_after)
+                with contextlib.suppress(BackendUnavailable):  # tried again next time
+                    backend.redispatch_stale(self.id, stale_after)
             wait = backend.poll_interval
             if isinstance(nxt, Pending) and nxt.retry_at is not None:
                 wait = max(0.0, nxt.retry_at - backend.clock())

@@ -330,6 +330,40 @@ def test_the_worker_rides_out_a_locked_database_and_finishes_afterwards(
         backend.store.close()
 
 
+def test_workflow_run_rides_out_a_locked_database(tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """``wf.run()`` (what ``runfox run`` drives) waits out an outage instead of failing."""
+    path = tmp_path / "run-locked.db"
+    store, runner = parts_from_url(f"sqlite:///{path}", busy_timeout=0.05)
+    locked = threading.Event()
+
+    def executor(fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        if fn == "lock" and not locked.is_set():
+            locked.set()
+            holder = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            holder.execute("BEGIN EXCLUSIVE")
+            threading.Timer(1.0, holder.close).start()
+        return {"x": inputs["x"] + 1}
+
+    backend = rfx.Backend(executor=executor, store=store, runner=runner, poll_interval=0.02)
+    spec = {"name": "run-locky", "steps": [
+        {"id": "s0", "fn": "lock", "input": {"x": {"var": "input.x"}}},
+        {"id": "s1", "fn": "inc", "depends_on": ["s0"],
+         "input": {"x": {"var": "steps.s0.output.x"}}}],
+        "outputs": {"x": {"var": "steps.s1.output.x"}}}
+    try:
+        wf = rfx.Workflow.from_dict(spec, backend, {"x": 1})
+        with caplog.at_level(logging.INFO, logger="runfox.workflow"):
+            result = wf.run(timeout=30)
+        assert result.outcome == {"x": 3}
+        messages = [r.getMessage() for r in caplog.records]
+        assert sum("backend unavailable" in m for m in messages) == 1
+        assert sum("backend reachable again" in m for m in messages) == 1
+    finally:
+        runner.close()
+        store.close()
+
+
 # -- idle timeout ---------------------------------------------------------------------------
 
 
