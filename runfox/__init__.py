@@ -17,10 +17,12 @@ from __future__ import annotations
 from .backend import Backend
 from .errors import (
     BackendError,
+    BackendUnavailable,
     ConflictError,
     CorruptRecord,
     ExpressionError,
     NotJSONError,
+    PayloadTooLarge,
     RecordTooLarge,
     RunfoxError,
     SpecError,
@@ -53,6 +55,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Backend",
     "BackendError",
+    "BackendUnavailable",
     "Cancelled",
     "Complete",
     "ConflictError",
@@ -64,6 +67,7 @@ __all__ = [
     "Halt",
     "Ignored",
     "NotJSONError",
+    "PayloadTooLarge",
     "Pending",
     "RecordTooLarge",
     "RetryPolicy",

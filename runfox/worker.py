@@ -52,7 +52,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import BackendError, CorruptRecord, RecordTooLarge
+from .errors import BackendError, CorruptRecord
 from .execution import Executor, error_output
 from .pool import ProcessSlots, Slots, ThreadSlots
 from .results import DispatchJob, Ignored, Pending, Result
@@ -233,7 +233,6 @@ class _Result:
     stage: str = APPLY
     refused: int = 0
     interrupted: bool = False
-    too_large: bool = False
 
     @property
     def key(self) -> str:
@@ -531,13 +530,6 @@ class Worker:
             if _unavailable(exc):
                 item.interrupted = True
                 raise
-            if isinstance(exc, RecordTooLarge) and not item.too_large:
-                # The output itself is what the store refused: the attempt fails
-                # with the store's reason (which names the limit and the backend).
-                logger.warning("the result of %s is too large to store: %s", item.key, exc)
-                item.too_large = True
-                item.output = error_output(type(exc).__name__, str(exc))
-                return self._apply(item)
             self.stats.drive_errors += 1
             if item.job is None:
                 logger.warning("could not apply a gathered result of %s (%s); dropped",

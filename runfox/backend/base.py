@@ -32,7 +32,7 @@ from ..errors import (
 from ..execution import Executor
 from ..ids import new_execution_id, step_key, step_run_key
 from ..inprocess import InProcessWorker  # layering follow-up: see tests/test_layers.py
-from ..jsonvalue import json_copy
+from ..jsonvalue import error_output, json_copy
 from ..records import WorkflowRecord
 from ..results import Dispatch, DispatchJob, Result, StateChangeEvent, WorkResult
 from ..spec import WorkflowSpec, spec_for
@@ -153,8 +153,12 @@ class Backend:
     # ------------------------------------------------------------------
 
     def transition(self, workflow_execution_id: str, fn: Transition, *,
-                   loaded: WorkflowRecord | None = None) -> Any:
+                   loaded: WorkflowRecord | None = None, oversize: str = "fail") -> Any:
         """Load, apply ``fn(record, now, changes) -> (record, result)``, write; retry on conflict.
+
+        ``oversize="raise"`` lets ``RecordTooLarge`` from the write reach the caller
+        (the record is untouched) instead of failing the execution: for callers
+        whose own output made the record too large.
 
         ``fn`` must be pure: it may run several times. When it returns the record
         it was given (the same object), nothing is written.
@@ -216,7 +220,8 @@ class Backend:
                     time.sleep(random.uniform(0, min(0.05, 0.0005 * 2 ** min(attempt, 7))))
                 continue
             except _UNWRITABLE as exc:
-                if ended or current.status.is_terminal:
+                if ended or current.status.is_terminal or (
+                        oversize == "raise" and isinstance(exc, RecordTooLarge)):
                     raise
                 new, result = self._unusable(current, exc, now)
                 ended = True
@@ -326,6 +331,7 @@ class Backend:
             workflow_execution_id,
             lambda r, now, changes: graph.on_step_result(r, step_id, output, run_id, now,
                                                          changes=changes),
+            oversize="raise",
         )
 
     def apply_results(self, workflow_execution_id: str, results: Iterable[Any]) -> list[Result]:
@@ -355,7 +361,25 @@ class Backend:
             r, nxt = graph.advance(r, now)
             return r, (applied, nxt)
 
-        applied, nxt = self.transition(workflow_execution_id, step, loaded=loaded)
+        try:
+            applied, nxt = self.transition(workflow_execution_id, step, loaded=loaded,
+                                           oversize="raise" if triples else "fail")
+        except RecordTooLarge as exc:
+            # An output the store cannot hold fails its attempt with the store's
+            # reason; the others are applied. One at a time, to find which it was.
+            if len(triples) > 1:
+                outcomes: list[Result] = []
+                nxt = None
+                for one in triples:
+                    done, nxt = self.apply_and_advance(workflow_execution_id, [one],
+                                                       dispatch=dispatch)
+                    outcomes.extend(done)
+                return outcomes, nxt
+            step_id, _, run_id = triples[0]
+            logger.warning("%s: the result of step %r is too large to store: %s",
+                           workflow_execution_id, step_id, exc)
+            triples = [(step_id, error_output(type(exc).__name__, str(exc)), run_id)]
+            applied, nxt = self.transition(workflow_execution_id, step)
         if dispatch and isinstance(nxt, Dispatch):
             self.runner.dispatch(workflow_execution_id, nxt.jobs)
         return applied, nxt

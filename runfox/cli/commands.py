@@ -65,6 +65,8 @@ def parse_inputs(pairs: list[str] | None, document: str | None) -> dict[str, Any
             loaded = json.loads(text)
         except ValueError as exc:
             raise UsageError(f"--inputs is not valid JSON: {exc}") from exc
+        except RecursionError:
+            raise UsageError("--inputs is nested too deeply to read") from None
         if not isinstance(loaded, dict):
             raise UsageError("--inputs must be a JSON object")
         inputs.update(loaded)
@@ -76,6 +78,8 @@ def parse_inputs(pairs: list[str] | None, document: str | None) -> dict[str, Any
             inputs[key] = json.loads(raw)
         except ValueError:
             inputs[key] = raw
+        except RecursionError:
+            raise UsageError(f"--input {key}: the value is nested too deeply to read") from None
     return inputs
 
 
@@ -164,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     if ref is None:
         if isinstance(shared.runner, InProcessRunner):
             close_backend(shared)
-            raise UsageError(f"{args.backend} has no shared queue: give --executor")
+            raise UsageError(f"{args.backend_shown} has no shared queue: give --executor")
         backend = Backend(store=shared.store, runner=shared.runner, poll_interval=0.1)
         local = None
     else:
@@ -235,7 +239,7 @@ def start(args: argparse.Namespace) -> int:
     backend = open_backend(args.backend)
     try:
         if isinstance(backend.runner, InProcessRunner):
-            raise UsageError(f"{args.backend} is private to this process: `runfox start` "
+            raise UsageError(f"{args.backend_shown} is private to this process: `runfox start` "
                              "needs a shared backend such as sqlite:///runfox.db")
         wf_id = backend.create(plan, inputs)
         try:
@@ -275,7 +279,7 @@ def worker(args: argparse.Namespace) -> int:
     backend = open_backend(args.backend)
     try:
         if isinstance(backend.runner, InProcessRunner):
-            raise UsageError(f"{args.backend} is private to this process: a worker needs "
+            raise UsageError(f"{args.backend_shown} is private to this process: a worker needs "
                              "a shared backend")
         harness = Worker(backend, ref, concurrency=args.concurrency, processes=args.processes,
                          lease=args.lease, poll_interval=args.poll_interval,
