@@ -21,19 +21,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import secrets
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine
-from sqlalchemy.engine import make_url
+from bench_sql import fresh_database  # the same fresh databases as the throughput benchmark
 
 from runfox.backend import Backend
 from runfox.backend.sql import parts_from_url
@@ -59,26 +56,6 @@ def spec(timeout: float | None) -> dict[str, Any]:
     if timeout is not None:
         step["timeout"] = timeout
     return {"name": "recovery", "defaults": {"max_attempts": 3}, "steps": [step]}
-
-
-@contextlib.contextmanager
-def fresh_database(kind: str, admin_url: str) -> Iterator[str]:
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="runfox-bench-") as directory:
-            yield f"sqlite:///{directory}/bench.db"
-        return
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    name = f"runfox_bench_{secrets.token_hex(4)}"
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"CREATE DATABASE {name}")
-        try:
-            yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        admin.dispose()
 
 
 def starts(log: Path) -> list[tuple[int, float]]:
