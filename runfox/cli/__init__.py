@@ -18,7 +18,7 @@ in both places, the command's own value wins. ``--backend`` defaults to
 ``$RUNFOX_BACKEND``, else ``sqlite:///runfox.db`` in the
 current directory; ``--executor`` defaults to ``$RUNFOX_EXECUTOR``. The current
 directory is searched for the executor's module after installed packages (see
-``runfox.worker.load_executor``), so ``--executor tasks:execute`` finds
+``runfox.execution.load_executor``), so ``--executor tasks:execute`` finds
 ``./tasks.py`` unless an installed module is called ``tasks``.
 Results go to stdout (JSON where a script would read it); progress, logs and
 errors go to stderr. An error is one line; ``--debug`` adds the traceback. Exit
