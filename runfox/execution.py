@@ -10,18 +10,23 @@ counts as a failed attempt. The worker lives on.
 
 from __future__ import annotations
 
+import importlib
+import os
+import sys
 import threading
 import traceback
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .jsonvalue import as_output, error_output
-from .results import DispatchJob
+from .results import DispatchJob, Executor
 
-__all__ = ["Executor", "call_executor", "error_output", "invoke", "run_job"]
+if TYPE_CHECKING:
+    from .backend.base import Backend
 
-#: The executor contract: ``(fn, inputs) -> dict``. It imports nothing of runfox.
-Executor = Callable[[str, dict[str, Any]], Any]
+__all__ = [
+    "Executor", "call_executor", "error_output", "invoke", "load_executor", "run_job",
+    "serve_control",
+]
 
 
 def invoke(executor: Executor, fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -81,3 +86,59 @@ def call_executor(
 def run_job(executor: Executor, job: DispatchJob) -> dict[str, Any]:
     """``call_executor`` for a job, with the job's own timeout."""
     return call_executor(executor, job.fn, job.inputs, job.timeout)
+
+
+def load_executor(ref: str) -> Executor:
+    """Import ``"package.module:attr"`` and return the callable it names.
+
+    Where the module is looked for: installed packages win. The current directory
+    is searched too, so ``runfox worker --executor mypkg.steps:execute`` works
+    from a project root, but *last*: it is appended to the end of ``sys.path``
+    when it is not there already, never put in front. A module next to the spec
+    (``./tasks.py`` for ``tasks:execute``) is therefore found only if no
+    installed module has that name, and a stray ``./sqlalchemy.py`` can never
+    replace the real one. (``python -m`` and ``python -c`` put the current
+    directory first themselves; the ``runfox`` command does not.)
+
+    Raises ``ValueError`` with a one-line reason when the reference is malformed,
+    the module cannot be imported, or the attribute is missing or not callable.
+    """
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"executor {ref!r} must look like 'package.module:function'")
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)  # last: installed packages win
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"executor {ref!r}: cannot import {module_name!r}: {exc}") from exc
+    target: Any = module
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise ValueError(f"executor {ref!r}: module {module_name!r} has no attribute "
+                             f"{attr!r}") from None
+    if not callable(target):
+        raise ValueError(f"executor {ref!r} is a {type(target).__name__}, not a callable")
+    return target
+
+
+def serve_control(backend: Backend) -> None:
+    """Let the advance and result messages ``backend``'s runner receives drive workflows.
+
+    An ``SQSRunner`` receives them mixed in with jobs (wake-ups for retries and
+    results sent by the Lambda handlers) and hands them to its ``on_control``;
+    the harness that takes the jobs (``Worker``, ``Workflow.run``) is what
+    consumes them, so it calls this to wire a ``ResultHandler`` for ``backend``.
+    A handler already set is kept; any other runner is left alone.
+    """
+    runner = backend.runner
+    aws_runner = sys.modules.get("runfox.backend.aws.runner")
+    if aws_runner is None or not isinstance(runner, aws_runner.SQSRunner):
+        return  # no SQSRunner was ever built in this process, or this is not one
+    if runner.on_control is None:
+        from .backend.aws.handlers import ResultHandler
+
+        runner.on_control = ResultHandler(backend).handle_control

@@ -39,7 +39,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from .execution import Executor, error_output, invoke, run_job
+from .execution import Executor, error_output, invoke, load_executor, run_job
 from .results import DispatchJob
 
 __all__ = ["ProcessSlots", "Slots", "ThreadSlots"]
@@ -129,8 +129,6 @@ class ThreadSlots(Slots):
 def _child_main(ref: str, conn: Connection) -> None:
     """A slot's child: run the jobs the parent sends, one at a time, until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from .worker import load_executor  # in the child only: the worker imports this module
-
     executor: Executor | None = None
     failure = ""
     try:

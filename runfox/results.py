@@ -10,7 +10,7 @@ already finished) and changed nothing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -22,6 +22,7 @@ __all__ = [
     "Complete",
     "Dispatch",
     "DispatchJob",
+    "Executor",
     "Failed",
     "Halt",
     "Ignored",
@@ -32,6 +33,11 @@ __all__ = [
     "WorkResult",
     "job_key",
 ]
+
+#: The executor contract: ``(fn, inputs) -> dict``. It imports nothing of runfox.
+#: (Defined here, with the job and result shapes, so that ``runfox.backend`` can
+#: name it without importing the workers layer; ``runfox.execution`` re-exports it.)
+Executor = Callable[[str, dict[str, Any]], Any]
 
 
 def job_key(workflow_execution_id: str, step_id: str, run_id: int) -> str:

@@ -210,6 +210,25 @@ class StoreContract:
         assert [s.workflow_execution_id for s in running] == [second.workflow_execution_id]
         assert len(store.list_executions(limit=1)) == 1
 
+    def test_find_by_a_prefix_of_the_key_or_of_the_execution_id(self, store: Store) -> None:
+        """How ``runfox status|cancel|graph`` resolve an id typed by a person."""
+        first = new_record(fan_spec(1, "first"), created_at=1000.0)
+        second = new_record(fan_spec(1, "second"), created_at=2000.0)
+        third = new_record(fan_spec(1, "first"), created_at=2000.5)  # first's workflow
+        for record in (first, second, third):
+            store.write(record)
+        key = first.workflow_execution_id
+        assert store.find(key) == [key]
+        assert store.find(key[:10]) == [third.workflow_execution_id, key]  # newest first
+        assert store.find(second.execution_id[:-3]) == [second.workflow_execution_id]
+        shared = second.execution_id[:13]  # "19700101T0033": second and third, not first
+        assert store.find(shared) == [third.workflow_execution_id,
+                                      second.workflow_execution_id]
+        assert store.find(shared, limit=1) == [third.workflow_execution_id]
+        assert len(store.find(first.execution_id[:9])) == 3  # the day they share
+        for nothing in ("", "nope", "%", "_", "1970%", key.upper()):
+            assert store.find(nothing) == [], nothing
+
     def test_racing_writers_lose_nothing(self, store: Store) -> None:
         """Eight threads apply results of a 50-wide fan-out through one Backend."""
         backend = Backend(store=store, runner=InProcessRunner())

@@ -40,12 +40,10 @@ worker`` runs and what a container or systemd unit deploys:
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import random
 import socket
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -53,7 +51,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import BackendError, CorruptRecord
-from .execution import Executor, error_output
+from .execution import Executor, error_output, load_executor, serve_control
 from .pool import ProcessSlots, Slots, ThreadSlots
 from .results import DispatchJob, Ignored, Pending, Result
 from .status import WorkflowStatus
@@ -76,43 +74,6 @@ OUTAGE_MAX_DELAY = 30.0
 #: Failed deliveries after which a result that the backend keeps refusing, while
 #: it accepts other calls, is dropped (its lease runs out; it comes back lost).
 MAX_DELIVERY_FAILURES = 8
-
-
-def load_executor(ref: str) -> Executor:
-    """Import ``"package.module:attr"`` and return the callable it names.
-
-    Where the module is looked for: installed packages win. The current directory
-    is searched too, so ``runfox worker --executor mypkg.steps:execute`` works
-    from a project root, but *last*: it is appended to the end of ``sys.path``
-    when it is not there already, never put in front. A module next to the spec
-    (``./tasks.py`` for ``tasks:execute``) is therefore found only if no
-    installed module has that name, and a stray ``./sqlalchemy.py`` can never
-    replace the real one. (``python -m`` and ``python -c`` put the current
-    directory first themselves; the ``runfox`` command does not.)
-
-    Raises ``ValueError`` with a one-line reason when the reference is malformed,
-    the module cannot be imported, or the attribute is missing or not callable.
-    """
-    module_name, sep, attr = ref.partition(":")
-    if not sep or not module_name or not attr:
-        raise ValueError(f"executor {ref!r} must look like 'package.module:function'")
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.append(cwd)  # last: installed packages win
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"executor {ref!r}: cannot import {module_name!r}: {exc}") from exc
-    target: Any = module
-    for part in attr.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise ValueError(f"executor {ref!r}: module {module_name!r} has no attribute "
-                             f"{attr!r}") from None
-    if not callable(target):
-        raise ValueError(f"executor {ref!r} is a {type(target).__name__}, not a callable")
-    return target
 
 
 @dataclass
@@ -281,6 +242,7 @@ class Worker:
         if processes and not isinstance(executor, str):
             raise ValueError("processes=True needs the executor as a 'module:attr' string")
         self.backend = backend
+        serve_control(backend)  # wake-ups and results an SQS runner receives
         self.executor_ref = executor if isinstance(executor, str) else None
         self.executor: Executor = load_executor(executor) if isinstance(executor, str) \
             else executor

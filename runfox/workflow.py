@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import BackendUnavailable
+from .execution import serve_control
 from .graph import advance, on_step_result
+from .inprocess import InProcessWorker
 from .jsonvalue import json_copy
 from .records import WorkflowRecord
 from .results import Dispatch, Pending, Result, Terminal
@@ -136,7 +138,9 @@ class Workflow:
         is left as it is and can be resumed.
         """
         backend = self.backend
-        worker = worker if worker is not None else backend._worker
+        if worker is None and backend.executor is not None:
+            worker = InProcessWorker(backend.runner, backend.executor)
+        serve_control(backend)  # wake-ups and results an SQS runner receives
         deadline = None if timeout is None else time.monotonic() + timeout
         results: list[Any] = []
         idle_since: float | None = None

@@ -141,19 +141,37 @@ def test_a_failure_exits_1_with_the_reason(workdir: Path, capsys: Any) -> None:
     ("steps:\n  - id: a\n    fn: x\n    depends_on: [ghost]\n", "ghost"),
     ("- just\n- a list\n", "must be a mapping"),
 ])
-def test_a_bad_spec_is_one_line_and_exit_2(workdir: Path, capsys: Any, text: str,
-                                           where: str) -> None:
+def test_a_bad_spec_prints_its_problem_under_the_subject_and_exits_2(
+        workdir: Path, capsys: Any, text: str, where: str) -> None:
     (workdir / "wf.yaml").write_text(text)
     for command in (["run", "wf.yaml", "--executor", EXECUTOR], ["start", "wf.yaml"],
                     ["graph", "wf.yaml"]):
         code, out, err = cli(capsys, *command)
         assert code == 2
         assert out == ""
-        assert len(err.strip().splitlines()) == 1, err
-        assert err.startswith("runfox: error: invalid workflow spec")
-        assert where in err
+        head, *problems = err.strip().splitlines()
+        assert head == "runfox: error: invalid workflow spec wf.yaml:", err
+        assert len(problems) == 1 and problems[0].startswith("  ")
+        assert where in problems[0]
         assert "Traceback" not in err
     assert not (workdir / "runfox.db").exists()  # refused before the backend was opened
+
+
+def test_spec_errors_are_printed_one_per_line(workdir: Path, capsys: Any) -> None:
+    spec = {"steps": [{"id": "a", "fn": "x", "depends_on": ["ghost"]},
+                      {"id": "a", "fn": "y"}, {"id": "c"}]}
+    code, out, err = cli(capsys, "graph", write_spec(workdir, spec))
+    assert code == 2 and out == ""
+    head, *problems = err.rstrip("\n").split("\n")
+    assert head.startswith("runfox: error: invalid workflow spec ") and head.endswith(":")
+    assert len(problems) >= 3, err
+    assert all(line.startswith("  ") and line.strip() for line in problems)
+    assert any("ghost" in line for line in problems)
+
+
+def test_other_errors_stay_one_line(workdir: Path, capsys: Any) -> None:
+    code, _, err = cli(capsys, "list", "--limit", "0")
+    assert code == 2 and err == "runfox: error: --limit must be >= 1\n"
 
 
 def test_debug_adds_the_traceback(workdir: Path, capsys: Any) -> None:
@@ -249,7 +267,45 @@ def test_start_then_worker_then_status(workdir: Path, capsys: Any) -> None:
 def test_status_of_an_unknown_execution_exits_2(workdir: Path, capsys: Any) -> None:
     code, out, err = cli(capsys, "status", "nothing#here")
     assert code == 2 and out == ""
-    assert "no workflow execution 'nothing#here'" in err
+    assert err == "runfox: error: no execution matches 'nothing#here'\n"
+
+
+def test_execution_ids_are_accepted_by_unique_prefix(workdir: Path, capsys: Any) -> None:
+    """status, cancel and graph --execution take a prefix of the key or of the execution id."""
+    spec = write_spec(workdir, wide_spec(2))
+    ids = []
+    for _ in range(3):
+        _, out, _ = cli(capsys, "start", spec, "--input", "n=1")
+        ids.append(out.strip().splitlines()[-1])
+    first = ids[0]
+    workflow_id, _, execution_id = first.partition("#")
+    assert all(wf.partition("#")[0] == workflow_id for wf in ids)  # one definition
+    code, out, err = cli(capsys, "status", execution_id[:-2], "--json")
+    assert code == 0, err
+    assert json.loads(out)["id"] == first
+    code, out, err = cli(capsys, "graph", spec, "--execution", first[:-3])
+    assert code == 0 and "class s0 in_progress" in out, err
+    # The key's prefix shared by all three: ambiguous, with the candidates listed.
+    code, out, err = cli(capsys, "cancel", workflow_id[:6])
+    assert code == 2 and out == ""
+    head, *candidates = err.rstrip("\n").split("\n")
+    assert head == (f"runfox: error: {workflow_id[:6]!r} matches several executions; "
+                    "give more of it:")
+    assert sorted(line.strip() for line in candidates) == sorted(ids)
+    code, out, err = cli(capsys, "cancel", execution_id[:-2])
+    assert code == 0 and out.strip() == f"{first}: cancelled", err
+    code, _, err = cli(capsys, "graph", spec, "--execution", "2001")
+    assert code == 2 and err == "runfox: error: --execution: no execution matches '2001'\n"
+
+
+def test_an_ambiguous_id_lists_five_candidates(workdir: Path, capsys: Any) -> None:
+    spec = write_spec(workdir, wide_spec(1))
+    ids = [cli(capsys, "start", spec, "--input", "n=1")[1].strip().splitlines()[-1]
+           for _ in range(6)]
+    code, _, err = cli(capsys, "status", ids[0][:4])
+    assert code == 2
+    _, *candidates = err.rstrip("\n").split("\n")
+    assert [line.strip() for line in candidates] == [*ids[::-1][:5], "(and more)"]
 
 
 def test_list_filters_and_prints_json(workdir: Path, capsys: Any) -> None:

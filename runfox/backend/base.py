@@ -29,12 +29,10 @@ from ..errors import (
     UnknownStepError,
     WorkflowNotFound,
 )
-from ..execution import Executor
 from ..ids import new_execution_id, step_key, step_run_key
-from ..inprocess import InProcessWorker  # layering follow-up: see tests/test_layers.py
 from ..jsonvalue import error_output, json_copy
 from ..records import WorkflowRecord
-from ..results import Dispatch, DispatchJob, Result, StateChangeEvent, WorkResult
+from ..results import Dispatch, DispatchJob, Executor, Result, StateChangeEvent, WorkResult
 from ..spec import WorkflowSpec, spec_for
 from .runner import InProcessRunner, Runner
 from .store import InMemoryStore, Store
@@ -115,7 +113,6 @@ class Backend:
         self.store: Store = store if store is not None else InMemoryStore()
         self.runner: Runner = runner if runner is not None else InProcessRunner()
         self.executor = executor
-        self._worker = InProcessWorker(self.runner, executor) if executor is not None else None
         self.poll_interval = poll_interval
         self._on_state_change = on_state_change
         self._event_arg = on_state_change is not None and _accepts_event(on_state_change)

@@ -1,6 +1,6 @@
 """Store: where workflow records live.
 
-The public methods (``load``, ``write``, ``list_executions``) are implemented once
+The public methods (``load``, ``write``, ``list_executions``, ``find``) are implemented once
 here; a technology implements three small primitives:
 
 - ``_load(key)``: the record, or ``None``.
@@ -10,6 +10,9 @@ here; a technology implements three small primitives:
   loaded, so an implementation can write only what changed
   (``record.steps.changed_since(previous.steps)``).
 - ``_list(status, limit)``: summaries for ``runfox list``.
+
+and may override ``_find(prefix, limit)`` (``find``: keys by prefix, for ids typed
+at the command line) when the database can filter by prefix itself.
 
 Records are immutable, so an implementation that keeps record objects (like
 ``InMemoryStore``) isolates callers without copying.
@@ -25,7 +28,7 @@ from ..errors import ConflictError, WorkflowNotFound
 from ..records import WorkflowRecord
 from ..status import WorkflowStatus
 
-__all__ = ["ExecutionSummary", "InMemoryStore", "Store"]
+__all__ = ["ExecutionSummary", "InMemoryStore", "Store", "key_matches"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +82,29 @@ class Store(ABC):
         """Summaries of stored executions, newest first, optionally of one status."""
         return self._list(WorkflowStatus(status) if status is not None else None, limit)
 
+    def find(self, prefix: str, limit: int = 10) -> list[str]:
+        """Keys of stored executions that start with ``prefix``, newest first, at most ``limit``.
+
+        ``prefix`` may begin the whole key (``<workflow_id>#<execution_id>``) or
+        only its execution-id part (``20261130T...``), as people copy it; a key
+        equal to ``prefix`` comes first. ``runfox status|cancel|graph`` resolve
+        an id through this. The default reads every summary (``_list``); a store
+        that can ask its database for the prefix overrides ``_find``.
+        """
+        if limit <= 0 or not prefix:
+            return []
+        return self._find(prefix, limit)[:limit]
+
     def close(self) -> None:
         """Release connections; the store may not be used afterwards."""
+
+    def _find(self, prefix: str, limit: int) -> list[str]:
+        """Up to ``limit`` keys matching ``prefix`` (``key_matches``): the key equal
+        to ``prefix`` first if there is one, then newest first."""
+        keys = [s.workflow_execution_id for s in self._list(None, _EVERYTHING)]
+        found = [key for key in keys if key_matches(key, prefix)]
+        found.sort(key=lambda key: key != prefix)  # stable: the rest stay newest first
+        return found[:limit]
 
     @abstractmethod
     def _load(self, workflow_execution_id: str) -> WorkflowRecord | None: ...
@@ -90,6 +114,15 @@ class Store(ABC):
 
     @abstractmethod
     def _list(self, status: WorkflowStatus | None, limit: int) -> list[ExecutionSummary]: ...
+
+
+#: ``_list``'s limit when ``_find`` needs every summary.
+_EVERYTHING = 2**31 - 1
+
+
+def key_matches(key: str, prefix: str) -> bool:
+    """``key`` starts with ``prefix``, or its execution-id part (after ``#``) does."""
+    return key.startswith(prefix) or key.partition("#")[2].startswith(prefix)
 
 
 def summary_of(record: WorkflowRecord) -> ExecutionSummary:

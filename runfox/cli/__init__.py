@@ -18,7 +18,7 @@ in both places, the command's own value wins. ``--backend`` defaults to
 ``$RUNFOX_BACKEND``, else ``sqlite:///runfox.db`` in the
 current directory; ``--executor`` defaults to ``$RUNFOX_EXECUTOR``. The current
 directory is searched for the executor's module after installed packages (see
-``runfox.worker.load_executor``), so ``--executor tasks:execute`` finds
+``runfox.execution.load_executor``), so ``--executor tasks:execute`` finds
 ``./tasks.py`` unless an installed module is called ``tasks``.
 Results go to stdout (JSON where a script would read it); progress, logs and
 errors go to stderr. An error is one line; ``--debug`` adds the traceback. Exit
@@ -167,8 +167,9 @@ COMMAND), 3 halted, 4 backend unreachable or misconfigured, 5 timeout, 130 inter
     p.set_defaults(handler=commands.worker)
 
     p = _command(sub, "status", [common], "show one execution")
-    p.add_argument("id", metavar="ID", help="the execution id (workflow_execution_id), as "
-                                            "`runfox start` and `runfox list` print it")
+    p.add_argument("id", metavar="ID", help="the execution id as `runfox start` and `runfox "
+                                            "list` print it, or a unique prefix of it or of "
+                                            "its execution id (20261130T0915)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(handler=commands.status)
 
@@ -181,7 +182,8 @@ COMMAND), 3 halted, 4 backend unreachable or misconfigured, 5 timeout, 130 inter
     p.set_defaults(handler=commands.list_executions)
 
     p = _command(sub, "cancel", [common], "cancel a running execution")
-    p.add_argument("id", metavar="ID", help="the execution id (workflow_execution_id)")
+    p.add_argument("id", metavar="ID", help="the execution id, or a unique prefix of it or "
+                                            "of its execution id")
     p.add_argument("--reason", metavar="TEXT", help="recorded in the outcome")
     p.set_defaults(handler=commands.cancel)
 
@@ -190,17 +192,26 @@ COMMAND), 3 halted, 4 backend unreachable or misconfigured, 5 timeout, 130 inter
     p.add_argument("--format", choices=("mermaid", "dot"), default="mermaid",
                    help="mermaid (default) or dot (Graphviz)")
     p.add_argument("--execution", metavar="ID", help="colour the steps by this "
-                                                     "execution's status")
+                                                     "execution's status (an id or a "
+                                                     "unique prefix)")
     p.set_defaults(handler=commands.graph)
     return parser
 
 
-def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, SpecError):
-        where = f" {exc.source}" if exc.source else ""
-        return f"invalid workflow spec{where}: " + "; ".join(str(p) for p in exc.problems)
-    text = str(exc).strip() or type(exc).__name__
+def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+def _error_lines(exc: BaseException) -> tuple[str, list[str]]:
+    """What ``main`` prints for ``exc``: a one-line subject and, for an error made
+    of several problems (``SpecError``) or candidates (``UsageError.details``),
+    one line per item, printed indented under ``<subject>:``."""
+    if isinstance(exc, SpecError):
+        head = str(exc).splitlines()[0] if str(exc) else "invalid workflow spec"
+        head = head.rpartition(" (")[0] or head.rstrip(":")  # drop "(N problem(s)):"
+        return _one_line(head), [_one_line(str(p)) for p in exc.problems]
+    details = [_one_line(d) for d in getattr(exc, "details", ()) if isinstance(d, str)]
+    return _one_line(str(exc).strip() or type(exc).__name__), details
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -234,7 +245,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = EXIT_FAILED
         prefix = "" if code != EXIT_FAILED else f"{type(exc).__name__}: "
         hint = "" if args.debug or code != EXIT_FAILED else " (--debug shows the traceback)"
-        print(f"runfox: error: {prefix}{_one_line(exc)}{hint}", file=sys.stderr)
+        subject, items = _error_lines(exc)
+        if items:
+            print(f"runfox: error: {prefix}{subject}:{hint}", file=sys.stderr)
+            print("\n".join(f"  {item}" for item in items), file=sys.stderr)
+        else:
+            print(f"runfox: error: {prefix}{subject}{hint}", file=sys.stderr)
         return code
 
 

@@ -29,7 +29,8 @@ from ..workflow import Workflow
 from . import render
 from .exits import EXIT_COMPLETE, EXIT_FAILED, EXIT_HALTED, EXIT_TIMEOUT, UsageError
 
-__all__ = ["cancel", "graph", "list_executions", "run", "start", "status", "worker"]
+__all__ = ["cancel", "graph", "list_executions", "resolve_id", "run", "start", "status",
+           "worker"]
 
 logger = logging.getLogger("runfox.cli")
 
@@ -349,10 +350,34 @@ def serve_until_signalled(harness: Worker, idle_timeout: float | None,
 # -- inspection ----------------------------------------------------------------------------
 
 
+#: How many candidates an ambiguous id lists.
+CANDIDATES_SHOWN = 5
+
+
+def resolve_id(backend: Backend, text: str, option: str | None = None) -> str:
+    """The execution ``text`` names: its whole key, or a prefix of exactly one key
+    or of exactly one execution id (``20261130T...``, as people copy it).
+
+    Raises:
+        UsageError: no execution matches, or several do (up to five are listed).
+    """
+    found = backend.store.find(text, limit=CANDIDATES_SHOWN + 1)
+    if found and found[0] == text:
+        return text
+    if len(found) == 1:
+        return found[0]
+    where = f"{option}: " if option else ""
+    if not found:
+        raise UsageError(f"{where}no execution matches {text!r}")
+    more = ["(and more)"] if len(found) > CANDIDATES_SHOWN else []
+    raise UsageError(f"{where}{text!r} matches several executions; give more of it",
+                     [*found[:CANDIDATES_SHOWN], *more])
+
+
 def status(args: argparse.Namespace) -> int:
     backend = open_backend(args.backend)
     try:
-        record = backend.load(args.id)
+        record = backend.load(resolve_id(backend, args.id))
     finally:
         close_backend(backend)
     if args.json:
@@ -405,15 +430,16 @@ def list_executions(args: argparse.Namespace) -> int:
 def cancel(args: argparse.Namespace) -> int:
     backend = open_backend(args.backend)
     try:
-        before = backend.load(args.id).status
-        backend.cancel(args.id, args.reason)
-        after = backend.load(args.id).status
+        wf_id = resolve_id(backend, args.id)
+        before = backend.load(wf_id).status
+        backend.cancel(wf_id, args.reason)
+        after = backend.load(wf_id).status
     finally:
         close_backend(backend)
     if before.is_terminal:
-        print(f"{args.id}: already {before.value}; nothing to cancel")
+        print(f"{wf_id}: already {before.value}; nothing to cancel")
     else:
-        print(f"{args.id}: {after.value}")
+        print(f"{wf_id}: {after.value}")
     return EXIT_COMPLETE
 
 
@@ -423,11 +449,11 @@ def graph(args: argparse.Namespace) -> int:
     if args.execution is not None:
         backend = open_backend(args.backend)
         try:
-            record = backend.load(args.execution)
+            record = backend.load(resolve_id(backend, args.execution, "--execution"))
         finally:
             close_backend(backend)
         if record.workflow_id != plan.workflow_id:
-            raise UsageError(f"execution {args.execution} runs another definition "
+            raise UsageError(f"execution {record.workflow_execution_id} runs another definition "
                              f"(workflow {record.workflow_id}, {args.spec} is "
                              f"{plan.workflow_id})")
     draw = render.graph_dot if args.format == "dot" else render.graph_mermaid

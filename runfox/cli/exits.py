@@ -18,6 +18,8 @@ code    meaning
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "EXIT_BACKEND",
     "EXIT_COMPLETE",
@@ -39,4 +41,12 @@ EXIT_INTERRUPTED = 130
 
 
 class UsageError(Exception):
-    """A command-line mistake; ``main`` prints it as one line and exits with 2."""
+    """A command-line mistake; ``main`` prints it and exits with 2.
+
+    The message is one line; ``details`` (candidates, problems), when given, are
+    printed one per indented line under it.
+    """
+
+    def __init__(self, message: str, details: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.details = tuple(details)

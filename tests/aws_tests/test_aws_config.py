@@ -250,6 +250,23 @@ def test_the_generic_worker_runs_workflows_from_an_aws_url(aws: Aws) -> None:
     assert len(calls) == 2 * 5 + 2  # every step once, plus one retry per workflow
 
 
+def test_the_harness_that_takes_jobs_wires_the_control_messages(aws: Aws) -> None:
+    """``parts_from_url`` leaves ``on_control`` to the harness (layers point down)."""
+    backend = backend_from_url(aws.backend_url, config=no_retry_config())
+    assert isinstance(backend.runner, SQSRunner)
+    assert backend.runner.on_control is None
+    Worker(backend, fan_executor)
+    assert backend.runner.on_control is not None
+    mine = backend.runner.on_control
+    other = backend_from_url(aws.backend_url, executor=fan_executor)
+    wf = other.create(fan_spec(1), {"n": 2})
+    rfx.Workflow(wf, other).run(timeout=60)
+    assert other.runner.on_control is not None  # Workflow.run wired its own
+    assert backend.runner.on_control is mine  # a handler already set is kept
+    Worker(backend, fan_executor)
+    assert backend.runner.on_control is mine
+
+
 def _stop_when_done(worker: Worker, backend: Backend, ids: list[str]) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

@@ -37,7 +37,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from ...errors import BackendError
-from ..base import Backend
 from ._boto import call, error_code, make_client, require_boto3
 from .runner import SQSRunner
 from .store import DEFAULT_STATUS_INDEX, DynamoDBStore
@@ -123,9 +122,10 @@ def parse_url(url: str) -> AwsSettings:
 def parts_from_url(url: str, **options: Any) -> tuple[DynamoDBStore, SQSRunner]:
     """The DynamoDB store and SQS runner an ``aws://`` URL describes.
 
-    The runner is wired to apply the advance and result messages it receives
-    (``SQSRunner.on_control``), so ``runfox worker --backend aws://...`` also
-    serves wake-ups scheduled by Lambda handlers.
+    The runner's ``on_control`` is left unset: the harness that takes jobs from
+    it (``Worker``, ``Workflow.run``) wires it to a result handler
+    (``runfox.execution.serve_control``), so ``runfox worker --backend
+    aws://...`` also serves wake-ups scheduled by Lambda handlers.
 
     Raises:
         ValueError: a malformed URL, or an unknown option.
@@ -158,9 +158,6 @@ def parts_from_url(url: str, **options: Any) -> tuple[DynamoDBStore, SQSRunner]:
                        verify=verify)
     # Clients built here belong to the pair: the store closes the shared DynamoDB one.
     store._owns_client, runner._owns_sqs = built_dynamodb, built_sqs
-    from .handlers import ResultHandler  # the handlers build on the runner
-
-    runner.on_control = ResultHandler(Backend(store=store, runner=runner)).handle_control
     return store, runner
 
 

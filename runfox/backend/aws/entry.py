@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ...worker import load_executor
+from ...execution import load_executor
 from ..base import Backend
 from .config import parts_from_url
 from .handlers import LambdaHandler, lambda_handler, sweep

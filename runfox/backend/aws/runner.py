@@ -113,7 +113,7 @@ class SQSRunner(Runner):
         max_message_bytes: the largest message body sent (SQS's limit is 256 KiB
             or, on current AWS, 1 MiB).
         on_control: handles advance and result messages that ``take_pending_jobs``
-            receives (``runfox.backend.aws.parts_from_url`` wires a result handler).
+            receives (the harnesses wire a result handler: ``runfox.execution.serve_control``).
         verify: check at construction that the table and queues exist.
         clock: epoch seconds, for row times and delays.
 

@@ -45,7 +45,7 @@ from typing import Any
 from ...errors import BackendError, ConflictError, CorruptRecord, RecordTooLarge
 from ...records import WorkflowRecord
 from ...status import WorkflowStatus
-from ..store import ExecutionSummary, Store
+from ..store import ExecutionSummary, Store, key_matches
 from ._boto import CONDITION_FAILED, call, error_code, make_client
 from ._codec import COMPRESS_OVER, decode_json, encode_json, item_size
 
@@ -262,6 +262,20 @@ class DynamoDBStore(Store):
         summaries = [_summary(item) for item in items]
         summaries.sort(key=lambda s: s.created_at, reverse=True)
         return summaries[:limit]
+
+    def _find(self, prefix: str, limit: int) -> list[str]:
+        """One filtered scan (keys and creation times only): ``begins_with`` on the
+        key, or on its execution-id part through ``contains('#' + prefix)``."""
+        items = self._paged("scan", None,
+                            ProjectionExpression="#id, #c",
+                            ExpressionAttributeNames={"#id": "id", "#c": "created_at"},
+                            FilterExpression="begins_with(#id, :p) OR contains(#id, :hp)",
+                            ExpressionAttributeValues={":p": {"S": prefix},
+                                                       ":hp": {"S": "#" + prefix}})
+        found = [(item["id"]["S"], float(item.get("created_at", {}).get("N", 0)))
+                 for item in items]
+        found.sort(key=lambda pair: (pair[0] != prefix, -pair[1]))
+        return [key for key, _ in found if key_matches(key, prefix)][:limit]
 
     def _paged(self, operation: str, limit: int | None, **params: Any) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []

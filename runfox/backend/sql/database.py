@@ -21,7 +21,7 @@ translated where they surface (the original stays available as ``__cause__``):
 - anything else is ``BackendError``.
 
 Each names what runfox was doing and the URL with its password masked
-(``urls.mask_url``); a driver's own message is scrubbed of the password too.
+(``runfox.urlmask.mask_url``); a driver's own message is scrubbed of the password too.
 
 A connection the server dropped is discarded, and SQLAlchemy then replaces every
 connection of the pool older than it (its disconnect handling), so once a
@@ -47,7 +47,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 
 from ...errors import BackendError, BackendUnavailable, PayloadTooLarge
-from ..urls import mask_url, url_secrets
+from ...urlmask import mask_url, url_secrets
 from .dialects import Diagnosis, Dialect, Problem, dialect_for, megabytes
 from .schema import SchemaError, ensure_schema
 

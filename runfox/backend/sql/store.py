@@ -27,13 +27,13 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, case, or_, select, update
 from sqlalchemy.engine import Connection, Engine, Row
 
 from ...errors import BackendError, ConflictError, CorruptRecord
 from ...records import StepRecord, WorkflowRecord
 from ...status import WorkflowStatus
-from ..store import ExecutionSummary, Store
+from ..store import ExecutionSummary, Store, key_matches
 from .database import Database, DatabaseUser, DuplicateRow
 from .schema import steps, workflows
 
@@ -259,6 +259,22 @@ class SqlStore(DatabaseUser, Store):
                 logger.warning("skipping corrupt workflow row %r: %s",
                                row.workflow_execution_id, exc)
         return summaries
+
+    def _find(self, prefix: str, limit: int) -> list[str]:
+        """``LIKE 'prefix%'`` on the key and on the execution id, the exact key first.
+
+        ``LIKE`` ignores case on SQLite and MySQL; ``key_matches`` keeps the
+        answer the same as on every other store.
+        """
+        key = workflows.c.workflow_execution_id
+        query = (select(key)
+                 .where(or_(key.startswith(prefix, autoescape=True),
+                            workflows.c.execution_id.startswith(prefix, autoescape=True)))
+                 .order_by(case((key == prefix, 0), else_=1), workflows.c.created_at.desc())
+                 .limit(limit))
+        rows = self._db.run(lambda conn: conn.execute(query).all(), write=False,
+                            what="find workflows by prefix")
+        return [row[0] for row in rows if key_matches(row[0], prefix)]
 
 
 def _step_params(key: str, step: StepRecord, version: int) -> dict[str, Any]:
