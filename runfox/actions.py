@@ -21,8 +21,7 @@ Checklist for adding an action kind (everything is here unless noted):
    copied as JSON when the branch fires), ``exits``/``loops`` (a step with a
    looping branch needs an exiting one).
 5. Add it to ``ACTIONS``, regenerate the shipped schema
-   (``python -m runfox.spec_schema > runfox/spec.schema.json``; a test compares
-   them), describe it in README's spec section and test it in
+   (``runfox schema > runfox/spec.schema.json``; a test compares them), describe it in README's spec section and test it in
    ``tests/test_graph.py`` and the bad-spec corpus of ``tests/test_spec_schema.py``.
 """
 

@@ -15,7 +15,7 @@ agree. Branch actions come from ``runfox.actions``.
 ``schema_text()`` is its text, shipped as ``runfox/spec.schema.json`` and printed
 by ``runfox schema``. After changing a table, regenerate the file::
 
-    python -m runfox.spec_schema > runfox/spec.schema.json
+    runfox schema > runfox/spec.schema.json
 
 The schema is the shape of a spec; what only the compiler can check is listed in
 ``COMPILER_ONLY``.
@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -299,7 +298,3 @@ def json_schema() -> dict[str, Any]:
 def schema_text() -> str:
     """The schema as shipped in ``runfox/spec.schema.json`` (sorted keys, newline at end)."""
     return json.dumps(json_schema(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.stdout.write(schema_text())
