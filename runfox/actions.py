@@ -20,9 +20,10 @@ Checklist for adding an action kind (everything is here unless noted):
    instead of being retried), ``keeps_result`` (``result`` is stored, so it is
    copied as JSON when the branch fires), ``exits``/``loops`` (a step with a
    looping branch needs an exiting one).
-5. Add it to ``ACTIONS``, regenerate the shipped schema
-   (``runfox schema > runfox/spec.schema.json``; a test compares them), describe it in README's spec section and test it in
-   ``tests/test_graph.py`` and the bad-spec corpus of ``tests/test_spec_schema.py``.
+5. Add it to ``ACTIONS``; regenerate the shipped schema
+   (``runfox schema > runfox/spec.schema.json``; a test compares them); describe
+   it in README's spec section; test it in ``tests/test_graph.py`` and in the
+   corpus of ``tests/test_spec_schema.py``.
 """
 
 from __future__ import annotations

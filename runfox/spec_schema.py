@@ -60,6 +60,7 @@ COMPILER_ONLY = (
     "set targets naming unknown steps",
     "a declared input's default that does not match its type or enum",
     "a declared input that is required and has a default",
+    "max_attempts written as a float (2.0 is an integer to JSON Schema)",
 )
 
 

@@ -72,7 +72,7 @@ def test_a_forgotten_input_no_longer_reaches_the_executor() -> None:
 
     spec = {"inputs": DECLARED["inputs"],
             "steps": [{"id": "s", "fn": "up", "input": {"zip": {"var": "input.zip"}}}]}
-    with pytest.raises(SpecError, match="inputs.zip: missing"):
+    with pytest.raises(SpecError, match=r"inputs\.zip: missing"):
         rfx.Workflow.from_dict(spec, rfx.Backend(executor=executor))
     assert calls == []
 
