@@ -65,6 +65,7 @@ class SpecError(RunfoxError, ValueError):
                  subject: str = "workflow spec") -> None:
         self.problems = list(problems)
         self.source = source
+        self.subject = subject
         head = f"invalid {subject}{f' {source}' if source else ''}"
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{head} ({len(self.problems)} problem(s)):\n{lines}")

@@ -433,14 +433,14 @@ def _apply(
         try:
             branch = _fire(spec, context)
             payload = branch.result(context) if branch and branch.result else {}
-            if branch is not None and branch.action == "halt":
+            if branch is not None and branch.kind.keeps_result:
                 payload = json_copy(payload)
         except DATA_ERRORS as exc:
             return _fail(tx, step, _error("BranchError",
                                           f"step {step_id!r} branch: {_describe(exc)}"),
                          now, output)
 
-    if error is not None and (branch is None or branch.action == "set"):
+    if error is not None and (branch is None or not branch.kind.absorbs_error):
         lost = _count_lost(step, error)
         if step.attempts < spec.max_attempts or 0 < lost < WORKER_LOST_CAP:
             # A lost worker says nothing about the step: retry it at once.
@@ -459,19 +459,35 @@ def _apply(
     if error is None and merged is not state and changes is not None:
         changes.append((StateChangeEvent(step_id, step.run_id), state, merged))
 
-    if branch is not None and branch.action == "halt":
-        tx.put(step.evolve(status=StepStatus.HALTED, output=output, error=error,
-                           finished_at=now))
-        return _terminate(tx, WorkflowStatus.HALTED, payload, now, state=merged), Halt(payload)
-
-    if branch is not None and branch.action == "set":
-        _reset(tx, record.plan.descendants((*branch.targets, step_id)))
-        return tx.commit(state=merged), None
+    if branch is not None:  # the action's kind decides (runfox.actions)
+        applied = branch.kind.apply(_BranchOutcome(tx, record, step, output, error, now,
+                                                   merged), branch.targets, payload)
+        if applied is not None:
+            return applied
 
     tx.put(step.evolve(status=StepStatus.COMPLETE, output=output, error=None, finished_at=now))
     if tx.open == 0:
         return _finish(tx, now, merged)
     return tx.commit(state=merged), None
+
+
+class _BranchOutcome:
+    """What a fired branch's action may do to its step (``runfox.actions.BranchOutcome``)."""
+
+    def __init__(self, tx: _Tx, record: WorkflowRecord, step: StepRecord, output: Any,
+                 error: dict[str, Any] | None, now: float, merged: dict[str, Any]) -> None:
+        self.tx, self.record, self.step = tx, record, step
+        self.output, self.error, self.now, self.merged = output, error, now, merged
+
+    def halt(self, payload: Any) -> tuple[WorkflowRecord, Result]:
+        self.tx.put(self.step.evolve(status=StepStatus.HALTED, output=self.output,
+                                     error=self.error, finished_at=self.now))
+        return (_terminate(self.tx, WorkflowStatus.HALTED, payload, self.now,
+                           state=self.merged), Halt(payload))
+
+    def restart(self, targets: tuple[str, ...]) -> tuple[WorkflowRecord, Result]:
+        _reset(self.tx, self.record.plan.descendants((*targets, self.step.id)))
+        return self.tx.commit(state=self.merged), None
 
 
 def _count_lost(step: StepRecord, error: dict[str, Any]) -> int:

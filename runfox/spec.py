@@ -12,6 +12,10 @@ The shape of a spec::
 
     name: example              # optional
     description: ...           # optional
+    inputs:                    # optional; checked when an execution is created
+      zip: {type: string, description: postal code}       # required: no default
+      count: {type: integer, default: 3}
+      mode: {enum: [fast, safe], required: false}
     defaults:                  # optional, applied to steps that do not say
       max_attempts: 3
       retry: {backoff: exponential, delay: 1, max_delay: 60, jitter: 0.2}
@@ -29,6 +33,9 @@ The shape of a spec::
         retry: {...}
         timeout: 30            # seconds per attempt
     outputs: {...}             # resolved when every step is complete
+
+The fields of each part are tables in ``runfox.spec_schema`` (which also builds the
+JSON Schema editors use) and the branch actions a table in ``runfox.actions``.
 """
 
 from __future__ import annotations
@@ -42,20 +49,38 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from . import limits
+from .actions import ACTIONS, ActionKind, action_kind, expected_actions
 from .errors import ExpressionError, SpecError, SpecProblem
 from .expressions import Compiled, compile_rule, compile_template, find_refs
 from .jsonvalue import json_copy
 from .retry import BACKOFFS, RetryPolicy
+from .spec_schema import (
+    BRANCH_FIELDS,
+    DEFAULT_FIELDS,
+    ID_PATTERN,
+    INPUT_FIELDS,
+    MAX_ID_LENGTH,
+    MAX_NAME_LENGTH,
+    RETRY_FIELDS,
+    STEP_FIELDS,
+    TOP_FIELDS,
+    Field,
+    check_value,
+    names,
+)
 
 __all__ = [
+    "MAX_ID_LENGTH",
+    "MAX_NAME_LENGTH",
     "Branch",
+    "InputSpec",
     "StepSpec",
     "WorkflowSpec",
     "canonical_json",
@@ -66,21 +91,8 @@ __all__ = [
     "workflow_id_for",
 ]
 
-_TOP_KEYS = ("name", "description", "version", "defaults", "steps", "outputs", "metadata")
-_STEP_KEYS = (
-    "id", "fn", "description", "depends_on", "input", "branch", "max_attempts", "retry",
-    "timeout",
-)
-_DEFAULT_KEYS = ("max_attempts", "retry", "timeout")
-_RETRY_KEYS = ("backoff", "delay", "max_delay", "jitter")
-_BRANCH_KEYS = ("condition", "action", "result", "description")
-_ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]*")
-#: Step ids are part of stored keys; SQL backends hold them in VARCHAR(255).
-MAX_ID_LENGTH = 128
-#: SQL backends hold a workflow's name in VARCHAR(255) (characters).
-MAX_NAME_LENGTH = 255
+_ID_RE = re.compile(ID_PATTERN)
 _STEPS_REF_RE = re.compile(r"^(?:\$\.)?steps\.([A-Za-z0-9_\-]+)")
-_SET_TARGET_RE = re.compile(r"^steps\.([^.]+)\.status$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +104,11 @@ class Branch:
     action: str
     targets: tuple[str, ...] = ()
     result: Compiled | None = None
+
+    @property
+    def kind(self) -> ActionKind:
+        """The action's kind (``runfox.actions``): how the graph applies it."""
+        return action_kind(self.action)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +128,40 @@ class StepSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class InputSpec:
+    """One declared workflow input (an entry of the spec's ``inputs:`` block)."""
+
+    name: str
+    type: str | None = None
+    enum: tuple[Any, ...] | None = None
+    required: bool = True
+    has_default: bool = False
+    default: Any = None
+    description: str = ""
+
+    @property
+    def schema(self) -> dict[str, Any]:
+        """The JSON Schema of the value."""
+        schema: dict[str, Any] = {}
+        if self.type is not None:
+            schema["type"] = self.type
+        if self.enum is not None:
+            schema["enum"] = list(self.enum)
+        return schema
+
+    @property
+    def takes_text(self) -> bool:
+        """True when the value is a string (declared ``string``, or an enum of strings)."""
+        if self.type is not None:
+            return self.type == "string"
+        return self.enum is not None and all(isinstance(v, str) for v in self.enum)
+
+    def check(self, value: Any) -> list[str]:
+        """What is wrong with ``value`` for this input (``expected integer, got "3"``)."""
+        return check_value(self.schema, value)
+
+
+@dataclass(frozen=True, slots=True)
 class WorkflowSpec:
     """A validated, compiled workflow definition. Immutable and shared."""
 
@@ -121,9 +172,43 @@ class WorkflowSpec:
     by_id: dict[str, StepSpec]
     outputs: Compiled
     index: dict[str, int] = field(repr=False)
+    #: The ``inputs:`` block by name, or ``None`` when the spec has none.
+    declared_inputs: dict[str, InputSpec] | None = None
 
     def step(self, step_id: str) -> StepSpec:
         return self.by_id[step_id]
+
+    def check_inputs(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """``inputs`` checked against the ``inputs:`` block, with defaults filled in.
+
+        Without an ``inputs:`` block every input is accepted as it is. With one,
+        every problem is reported at once, each naming its input: a required input
+        missing, a value of the wrong type or not in the enum, an input not declared
+        (with a did-you-mean). Raises ``SpecError`` (subject "workflow inputs").
+        """
+        declared = self.declared_inputs
+        if declared is None:
+            return dict(inputs)
+        checked = dict(inputs)
+        problems: list[SpecProblem] = []
+        for name, decl in declared.items():
+            where = f"inputs.{name}"
+            if name in inputs:
+                problems.extend(SpecProblem(where, m) for m in decl.check(inputs[name]))
+            elif decl.has_default:
+                checked[name] = json_copy(decl.default)
+            elif decl.required:
+                about = f" ({decl.description})" if decl.description else ""
+                problems.append(SpecProblem(where, f"missing: a required input{about}"))
+        for name in inputs:
+            if name not in declared:
+                known = ", ".join(declared) or "none"
+                problems.append(SpecProblem(
+                    f"inputs.{name}", f"not a declared input{_suggest(str(name), declared)}; "
+                                      f"the spec declares: {known}"))
+        if problems:
+            raise SpecError(problems, subject="workflow inputs")
+        return checked
 
     def descendants(self, roots: Iterable[str]) -> list[str]:
         """``roots`` and every step that depends on them, transitively, in spec order."""
@@ -447,7 +532,7 @@ def _parse_retry(problems: _Problems, where: str, raw: Any) -> RetryPolicy | Non
     if not isinstance(raw, dict):
         problems.add(where, "retry must be a mapping such as {backoff: exponential, delay: 1}")
         return None
-    _check_keys(problems, where, raw, _RETRY_KEYS)
+    _check_keys(problems, where, raw, names(RETRY_FIELDS))
     backoff = raw.get("backoff", "fixed" if "delay" in raw else "none")
     ok = True
     if backoff not in BACKOFFS:
@@ -565,97 +650,149 @@ def _step_refs(value: Any, *, template: bool) -> list[str]:
     return found
 
 
-def _set_targets(problems: _Problems, where: str, action: dict[str, Any]) -> list[str]:
-    raw = action.get("set")
-    items = raw if isinstance(raw, list) else [raw]
-    targets = []
-    for item in items:
-        if not isinstance(item, str) or not item:
-            problems.add(f"{where}.set", f"set target must be 'steps.<id>.status', got {item!r}")
-            continue
-        match = _SET_TARGET_RE.match(item)
-        if match:
-            targets.append(match.group(1))
-        elif "." not in item:
-            targets.append(item)
-        else:
-            problems.add(f"{where}.set", f"set target must be 'steps.<id>.status', got {item!r}")
-    value = action.get("value", "ready")
-    if value not in ("ready", "pending"):
-        problems.add(f"{where}.value", f"a set action can only make a step 'ready', got {value!r}")
-    _check_keys(problems, where, action, ("set", "value"))
-    return targets
-
-
 def _dict_template(compiled: dict[str, Compiled | None]) -> Compiled:
     """One compiled function for a mapping of names to compiled templates."""
     parts = [(k, c) for k, c in compiled.items() if c is not None]
     return lambda data: {k: c(data) for k, c in parts}
 
 
-def compile_spec(
-    raw: dict[str, Any], *, source: str | None = None, workflow_id: str | None = None
-) -> WorkflowSpec:
-    """Validate ``raw`` completely and compile it. Raises ``SpecError`` listing every problem."""
-    problems = _Problems()
-    if not isinstance(raw, dict):
-        raise SpecError(
-            [SpecProblem("", f"a workflow spec must be a mapping, got {type(raw).__name__}")],
-            source=source,
-        )
-    _check_keys(problems, "", raw, _TOP_KEYS)
-    _check_json(problems, "spec", raw)
-    if problems.items:  # non-JSON values would break everything below; report them now
-        raise SpecError(problems.items, source=source)
-    raw = json_copy(raw)  # compiled specs are shared and cached: never alias the caller's dict
 
+def _check_fields(problems: _Problems, where: str, data: Mapping[str, Any],
+                  fields: tuple[Field, ...]) -> None:
+    """The table-driven checks of one part: unknown and missing fields, ``checked`` values."""
+    _check_keys(problems, where, data, names(fields))
+    for f in fields:
+        place = f"{where}.{f.name}" if where else f.name
+        value = data.get(f.name)
+        if f.required and (f.name not in data or (value is None and f.schema)):
+            problems.add(where or f.name, f"missing {f.name!r} ({f.description})")
+        elif f.checked and f.name in data and not (value is None and f.nullable):
+            for message in check_value(f.schema, value):
+                problems.add(place, message)
+
+
+class _Refs:
+    """The step graph as far as it is known, for checking ``steps.X`` references."""
+
+    def __init__(self, problems: _Problems, known: set[str],
+                 deps: dict[str, tuple[str, ...]], cycle: list[str] | None) -> None:
+        self.problems = problems
+        self.known = known
+        self.deps = deps
+        self.cycle = cycle
+        self.memo: dict[str, set[str]] = {}
+
+    def check(self, where: str, owner: str | None, value: Any, *, template: bool,
+              allow_self: bool) -> None:
+        """Every ``steps.X`` in ``value`` names a step upstream of ``owner`` (any if None)."""
+        for ref in _step_refs(value, template=template):
+            if ref not in self.known:
+                self.problems.add(where, f"refers to steps.{ref}, but there is no step {ref!r}"
+                                         f"{_suggest(ref, self.known)}")
+            elif owner is None or (allow_self and ref == owner):
+                continue
+            elif self.cycle is None and not _is_upstream(ref, owner, self.deps, self.memo):
+                self.problems.add(
+                    where,
+                    f"refers to steps.{ref}, which is not upstream of {owner!r}; "
+                    f"add {ref!r} to depends_on",
+                )
+
+
+@dataclass(frozen=True, slots=True)
+class _StepDefaults:
+    max_attempts: int | None = None
+    retry: RetryPolicy | None = None
+    timeout: float | None = None
+
+
+def _compile_name(problems: _Problems, raw: dict[str, Any]) -> str:
     name = raw.get("name", "")
     if not isinstance(name, str):
         problems.add("name", f"must be a string, got {name!r}")
-        name = ""
-    elif len(name) > MAX_NAME_LENGTH:
+        return ""
+    if len(name) > MAX_NAME_LENGTH:
         problems.add("name", f"the name is {len(name)} characters long; the limit is "
                              f"{MAX_NAME_LENGTH} (what SQL backends can store)")
-        name = ""
+        return ""
+    return name
 
-    defaults = raw.get("defaults") or {}
-    if not isinstance(defaults, dict):
+
+def _compile_defaults(problems: _Problems, raw: Any) -> _StepDefaults:
+    if raw is None:
+        return _StepDefaults()
+    if not isinstance(raw, dict):
         problems.add("defaults", "must be a mapping")
-        defaults = {}
-    _check_keys(problems, "defaults", defaults, _DEFAULT_KEYS)
-    default_attempts = _parse_attempts(problems, "defaults.max_attempts",
-                                       defaults.get("max_attempts"))
-    default_retry = _parse_retry(problems, "defaults.retry", defaults.get("retry"))
-    default_timeout = _parse_timeout(problems, "defaults.timeout", defaults.get("timeout"))
+        return _StepDefaults()
+    _check_fields(problems, "defaults", raw, DEFAULT_FIELDS)
+    return _StepDefaults(
+        _parse_attempts(problems, "defaults.max_attempts", raw.get("max_attempts")),
+        _parse_retry(problems, "defaults.retry", raw.get("retry")),
+        _parse_timeout(problems, "defaults.timeout", raw.get("timeout")),
+    )
 
-    raw_steps = raw.get("steps")
-    if raw_steps is None:
-        problems.add("steps", "missing: a workflow needs a list of steps")
-        raw_steps = []
-    elif not isinstance(raw_steps, list) or not raw_steps:
+
+def _compile_inputs(problems: _Problems, raw: Any) -> dict[str, InputSpec] | None:
+    """The ``inputs:`` block: ``None`` when there is none (any inputs are accepted)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        problems.add("inputs", "must be a mapping of input name to {type, required, "
+                               "default, description}")
+        return None
+    declared: dict[str, InputSpec] = {}
+    for name, decl in raw.items():
+        where = f"inputs.{name}"
+        if not isinstance(decl, dict):
+            problems.add(where, "must be a mapping such as {type: string, required: true}")
+            continue
+        before = len(problems.items)
+        _check_fields(problems, where, decl, INPUT_FIELDS)
+        if len(problems.items) > before:
+            continue
+        spec = InputSpec(
+            name=name, type=decl.get("type"),
+            enum=tuple(decl["enum"]) if "enum" in decl else None,
+            required=decl.get("required", "default" not in decl),
+            has_default="default" in decl, default=decl.get("default"),
+            description=decl.get("description") or "",
+        )
+        if spec.has_default:
+            for message in spec.check(spec.default):
+                problems.add(f"{where}.default", message)
+            if decl.get("required") is True:
+                problems.add(where, "required and has a default: the default would never "
+                                    "be used; drop one")
+        declared[name] = spec
+    return declared
+
+
+def _steps_list(problems: _Problems, raw: dict[str, Any]) -> list[Any]:
+    steps = raw.get("steps")
+    if steps is None:  # reported by the field table
+        return []
+    if not isinstance(steps, list) or not steps:
         problems.add("steps", "must be a non-empty list of steps")
-        raw_steps = []
+        return []
+    return steps
 
-    # Pass 1: ids, so that later checks can name steps and resolve references.
-    places: list[str] = []
+
+def _step_ids(problems: _Problems, raw_steps: list[Any]
+              ) -> tuple[list[str | None], list[str]]:
+    """Pass 1: each step's id (``None`` when unusable) and its place for messages."""
     ids: list[str | None] = []
+    places: list[str] = []
     seen: dict[str, int] = {}
     for i, step in enumerate(raw_steps):
         place = f"steps[{i}]"
+        sid = step.get("id") if isinstance(step, dict) else None
         if not isinstance(step, dict):
             problems.add(place, f"a step must be a mapping, got {type(step).__name__}")
-            places.append(place)
-            ids.append(None)
-            continue
-        sid = step.get("id")
-        if sid is None:
-            problems.add(place, "missing 'id'")
+        elif sid is None:
+            pass  # reported with the step's other fields
         elif not isinstance(sid, str) or not _ID_RE.fullmatch(sid):
-            problems.add(
-                f"{place}.id",
-                f"{sid!r} is not a valid step id (letters, digits, '_' and '-'; "
-                "no '.', '#' or spaces)",
-            )
+            problems.add(f"{place}.id", f"{sid!r} is not a valid step id (letters, digits, "
+                                        "'_' and '-'; no '.', '#' or spaces)")
             sid = None
         elif len(sid) > MAX_ID_LENGTH:
             problems.add(f"{place}.id", f"step id is {len(sid)} characters long; the limit is "
@@ -667,187 +804,199 @@ def compile_spec(
         else:
             seen[sid] = i
             place = f"steps[{i}] {sid!r}"
-        places.append(place)
         ids.append(sid)
+        places.append(place)
+    return ids, places
 
-    known = set(seen)
-    deps: dict[str, tuple[str, ...]] = {}
-    for i, step in enumerate(raw_steps):
-        sid = ids[i]
-        if not isinstance(step, dict):
-            continue
-        place = places[i]
-        raw_deps = step.get("depends_on") or []
-        if isinstance(raw_deps, str):
-            raw_deps = [raw_deps]
-        if not isinstance(raw_deps, list):
-            problems.add(f"{place}.depends_on", "must be a list of step ids")
-            raw_deps = []
-        clean: list[str] = []
-        listed: set[str] = set()
-        for j, dep in enumerate(raw_deps):
-            where = f"{place}.depends_on[{j}]"
-            if not isinstance(dep, str):
-                problems.add(where, f"must be a step id, got {dep!r}")
-            elif dep not in known:
-                problems.add(where, f"unknown step {dep!r}{_suggest(dep, known)}")
-            elif dep == sid:
-                problems.add(where, "a step cannot depend on itself")
-            elif dep in listed:
-                problems.add(where, f"{dep!r} is listed twice")
-            else:
-                clean.append(dep)
-                listed.add(dep)
-        if sid is not None:
-            deps[sid] = tuple(clean)
 
-    order = [sid for sid in ids if sid is not None]
-    cycle = _find_cycle(order, deps)
+def _step_deps(problems: _Problems, place: str, sid: str | None, raw: Any,
+               known: set[str]) -> tuple[str, ...]:
+    """Pass 2: one step's ``depends_on``, every entry checked."""
+    if raw is None:
+        return ()
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list):
+        problems.add(f"{place}.depends_on", "must be a list of step ids")
+        return ()
+    clean: list[str] = []
+    for j, dep in enumerate(raw):
+        where = f"{place}.depends_on[{j}]"
+        if not isinstance(dep, str):
+            problems.add(where, f"must be a step id, got {dep!r}")
+        elif dep not in known:
+            problems.add(where, f"unknown step {dep!r}{_suggest(dep, known)}")
+        elif dep == sid:
+            problems.add(where, "a step cannot depend on itself")
+        elif dep in clean:
+            problems.add(where, f"{dep!r} is listed twice")
+        else:
+            clean.append(dep)
+    return tuple(clean)
+
+
+def _compile_branch(problems: _Problems, where: str, index: int, sid: str | None, entry: Any,
+                    refs: _Refs) -> Branch | None:
+    """One ``branch`` entry; the action is parsed by its kind in ``runfox.actions``."""
+    if not isinstance(entry, dict):
+        problems.add(where, "must be a mapping with 'condition' and 'action'")
+        return None
+    _check_fields(problems, where, entry, BRANCH_FIELDS)
+    condition = _compile(problems, f"{where}.condition", entry.get("condition", False),
+                         template=False)
+    refs.check(f"{where}.condition", sid, entry.get("condition"), template=False,
+               allow_self=True)
+    action = entry.get("action")
+    kind = next((k for k in ACTIONS if k.matches(action)), None)
+    targets: tuple[str, ...] = ()
+    if kind is not None:
+        targets = kind.parse(action, f"{where}.action", problems.add)
+        for target in targets:
+            if target not in refs.known:
+                problems.add(f"{where}.action.set",
+                             f"no step {target!r} to reset{_suggest(target, refs.known)}")
+    elif action is not None:
+        problems.add(f"{where}.action",
+                     f"unknown action {action!r}; expected {expected_actions()}")
+    result = None
+    if "result" in entry:
+        result = _compile(problems, f"{where}.result", entry["result"], template=True)
+        refs.check(f"{where}.result", sid, entry["result"], template=True, allow_self=True)
+    if kind is None or condition is None:
+        return None
+    return Branch(index, condition, kind.name, targets, result)
+
+
+def _compile_branches(problems: _Problems, place: str, sid: str | None, raw: Any,
+                      refs: _Refs) -> tuple[Branch, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        problems.add(f"{place}.branch", "must be a list of {condition, action} entries")
+        return ()
+    branches = [_compile_branch(problems, f"{place}.branch[{j}]", j, sid, entry, refs)
+                for j, entry in enumerate(raw)]
+    kinds = [action_kind(b.action) for b in branches if b is not None]
+    if any(k.loops for k in kinds) and not any(k.exits for k in kinds):
+        loops = " or ".join(k.name for k in ACTIONS if k.loops)
+        exits = " or ".join(k.name for k in ACTIONS if k.exits)
+        problems.add(f"{place}.branch",
+                     f"a step with a {loops} (loop) branch also needs a {exits} branch, "
+                     "or the loop can never end")
+    return tuple(b for b in branches if b is not None)
+
+
+def _compile_step(problems: _Problems, place: str, sid: str | None, step: dict[str, Any],
+                  deps: tuple[str, ...], refs: _Refs, defaults: _StepDefaults
+                  ) -> StepSpec | None:
+    """Pass 3: one step's fields, expressions and policies."""
+    _check_fields(problems, place, step, STEP_FIELDS)
+    fn = step.get("fn")
+    if fn is not None and (not isinstance(fn, str) or not fn):
+        problems.add(f"{place}.fn", f"must be a non-empty string, got {fn!r}")
+    raw_input = step.get("input")
+    if raw_input is None:
+        raw_input = {}
+    if not isinstance(raw_input, dict):
+        problems.add(f"{place}.input", "must be a mapping of input name to value")
+        raw_input = {}
+    inputs = {}
+    for key, value in raw_input.items():
+        where = f"{place}.input.{key}"
+        inputs[key] = _compile(problems, where, value, template=True)
+        refs.check(where, sid, value, template=True, allow_self=False)
+    attempts = _parse_attempts(problems, f"{place}.max_attempts", step.get("max_attempts"))
+    retry = _parse_retry(problems, f"{place}.retry", step.get("retry"))
+    timeout = _parse_timeout(problems, f"{place}.timeout", step.get("timeout"))
+    branches = _compile_branches(problems, place, sid, step.get("branch"), refs)
+    if sid is None or not isinstance(fn, str) or not fn:
+        return None
+    return StepSpec(
+        id=sid, index=0, fn=fn, depends_on=deps, dependents=(),
+        inputs=_dict_template(inputs), branches=branches,
+        max_attempts=attempts or defaults.max_attempts or 1,
+        retry=retry or defaults.retry or RetryPolicy(),
+        timeout=timeout if timeout is not None else defaults.timeout,
+    )
+
+
+def _compile_outputs(problems: _Problems, raw: Any, refs: _Refs) -> Compiled:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        problems.add("outputs", "must be a mapping of output name to value")
+        raw = {}
+    compiled = {}
+    for key, value in raw.items():
+        compiled[key] = _compile(problems, f"outputs.{key}", value, template=True)
+        refs.check(f"outputs.{key}", None, value, template=True, allow_self=False)
+    return _dict_template(compiled)
+
+
+def _link(steps: list[StepSpec]) -> tuple[StepSpec, ...]:
+    """Number the compiled steps and fill in each one's dependents."""
+    dependents: dict[str, list[str]] = {s.id: [] for s in steps}
+    for s in steps:
+        for dep in s.depends_on:
+            if dep in dependents:
+                dependents[dep].append(s.id)
+    return tuple(replace(s, index=i, dependents=tuple(dependents[s.id]))
+                 for i, s in enumerate(steps))
+
+
+def compile_spec(
+    raw: dict[str, Any], *, source: str | None = None, workflow_id: str | None = None
+) -> WorkflowSpec:
+    """Validate ``raw`` completely and compile it. Raises ``SpecError`` listing every problem.
+
+    Each part has its own function (name, defaults, inputs, step ids, dependencies,
+    steps with their branches, outputs); all report into one list of problems, so
+    every problem is found in one pass.
+    """
+    problems = _Problems()
+    if not isinstance(raw, dict):
+        raise SpecError(
+            [SpecProblem("", f"a workflow spec must be a mapping, got {type(raw).__name__}")],
+            source=source,
+        )
+    _check_json(problems, "spec", raw)
+    if problems.items:  # non-JSON values would break everything below; report them now
+        _check_keys(problems, "", raw, names(TOP_FIELDS))
+        raise SpecError(problems.items, source=source)
+    raw = json_copy(raw)  # compiled specs are shared and cached: never alias the caller's dict
+    _check_fields(problems, "", raw, TOP_FIELDS)
+    name = _compile_name(problems, raw)
+    defaults = _compile_defaults(problems, raw.get("defaults"))
+    declared = _compile_inputs(problems, raw.get("inputs"))
+    raw_steps = _steps_list(problems, raw)
+
+    ids, places = _step_ids(problems, raw_steps)
+    known = {sid for sid in ids if sid is not None}
+    deps = {sid: _step_deps(problems, places[i], sid, raw_steps[i].get("depends_on"), known)
+            for i, sid in enumerate(ids) if sid is not None}
+    for i, step in enumerate(raw_steps):  # an unusable id still has its depends_on checked
+        if ids[i] is None and isinstance(step, dict):
+            _step_deps(problems, places[i], None, step.get("depends_on"), known)
+    cycle = _find_cycle([sid for sid in ids if sid is not None], deps)
     if cycle:
         problems.add("steps", "dependency cycle: " + " -> ".join(cycle))
+    refs = _Refs(problems, known, deps, cycle)
 
-    dependents: dict[str, list[str]] = {sid: [] for sid in order}
-    for sid in order:
-        for dep in deps[sid]:
-            dependents[dep].append(sid)
-
-    memo: dict[str, set[str]] = {}
-
-    def check_refs(where: str, owner: str | None, value: Any, *, template: bool,
-                   allow_self: bool) -> None:
-        for ref in _step_refs(value, template=template):
-            if ref not in known:
-                problems.add(where, f"refers to steps.{ref}, but there is no step {ref!r}"
-                             f"{_suggest(ref, known)}")
-            elif owner is None or (allow_self and ref == owner):
-                continue
-            elif cycle is None and not _is_upstream(ref, owner, deps, memo):
-                problems.add(
-                    where,
-                    f"refers to steps.{ref}, which is not upstream of {owner!r}; "
-                    f"add {ref!r} to depends_on",
-                )
-
-    compiled_steps: list[StepSpec] = []
-    for i, step in enumerate(raw_steps):
-        sid = ids[i]
-        if not isinstance(step, dict):
-            continue
-        place = places[i]
-        _check_keys(problems, place, step, _STEP_KEYS)
-        fn = step.get("fn")
-        if fn is None:
-            problems.add(place, "missing 'fn' (the function name passed to the executor)")
-        elif not isinstance(fn, str) or not fn:
-            problems.add(f"{place}.fn", f"must be a non-empty string, got {fn!r}")
-
-        raw_input = step.get("input")
-        if raw_input is None:
-            raw_input = {}
-        if not isinstance(raw_input, dict):
-            problems.add(f"{place}.input", "must be a mapping of input name to value")
-            raw_input = {}
-        inputs = {}
-        for key, value in raw_input.items():
-            where = f"{place}.input.{key}"
-            inputs[key] = _compile(problems, where, value, template=True)
-            check_refs(where, sid, value, template=True, allow_self=False)
-
-        attempts = _parse_attempts(problems, f"{place}.max_attempts", step.get("max_attempts"))
-        retry = _parse_retry(problems, f"{place}.retry", step.get("retry"))
-        timeout = _parse_timeout(problems, f"{place}.timeout", step.get("timeout"))
-
-        branches: list[Branch] = []
-        raw_branches = step.get("branch") or []
-        if not isinstance(raw_branches, list):
-            problems.add(f"{place}.branch", "must be a list of {condition, action} entries")
-            raw_branches = []
-        has_set = has_exit = False
-        for j, entry in enumerate(raw_branches):
-            where = f"{place}.branch[{j}]"
-            if not isinstance(entry, dict):
-                problems.add(where, "must be a mapping with 'condition' and 'action'")
-                continue
-            _check_keys(problems, where, entry, _BRANCH_KEYS)
-            if "condition" not in entry:
-                problems.add(where, "missing 'condition'")
-            condition = _compile(problems, f"{where}.condition", entry.get("condition", False),
-                                 template=False)
-            check_refs(f"{where}.condition", sid, entry.get("condition"), template=False,
-                       allow_self=True)
-            action = entry.get("action")
-            targets: list[str] = []
-            kind = None
-            if action in ("halt", "complete"):
-                kind = action
-                has_exit = True
-            elif isinstance(action, dict) and "set" in action:
-                kind = "set"
-                has_set = True
-                targets = _set_targets(problems, f"{where}.action", action)
-                for target in targets:
-                    if target not in known:
-                        problems.add(f"{where}.action.set",
-                                     f"no step {target!r} to reset{_suggest(target, known)}")
-            elif action is None:
-                problems.add(where, "missing 'action' (halt, complete or {set: ...})")
-            else:
-                problems.add(f"{where}.action",
-                             f"unknown action {action!r}; expected halt, complete or "
-                             "{set: steps.<id>.status, value: ready}")
-            result = None
-            if "result" in entry:
-                result = _compile(problems, f"{where}.result", entry["result"], template=True)
-                check_refs(f"{where}.result", sid, entry["result"], template=True,
-                           allow_self=True)
-            if kind and condition is not None:
-                branches.append(Branch(j, condition, kind, tuple(targets), result))
-        if has_set and not has_exit:
-            problems.add(f"{place}.branch",
-                         "a step with a set (loop) branch also needs a halt or complete branch, "
-                         "or the loop can never end")
-
-        if sid is None or fn is None or not isinstance(fn, str):
-            continue
-
-        compiled_steps.append(
-            StepSpec(
-                id=sid,
-                index=len(compiled_steps),
-                fn=fn,
-                depends_on=deps.get(sid, ()),
-                dependents=tuple(dependents.get(sid, ())),
-                inputs=_dict_template(inputs),
-                branches=tuple(branches),
-                max_attempts=attempts or default_attempts or 1,
-                retry=retry or default_retry or RetryPolicy(),
-                timeout=timeout if timeout is not None else default_timeout,
-            )
-        )
-
-    raw_outputs = raw.get("outputs")
-    outputs: Compiled | None = None
-    if raw_outputs is None:
-        raw_outputs = {}
-    if not isinstance(raw_outputs, dict):
-        problems.add("outputs", "must be a mapping of output name to value")
-    else:
-        compiled_outputs = {}
-        for key, value in raw_outputs.items():
-            compiled_outputs[key] = _compile(problems, f"outputs.{key}", value, template=True)
-            check_refs(f"outputs.{key}", None, value, template=True, allow_self=False)
-        outputs = _dict_template(compiled_outputs)
+    compiled = [_compile_step(problems, places[i], ids[i], step, deps.get(ids[i] or "", ()),
+                              refs, defaults)
+                for i, step in enumerate(raw_steps) if isinstance(step, dict)]
+    outputs = _compile_outputs(problems, raw.get("outputs"), refs)
 
     if problems.items:
         raise SpecError(problems.items, source=source)
-    assert outputs is not None
-    by_id = {s.id: s for s in compiled_steps}
+    steps = _link([s for s in compiled if s is not None])
     return WorkflowSpec(
         raw=raw,
         workflow_id=workflow_id or workflow_id_for(raw),
         name=name,
-        steps=tuple(compiled_steps),
-        by_id=by_id,
+        steps=steps,
+        by_id={s.id: s for s in steps},
         outputs=outputs,
-        index={s.id: s.index for s in compiled_steps},
+        index={s.id: s.index for s in steps},
+        declared_inputs=declared,
     )

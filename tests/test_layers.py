@@ -24,7 +24,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "runfox"
 LAYERS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("foundation", ("runfox.errors", "runfox.jsonvalue", "runfox.limits", "runfox.urlmask"),
      ()),
-    ("spec", ("runfox.spec", "runfox.expressions", "runfox.retry"), ("foundation",)),
+    ("spec", ("runfox.spec", "runfox.spec_schema", "runfox.actions", "runfox.expressions",
+              "runfox.retry"), ("foundation",)),
     ("records", ("runfox.records", "runfox.status", "runfox.results", "runfox.ids"),
      ("spec",)),
     ("graph", ("runfox.graph",), ("records",)),

@@ -291,6 +291,7 @@ class Backend:
         if not isinstance(inputs, dict):
             raise SpecError([SpecProblem("inputs", "workflow inputs must be a mapping")],
                             subject="workflow inputs")
+        inputs = plan.check_inputs(inputs)  # the spec's inputs: block, defaults filled in
         now = self.clock()
         record = WorkflowRecord(
             workflow_id=plan.workflow_id,

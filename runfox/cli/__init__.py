@@ -9,6 +9,10 @@
     runfox list [--status S] [--limit N] [--json] [--backend URL]
     runfox cancel ID [--reason TEXT] [--backend URL]
     runfox graph SPEC [--format mermaid|dot] [--execution ID] [--backend URL]
+    runfox schema
+
+``runfox run SPEC --help-inputs`` (and ``start``) lists the inputs SPEC declares
+and exits 0 without running.
 
 ``runfox`` alone prints the help on stderr and exits 2 (a missing command is a
 usage error, as argparse treats a missing argument); ``runfox --help`` prints it on
@@ -73,6 +77,7 @@ _EXAMPLES = {
     "cancel": ['runfox cancel "$id" --reason "superseded by a newer run"'],
     "graph": ["runfox graph etl.yaml --format dot | dot -Tsvg > etl.svg",
               'runfox graph etl.yaml --execution "$id"'],
+    "schema": ["runfox schema > runfox.schema.json"],
 }
 
 
@@ -96,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "JSON, else kept as a string (repeatable)")
     inputs.add_argument("--inputs", metavar="JSON",
                         help="all inputs as a JSON object, or @FILE; --input overrides keys")
+    inputs.add_argument("--help-inputs", action="store_true",
+                        help="list the inputs SPEC declares (type, required or default, "
+                             "description) and exit without running")
 
     parser = argparse.ArgumentParser(
         prog="runfox", description="Run and inspect runfox workflows.",
@@ -195,6 +203,9 @@ COMMAND), 3 halted, 4 backend unreachable or misconfigured, 5 timeout, 130 inter
                                                      "execution's status (an id or a "
                                                      "unique prefix)")
     p.set_defaults(handler=commands.graph)
+
+    p = _command(sub, "schema", [], "print the JSON Schema of spec files (for editors)")
+    p.set_defaults(handler=commands.schema, backend=None, debug=False)
     return parser
 
 

@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import types
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +24,15 @@ from ..errors import SpecError, SpecProblem
 from ..records import WorkflowRecord
 from ..results import Complete, Failed, Halt, Terminal
 from ..spec import WorkflowSpec, compile_spec, load_spec, parse_yaml
+from ..spec_schema import schema_text
 from ..status import StepStatus
 from ..worker import Worker, WorkerStats, load_executor
 from ..workflow import Workflow
 from . import render
 from .exits import EXIT_COMPLETE, EXIT_FAILED, EXIT_HALTED, EXIT_TIMEOUT, UsageError
 
-__all__ = ["cancel", "graph", "list_executions", "resolve_id", "run", "start", "status",
-           "worker"]
+__all__ = ["cancel", "graph", "list_executions", "resolve_id", "run", "schema", "start",
+           "status", "worker"]
 
 logger = logging.getLogger("runfox.cli")
 
@@ -48,11 +50,14 @@ def read_spec(source: str) -> WorkflowSpec:
     return load_spec(path)
 
 
-def parse_inputs(pairs: list[str] | None, document: str | None) -> dict[str, Any]:
+def parse_inputs(pairs: list[str] | None, document: str | None,
+                 text_inputs: Collection[str] = ()) -> dict[str, Any]:
     """``--inputs JSON`` (or ``@file``) overlaid with each ``--input KEY=VALUE``.
 
     A VALUE that parses as JSON is used as such (``n=3`` is a number,
-    ``tags=["a"]`` a list); anything else is kept as a string.
+    ``tags=["a"]`` a list); anything else is kept as a string. Keys in
+    ``text_inputs`` (inputs the spec declares as strings) keep VALUE as it was
+    typed: ``--input zip=01234`` stays ``"01234"``.
     """
     inputs: dict[str, Any] = {}
     if document is not None:
@@ -75,6 +80,9 @@ def parse_inputs(pairs: list[str] | None, document: str | None) -> dict[str, Any
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise UsageError(f"--input {pair!r} must look like KEY=VALUE")
+        if key in text_inputs:
+            inputs[key] = raw
+            continue
         try:
             inputs[key] = json.loads(raw)
         except ValueError:
@@ -82,6 +90,37 @@ def parse_inputs(pairs: list[str] | None, document: str | None) -> dict[str, Any
         except RecursionError:
             raise UsageError(f"--input {key}: the value is nested too deeply to read") from None
     return inputs
+
+
+def spec_inputs(plan: WorkflowSpec, args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--input``/``--inputs`` of ``run``/``start``, declared string inputs kept as text."""
+    declared = plan.declared_inputs or {}
+    return parse_inputs(args.input, args.inputs,
+                        {name for name, decl in declared.items() if decl.takes_text})
+
+
+def describe_inputs(plan: WorkflowSpec, source: str) -> str:
+    """``--help-inputs``: one line per declared input, aligned."""
+    declared = plan.declared_inputs
+    if declared is None:
+        return f"{source} declares no inputs: any --input is accepted"
+    if not declared:
+        return f"{source} declares no inputs: none may be given"
+    rows = []
+    for name, decl in declared.items():
+        kind = decl.type or ("one of " + "|".join(json.dumps(v) for v in decl.enum)
+                             if decl.enum is not None else "any")
+        if decl.type is not None and decl.enum is not None:
+            kind += " (one of " + "|".join(json.dumps(v) for v in decl.enum) + ")"
+        need = ("default " + json.dumps(decl.default) if decl.has_default
+                else "required" if decl.required else "optional")
+        rows.append((name, kind, need, decl.description))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = [f"inputs of {source}:"]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        lines.append(("  " + "  ".join([*cells, row[3]])).rstrip())
+    return "\n".join(lines)
 
 
 def executor_ref(args: argparse.Namespace, required: bool) -> str | None:
@@ -161,7 +200,10 @@ def _running(record: WorkflowRecord) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     """Create an execution and drive it to its end; print the outcome as JSON."""
     plan = read_spec(args.spec)
-    inputs = parse_inputs(args.input, args.inputs)
+    if args.help_inputs:
+        print(describe_inputs(plan, args.spec))
+        return EXIT_COMPLETE
+    inputs = spec_inputs(plan, args)
     ref = executor_ref(args, required=False)
     if args.workers < 1:
         raise UsageError("--workers must be >= 1")
@@ -236,7 +278,10 @@ def run(args: argparse.Namespace) -> int:
 def start(args: argparse.Namespace) -> int:
     """Create an execution and dispatch its first jobs; print its id last."""
     plan = read_spec(args.spec)
-    inputs = parse_inputs(args.input, args.inputs)
+    if args.help_inputs:
+        print(describe_inputs(plan, args.spec))
+        return EXIT_COMPLETE
+    inputs = spec_inputs(plan, args)
     backend = open_backend(args.backend)
     try:
         if isinstance(backend.runner, InProcessRunner):
@@ -458,4 +503,13 @@ def graph(args: argparse.Namespace) -> int:
                              f"{plan.workflow_id})")
     draw = render.graph_dot if args.format == "dot" else render.graph_mermaid
     print(draw(plan, record))
+    return EXIT_COMPLETE
+
+
+# -- schema -------------------------------------------------------------------------------
+
+
+def schema(args: argparse.Namespace) -> int:
+    """Print the JSON Schema of spec files (the text shipped as runfox/spec.schema.json)."""
+    sys.stdout.write(schema_text())
     return EXIT_COMPLETE
