@@ -9,6 +9,7 @@
     runfox list [--status S] [--limit N] [--json] [--backend URL]
     runfox cancel ID [--reason TEXT] [--backend URL]
     runfox graph SPEC [--format mermaid|dot] [--execution ID] [--backend URL]
+    runfox db upgrade|current [--backend URL]
 
 ``runfox`` alone prints the help on stderr and exits 2 (a missing command is a
 usage error, as argparse treats a missing argument); ``runfox --help`` prints it on
@@ -39,7 +40,7 @@ from ..backend.urls import default_backend_url, mask_url
 from ..errors import BackendError, SpecError, UnknownStepError, WorkflowNotFound
 from ..status import WorkflowStatus
 from ..worker import DEFAULT_LEASE
-from . import commands
+from . import commands, db
 from .exits import EXIT_BACKEND, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 
 __all__ = ["build_parser", "main"]
@@ -73,13 +74,16 @@ _EXAMPLES = {
     "cancel": ['runfox cancel "$id" --reason "superseded by a newer run"'],
     "graph": ["runfox graph etl.yaml --format dot | dot -Tsvg > etl.svg",
               'runfox graph etl.yaml --execution "$id"'],
+    "db": ["runfox db upgrade --backend postgresql+psycopg://app@db/runfox"],
+    "db upgrade": ["runfox db upgrade --backend sqlite:///runfox.db"],
+    "db current": ["runfox db current --backend postgresql+psycopg://app@db/runfox"],
 }
 
 
 def _command(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
              parents: list[argparse.ArgumentParser], summary: str) -> argparse.ArgumentParser:
     examples = "\n".join(f"  {line}" for line in _EXAMPLES[name])
-    return sub.add_parser(name, parents=parents, help=summary, description=summary,
+    return sub.add_parser(name.split()[-1], parents=parents, help=summary, description=summary,
                           epilog=f"examples:\n{examples}",
                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
@@ -192,6 +196,13 @@ COMMAND), 3 halted, 4 backend unreachable or misconfigured, 5 timeout, 130 inter
     p.add_argument("--execution", metavar="ID", help="colour the steps by this "
                                                      "execution's status")
     p.set_defaults(handler=commands.graph)
+
+    p = _command(sub, "db", [], "upgrade or show the schema of a SQL backend")
+    db_sub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    _command(db_sub, "db upgrade", [common], "migrate the tables to this runfox's schema "
+             "in place (creating them in an empty database)").set_defaults(handler=db.upgrade)
+    _command(db_sub, "db current", [common], "show the schema version the database "
+             "holds").set_defaults(handler=db.current)
     return parser
 
 
