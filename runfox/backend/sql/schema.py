@@ -174,14 +174,13 @@ class SchemaState:
     @property
     def at_head(self) -> bool:
         """The schema this runfox uses."""
-        return self.revision == HEAD_REVISION
+        return self.revision == HEAD_REVISION and not self.newer
 
     @property
     def newer(self) -> bool:
         """Written by a newer runfox: a revision or version this one does not know."""
-        if self.revision is not None:
-            return self.revision not in KNOWN_REVISIONS
-        return self.version is not None and self.version > SCHEMA_VERSION
+        return ((self.revision is not None and self.revision not in KNOWN_REVISIONS)
+                or (self.version is not None and self.version > SCHEMA_VERSION))
 
     def describe(self) -> str:
         """``schema 1 (revision 0001)``, ``schema 1 (no migration record ...)``, or
