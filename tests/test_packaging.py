@@ -24,6 +24,7 @@ DISTRIBUTIONS = {
     "yaml": "PyYAML",
     "jsonpath_ng": "jsonpath-ng",
     "sqlalchemy": "SQLAlchemy",
+    "alembic": "alembic",
     "boto3": "boto3",
     "botocore": "boto3",
     "psycopg": "psycopg",

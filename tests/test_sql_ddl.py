@@ -21,8 +21,9 @@ DDL = Path(__file__).resolve().parent.parent / "backends" / "sql"
 FILES = {"sqlite": "sqlite.sql", "postgresql": "postgresql.sql", "mysql": "mysql.sql"}
 
 
-def run_ddl(kind: str, url: str) -> None:
-    script = (DDL / FILES[kind]).read_text(encoding="utf-8")
+def run_ddl(kind: str, url: str, directory: Path = DDL) -> None:
+    """Run ``directory``'s DDL file for ``kind`` on the empty database at ``url``."""
+    script = (directory / FILES[kind]).read_text(encoding="utf-8")
     if kind == "sqlite":
         conn = sqlite3.connect(make_url(url).database)
         try:
@@ -71,7 +72,7 @@ def test_the_ddl_matches_the_library_and_works(kind: str, tmp_path: Path) -> Non
         run_ddl(kind, by_hand)
         assert describe(by_hand) == describe(by_library)
         assert set(describe(by_hand)) == {"runfox_schema", "runfox_steps", "runfox_tasks",
-                                          "runfox_workflows"}
+                                          "runfox_workflows", "runfox_alembic_version"}
         store, runner = parts_from_url(by_hand, create_tables=False)
         try:
             backend = Backend(store=store, runner=runner, poll_interval=0.01)

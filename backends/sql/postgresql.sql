@@ -1,7 +1,8 @@
--- runfox schema version 1 for PostgreSQL (runfox.backend.sql).
+-- runfox schema version 1 (revision 0001) for PostgreSQL (runfox.backend.sql).
 -- For teams that manage schemas themselves: run this once, then open the
 -- backend with create_tables=False. It creates what runfox would create on
 -- first use; tests/test_sql_ddl.py checks that the two agree.
+-- A later runfox upgrades a database made from it with `runfox db upgrade`.
 
 BEGIN;
 
@@ -61,5 +62,12 @@ CREATE TABLE runfox_tasks (
 CREATE INDEX ix_runfox_tasks_claim ON runfox_tasks (state, visible_at);
 
 INSERT INTO runfox_schema (version, applied_at) VALUES (1, EXTRACT(EPOCH FROM now()));
+
+-- Alembic's record of the migration revision (runfox db upgrade reads and moves it).
+CREATE TABLE runfox_alembic_version (
+    version_num VARCHAR(32) NOT NULL,
+    CONSTRAINT runfox_alembic_version_pkc PRIMARY KEY (version_num)
+);
+INSERT INTO runfox_alembic_version (version_num) VALUES ('0001');
 
 COMMIT;

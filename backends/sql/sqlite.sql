@@ -1,7 +1,8 @@
--- runfox schema version 1 for SQLite (runfox.backend.sql).
+-- runfox schema version 1 (revision 0001) for SQLite (runfox.backend.sql).
 -- runfox creates these tables itself on first use; this file is for teams that
 -- create the database file by other means (then open it with create_tables=False).
 -- tests/test_sql_ddl.py checks that it matches what runfox creates.
+-- A later runfox upgrades a database made from it with `runfox db upgrade`.
 -- runfox switches the file to WAL mode (PRAGMA journal_mode = WAL) when it opens it.
 
 BEGIN;
@@ -63,5 +64,12 @@ CREATE TABLE runfox_tasks (
 CREATE INDEX ix_runfox_tasks_claim ON runfox_tasks (state, visible_at);
 
 INSERT INTO runfox_schema (version, applied_at) VALUES (1, (julianday('now') - 2440587.5) * 86400.0);
+
+-- Alembic's record of the migration revision (runfox db upgrade reads and moves it).
+CREATE TABLE runfox_alembic_version (
+    version_num VARCHAR(32) NOT NULL,
+    CONSTRAINT runfox_alembic_version_pkc PRIMARY KEY (version_num)
+);
+INSERT INTO runfox_alembic_version (version_num) VALUES ('0001');
 
 COMMIT;

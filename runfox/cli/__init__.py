@@ -10,6 +10,7 @@
     runfox cancel ID [--reason TEXT] [--backend URL]
     runfox graph SPEC [--format mermaid|dot] [--execution ID] [--backend URL]
     runfox schema
+    runfox db upgrade|current [--backend URL]
 
 ``runfox run SPEC --help-inputs`` (and ``start``) lists the inputs SPEC declares
 and exits 0 without running.
@@ -43,7 +44,7 @@ from ..backend.urls import default_backend_url, mask_url
 from ..errors import BackendError, SpecError, UnknownStepError, WorkflowNotFound
 from ..status import WorkflowStatus
 from ..worker import DEFAULT_LEASE
-from . import commands
+from . import commands, db
 from .exits import EXIT_BACKEND, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 
 __all__ = ["build_parser", "main"]
@@ -78,13 +79,16 @@ _EXAMPLES = {
     "graph": ["runfox graph etl.yaml --format dot | dot -Tsvg > etl.svg",
               'runfox graph etl.yaml --execution "$id"'],
     "schema": ["runfox schema > runfox.schema.json"],
+    "db": ["runfox db upgrade --backend postgresql+psycopg://app@db/runfox"],
+    "db upgrade": ["runfox db upgrade --backend sqlite:///runfox.db"],
+    "db current": ["runfox db current --backend postgresql+psycopg://app@db/runfox"],
 }
 
 
 def _command(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
              parents: list[argparse.ArgumentParser], summary: str) -> argparse.ArgumentParser:
     examples = "\n".join(f"  {line}" for line in _EXAMPLES[name])
-    return sub.add_parser(name, parents=parents, help=summary, description=summary,
+    return sub.add_parser(name.split()[-1], parents=parents, help=summary, description=summary,
                           epilog=f"examples:\n{examples}",
                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
@@ -206,6 +210,12 @@ COMMAND), 3 halted, 4 backend unreachable or misconfigured, 5 timeout, 130 inter
 
     p = _command(sub, "schema", [], "print the JSON Schema of spec files (for editors)")
     p.set_defaults(handler=commands.schema, backend=None, debug=False)
+    p = _command(sub, "db", [], "upgrade or show the schema of a SQL backend")
+    db_sub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    _command(db_sub, "db upgrade", [common], "migrate the tables to this runfox's schema "
+             "in place (creating them in an empty database)").set_defaults(handler=db.upgrade)
+    _command(db_sub, "db current", [common], "show the schema version the database "
+             "holds").set_defaults(handler=db.current)
     return parser
 
 

@@ -49,7 +49,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemy
 from ...errors import BackendError, BackendUnavailable, PayloadTooLarge
 from ...urlmask import mask_url, url_secrets
 from .dialects import Diagnosis, Dialect, Problem, dialect_for, megabytes
-from .schema import SchemaError, ensure_schema
+from .schema import SchemaError, SchemaState, ensure_schema, read_state, upgrade_schema
 
 __all__ = ["Database", "DatabaseUser", "DuplicateRow"]
 
@@ -127,8 +127,10 @@ class Database:
         busy_timeout: float | None = None,
         sqlite_synchronous: str | None = None,
         engine_options: dict[str, Any] | None = None,
+        check_schema: bool = True,
     ) -> Database:
-        """The ``Database`` for ``url`` or ``engine`` (exactly one), schema checked.
+        """The ``Database`` for ``url`` or ``engine`` (exactly one), schema checked
+        (unless ``check_schema`` is false: ``runfox db`` inspects and upgrades it).
 
         Raises:
             ValueError: contradictory or unsupported arguments.
@@ -161,7 +163,8 @@ class Database:
                 _BY_ENGINE[engine] = db
             db._users += 1
         try:
-            db.ensure_schema(create_tables)
+            if check_schema:
+                db.ensure_schema(create_tables)
         except BaseException:
             db.release()
             raise
@@ -173,11 +176,33 @@ class Database:
             if self._schema_checked:
                 return
             try:
-                self.run(lambda conn: ensure_schema(conn, self.dialect, create),
+                self.run(lambda conn: ensure_schema(conn, self.dialect, create,
+                                                    self.display_url),
                          what="open the runfox database")
             except SchemaError as exc:
                 raise BackendError(f"runfox database {self.display_url}: {exc}") from exc
             self._schema_checked = True
+
+    def schema_state(self) -> SchemaState:
+        """The schema version and revision the database holds (``runfox db current``)."""
+        return self.run(read_state, write=False, what="read the runfox schema version")
+
+    def upgrade_schema(self) -> tuple[SchemaState, SchemaState]:
+        """Migrate the tables to this runfox's schema; the states before and after.
+
+        Raises:
+            BackendError: the database is newer than this runfox, or the
+                migration failed (the database's error, as ``run`` words it).
+        """
+        with self._lock:
+            try:
+                states = self.run(lambda conn: upgrade_schema(conn, self.dialect,
+                                                              self.display_url),
+                                  what="upgrade the runfox schema")
+            except SchemaError as exc:
+                raise BackendError(f"runfox database {self.display_url}: {exc}") from exc
+            self._schema_checked = True
+            return states
 
     def acquire(self) -> Database:
         """Count one more user (a store or runner that will call ``release``)."""

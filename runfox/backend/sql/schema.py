@@ -1,10 +1,11 @@
-"""The runfox tables, and creating or checking them on first use.
+"""The runfox tables, creating them on first use, and checking their schema version.
 
-Four tables, named ``runfox_*`` so they can share a database with an application:
+Four tables, named ``runfox_*`` so they can share a database with an application,
+plus Alembic's ``runfox_alembic_version`` (see ``migrations``):
 
-- ``runfox_schema``: one row per schema version applied. Later releases read
-  the highest version and migrate from it; a database newer than this runfox is
-  refused rather than misread.
+- ``runfox_schema``: one row per schema version applied. Every runfox reads
+  the highest version, so even a release from before migrations refuses a
+  database newer than it knows rather than misreading it.
 - ``runfox_workflows``: one header row per execution. The spec and the inputs
   are written once, at creation; a transition rewrites only ``status``,
   ``version``, ``updated_at``, ``state`` and ``outcome``.
@@ -21,11 +22,18 @@ JSON is stored as text (``LONGTEXT`` on MySQL), ASCII-escaped so any server
 character set holds it. Keys compare case-sensitively on MySQL (``utf8mb4_bin``)
 because step ids do. ``backends/sql/*.sql`` holds the same tables as
 hand-written DDL for teams that manage schemas themselves.
+
+Opening a database (``ensure_schema``) creates the tables in an empty one by
+running the migrations, accepts one at this release's head revision, and refuses
+any other, naming the fix: ``runfox db upgrade`` for an older schema
+(``upgrade_schema``), a newer runfox for a newer one. Upgrades are never run
+implicitly, so a fleet of workers on the previous release is not changed under
+its feet by one new process.
 """
 
 from __future__ import annotations
 
-import time
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
@@ -41,15 +49,31 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
     select,
+    text,
 )
 from sqlalchemy.dialects.mysql import LONGTEXT
 from sqlalchemy.engine import Connection
 
 from .dialects import Dialect
+from .migrations import VERSION_TABLE, revision_name, upgrade
 
-__all__ = ["SCHEMA_VERSION", "metadata", "schema_version", "steps", "tasks", "workflows"]
+__all__ = [
+    "HEAD_REVISION",
+    "SCHEMA_VERSION",
+    "SchemaError",
+    "SchemaOutdated",
+    "SchemaState",
+    "ensure_schema",
+    "metadata",
+    "read_state",
+    "schema_version",
+    "steps",
+    "tasks",
+    "upgrade_schema",
+    "workflows",
+]
 
-#: The layout these tables have; bump it (and add a migration) when they change.
+#: The layout these tables have; bump it with a new revision in ``migrations``.
 SCHEMA_VERSION = 1
 
 _MYSQL: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4",
@@ -124,33 +148,147 @@ class SchemaError(Exception):
     """The database holds no runfox schema, or one this release cannot use."""
 
 
-def ensure_schema(conn: Connection, dialect: Dialect, create: bool) -> int:
-    """Create missing tables (when ``create``) and check the schema version.
+class SchemaOutdated(SchemaError):
+    """The database has an older runfox schema: ``runfox db upgrade`` brings it up."""
+
+
+@dataclass(frozen=True)
+class SchemaState:
+    """What a database holds, as ``read_state`` finds it.
+
+    ``version``: the highest row of ``runfox_schema`` (``None``: no table or no
+    row). ``revision``: the Alembic revision in ``runfox_alembic_version``
+    (``None``: a database made before migrations, or none at all). ``tables``:
+    the runfox tables present.
+    """
+
+    version: int | None
+    revision: str | None
+    tables: frozenset[str]
+
+    @property
+    def empty(self) -> bool:
+        """No runfox table at all: a database to create."""
+        return not self.tables
+
+    @property
+    def at_head(self) -> bool:
+        """The schema this runfox uses."""
+        return self.revision == HEAD_REVISION and not self.newer
+
+    @property
+    def newer(self) -> bool:
+        """Written by a newer runfox: a revision or version this one does not know."""
+        return ((self.revision is not None and self.revision not in KNOWN_REVISIONS)
+                or (self.version is not None and self.version > SCHEMA_VERSION))
+
+    def describe(self) -> str:
+        """``schema 1 (revision 0001)``, ``schema 1 (no migration record ...)``, or
+        ``no runfox tables``."""
+        if self.empty:
+            return "no runfox tables"
+        number = "incomplete schema" if self.version is None else f"schema {self.version}"
+        if self.revision is None:
+            return f"{number} (no migration record: made before runfox used migrations)"
+        return f"{number} (revision {self.revision})"
+
+
+#: The Alembic revision of SCHEMA_VERSION, and every revision this release knows
+#: (revision NNNN makes schema NNNN; see ``migrations``).
+HEAD_REVISION = revision_name(SCHEMA_VERSION)
+KNOWN_REVISIONS = frozenset(revision_name(v) for v in range(1, SCHEMA_VERSION + 1))
+_TABLES = (*(t.name for t in metadata.sorted_tables), VERSION_TABLE)
+
+
+def read_state(conn: Connection) -> SchemaState:
+    """The runfox tables, schema version and revision ``conn``'s database holds."""
+    present = frozenset(name for name in _TABLES if conn.dialect.has_table(conn, name))
+    version = None
+    if schema_version.name in present:
+        found = conn.execute(select(func.max(schema_version.c.version))).scalar()
+        version = None if found is None else int(found)
+    revision = None
+    if VERSION_TABLE in present:
+        rows = [r[0] for r in conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}"))]
+        revision = max(rows) if rows else None
+    return SchemaState(version, revision, present)
+
+
+def ensure_schema(conn: Connection, dialect: Dialect, create: bool, url: str) -> SchemaState:
+    """Create the tables in an empty database (when ``create``) and check the schema.
 
     Runs under the dialect's schema lock, so processes starting together do not
-    race to create the same table. Returns the version found or created.
+    race to create the same table. A database at another schema is left alone:
+    an older one is upgraded by ``runfox db upgrade`` (``upgrade_schema``), not
+    behind the back of workers still running the previous release. ``url`` (its
+    password masked) goes into the command the error suggests.
 
     Raises:
+        SchemaOutdated: the schema is older than this runfox's (or incomplete
+            and ``create`` is false).
         SchemaError: the tables are missing and ``create`` is false, or the
-            database was written by a newer runfox, or no migration path exists.
+            database was written by a newer runfox.
     """
     with dialect.schema_lock(conn):
-        if create:
-            metadata.create_all(conn, checkfirst=True)
-        elif not conn.dialect.has_table(conn, schema_version.name):
-            raise SchemaError("no runfox tables (runfox_schema is missing); create them "
-                              "with backends/sql/*.sql or let runfox create them "
-                              "(create_tables=True)")
-        found = conn.execute(select(func.max(schema_version.c.version))).scalar()
-        if found is None:
+        state = read_state(conn)
+        if state.empty:
             if not create:
-                raise SchemaError("runfox_schema has no version row")
-            conn.execute(schema_version.insert().values(version=SCHEMA_VERSION,
-                                                        applied_at=time.time()))
-            return SCHEMA_VERSION
-        if found > SCHEMA_VERSION:
-            raise SchemaError(f"the database has runfox schema version {found}, newer than "
-                              f"this runfox understands ({SCHEMA_VERSION}); upgrade runfox")
-        if found < SCHEMA_VERSION:  # pragma: no cover - no older layout exists yet
-            raise SchemaError(f"no migration from runfox schema {found} to {SCHEMA_VERSION}")
-        return int(found)
+                raise SchemaError("no runfox tables (runfox_schema is missing); create them "
+                                  f"with `runfox db upgrade --backend {url}` or "
+                                  "backends/sql/*.sql, or let runfox create them "
+                                  "(create_tables=True)")
+            _migrate(conn)
+            return read_state(conn)
+        if state.at_head:
+            return state
+        if create and state.version is None and state.revision is None:
+            _migrate(conn)  # a creation cut short (MySQL DDL commits as it goes)
+            return read_state(conn)
+        raise schema_mismatch(state, url)
+
+
+def schema_mismatch(state: SchemaState, url: str) -> SchemaError:
+    """The error for a database at ``state`` that this runfox cannot use as it is."""
+    if state.newer:
+        return SchemaError(f"the database has {state.describe()}, newer than this runfox "
+                           f"understands (schema {SCHEMA_VERSION}); it was "
+                           "upgraded by a newer runfox: install that release "
+                           "(pip install -U runfox)")
+    command = f"`runfox db upgrade --backend {url}`"
+    if state.revision is None and state.version == SCHEMA_VERSION:
+        return SchemaOutdated(f"the database has {state.describe()}; this runfox needs "
+                              f"it recorded: run {command} once (it adds the version "
+                              "table and changes nothing else)")
+    return SchemaOutdated(f"the database has {state.describe()}; this runfox needs "
+                          f"schema {SCHEMA_VERSION}: back it up, stop its workers, then run "
+                          f"{command}")
+
+
+def upgrade_schema(conn: Connection, dialect: Dialect, url: str
+                   ) -> tuple[SchemaState, SchemaState]:
+    """Bring the database to this runfox's schema; returns the states before and after.
+
+    An empty database gets every table; one made before migrations (schema 1,
+    no revision) gains the version table; a newer one is refused.
+
+    Raises:
+        SchemaError: the database is newer than this runfox.
+    """
+    with dialect.schema_lock(conn):
+        before = read_state(conn)
+        if before.newer:
+            raise schema_mismatch(before, url)
+        if not before.at_head:
+            _migrate(conn)
+        return before, read_state(conn)
+
+
+def _migrate(conn: Connection) -> None:
+    """Run the migrations to the head in ``conn``'s transaction."""
+    try:
+        upgrade(conn)
+    except ModuleNotFoundError as exc:
+        if exc.name != "alembic":
+            raise
+        raise SchemaError("creating or upgrading runfox tables needs Alembic: "
+                          "pip install 'runfox[sql]'") from exc

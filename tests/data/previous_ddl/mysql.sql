@@ -1,0 +1,63 @@
+-- runfox schema version 1 for MySQL 8 / MariaDB 10.6+ (InnoDB; runfox.backend.sql).
+-- For teams that manage schemas themselves: run this once, then open the
+-- backend with create_tables=False. It creates what runfox would create on
+-- first use; tests/test_sql_ddl.py checks that the two agree.
+-- utf8mb4_bin: keys and step ids compare case-sensitively, as runfox does.
+-- MySQL DDL is not transactional; run it on an empty database.
+
+CREATE TABLE runfox_schema (
+    version     INTEGER NOT NULL,
+    applied_at  DOUBLE  NOT NULL,
+    PRIMARY KEY (version)
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
+
+-- One header row per execution. spec and inputs are written once, at creation.
+CREATE TABLE runfox_workflows (
+    workflow_execution_id VARCHAR(200) NOT NULL,
+    workflow_id           VARCHAR(64)  NOT NULL,
+    execution_id          VARCHAR(100) NOT NULL,
+    name                  VARCHAR(255) NOT NULL,
+    status                VARCHAR(16)  NOT NULL,
+    version               INTEGER      NOT NULL,
+    created_at            DOUBLE       NOT NULL,
+    updated_at            DOUBLE       NOT NULL,
+    spec                  LONGTEXT     NOT NULL,
+    inputs                LONGTEXT     NOT NULL,
+    state                 LONGTEXT     NOT NULL,
+    outcome               LONGTEXT     NOT NULL,
+    PRIMARY KEY (workflow_execution_id)
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
+CREATE INDEX ix_runfox_workflows_created ON runfox_workflows (created_at);
+CREATE INDEX ix_runfox_workflows_status ON runfox_workflows (status, created_at);
+
+-- One row per step; version is the record version that last wrote the row.
+CREATE TABLE runfox_steps (
+    workflow_execution_id VARCHAR(200) NOT NULL,
+    step_id               VARCHAR(255) NOT NULL,
+    status                VARCHAR(16)  NOT NULL,
+    run_id                INTEGER      NOT NULL,
+    version               INTEGER      NOT NULL,
+    data                  LONGTEXT     NOT NULL,
+    PRIMARY KEY (workflow_execution_id, step_id)
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
+CREATE INDEX ix_runfox_steps_version ON runfox_steps (workflow_execution_id, version);
+
+-- The job queue: claimable while state = 'queued' and visible_at has passed.
+CREATE TABLE runfox_tasks (
+    id                    BIGINT       NOT NULL AUTO_INCREMENT,
+    workflow_execution_id VARCHAR(200) NOT NULL,
+    step_id               VARCHAR(255) NOT NULL,
+    run_id                INTEGER      NOT NULL,
+    state                 VARCHAR(16)  NOT NULL,
+    visible_at            DOUBLE,
+    deliveries            INTEGER      NOT NULL,
+    claim_token           BIGINT,
+    payload               LONGTEXT     NOT NULL,
+    result                LONGTEXT,
+    created_at            DOUBLE       NOT NULL,
+    PRIMARY KEY (id),
+    CONSTRAINT uq_runfox_tasks_job UNIQUE (workflow_execution_id, step_id, run_id)
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
+CREATE INDEX ix_runfox_tasks_claim ON runfox_tasks (state, visible_at);
+
+INSERT INTO runfox_schema (version, applied_at) VALUES (1, UNIX_TIMESTAMP());

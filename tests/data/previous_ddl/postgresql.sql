@@ -1,0 +1,65 @@
+-- runfox schema version 1 for PostgreSQL (runfox.backend.sql).
+-- For teams that manage schemas themselves: run this once, then open the
+-- backend with create_tables=False. It creates what runfox would create on
+-- first use; tests/test_sql_ddl.py checks that the two agree.
+
+BEGIN;
+
+CREATE TABLE runfox_schema (
+    version     INTEGER          NOT NULL,
+    applied_at  DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (version)
+);
+
+-- One header row per execution. spec and inputs are written once, at creation.
+CREATE TABLE runfox_workflows (
+    workflow_execution_id VARCHAR(200)     NOT NULL,
+    workflow_id           VARCHAR(64)      NOT NULL,
+    execution_id          VARCHAR(100)     NOT NULL,
+    name                  VARCHAR(255)     NOT NULL,
+    status                VARCHAR(16)      NOT NULL,
+    version               INTEGER          NOT NULL,
+    created_at            DOUBLE PRECISION NOT NULL,
+    updated_at            DOUBLE PRECISION NOT NULL,
+    spec                  TEXT             NOT NULL,
+    inputs                TEXT             NOT NULL,
+    state                 TEXT             NOT NULL,
+    outcome               TEXT             NOT NULL,
+    PRIMARY KEY (workflow_execution_id)
+);
+CREATE INDEX ix_runfox_workflows_created ON runfox_workflows (created_at);
+CREATE INDEX ix_runfox_workflows_status ON runfox_workflows (status, created_at);
+
+-- One row per step; version is the record version that last wrote the row.
+CREATE TABLE runfox_steps (
+    workflow_execution_id VARCHAR(200) NOT NULL,
+    step_id               VARCHAR(255) NOT NULL,
+    status                VARCHAR(16)  NOT NULL,
+    run_id                INTEGER      NOT NULL,
+    version               INTEGER      NOT NULL,
+    data                  TEXT         NOT NULL,
+    PRIMARY KEY (workflow_execution_id, step_id)
+);
+CREATE INDEX ix_runfox_steps_version ON runfox_steps (workflow_execution_id, version);
+
+-- The job queue: claimable while state = 'queued' and visible_at has passed.
+CREATE TABLE runfox_tasks (
+    id                    BIGSERIAL        NOT NULL,
+    workflow_execution_id VARCHAR(200)     NOT NULL,
+    step_id               VARCHAR(255)     NOT NULL,
+    run_id                INTEGER          NOT NULL,
+    state                 VARCHAR(16)      NOT NULL,
+    visible_at            DOUBLE PRECISION,
+    deliveries            INTEGER          NOT NULL,
+    claim_token           BIGINT,
+    payload               TEXT             NOT NULL,
+    result                TEXT,
+    created_at            DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (id),
+    CONSTRAINT uq_runfox_tasks_job UNIQUE (workflow_execution_id, step_id, run_id)
+);
+CREATE INDEX ix_runfox_tasks_claim ON runfox_tasks (state, visible_at);
+
+INSERT INTO runfox_schema (version, applied_at) VALUES (1, EXTRACT(EPOCH FROM now()));
+
+COMMIT;
