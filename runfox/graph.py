@@ -539,8 +539,9 @@ def on_step_result(
     ``Complete`` comes from the next ``advance``), ``Pending`` when a retry was
     scheduled, ``Halt`` when a branch halted, ``Failed`` when the workflow failed
     (the step's budget ran out, or the outputs did not resolve), or ``Ignored``
-    (with the same record object) for a stale or duplicate result. Raises ``UnknownStepError`` for a step the workflow lacks.
-    Each merge of the output into the shared state is appended to ``changes``.
+    (with the same record object) for a stale or duplicate result. Raises
+    ``UnknownStepError`` for a step the workflow lacks. Each merge of the output
+    into the shared state is appended to ``changes``.
     """
     return _apply(record, step_id, output, run_id, now, changes)
 

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,18 @@ def parts(database: str) -> Iterator[tuple[SqlStore, SqlRunner]]:
 
 
 class TestSqlStore(StoreContract):
-    pass
+    @pytest.fixture
+    def reopen(self, database: str) -> Iterator[Callable[[], SqlStore]]:
+        """A new SqlStore on the same database: what another process would load."""
+        opened: list[SqlStore] = []
+
+        def make() -> SqlStore:
+            opened.append(SqlStore(database))
+            return opened[-1]
+
+        yield make
+        for store in opened:
+            store.close()
 
 
 class TestSqlRunner(RunnerContract):
