@@ -4,7 +4,8 @@
 ``BaseException``: ``SystemExit``, ``KeyboardInterrupt``, ``MemoryError``... are
 reported under their own names), a time-out, a return value that is not a dict,
 or a dict that is not JSON (or is nested too deeply to copy) all become an error
-output ``{"ok": False, "error": {"type": ..., "message": ...}}`` that the graph
+output ``{"ok": False, "error": "<message>", "error_type": "<Type>", "traceback"?}``
+(the seed's executor pattern, with the type beside the message) that the graph
 counts as a failed attempt. The worker lives on.
 """
 

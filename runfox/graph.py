@@ -37,7 +37,7 @@ from typing import Any
 
 from .errors import ExpressionError, NotJSONError, UnknownStepError
 from .expressions import compile_template, truthy
-from .jsonvalue import as_output, json_copy
+from .jsonvalue import as_output, json_clone, json_copy
 from .records import StepRecord, StepsView, WorkflowRecord, context_for
 from .results import (
     Cancelled,
@@ -96,7 +96,7 @@ DATA_ERRORS: tuple[type[BaseException], ...] = (
     ValueError, TypeError, ArithmeticError, LookupError, RecursionError, MemoryError)
 
 #: (event, previous_state, new_state) for each state merge a transition made.
-StateChange = tuple[StateChangeEvent, dict[str, Any], dict[str, Any]]
+StateChange = tuple[StateChangeEvent | None, dict[str, Any], dict[str, Any]]
 
 
 class _Tx:
@@ -162,13 +162,13 @@ def terminal_result(record: WorkflowRecord) -> Complete | Halt | Failed | Cancel
     """The result a finished record stands for, or ``None`` if it is still running."""
     status = record.status
     if status is WorkflowStatus.COMPLETE:
-        return Complete(record.outcome)
+        return Complete(json_clone(record.outcome))
     if status is WorkflowStatus.HALTED:
-        return Halt(record.outcome)
+        return Halt(json_clone(record.outcome))
     if status is WorkflowStatus.FAILED:
-        return Failed(record.outcome)
+        return Failed(json_clone(record.outcome))
     if status is WorkflowStatus.CANCELLED:
-        return Cancelled(record.outcome)
+        return Cancelled(json_clone(record.outcome))
     return None
 
 
@@ -177,20 +177,32 @@ def _error(kind: str, message: str) -> dict[str, Any]:
 
 
 def _check_output(output: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Validate and copy an executor output; return it and the error if the attempt failed."""
+    """Validate and copy an executor output; return it and the error if the attempt failed.
+
+    A failed output is the seed's ``{"ok": False, "error": "<message>"}``, with
+    ``error_type`` and ``traceback`` beside it when runfox built it
+    (``jsonvalue.error_output``); the older ``"error": {"type", "message",
+    "traceback"?, "details"?}`` is read too. Either way the step record's
+    ``error`` is ``{"type", "message", "traceback"?, "details"?}``.
+    """
     output = as_output(output)
     if output.get("ok") is not False:
         return output, None
     raw = output.get("error")
     if isinstance(raw, dict):
         error = {"type": str(raw.get("type", "Error")), "message": str(raw.get("message", ""))}
-        for extra in ("traceback", "details"):
-            if extra in raw:
-                error[extra] = raw[extra]
+        extras: dict[str, Any] = raw
     elif raw is None:
         error = _error("Failed", "the step returned ok: false")
+        extras = {}
     else:
-        error = _error("Error", str(raw))
+        kind = output.get("error_type")
+        error = _error(kind if isinstance(kind, str) and kind else "Error",
+                       raw if isinstance(raw, str) else str(raw))
+        extras = output
+    for extra in ("traceback", "details"):
+        if extra in extras:
+            error[extra] = extras[extra]
     return output, error
 
 
@@ -212,7 +224,7 @@ def _fail(tx: _Tx, step: StepRecord, error: dict[str, Any], now: float,
     tx.put(step.evolve(status=StepStatus.FAILED, error=error, finished_at=now,
                        output=output if output is not None else step.output))
     outcome = {"step": step.id, "error": error, "attempts": step.attempts}
-    return _terminate(tx, WorkflowStatus.FAILED, outcome, now), Failed(outcome)
+    return _terminate(tx, WorkflowStatus.FAILED, outcome, now), Failed(json_clone(outcome))
 
 
 def _finish(tx: _Tx, now: float, state: dict[str, Any]) -> tuple[WorkflowRecord, Result]:
@@ -223,8 +235,10 @@ def _finish(tx: _Tx, now: float, state: dict[str, Any]) -> tuple[WorkflowRecord,
     except DATA_ERRORS as exc:
         detail = str(exc) if isinstance(exc, NotJSONError) else f"outputs: {_describe(exc)}"
         outcome = {"error": _error("OutputError", detail)}  # a NotJSONError names its path
-        return record.evolve(status=WorkflowStatus.FAILED, outcome=outcome), Failed(outcome)
-    return record.evolve(status=WorkflowStatus.COMPLETE, outcome=outcome), Complete(outcome)
+        return (record.evolve(status=WorkflowStatus.FAILED, outcome=outcome),
+                Failed(json_clone(outcome)))
+    return (record.evolve(status=WorkflowStatus.COMPLETE, outcome=outcome),
+            Complete(json_clone(outcome)))
 
 
 def _job(record: WorkflowRecord, spec: StepSpec, step: StepRecord, inputs: dict[str, Any]
@@ -457,7 +471,7 @@ def _apply(
         return _fail(tx, step, error, now, output)
 
     if error is None and merged is not state and changes is not None:
-        changes.append((StateChangeEvent(step_id, step.run_id), state, merged))
+        changes.append((StateChangeEvent(step_id, step.run_id, spec.fn), state, merged))
 
     if branch is not None:  # the action's kind decides (runfox.actions)
         applied = branch.kind.apply(_BranchOutcome(tx, record, step, output, error, now,
@@ -467,7 +481,10 @@ def _apply(
 
     tx.put(step.evolve(status=StepStatus.COMPLETE, output=output, error=None, finished_at=now))
     if tx.open == 0:
-        return _finish(tx, now, merged)
+        # The record completes in this transition, but the seed's on_step_result
+        # returns None on a normal completion: Complete comes from the next advance.
+        record, result = _finish(tx, now, merged)
+        return record, None if isinstance(result, Complete) else result
     return tx.commit(state=merged), None
 
 
@@ -483,7 +500,7 @@ class _BranchOutcome:
         self.tx.put(self.step.evolve(status=StepStatus.HALTED, output=self.output,
                                      error=self.error, finished_at=self.now))
         return (_terminate(self.tx, WorkflowStatus.HALTED, payload, self.now,
-                           state=self.merged), Halt(payload))
+                           state=self.merged), Halt(json_clone(payload)))
 
     def restart(self, targets: tuple[str, ...]) -> tuple[WorkflowRecord, Result]:
         _reset(self.tx, self.record.plan.descendants((*targets, self.step.id)))
@@ -532,11 +549,14 @@ def on_step_result(
     ``None`` accepts a result for whatever run is in progress (the seed's
     behaviour, for callers that do not track runs).
 
-    Returns ``(record, None)`` when the step completed and the workflow goes on,
-    ``Pending`` when a retry was scheduled, ``Halt``/``Complete``/``Failed`` when
-    the workflow ended, or ``Ignored`` (with the same record object) for a stale or
-    duplicate result. Raises ``UnknownStepError`` for a step the workflow lacks.
-    Each merge of the output into the shared state is appended to ``changes``.
+    Returns ``(record, None)`` when the step completed normally, the last step
+    included (the seed's contract: the record is then already complete, and
+    ``Complete`` comes from the next ``advance``), ``Pending`` when a retry was
+    scheduled, ``Halt`` when a branch halted, ``Failed`` when the workflow failed
+    (the step's budget ran out, or the outputs did not resolve), or ``Ignored``
+    (with the same record object) for a stale or duplicate result. Raises
+    ``UnknownStepError`` for a step the workflow lacks. Each merge of the output
+    into the shared state is appended to ``changes``.
     """
     return _apply(record, step_id, output, run_id, now, changes)
 
@@ -570,7 +590,8 @@ def cancel(record: WorkflowRecord, now: float, reason: str | None = None
     if finished is not None:
         return record, finished
     outcome = {"cancelled": True, "reason": reason}
-    return _terminate(_Tx(record), WorkflowStatus.CANCELLED, outcome, now), Cancelled(outcome)
+    return (_terminate(_Tx(record), WorkflowStatus.CANCELLED, outcome, now),
+            Cancelled(json_clone(outcome)))
 
 
 def error_of(exc: BaseException, where: str | None = None) -> dict[str, Any]:
@@ -610,7 +631,7 @@ def fail_execution(record: WorkflowRecord, error: dict[str, Any], now: float
             tx.put(step.evolve(defects=()))
     outcome = {"error": error}
     new = _terminate(tx, WorkflowStatus.FAILED, outcome, now, defects=())
-    return new, Failed(outcome)
+    return new, Failed(json_clone(outcome))
 
 
 def fail_defective(record: WorkflowRecord, now: float) -> tuple[WorkflowRecord, Result]:

@@ -19,7 +19,7 @@ from typing import Any
 from . import limits
 from .errors import NotJSONError
 
-__all__ = ["as_output", "error_output", "json_copy", "too_deep"]
+__all__ = ["as_output", "error_output", "json_clone", "json_copy", "too_deep"]
 
 
 def json_copy(value: Any, path: str = "$", *, max_depth: int | None = None) -> Any:
@@ -67,6 +67,24 @@ def _copy(value: Any, path: str, room: int, limit: int) -> Any:
     raise NotJSONError(f"a {t.__name__} is not a JSON value", path)
 
 
+def json_clone(value: Any) -> Any:
+    """A deep copy of ``value``, a JSON value already checked (by ``json_copy``).
+
+    The fast copy behind isolated record loads: dicts and lists are rebuilt,
+    everything else is immutable and shared. It checks nothing.
+    """
+    t = type(value)
+    if t is dict:
+        return {key: item if type(item) in _ATOMS else json_clone(item)
+                for key, item in value.items()}
+    if t is list:
+        return [item if type(item) in _ATOMS else json_clone(item) for item in value]
+    return value
+
+
+_ATOMS = frozenset({str, int, float, bool, type(None)})
+
+
 def too_deep(limit: int) -> str:
     """The message for a value nested deeper than ``limit`` levels."""
     return (f"nested more than {limit} levels deep (the depth limit, "
@@ -74,11 +92,16 @@ def too_deep(limit: int) -> str:
 
 
 def error_output(kind: str, message: str, tb: str | None = None) -> dict[str, Any]:
-    """The output of a failed attempt: ``{"ok": False, "error": {"type", "message"}}``."""
-    error: dict[str, Any] = {"type": kind, "message": message}
+    """The output of a failed attempt, in the seed's executor pattern.
+
+    ``{"ok": False, "error": message, "error_type": kind}``, plus ``"traceback"``
+    when there is one: the message is the string ``error`` that branch conditions
+    written against the seed read (``{"var": "error"}``), with the type beside it.
+    """
+    output: dict[str, Any] = {"ok": False, "error": message, "error_type": kind}
     if tb:
-        error["traceback"] = tb
-    return {"ok": False, "error": error}
+        output["traceback"] = tb
+    return output
 
 
 def as_output(value: Any, fn: str | None = None) -> dict[str, Any]:

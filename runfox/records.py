@@ -13,10 +13,13 @@ cost of applying one step result independent of the size of the workflow:
   They are rebuilt from the steps when a record is loaded from JSON and never
   stored.
 
-Because records are immutable, a store that hands the same record object to two
-callers isolates them from each other for free. JSON payloads inside a record
-(inputs, outputs, state) are treated as immutable by runfox; callers receive
-copies where they could mutate them.
+Frozen dataclasses stop attribute assignment, not changes inside their dicts and
+lists. Inside runfox a record's JSON payloads (spec, inputs, state, outcome, step
+outputs and errors) are never changed, which is what lets the in-memory store and
+the SQL store's cache keep one record object for every transition. Whatever leaves
+runfox gets its own copy: ``Store.load``, ``Backend.load`` and ``Workflow.record``
+return ``WorkflowRecord.isolated()`` copies, ``Store.write`` stores one, and the
+results and callback arguments carry copies.
 
 Decoding is forgiving about the *shape* of stored JSON payloads and strict about
 structure. A record whose ``state`` or ``inputs`` is valid JSON but not an
@@ -38,6 +41,7 @@ from typing import Any
 
 from .errors import CorruptRecord
 from .expressions import LazyMapping
+from .jsonvalue import json_clone
 from .spec import WorkflowSpec, spec_for
 from .status import StepStatus, WorkflowStatus
 
@@ -86,6 +90,10 @@ class Defect:
             data["step"] = self.step
         data["stored"] = self.stored
         return data
+
+
+def _isolated_defect(defect: Defect) -> Defect:
+    return Defect(defect.where, defect.message, json_clone(defect.stored), defect.step)
 
 
 def _kind(value: Any) -> str:
@@ -152,6 +160,16 @@ class StepRecord:
         state.update(self.__dict__)
         state.update(changes)
         return new
+
+    def isolated(self) -> StepRecord:
+        """This step with its own copies of ``output``, ``error`` and defect values.
+
+        A step with none of them is returned as it is: nothing in it can change.
+        """
+        if self.output is None and self.error is None and not self.defects:
+            return self
+        return self.evolve(output=json_clone(self.output), error=json_clone(self.error),
+                           defects=tuple(_isolated_defect(d) for d in self.defects))
 
     @property
     def start_time(self) -> str | None:
@@ -285,6 +303,11 @@ class StepMap(Mapping[str, StepRecord]):
         for c, chunk in touched.items():
             chunks[c] = tuple(chunk)
         return StepMap(self._keys, index, tuple(chunks))
+
+    def isolated(self) -> StepMap:
+        """A map of the same steps, each with its own JSON payloads (``StepRecord.isolated``)."""
+        return StepMap(self._keys, self._index,
+                       tuple(tuple(r.isolated() for r in chunk) for chunk in self._chunks))
 
     def changed_since(self, other: StepMap) -> list[str]:
         """Ids whose record differs (by identity) from ``other``, a map of the same steps."""
@@ -422,6 +445,26 @@ class WorkflowRecord:
         state.update(self.__dict__)
         state.update(changes)
         return new
+
+    def isolated(self) -> WorkflowRecord:
+        """A copy whose JSON payloads belong to the caller alone.
+
+        ``spec``, ``inputs``, ``state``, ``outcome``, every step's ``output`` and
+        ``error`` and the stored values of ``defects`` are copied, so changing
+        anything inside them (``record.state["x"] = 1``) changes nothing another
+        holder of this record sees, nor what a store writes next. What stores hand
+        out (``Store.load``) and accept (``Store.write``) pass through here; the
+        Backend's own transitions share records instead, as they change nothing.
+        ``plan`` (compiled from the spec, never exposed as data) and the derived
+        fields are shared. O(record).
+        """
+        header = tuple(d for d in self.defects if d.step is None)
+        steps = self.steps.isolated()
+        return self.evolve(
+            spec=json_clone(self.spec), inputs=json_clone(self.inputs),
+            state=json_clone(self.state), outcome=json_clone(self.outcome), steps=steps,
+            defects=tuple(_isolated_defect(d) for d in header) + tuple(
+                d for step in steps.values() for d in step.defects))
 
     # -- JSON ---------------------------------------------------------------
 

@@ -2,9 +2,10 @@
 
 ``advance`` returns one of ``Dispatch``, ``Pending`` or a terminal result
 (``Complete``, ``Halt``, ``Failed``, ``Cancelled``). ``on_step_result`` returns
-``None`` when a result was applied and nothing else happened, ``Pending`` when the
-attempt failed and a retry is scheduled, a terminal result when the workflow ended,
-or ``Ignored`` when the result was stale (wrong run, step not in progress, workflow
+``None`` when a result was applied and the step completed (the last step too:
+``Complete`` comes from the next ``advance``), ``Pending`` when the attempt failed
+and a retry is scheduled, ``Halt``, ``Failed`` or ``Cancelled`` when the workflow
+ended otherwise, or ``Ignored`` when the result was stale (wrong run, step not in progress, workflow
 already finished) and changed nothing.
 """
 
@@ -164,10 +165,17 @@ class WorkResult(tuple[str, dict[str, Any]]):
 
 @dataclass(frozen=True, slots=True)
 class StateChangeEvent:
-    """Which step's output was merged into the shared state."""
+    """Which step's output was merged into the shared state.
+
+    ``step_id`` and ``run_id`` name the attempt, ``fn`` the function it ran
+    (``None`` only for an event built without one). A direct
+    ``Backend.merge_workflow_state`` call, which no step caused, passes ``None``
+    to the callback instead of an event.
+    """
 
     step_id: str
     run_id: int
+    fn: str | None = None
 
     @property
     def op(self) -> str:

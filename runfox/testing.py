@@ -34,8 +34,10 @@ nothing else in runfox imports it, so runfox itself never needs pytest.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 try:
@@ -125,7 +127,17 @@ def job(wf: str, step: str, run_id: int = 0, **inputs: Any) -> DispatchJob:
 
 
 class StoreContract:
-    """What every Store must do. Provide a ``store`` fixture (fresh and empty)."""
+    """What every Store must do. Provide a ``store`` fixture (fresh and empty).
+
+    A store whose data outlives the process also overrides ``reopen``: a fixture
+    returning a function that opens a *new* store object on the same data, as
+    another process would (the isolation test loads through it).
+    """
+
+    @pytest.fixture
+    def reopen(self, store: Store) -> Callable[[], Store]:
+        """New store objects on ``store``'s data; by default ``store`` itself."""
+        return lambda: store
 
     def test_load_missing_is_a_keyerror(self, store: Store) -> None:
         with pytest.raises(KeyError):
@@ -195,6 +207,80 @@ class StoreContract:
         changed = loaded.evolve(state={"x": 1})
         assert changed.state == {"x": 1}
         assert store.load(record.workflow_execution_id).state == {}
+
+    def test_write_persists_a_copy_isolated_from_the_caller(self, store: Store) -> None:
+        record = new_record(fan_spec(1), {"cfg": {"deep": [1, {"k": "v"}]}, "n": 1})
+        store.write(record)
+        record.inputs["cfg"]["deep"][1]["k"] = "caller"
+        record.inputs["extra"] = True
+        assert store.load(record.workflow_execution_id).inputs == {
+            "cfg": {"deep": [1, {"k": "v"}]}, "n": 1}
+
+    def test_handed_out_records_are_isolated(self, store: Store,
+                                             reopen: Callable[[], Store]) -> None:
+        """Every record runfox hands out, changed deep inside, then a transition: unchanged.
+
+        The seed: ``load`` returns a copy isolated from the backing store. The
+        records come from ``Store.load``, ``Backend.load``, ``Workflow.record``,
+        ``Workflow.state``/``outcome``, a terminal result and ``on_state_change``;
+        the check loads from a new store object on the same data (``reopen``).
+        """
+        spec = {"name": "isolation", "steps": [
+            {"id": "a", "fn": "make", "input": {"cfg": {"var": "input.cfg"}}},
+            {"id": "b", "fn": "make", "depends_on": ["a"],
+             "input": {"items": {"var": "steps.a.output.items"}}}],
+            "outputs": {"items": {"var": "steps.b.output.items"}, "acc": {"var": "state.acc"}}}
+        record = new_record(spec, {"cfg": {"deep": [1, {"k": "v"}]}})
+        store.write(record)
+        wf_id = record.workflow_execution_id
+        pristine_spec = json.loads(json.dumps(record.spec))
+
+        def touch(_: str, previous: dict[str, Any], new: dict[str, Any]) -> None:
+            for state in (previous, new):
+                state.setdefault("acc", {}).setdefault("seen", []).append("callback")
+                state["callback"] = True
+
+        backend = Backend(store=store, runner=InProcessRunner(), on_state_change=touch)
+        backend.advance(wf_id)
+        backend.on_step_result(wf_id, "a", {"items": [{"n": 1}], "acc": {"seen": ["a"]}}, 0)
+        wf = Workflow(wf_id, backend)
+        for handed in (store.load(wf_id), backend.load(wf_id), wf.record):
+            handed.state["acc"]["seen"].append("x")
+            handed.state["new"] = 1
+            handed.inputs["cfg"]["deep"][1]["k"] = "changed"
+            handed.inputs["cfg"]["deep"].append(2)
+            step_output = handed.steps["a"].output
+            assert step_output is not None
+            step_output["items"][0]["n"] = 99
+            step_output["items"].append({"n": 100})
+            handed.spec["steps"][0]["fn"] = "hacked"
+        wf.state["acc"]["seen"].append("y")
+        backend.advance(wf_id)  # a transition: claims b and writes the record
+
+        def check(loaded: WorkflowRecord) -> None:
+            assert loaded.inputs == {"cfg": {"deep": [1, {"k": "v"}]}}
+            assert loaded.state == {"items": [{"n": 1}], "acc": {"seen": ["a"]}}
+            assert loaded.steps["a"].output == {"items": [{"n": 1}], "acc": {"seen": ["a"]}}
+            assert loaded.spec == pristine_spec
+            assert loaded.plan.by_id["a"].fn == "make"
+
+        fresh = reopen().load(wf_id)
+        assert fresh.steps["b"].status is StepStatus.IN_PROGRESS
+        check(fresh)
+        check(store.load(wf_id))
+
+        assert backend.on_step_result(wf_id, "b", {"items": [{"n": 2}]}, 0) is None
+        result = backend.advance(wf_id)
+        assert isinstance(result, Complete)
+        outcome = {"items": [{"n": 2}], "acc": {"seen": ["a"]}}
+        assert result.outcome == outcome
+        result.outcome["items"][0]["n"] = -1
+        wf.outcome["acc"]["seen"].append("z")
+        wf.record.outcome["items"].append("w")
+        assert isinstance(backend.advance(wf_id), Complete)  # a finished record: no write
+        for loaded in (reopen().load(wf_id), store.load(wf_id)):
+            assert loaded.outcome == outcome
+            assert loaded.state == {"items": [{"n": 2}], "acc": {"seen": ["a"]}}
 
     def test_list_executions(self, store: Store) -> None:
         first = new_record(fan_spec(1, "first"), created_at=1000.0)

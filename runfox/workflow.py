@@ -22,7 +22,7 @@ from .errors import BackendUnavailable
 from .execution import serve_control
 from .graph import advance, on_step_result
 from .inprocess import InProcessWorker
-from .jsonvalue import json_copy
+from .jsonvalue import json_clone
 from .records import WorkflowRecord
 from .results import Dispatch, Pending, Result, Terminal
 from .spec import WorkflowSpec, load_spec, parse_yaml
@@ -99,7 +99,7 @@ class Workflow:
     @classmethod
     def resume(cls, workflow_execution_id: str, backend: Backend) -> Workflow:
         """A handle on an existing execution. ``KeyError`` if there is none."""
-        backend.load(workflow_execution_id)
+        backend.load_shared(workflow_execution_id)
         return cls(workflow_execution_id, backend)
 
     # -- driving ------------------------------------------------------------
@@ -201,31 +201,31 @@ class Workflow:
 
     @property
     def record(self) -> WorkflowRecord:
-        """The current record (immutable; treat its JSON payloads as read-only)."""
+        """The current record, a copy isolated from the store (changes stay in it)."""
         return self.backend.load(self.id)
 
     @property
     def status(self) -> WorkflowStatus:
-        return self.backend.load(self.id).status
+        return self.backend.load_shared(self.id).status
 
     @property
     def outcome(self) -> Any:
         """The resolved outcome once the execution has ended, else ``None``."""
-        return json_copy(self.backend.load(self.id).outcome)
+        return json_clone(self.backend.load_shared(self.id).outcome)
 
     @property
     def state(self) -> dict[str, Any]:
         """A copy of the shared state."""
-        return json_copy(self.backend.load(self.id).state)
+        return json_clone(self.backend.load_shared(self.id).state)
 
     @property
     def step_statuses(self) -> dict[str, StepStatus]:
-        return {s.id: s.status for s in self.backend.load(self.id).steps.values()}
+        return {s.id: s.status for s in self.backend.load_shared(self.id).steps.values()}
 
     @property
     def progress(self) -> dict[str, int]:
         """How many steps are in each status, plus ``total``."""
-        record = self.backend.load(self.id)
+        record = self.backend.load_shared(self.id)
         counts = {status.value: 0 for status in StepStatus}
         for step in record.steps.values():
             counts[step.status.value] += 1
@@ -235,7 +235,7 @@ class Workflow:
     @property
     def step_durations(self) -> dict[str, float]:
         """Seconds per started step; a running step is measured up to now."""
-        record = self.backend.load(self.id)
+        record = self.backend.load_shared(self.id)
         now = self.backend.clock()
         return {
             s.id: (s.finished_at if s.finished_at is not None else now) - s.started_at
@@ -245,7 +245,7 @@ class Workflow:
     @property
     def elapsed(self) -> float:
         """Seconds from the first step start to the last step end (or now); 0 if none ran."""
-        record = self.backend.load(self.id)
+        record = self.backend.load_shared(self.id)
         starts = [s.started_at for s in record.steps.values() if s.started_at is not None]
         if not starts:
             return 0.0

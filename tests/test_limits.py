@@ -188,9 +188,9 @@ def test_json_copy_refuses_depth_over_the_limit_and_names_it(restore_limits: Non
 
 def test_a_deep_executor_output_is_an_invalid_output() -> None:
     output = as_output({"x": nested(5000)}, "deep")
-    assert output["ok"] is False and output["error"]["type"] == "InvalidOutput"
-    assert "deep" in output["error"]["message"]
-    assert "levels deep" in output["error"]["message"]
+    assert output["ok"] is False and output["error_type"] == "InvalidOutput"
+    assert "deep" in output["error"]
+    assert "levels deep" in output["error"]
 
 
 def test_a_name_longer_than_a_column_is_a_spec_error() -> None:

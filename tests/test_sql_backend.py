@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,18 @@ def parts(database: str) -> Iterator[tuple[SqlStore, SqlRunner]]:
 
 
 class TestSqlStore(StoreContract):
-    pass
+    @pytest.fixture
+    def reopen(self, database: str) -> Iterator[Callable[[], SqlStore]]:
+        """A new SqlStore on the same database: what another process would load."""
+        opened: list[SqlStore] = []
+
+        def make() -> SqlStore:
+            opened.append(SqlStore(database))
+            return opened[-1]
+
+        yield make
+        for store in opened:
+            store.close()
 
 
 class TestSqlRunner(RunnerContract):
@@ -271,7 +282,7 @@ def test_a_job_whose_lease_keeps_expiring_becomes_an_error_result(database: str)
         assert deliveries == 2
         (result,) = results
         assert result.output["ok"] is False
-        assert result.output["error"]["type"] == "LeaseExpired"
+        assert result.output["error_type"] == "LeaseExpired"
         assert result.run_id == 0
     finally:
         runner.close()
@@ -311,7 +322,7 @@ def test_output_that_is_not_json_becomes_an_error_result(runner: SqlRunner) -> N
     (held,) = runner.take_pending_jobs()
     assert runner.submit_work_result("wf#1", "a", {"when": object()}, held.run_id)
     (result,) = runner.gather("wf#1")
-    assert result.output["ok"] is False and result.output["error"]["type"] == "InvalidOutput"
+    assert result.output["ok"] is False and result.output["error_type"] == "InvalidOutput"
 
 
 def test_corrupt_task_rows_are_reported_and_skipped(

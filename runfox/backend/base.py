@@ -30,14 +30,14 @@ from ..errors import (
     WorkflowNotFound,
 )
 from ..ids import new_execution_id, step_key, step_run_key
-from ..jsonvalue import error_output, json_copy
-from ..records import WorkflowRecord
+from ..jsonvalue import error_output, json_clone, json_copy
+from ..records import StepRecord, WorkflowRecord  # StepRecord: the seed's base.py exports it
 from ..results import Dispatch, DispatchJob, Executor, Result, StateChangeEvent, WorkResult
 from ..spec import WorkflowSpec, spec_for
 from .runner import InProcessRunner, Runner
 from .store import InMemoryStore, Store
 
-__all__ = ["Backend", "StateChangeCallback"]
+__all__ = ["Backend", "StateChangeCallback", "StepRecord", "WorkflowRecord"]
 
 logger = logging.getLogger("runfox.backend")
 
@@ -89,8 +89,9 @@ class Backend:
             whose results come from other processes.
         on_state_change: called after each committed merge of a step output into
             the shared state as ``(workflow_execution_id, previous_state,
-            new_state)``, plus a ``StateChangeEvent`` if it takes a fourth
-            argument. It must be quick and must not call back into the backend;
+            new_state)``, plus a ``StateChangeEvent`` (``step_id``, ``run_id``,
+            ``fn``; ``None`` for a direct ``merge_workflow_state``) if it takes a
+            fourth argument. It must be quick and must not call back into the backend;
             an exception it raises is logged, not propagated.
         clock: the time source (epoch seconds) passed to the pure graph as ``now``.
         max_conflict_retries: how many times one operation reloads after losing a
@@ -180,7 +181,8 @@ class Backend:
                              f"not {workflow_execution_id!r}")
         for attempt in range(self.max_conflict_retries + 1):
             reused = loaded is not None
-            current = loaded if loaded is not None else self.store.load(workflow_execution_id)
+            current = (loaded if loaded is not None
+                       else self.store.load_shared(workflow_execution_id))
             loaded = None
             now = self.clock()
             changes: list[graph.StateChange] = []
@@ -211,7 +213,7 @@ class Backend:
                                     "them")
             new = new.evolve(version=current.version + 1, updated_at=now)
             try:
-                self.store.write(new, previous=current)
+                self.store.write_shared(new, previous=current)
             except ConflictError:
                 if attempt >= 2:  # back off only once a race repeats
                     time.sleep(random.uniform(0, min(0.05, 0.0005 * 2 ** min(attempt, 7))))
@@ -224,7 +226,7 @@ class Backend:
                 ended = True
                 new = new.evolve(version=current.version + 1, updated_at=now)
                 try:
-                    self.store.write(new, previous=current)
+                    self.store.write_shared(new, previous=current)
                 except ConflictError:
                     continue
             if ended:
@@ -263,11 +265,11 @@ class Backend:
         if callback is None or not changes:
             return
         for event, previous, new in changes:
-            try:
+            try:  # copies: the states stay shared with the stored record
                 if self._event_arg:
-                    callback(workflow_execution_id, dict(previous), dict(new), event)
+                    callback(workflow_execution_id, json_clone(previous), json_clone(new), event)
                 else:
-                    callback(workflow_execution_id, dict(previous), dict(new))
+                    callback(workflow_execution_id, json_clone(previous), json_clone(new))
             except Exception:
                 logger.exception("on_state_change raised for %s; ignored", workflow_execution_id)
 
@@ -303,12 +305,19 @@ class Backend:
             updated_at=now,
             plan=plan,
         )
-        self.store.write(record)
+        self.store.write_shared(record)  # spec and inputs are private copies already
         return record.workflow_execution_id
 
     def load(self, workflow_execution_id: str) -> WorkflowRecord:
-        """The current record. ``KeyError`` (``WorkflowNotFound``) if there is none."""
+        """The current record, a copy isolated from the store (``Store.load``).
+
+        ``KeyError`` (``WorkflowNotFound``) if there is none.
+        """
         return self.store.load(workflow_execution_id)
+
+    def load_shared(self, workflow_execution_id: str) -> WorkflowRecord:
+        """The current record without a copy, for reading only (``Store.load_shared``)."""
+        return self.store.load_shared(workflow_execution_id)
 
     def write(self, record: WorkflowRecord) -> None:
         """Write a record changed by hand as the version after ``record.version``.
@@ -316,7 +325,8 @@ class Backend:
         Raises ``ConflictError`` if the stored version is no longer ``record.version``.
         """
         fresh = WorkflowRecord.from_dict(json_copy(record.to_dict()))  # isolate from the caller
-        self.store.write(fresh.evolve(version=record.version + 1, updated_at=self.clock()))
+        self.store.write_shared(fresh.evolve(version=record.version + 1,
+                                             updated_at=self.clock()))
 
     def advance(self, workflow_execution_id: str) -> Result:
         """Claim every ready step (one write); return ``Dispatch``, ``Pending`` or the end."""
@@ -411,7 +421,7 @@ class Backend:
         a defective record is failed, each by a transition, so that no sweep
         meets the same problem again.
         """
-        record = self.store.load(workflow_execution_id)
+        record = self.store.load_shared(workflow_execution_id)
         new, result = graph.redispatch(record, self.clock(), older_than)
         if new is not record or (record.defects and not record.status.is_terminal):
             result = self.transition(
@@ -448,7 +458,11 @@ class Backend:
 
     def merge_workflow_state(self, workflow_execution_id: str, output: dict[str, Any],
                              event: StateChangeEvent | None = None) -> None:
-        """Latest-wins merge of ``output`` into the state; fires ``on_state_change``."""
+        """Latest-wins merge of ``output`` into the state; fires ``on_state_change``.
+
+        A four-parameter callback gets ``event`` as its fourth argument: ``None``
+        unless the caller names the step that caused the merge.
+        """
         if not output:
             return
         output = json_copy(output, "output")  # the caller's mistake: raise it, fail nothing
@@ -456,7 +470,7 @@ class Backend:
         def merge(r: WorkflowRecord, now: float, changes: list[graph.StateChange]
                   ) -> tuple[WorkflowRecord, None]:
             new = graph.merge_workflow_state(r, output)
-            changes.append((event or StateChangeEvent("", -1), r.state, new.state))
+            changes.append((event, r.state, new.state))
             return new, None
 
         self.transition(workflow_execution_id, merge)

@@ -14,8 +14,17 @@ here; a technology implements three small primitives:
 and may override ``_find(prefix, limit)`` (``find``: keys by prefix, for ids typed
 at the command line) when the database can filter by prefix itself.
 
-Records are immutable, so an implementation that keeps record objects (like
-``InMemoryStore``) isolates callers without copying.
+
+Isolation (the seed: ``load`` returns a copy isolated from the store, ``write``
+persists a copy isolated from the caller) is done here too: ``load`` and ``write``
+pass records through ``WorkflowRecord.isolated()``. The Backend's transitions use
+``load_shared`` and ``write_shared`` instead, which skip the copy: a transition
+never changes the record it loaded, and hands the record it builds to the store
+and to nobody else. That is what keeps a transition's cost independent of the
+record's size while an implementation keeps record objects (``InMemoryStore``, the
+SQL store's cache). An implementation whose ``_load`` decodes a new record on
+every call and whose ``_write`` keeps nothing of its argument may set
+``isolates = True`` to skip the copies.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..errors import ConflictError, WorkflowNotFound
 from ..records import WorkflowRecord
@@ -45,8 +55,28 @@ class ExecutionSummary:
 class Store(ABC):
     """Durable persistence of ``WorkflowRecord`` with conditional writes."""
 
+    #: True when ``_load`` builds a new record on every call and ``_write`` keeps
+    #: no reference to its argument, so ``load``/``write`` need not copy.
+    isolates: ClassVar[bool] = False
+
     def load(self, workflow_execution_id: str) -> WorkflowRecord:
-        """The stored record.
+        """The stored record, as a copy isolated from the store.
+
+        Changing anything inside it (``record.state["x"] = 1``) changes neither
+        the stored record nor what this or any store hands out next.
+
+        Raises:
+            WorkflowNotFound: (a ``KeyError``) no record has that key.
+            CorruptRecord: the stored data cannot be decoded.
+        """
+        record = self.load_shared(workflow_execution_id)
+        return record if self.isolates else record.isolated()
+
+    def load_shared(self, workflow_execution_id: str) -> WorkflowRecord:
+        """The stored record without a copy: possibly the object the store keeps.
+
+        For runfox's transitions and read-only checks, which never change a
+        record. Anything that could change it must use ``load``.
 
         Raises:
             WorkflowNotFound: (a ``KeyError``) no record has that key.
@@ -58,23 +88,39 @@ class Store(ABC):
         return record
 
     def write(self, record: WorkflowRecord, previous: WorkflowRecord | None = None) -> None:
-        """Store ``record`` if nobody wrote since version ``record.version - 1``.
+        """Store a copy of ``record`` if nobody wrote since version ``record.version - 1``.
 
-        Version 1 creates the record and fails if one exists. ``previous``, when
-        given, must be the record as loaded; it lets a store write only the steps
-        that changed.
+        The copy is isolated from the caller: changing ``record`` afterwards does
+        not change what is stored. Version 1 creates the record and fails if one
+        exists. ``previous``, when given, must be the record as loaded.
 
         Raises:
             ConflictError: the stored version is not ``record.version - 1``.
             ValueError: ``record.version`` is below 1, or ``previous`` is not the
                 version before ``record``.
         """
+        self._check_versions(record, previous)
+        self._write(record if self.isolates else record.isolated(), previous)
+
+    def write_shared(self, record: WorkflowRecord, previous: WorkflowRecord | None = None
+                     ) -> None:
+        """``write`` without the copy, for a record nobody will change afterwards.
+
+        The Backend's transitions write this way: ``record`` was built by the pure
+        graph from ``previous`` (a ``load_shared`` record) and is handed over. With
+        ``previous`` a store can write only the steps that changed
+        (``record.steps.changed_since(previous.steps)``).
+        """
+        self._check_versions(record, previous)
+        self._write(record, previous)
+
+    @staticmethod
+    def _check_versions(record: WorkflowRecord, previous: WorkflowRecord | None) -> None:
         if record.version < 1:
             raise ValueError(f"record version must be >= 1 to be written, got {record.version}")
         if previous is not None and previous.version != record.version - 1:
             raise ValueError(f"previous is version {previous.version}, "
                              f"expected {record.version - 1}")
-        self._write(record, previous)
 
     def list_executions(
         self, status: WorkflowStatus | str | None = None, limit: int = 100

@@ -196,7 +196,7 @@ def test_a_result_too_large_for_the_task_table_is_stored_as_an_error(aws: Aws) -
     assert runner.submit_work_result("wf#1", "a", {"blob": noise(450_000)},
                                      job.run_id)
     (result,) = runner.gather("wf#1")
-    assert result.output["ok"] is False and result.output["error"]["type"] == "RecordTooLarge"
+    assert result.output["ok"] is False and result.output["error_type"] == "RecordTooLarge"
 
 
 def test_an_undecodable_item_is_a_corrupt_record(aws: Aws) -> None:

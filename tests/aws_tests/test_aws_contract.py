@@ -15,6 +15,10 @@ class TestDynamoDBStore(StoreContract):
     def store(self, aws: Aws) -> Any:
         return aws.store()
 
+    @pytest.fixture
+    def reopen(self, aws: Aws) -> Any:
+        return aws.store
+
 
 class TestDynamoDBStoreWithoutIndex(StoreContract):
     """Listing falls back to a Scan when the table has no status index."""

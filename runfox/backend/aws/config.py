@@ -40,6 +40,10 @@ from ...errors import BackendError
 from ._boto import call, error_code, make_client, require_boto3
 from .runner import SQSRunner
 from .store import DEFAULT_STATUS_INDEX, DynamoDBStore
+from .tasks import TASKS_ATTRIBUTES as TASKS_ATTRIBUTES  # the template matches these
+from .tasks import TASKS_KEYS as TASKS_KEYS
+from .tasks import TASKS_TTL_ATTRIBUTE as TASKS_TTL_ATTRIBUTE
+from .tasks import TaskTable
 
 __all__ = ["AwsSettings", "Resources", "create_resources", "parse_url", "parts_from_url"]
 
@@ -48,10 +52,6 @@ WORKFLOWS_KEYS = [("id", "HASH")]
 WORKFLOWS_ATTRIBUTES = {"id": "S", "status": "S", "created_at": "N"}
 STATUS_INDEX_KEYS = [("status", "HASH"), ("created_at", "RANGE")]
 STATUS_INDEX_PROJECTED = ["name", "updated_at"]
-#: Key schema of the task table, and its TTL attribute.
-TASKS_KEYS = [("wf", "HASH"), ("sk", "RANGE")]
-TASKS_ATTRIBUTES = {"wf": "S", "sk": "S"}
-TASKS_TTL_ATTRIBUTE = "expires_at"
 
 _PARAMETERS = ("prefix", "table", "tasks_table", "queue", "events_queue", "region",
                "endpoint_url", "profile", "status_index", "lease", "wait_time", "resend_after")
@@ -240,15 +240,7 @@ def create_resources(
     else:
         workflows["AttributeDefinitions"] = _attribute_definitions({"id": "S"})
     _create_table(ddb, table, **workflows)
-    _create_table(ddb, tasks, KeySchema=_key_schema(TASKS_KEYS),
-                  AttributeDefinitions=_attribute_definitions(TASKS_ATTRIBUTES))
-    try:
-        call(ddb, "update_time_to_live", tasks, passthrough=("ValidationException",),
-             TableName=tasks, TimeToLiveSpecification={"Enabled": True,
-                                                       "AttributeName": TASKS_TTL_ATTRIBUTE})
-    except Exception as exc:  # already enabled
-        if error_code(exc) != "ValidationException":
-            raise
+    TaskTable(ddb, tasks).create()  # the task table's definition lives with its code
     dlq_url = _create_queue(sqs, f"{prefix}-jobs-dlq", {"MessageRetentionPeriod": "1209600"})
     dlq_arn = call(sqs, "get_queue_attributes", dlq_url, QueueUrl=dlq_url,
                    AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]

@@ -295,7 +295,7 @@ class JobHandler:
         rows exist are not sent twice).
         """
         try:
-            record = self.backend.load(workflow_execution_id)
+            record = self.backend.load_shared(workflow_execution_id)  # read-only check
         except WorkflowNotFound:
             for message, job in jobs:
                 logger.warning("message %s names job %s of an execution that does not exist; "

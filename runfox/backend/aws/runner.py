@@ -55,7 +55,7 @@ from .messages import (
     parse,
     result_body,
 )
-from .tasks import DEFAULT_TASK_TTL, TaskTable, Verdict, unique_jobs
+from .tasks import DEFAULT_TASK_TTL, DEFAULT_TASKS_TABLE, TaskTable, Verdict, unique_jobs
 
 __all__ = ["ControlHandler", "Delivery", "SQSRunner"]
 
@@ -93,7 +93,13 @@ class SQSRunner(Runner):
     Args:
         queue: where jobs go: a queue URL, a queue name (looked up once), or a
             callable ``job -> queue URL`` to route by ``fn``.
+        queue_url: the seed's name for ``queue`` (``SQSRunner(queue_url=...)``);
+            give one of the two.
         tasks_table: the task table (hash key ``wf``, range key ``sk``, strings).
+        create_tasks_table: create the task table when it is missing (checked
+            with ``verify``). Default: only for the default ``runfox-tasks``, so
+            the seed's ``SQSRunner(queue_url=...)`` works on a fresh account; a
+            named table is expected to exist (a typo is an error, not a new table).
         receive_queues: the queues ``take_pending_jobs`` reads (default: ``queue``
             when it is a URL or name; required with a routing callable).
         events_queue: where advance (wake-up) and result messages go (default:
@@ -125,9 +131,11 @@ class SQSRunner(Runner):
 
     def __init__(
         self,
-        queue: str | Callable[[DispatchJob], str],
+        queue: str | Callable[[DispatchJob], str] | None = None,
         *,
-        tasks_table: str = "runfox-tasks",
+        queue_url: str | None = None,
+        tasks_table: str = DEFAULT_TASKS_TABLE,
+        create_tasks_table: bool | None = None,
         receive_queues: Sequence[str] | None = None,
         events_queue: str | None = None,
         sqs_client: Any = None,
@@ -146,6 +154,11 @@ class SQSRunner(Runner):
         verify: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if (queue is None) == (queue_url is None):
+            raise TypeError("SQSRunner needs exactly one of queue and queue_url (where jobs "
+                            "go: a queue URL or name)")
+        queue = queue if queue is not None else queue_url
+        assert queue is not None
         if lease <= 0:
             raise ValueError("lease must be > 0")
         if not 0 <= wait_time <= 20:
@@ -185,7 +198,8 @@ class SQSRunner(Runner):
         self._held: dict[str, tuple[DispatchJob, str, str]] = {}
         self._lock = threading.Lock()
         if verify:
-            self.tasks.verify()
+            self.tasks.verify(create=create_tasks_table if create_tasks_table is not None
+                              else tasks_table == DEFAULT_TASKS_TABLE)
             known = {*self.receive_queues, self.queue_url, self.events_queue}
             for url in sorted(u for u in known if u is not None):
                 call(self.sqs, "get_queue_attributes", url, QueueUrl=url,

@@ -83,6 +83,11 @@ class DynamoDBStore(Store):
         ValueError: a client was given together with settings to build one.
     """
 
+    #: Every load decodes a new record and every write encodes its argument at once
+    #: (only the identity of spec and inputs is remembered, for a size cache), so
+    #: the public load and write need no copy of their own.
+    isolates = True
+
     def __init__(
         self,
         table: str = "runfox-workflows",

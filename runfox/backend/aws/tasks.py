@@ -30,15 +30,21 @@ from typing import Any
 
 from ...errors import BackendError
 from ...results import DispatchJob, WorkResult
-from ._boto import Refused, Transaction, call
+from ._boto import Refused, Transaction, call, error_code
 from ._codec import COMPRESS_OVER, decode_json, encode_json, item_size
 
-__all__ = ["JobRow", "TaskTable", "Verdict"]
+__all__ = ["DEFAULT_TASKS_TABLE", "JobRow", "TaskTable", "Verdict"]
 
 logger = logging.getLogger("runfox.backend.aws")
 
 #: SQS keeps a message at most 14 days; rows outlive that by a day.
 DEFAULT_TASK_TTL = 15 * 24 * 3600.0
+#: The task table ``SQSRunner`` uses unless told otherwise; created when missing.
+DEFAULT_TASKS_TABLE = "runfox-tasks"
+#: Key schema and attribute types of the task table, and its TTL attribute.
+TASKS_KEYS = [("wf", "HASH"), ("sk", "RANGE")]
+TASKS_ATTRIBUTES = {"wf": "S", "sk": "S"}
+TASKS_TTL_ATTRIBUTE = "expires_at"
 
 
 class Verdict(StrEnum):
@@ -95,16 +101,51 @@ class TaskTable:
         self.max_item_bytes = max_item_bytes
         self.tx = Transaction(client, table)
 
-    def verify(self) -> None:
-        """Fail now, naming the table, if it is missing or keyed differently."""
-        description = call(self.client, "describe_table", self.table,
-                           TableName=self.table)["Table"]
+    def verify(self, *, create: bool = False) -> None:
+        """Fail now, naming the table, if it is missing or keyed differently.
+
+        With ``create``, a missing table is created instead (``create``).
+        """
+        missing = "ResourceNotFoundException"
+        try:
+            description = call(self.client, "describe_table", self.table,
+                               passthrough=(missing,) if create else (),
+                               TableName=self.table)["Table"]
+        except Exception as exc:
+            if not create or error_code(exc) != missing:
+                raise
+            self.create()
+            return
         keys = [(k["AttributeName"], k["KeyType"]) for k in description.get("KeySchema", [])]
-        if keys != [("wf", "HASH"), ("sk", "RANGE")]:
+        if keys != TASKS_KEYS:
             raise BackendError(f"DynamoDB table {self.table!r} has key schema {keys}; the "
                                "runfox task table needs hash key 'wf' and range key 'sk' "
                                "(strings): create it with runfox.backend.aws.create_resources() "
                                "or backends/aws/template.yaml")
+
+    def create(self) -> None:
+        """Create the table if it is missing (on demand, TTL on ``expires_at``); wait for it."""
+        logger.info("creating the DynamoDB task table %r", self.table)
+        try:
+            call(self.client, "create_table", self.table,
+                 passthrough=("ResourceInUseException",), TableName=self.table,
+                 BillingMode="PAY_PER_REQUEST",
+                 KeySchema=[{"AttributeName": n, "KeyType": k} for n, k in TASKS_KEYS],
+                 AttributeDefinitions=[{"AttributeName": n, "AttributeType": t}
+                                       for n, t in TASKS_ATTRIBUTES.items()])
+        except Exception as exc:  # another process made it first
+            if error_code(exc) != "ResourceInUseException":
+                raise
+        self.client.get_waiter("table_exists").wait(
+            TableName=self.table, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+        try:
+            call(self.client, "update_time_to_live", self.table,
+                 passthrough=("ValidationException",), TableName=self.table,
+                 TimeToLiveSpecification={"Enabled": True,
+                                          "AttributeName": TASKS_TTL_ATTRIBUTE})
+        except Exception as exc:  # already enabled
+            if error_code(exc) != "ValidationException":
+                raise
 
     # -- operations, as TransactWriteItems entries ------------------------------------
 
