@@ -40,7 +40,7 @@ SPEC: dict[str, Any] = {
             "depends_on": CARRIERS,
             "input": {
                 "quotes": {"vars": "steps.*.output.quote"},
-                "failures": {"vars": "steps.*.output.error.message"},
+                "failures": {"vars": "steps.*.output.error"},
             },
         },
         {
