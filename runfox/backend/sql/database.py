@@ -176,12 +176,24 @@ class Database:
             if self._schema_checked:
                 return
             try:
-                self.run(lambda conn: ensure_schema(conn, self.dialect, create,
-                                                    self.display_url),
-                         what="open the runfox database")
+                with self._schema_session():
+                    self.run(lambda conn: ensure_schema(conn, self.dialect, create,
+                                                        self.display_url),
+                             what="open the runfox database")
             except SchemaError as exc:
                 raise BackendError(f"runfox database {self.display_url}: {exc}") from exc
             self._schema_checked = True
+
+    @contextlib.contextmanager
+    def _schema_session(self) -> Iterator[None]:
+        """The dialect's ``schema_session_lock``, its errors worded like ``run``'s."""
+        stack = contextlib.ExitStack()
+        try:
+            stack.enter_context(self.dialect.schema_session_lock())
+        except (SQLAlchemyError, TimeoutError) as exc:
+            raise self.error("lock the runfox schema", exc) from exc
+        with stack:
+            yield
 
     def schema_state(self) -> SchemaState:
         """The schema version and revision the database holds (``runfox db current``)."""
@@ -196,9 +208,10 @@ class Database:
         """
         with self._lock:
             try:
-                states = self.run(lambda conn: upgrade_schema(conn, self.dialect,
-                                                              self.display_url),
-                                  what="upgrade the runfox schema")
+                with self._schema_session():
+                    states = self.run(lambda conn: upgrade_schema(conn, self.dialect,
+                                                                  self.display_url),
+                                      what="upgrade the runfox schema")
             except SchemaError as exc:
                 raise BackendError(f"runfox database {self.display_url}: {exc}") from exc
             self._schema_checked = True

@@ -190,6 +190,12 @@ class Dialect:
     def prepare(self) -> None:
         """Install whatever the engine needs before its first transaction."""
 
+    @contextlib.contextmanager
+    def schema_session_lock(self) -> Iterator[None]:
+        """Held around a whole schema unit, commit included, where ``schema_lock``
+        (inside the unit's transaction) cannot be: MySQL's named locks."""
+        yield
+
     def detach(self) -> None:
         """Undo ``prepare`` (the engine may outlive runfox's use of it)."""
 
@@ -301,14 +307,23 @@ class MySQLDialect(Dialect):
 
     @contextlib.contextmanager
     def schema_lock(self, conn: Connection) -> Iterator[None]:
-        # MySQL DDL is not transactional: a named session lock serialises creators.
-        got = conn.execute(text("SELECT GET_LOCK(:n, 60)"), {"n": _SCHEMA_LOCK}).scalar()
-        if got != 1:
-            raise TimeoutError("timed out waiting for the runfox schema lock")
-        try:
-            yield
-        finally:
-            conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": _SCHEMA_LOCK})
+        # Taken by ``schema_session_lock`` around the whole unit instead: a lock
+        # released inside the transaction would let the next creator read the
+        # tables before this one's rows (the migration's version row) commit.
+        yield
+
+    @contextlib.contextmanager
+    def schema_session_lock(self) -> Iterator[None]:
+        # MySQL DDL is not transactional: a named lock, held on a connection of its
+        # own until the schema unit has committed, serialises creators.
+        with self.engine.connect() as conn:
+            got = conn.execute(text("SELECT GET_LOCK(:n, 60)"), {"n": _SCHEMA_LOCK}).scalar()
+            if got != 1:
+                raise TimeoutError("timed out waiting for the runfox schema lock")
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": _SCHEMA_LOCK})
 
     @property
     def server(self) -> str:
@@ -397,29 +412,31 @@ class SqliteDialect(Dialect):
         pooled = conn.connection
         raw: sqlite3.Connection = pooled.driver_connection  # type: ignore[assignment]
         if not pooled.info.get("runfox_ready"):
-            raw.execute("PRAGMA journal_mode = WAL")  # under the connection's busy handler
-            for pragma in self._pragmas:
-                raw.execute(pragma)
+            # Switching to WAL needs the file to itself: a new file's first
+            # connections can find it locked, so this waits like BEGIN IMMEDIATE.
+            for statement in ("PRAGMA journal_mode = WAL", *self._pragmas):
+                self._execute_waiting(raw, statement)
             pooled.info["runfox_ready"] = True
         if write:
-            self._begin_immediate(raw)
+            # Waiting for the write lock here, rather than by running the whole
+            # unit again, keeps a failed try down to one cheap statement. sqlite3
+            # opens no transaction of its own once it sees this one.
+            self._execute_waiting(raw, "BEGIN IMMEDIATE")
 
-    def _begin_immediate(self, raw: sqlite3.Connection) -> None:
-        # Waiting for the write lock here, rather than by running the whole unit
-        # again, keeps a failed try down to one cheap statement. sqlite3 opens no
-        # transaction of its own once it sees this one.
+    def _execute_waiting(self, raw: sqlite3.Connection, statement: str) -> None:
+        """Run ``statement``, retrying while the file is locked, up to ``busy_timeout``."""
         started = time.monotonic()
         attempt = 0
         while True:
             try:
-                raw.execute("BEGIN IMMEDIATE")
+                raw.execute(statement)
                 return
             except sqlite3.OperationalError as exc:
                 delay = (self.retry_delay(attempt, time.monotonic() - started)
                          if "locked" in str(exc) else None)
                 if delay is None:
                     # Wrapped as SQLAlchemy would, for Database.run to translate.
-                    raise OperationalError("BEGIN IMMEDIATE", None, exc) from exc
+                    raise OperationalError(statement, None, exc) from exc
             time.sleep(delay)
             attempt += 1
 
