@@ -39,7 +39,7 @@ def error_class(name: str) -> type[BaseException] | None:
         module_name, _, attr = name.rpartition(".")
         try:
             found = getattr(importlib.import_module(module_name), attr, None)
-        except Exception:  # noqa: BLE001 - an unimportable name matches by spelling
+        except Exception:  # an unimportable name matches by spelling only
             return None
     if isinstance(found, type) and issubclass(found, BaseException):
         return found

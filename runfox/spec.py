@@ -575,7 +575,9 @@ def _parse_retry(problems: _Problems, where: str, raw: Any) -> RetryPolicy | Non
             ok = False
         else:
             values[name] = float(value)
+    before = len(problems.items)
     on = _parse_error_names(problems, f"{where}.on", raw.get("on"))
+    ok = ok and len(problems.items) == before
     on_timeout = raw.get("on_timeout", True)
     if not isinstance(on_timeout, bool):
         problems.add(f"{where}.on_timeout", f"must be true or false, got {on_timeout!r}")
@@ -588,28 +590,25 @@ def _parse_retry(problems: _Problems, where: str, raw: Any) -> RetryPolicy | Non
     if not _number(jitter) or not 0 <= jitter <= 1:
         problems.add(f"{where}.jitter", f"must be true, false or a fraction 0..1, got {jitter!r}")
         ok = False
-    if not ok or on is False:
+    if not ok:
         return None
-    return RetryPolicy(backoff, values["delay"], values["max_delay"], float(jitter),
-                       on if on is not None else None, on_timeout)
+    return RetryPolicy(backoff, values["delay"], values["max_delay"], float(jitter), on,
+                       on_timeout)
 
 
-def _parse_error_names(problems: _Problems, where: str, raw: Any
-                       ) -> tuple[str, ...] | None | bool:
-    """``retry.on``: a non-empty list of exception class names; ``False`` when invalid."""
+def _parse_error_names(problems: _Problems, where: str, raw: Any) -> tuple[str, ...] | None:
+    """``retry.on``: a non-empty list of exception class names (problems reported)."""
     if raw is None:
         return None
     if not isinstance(raw, list) or not raw:
         problems.add(where, "must be a non-empty list of error type names such as "
                             f"[TimeoutError, ConnectionError], got {raw!r}")
-        return False
-    ok = True
+        return None
     for i, name in enumerate(raw):
         if not isinstance(name, str) or not _ERROR_NAME_RE.fullmatch(name):
             problems.add(f"{where}[{i}]", "must be an error type name (TimeoutError or "
                                           f"package.module.Class), got {name!r}")
-            ok = False
-    return tuple(raw) if ok else False
+    return tuple(raw)
 
 
 def _parse_attempts(problems: _Problems, where: str, raw: Any) -> int | None:
