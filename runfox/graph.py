@@ -17,10 +17,40 @@ store can decide, with one conditional write, whether it wins.
 Failure model: an attempt failed when its output is not a JSON object, or says
 ``ok: false`` (what a worker reports when the executor raised or timed out).
 Branches see the output first; if none fires, a failed attempt is retried while
-``attempts < max_attempts`` (after the step's backoff), else the step and the
-workflow fail. A ``WorkerLost`` attempt (a worker died holding the job) is
-retried at once, even past ``max_attempts``, until ``WORKER_LOST_CAP`` attempts
-in a row were lost.
+``attempts < max_attempts`` (after the step's backoff) and the step's
+``retry.on`` / ``retry.on_timeout`` filters allow its error type, else the step
+fails. A ``WorkerLost`` attempt (a worker died holding the job) is retried at
+once, even past ``max_attempts`` and whatever the filters say, until
+``WORKER_LOST_CAP`` attempts in a row were lost.
+
+What a failed step does to the workflow (``on_dependency_failure``, per step or
+in ``defaults``; ``fail`` when not given):
+
+- A step's failure ends the workflow at once (in-flight steps ``cancelled``,
+  waiting ones ``skipped``, outcome ``{"step", "error", "attempts"}``) when one
+  of its dependents has policy ``fail``, or, for a step with no dependents, when
+  ``defaults.on_dependency_failure`` is ``fail`` (the end of the workflow counts
+  as a dependent of every such step). With no policy written anywhere this is
+  every failure: today's behaviour. Otherwise the step is ``failed`` with the
+  error output as its output (``{"ok": false, "error", "error_type"}``) and
+  everything else goes on.
+- A failed or skipped step is *settled*, like a complete one: it counts as a met
+  dependency. When the last dependency of a waiting step settles and one of them
+  is not ``complete`` (failed, or skipped), the step runs if its policy is
+  ``run`` (``steps.X.output`` is the failed step's error output; a skipped step
+  has none) and is ``skipped`` otherwise. So a skipped dependency propagates the
+  skip unless the dependent says ``run``, and a ``fail`` step reached only
+  through skipped steps is skipped, not fatal.
+- The workflow ends when no step is open (nothing more can run): ``failed`` if
+  any step failed, with the first failure (by time, then spec order) under
+  ``step``/``error``/``attempts`` and every failed step, in that order, under
+  ``failed``; ``complete`` (``outputs`` resolved) otherwise. Skipped steps alone
+  do not fail a workflow. ``failed`` is in the outcome of every failure of a
+  plan that uses ``skip`` or ``run`` anywhere, and only there (other outcomes
+  keep their earlier shape).
+
+``max_parallel`` (top level) caps the steps of one execution in progress at
+once: ``advance`` claims at most ``max_parallel - running`` steps, in spec order.
 
 A transition never stops on the data it is given. An error that is a property
 of the data (``DATA_ERRORS``: a rule that fails, a value JSON cannot hold, an
@@ -37,7 +67,7 @@ from typing import Any
 
 from .errors import ExpressionError, NotJSONError, UnknownStepError
 from .expressions import compile_template, truthy
-from .jsonvalue import as_output, json_clone, json_copy
+from .jsonvalue import as_output, error_output, json_clone, json_copy
 from .records import StepRecord, StepsView, WorkflowRecord, context_for
 from .results import (
     Cancelled,
@@ -102,14 +132,20 @@ StateChange = tuple[StateChangeEvent | None, dict[str, Any], dict[str, Any]]
 class _Tx:
     """Step changes layered over a record, keeping ``ready``/``open``/``unmet`` right."""
 
-    __slots__ = ("_ready_copied", "base", "changes", "open", "ready")
+    __slots__ = ("_check", "_ready_copied", "base", "changes", "open", "ready", "resolve",
+                 "running")
 
     def __init__(self, record: WorkflowRecord) -> None:
         self.base = record
         self.changes: dict[str, StepRecord] = {}
         self.open = record.open
+        self.running = record.running
         self.ready: Any = record.ready
         self._ready_copied = False
+        #: Apply ``on_dependency_failure`` to steps whose dependencies all settled
+        #: (only a tolerant plan can have a settled dependency that is not complete).
+        self.resolve = record.plan.tolerant
+        self._check: list[str] = []
 
     def get(self, step_id: str) -> StepRecord:
         record = self.changes.get(step_id)
@@ -130,12 +166,21 @@ class _Tx:
                 self._ready_set().discard(step.id)
 
     def put(self, new: StepRecord) -> None:
+        """Replace a step; settle what follows from it (counts, ready set, policies)."""
+        self._put(new)
+        while self._check:  # a worklist, not recursion: skips may cascade down long chains
+            self._apply_policy(self._check.pop())
+
+    def _put(self, new: StepRecord) -> None:
         old = self.get(new.id)
         if old.unmet != new.unmet:
             new = new.evolve(unmet=old.unmet)  # unmet is owned here, not by callers
         self.changes[new.id] = new
-        was_done = old.status is StepStatus.COMPLETE
-        is_done = new.status is StepStatus.COMPLETE
+        was_running = old.status is StepStatus.IN_PROGRESS
+        if was_running != (new.status is StepStatus.IN_PROGRESS):
+            self.running += -1 if was_running else 1
+        was_done = old.status.is_terminal  # settled: see runfox.records
+        is_done = new.status.is_terminal
         if was_done != is_done:
             delta = -1 if is_done else 1
             self.open += delta
@@ -144,12 +189,38 @@ class _Tx:
                 dependent = dependent.evolve(unmet=dependent.unmet + delta)
                 self.changes[dependent_id] = dependent
                 self._sync_ready(dependent)
+                if self.resolve and dependent.unmet == 0 and dependent.status in _WAITING:
+                    self._check.append(dependent_id)
         self._sync_ready(new)
+        if self.resolve and new.unmet == 0 and new.status in _WAITING and \
+                old.status not in _WAITING:
+            self._check.append(new.id)  # made ready again (a loop reset)
+
+    def _apply_policy(self, step_id: str) -> None:
+        """Skip a waiting step whose settled dependencies include one that is not complete.
+
+        Unless its policy is ``run``. Costs the step's dependencies once each time
+        it becomes ready, and only in a tolerant plan.
+        """
+        step = self.get(step_id)
+        if step.status not in _WAITING or step.unmet:
+            return
+        spec = self.base.plan.by_id[step_id]
+        if spec.on_dependency_failure == "run":
+            return
+        for dep in spec.depends_on:
+            status = self.get(dep).status
+            if status is not StepStatus.COMPLETE:
+                self._put(step.evolve(
+                    status=StepStatus.SKIPPED, not_before=None,
+                    error=_error("DependencyFailed", f"dependency {dep!r} is {status.value}")))
+                return
 
     def commit(self, **fields: Any) -> WorkflowRecord:
         ready = self.ready if not self._ready_copied else frozenset(self.ready)
         return self.base.evolve(
-            steps=self.base.steps.replace(self.changes), ready=ready, open=self.open, **fields
+            steps=self.base.steps.replace(self.changes), ready=ready, open=self.open,
+            running=self.running, **fields
         )
 
 
@@ -210,6 +281,7 @@ def _terminate(
     tx: _Tx, status: WorkflowStatus, outcome: Any, now: float, **fields: Any
 ) -> WorkflowRecord:
     """End the workflow: in-flight steps are cancelled, waiting ones skipped."""
+    tx.resolve = False
     for step_id, step in tx.base.steps.items():
         step = tx.get(step_id)
         if step.status is StepStatus.IN_PROGRESS:
@@ -220,15 +292,56 @@ def _terminate(
 
 
 def _fail(tx: _Tx, step: StepRecord, error: dict[str, Any], now: float,
-          output: dict[str, Any] | None = None) -> tuple[WorkflowRecord, Failed]:
-    tx.put(step.evolve(status=StepStatus.FAILED, error=error, finished_at=now,
-                       output=output if output is not None else step.output))
-    outcome = {"step": step.id, "error": error, "attempts": step.attempts}
-    return _terminate(tx, WorkflowStatus.FAILED, outcome, now), Failed(json_clone(outcome))
+          output: dict[str, Any] | None = None) -> tuple[WorkflowRecord, Result]:
+    """The step failed for good: end the workflow, or go on if every dependent tolerates it.
+
+    Returns the terminal ``Failed``, or ``None`` when the workflow goes on (and
+    ``Failed``/``Complete`` from ``_finish`` when that failure left nothing open).
+    """
+    if tx.base.plan.ends_on_failure(step.id):
+        tx.put(step.evolve(status=StepStatus.FAILED, error=error, finished_at=now,
+                           output=output if output is not None else step.output))
+        outcome = _failure_outcome(tx) if tx.base.plan.tolerant else \
+            {"step": step.id, "error": error, "attempts": step.attempts}
+        assert outcome is not None
+        return _terminate(tx, WorkflowStatus.FAILED, outcome, now), Failed(json_clone(outcome))
+    _fail_tolerated(tx, step, error, now, output)
+    if tx.open == 0:
+        return _finish(tx, now, tx.base.state)
+    return tx.commit(), None
+
+
+def _fail_tolerated(tx: _Tx, step: StepRecord, error: dict[str, Any], now: float,
+                    output: dict[str, Any] | None = None) -> None:
+    """Record a failure the workflow survives; the output is the error output."""
+    if output is None or output.get("ok") is not False:
+        output = error_output(error["type"], error["message"])
+    tx.put(step.evolve(status=StepStatus.FAILED, error=error, finished_at=now, output=output))
+
+
+def _failure_outcome(tx: _Tx) -> dict[str, Any] | None:
+    """The failed outcome naming every failed step, or ``None`` when none failed.
+
+    ``step``/``error``/``attempts`` are the first failure's (by time, then spec
+    order), ``failed`` lists all of them in that order. Walks every step: once,
+    when the workflow ends.
+    """
+    plan = tx.base.plan
+    failed = [step for step in map(tx.get, plan.by_id) if step.status is StepStatus.FAILED]
+    if not failed:
+        return None
+    failed.sort(key=lambda s: (s.finished_at or 0.0, plan.index[s.id]))
+    entries = [{"step": s.id, "error": s.error, "attempts": s.attempts} for s in failed]
+    return {**entries[0], "failed": entries}
 
 
 def _finish(tx: _Tx, now: float, state: dict[str, Any]) -> tuple[WorkflowRecord, Result]:
-    """Every step is complete: resolve ``outputs`` and complete the workflow."""
+    """No step is open: fail the workflow if a step failed, else resolve ``outputs``."""
+    if tx.base.plan.tolerant:
+        failure = _failure_outcome(tx)
+        if failure is not None:
+            return (tx.commit(state=state, status=WorkflowStatus.FAILED, outcome=failure),
+                    Failed(json_clone(failure)))
     record = tx.commit(state=state)
     try:
         outcome = json_copy(record.plan.outputs(context_for(record)), "outputs")
@@ -316,6 +429,50 @@ def advance(record: WorkflowRecord, now: float) -> tuple[WorkflowRecord, Result]
     finished = terminal_result(record)
     if finished is not None:
         return record, finished
+    jobs: list[DispatchJob] = []
+    while True:  # a second round only after an input error the workflow survives
+        due, retry_at = _due(record, now)
+        if not due:
+            break
+        plan = record.plan
+        steps = record.steps
+        tx = _Tx(record)
+        context = context_for(record)
+        survived: list[tuple[StepRecord, dict[str, Any]]] = []
+        for step_id in due:
+            spec = plan.by_id[step_id]
+            step = steps[step_id]
+            try:
+                inputs = _resolve_inputs(spec, context)
+            except DATA_ERRORS as exc:
+                error = _input_error(record, spec, context, exc)
+                if plan.ends_on_failure(step_id):
+                    ending = _Tx(record)  # this round's claims are dropped, its failures kept
+                    for failed, failure in survived:
+                        _fail_tolerated(ending, failed, failure, now)
+                    return _fail(ending, step, error, now)
+                _fail_tolerated(tx, step, error, now)
+                survived.append((step, error))
+                continue
+            claimed = step.evolve(status=StepStatus.IN_PROGRESS, attempts=step.attempts + 1,
+                                  started_at=now, finished_at=None, not_before=None)
+            tx.put(claimed)
+            jobs.append(_job(record, spec, claimed, inputs))
+        record = tx.commit(status=WorkflowStatus.IN_PROGRESS)
+        if not survived:
+            break
+    if jobs:
+        return record, Dispatch(jobs)
+    if record.open == 0:
+        return _finish(_Tx(record), now, record.state)
+    return record, Pending(retry_at)
+
+
+def _due(record: WorkflowRecord, now: float) -> tuple[list[str], float | None]:
+    """The ready steps that may be claimed now, in spec order, and the next retry time.
+
+    At most ``max_parallel`` minus the steps in progress, when the spec sets it.
+    """
     due: list[str] = []
     retry_at: float | None = None
     steps = record.steps
@@ -325,28 +482,12 @@ def advance(record: WorkflowRecord, now: float) -> tuple[WorkflowRecord, Result]
             retry_at = not_before if retry_at is None else min(retry_at, not_before)
         else:
             due.append(step_id)
-    if not due:
-        if record.open == 0:
-            return _finish(_Tx(record), now, record.state)
-        return record, Pending(retry_at)
-
-    plan = record.plan
-    due.sort(key=plan.index.__getitem__)
-    tx = _Tx(record)
-    context = context_for(record)
-    jobs = []
-    for step_id in due:
-        spec = plan.by_id[step_id]
-        step = steps[step_id]
-        try:
-            inputs = _resolve_inputs(spec, context)
-        except DATA_ERRORS as exc:
-            return _fail(_Tx(record), step, _input_error(record, spec, context, exc), now)
-        claimed = step.evolve(status=StepStatus.IN_PROGRESS, attempts=step.attempts + 1,
-                              started_at=now, finished_at=None, not_before=None)
-        tx.put(claimed)
-        jobs.append(_job(record, spec, claimed, inputs))
-    return tx.commit(status=WorkflowStatus.IN_PROGRESS), Dispatch(jobs)
+    if due:
+        due.sort(key=record.plan.index.__getitem__)
+        limit = record.plan.max_parallel
+        if limit is not None:
+            del due[max(0, limit - record.running):]
+    return due, retry_at
 
 
 def redispatch(record: WorkflowRecord, now: float, older_than: float
@@ -369,6 +510,7 @@ def redispatch(record: WorkflowRecord, now: float, older_than: float
         return record, finished
     jobs = []
     context = None
+    tx = None  # failures the workflow survives
     for step in record.steps.values():
         if step.status is StepStatus.IN_PROGRESS and (step.started_at or 0) <= now - older_than:
             context = context or context_for(record)
@@ -377,9 +519,20 @@ def redispatch(record: WorkflowRecord, now: float, older_than: float
                 inputs = _resolve_inputs(spec, context)
             except DATA_ERRORS as exc:
                 error = _input_error(record, spec, context, exc, " on re-dispatch")
-                return _fail(_Tx(record), step, error, now)
+                tx = tx or _Tx(record)
+                if record.plan.ends_on_failure(step.id):
+                    return _fail(tx, step, error, now)
+                _fail_tolerated(tx, step, error, now)
+                continue
             jobs.append(_job(record, spec, step, inputs))
-    return record, Dispatch(jobs)
+    if tx is None:
+        return record, Dispatch(jobs)
+    if tx.open == 0:
+        return _finish(tx, now, record.state)
+    new, result = advance(tx.commit(), now)  # claim what the failures made ready
+    if isinstance(result, Dispatch):
+        return new, Dispatch(jobs + list(result.jobs))
+    return new, Dispatch(jobs) if isinstance(result, Pending) else result
 
 
 def claim_timeouts(record: WorkflowRecord, now: float, older_than: float) -> list[DispatchJob]:
@@ -456,7 +609,8 @@ def _apply(
 
     if error is not None and (branch is None or not branch.kind.absorbs_error):
         lost = _count_lost(step, error)
-        if step.attempts < spec.max_attempts or 0 < lost < WORKER_LOST_CAP:
+        budget = step.attempts < spec.max_attempts and spec.retry.retries(error["type"])
+        if budget or 0 < lost < WORKER_LOST_CAP:
             # A lost worker says nothing about the step: retry it at once.
             delay = 0.0 if lost else spec.retry.delay_for(
                 step.attempts, f"{record.workflow_execution_id}#{step_id}#{step.run_id}")

@@ -6,12 +6,15 @@ cost of applying one step result independent of the size of the workflow:
 
 - ``StepMap`` stores step records in fixed-size chunks; replacing one step copies
   one chunk of 64 and the tuple of chunk references, never the whole map.
-- Two derived fields are carried from record to record instead of being
-  recomputed: ``ready`` (the steps whose dependencies are all complete and that
-  wait to be dispatched) and ``open`` (how many steps are not yet complete), plus
-  ``StepRecord.unmet``, the number of a step's dependencies not yet complete.
-  They are rebuilt from the steps when a record is loaded from JSON and never
-  stored.
+- Three derived fields are carried from record to record instead of being
+  recomputed: ``ready`` (the steps whose dependencies are all settled and that
+  wait to be dispatched), ``open`` (how many steps are not yet settled) and
+  ``running`` (how many are in progress, for ``max_parallel``), plus
+  ``StepRecord.unmet``, the number of a step's dependencies not yet settled. A
+  step is *settled* when its status is terminal (``StepStatus.is_terminal``:
+  complete, or failed/skipped under a tolerant ``on_dependency_failure`` policy,
+  or ended with its workflow), so ``open == 0`` means nothing more can run. They
+  are rebuilt from the steps when a record is loaded from JSON and never stored.
 
 Frozen dataclasses stop attribute assignment, not changes inside their dicts and
 lists. Inside runfox a record's JSON payloads (spec, inputs, state, outcome, step
@@ -393,6 +396,7 @@ class WorkflowRecord:
     plan: WorkflowSpec = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
     ready: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
     open: int = field(default=-1, compare=False, repr=False)
+    running: int = field(default=0, compare=False, repr=False)
     #: Stored values of the wrong shape found when the record was built (decoded):
     #: the header's own and every step's. Empty for a sound record.
     defects: tuple[Defect, ...] = field(default=(), compare=False, repr=False)
@@ -417,9 +421,10 @@ class WorkflowRecord:
                 (steps[s.id] if s.id in steps else StepRecord(s.id) for s in plan.steps), plan.index
             )
         if self.open < 0:
-            steps, ready, open_count = _derive(plan, steps)
+            steps, ready, open_count, running = _derive(plan, steps)
             object.__setattr__(self, "ready", ready)
             object.__setattr__(self, "open", open_count)
+            object.__setattr__(self, "running", running)
         object.__setattr__(self, "steps", steps)
         for step in steps.values():
             if step.defects:
@@ -438,7 +443,8 @@ class WorkflowRecord:
     def evolve(self, **changes: Any) -> WorkflowRecord:
         """A copy with ``changes``; derived fields are carried over, not recomputed.
 
-        Callers that change ``steps`` must pass matching ``ready`` and ``open``.
+        Callers that change ``steps`` must pass matching ``ready``, ``open`` and
+        ``running``.
         """
         new = object.__new__(WorkflowRecord)
         state = new.__dict__
@@ -535,20 +541,23 @@ class WorkflowRecord:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CorruptRecord(key, f"{type(exc).__name__}: {exc}") from exc
 
-def _derive(plan: WorkflowSpec, steps: StepMap) -> tuple[StepMap, frozenset[str], int]:
-    """Compute ``unmet`` per step, the ready set and the open count from scratch."""
-    complete = {r.id for r in steps.values() if r.status is StepStatus.COMPLETE}
+def _derive(plan: WorkflowSpec, steps: StepMap
+            ) -> tuple[StepMap, frozenset[str], int, int]:
+    """Compute ``unmet`` per step, the ready set, the open and running counts from scratch."""
+    settled = {r.id for r in steps.values() if r.status.is_terminal}
     changes: dict[str, StepRecord] = {}
     ready = set()
+    running = 0
     for s in plan.steps:
         record = steps[s.id]
-        unmet = sum(1 for d in s.depends_on if d not in complete)
+        unmet = sum(1 for d in s.depends_on if d not in settled)
         if record.unmet != unmet:
             record = record.evolve(unmet=unmet)
             changes[s.id] = record
         if unmet == 0 and record.status in _WAITING:
             ready.add(s.id)
-    return steps.replace(changes), frozenset(ready), len(steps) - len(complete)
+        running += record.status is StepStatus.IN_PROGRESS
+    return steps.replace(changes), frozenset(ready), len(steps) - len(settled), running
 
 def context_for(record: WorkflowRecord) -> dict[str, Any]:
     """The JSON Logic data for inputs and outputs: ``steps``, ``input``, ``state``."""

@@ -20,6 +20,8 @@ The shape of a spec::
       max_attempts: 3
       retry: {backoff: exponential, delay: 1, max_delay: 60, jitter: 0.2}
       timeout: 30
+      on_dependency_failure: fail   # fail | skip | run
+    max_parallel: 4            # optional: steps of one execution in progress at once
     steps:
       - id: greet              # unique; letters, digits, _ and -
         fn: make_greeting      # passed to the executor
@@ -30,8 +32,9 @@ The shape of a spec::
             action: halt | complete | {set: steps.X.status, value: ready}
             result: {...}      # halt payload
         max_attempts: 1
-        retry: {...}
+        retry: {on: [TimeoutError, ConnectionError], on_timeout: true}  # and backoff...
         timeout: 30            # seconds per attempt
+        on_dependency_failure: skip
     outputs: {...}             # resolved when every step is complete
 
 The fields of each part are tables in ``runfox.spec_schema`` (which also builds the
@@ -64,6 +67,8 @@ from .retry import BACKOFFS, RetryPolicy
 from .spec_schema import (
     BRANCH_FIELDS,
     DEFAULT_FIELDS,
+    DEPENDENCY_POLICIES,
+    ERROR_NAME_PATTERN,
     ID_PATTERN,
     INPUT_FIELDS,
     MAX_ID_LENGTH,
@@ -92,6 +97,7 @@ __all__ = [
 ]
 
 _ID_RE = re.compile(ID_PATTERN)
+_ERROR_NAME_RE = re.compile(ERROR_NAME_PATTERN)
 _STEPS_REF_RE = re.compile(r"^(?:\$\.)?steps\.([A-Za-z0-9_\-]+)")
 
 
@@ -125,6 +131,8 @@ class StepSpec:
     max_attempts: int
     retry: RetryPolicy
     timeout: float | None
+    #: ``fail``, ``skip`` or ``run``: see ``WorkflowSpec.fatal`` and ``runfox.graph``.
+    on_dependency_failure: str = "fail"
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +182,22 @@ class WorkflowSpec:
     index: dict[str, int] = field(repr=False)
     #: The ``inputs:`` block by name, or ``None`` when the spec has none.
     declared_inputs: dict[str, InputSpec] | None = None
+    #: At most this many steps of one execution in progress at once (``None``: no limit).
+    max_parallel: int | None = None
+    #: ``defaults.on_dependency_failure``: stands for the end of the workflow, which
+    #: depends on every step that has no dependents.
+    end_policy: str = "fail"
+    #: True when some failure can be tolerated (a ``skip``/``run`` policy anywhere,
+    #: ``end_policy`` included); False keeps the graph on its fail-at-once path.
+    tolerant: bool = False
+    #: The steps whose failure ends the workflow at once: those with a dependent
+    #: whose policy is ``fail``, and those with no dependents when ``end_policy`` is
+    #: ``fail``. ``None`` means every step (a plan that is not ``tolerant``).
+    fatal: frozenset[str] | None = None
+
+    def ends_on_failure(self, step_id: str) -> bool:
+        """Whether a failure of ``step_id`` ends the workflow at once."""
+        return self.fatal is None or step_id in self.fatal
 
     def step(self, step_id: str) -> StepSpec:
         return self.by_id[step_id]
@@ -341,6 +365,9 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[
     mapping: dict[Any, Any] = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, bool) and isinstance(key_node, yaml.ScalarNode) and \
+                not key_node.style:
+            key = key_node.value  # YAML 1.1 reads the key `on:` as true; keys are text
         if key in mapping:
             mark = key_node.start_mark
             raise yaml.constructor.ConstructorError(
@@ -370,6 +397,8 @@ def parse_yaml(text: str, source: str = "<string>") -> dict[str, Any]:
 
     So is a text over ``limits.spec_bytes`` (checked before parsing), a document
     whose aliases expand it too much or that nests too deeply (see ``runfox.limits``).
+    A mapping key written as a plain YAML 1.1 boolean (``on``, ``yes``, ``off``...)
+    stays the text written, so ``retry: {on: [TimeoutError]}`` reads as meant.
     """
     _check_size(len(text) if text.isascii() else len(text.encode("utf-8", "replace")),
                 source)
@@ -546,6 +575,13 @@ def _parse_retry(problems: _Problems, where: str, raw: Any) -> RetryPolicy | Non
             ok = False
         else:
             values[name] = float(value)
+    before = len(problems.items)
+    on = _parse_error_names(problems, f"{where}.on", raw.get("on"))
+    ok = ok and len(problems.items) == before
+    on_timeout = raw.get("on_timeout", True)
+    if not isinstance(on_timeout, bool):
+        problems.add(f"{where}.on_timeout", f"must be true or false, got {on_timeout!r}")
+        ok = False
     jitter = raw.get("jitter", 0.0)
     if jitter is True:
         jitter = 0.5
@@ -556,7 +592,23 @@ def _parse_retry(problems: _Problems, where: str, raw: Any) -> RetryPolicy | Non
         ok = False
     if not ok:
         return None
-    return RetryPolicy(backoff, values["delay"], values["max_delay"], float(jitter))
+    return RetryPolicy(backoff, values["delay"], values["max_delay"], float(jitter), on,
+                       on_timeout)
+
+
+def _parse_error_names(problems: _Problems, where: str, raw: Any) -> tuple[str, ...] | None:
+    """``retry.on``: a non-empty list of exception class names (problems reported)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not raw:
+        problems.add(where, "must be a non-empty list of error type names such as "
+                            f"[TimeoutError, ConnectionError], got {raw!r}")
+        return None
+    for i, name in enumerate(raw):
+        if not isinstance(name, str) or not _ERROR_NAME_RE.fullmatch(name):
+            problems.add(f"{where}[{i}]", "must be an error type name (TimeoutError or "
+                                          f"package.module.Class), got {name!r}")
+    return tuple(raw)
 
 
 def _parse_attempts(problems: _Problems, where: str, raw: Any) -> int | None:
@@ -704,6 +756,7 @@ class _StepDefaults:
     max_attempts: int | None = None
     retry: RetryPolicy | None = None
     timeout: float | None = None
+    on_dependency_failure: str = "fail"
 
 
 def _compile_name(problems: _Problems, raw: dict[str, Any]) -> str:
@@ -729,6 +782,7 @@ def _compile_defaults(problems: _Problems, raw: Any) -> _StepDefaults:
         _parse_attempts(problems, "defaults.max_attempts", raw.get("max_attempts")),
         _parse_retry(problems, "defaults.retry", raw.get("retry")),
         _parse_timeout(problems, "defaults.timeout", raw.get("timeout")),
+        _policy(raw.get("on_dependency_failure")) or "fail",
     )
 
 
@@ -917,7 +971,14 @@ def _compile_step(problems: _Problems, place: str, sid: str | None, step: dict[s
         max_attempts=attempts or defaults.max_attempts or 1,
         retry=retry or defaults.retry or RetryPolicy(),
         timeout=timeout if timeout is not None else defaults.timeout,
+        on_dependency_failure=(_policy(step.get("on_dependency_failure"))
+                               or defaults.on_dependency_failure),
     )
+
+
+def _policy(raw: Any) -> str | None:
+    """An ``on_dependency_failure`` value (checked by its field table), or ``None``."""
+    return raw if isinstance(raw, str) and raw in DEPENDENCY_POLICIES else None
 
 
 def _compile_outputs(problems: _Problems, raw: Any, refs: _Refs) -> Compiled:
@@ -990,6 +1051,7 @@ def compile_spec(
     if problems.items:
         raise SpecError(problems.items, source=source)
     steps = _link([s for s in compiled if s is not None])
+    max_parallel = raw.get("max_parallel")
     return WorkflowSpec(
         raw=raw,
         workflow_id=workflow_id or workflow_id_for(raw),
@@ -999,4 +1061,19 @@ def compile_spec(
         outputs=outputs,
         index={s.id: s.index for s in steps},
         declared_inputs=declared,
+        max_parallel=int(max_parallel) if max_parallel is not None else None,
+        **_failure_plan(steps, defaults.on_dependency_failure),
     )
+
+
+def _failure_plan(steps: tuple[StepSpec, ...], end_policy: str) -> dict[str, Any]:
+    """``end_policy``, ``tolerant`` and ``fatal`` of a ``WorkflowSpec`` (see there)."""
+    by_id = {s.id: s for s in steps}
+    tolerant = end_policy != "fail" or any(s.on_dependency_failure != "fail" for s in steps)
+    if not tolerant:
+        return {"end_policy": end_policy, "tolerant": False, "fatal": None}
+    fatal = frozenset(
+        s.id for s in steps
+        if (end_policy == "fail" if not s.dependents else
+            any(by_id[d].on_dependency_failure == "fail" for d in s.dependents)))
+    return {"end_policy": end_policy, "tolerant": True, "fatal": fatal}

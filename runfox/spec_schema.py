@@ -35,6 +35,7 @@ from .retry import BACKOFFS
 
 __all__ = [
     "COMPILER_ONLY",
+    "DEPENDENCY_POLICIES",
     "INPUT_TYPES",
     "Field",
     "check_value",
@@ -49,6 +50,10 @@ MAX_NAME_LENGTH = 255
 ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$"
 #: The JSON types a declared workflow input may have.
 INPUT_TYPES = ("string", "number", "integer", "boolean", "object", "array")
+#: What a step does when a dependency failed or was skipped (``on_dependency_failure``).
+DEPENDENCY_POLICIES = ("fail", "skip", "run")
+#: An exception class name for ``retry.on``: ``TimeoutError`` or ``package.module.Class``.
+ERROR_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 
 #: What the compiler refuses and the schema cannot say (cross-references, expressions).
 COMPILER_ONLY = (
@@ -99,6 +104,13 @@ RETRY_FIELDS = (
     Field("jitter", {"anyOf": [{"type": "boolean"},
                                {"type": "number", "minimum": 0, "maximum": 1}]},
           "a random fraction 0..1 of each wait added or taken (true = 0.5)"),
+    Field("on", {"type": "array", "minItems": 1,
+                 "items": {"type": "string", "pattern": ERROR_NAME_PATTERN}},
+          "retry only these error types (and their subclasses where the class can be "
+          "imported), e.g. [TimeoutError, ConnectionError]; others fail at once. WorkerLost "
+          "is always retried"),
+    Field("on_timeout", {"type": "boolean"},
+          "false: a TimeoutError is not retried (default true)"),
 )
 _RETRY = {"anyOf": [{"enum": list(BACKOFFS), "description": "a backoff name alone"},
                     {"$ref": "#/$defs/retry"}]}
@@ -109,6 +121,11 @@ DEFAULT_FIELDS = (
     Field("max_attempts", _ATTEMPTS, "attempts per step, the first included", nullable=True),
     Field("retry", _RETRY, "the wait between attempts", nullable=True),
     Field("timeout", _TIMEOUT, "seconds per attempt", nullable=True),
+    Field("on_dependency_failure", {"enum": list(DEPENDENCY_POLICIES)},
+          "when a dependency failed: fail (end the workflow at once, the default), skip "
+          "(this step is skipped; a skipped dependency skips it too) or run (run anyway, "
+          "seeing the error output); in defaults it also decides whether a failed step with "
+          "no dependents ends the workflow at once", nullable=True, checked=True),
 )
 
 BRANCH_FIELDS = (
@@ -163,6 +180,9 @@ TOP_FIELDS = (
           "the steps, in order", required=True),
     Field("outputs", {"type": "object"}, "the outcome, resolved when every step is complete",
           nullable=True),
+    Field("max_parallel", {"type": "integer", "minimum": 1},
+          "at most this many steps of one execution in progress at once", nullable=True,
+          checked=True),
 )
 
 

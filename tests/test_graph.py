@@ -54,9 +54,10 @@ def finish(record: WorkflowRecord, executor: Any, now: float = T0,
 
 
 def check_derived(record: WorkflowRecord) -> None:
-    steps, ready, open_count = _derive(record.plan, record.steps)
+    steps, ready, open_count, running = _derive(record.plan, record.steps)
     assert record.ready == ready
     assert record.open == open_count
+    assert record.running == running
     assert [s.unmet for s in record.steps.values()] == [s.unmet for s in steps.values()]
 
 

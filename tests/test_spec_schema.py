@@ -106,6 +106,15 @@ VALID: dict[str, dict[str, Any]] = {
     "a version number": {"version": 2, "steps": [STEP]},
     "an enum input of numbers": {"inputs": {"level": {"enum": [1, 2, 3], "default": 2}},
                                  "steps": [STEP]},
+    "policies, filters and max_parallel": {
+        "max_parallel": 2,
+        "defaults": {"on_dependency_failure": "skip",
+                     "retry": {"on": ["TimeoutError", "requests.exceptions.ConnectionError"]}},
+        "steps": [{"id": "a", "fn": "f", "retry": {"on_timeout": False, "backoff": "fixed"}},
+                  {"id": "b", "fn": "f", "depends_on": "a", "on_dependency_failure": "run"},
+                  {"id": "c", "fn": "f", "depends_on": "b", "on_dependency_failure": "fail"}]},
+    "policy and max_parallel empty": {"max_parallel": None, "defaults": {
+        "on_dependency_failure": None}, "steps": [{**STEP, "on_dependency_failure": None}]},
 }
 
 # -- the bad-spec corpus: refused by both ------------------------------------------------
@@ -142,6 +151,19 @@ INVALID: dict[str, Any] = {
     "retry negative delay": {"steps": [{**STEP, "retry": {"delay": -1}}]},
     "retry jitter over 1": {"steps": [{**STEP, "retry": {"jitter": 2}}]},
     "retry a number": {"steps": [{**STEP, "retry": 3}]},
+    "retry on not a list": {"steps": [{**STEP, "retry": {"on": "TimeoutError"}}]},
+    "retry on empty": {"steps": [{**STEP, "retry": {"on": []}}]},
+    "retry on not strings": {"steps": [{**STEP, "retry": {"on": [3]}}]},
+    "retry on not a name": {"steps": [{**STEP, "retry": {"on": ["Time out"]}}]},
+    "retry on_timeout not a bool": {"steps": [{**STEP, "retry": {"on_timeout": "no"}}]},
+    "unknown policy": {"steps": [{**STEP, "on_dependency_failure": "run-anyway"}]},
+    "unknown default policy": {"defaults": {"on_dependency_failure": "ignore"},
+                               "steps": [STEP]},
+    "policy not a string": {"steps": [{**STEP, "on_dependency_failure": True}]},
+    "max_parallel zero": {"max_parallel": 0, "steps": [STEP]},
+    "max_parallel a string": {"max_parallel": "2", "steps": [STEP]},
+    "max_parallel a fraction": {"max_parallel": 1.5, "steps": [STEP]},
+    "max_parallel a bool": {"max_parallel": True, "steps": [STEP]},
     "defaults not a mapping": {"defaults": [1], "steps": [STEP]},
     "defaults unknown field": {"defaults": {"retries": 3}, "steps": [STEP]},
     "defaults bad timeout": {"defaults": {"timeout": -1}, "steps": [STEP]},
