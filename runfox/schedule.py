@@ -22,7 +22,8 @@ Catch-up, when fire times were missed (every worker down): a fire is *on time*
 if it is at most ``MISFIRE_GRACE`` seconds old when a tick sees it, *missed*
 otherwise. On-time fires always fire. Missed ones: ``none`` skips them, ``one``
 fires the latest of them once (only if no on-time fire happens in the same
-tick), ``all`` fires each of them, at most ``CATCH_UP_CAP`` (the latest ones).
+tick), ``all`` fires each of them; one tick starts at most ``CATCH_UP_CAP``
+fires of a schedule (the latest ones; older ones are skipped).
 
 Overlap with the previous execution of the schedule: ``allow`` starts every
 fire; ``skip`` starts nothing while the previous execution is still running,
@@ -296,7 +297,7 @@ def choose_fires(schedule: Schedule, now: float, previous_running: bool
     on_time = [f for f in due if now - f <= MISFIRE_GRACE]
     missed = [f for f in due if now - f > MISFIRE_GRACE]
     if schedule.catch_up == "all":
-        fires = missed[-CATCH_UP_CAP:] + on_time
+        fires = due[-CATCH_UP_CAP:]
     elif schedule.catch_up == "one" and missed and not on_time:
         fires = missed[-1:]
     else:
