@@ -38,7 +38,7 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -142,8 +142,8 @@ def iso(when: float, tz: str = "UTC") -> str:
 
 
 def fire_key(name: str, when: float) -> str:
-    """The idempotency key of schedule ``name``'s fire at ``when``: ``schedule:<name>:<UTC ISO>``."""
-    moment = datetime.fromtimestamp(when, timezone.utc)
+    """The idempotency key of ``name``'s fire at ``when``: ``schedule:<name>:<UTC ISO>``."""
+    moment = datetime.fromtimestamp(when, UTC)
     return f"schedule:{name}:{moment.isoformat(timespec='microseconds')}"
 
 
@@ -206,7 +206,7 @@ def _wall(naive: datetime, tz: ZoneInfo) -> float | None:
     """Epoch seconds of a wall time in ``tz``: its first occurrence, or ``None`` if the
     wall time does not exist (a spring-forward gap)."""
     aware = naive.replace(tzinfo=tz, fold=0)
-    back = aware.astimezone(timezone.utc).astimezone(tz).replace(tzinfo=None)
+    back = aware.astimezone(UTC).astimezone(tz).replace(tzinfo=None)
     if back != naive:
         return None
     return aware.timestamp()

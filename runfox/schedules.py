@@ -30,6 +30,8 @@ the workers' sweep dispatches again (``redispatch_stale``).
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import logging
 import os
 from collections.abc import Mapping
@@ -129,7 +131,7 @@ class Schedules:
             raise ScheduleNotFound(f"no schedule called {name!r}")
         return found
 
-    def list(self) -> list[Schedule]:
+    def list(self) -> builtins.list[Schedule]:
         """Every schedule, by name."""
         return self.store.list()
 
@@ -149,7 +151,7 @@ class Schedules:
         if not self.store.remove(name):
             raise ScheduleNotFound(f"no schedule called {name!r}")
 
-    def next(self, name: str, n: int = 5, after: float | None = None) -> list[float]:
+    def next(self, name: str, n: int = 5, after: float | None = None) -> builtins.list[float]:
         """The next ``n`` fire times of ``name`` (epoch seconds) after ``after`` (now)."""
         schedule = self.get(name)
         start = self.backend.clock() if after is None else after
@@ -169,7 +171,7 @@ class Schedules:
 
     # -- firing ----------------------------------------------------------------------
 
-    def tick(self, now: float | None = None, limit: int = 100) -> list[Fire]:
+    def tick(self, now: float | None = None, limit: int = 100) -> builtins.list[Fire]:
         """Fire every schedule due at ``now`` (default: the backend's clock); returns the
         fires handled by this call (an execution another process started for the same
         fire is reported too, with the same id).
@@ -178,7 +180,7 @@ class Schedules:
         the others fire. Backend outages propagate.
         """
         when = self.backend.clock() if now is None else float(now)
-        fired: list[Fire] = []
+        fired: builtins.list[Fire] = []
         for schedule in self.store.due(when, limit):
             try:
                 fired.extend(self._fire(schedule, when))
@@ -186,8 +188,8 @@ class Schedules:
                 self._broken(schedule.name, exc, when)
         return fired
 
-    def _fire(self, schedule: Schedule, now: float) -> list[Fire]:
-        fired: list[Fire] = []
+    def _fire(self, schedule: Schedule, now: float) -> builtins.list[Fire]:
+        fired: builtins.list[Fire] = []
         current: Schedule | None = schedule
         for _ in range(_ATTEMPTS):
             if current is None:
@@ -212,7 +214,7 @@ class Schedules:
                 current = self.store.get(schedule.name)
         return fired
 
-    def _start_pending(self, schedule: Schedule) -> list[Fire]:
+    def _start_pending(self, schedule: Schedule) -> builtins.list[Fire]:
         plan = spec_for(schedule.spec)
         if schedule.overlap == "cancel_previous" and self._running(schedule):
             assert schedule.last_execution_id is not None
@@ -238,11 +240,9 @@ class Schedules:
         """Pause ``name`` with the error: its stored definition cannot run."""
         message = f"{type(exc).__name__}: {exc}"
         logger.error("schedule %r paused: %s", name, message)
-        try:
+        with contextlib.suppress(ScheduleNotFound):  # removed meanwhile
             self._change(name, lambda s, _: {"paused": True, "pending": (),
                                              "last_error": message})
-        except ScheduleNotFound:
-            pass
 
 
 def _compile(spec: Mapping[str, Any] | WorkflowSpec | str | os.PathLike[str]) -> WorkflowSpec:

@@ -61,8 +61,8 @@ __all__ = [
     "BackendContract",
     "FakeClock",
     "KeyedStoreContract",
-    "ScheduleContract",
     "RunnerContract",
+    "ScheduleContract",
     "StoreContract",
     "bump",
     "chain_spec",
@@ -815,11 +815,11 @@ class ScheduleContract:
             clock.now += 1
             start = threading.Barrier(4)
 
-            def tick() -> None:
-                start.wait()
+            def tick(barrier: threading.Barrier) -> None:
+                barrier.wait()
                 Schedules(backend).tick()
 
-            threads = [threading.Thread(target=tick) for _ in range(4)]
+            threads = [threading.Thread(target=tick, args=(start,)) for _ in range(4)]
             for thread in threads:
                 thread.start()
             for thread in threads:

@@ -53,8 +53,8 @@ from typing import TYPE_CHECKING, Any
 from .errors import BackendError, CorruptRecord
 from .execution import Executor, error_output, load_executor, serve_control
 from .pool import ProcessSlots, Slots, ThreadSlots
-from .schedules import Schedules
 from .results import DispatchJob, Ignored, Pending, Result
+from .schedules import Schedules
 from .status import WorkflowStatus
 
 if TYPE_CHECKING:

@@ -86,7 +86,7 @@ def test_aliases_and_fold_hours() -> None:
 
 
 def test_an_unknown_zone_names_tz() -> None:
-    with pytest.raises(ScheduleError, match="^tz: unknown time zone"):
+    with pytest.raises(ScheduleError, match=r"^tz: unknown time zone"):
         make_trigger(cron="@daily", tz="Nowhere/City", now=0.0)
 
 

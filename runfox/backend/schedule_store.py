@@ -17,6 +17,7 @@ A store implements five primitives; the checks are here:
 
 from __future__ import annotations
 
+import builtins
 import copy
 import threading
 from abc import ABC, abstractmethod
@@ -45,11 +46,11 @@ class ScheduleStore(ABC):
         """The schedule called ``name``, or ``None``."""
         return self._get(name)
 
-    def list(self) -> list[Schedule]:
+    def list(self) -> builtins.list[Schedule]:
         """Every schedule, by name."""
         return sorted(self._list(), key=lambda s: s.name)
 
-    def due(self, now: float, limit: int = 100) -> list[Schedule]:
+    def due(self, now: float, limit: int = 100) -> builtins.list[Schedule]:
         """Schedules a tick at ``now`` must look at (``Schedule.due_at <= now``)."""
         return self._due(now, limit)
 
@@ -77,10 +78,10 @@ class ScheduleStore(ABC):
     def _get(self, name: str) -> Schedule | None: ...
 
     @abstractmethod
-    def _list(self) -> list[Schedule]: ...
+    def _list(self) -> builtins.list[Schedule]: ...
 
     @abstractmethod
-    def _due(self, now: float, limit: int) -> list[Schedule]: ...
+    def _due(self, now: float, limit: int) -> builtins.list[Schedule]: ...
 
     @abstractmethod
     def _replace(self, schedule: Schedule) -> None: ...
@@ -110,11 +111,11 @@ class InMemoryScheduleStore(ScheduleStore):
         found = self._items.get(name)
         return copy.deepcopy(found) if found is not None else None
 
-    def _list(self) -> list[Schedule]:
+    def _list(self) -> builtins.list[Schedule]:
         with self._lock:
             return [copy.deepcopy(s) for s in self._items.values()]
 
-    def _due(self, now: float, limit: int) -> list[Schedule]:
+    def _due(self, now: float, limit: int) -> builtins.list[Schedule]:
         with self._lock:
             due = [s for s in self._items.values() if s.due_at is not None and s.due_at <= now]
         due.sort(key=lambda s: (s.due_at, s.name))

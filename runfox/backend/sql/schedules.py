@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from sqlalchemy import bindparam, delete, select, update
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection
 
 from ...errors import ConflictError, CorruptRecord
 from ...schedule import Schedule
@@ -42,7 +42,7 @@ def _row_params(schedule: Schedule) -> dict[str, Any]:
             "data_json": _dumps(data)}
 
 
-def _decode(row: Row[Any]) -> Schedule:
+def _decode(row: Any) -> Schedule:
     try:
         data = json.loads(row.data)
         data["spec"] = json.loads(row.spec)
