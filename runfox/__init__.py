@@ -46,6 +46,8 @@ from .results import (
     WorkResult,
 )
 from .retry import RetryPolicy
+from .schedule import Schedule, ScheduleError, ScheduleExists
+from .schedules import ScheduleNotFound, Schedules
 from .spec import WorkflowSpec, load_spec
 from .status import StepStatus, WorkflowStatus
 from .workflow import Workflow
@@ -72,6 +74,11 @@ __all__ = [
     "RecordTooLarge",
     "RetryPolicy",
     "RunfoxError",
+    "Schedule",
+    "ScheduleError",
+    "ScheduleExists",
+    "ScheduleNotFound",
+    "Schedules",
     "SpecError",
     "SpecProblem",
     "StateChangeEvent",

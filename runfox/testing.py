@@ -59,7 +59,10 @@ from .workflow import Workflow
 
 __all__ = [
     "BackendContract",
+    "FakeClock",
+    "KeyedStoreContract",
     "RunnerContract",
+    "ScheduleContract",
     "StoreContract",
     "bump",
     "chain_spec",
@@ -525,3 +528,314 @@ class BackendContract:
         record = wf.record
         assert record.steps["a"].attempts == 3 and record.steps["a"].run_id == 2
         assert record.steps["c"].status is StepStatus.SKIPPED
+
+
+# -- idempotency keys and schedules -------------------------------------------------------
+
+#: A one-step spec for schedule and key tests.
+ONE_STEP: dict[str, Any] = {"name": "scheduled", "steps": [{"id": "a", "fn": "work"}]}
+#: 2030-01-01T00:00:00Z: a fixed "now" for fake clocks.
+EPOCH_2030 = 1893456000.0
+
+
+class FakeClock:
+    """A settable clock for ``Backend(clock=...)``."""
+
+    def __init__(self, now: float = EPOCH_2030) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class KeyedStoreContract:
+    """Idempotency keys (``Store.create``). Provide a ``store`` fixture (fresh, empty);
+    a store shared between processes also overrides ``reopen`` (see ``StoreContract``)."""
+
+    @pytest.fixture
+    def reopen(self, store: Store) -> Callable[[], Store]:
+        return lambda: store
+
+    def test_the_same_key_returns_the_first_execution(self, store: Store) -> None:
+        backend = Backend(store=store)
+        first = backend.create(ONE_STEP, key="order-1")
+        assert backend.create(ONE_STEP, key="order-1") == first
+        assert backend.create(ONE_STEP, {"x": 1}, key="order-1") == first
+        assert store.key_owner("order-1") == first
+        assert [s.workflow_execution_id for s in store.list_executions()] == [first]
+
+    def test_different_keys_and_no_key_create_new_executions(self, store: Store) -> None:
+        backend = Backend(store=store)
+        ids = {backend.create(ONE_STEP, key="a"), backend.create(ONE_STEP, key="b"),
+               backend.create(ONE_STEP), backend.create(ONE_STEP)}
+        assert len(ids) == 4
+        assert store.key_owner("c") is None
+
+    def test_bad_keys_are_refused(self, store: Store) -> None:
+        backend = Backend(store=store)
+        for key in ("", "k" * 256):
+            with pytest.raises(ValueError, match="key"):
+                backend.create(ONE_STEP, key=key)
+        assert store.list_executions() == []
+
+    def test_racing_creators_make_one_execution(self, store: Store,
+                                                reopen: Callable[[], Store]) -> None:
+        stores = [reopen() for _ in range(8)]
+        start = threading.Barrier(len(stores))
+        ids: list[str] = []
+
+        def create(one: Store) -> None:
+            start.wait()
+            ids.append(Backend(store=one).create(ONE_STEP, key="race"))
+
+        threads = [threading.Thread(target=create, args=(one,)) for one in stores]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert len(ids) == 8 and len(set(ids)) == 1
+        assert [s.workflow_execution_id for s in store.list_executions()] == ids[:1]
+
+
+class ScheduleContract:
+    """Schedules on a store (``Store.schedules``), fired with a fake clock.
+
+    Provide a ``store`` fixture (fresh, empty). Covers every trigger, catch-up,
+    DST, overlap, bad input, compare-and-set and the crash points of a fire.
+    """
+
+    @pytest.fixture
+    def clock(self) -> FakeClock:
+        return FakeClock()
+
+    @pytest.fixture
+    def backend(self, store: Store, clock: FakeClock) -> Backend:
+        return Backend(store=store, runner=InProcessRunner(), clock=clock)
+
+    @pytest.fixture
+    def schedules(self, backend: Backend) -> Any:
+        from .schedules import Schedules
+
+        return Schedules(backend)
+
+    @staticmethod
+    def executions(backend: Backend) -> list[str]:
+        return sorted(s.workflow_execution_id for s in backend.store.list_executions(limit=10_000))
+
+    # -- management and bad input ---------------------------------------------------
+
+    def test_add_get_list_pause_resume_remove(self, schedules: Any, clock: FakeClock) -> None:
+        added = schedules.add("b", ONE_STEP, every="1m", inputs={"n": 1})
+        schedules.add("a", ONE_STEP, cron="@hourly", tz="Europe/Paris")
+        assert [s.name for s in schedules.list()] == ["a", "b"]
+        got = schedules.get("b")
+        assert got.spec == ONE_STEP and got.inputs == {"n": 1} and got.version == 1
+        assert got.next_fire == clock.now + 60 == added.next_fire
+        assert schedules.pause("b").paused
+        assert schedules.store.due(clock.now + 3600) == [schedules.get("a")]
+        clock.now += 150
+        resumed = schedules.resume("b")
+        assert not resumed.paused and resumed.next_fire == EPOCH_2030 + 180
+        schedules.remove("b")
+        with pytest.raises(KeyError):
+            schedules.get("b")
+        with pytest.raises(KeyError):
+            schedules.remove("b")
+
+    @pytest.mark.parametrize(("field", "kwargs"), [
+        ("cron", {"cron": "61 * * * *"}),
+        ("cron", {"cron": "* * *"}),
+        ("tz", {"cron": "@daily", "tz": "Mars/Olympus"}),
+        ("every", {"every": 0}),
+        ("every", {"every": "0s"}),
+        ("every", {"every": "soon"}),
+        ("at", {"at": "2029-12-31T23:00:00Z"}),
+        ("at", {"at": "not a time"}),
+        ("trigger", {}),
+        ("trigger", {"cron": "@daily", "every": 5}),
+        ("catch_up", {"every": 5, "catch_up": "some"}),
+        ("overlap", {"every": 5, "overlap": "queue"}),
+        ("name", {"every": 5, "name": "has space"}),
+    ])
+    def test_bad_input_names_the_field_and_stores_nothing(
+            self, schedules: Any, field: str, kwargs: dict[str, Any]) -> None:
+        from .schedule import ScheduleError
+
+        kwargs = dict(kwargs)  # the parameter is shared between test runs
+        name = kwargs.pop("name", "s")
+        with pytest.raises(ScheduleError) as caught:
+            schedules.add(name, ONE_STEP, **kwargs)
+        assert caught.value.field == field and str(caught.value).startswith(field)
+        assert schedules.list() == []
+
+    def test_an_existing_name_is_refused_and_kept(self, schedules: Any) -> None:
+        from .schedule import ScheduleExists
+
+        schedules.add("s", ONE_STEP, every=5)
+        with pytest.raises(ScheduleExists, match="name"):
+            schedules.add("s", ONE_STEP, cron="@daily")
+        assert schedules.get("s").trigger["every"] == 5.0
+
+    def test_replace_is_compare_and_set(self, schedules: Any) -> None:
+        schedules.add("s", ONE_STEP, every=5)
+        stored = schedules.get("s")
+        schedules.store.replace(stored.evolve(paused=True))
+        with pytest.raises(ConflictError):
+            schedules.store.replace(stored.evolve(paused=False))
+        assert schedules.get("s").paused and schedules.get("s").version == 2
+
+    # -- firing ------------------------------------------------------------------------
+
+    def test_every_fires_once_per_period(self, schedules: Any, backend: Backend,
+                                         clock: FakeClock) -> None:
+        schedules.add("s", ONE_STEP, every="10s")
+        assert schedules.tick() == []
+        fired = []
+        for _ in range(5):
+            clock.now += 10
+            fired += schedules.tick()
+            assert schedules.tick() == []  # a second tick at the same time fires nothing
+        assert [f.fire_time for f in fired] == [EPOCH_2030 + 10 * i for i in range(1, 6)]
+        assert self.executions(backend) == sorted(f.workflow_execution_id for f in fired)
+        last = schedules.get("s")
+        assert last.last_execution_id == fired[-1].workflow_execution_id
+        assert last.next_fire == EPOCH_2030 + 60
+
+    def test_cron_in_a_time_zone(self, schedules: Any, clock: FakeClock) -> None:
+        schedules.add("s", ONE_STEP, cron="0 9 * * *", tz="Asia/Tokyo")  # 00:00 UTC
+        assert schedules.next("s", 2) == [EPOCH_2030 + 86400, EPOCH_2030 + 2 * 86400]
+        clock.now += 86400
+        assert [f.fire_time for f in schedules.tick()] == [EPOCH_2030 + 86400]
+
+    @pytest.mark.parametrize(("policy", "expected"), [
+        ("none", []), ("one", [5]), ("all", [1, 2, 3, 4, 5])])
+    def test_catch_up_after_an_outage(self, schedules: Any, clock: FakeClock, policy: str,
+                                      expected: list[int]) -> None:
+        schedules.add("s", ONE_STEP, cron="@hourly", catch_up=policy)
+        clock.now += 5 * 3600 + 600  # every worker was down for five fires (last 10 min ago)
+        fired = schedules.tick()
+        assert [f.fire_time for f in fired] == [EPOCH_2030 + h * 3600 for h in expected]
+        assert schedules.get("s").next_fire == EPOCH_2030 + 6 * 3600
+        clock.now = EPOCH_2030 + 6 * 3600 + 1  # on time again: every policy fires it
+        assert [f.fire_time for f in schedules.tick()] == [EPOCH_2030 + 6 * 3600]
+
+    def test_catch_up_all_is_capped(self, schedules: Any, clock: FakeClock) -> None:
+        from .schedule import CATCH_UP_CAP
+
+        schedules.add("s", ONE_STEP, every=60, catch_up="all")
+        clock.now += 60 * (CATCH_UP_CAP + 50) + 1
+        fired = schedules.tick()
+        assert len(fired) == CATCH_UP_CAP
+        assert fired[-1].fire_time == EPOCH_2030 + 60 * (CATCH_UP_CAP + 50)
+
+    @pytest.mark.parametrize(("day", "time", "fires"), [
+        # 2030-03-10: New York springs forward 02:00 -> 03:00; 2030-11-03: falls back.
+        ("2030-03-10", "30 2 * * *", []),                    # 02:30 does not exist: skipped
+        ("2030-11-03", "30 1 * * *", ["01:30:00-04:00"]),    # 01:30 twice: fires once
+        ("2030-11-03", "30 2 * * *", ["02:30:00-05:00"]),
+        ("2030-03-10", "30 3 * * *", ["03:30:00-04:00"]),
+    ])
+    def test_dst_days_fire_once_or_skip_never_twice(self, schedules: Any, clock: FakeClock,
+                                                    day: str, time: str,
+                                                    fires: list[str]) -> None:
+        from datetime import datetime
+        from zoneinfo import ZoneInfo
+
+        zone = ZoneInfo("America/New_York")
+        clock.now = datetime.fromisoformat(f"{day}T00:00").replace(tzinfo=zone).timestamp()
+        schedules.add("s", ONE_STEP, cron=time, tz="America/New_York")
+        fired = []
+        for _ in range(25 * 12):  # tick every 5 minutes through the day
+            clock.now += 300
+            fired += schedules.tick()
+        assert [datetime.fromtimestamp(f.fire_time, zone).isoformat()[11:]
+                for f in fired] == fires
+
+    def test_overlap_skip_and_cancel_previous(self, schedules: Any, backend: Backend,
+                                              clock: FakeClock) -> None:
+        schedules.add("skip", ONE_STEP, every=10, overlap="skip")
+        schedules.add("cancel", ONE_STEP, every=10, overlap="cancel_previous")
+        clock.now += 10
+        first = {f.name: f.workflow_execution_id for f in schedules.tick()}
+        assert set(first) == {"skip", "cancel"}
+        clock.now += 10  # both first executions still run
+        second = {f.name: f.workflow_execution_id for f in schedules.tick()}
+        assert set(second) == {"cancel"}
+        assert backend.load(first["cancel"]).status is WorkflowStatus.CANCELLED
+        assert backend.load(first["skip"]).status is not WorkflowStatus.CANCELLED
+        backend.cancel(first["skip"])  # it ended: the next fire starts again
+        clock.now += 10
+        assert {f.name for f in schedules.tick()} == {"skip", "cancel"}
+
+    def test_at_fires_once(self, schedules: Any, clock: FakeClock) -> None:
+        schedules.add("once", ONE_STEP, at="2030-01-01T02:00:00+01:00")  # 01:00Z
+        clock.now += 3599
+        assert schedules.tick() == []
+        clock.now += 1
+        assert [f.fire_time for f in schedules.tick()] == [EPOCH_2030 + 3600]
+        assert schedules.get("once").next_fire is None
+        clock.now += 86400
+        assert schedules.tick() == []
+
+    def test_a_crash_between_deciding_and_starting_loses_nothing(
+            self, schedules: Any, backend: Backend, clock: FakeClock) -> None:
+        schedules.add("s", ONE_STEP, every=10)
+        clock.now += 10
+        stored = schedules.get("s")
+        # A process wrote the decision, then died before creating the execution.
+        schedules.store.replace(stored.evolve(pending=(EPOCH_2030 + 10,),
+                                              next_fire=EPOCH_2030 + 20))
+        assert schedules.store.due(clock.now) != []
+        fired = schedules.tick()
+        assert [f.fire_time for f in fired] == [EPOCH_2030 + 10]
+        assert len(self.executions(backend)) == 1
+
+    def test_a_crash_after_creating_doubles_nothing(self, schedules: Any, backend: Backend,
+                                                    clock: FakeClock) -> None:
+        from .schedule import fire_key
+
+        schedules.add("s", ONE_STEP, every=10)
+        clock.now += 10
+        stored = schedules.get("s")
+        schedules.store.replace(stored.evolve(pending=(EPOCH_2030 + 10,),
+                                              next_fire=EPOCH_2030 + 20))
+        # ... and created the execution, then died before clearing ``pending``.
+        created = backend.create(ONE_STEP, key=fire_key("s", EPOCH_2030 + 10))
+        fired = schedules.tick()
+        assert [f.workflow_execution_id for f in fired] == [created]
+        assert self.executions(backend) == [created]
+        assert schedules.get("s").pending == ()
+
+    def test_racing_ticks_fire_each_time_once(self, schedules: Any, backend: Backend,
+                                              clock: FakeClock) -> None:
+        from .schedules import Schedules
+
+        schedules.add("s", ONE_STEP, every=1, catch_up="all")
+        for _ in range(5):
+            clock.now += 1
+            start = threading.Barrier(4)
+
+            def tick(barrier: threading.Barrier) -> None:
+                barrier.wait()
+                Schedules(backend).tick()
+
+            threads = [threading.Thread(target=tick, args=(start,)) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+        assert len(self.executions(backend)) == 5
+
+    def test_a_spec_that_no_longer_compiles_pauses_only_its_schedule(
+            self, schedules: Any, clock: FakeClock) -> None:
+        schedules.add("good", ONE_STEP, every=10)
+        schedules.add("bad", ONE_STEP, every=10)
+        stored = schedules.get("bad")
+        broken = {"name": "x", "steps": [{"id": "a", "fn": "f", "depends_on": ["missing"]}]}
+        schedules.store.replace(stored.evolve(spec=broken))
+        clock.now += 10
+        assert [f.name for f in schedules.tick()] == ["good"]
+        bad = schedules.get("bad")
+        assert bad.paused and bad.last_error and "missing" in bad.last_error
+        clock.now += 10
+        assert [f.name for f in schedules.tick()] == ["good"]

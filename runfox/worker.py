@@ -54,6 +54,7 @@ from .errors import BackendError, CorruptRecord
 from .execution import Executor, error_output, load_executor, serve_control
 from .pool import ProcessSlots, Slots, ThreadSlots
 from .results import DispatchJob, Ignored, Pending, Result
+from .schedules import Schedules
 from .status import WorkflowStatus
 
 if TYPE_CHECKING:
@@ -219,6 +220,8 @@ class Worker:
         stale_after: seconds after which an in-progress step with no queued job is
             dispatched again by the sweep.
         name: how the worker names itself in logs (default ``host:pid``).
+        schedule_interval: seconds between looks for due schedules (one query;
+            ``runfox.schedules``); ``None`` fires no schedules. Only with ``drive``.
     """
 
     def __init__(
@@ -234,6 +237,7 @@ class Worker:
         sweep_interval: float = 5.0,
         stale_after: float | None = None,
         name: str | None = None,
+        schedule_interval: float | None = 1.0,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -272,6 +276,9 @@ class Worker:
         self._retry_at: float | None = None
         # Executions whose advance failed part-way: their claimed steps may lack jobs.
         self._interrupted: set[str] = set()
+        self.schedule_interval = schedule_interval if drive else None
+        self._schedules: Schedules | None = None
+        self._last_tick = -float("inf")
 
     # -- control --------------------------------------------------------------
 
@@ -595,6 +602,28 @@ class Worker:
         self._retry_at = retry_at
         return seen
 
+    def fire_schedules(self) -> int:
+        """Fire the schedules due now (``Schedules.tick``); return how many fires.
+
+        A store that keeps no schedules turns this off for the worker's life.
+        """
+        self._last_tick = time.monotonic()
+        if self._schedules is None:
+            try:
+                self._schedules = Schedules(self.backend)
+            except BackendError as exc:
+                logger.info("no schedules fired by this worker: %s", exc)
+                self.schedule_interval = None
+                return 0
+        fired = self._schedules.tick()
+        for fire in fired:
+            logger.info("schedule %r fired %s", fire.name, fire.workflow_execution_id)
+        return len(fired)
+
+    def _tick_due(self) -> bool:
+        return (self.schedule_interval is not None
+                and time.monotonic() - self._last_tick >= self.schedule_interval)
+
     def _sweep_due(self, last_sweep: float) -> bool:
         since = time.monotonic() - last_sweep
         if since >= self.sweep_interval:
@@ -672,6 +701,13 @@ class Worker:
                 self.sweep()
             except Exception as exc:
                 self._hit(exc, "sweep running executions")
+                healthy = False
+        if healthy and self._tick_due():
+            touched = True
+            try:
+                self.fire_schedules()
+            except Exception as exc:
+                self._hit(exc, "fire due schedules")
                 healthy = False
         jobs: list[DispatchJob] = []
         if free > 0:

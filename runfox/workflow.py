@@ -79,22 +79,48 @@ class Workflow:
 
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any] | WorkflowSpec, backend: Backend,
-                  inputs: dict[str, Any] | None = None) -> Workflow:
-        """Create a new execution of ``spec``. ``SpecError`` if it is invalid."""
+                  inputs: dict[str, Any] | None = None, *, key: str | None = None
+                  ) -> Workflow:
+        """Create a new execution of ``spec``. ``SpecError`` if it is invalid.
+
+        ``key``: an idempotency key; while an execution with it exists, that
+        execution is returned instead of a new one (``Backend.create``).
+        """
         plan = spec if isinstance(spec, WorkflowSpec) else load_spec(spec)
-        return cls(backend.create(plan, inputs), backend)
+        return cls(backend.create(plan, inputs, key=key), backend)
 
     @classmethod
-    def from_yaml(cls, text: str, backend: Backend, inputs: dict[str, Any] | None = None
-                  ) -> Workflow:
+    def from_yaml(cls, text: str, backend: Backend, inputs: dict[str, Any] | None = None,
+                  *, key: str | None = None) -> Workflow:
         """Create a new execution from YAML text (not a path; see ``from_file``)."""
-        return cls.from_dict(parse_yaml(text), backend, inputs)
+        return cls.from_dict(parse_yaml(text), backend, inputs, key=key)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], backend: Backend,
-                  inputs: dict[str, Any] | None = None) -> Workflow:
+                  inputs: dict[str, Any] | None = None, *, key: str | None = None
+                  ) -> Workflow:
         """Create a new execution from a YAML file; errors name the file and line."""
-        return cls.from_dict(load_spec(Path(path)), backend, inputs)
+        return cls.from_dict(load_spec(Path(path)), backend, inputs, key=key)
+
+    @classmethod
+    def start(cls, spec: Mapping[str, Any] | WorkflowSpec | str | os.PathLike[str],
+              backend: Backend, inputs: dict[str, Any] | None = None, *,
+              key: str | None = None) -> Workflow:
+        """Create an execution (a spec mapping or a YAML file path) and dispatch its
+        first jobs, for workers to run; returns the handle.
+
+        With ``key``, an execution holding that key is returned as it is
+        (nothing new is created or dispatched).
+        """
+        plan = spec if isinstance(spec, (Mapping, WorkflowSpec)) else Path(spec)
+        compiled = plan if isinstance(plan, WorkflowSpec) else load_spec(plan)
+        if key is not None:
+            existing = backend.store.key_owner(key)
+            if existing is not None:
+                return cls(existing, backend)
+        workflow = cls(backend.create(compiled, inputs, key=key), backend)
+        backend.apply_and_advance(workflow.id)
+        return workflow
 
     @classmethod
     def resume(cls, workflow_execution_id: str, backend: Backend) -> Workflow:

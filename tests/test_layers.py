@@ -26,11 +26,12 @@ LAYERS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
      ()),
     ("spec", ("runfox.spec", "runfox.spec_schema", "runfox.actions", "runfox.expressions",
               "runfox.retry"), ("foundation",)),
-    ("records", ("runfox.records", "runfox.status", "runfox.results", "runfox.ids"),
+    ("records", ("runfox.records", "runfox.status", "runfox.results", "runfox.ids",
+                 "runfox.schedule"),
      ("spec",)),
     ("graph", ("runfox.graph",), ("records",)),
     ("store/runner", (
-        "runfox.backend.store", "runfox.backend.runner",
+        "runfox.backend.store", "runfox.backend.runner", "runfox.backend.schedule_store",
         "runfox.backend.sql", "runfox.backend.sql.*",
         "runfox.backend.aws._boto", "runfox.backend.aws._codec",
         "runfox.backend.aws.messages", "runfox.backend.aws.tasks",
@@ -44,7 +45,7 @@ LAYERS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     # Calling an executor, and the harnesses built only on that: the in-process
     # worker and the Lambda handlers with their entry point.
     ("workers", (
-        "runfox.execution", "runfox.inprocess",
+        "runfox.execution", "runfox.inprocess", "runfox.schedules",
         "runfox.backend.aws.handlers", "runfox.backend.aws.entry",
     ), ("backend",)),
     # The standalone worker process (threads, processes, heartbeats, sweeps).

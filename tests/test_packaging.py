@@ -23,6 +23,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 DISTRIBUTIONS = {
     "yaml": "PyYAML",
     "jsonpath_ng": "jsonpath-ng",
+    "croniter": "croniter",
     "sqlalchemy": "SQLAlchemy",
     "alembic": "alembic",
     "boto3": "boto3",
@@ -95,7 +96,7 @@ def test_every_imported_package_is_declared() -> None:
     for module in imported:
         assert DISTRIBUTIONS[module].lower() in core | extras, (module, imported[module])
     # Imported by the spec and expression layers, so needed by every install.
-    assert {"pyyaml", "jsonpath-ng", "json-logic-path"} <= core
+    assert {"pyyaml", "jsonpath-ng", "json-logic-path", "croniter"} <= core
 
 
 def test_importing_runfox_needs_no_pytest() -> None:

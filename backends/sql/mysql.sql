@@ -1,4 +1,4 @@
--- runfox schema version 1 (revision 0001) for MySQL 8 / MariaDB 10.6+ (InnoDB; runfox.backend.sql).
+-- runfox schema version 2 (revision 0002) for MySQL 8 / MariaDB 10.6+ (InnoDB; runfox.backend.sql).
 -- For teams that manage schemas themselves: run this once, then open the
 -- backend with create_tables=False. It creates what runfox would create on
 -- first use; tests/test_sql_ddl.py checks that the two agree.
@@ -61,11 +61,31 @@ CREATE TABLE runfox_tasks (
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 CREATE INDEX ix_runfox_tasks_claim ON runfox_tasks (state, visible_at);
 
+-- Idempotency keys: one row per key, written with the execution it created.
+CREATE TABLE runfox_keys (
+    idempotency_key       VARCHAR(255) NOT NULL,
+    workflow_execution_id VARCHAR(200) NOT NULL,
+    created_at            DOUBLE NOT NULL,
+    PRIMARY KEY (idempotency_key)
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
+
+-- Schedules: due_at is the next fire time (0 while fires are pending, NULL when paused).
+CREATE TABLE runfox_schedules (
+    name    VARCHAR(100) NOT NULL,
+    version INTEGER      NOT NULL,
+    due_at  DOUBLE,
+    spec    LONGTEXT NOT NULL,
+    data    LONGTEXT NOT NULL,
+    PRIMARY KEY (name)
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
+CREATE INDEX ix_runfox_schedules_due ON runfox_schedules (due_at);
+
 INSERT INTO runfox_schema (version, applied_at) VALUES (1, UNIX_TIMESTAMP());
+INSERT INTO runfox_schema (version, applied_at) VALUES (2, UNIX_TIMESTAMP());
 
 -- Alembic's record of the migration revision (runfox db upgrade reads and moves it).
 CREATE TABLE runfox_alembic_version (
     version_num VARCHAR(32) NOT NULL,
     CONSTRAINT runfox_alembic_version_pkc PRIMARY KEY (version_num)
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
-INSERT INTO runfox_alembic_version (version_num) VALUES ('0001');
+INSERT INTO runfox_alembic_version (version_num) VALUES ('0002');

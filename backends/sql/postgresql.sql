@@ -1,4 +1,4 @@
--- runfox schema version 1 (revision 0001) for PostgreSQL (runfox.backend.sql).
+-- runfox schema version 2 (revision 0002) for PostgreSQL (runfox.backend.sql).
 -- For teams that manage schemas themselves: run this once, then open the
 -- backend with create_tables=False. It creates what runfox would create on
 -- first use; tests/test_sql_ddl.py checks that the two agree.
@@ -61,13 +61,33 @@ CREATE TABLE runfox_tasks (
 );
 CREATE INDEX ix_runfox_tasks_claim ON runfox_tasks (state, visible_at);
 
+-- Idempotency keys: one row per key, written with the execution it created.
+CREATE TABLE runfox_keys (
+    idempotency_key       VARCHAR(255) NOT NULL,
+    workflow_execution_id VARCHAR(200) NOT NULL,
+    created_at            DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (idempotency_key)
+);
+
+-- Schedules: due_at is the next fire time (0 while fires are pending, NULL when paused).
+CREATE TABLE runfox_schedules (
+    name    VARCHAR(100) NOT NULL,
+    version INTEGER      NOT NULL,
+    due_at  DOUBLE PRECISION,
+    spec    TEXT NOT NULL,
+    data    TEXT NOT NULL,
+    PRIMARY KEY (name)
+);
+CREATE INDEX ix_runfox_schedules_due ON runfox_schedules (due_at);
+
 INSERT INTO runfox_schema (version, applied_at) VALUES (1, EXTRACT(EPOCH FROM now()));
+INSERT INTO runfox_schema (version, applied_at) VALUES (2, EXTRACT(EPOCH FROM now()));
 
 -- Alembic's record of the migration revision (runfox db upgrade reads and moves it).
 CREATE TABLE runfox_alembic_version (
     version_num VARCHAR(32) NOT NULL,
     CONSTRAINT runfox_alembic_version_pkc PRIMARY KEY (version_num)
 );
-INSERT INTO runfox_alembic_version (version_num) VALUES ('0001');
+INSERT INTO runfox_alembic_version (version_num) VALUES ('0002');
 
 COMMIT;

@@ -1,4 +1,4 @@
--- runfox schema version 1 (revision 0001) for SQLite (runfox.backend.sql).
+-- runfox schema version 2 (revision 0002) for SQLite (runfox.backend.sql).
 -- runfox creates these tables itself on first use; this file is for teams that
 -- create the database file by other means (then open it with create_tables=False).
 -- tests/test_sql_ddl.py checks that it matches what runfox creates.
@@ -63,13 +63,33 @@ CREATE TABLE runfox_tasks (
 );
 CREATE INDEX ix_runfox_tasks_claim ON runfox_tasks (state, visible_at);
 
+-- Idempotency keys: one row per key, written with the execution it created.
+CREATE TABLE runfox_keys (
+    idempotency_key       VARCHAR(255) NOT NULL,
+    workflow_execution_id VARCHAR(200) NOT NULL,
+    created_at            DOUBLE NOT NULL,
+    PRIMARY KEY (idempotency_key)
+);
+
+-- Schedules: due_at is the next fire time (0 while fires are pending, NULL when paused).
+CREATE TABLE runfox_schedules (
+    name    VARCHAR(100) NOT NULL,
+    version INTEGER      NOT NULL,
+    due_at  DOUBLE,
+    spec    TEXT NOT NULL,
+    data    TEXT NOT NULL,
+    PRIMARY KEY (name)
+);
+CREATE INDEX ix_runfox_schedules_due ON runfox_schedules (due_at);
+
 INSERT INTO runfox_schema (version, applied_at) VALUES (1, (julianday('now') - 2440587.5) * 86400.0);
+INSERT INTO runfox_schema (version, applied_at) VALUES (2, (julianday('now') - 2440587.5) * 86400.0);
 
 -- Alembic's record of the migration revision (runfox db upgrade reads and moves it).
 CREATE TABLE runfox_alembic_version (
     version_num VARCHAR(32) NOT NULL,
     CONSTRAINT runfox_alembic_version_pkc PRIMARY KEY (version_num)
 );
-INSERT INTO runfox_alembic_version (version_num) VALUES ('0001');
+INSERT INTO runfox_alembic_version (version_num) VALUES ('0002');
 
 COMMIT;

@@ -277,12 +277,17 @@ class Backend:
     # Lifecycle
     # ------------------------------------------------------------------
 
-    def create(self, spec: dict[str, Any] | WorkflowSpec, inputs: dict[str, Any] | None = None
-               ) -> str:
+    def create(self, spec: dict[str, Any] | WorkflowSpec, inputs: dict[str, Any] | None = None,
+               *, key: str | None = None) -> str:
         """Validate ``spec`` and ``inputs``, store a new execution, return its key.
+
+        ``key``: an idempotency key. While an execution created with that key
+        exists, nothing new is created and its id is returned (one conditional
+        write decides between racing callers: ``Store.create``).
 
         Raises:
             SpecError: the spec or the inputs are invalid; nothing was stored.
+            ValueError: ``key`` is empty or too long.
         """
         plan = spec if isinstance(spec, WorkflowSpec) else spec_for(spec)
         try:
@@ -305,6 +310,8 @@ class Backend:
             updated_at=now,
             plan=plan,
         )
+        if key is not None:
+            return self.store.create(record, key)
         self.store.write_shared(record)  # spec and inputs are private copies already
         return record.workflow_execution_id
 

@@ -14,6 +14,14 @@ here; a technology implements three small primitives:
 and may override ``_find(prefix, limit)`` (``find``: keys by prefix, for ids typed
 at the command line) when the database can filter by prefix itself.
 
+Idempotency keys (``create(record, key)``, behind ``Backend.create(..., key=)``)
+need one more primitive, ``_create_keyed(record, key)``: store the version-1
+``record`` and remember ``key -> record`` in one conditional write, unless
+``key`` is taken, in which case store nothing and return the id it names. The
+default refuses (a store written before keys existed keeps working without
+them). Schedules (``runfox.schedules``) live in the store's database too:
+``schedules()`` returns its ``ScheduleStore`` (default: none, ``BackendError``).
+
 
 Isolation (the seed: ``load`` returns a copy isolated from the store, ``write``
 persists a copy isolated from the caller) is done here too: ``load`` and ``write``
@@ -34,11 +42,13 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..errors import ConflictError, WorkflowNotFound
+from ..errors import BackendError, ConflictError, WorkflowNotFound
 from ..records import WorkflowRecord
 from ..status import WorkflowStatus
+from .schedule_store import InMemoryScheduleStore, ScheduleStore
 
-__all__ = ["ExecutionSummary", "InMemoryStore", "Store", "key_matches"]
+__all__ = ["MAX_KEY_LENGTH", "ExecutionSummary", "InMemoryStore", "Store", "check_key",
+           "key_matches"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +132,48 @@ class Store(ABC):
             raise ValueError(f"previous is version {previous.version}, "
                              f"expected {record.version - 1}")
 
+    def create(self, record: WorkflowRecord, key: str) -> str:
+        """Store the new ``record`` under the idempotency ``key``; return the winning id.
+
+        While an execution holds ``key``, nothing is stored and its id is
+        returned; otherwise ``record`` is stored (as ``write`` would, version 1)
+        together with the key, in one conditional write, and its id returned.
+        Any number of processes may race: exactly one record is stored.
+
+        Raises:
+            ValueError: ``record`` is not version 1, or ``key`` is empty or longer
+                than ``MAX_KEY_LENGTH`` characters.
+            BackendError: this store keeps no keys.
+        """
+        if record.version != 1:
+            raise ValueError(f"create needs a version-1 record, got version {record.version}")
+        check_key(key)
+        found = self._create_keyed(record if self.isolates else record.isolated(), key)
+        return record.workflow_execution_id if found is None else found
+
+    def key_owner(self, key: str) -> str | None:
+        """The id of the execution holding idempotency ``key``, or ``None``."""
+        check_key(key)
+        return self._key_owner(key)
+
+    def schedules(self) -> ScheduleStore:
+        """The ``ScheduleStore`` in this store's database.
+
+        Raises:
+            BackendError: this kind of store keeps no schedules.
+        """
+        raise BackendError(f"{type(self).__name__} keeps no schedules")
+
+    def _create_keyed(self, record: WorkflowRecord, key: str) -> str | None:
+        """Store ``record`` and ``key`` together unless ``key`` is taken.
+
+        Returns ``None`` when stored, else the id holding ``key`` (nothing stored).
+        """
+        raise BackendError(f"{type(self).__name__} does not support idempotency keys")
+
+    def _key_owner(self, key: str) -> str | None:
+        raise BackendError(f"{type(self).__name__} does not support idempotency keys")
+
     def list_executions(
         self, status: WorkflowStatus | str | None = None, limit: int = 100
     ) -> list[ExecutionSummary]:
@@ -171,6 +223,19 @@ def key_matches(key: str, prefix: str) -> bool:
     return key.startswith(prefix) or key.partition("#")[2].startswith(prefix)
 
 
+#: The longest idempotency key a store accepts (the SQL column's width).
+MAX_KEY_LENGTH = 255
+
+
+def check_key(key: str) -> None:
+    """Raise ``ValueError`` unless ``key`` is a usable idempotency key."""
+    if not isinstance(key, str) or not key:
+        raise ValueError("key: an idempotency key must be a non-empty string")
+    if len(key) > MAX_KEY_LENGTH:
+        raise ValueError(f"key: an idempotency key is at most {MAX_KEY_LENGTH} characters, "
+                         f"got {len(key)}")
+
+
 def summary_of(record: WorkflowRecord) -> ExecutionSummary:
     return ExecutionSummary(record.workflow_execution_id, record.plan.name, record.status,
                             record.created_at, record.updated_at)
@@ -181,7 +246,9 @@ class InMemoryStore(Store):
 
     def __init__(self) -> None:
         self._records: dict[str, WorkflowRecord] = {}
+        self._keys: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._schedules = InMemoryScheduleStore()
 
     def _load(self, workflow_execution_id: str) -> WorkflowRecord | None:
         return self._records.get(workflow_execution_id)
@@ -195,6 +262,24 @@ class InMemoryStore(Store):
                 raise ConflictError(f"{key}: stored version is {found}, "
                                     f"this write expected {record.version - 1}")
             self._records[key] = record
+
+    def _create_keyed(self, record: WorkflowRecord, key: str) -> str | None:
+        with self._lock:
+            owner = self._keys.get(key)
+            if owner is not None:
+                return owner
+            wf_id = record.workflow_execution_id
+            if wf_id in self._records:
+                raise ConflictError(f"{wf_id}: a record with this key already exists")
+            self._records[wf_id] = record
+            self._keys[key] = wf_id
+            return None
+
+    def _key_owner(self, key: str) -> str | None:
+        return self._keys.get(key)
+
+    def schedules(self) -> ScheduleStore:
+        return self._schedules
 
     def _list(self, status: WorkflowStatus | None, limit: int) -> list[ExecutionSummary]:
         records = sorted(self._records.values(), key=lambda r: r.created_at, reverse=True)

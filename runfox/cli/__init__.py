@@ -45,6 +45,7 @@ from ..errors import BackendError, SpecError, UnknownStepError, WorkflowNotFound
 from ..status import WorkflowStatus
 from ..worker import DEFAULT_LEASE
 from . import commands, db
+from . import schedule as schedule_cli
 from .exits import EXIT_BACKEND, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 
 __all__ = ["build_parser", "main"]
@@ -81,6 +82,18 @@ _EXAMPLES = {
     "schema": ["runfox schema > runfox.schema.json"],
     "db": ["runfox db upgrade --backend postgresql+psycopg://app@db/runfox"],
     "db upgrade": ["runfox db upgrade --backend sqlite:///runfox.db"],
+    "scheduler": ["runfox scheduler --backend postgresql+psycopg://app@db/runfox"],
+    "schedule": ["runfox schedule add nightly etl.yaml --cron '30 2 * * *' --tz Europe/Paris"],
+    "schedule add": ["runfox schedule add nightly etl.yaml --cron '30 2 * * *' --tz Europe/Paris",
+                     "runfox schedule add poll poll.yaml --every 5m --input region=eu "
+                     "--overlap skip"],
+    "schedule list": ["runfox schedule list --json"],
+    "schedule show": ["runfox schedule show nightly"],
+    "schedule pause": ["runfox schedule pause nightly"],
+    "schedule resume": ["runfox schedule resume nightly"],
+    "schedule remove": ["runfox schedule remove nightly"],
+    "schedule next": ["runfox schedule next nightly -n 5",
+                      "runfox schedule next --cron '0 9 * * mon-fri' --tz America/New_York"],
     "db current": ["runfox db current --backend postgresql+psycopg://app@db/runfox"],
 }
 
@@ -147,6 +160,9 @@ COMMAND), 3 halted, 4 backend unreachable or misconfigured, 5 timeout, 130 inter
     p = _command(sub, "start", [common, inputs],
                  "create an execution, dispatch its first jobs, print its id")
     p.add_argument("spec", metavar="SPEC", help="workflow YAML file, or - for stdin")
+    p.add_argument("--key", metavar="KEY",
+                   help="idempotency key: while an execution started with KEY exists, "
+                        "print its id instead of starting another")
     p.set_defaults(handler=commands.start)
 
     p = _command(sub, "worker", [common], "claim and run jobs until SIGTERM/SIGINT")
@@ -177,6 +193,19 @@ COMMAND), 3 halted, 4 backend unreachable or misconfigured, 5 timeout, 130 inter
                         "running execution is waiting")
     p.add_argument("--max-jobs", type=int, metavar="N", help="exit after N jobs")
     p.set_defaults(handler=commands.worker)
+
+    p.add_argument("--schedule-interval", type=_positive_float, default=1.0,
+                   metavar="SECONDS", help="how often to fire due schedules (default 1)")
+    p.add_argument("--no-schedules", action="store_true",
+                   help="fire no schedules (leave them to other workers or `runfox scheduler`)")
+
+    p = _command(sub, "scheduler", [common], "only fire due schedules, until SIGTERM/SIGINT")
+    p.add_argument("--interval", type=_positive_float, default=1.0, metavar="SECONDS",
+                   help="seconds between looks for due schedules (default 1)")
+    p.add_argument("--idle-timeout", type=_positive_float, metavar="SECONDS",
+                   help="exit after this long")
+    p.set_defaults(handler=schedule_cli.scheduler)
+    _schedule_commands(sub, common, inputs)
 
     p = _command(sub, "status", [common], "show one execution")
     p.add_argument("id", metavar="ID", help="the execution id as `runfox start` and `runfox "
@@ -219,6 +248,48 @@ COMMAND), 3 halted, 4 backend unreachable or misconfigured, 5 timeout, 130 inter
     return parser
 
 
+def _schedule_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+                       common: argparse.ArgumentParser, inputs: argparse.ArgumentParser
+                       ) -> None:
+    p = _command(sub, "schedule", [], "add, inspect and control durable schedules")
+    actions = p.add_subparsers(dest="schedule_command", required=True, metavar="ACTION")
+    p = _command(actions, "schedule add", [common, inputs], "store a new schedule of SPEC")
+    p.add_argument("name", metavar="NAME", help="the schedule's name (unique per backend)")
+    p.add_argument("spec", metavar="SPEC", help="workflow YAML file (stored as it is now)")
+    trigger = p.add_mutually_exclusive_group(required=True)
+    trigger.add_argument("--cron", metavar="EXPR", help="five cron fields or @hourly/@daily/...")
+    trigger.add_argument("--every", metavar="DUR", help="a period: seconds or 30s/5m/1h/1d")
+    trigger.add_argument("--at", metavar="TIME", help="one ISO 8601 time (once)")
+    p.add_argument("--tz", metavar="ZONE", default="UTC",
+                   help="IANA time zone of --cron and a naive --at (default UTC)")
+    p.add_argument("--catch-up", choices=("none", "one", "all"), default="one",
+                   help="fires missed while no worker ran: skip them, fire once, or fire "
+                        "each (at most 100) (default one)")
+    p.add_argument("--overlap", choices=("allow", "skip", "cancel_previous"), default="allow",
+                   help="when the previous execution still runs (default allow)")
+    p.set_defaults(handler=schedule_cli.add)
+    p = _command(actions, "schedule list", [common], "list schedules, errors included")
+    p.add_argument("--json", action="store_true", help="a JSON array on stdout")
+    p.set_defaults(handler=schedule_cli.list_schedules)
+    for action, summary, handler in (
+            ("show", "show one schedule as JSON", schedule_cli.show),
+            ("pause", "stop firing a schedule", schedule_cli.pause),
+            ("resume", "fire a paused schedule again (missed fires are not caught up)",
+             schedule_cli.resume),
+            ("remove", "delete a schedule (its executions stay)", schedule_cli.remove)):
+        p = _command(actions, f"schedule {action}", [common], summary)
+        p.add_argument("name", metavar="NAME")
+        p.set_defaults(handler=handler)
+    p = _command(actions, "schedule next", [common],
+                 "print the next fire times of a schedule or of an expression")
+    p.add_argument("name", metavar="NAME", nargs="?")
+    p.add_argument("-n", type=int, default=5, metavar="N", help="how many (default 5)")
+    p.add_argument("--cron", metavar="EXPR", help="an expression instead of a stored schedule")
+    p.add_argument("--every", metavar="DUR", help="a period instead of a stored schedule")
+    p.add_argument("--tz", metavar="ZONE", default="UTC", help="time zone of --cron")
+    p.set_defaults(handler=schedule_cli.next_times)
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
@@ -246,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.backend = args.backend or args.global_backend or default_backend_url()
     args.backend_shown = mask_url(args.backend)
     level = logging.DEBUG if args.debug else (
-        logging.INFO if args.command == "worker" else logging.WARNING)
+        logging.INFO if args.command in ("worker", "scheduler") else logging.WARNING)
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

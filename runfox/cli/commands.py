@@ -287,7 +287,15 @@ def start(args: argparse.Namespace) -> int:
         if isinstance(backend.runner, InProcessRunner):
             raise UsageError(f"{args.backend_shown} is private to this process: `runfox start` "
                              "needs a shared backend such as sqlite:///runfox.db")
-        wf_id = backend.create(plan, inputs)
+        key = getattr(args, "key", None)
+        if key is not None:
+            existing = backend.store.key_owner(key)
+            if existing is not None:
+                print(f"runfox: an execution with key {key!r} exists: {existing}",
+                      file=sys.stderr)
+                print(existing)
+                return EXIT_COMPLETE
+        wf_id = backend.create(plan, inputs, key=key)
         try:
             _, first = backend.apply_and_advance(wf_id)  # claims the first steps, dispatches
         except KeyboardInterrupt:
@@ -330,7 +338,9 @@ def worker(args: argparse.Namespace) -> int:
         harness = Worker(backend, ref, concurrency=args.concurrency, processes=args.processes,
                          lease=args.lease, poll_interval=args.poll_interval,
                          drive=not args.no_drive, sweep_interval=args.sweep_interval,
-                         stale_after=args.stale_after)
+                         stale_after=args.stale_after,
+                         schedule_interval=None if args.no_schedules
+                         else args.schedule_interval)
         logger.info("worker %s: serving %s with %s (concurrency %d%s, lease %gs)",
                     harness.name, args.backend_shown, ref, args.concurrency,
                     ", processes" if args.processes else "", args.lease)

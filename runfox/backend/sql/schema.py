@@ -1,6 +1,6 @@
 """The runfox tables, creating them on first use, and checking their schema version.
 
-Four tables, named ``runfox_*`` so they can share a database with an application,
+Six tables, named ``runfox_*`` so they can share a database with an application,
 plus Alembic's ``runfox_alembic_version`` (see ``migrations``):
 
 - ``runfox_schema``: one row per schema version applied. Every runfox reads
@@ -17,6 +17,13 @@ plus Alembic's ``runfox_alembic_version`` (see ``migrations``):
   ``visible_at`` has passed. A claim moves ``visible_at`` to the end of the
   lease and stamps a random ``claim_token`` that heartbeats and releases must
   match; a result turns the row ``done``, and ``gather`` deletes it.
+- ``runfox_keys`` (schema 2): idempotency keys, one row per key naming the
+  execution created with it, inserted in the same transaction as that
+  execution's header row; the primary key makes the second creator fail.
+- ``runfox_schedules`` (schema 2): one row per schedule. ``due_at`` (the next
+  fire time, 0 while fires are pending, NULL when paused) is indexed so a tick
+  finds due schedules in one query; ``version`` is the compare-and-set counter;
+  ``spec`` and ``data`` (everything else) are JSON.
 
 JSON is stored as text (``LONGTEXT`` on MySQL), ASCII-escaped so any server
 character set holds it. Keys compare case-sensitively on MySQL (``utf8mb4_bin``)
@@ -64,8 +71,10 @@ __all__ = [
     "SchemaOutdated",
     "SchemaState",
     "ensure_schema",
+    "keys",
     "metadata",
     "read_state",
+    "schedules",
     "schema_version",
     "steps",
     "tasks",
@@ -74,7 +83,7 @@ __all__ = [
 ]
 
 #: The layout these tables have; bump it with a new revision in ``migrations``.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MYSQL: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4",
                           "mysql_collate": "utf8mb4_bin"}
@@ -140,6 +149,25 @@ tasks = Table(
     Column("created_at", Double, nullable=False),
     UniqueConstraint("workflow_execution_id", "step_id", "run_id", name="uq_runfox_tasks_job"),
     Index("ix_runfox_tasks_claim", "state", "visible_at"),
+    **_MYSQL,
+)
+
+keys = Table(
+    "runfox_keys", metadata,
+    Column("idempotency_key", String(255), primary_key=True),
+    Column("workflow_execution_id", ExecutionKey, nullable=False),
+    Column("created_at", Double, nullable=False),
+    **_MYSQL,
+)
+
+schedules = Table(
+    "runfox_schedules", metadata,
+    Column("name", String(100), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("due_at", Double, nullable=True),
+    Column("spec", JsonText, nullable=False),
+    Column("data", JsonText, nullable=False),
+    Index("ix_runfox_schedules_due", "due_at"),
     **_MYSQL,
 )
 

@@ -14,6 +14,9 @@ A record is a header row in ``runfox_workflows`` plus one row per step in
   saw): a transition on a large workflow reads what changed, not everything.
   The two reads need no snapshot: a step row newer than the header means a
   write landed in between, and the load simply runs again.
+- ``_create_keyed``: the version-1 INSERTs plus a ``runfox_keys`` row in the
+  same transaction; a duplicate key rolls everything back and the row's
+  execution id is read and returned (the key's primary key decides races).
 - ``_list``: summaries from the header rows. A row that cannot be decoded is
   logged with its key and skipped; ``_load`` raises ``CorruptRecord`` for it.
 """
@@ -35,7 +38,8 @@ from ...records import StepRecord, WorkflowRecord
 from ...status import WorkflowStatus
 from ..store import ExecutionSummary, Store, key_matches
 from .database import Database, DatabaseUser, DuplicateRow
-from .schema import steps, workflows
+from .schedules import SqlScheduleStore
+from .schema import keys, steps, workflows
 
 __all__ = ["SqlStore"]
 
@@ -61,6 +65,9 @@ _UPDATE_STEP = (
             data=bindparam("data_json")))
 _INSERT_HEAD = workflows.insert()
 _INSERT_STEPS = steps.insert()
+_INSERT_KEY = keys.insert()
+_SELECT_KEY = select(keys.c.workflow_execution_id).where(
+    keys.c.idempotency_key == bindparam("key"))
 _TORN_READS = 100
 
 
@@ -171,7 +178,26 @@ class SqlStore(DatabaseUser, Store):
                 raise
         self._cache.put(record)
 
-    def _create(self, record: WorkflowRecord) -> None:
+    def _create_keyed(self, record: WorkflowRecord, key: str) -> str | None:
+        try:
+            self._create(record, key)
+        except ConflictError:
+            owner = self._key_owner(key)
+            if owner is None:
+                raise
+            return owner
+        self._cache.put(record)
+        return None
+
+    def _key_owner(self, key: str) -> str | None:
+        row = self._db.run(lambda conn: conn.execute(_SELECT_KEY, {"key": key}).first(),
+                           write=False, standalone=True, what=f"read idempotency key {key!r}")
+        return None if row is None else str(row[0])
+
+    def schedules(self) -> SqlScheduleStore:
+        return SqlScheduleStore(self._db)
+
+    def _create(self, record: WorkflowRecord, idempotency_key: str | None = None) -> None:
         key = record.workflow_execution_id
         head = {
             "workflow_execution_id": key,
@@ -192,6 +218,10 @@ class SqlStore(DatabaseUser, Store):
                 for s in record.steps.values()]
 
         def work(conn: Connection) -> None:
+            if idempotency_key is not None:  # first: a racing creator stops here
+                conn.execute(_INSERT_KEY, {"idempotency_key": idempotency_key,
+                                           "workflow_execution_id": key,
+                                           "created_at": record.created_at})
             conn.execute(_INSERT_HEAD, head)
             if rows:
                 conn.execute(_INSERT_STEPS, rows)
