@@ -71,7 +71,8 @@ def test_the_ddl_matches_the_library_and_works(kind: str, tmp_path: Path) -> Non
         SqlStore(by_library).close()
         run_ddl(kind, by_hand)
         assert describe(by_hand) == describe(by_library)
-        assert set(describe(by_hand)) == {"runfox_schema", "runfox_steps", "runfox_tasks",
+        assert set(describe(by_hand)) == {"runfox_schema", "runfox_slots", "runfox_steps",
+                                          "runfox_tasks",
                                           "runfox_workflows", "runfox_alembic_version"}
         store, runner = parts_from_url(by_hand, create_tables=False)
         try:

@@ -1,6 +1,6 @@
 """The runfox tables, creating them on first use, and checking their schema version.
 
-Four tables, named ``runfox_*`` so they can share a database with an application,
+Five tables, named ``runfox_*`` so they can share a database with an application,
 plus Alembic's ``runfox_alembic_version`` (see ``migrations``):
 
 - ``runfox_schema``: one row per schema version applied. Every runfox reads
@@ -17,6 +17,11 @@ plus Alembic's ``runfox_alembic_version`` (see ``migrations``):
   ``visible_at`` has passed. A claim moves ``visible_at`` to the end of the
   lease and stamps a random ``claim_token`` that heartbeats and releases must
   match; a result turns the row ``done``, and ``gather`` deletes it.
+- ``runfox_slots``: concurrency slots. One row per ``(slot_key, slot_no)``,
+  ``slot_no`` in ``0..limit-1``, created when a job with that key is dispatched
+  and never deleted; a row is held while it names a job and its ``lease_end``
+  (database clock) has not passed. The primary key is what bounds a key to
+  ``limit`` running jobs (see ``SqlRunner``).
 
 JSON is stored as text (``LONGTEXT`` on MySQL), ASCII-escaped so any server
 character set holds it. Keys compare case-sensitively on MySQL (``utf8mb4_bin``)
@@ -67,6 +72,7 @@ __all__ = [
     "metadata",
     "read_state",
     "schema_version",
+    "slots",
     "steps",
     "tasks",
     "upgrade_schema",
@@ -74,7 +80,7 @@ __all__ = [
 ]
 
 #: The layout these tables have; bump it with a new revision in ``migrations``.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 
 _MYSQL: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4",
                           "mysql_collate": "utf8mb4_bin"}
@@ -140,6 +146,20 @@ tasks = Table(
     Column("created_at", Double, nullable=False),
     UniqueConstraint("workflow_execution_id", "step_id", "run_id", name="uq_runfox_tasks_job"),
     Index("ix_runfox_tasks_claim", "state", "visible_at"),
+    **_MYSQL,
+)
+
+slots = Table(
+    "runfox_slots", metadata,
+    Column("slot_key", String(255), primary_key=True),
+    Column("slot_no", Integer, primary_key=True, autoincrement=False),
+    # The holding job (all null while free) and the claim that took the slot.
+    Column("workflow_execution_id", ExecutionKey, nullable=True),
+    Column("step_id", StepId, nullable=True),
+    Column("run_id", Integer, nullable=True),
+    Column("claim_token", BigInteger, nullable=True),
+    Column("lease_end", Double, nullable=True),
+    Index("ix_runfox_slots_holder", "workflow_execution_id", "step_id", "run_id"),
     **_MYSQL,
 )
 
