@@ -354,10 +354,23 @@ def _finish(tx: _Tx, now: float, state: dict[str, Any]) -> tuple[WorkflowRecord,
             Complete(json_clone(outcome)))
 
 
-def _job(record: WorkflowRecord, spec: StepSpec, step: StepRecord, inputs: dict[str, Any]
-         ) -> DispatchJob:
+def _job(record: WorkflowRecord, spec: StepSpec, step: StepRecord, inputs: dict[str, Any],
+         slot: str | None = None) -> DispatchJob:
+    """The job for a claimed step; ``slot`` is its concurrency key (``_slot``)."""
+    limit = spec.concurrency.limit if spec.concurrency is not None and slot is not None else None
     return DispatchJob(record.workflow_execution_id, spec.id, spec.fn, inputs, step.run_id,
-                       step.attempts, spec.timeout)
+                       step.attempts, spec.timeout, concurrency_key=slot,
+                       concurrency_limit=limit)
+
+
+def _slot(record: WorkflowRecord, spec: StepSpec, inputs: dict[str, Any]) -> str | None:
+    """The step's concurrency key for these inputs, or ``None`` without a limit.
+
+    Raises ``ExpressionError`` (a data error: the step fails) when the key rule
+    gives no usable key."""
+    if spec.concurrency is None:
+        return None
+    return spec.concurrency.key_for(record.inputs, inputs)
 
 
 def _describe(exc: BaseException) -> str:
@@ -444,6 +457,7 @@ def advance(record: WorkflowRecord, now: float) -> tuple[WorkflowRecord, Result]
             step = steps[step_id]
             try:
                 inputs = _resolve_inputs(spec, context)
+                slot = _slot(record, spec, inputs)
             except DATA_ERRORS as exc:
                 error = _input_error(record, spec, context, exc)
                 if plan.ends_on_failure(step_id):
@@ -457,7 +471,7 @@ def advance(record: WorkflowRecord, now: float) -> tuple[WorkflowRecord, Result]
             claimed = step.evolve(status=StepStatus.IN_PROGRESS, attempts=step.attempts + 1,
                                   started_at=now, finished_at=None, not_before=None)
             tx.put(claimed)
-            jobs.append(_job(record, spec, claimed, inputs))
+            jobs.append(_job(record, spec, claimed, inputs, slot))
         record = tx.commit(status=WorkflowStatus.IN_PROGRESS)
         if not survived:
             break
@@ -517,6 +531,7 @@ def redispatch(record: WorkflowRecord, now: float, older_than: float
             spec = record.plan.by_id[step.id]
             try:
                 inputs = _resolve_inputs(spec, context)
+                slot = _slot(record, spec, inputs)
             except DATA_ERRORS as exc:
                 error = _input_error(record, spec, context, exc, " on re-dispatch")
                 tx = tx or _Tx(record)
@@ -524,7 +539,7 @@ def redispatch(record: WorkflowRecord, now: float, older_than: float
                     return _fail(tx, step, error, now)
                 _fail_tolerated(tx, step, error, now)
                 continue
-            jobs.append(_job(record, spec, step, inputs))
+            jobs.append(_job(record, spec, step, inputs, slot))
     if tx is None:
         return record, Dispatch(jobs)
     if tx.open == 0:

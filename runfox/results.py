@@ -59,6 +59,11 @@ class DispatchJob:
     this time (set when it is claimed; not part of the job's identity). A job
     delivered again after its lease ran out (``delivery > 1``) was held by a worker
     that died or stopped heartbeating.
+
+    ``concurrency_key`` and ``concurrency_limit`` come from the step's
+    ``concurrency`` (both ``None`` without one): a runner hands out at most
+    ``concurrency_limit`` jobs with the same key at once (see
+    ``runfox.backend.runner``). Neither is part of the job's identity.
     """
 
     workflow_execution_id: str
@@ -69,6 +74,8 @@ class DispatchJob:
     attempt: int = 1
     timeout: float | None = None
     delivery: int = field(default=1, compare=False)
+    concurrency_key: str | None = field(default=None, compare=False)
+    concurrency_limit: int | None = field(default=None, compare=False)
 
     @property
     def key(self) -> str:
@@ -84,6 +91,9 @@ class DispatchJob:
             "attempt": self.attempt,
             "timeout": self.timeout,
             "delivery": self.delivery,
+            **({"concurrency_key": self.concurrency_key,
+                "concurrency_limit": self.concurrency_limit}
+               if self.concurrency_key is not None else {}),
         }
 
     @classmethod
@@ -114,6 +124,7 @@ class DispatchJob:
         delivery = data.get("delivery", 1)
         if not _is_int(delivery) or delivery < 1:
             raise InvalidJob("job field 'delivery' must be a positive integer")
+        key, limit = _concurrency(data)
         return cls(
             workflow_execution_id=data["workflow_execution_id"],
             step_id=data["step_id"],
@@ -123,7 +134,22 @@ class DispatchJob:
             attempt=attempt,
             timeout=timeout,
             delivery=delivery,
+            concurrency_key=key,
+            concurrency_limit=limit,
         )
+
+
+def _concurrency(data: Mapping[str, Any]) -> tuple[str | None, int | None]:
+    """A job's ``concurrency_key`` and ``concurrency_limit``: both given, or neither."""
+    key: Any = data.get("concurrency_key")
+    limit: Any = data.get("concurrency_limit")
+    if key is None and limit is None:
+        return None, None
+    if not isinstance(key, str) or not key:
+        raise InvalidJob("job field 'concurrency_key' must be a non-empty string")
+    if not _is_int(limit) or limit < 1:
+        raise InvalidJob("job field 'concurrency_limit' must be a positive integer")
+    return key, limit
 
 
 def _is_int(value: Any) -> bool:

@@ -35,6 +35,7 @@ The shape of a spec::
         retry: {on: [TimeoutError, ConnectionError], on_timeout: true}  # and backoff...
         timeout: 30            # seconds per attempt
         on_dependency_failure: skip
+        concurrency: {key: gpu, limit: 2}   # at most 2 "gpu" jobs run at once
     outputs: {...}             # resolved when every step is complete
 
 The fields of each part are tables in ``runfox.spec_schema`` (which also builds the
@@ -66,11 +67,13 @@ from .jsonvalue import json_copy
 from .retry import BACKOFFS, RetryPolicy
 from .spec_schema import (
     BRANCH_FIELDS,
+    CONCURRENCY_FIELDS,
     DEFAULT_FIELDS,
     DEPENDENCY_POLICIES,
     ERROR_NAME_PATTERN,
     ID_PATTERN,
     INPUT_FIELDS,
+    MAX_CONCURRENCY_KEY_LENGTH,
     MAX_ID_LENGTH,
     MAX_NAME_LENGTH,
     RETRY_FIELDS,
@@ -85,6 +88,7 @@ __all__ = [
     "MAX_ID_LENGTH",
     "MAX_NAME_LENGTH",
     "Branch",
+    "Concurrency",
     "InputSpec",
     "StepSpec",
     "WorkflowSpec",
@@ -118,6 +122,37 @@ class Branch:
 
 
 @dataclass(frozen=True, slots=True)
+class Concurrency:
+    """A step's ``concurrency``: at most ``limit`` jobs with the same key run at once.
+
+    The key is ``literal``, or ``rule`` (JSON Logic, compiled once) evaluated by
+    ``key_for`` over ``{"input": <workflow input>, "step_input": <the step's
+    resolved input>}`` when the step is claimed.
+    """
+
+    limit: int
+    literal: str | None = None
+    rule: Compiled | None = None
+
+    def key_for(self, workflow_input: Any, step_input: dict[str, Any]) -> str:
+        """The key of one job. Raises ``ExpressionError`` when the rule gives no usable key:
+        it must give a non-empty string (a number is used as its JSON text) of at most
+        ``MAX_CONCURRENCY_KEY_LENGTH`` characters."""
+        if self.rule is None:
+            return self.literal or ""
+        value = self.rule({"input": workflow_input, "step_input": step_input})
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = json.dumps(value)
+        if not isinstance(value, str) or not value:
+            raise ExpressionError("concurrency.key must give a non-empty string, got "
+                                  f"{json.dumps(value, default=repr)[:60]}")
+        if len(value) > MAX_CONCURRENCY_KEY_LENGTH:
+            raise ExpressionError(f"concurrency.key gave {len(value)} characters; the limit "
+                                  f"is {MAX_CONCURRENCY_KEY_LENGTH}")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
 class StepSpec:
     """A validated step with its expressions compiled."""
 
@@ -133,6 +168,7 @@ class StepSpec:
     timeout: float | None
     #: ``fail``, ``skip`` or ``run``: see ``WorkflowSpec.fatal`` and ``runfox.graph``.
     on_dependency_failure: str = "fail"
+    concurrency: Concurrency | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -629,6 +665,48 @@ def _parse_timeout(problems: _Problems, where: str, raw: Any) -> float | None:
     return float(raw)
 
 
+#: What a concurrency key rule may read: ``var`` paths and JSONPath (``vars``) roots.
+_KEY_ROOTS = ("input", "step_input")
+_KEY_JSONPATH_RE = re.compile(r"^\$(?:\.|\[['\"])(input|step_input)(?:$|[.\['\"])")
+
+
+def _parse_concurrency(problems: _Problems, where: str, raw: Any) -> Concurrency | None:
+    """``concurrency: {key, limit}``; the key is a string or a JSON Logic rule."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        problems.add(where, "must be a mapping such as {key: gpu, limit: 2}")
+        return None
+    before = len(problems.items)
+    _check_fields(problems, where, raw, CONCURRENCY_FIELDS)
+    key: Any = raw.get("key")
+    limit: Any = raw.get("limit")
+    if "limit" in raw and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        problems.add(f"{where}.limit", f"must be an integer >= 1, got {limit!r}")
+    literal, rule = None, None
+    if isinstance(key, str):
+        if not key:
+            problems.add(f"{where}.key", "must not be empty")
+        elif len(key) > MAX_CONCURRENCY_KEY_LENGTH:
+            problems.add(f"{where}.key", f"is {len(key)} characters long; the limit is "
+                                         f"{MAX_CONCURRENCY_KEY_LENGTH}")
+        literal = key
+    elif isinstance(key, dict):
+        rule = _compile(problems, f"{where}.key", key, template=False)
+        for kind, path in find_refs(key):
+            root = path.split(".", 1)[0] if kind == "var" else None
+            if (root not in _KEY_ROOTS if kind == "var"
+                    else not _KEY_JSONPATH_RE.match(path)):
+                problems.add(f"{where}.key", f"reads {path!r}; a key may read only "
+                                             "input.X (the workflow input) and step_input.X "
+                                             "(the step's resolved input)")
+    elif key is not None:
+        problems.add(f"{where}.key", f"must be a string or a JSON Logic rule, got {key!r}")
+    if len(problems.items) > before:
+        return None
+    return Concurrency(limit, literal, rule)
+
+
 def _compile(
     problems: _Problems, where: str, value: Any, *, template: bool
 ) -> Compiled | None:
@@ -757,6 +835,7 @@ class _StepDefaults:
     retry: RetryPolicy | None = None
     timeout: float | None = None
     on_dependency_failure: str = "fail"
+    concurrency: Concurrency | None = None
 
 
 def _compile_name(problems: _Problems, raw: dict[str, Any]) -> str:
@@ -783,6 +862,8 @@ def _compile_defaults(problems: _Problems, raw: Any) -> _StepDefaults:
         _parse_retry(problems, "defaults.retry", raw.get("retry")),
         _parse_timeout(problems, "defaults.timeout", raw.get("timeout")),
         _policy(raw.get("on_dependency_failure")) or "fail",
+        concurrency=_parse_concurrency(problems, "defaults.concurrency",
+                                       raw.get("concurrency")),
     )
 
 
@@ -962,6 +1043,7 @@ def _compile_step(problems: _Problems, place: str, sid: str | None, step: dict[s
     attempts = _parse_attempts(problems, f"{place}.max_attempts", step.get("max_attempts"))
     retry = _parse_retry(problems, f"{place}.retry", step.get("retry"))
     timeout = _parse_timeout(problems, f"{place}.timeout", step.get("timeout"))
+    concurrency = _parse_concurrency(problems, f"{place}.concurrency", step.get("concurrency"))
     branches = _compile_branches(problems, place, sid, step.get("branch"), refs)
     if sid is None or not isinstance(fn, str) or not fn:
         return None
@@ -973,6 +1055,7 @@ def _compile_step(problems: _Problems, place: str, sid: str | None, step: dict[s
         timeout=timeout if timeout is not None else defaults.timeout,
         on_dependency_failure=(_policy(step.get("on_dependency_failure"))
                                or defaults.on_dependency_failure),
+        concurrency=concurrency or defaults.concurrency,
     )
 
 

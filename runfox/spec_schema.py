@@ -66,6 +66,8 @@ COMPILER_ONLY = (
     "a declared input's default that does not match its type or enum",
     "a declared input that is required and has a default",
     "max_attempts written as a float (2.0 is an integer to JSON Schema)",
+    "concurrency.key: malformed JSON Logic, or reading anything but input and step_input",
+    "concurrency.limit written as a float",
 )
 
 
@@ -116,6 +118,20 @@ _RETRY = {"anyOf": [{"enum": list(BACKOFFS), "description": "a backoff name alon
                     {"$ref": "#/$defs/retry"}]}
 _ATTEMPTS = {"type": "integer", "minimum": 1}
 _TIMEOUT = {"type": "number", "exclusiveMinimum": 0}
+#: Concurrency keys are stored in VARCHAR(255) columns with a prefix; keep them short.
+MAX_CONCURRENCY_KEY_LENGTH = 200
+
+CONCURRENCY_FIELDS = (
+    Field("key", {"anyOf": [{"type": "string", "minLength": 1,
+                             "maxLength": MAX_CONCURRENCY_KEY_LENGTH},
+                            {"type": "object", "description": "a JSON Logic rule over input "
+                             "(the workflow input) and step_input (the step's resolved "
+                             "input) giving the key"}]},
+          "jobs with the same key share the limit, across workers and executions",
+          required=True),
+    Field("limit", {"type": "integer", "minimum": 1},
+          "how many jobs with this key may run at once", required=True),
+)
 
 DEFAULT_FIELDS = (
     Field("max_attempts", _ATTEMPTS, "attempts per step, the first included", nullable=True),
@@ -126,6 +142,8 @@ DEFAULT_FIELDS = (
           "(this step is skipped; a skipped dependency skips it too) or run (run anyway, "
           "seeing the error output); in defaults it also decides whether a failed step with "
           "no dependents ends the workflow at once", nullable=True, checked=True),
+    Field("concurrency", {"$ref": "#/$defs/concurrency"},
+          "at most limit jobs with the same key run at once", nullable=True),
 )
 
 BRANCH_FIELDS = (
@@ -304,6 +322,7 @@ def json_schema() -> dict[str, Any]:
         "step": _object(STEP_FIELDS, "one step"),
         "branch": _object(BRANCH_FIELDS, "one branch: a condition and an action"),
         "input": _object(INPUT_FIELDS, "one declared workflow input"),
+        "concurrency": _object(CONCURRENCY_FIELDS, "a concurrency limit shared by key"),
     }
     for kind in ACTIONS:
         defs[f"action_{kind.name}"] = {**kind.schema, "description": kind.description}

@@ -129,6 +129,12 @@ def job(wf: str, step: str, run_id: int = 0, **inputs: Any) -> DispatchJob:
     return DispatchJob(wf, step, "fn_" + step, inputs or {"x": 1}, run_id, 1, None)
 
 
+def keyed_job(wf: str, step: str, key: str, limit: int) -> DispatchJob:
+    """A job with a concurrency key: at most ``limit`` such jobs are handed out at once."""
+    return DispatchJob(wf, step, "fn_" + step, {"x": 1}, concurrency_key=key,
+                       concurrency_limit=limit)
+
+
 class StoreContract:
     """What every Store must do. Provide a ``store`` fixture (fresh and empty).
 
@@ -355,6 +361,8 @@ class RunnerContract:
 
     #: Set True in subclasses whose runner holds taken jobs on a lease.
     supports_leases = False
+    #: Set False in subclasses whose runner does not enforce concurrency limits.
+    supports_concurrency_limits = True
 
     def test_dispatch_then_list_is_non_destructive(self, runner: Runner) -> None:
         jobs = [job("wf#1", "a", x=1), job("wf#1", "b", x={"deep": ["ü", 1.5, None]})]
@@ -484,6 +492,78 @@ class RunnerContract:
             assert runner.take_pending_jobs(lease=1.0) == []
         assert runner.submit_work_result("wf#1", "a", {"ok": True}, held.run_id)
         assert runner.heartbeat(held, 1.0) is False
+
+
+    # -- concurrency limits -------------------------------------------------------
+
+    def _needs_limits(self) -> None:
+        if not self.supports_concurrency_limits:
+            pytest.skip("this runner does not enforce concurrency limits")
+
+    def test_a_concurrency_key_bounds_the_jobs_handed_out(self, runner: Runner) -> None:
+        self._needs_limits()
+        # Five jobs of one key in two executions, limit 2; an unkeyed job behind them.
+        runner.dispatch("wf#1", [keyed_job("wf#1", f"g{i}", "gpu", 2) for i in range(3)])
+        runner.dispatch("wf#2", [keyed_job("wf#2", f"g{i}", "gpu", 2) for i in range(2)])
+        runner.dispatch("wf#3", [job("wf#3", "free")])
+        first = runner.take_pending_jobs(lease=30.0)
+        assert sorted(j.key for j in first) == ["wf#1#g0#0", "wf#1#g1#0", "wf#3#free#0"]
+        assert all(j.concurrency_key == "gpu" and j.concurrency_limit == 2
+                   for j in first if j.step_id != "free")
+        assert runner.take_pending_jobs(lease=30.0) == []
+        assert len(runner.list_pending_jobs()) == 3  # the full key's jobs stay queued
+        held = {j.key: j for j in first}
+        runner.ack(held["wf#1#g0#0"], {"ok": True})  # an ack frees a slot
+        (third,) = runner.take_pending_jobs(lease=30.0)
+        assert third.key == "wf#1#g2#0"
+        assert runner.take_pending_jobs(lease=30.0) == []
+        runner.release(third)  # so does a release
+        (fourth,) = runner.take_pending_jobs(limit=1, lease=30.0)
+        assert fourth.concurrency_key == "gpu"
+        assert runner.take_pending_jobs(lease=30.0) == []
+        assert runner.submit_work_result("wf#1", "g1", {"ok": True}, 0)  # and a result
+        assert len(runner.take_pending_jobs(lease=30.0)) == 1
+        assert runner.take_pending_jobs(lease=30.0) == []
+
+    def test_a_take_with_a_limit_skips_jobs_whose_key_is_full(self, runner: Runner) -> None:
+        self._needs_limits()
+        runner.dispatch("wf#1", [keyed_job("wf#1", f"g{i}", "gpu", 1) for i in range(3)])
+        runner.dispatch("wf#1", [keyed_job("wf#1", "c", "cpu", 1), job("wf#1", "free")])
+        assert [j.step_id for j in runner.take_pending_jobs(limit=1, lease=30.0)] == ["g0"]
+        assert [j.step_id for j in runner.take_pending_jobs(limit=1, lease=30.0)] == ["c"]
+        assert [j.step_id for j in runner.take_pending_jobs(limit=1, lease=30.0)] == ["free"]
+        assert runner.take_pending_jobs(limit=1, lease=30.0) == []
+
+    def test_a_slot_whose_lease_runs_out_is_freed(self, runner: Runner) -> None:
+        self._needs_limits()
+        if not self.supports_leases:
+            pytest.skip("this runner has no leases")
+        runner.dispatch("wf#1", [keyed_job("wf#1", f"g{i}", "gpu", 1) for i in range(2)])
+        (first,) = runner.take_pending_jobs(lease=1.0)
+        assert runner.take_pending_jobs(lease=1.0) == []
+        # The holder stops heartbeating (it died): after its lease the slot is free
+        # again, and the next job of the key (or the lost one again) gets it.
+        deadline = time.monotonic() + 10
+        again: list[DispatchJob] = []
+        while not again and time.monotonic() < deadline:
+            time.sleep(0.25)
+            again = runner.take_pending_jobs(lease=30.0)
+        assert len(again) == 1
+        assert runner.heartbeat(first, 30.0) is (again[0].key == first.key)
+        assert runner.take_pending_jobs(lease=30.0) == []
+
+    def test_a_heartbeat_keeps_the_slot(self, runner: Runner) -> None:
+        self._needs_limits()
+        if not self.supports_leases:
+            pytest.skip("this runner has no leases")
+        runner.dispatch("wf#1", [keyed_job("wf#1", f"g{i}", "gpu", 1) for i in range(2)])
+        (held,) = runner.take_pending_jobs(lease=1.0)
+        for _ in range(4):
+            time.sleep(0.5)
+            assert runner.heartbeat(held, 1.0)
+            assert runner.take_pending_jobs(lease=1.0) == []
+        runner.ack(held, {"ok": True})
+        assert [j.step_id for j in runner.take_pending_jobs(lease=30.0)] == ["g1"]
 
 
 class BackendContract:

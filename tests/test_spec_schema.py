@@ -115,6 +115,12 @@ VALID: dict[str, dict[str, Any]] = {
                   {"id": "c", "fn": "f", "depends_on": "b", "on_dependency_failure": "fail"}]},
     "policy and max_parallel empty": {"max_parallel": None, "defaults": {
         "on_dependency_failure": None}, "steps": [{**STEP, "on_dependency_failure": None}]},
+    "concurrency limits": {
+        "defaults": {"concurrency": {"key": "gpu", "limit": 2}},
+        "steps": [STEP, {"id": "b", "fn": "f", "input": {"n": 1}, "concurrency": {
+            "key": {"cat": ["customer-", {"var": "input.customer"}, "-",
+                            {"var": "step_input.n"}]}, "limit": 1}},
+                  {"id": "c", "fn": "f", "concurrency": None}]},
 }
 
 # -- the bad-spec corpus: refused by both ------------------------------------------------
@@ -191,6 +197,19 @@ INVALID: dict[str, Any] = {
     "input required not a bool": {"inputs": {"zip": {"required": "yes"}}, "steps": [STEP]},
     "input empty enum": {"inputs": {"zip": {"enum": []}}, "steps": [STEP]},
     "outputs not a mapping": {"outputs": [1], "steps": [STEP]},
+    "concurrency not a mapping": {"steps": [{**STEP, "concurrency": "gpu"}]},
+    "concurrency without limit": {"steps": [{**STEP, "concurrency": {"key": "gpu"}}]},
+    "concurrency without key": {"steps": [{**STEP, "concurrency": {"limit": 2}}]},
+    "concurrency limit zero": {"steps": [{**STEP, "concurrency": {"key": "g", "limit": 0}}]},
+    "concurrency limit a string": {"steps": [{**STEP, "concurrency": {"key": "g",
+                                                                      "limit": "2"}}]},
+    "concurrency empty key": {"steps": [{**STEP, "concurrency": {"key": "", "limit": 1}}]},
+    "concurrency key too long": {"steps": [{**STEP, "concurrency": {"key": "k" * 201,
+                                                                    "limit": 1}}]},
+    "concurrency key a number": {"steps": [{**STEP, "concurrency": {"key": 3, "limit": 1}}]},
+    "concurrency unknown field": {"defaults": {"concurrency": {"key": "g", "limit": 1,
+                                                               "per": "host"}},
+                                  "steps": [STEP]},
 }
 
 # -- refused by the compiler only: what a schema cannot express -------------------------
@@ -217,6 +236,12 @@ COMPILER_ONLY_CASES: dict[str, dict[str, Any]] = {
     "max_attempts written as a float": {"steps": [{**STEP, "max_attempts": 2.0}]},
     "input required with a default": {"inputs": {"n": {"required": True, "default": 1}},
                                       "steps": [STEP]},
+    "concurrency key reading a step": {"steps": [{**STEP, "concurrency": {
+        "key": {"var": "steps.x.output"}, "limit": 1}}]},
+    "concurrency key malformed": {"steps": [{**STEP, "concurrency": {
+        "key": {"no_such_op": [1]}, "limit": 1}}]},
+    "concurrency limit written as a float": {"steps": [{**STEP, "concurrency": {
+        "key": "g", "limit": 2.0}}]},
 }
 
 

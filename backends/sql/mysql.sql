@@ -1,4 +1,4 @@
--- runfox schema version 2 (revision 0002) for MySQL 8 / MariaDB 10.6+ (InnoDB; runfox.backend.sql).
+-- runfox schema version 3 (revision 0003) for MySQL 8 / MariaDB 10.6+ (InnoDB; runfox.backend.sql).
 -- For teams that manage schemas themselves: run this once, then open the
 -- backend with create_tables=False. It creates what runfox would create on
 -- first use; tests/test_sql_ddl.py checks that the two agree.
@@ -80,12 +80,27 @@ CREATE TABLE runfox_schedules (
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 CREATE INDEX ix_runfox_schedules_due ON runfox_schedules (due_at);
 
+-- Concurrency slots: rows 0..limit-1 per key; held while they name a job whose
+-- lease_end has not passed.
+CREATE TABLE runfox_slots (
+    slot_key              VARCHAR(255) NOT NULL,
+    slot_no               INTEGER      NOT NULL,
+    workflow_execution_id VARCHAR(200),
+    step_id               VARCHAR(255),
+    run_id                INTEGER,
+    claim_token           BIGINT,
+    lease_end             DOUBLE,
+    PRIMARY KEY (slot_key, slot_no)
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
+CREATE INDEX ix_runfox_slots_holder ON runfox_slots (workflow_execution_id, step_id, run_id);
+
 INSERT INTO runfox_schema (version, applied_at) VALUES (1, UNIX_TIMESTAMP());
 INSERT INTO runfox_schema (version, applied_at) VALUES (2, UNIX_TIMESTAMP());
+INSERT INTO runfox_schema (version, applied_at) VALUES (3, UNIX_TIMESTAMP());
 
 -- Alembic's record of the migration revision (runfox db upgrade reads and moves it).
 CREATE TABLE runfox_alembic_version (
     version_num VARCHAR(32) NOT NULL,
     CONSTRAINT runfox_alembic_version_pkc PRIMARY KEY (version_num)
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
-INSERT INTO runfox_alembic_version (version_num) VALUES ('0002');
+INSERT INTO runfox_alembic_version (version_num) VALUES ('0003');

@@ -1,4 +1,4 @@
--- runfox schema version 2 (revision 0002) for SQLite (runfox.backend.sql).
+-- runfox schema version 3 (revision 0003) for SQLite (runfox.backend.sql).
 -- runfox creates these tables itself on first use; this file is for teams that
 -- create the database file by other means (then open it with create_tables=False).
 -- tests/test_sql_ddl.py checks that it matches what runfox creates.
@@ -82,14 +82,29 @@ CREATE TABLE runfox_schedules (
 );
 CREATE INDEX ix_runfox_schedules_due ON runfox_schedules (due_at);
 
+-- Concurrency slots: rows 0..limit-1 per key; held while they name a job whose
+-- lease_end has not passed.
+CREATE TABLE runfox_slots (
+    slot_key              VARCHAR(255) NOT NULL,
+    slot_no               INTEGER      NOT NULL,
+    workflow_execution_id VARCHAR(200),
+    step_id               VARCHAR(255),
+    run_id                INTEGER,
+    claim_token           BIGINT,
+    lease_end             DOUBLE,
+    PRIMARY KEY (slot_key, slot_no)
+);
+CREATE INDEX ix_runfox_slots_holder ON runfox_slots (workflow_execution_id, step_id, run_id);
+
 INSERT INTO runfox_schema (version, applied_at) VALUES (1, (julianday('now') - 2440587.5) * 86400.0);
 INSERT INTO runfox_schema (version, applied_at) VALUES (2, (julianday('now') - 2440587.5) * 86400.0);
+INSERT INTO runfox_schema (version, applied_at) VALUES (3, (julianday('now') - 2440587.5) * 86400.0);
 
 -- Alembic's record of the migration revision (runfox db upgrade reads and moves it).
 CREATE TABLE runfox_alembic_version (
     version_num VARCHAR(32) NOT NULL,
     CONSTRAINT runfox_alembic_version_pkc PRIMARY KEY (version_num)
 );
-INSERT INTO runfox_alembic_version (version_num) VALUES ('0002');
+INSERT INTO runfox_alembic_version (version_num) VALUES ('0003');
 
 COMMIT;

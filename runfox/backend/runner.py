@@ -20,6 +20,15 @@ checks it):
 - ``ack(job, output)`` is for a worker that applied a job's result to the record
   itself: the runner forgets the job (it is not handed out again) and need not
   store the result.
+- Concurrency slots: a job with a ``concurrency_key`` is handed out only while
+  fewer than its ``concurrency_limit`` jobs with that key are taken and not yet
+  finished, across every worker and execution using the runner's storage. A
+  key's slots are numbered ``0..limit-1``: a job takes a free one when it is
+  taken and frees it when it is acked, released or its result submitted, or (in
+  runners with leases) when its lease runs out; a heartbeat extends the slot's
+  lease with the job's. A job whose key is full stays queued, undelivered, for
+  a later take. (Jobs with one key and different limits share the low-numbered
+  slots: a job with limit ``n`` may take only slots ``0..n-1``.)
 
 A worker harness (``runfox.inprocess.InProcessWorker``, ``runfox worker`` and
 the Lambda handlers) takes jobs, calls the executor through
@@ -32,6 +41,7 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from ..jsonvalue import json_copy
@@ -106,7 +116,9 @@ class InProcessRunner(Runner):
     """Jobs and results in memory, for one process. Thread-safe.
 
     Inputs are copied on dispatch so an executor that mutates its inputs cannot
-    reach into the stored record.
+    reach into the stored record. Concurrency slots are a table of holders per
+    key under the same lock as the queue; there are no leases, so a slot is held
+    until its job is acked, released or has its result submitted.
     """
 
     def __init__(self) -> None:
@@ -118,6 +130,9 @@ class InProcessRunner(Runner):
         # Jobs acknowledged lately (insertion-ordered, capped): a stale re-dispatch
         # of one of them adds nothing.
         self._acked: dict[str, None] = {}
+        # Concurrency slots: key -> {slot number: holding job key}, and the reverse.
+        self._slots: dict[str, dict[int, str]] = {}
+        self._slot_of: dict[str, tuple[str, int]] = {}
 
     def dispatch(self, workflow_execution_id: str, jobs: Sequence[DispatchJob]) -> None:
         with self._lock:
@@ -126,9 +141,7 @@ class InProcessRunner(Runner):
                 if (key in self._pending or key in self._taken or key in self._done
                         or key in self._acked):
                     continue
-                self._pending[key] = DispatchJob(
-                    job.workflow_execution_id, job.step_id, job.fn, json_copy(job.inputs),
-                    job.run_id, job.attempt, job.timeout)
+                self._pending[key] = replace(job, inputs=json_copy(job.inputs), delivery=1)
 
     def list_pending_jobs(self) -> list[DispatchJob]:
         with self._lock:
@@ -138,16 +151,42 @@ class InProcessRunner(Runner):
         self, limit: int | None = None, lease: float | None = None
     ) -> list[DispatchJob]:
         with self._lock:
-            keys = list(self._pending)[: limit if limit is not None else None]
-            taken = [self._pending.pop(k) for k in keys]
-            for job in taken:
-                self._taken[job.key] = job
+            taken: list[DispatchJob] = []
+            for key, job in list(self._pending.items()):
+                if limit is not None and len(taken) >= limit:
+                    break
+                if job.concurrency_key is not None and not self._take_slot(job):
+                    continue  # its key is full: it stays queued
+                del self._pending[key]
+                self._taken[key] = job
+                taken.append(job)
             return taken
+
+    def _take_slot(self, job: DispatchJob) -> bool:
+        """Give ``job`` a free slot of its key (the lock is held)."""
+        assert job.concurrency_key is not None
+        held = self._slots.setdefault(job.concurrency_key, {})
+        free = next((n for n in range(job.concurrency_limit or 1) if n not in held), None)
+        if free is None:
+            return False
+        held[free] = job.key
+        self._slot_of[job.key] = (job.concurrency_key, free)
+        return True
+
+    def _free_slot(self, key: str) -> None:
+        """Free the slot job ``key`` holds, if any (the lock is held)."""
+        slot = self._slot_of.pop(key, None)
+        if slot is not None:
+            held = self._slots[slot[0]]
+            held.pop(slot[1], None)
+            if not held:
+                del self._slots[slot[0]]
 
     def ack(self, job: DispatchJob, output: dict[str, Any]) -> None:
         with self._lock:
             self._taken.pop(job.key, None)
             self._pending.pop(job.key, None)
+            self._free_slot(job.key)
             self._acked[job.key] = None
             if len(self._acked) > _ACKED_KEPT:
                 del self._acked[next(iter(self._acked))]
@@ -156,6 +195,7 @@ class InProcessRunner(Runner):
         with self._lock:
             held = self._taken.pop(job.key, None)
             if held is not None:
+                self._free_slot(job.key)
                 self._pending[job.key] = held
 
     def submit_work_result(
@@ -177,6 +217,7 @@ class InProcessRunner(Runner):
                     return False
                 self._taken.pop(key, None)
                 self._pending.pop(key, None)
+                self._free_slot(key)
                 self._done.add(key)
             self._results.setdefault(workflow_execution_id, []).append(
                 WorkResult(step_id, output, run_id))

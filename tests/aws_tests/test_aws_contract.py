@@ -30,6 +30,7 @@ class TestDynamoDBStoreWithoutIndex(StoreContract):
 
 class TestSQSRunner(RunnerContract):
     supports_leases = True
+    supports_concurrency_limits = False  # not yet: jobs run without the limit (NOTES.md)
 
     @pytest.fixture
     def runner(self, aws: Aws) -> Any:

@@ -123,6 +123,10 @@ class SQSRunner(Runner):
         verify: check at construction that the table and queues exist.
         clock: epoch seconds, for row times and delays.
 
+    Concurrency limits (a job's ``concurrency_key``) are not enforced here yet:
+    such jobs are accepted and run without the limit, and the first dispatch of
+    each key logs a warning saying so (see NOTES.md, "Concurrency limits").
+
     Raises:
         BackendError: (with ``verify``) no credentials, a missing table or queue;
             the message names it and says what to do.
@@ -181,6 +185,7 @@ class SQSRunner(Runner):
         self.max_message_bytes = max_message_bytes
         self.on_control = on_control
         self.clock = clock
+        self._unlimited_keys: set[str] = set()  # keys warned about (see _warn_unlimited)
         self._route: Callable[[DispatchJob], str] | None = None
         self.queue_url: str | None = None
         if callable(queue):
@@ -348,6 +353,17 @@ class SQSRunner(Runner):
 
     # -- the Runner contract ---------------------------------------------------------------
 
+    def _warn_unlimited(self, jobs: Sequence[DispatchJob]) -> None:
+        """Say once per key that this runner does not enforce concurrency limits."""
+        for job in jobs:
+            key = job.concurrency_key
+            if key is not None and key not in self._unlimited_keys:
+                self._unlimited_keys.add(key)
+                logger.warning("step %r has concurrency key %r (limit %s), but the SQS "
+                               "runner does not enforce concurrency limits yet: its jobs "
+                               "run without the limit", job.step_id, key,
+                               job.concurrency_limit)
+
     def dispatch(self, workflow_execution_id: str, jobs: Sequence[DispatchJob], *,
                  done: Sequence[tuple[str, str, int]] = ()) -> None:
         """Enqueue new jobs; optionally mark jobs finished in the same request.
@@ -362,6 +378,7 @@ class SQSRunner(Runner):
         """
         now = self.clock()
         jobs = unique_jobs(jobs)
+        self._warn_unlimited(jobs)
         bodies = [job_body(job) for job in jobs]
         queues = [self.queue_for(job) for job in jobs]
         for job, body in zip(jobs, bodies, strict=True):

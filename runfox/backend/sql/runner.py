@@ -28,6 +28,18 @@ One row per job ``(workflow_execution_id, step_id, run_id)``:
   forgets the job, as ``InProcessRunner`` does, so a re-dispatch after a lost
   result queues it again.
 
+Concurrency slots (``runfox_slots``, see ``schema``): dispatching a job with a
+``concurrency_key`` creates the key's slot rows ``0..limit-1`` if absent. The
+claim transaction gives each such job a free slot row (no holder, or its
+``lease_end`` passed), found with ``SELECT ... FOR UPDATE SKIP LOCKED`` and
+taken with an UPDATE that stamps the job, the claim token and the job's lease
+end; a job whose key has no free slot is skipped and stays queued, and the claim
+reads further rows to fill ``limit``. Heartbeats extend the slot's lease with
+the job's; ack, release and a submitted result free it. Since a slot row is
+taken only under its row lock (or SQLite's single writer) and only when free,
+a key never has more live holders than slot rows, and a job with limit ``n``
+may use only rows ``0..n-1``.
+
 A row that cannot be decoded is logged with its job key and deleted; the
 record still shows the step in progress, so the stale-job sweep
 (``Backend.redispatch_stale``) dispatches it again.
@@ -52,7 +64,7 @@ from ...results import DispatchJob, WorkResult, job_key
 from ..runner import Runner
 from .database import Database, DatabaseUser, DuplicateRow
 from .dialects import Dialect
-from .schema import tasks
+from .schema import slots, tasks
 from .store import dumps
 
 __all__ = ["SqlRunner"]
@@ -73,6 +85,9 @@ PURGE_EVERY = 500
 UNKNOWN_RUN = -1
 
 t = tasks
+sl = slots
+#: Rows read per page by a claim that had to skip jobs whose key was full.
+_PAGE = 50
 
 
 class _Queries:
@@ -90,7 +105,8 @@ class _Queries:
         self.pending = (select(t.c.workflow_execution_id, t.c.step_id, t.c.run_id, t.c.payload)
                         .where(*claimable).order_by(t.c.id))
         claim = (select(t.c.id, t.c.workflow_execution_id, t.c.step_id, t.c.run_id,
-                        t.c.deliveries, t.c.payload).where(*claimable).order_by(t.c.id))
+                        t.c.deliveries, t.c.payload)
+                 .where(*claimable, t.c.id > bindparam("after")).order_by(t.c.id))
         self.claim_all = claim.with_for_update(skip_locked=True)
         self.claim_some = claim.limit(bindparam("limit")).with_for_update(skip_locked=True)
         self.mark_claimed = update(t).where(ids).values(visible_at=now + bindparam("lease"),
@@ -130,6 +146,29 @@ class _Queries:
                                     claim_token=None))
         self.purge_acked = delete(t).where(t.c.state == ACKED,
                                            t.c.visible_at < now - bindparam("ttl"))
+        # Concurrency slots. A slot is free when it names no job or its lease ended.
+        self.add_slots = dialect.insert_if_absent(sl)
+        self.free_slot = (select(sl.c.slot_no)
+                          .where(sl.c.slot_key == bindparam("key"),
+                                 sl.c.slot_no < bindparam("limit"),
+                                 (sl.c.lease_end.is_(None)) | (sl.c.lease_end <= now))
+                          .order_by(sl.c.slot_no).limit(1).with_for_update(skip_locked=True))
+        self.take_slot = (update(sl).where(sl.c.slot_key == bindparam("key"),
+                                           sl.c.slot_no == bindparam("no"))
+                          .values(workflow_execution_id=bindparam("wf"),
+                                  step_id=bindparam("step"), run_id=bindparam("run"),
+                                  claim_token=bindparam("token"),
+                                  lease_end=now + bindparam("lease")))
+        holder = (sl.c.workflow_execution_id == bindparam("wf"),
+                  sl.c.step_id == bindparam("step"), sl.c.run_id == bindparam("run"))
+        self.extend_slot_mine = (update(sl).where(*holder,
+                                                  sl.c.claim_token == bindparam("token"))
+                                 .values(lease_end=now + bindparam("lease")))
+        self.extend_slot_any = (update(sl).where(*holder, sl.c.lease_end > now)
+                                .values(lease_end=now + bindparam("lease")))
+        self.free_slots = update(sl).where(*holder).values(
+            workflow_execution_id=None, step_id=None, run_id=None, claim_token=None,
+            lease_end=None)
 
 
 class SqlRunner(DatabaseUser, Runner):
@@ -173,6 +212,8 @@ class SqlRunner(DatabaseUser, Runner):
         # job key -> claim token of the jobs this runner claimed: a heartbeat or
         # release must not touch a later claim of the same job by another worker.
         self._held: dict[str, int] = {}
+        # Keys of the held jobs that hold a concurrency slot.
+        self._slotted: set[str] = set()
         self._held_lock = threading.Lock()
         self._acks = 0
 
@@ -186,8 +227,18 @@ class SqlRunner(DatabaseUser, Runner):
                  "run_id": j.run_id, "state": QUEUED, "deliveries": 0,
                  "payload": dumps(j.to_dict()), "result": None, "created_at": created}
                 for j in jobs]
-        self._db.run(lambda conn: conn.execute(self._q.insert, rows), standalone=True,
-                     what=f"dispatch jobs of {workflow_execution_id!r}")
+        # Slot rows first (in key order, so two dispatchers lock them alike): a
+        # claimer that sees the job then finds its slots.
+        wanted = sorted({(j.concurrency_key, n) for j in jobs if j.concurrency_key is not None
+                         for n in range(j.concurrency_limit or 1)})
+        slot_rows = [{"slot_key": key, "slot_no": n} for key, n in wanted]
+
+        def work(conn: Connection) -> None:
+            if slot_rows:
+                conn.execute(self._q.add_slots, slot_rows)
+            conn.execute(self._q.insert, rows)
+
+        self._db.run(work, standalone=True, what=f"dispatch jobs of {workflow_execution_id!r}")
 
     def list_pending_jobs(self) -> list[DispatchJob]:
         rows = self._db.run(lambda conn: conn.execute(self._q.pending).all(), write=False,
@@ -204,19 +255,35 @@ class SqlRunner(DatabaseUser, Runner):
         token = secrets.randbits(62)  # fits a signed BIGINT everywhere
 
         def work(conn: Connection) -> list[DispatchJob]:
-            rows = (conn.execute(q.claim_all) if limit is None
-                    else conn.execute(q.claim_some, {"limit": limit})).all()
-            claimed, ids, expired, corrupt = [], [], [], []
-            for row in rows:
-                if self.max_deliveries is not None and row.deliveries >= self.max_deliveries:
-                    expired.append(row)
-                    continue
-                job = _decode_job(row)
-                if job is None:
-                    corrupt.append(row.id)
-                else:
-                    claimed.append(replace(job, delivery=row.deliveries + 1))
-                    ids.append(row.id)
+            claimed: list[DispatchJob] = []
+            ids, expired, corrupt = [], [], []
+            full: set[tuple[str, int]] = set()  # keys found without a free slot
+            page, after = limit, 0
+            while True:
+                rows = (conn.execute(q.claim_all, {"after": after}) if page is None
+                        else conn.execute(q.claim_some, {"limit": page, "after": after})).all()
+                skipped = False
+                for row in rows:
+                    if limit is not None and len(claimed) >= limit:
+                        break
+                    if (self.max_deliveries is not None
+                            and row.deliveries >= self.max_deliveries):
+                        expired.append(row)
+                        continue
+                    job = _decode_job(row)
+                    if job is None:
+                        corrupt.append(row.id)
+                    elif (job.concurrency_key is not None
+                          and not self._take_slot(conn, job, lease, token, full)):
+                        skipped = True  # its key is full: it stays queued
+                    else:
+                        claimed.append(replace(job, delivery=row.deliveries + 1))
+                        ids.append(row.id)
+                # Read on only when full keys held jobs back and more rows may wait.
+                if (page is None or not skipped or len(rows) < page
+                        or len(claimed) >= (limit or 0)):
+                    break
+                page, after = _PAGE, rows[-1].id
             if ids:
                 conn.execute(q.mark_claimed, {"ids": ids, "lease": lease, "token": token})
             for row in expired:
@@ -229,7 +296,27 @@ class SqlRunner(DatabaseUser, Runner):
         with self._held_lock:
             for job in claimed:
                 self._held[job.key] = token
+                if job.concurrency_key is not None:
+                    self._slotted.add(job.key)
         return claimed
+
+    def _take_slot(self, conn: Connection, job: DispatchJob, lease: float, token: int,
+                   full: set[tuple[str, int]]) -> bool:
+        """Give ``job`` a free slot of its key inside the claim transaction.
+
+        ``SKIP LOCKED`` never waits for a slot another claim is taking, so slot
+        rows add no lock waits (and no deadlocks) to a claim."""
+        assert job.concurrency_key is not None
+        which = (job.concurrency_key, job.concurrency_limit or 1)
+        if which in full:
+            return False
+        no = conn.execute(self._q.free_slot, {"key": which[0], "limit": which[1]}).scalar()
+        if no is None:
+            full.add(which)
+            return False
+        conn.execute(self._q.take_slot, {"key": which[0], "no": no, **_job_params(job),
+                                         "token": token, "lease": lease})
+        return True
 
     # -- leases ---------------------------------------------------------------------
 
@@ -243,18 +330,32 @@ class SqlRunner(DatabaseUser, Runner):
             token = self._held.get(job.key)
         params = {**_job_params(job), "lease": lease, "token": token}
         query = self._q.extend_any if token is None else self._q.extend_mine
-        extended = self._db.run(lambda conn: conn.execute(query, params).rowcount,
-                                standalone=True, what=f"extend the lease of {job.key}")
+        slot_query = self._q.extend_slot_any if token is None else self._q.extend_slot_mine
+
+        def work(conn: Connection) -> bool:
+            if not conn.execute(query, params).rowcount:
+                return False
+            # A job that lost its slot (its lease ran out and another job took
+            # it) has lost its claim too: running on would exceed the limit.
+            return (job.concurrency_key is None
+                    or bool(conn.execute(slot_query, params).rowcount))
+
+        extended = self._db.run(work, standalone=job.concurrency_key is None,
+                                what=f"extend the lease of {job.key}")
         if not extended:
             self._forget(job)
-        return bool(extended)
+        return extended
 
     def release(self, job: DispatchJob) -> None:
         token = self._forget(job)
         params = {**_job_params(job), "token": token}
         query = self._q.release_any if token is None else self._q.release_mine
-        self._db.run(lambda conn: conn.execute(query, params), standalone=True,
-                     what=f"release {job.key}")
+
+        def work(conn: Connection) -> None:
+            if conn.execute(query, params).rowcount and job.concurrency_key is not None:
+                conn.execute(self._q.free_slots, params)
+
+        self._db.run(work, standalone=job.concurrency_key is None, what=f"release {job.key}")
 
     def ack(self, job: DispatchJob, output: dict[str, Any]) -> None:
         """Mark the job's row acknowledged: its result is already applied, none is stored.
@@ -263,8 +364,15 @@ class SqlRunner(DatabaseUser, Runner):
         re-dispatch cannot queue the job again and run it a second time.
         """
         self._forget(job)
-        self._db.run(lambda conn: conn.execute(self._q.acknowledge, _job_params(job)),
-                     standalone=True, what=f"acknowledge {job.key}")
+        params = _job_params(job)
+
+        def work(conn: Connection) -> None:
+            conn.execute(self._q.acknowledge, params)
+            if job.concurrency_key is not None:
+                conn.execute(self._q.free_slots, params)
+
+        self._db.run(work, standalone=job.concurrency_key is None,
+                     what=f"acknowledge {job.key}")
         self._acks += 1
         if self._acks % PURGE_EVERY == 0:
             self._db.run(lambda conn: conn.execute(self._q.purge_acked, {"ttl": ACKED_TTL}),
@@ -275,7 +383,14 @@ class SqlRunner(DatabaseUser, Runner):
 
     def _forget_key(self, key: str) -> int | None:
         with self._held_lock:
+            self._slotted.discard(key)
             return self._held.pop(key, None)
+
+    def _may_hold_slot(self, key: str) -> bool:
+        """False only for a job this runner claimed without a slot: any other may
+        hold one (another process claimed it), so its result frees slots."""
+        with self._held_lock:
+            return key in self._slotted or key not in self._held
 
     # -- results --------------------------------------------------------------------
 
@@ -296,10 +411,19 @@ class SqlRunner(DatabaseUser, Runner):
                                   "res": result}
         what = f"record the result of {job_key(workflow_execution_id, step_id, run_id or 0)}"
         if run_id is not None:
-            self._forget_key(job_key(workflow_execution_id, step_id, run_id))
-            # The usual case, a result for a queued job, is one statement.
-            if self._db.run(lambda conn: conn.execute(q.finish, params).rowcount,
-                            standalone=True, what=what):
+            key = job_key(workflow_execution_id, step_id, run_id)
+            free = self._may_hold_slot(key)
+            self._forget_key(key)
+
+            def finish(conn: Connection) -> int:
+                done = conn.execute(q.finish, params).rowcount
+                if done and free:
+                    conn.execute(q.free_slots, params)
+                return done
+
+            # The usual case, a result for a queued job, is one statement (two
+            # when the job may hold a concurrency slot).
+            if self._db.run(finish, standalone=not free, what=what):
                 return True
 
         def work(conn: Connection) -> bool:
@@ -307,6 +431,7 @@ class SqlRunner(DatabaseUser, Runner):
                 params["run"] = conn.execute(q.queued_run, params).scalar()
             if params["run"] is not None:
                 if conn.execute(q.finish, params).rowcount:
+                    conn.execute(q.free_slots, params)
                     return True
                 if conn.execute(q.job_known, params).scalar():
                     return False

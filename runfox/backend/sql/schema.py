@@ -1,6 +1,6 @@
 """The runfox tables, creating them on first use, and checking their schema version.
 
-Six tables, named ``runfox_*`` so they can share a database with an application,
+Seven tables, named ``runfox_*`` so they can share a database with an application,
 plus Alembic's ``runfox_alembic_version`` (see ``migrations``):
 
 - ``runfox_schema``: one row per schema version applied. Every runfox reads
@@ -24,6 +24,11 @@ plus Alembic's ``runfox_alembic_version`` (see ``migrations``):
   fire time, 0 while fires are pending, NULL when paused) is indexed so a tick
   finds due schedules in one query; ``version`` is the compare-and-set counter;
   ``spec`` and ``data`` (everything else) are JSON.
+- ``runfox_slots`` (schema 3): concurrency slots. One row per ``(slot_key, slot_no)``,
+  ``slot_no`` in ``0..limit-1``, created when a job with that key is dispatched
+  and never deleted; a row is held while it names a job and its ``lease_end``
+  (database clock) has not passed. The primary key is what bounds a key to
+  ``limit`` running jobs (see ``SqlRunner``).
 
 JSON is stored as text (``LONGTEXT`` on MySQL), ASCII-escaped so any server
 character set holds it. Keys compare case-sensitively on MySQL (``utf8mb4_bin``)
@@ -76,6 +81,7 @@ __all__ = [
     "read_state",
     "schedules",
     "schema_version",
+    "slots",
     "steps",
     "tasks",
     "upgrade_schema",
@@ -83,7 +89,7 @@ __all__ = [
 ]
 
 #: The layout these tables have; bump it with a new revision in ``migrations``.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _MYSQL: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4",
                           "mysql_collate": "utf8mb4_bin"}
@@ -168,6 +174,20 @@ schedules = Table(
     Column("spec", JsonText, nullable=False),
     Column("data", JsonText, nullable=False),
     Index("ix_runfox_schedules_due", "due_at"),
+    **_MYSQL,
+)
+
+slots = Table(
+    "runfox_slots", metadata,
+    Column("slot_key", String(255), primary_key=True),
+    Column("slot_no", Integer, primary_key=True, autoincrement=False),
+    # The holding job (all null while free) and the claim that took the slot.
+    Column("workflow_execution_id", ExecutionKey, nullable=True),
+    Column("step_id", StepId, nullable=True),
+    Column("run_id", Integer, nullable=True),
+    Column("claim_token", BigInteger, nullable=True),
+    Column("lease_end", Double, nullable=True),
+    Index("ix_runfox_slots_holder", "workflow_execution_id", "step_id", "run_id"),
     **_MYSQL,
 )
 
