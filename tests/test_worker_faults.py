@@ -409,11 +409,13 @@ def test_heartbeats_survive_a_locked_database(tmp_path: Path,
         with caplog.at_level(logging.INFO, logger="runfox.worker"):
             stats = worker.run(idle_timeout=0.2)
         assert backend.load(wf_id).status is WorkflowStatus.COMPLETE
-        assert stats.lost == 0 and stats.jobs == 1 and stats.outages == 1
+        # One outage as a rule; a loaded machine may see the lock end and return
+        # between two rounds, which is two outages, each logged once.
+        assert stats.lost == 0 and stats.jobs == 1 and stats.outages >= 1
         assert seen["left"] > 0  # renewed after the lock: the heartbeat thread lived on
         messages = [r.getMessage() for r in caplog.records]
-        assert sum("backend unavailable" in m for m in messages) == 1
-        assert sum("backend reachable again" in m for m in messages) == 1
+        assert sum("backend unavailable" in m for m in messages) == stats.outages
+        assert sum("backend reachable again" in m for m in messages) == stats.outages
     finally:
         backend.runner.close()
         backend.store.close()
