@@ -16,20 +16,15 @@ import os
 import time
 from typing import Any
 
+from proctools import append_line
+
 _CALLS = itertools.count()
 WIDTH = 8
 
 
 def _log(event: str, inputs: dict[str, Any], nonce: str) -> None:
-    path = os.environ.get("RUNFOX_TEST_LOG")
-    if not path:
-        return
-    line = f"{os.getpid()} {event} {inputs.get('tag', '-')} {inputs.get('step', '-')} {nonce}\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
+    append_line(f"{os.getpid()} {event} {inputs.get('tag', '-')} {inputs.get('step', '-')} "
+                f"{nonce}")
 
 
 def execute(fn: str, inputs: dict[str, Any]) -> dict[str, Any]:

@@ -12,17 +12,11 @@ import os
 import time
 from typing import Any
 
+from proctools import append_line
+
 
 def _log(event: str, step: str) -> None:
-    path = os.environ.get("RUNFOX_TEST_LOG")
-    if not path:
-        return
-    line = f"{os.getpid()} {event} {step} {time.time():.6f}\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
+    append_line(f"{os.getpid()} {event} {step} {time.time():.6f}")
 
 
 def execute(fn: str, inputs: dict[str, Any]) -> dict[str, Any]:

@@ -30,13 +30,13 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import proctools
 import pytest
 from chaos_executor import dag_spec, expected_total
 from pgserver import PrivateServer, private_postgres
@@ -50,7 +50,6 @@ from runfox.status import StepStatus, WorkflowStatus
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "runfox.cli"]
 WORKFLOWS = 100
 HARD_LIMIT = 170  # seconds, per test
 FINISH_WITHIN = 120  # seconds, from the first workflow started
@@ -83,13 +82,8 @@ def env_for(tmp_path: Path) -> dict[str, str]:
 
 
 def start_worker(url: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    # stderr to a file: a pipe nobody reads would block a chatty worker.
-    with log.open("ab") as err:
-        return subprocess.Popen(
-            [*CLI, "worker", "--backend", url, "--executor", "chaos_executor:execute",
-             "--concurrency", "2", "--lease", str(LEASE), "--poll-interval", "0.05",
-             "--sweep-interval", "1", "--stale-after", "5"],
-            env=env, stdout=subprocess.DEVNULL, stderr=err)
+    return proctools.start_worker(url, env, log, "chaos_executor:execute", concurrency=2,
+                                  lease=LEASE)
 
 
 def stop_all(workers: list[subprocess.Popen[bytes]]) -> None:

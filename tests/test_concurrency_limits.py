@@ -20,13 +20,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import proctools
 import pytest
 from slot_executor import fan_spec
 from sqldb import scratch_database
@@ -39,7 +39,6 @@ from runfox.status import StepStatus, WorkflowStatus
 from runfox.testing import keyed_job, new_record
 
 ROOT = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "runfox.cli"]
 
 
 # -- the job carries the key ----------------------------------------------------------
@@ -134,12 +133,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 def _start_worker(url: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as err:
-        return subprocess.Popen(
-            [*CLI, "worker", "--backend", url, "--executor", "slot_executor:execute",
-             "--concurrency", "3", "--lease", str(LEASE), "--poll-interval", "0.05",
-             "--sweep-interval", "1", "--stale-after", "5"],
-            env=env, stdout=subprocess.DEVNULL, stderr=err)
+    return proctools.start_worker(url, env, log, "slot_executor:execute", concurrency=3,
+                                  lease=LEASE)
 
 
 def _calls(path: Path) -> list[tuple[int, str, str, float]]:
