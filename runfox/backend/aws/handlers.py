@@ -28,6 +28,9 @@ The pieces, each usable from Python and wired for Lambda by ``workers/aws_lambda
 - ``sweep``: advances running executions and re-dispatches claims whose jobs
   were lost (a process that died between writing a claim and sending its job);
   run it on a schedule.
+- ``schedule_tick``: fires the schedules that are due (``Schedules.tick``); an
+  EventBridge rule invokes it every minute. Any number of concurrent or repeated
+  invocations start one execution per fire time (see ``runfox.schedules``).
 
 A job's result is applied straight to the record, so the record's run ids are
 what make application exactly-once: a duplicate that arrives after the result is
@@ -65,7 +68,7 @@ from .messages import Advance, Invalid, Message, ResultMessage, parse
 from .runner import SQSRunner
 
 __all__ = ["JobHandler", "LambdaHandler", "ResultHandler", "SQSConsumer", "lambda_handler",
-           "sweep"]
+           "schedule_tick", "sweep"]
 
 logger = logging.getLogger("runfox.backend.aws")
 
@@ -420,6 +423,26 @@ def sweep(backend: Backend, *, stale_after: float = 960.0, limit: int = 10_000) 
             except Exception:
                 logger.exception("sweep could not advance %s", wf)
     return seen
+
+
+def schedule_tick(backend: Backend, now: float | None = None, *, limit: int = 100
+                  ) -> dict[str, Any]:
+    """Fire every schedule due at ``now`` (default: the backend's clock).
+
+    Returns ``{"fired": [{"schedule", "fire_time", "execution"}, ...]}``: the
+    fires this call handled (a fire another invocation started is reported with
+    the same execution). Schedules live in the task table, so the backend's
+    store must know it (``parts_from_url`` sees to that).
+
+    Raises:
+        BackendError: DynamoDB or SQS failed; fires decided so far are kept and
+            the next tick completes them.
+    """
+    from ...schedules import Schedules
+
+    fires = Schedules(backend).tick(now, limit)
+    return {"fired": [{"schedule": f.name, "fire_time": f.fire_time,
+                       "execution": f.workflow_execution_id} for f in fires]}
 
 
 class SQSConsumer:
