@@ -18,7 +18,10 @@ The pieces, each usable from Python and wired for Lambda by ``workers/aws_lambda
   result messages go to the ``ResultHandler`` too. It returns the ids of the
   messages that must stay on the queue: invalid ones and jobs no execution knows
   (they reach the dead-letter queue through the redrive policy), and ones whose
-  processing failed (they are retried).
+  processing failed (they are retried). It does not enforce concurrency limits
+  (a step's ``concurrency``): Lambda hands it the batch, so there is no queue to
+  leave a job on; the first job of each key logs a warning. Run such steps with
+  ``runfox worker --backend aws://...``, whose ``take_pending_jobs`` claims slots.
 - ``lambda_handler``: a Lambda handler for SQS events built on a ``JobHandler``,
   returning ``{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}``
   (enable ``ReportBatchItemFailures`` on the event source mapping). It never
@@ -235,6 +238,16 @@ class JobHandler:
         self.results = ResultHandler(backend)
         self.executor = executor
         self.concurrency = concurrency
+        self._unlimited: set[str] = set()  # concurrency keys warned about
+
+    def _warn_unlimited(self, job: DispatchJob) -> None:
+        key = job.concurrency_key
+        if key is not None and key not in self._unlimited:
+            self._unlimited.add(key)
+            logger.warning("step %r has concurrency key %r (limit %s), but the Lambda job "
+                           "handler does not enforce concurrency limits: its jobs run "
+                           "without the limit (use runfox worker for such steps)",
+                           job.step_id, key, job.concurrency_limit)
 
     def process(self, messages: Sequence[Message]) -> list[str]:
         """Handle a batch; return the ids of the messages that must stay on the queue."""
@@ -326,6 +339,7 @@ class JobHandler:
                     repair.append(workflow_execution_id)
                 continue
             seen.add(job.key)
+            self._warn_unlimited(job)
             if self.executor is None:
                 logger.warning("message %s is job %s but this handler has no executor; left "
                                "on the queue", message.message_id, job.key)
