@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
         "runfox.backend.aws._boto", "runfox.backend.aws._codec",
         "runfox.backend.aws.messages", "runfox.backend.aws.tasks",
         "runfox.backend.aws.store", "runfox.backend.aws.runner",
+        "runfox.backend.aws.schedules", "runfox.backend.aws.slots",
         "runfox.backend.aws.testing",
     ), ("records",)),
     ("backend", (

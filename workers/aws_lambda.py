@@ -8,6 +8,8 @@ executor module, then point the functions at:
   became ready, and acts on wake-up messages.
 - ``aws_lambda.sweep``: a schedule (e.g. every 5 minutes); repairs executions
   whose process died between claiming a step and sending its job.
+- ``aws_lambda.schedule_tick``: an EventBridge rule every minute; fires the
+  runfox schedules that are due (``runfox schedule add ...``), each fire once.
 
 Configuration is by environment variable: ``RUNFOX_BACKEND`` (an ``aws://`` URL),
 ``RUNFOX_EXECUTOR`` (``package.module:function``), ``RUNFOX_CONCURRENCY``,
@@ -41,3 +43,8 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
 def sweep(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """Scheduled repair pass over running executions."""
     return _entry_points().sweep(event, context)
+
+
+def schedule_tick(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    """Fire the due schedules: ``{"fired": [{"schedule", "fire_time", "execution"}]}``."""
+    return _entry_points().schedule_tick(event, context)

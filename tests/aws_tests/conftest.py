@@ -83,6 +83,7 @@ class Aws:
     def store(self, **options: Any) -> Any:
         from runfox.backend.aws import DynamoDBStore
 
+        options.setdefault("tasks_table", self.resources.tasks_table)
         return DynamoDBStore(self.resources.table, client=self.dynamodb, **options)
 
     def runner(self, **options: Any) -> Any:

@@ -150,7 +150,8 @@ def parts_from_url(url: str, **options: Any) -> tuple[DynamoDBStore, SQSRunner]:
     if sqs_client is None:
         sqs_client, _ = make_client("sqs", **build)
     store = DynamoDBStore(settings.table, client=dynamodb_client,
-                          status_index=settings.status_index, verify=verify)
+                          status_index=settings.status_index, verify=verify,
+                          tasks_table=settings.tasks_table)
     runner = SQSRunner(settings.queue, tasks_table=settings.tasks_table,
                        events_queue=settings.events_queue, sqs_client=sqs_client,
                        dynamodb_client=dynamodb_client, lease=settings.lease,

@@ -27,7 +27,7 @@ from typing import Any
 from ...execution import load_executor
 from ..base import Backend
 from .config import parts_from_url
-from .handlers import LambdaHandler, lambda_handler, sweep
+from .handlers import LambdaHandler, lambda_handler, schedule_tick, sweep
 
 __all__ = ["EntryPoints", "entry_points_from_env"]
 
@@ -41,6 +41,8 @@ class EntryPoints:
     jobs: LambdaHandler
     #: For a schedule (EventBridge): ``{"swept": <executions looked at>}``.
     sweep: Callable[[dict[str, Any], Any], dict[str, Any]]
+    #: For an EventBridge rule every minute: fires due schedules, ``{"fired": [...]}``.
+    schedule_tick: Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
 def _number(environ: Mapping[str, str], name: str, default: str, kind: type) -> Any:
@@ -73,5 +75,8 @@ def entry_points_from_env(environ: Mapping[str, str] | None = None) -> EntryPoin
     def sweep_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         return {"swept": sweep(backend, stale_after=stale_after)}
 
+    def tick_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+        return schedule_tick(backend)
+
     return EntryPoints(backend, lambda_handler(backend, executor, concurrency=concurrency),
-                       sweep_handler)
+                       sweep_handler, tick_handler)

@@ -18,7 +18,10 @@ The pieces, each usable from Python and wired for Lambda by ``workers/aws_lambda
   result messages go to the ``ResultHandler`` too. It returns the ids of the
   messages that must stay on the queue: invalid ones and jobs no execution knows
   (they reach the dead-letter queue through the redrive policy), and ones whose
-  processing failed (they are retried).
+  processing failed (they are retried). It does not enforce concurrency limits
+  (a step's ``concurrency``): Lambda hands it the batch, so there is no queue to
+  leave a job on; the first job of each key logs a warning. Run such steps with
+  ``runfox worker --backend aws://...``, whose ``take_pending_jobs`` claims slots.
 - ``lambda_handler``: a Lambda handler for SQS events built on a ``JobHandler``,
   returning ``{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}``
   (enable ``ReportBatchItemFailures`` on the event source mapping). It never
@@ -28,6 +31,9 @@ The pieces, each usable from Python and wired for Lambda by ``workers/aws_lambda
 - ``sweep``: advances running executions and re-dispatches claims whose jobs
   were lost (a process that died between writing a claim and sending its job);
   run it on a schedule.
+- ``schedule_tick``: fires the schedules that are due (``Schedules.tick``); an
+  EventBridge rule invokes it every minute. Any number of concurrent or repeated
+  invocations start one execution per fire time (see ``runfox.schedules``).
 
 A job's result is applied straight to the record, so the record's run ids are
 what make application exactly-once: a duplicate that arrives after the result is
@@ -65,7 +71,7 @@ from .messages import Advance, Invalid, Message, ResultMessage, parse
 from .runner import SQSRunner
 
 __all__ = ["JobHandler", "LambdaHandler", "ResultHandler", "SQSConsumer", "lambda_handler",
-           "sweep"]
+           "schedule_tick", "sweep"]
 
 logger = logging.getLogger("runfox.backend.aws")
 
@@ -232,6 +238,16 @@ class JobHandler:
         self.results = ResultHandler(backend)
         self.executor = executor
         self.concurrency = concurrency
+        self._unlimited: set[str] = set()  # concurrency keys warned about
+
+    def _warn_unlimited(self, job: DispatchJob) -> None:
+        key = job.concurrency_key
+        if key is not None and key not in self._unlimited:
+            self._unlimited.add(key)
+            logger.warning("step %r has concurrency key %r (limit %s), but the Lambda job "
+                           "handler does not enforce concurrency limits: its jobs run "
+                           "without the limit (use runfox worker for such steps)",
+                           job.step_id, key, job.concurrency_limit)
 
     def process(self, messages: Sequence[Message]) -> list[str]:
         """Handle a batch; return the ids of the messages that must stay on the queue."""
@@ -323,6 +339,7 @@ class JobHandler:
                     repair.append(workflow_execution_id)
                 continue
             seen.add(job.key)
+            self._warn_unlimited(job)
             if self.executor is None:
                 logger.warning("message %s is job %s but this handler has no executor; left "
                                "on the queue", message.message_id, job.key)
@@ -420,6 +437,26 @@ def sweep(backend: Backend, *, stale_after: float = 960.0, limit: int = 10_000) 
             except Exception:
                 logger.exception("sweep could not advance %s", wf)
     return seen
+
+
+def schedule_tick(backend: Backend, now: float | None = None, *, limit: int = 100
+                  ) -> dict[str, Any]:
+    """Fire every schedule due at ``now`` (default: the backend's clock).
+
+    Returns ``{"fired": [{"schedule", "fire_time", "execution"}, ...]}``: the
+    fires this call handled (a fire another invocation started is reported with
+    the same execution). Schedules live in the task table, so the backend's
+    store must know it (``parts_from_url`` sees to that).
+
+    Raises:
+        BackendError: DynamoDB or SQS failed; fires decided so far are kept and
+            the next tick completes them.
+    """
+    from ...schedules import Schedules
+
+    fires = Schedules(backend).tick(now, limit)
+    return {"fired": [{"schedule": f.name, "fire_time": f.fire_time,
+                       "execution": f.workflow_execution_id} for f in fires]}
 
 
 class SQSConsumer:

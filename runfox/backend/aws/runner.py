@@ -20,6 +20,18 @@ How the Runner contract maps onto AWS (see ``runfox.backend.runner``):
   transaction (conditional: a repeat returns ``False``), then deletes the message.
 - ``gather``: reads the execution's result rows and deletes them conditionally,
   so each result goes to exactly one gatherer.
+- Concurrency limits (a job's ``concurrency_key``): before a received job is
+  handed out, ``take_pending_jobs`` claims a slot of its key in the task table
+  (``runfox.backend.aws.slots``: a holder list per key, written compare-and-set,
+  each holder with a lease end). A job whose key is full is not handed out: its
+  message is sent again with a delay of ``slot_wait`` seconds and the received
+  copy deleted, so it comes back later with a fresh receive count (changing the
+  visibility instead would count each refusal as a receive, and the queue's
+  redrive policy would move a job that merely waited to the dead-letter queue).
+  Its row stays ``pending``. ``ack``, ``submit_work_result`` and ``release`` free
+  the slot, ``heartbeat`` renews its lease with the message's, and a slot whose
+  holder stopped heartbeating counts no more once its lease ends. The Lambda
+  ``JobHandler`` runs the jobs it is given without claiming slots (see NOTES.md).
 - ``list_pending_jobs``: job rows in state ``pending`` (a ``Scan`` of the task
   table). Jobs taken by a worker that died show as taken until SQS hands them
   out again; jobs being run by the Lambda handlers (which check the workflow
@@ -55,6 +67,7 @@ from .messages import (
     parse,
     result_body,
 )
+from .slots import SlotTable
 from .tasks import DEFAULT_TASK_TTL, DEFAULT_TASKS_TABLE, TaskTable, Verdict, unique_jobs
 
 __all__ = ["ControlHandler", "Delivery", "SQSRunner"]
@@ -81,6 +94,11 @@ class Delivery:
     @property
     def job(self) -> DispatchJob | None:
         return self.parsed if isinstance(self.parsed, DispatchJob) else None
+
+
+def _job_key(message: Message) -> str | None:
+    parsed = parse(message.body)
+    return parsed.key if isinstance(parsed, DispatchJob) else None
 
 
 def _visibility(seconds: float) -> int:
@@ -123,9 +141,11 @@ class SQSRunner(Runner):
         verify: check at construction that the table and queues exist.
         clock: epoch seconds, for row times and delays.
 
-    Concurrency limits (a job's ``concurrency_key``) are not enforced here yet:
-    such jobs are accepted and run without the limit, and the first dispatch of
-    each key logs a warning saying so (see NOTES.md, "Concurrency limits").
+        slot_wait: seconds a job whose concurrency key is full waits before it is
+            offered again (its message is re-sent with this delay; 0 to 900).
+
+    Concurrency limits are enforced by ``take_pending_jobs`` (see the module
+    docstring); a full key's jobs stay queued.
 
     Raises:
         BackendError: (with ``verify``) no credentials, a missing table or queue;
@@ -157,6 +177,7 @@ class SQSRunner(Runner):
         on_control: ControlHandler | None = None,
         verify: bool = True,
         clock: Callable[[], float] = time.time,
+        slot_wait: float = 2.0,
     ) -> None:
         if (queue is None) == (queue_url is None):
             raise TypeError("SQSRunner needs exactly one of queue and queue_url (where jobs "
@@ -165,6 +186,8 @@ class SQSRunner(Runner):
         assert queue is not None
         if lease <= 0:
             raise ValueError("lease must be > 0")
+        if not 0 <= slot_wait <= _MAX_DELAY:
+            raise ValueError(f"slot_wait must be between 0 and {_MAX_DELAY} seconds")
         if not 0 <= wait_time <= 20:
             raise ValueError("wait_time must be between 0 and 20 seconds")
         settings = {"session": session, "region_name": region_name,
@@ -185,7 +208,8 @@ class SQSRunner(Runner):
         self.max_message_bytes = max_message_bytes
         self.on_control = on_control
         self.clock = clock
-        self._unlimited_keys: set[str] = set()  # keys warned about (see _warn_unlimited)
+        self.slot_wait = slot_wait
+        self.slots = SlotTable(self.dynamodb, tasks_table)
         self._route: Callable[[DispatchJob], str] | None = None
         self.queue_url: str | None = None
         if callable(queue):
@@ -353,17 +377,6 @@ class SQSRunner(Runner):
 
     # -- the Runner contract ---------------------------------------------------------------
 
-    def _warn_unlimited(self, jobs: Sequence[DispatchJob]) -> None:
-        """Say once per key that this runner does not enforce concurrency limits."""
-        for job in jobs:
-            key = job.concurrency_key
-            if key is not None and key not in self._unlimited_keys:
-                self._unlimited_keys.add(key)
-                logger.warning("step %r has concurrency key %r (limit %s), but the SQS "
-                               "runner does not enforce concurrency limits yet: its jobs "
-                               "run without the limit", job.step_id, key,
-                               job.concurrency_limit)
-
     def dispatch(self, workflow_execution_id: str, jobs: Sequence[DispatchJob], *,
                  done: Sequence[tuple[str, str, int]] = ()) -> None:
         """Enqueue new jobs; optionally mark jobs finished in the same request.
@@ -378,7 +391,6 @@ class SQSRunner(Runner):
         """
         now = self.clock()
         jobs = unique_jobs(jobs)
-        self._warn_unlimited(jobs)
         bodies = [job_body(job) for job in jobs]
         queues = [self.queue_for(job) for job in jobs]
         for job, body in zip(jobs, bodies, strict=True):
@@ -419,6 +431,7 @@ class SQSRunner(Runner):
         lease = self.lease if lease is None else lease
         taken: list[DispatchJob] = []
         cap = 1000 if limit is None else limit
+        deferred: set[str] = set()  # keys of jobs put back for a full slot in this call
         for url in self.receive_queues:
             first = True
             while len(taken) < cap:
@@ -427,13 +440,59 @@ class SQSRunner(Runner):
                 first = False
                 if not messages:
                     break
-                taken.extend(self._take(messages))
+                # Only jobs already put back in this call came back (slot_wait 0):
+                # put them back once more and stop, rather than spin on them.
+                again = all(_job_key(m) in deferred for m in messages)
+                taken.extend(self._take(messages, lease, deferred))
+                if again:
+                    break
         return taken
 
-    def _take(self, messages: Sequence[Message]) -> list[DispatchJob]:
+    def _claim_slots(self, messages: Sequence[Message], lease: float, deferred: set[str]
+                     ) -> tuple[list[Message], set[str]]:
+        """Claim a slot for each keyed job; put back those whose key is full.
+
+        Returns the messages to accept and the ids of those that claimed a slot.
+        """
+        now = self.clock()
+        admitted: list[Message] = []
+        claimed: set[str] = set()
+        claimed_jobs: set[str] = set()
+        waiting: list[Message] = []
+        for message in messages:
+            parsed = parse(message.body)
+            if (not isinstance(parsed, DispatchJob) or parsed.concurrency_key is None
+                    or not parsed.concurrency_limit or parsed.key in claimed_jobs):
+                admitted.append(message)
+            elif self.slots.claim(parsed.concurrency_key, parsed.concurrency_limit,
+                                  parsed.key, now + lease, now):
+                admitted.append(message)
+                claimed.add(message.message_id)
+                claimed_jobs.add(parsed.key)
+            else:
+                waiting.append(message)
+                deferred.add(parsed.key)
+        if waiting:  # send again, delayed, then drop the received copies
+            self.send([(m.queue_url, m.body, _visibility(self.slot_wait)) for m in waiting],
+                      "job message")
+            self.delete(waiting)
+        return admitted, claimed
+
+    def _free_slot(self, job: DispatchJob) -> None:
+        if job.concurrency_key is not None and job.concurrency_limit:
+            self.slots.free(job.concurrency_key, job.key)
+
+    def _take(self, messages: Sequence[Message], lease: float | None = None,
+              deferred: set[str] | None = None) -> list[DispatchJob]:
+        admitted, claimed = self._claim_slots(
+            messages, self.lease if lease is None else lease,
+            set() if deferred is None else deferred)
         jobs, finished, control = [], [], []
-        for delivery in self.accept(messages):
+        for delivery in self.accept(admitted):
             job = delivery.job
+            if (job is not None and delivery.message.message_id in claimed
+                    and delivery.verdict is not Verdict.ACCEPTED):
+                self._free_slot(job)  # claimed for a job that will not run
             if job is not None and delivery.verdict is Verdict.ACCEPTED:
                 with self._lock:
                     self._held[job.key] = (job, delivery.message.queue_url,
@@ -469,6 +528,12 @@ class SQSRunner(Runner):
         held = self._held_message(job.key)
         if held is None:
             return False
+        kept = held[0]
+        if (kept.concurrency_key is not None and kept.concurrency_limit
+                and not self.slots.extend(kept.concurrency_key, kept.key,
+                                          self.clock() + lease)):
+            self._held_message(job.key, pop=True)  # its slot lapsed: another job has it
+            return False
         if self.change_visibility(held[1], lease):
             return True
         self._held_message(job.key, pop=True)
@@ -478,6 +543,7 @@ class SQSRunner(Runner):
         held = self._held_message(job.key, pop=True)
         if held is None:
             return
+        self._free_slot(held[0])
         self.change_visibility(held[1], 0)
         self.tasks.release((job.workflow_execution_id, job.step_id, job.run_id))
 
@@ -506,7 +572,12 @@ class SQSRunner(Runner):
             held_message = self._held_message(job_key(workflow_execution_id, step_id, run_id),
                                               pop=True)
             if held_message is not None:
+                self._free_slot(held_message[0])
                 self.delete([held_message[1]])
+            else:  # taken by another process: the job row says which slot it holds
+                stored = self.tasks.job(workflow_execution_id, step_id, run_id)
+                if stored is not None:
+                    self._free_slot(stored)
         return recorded
 
     def ack(self, job: DispatchJob, output: dict[str, Any]) -> None:
@@ -514,6 +585,7 @@ class SQSRunner(Runner):
         self.tasks.tx.run([self.tasks.done_op(
             (job.workflow_execution_id, job.step_id, job.run_id), self.clock())])
         held_message = self._held_message(job.key, pop=True)
+        self._free_slot(held_message[0] if held_message is not None else job)
         if held_message is not None:
             self.delete([held_message[1]])
 

@@ -28,6 +28,21 @@ so the stored record stays consistent. Splitting records over several items
 would need multi-item transactions capped at 100 items and was left out; keep
 large payloads in S3 and pass references.
 
+Idempotency keys (``Store.create(record, key)``): one more item per key in the
+same table, ``id = "key#<key>"`` with ``owner`` (the execution's id) and
+``created_at``. Creating a keyed execution is one ``TransactWriteItems`` of two
+puts, each conditional on ``attribute_not_exists(id)``: the record and the key
+item are stored together or not at all, and of any number of racing creators
+exactly one wins; a loser reads the owner from the refused key item. Execution
+ids are ``<md5 hex>#<execution id>``, so no record id begins with ``key#``. Key
+items have no ``status``, so the status index never holds them, and the
+scanning paths of ``list_executions`` and ``find`` filter on
+``attribute_exists(status)``.
+
+Schedules (``schedules()``) live in the *task* table, which the store is told
+about with ``tasks_table`` (``parts_from_url`` passes it); see
+``runfox.backend.aws.schedules``.
+
 Listing: with the ``by_status`` global secondary index (hash ``status``, range
 ``created_at``, projecting ``name`` and ``updated_at``) ``runfox list --status``
 is one ``Query``. The index is written on every transition because
@@ -38,13 +53,16 @@ is one ``Query``. The index is written on every transition because
 from __future__ import annotations
 
 import logging
+import random
 import threading
+import time
 from collections import OrderedDict
 from typing import Any
 
 from ...errors import BackendError, ConflictError, CorruptRecord, RecordTooLarge
 from ...records import WorkflowRecord
 from ...status import WorkflowStatus
+from ..schedule_store import ScheduleStore
 from ..store import ExecutionSummary, Store, key_matches
 from ._boto import CONDITION_FAILED, call, error_code, make_client
 from ._codec import COMPRESS_OVER, decode_json, encode_json, item_size
@@ -58,6 +76,11 @@ DEFAULT_STATUS_INDEX = "by_status"
 
 _FIXED_FIELDS = ("schema", "workflow_id", "execution_id", "spec", "inputs")
 _FIXED_CACHE = 1024
+#: Id prefix of idempotency-key items (no record id starts with it).
+KEY_PREFIX = "key#"
+#: Transactions tried when creating under a key keeps losing races.
+_KEY_ATTEMPTS = 20
+_RETRYABLE = {"None", "TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
 
 
 class DynamoDBStore(Store):
@@ -76,6 +99,8 @@ class DynamoDBStore(Store):
         compress_over: JSON payloads of at least this many bytes are compressed.
         verify: check at construction that the table exists and has the expected
             key, so a misconfiguration fails at start rather than mid-workflow.
+        tasks_table: the runner's task table, where schedules are kept
+            (``schedules()``); without it the store keeps no schedules.
 
     Raises:
         BackendError: (with ``verify``) no credentials, no such table, or a table
@@ -101,6 +126,7 @@ class DynamoDBStore(Store):
         max_item_bytes: int = 400_000,
         compress_over: int | None = COMPRESS_OVER,
         verify: bool = True,
+        tasks_table: str | None = None,
     ) -> None:
         if max_item_bytes <= 0:
             raise ValueError("max_item_bytes must be > 0")
@@ -113,6 +139,8 @@ class DynamoDBStore(Store):
         self.status_index = status_index
         self._fixed_sizes: OrderedDict[str, tuple[Any, Any, int]] = OrderedDict()
         self._lock = threading.Lock()
+        self.tasks_table = tasks_table
+        self._schedules: ScheduleStore | None = None
         if verify:
             self._verify()
 
@@ -182,13 +210,7 @@ class DynamoDBStore(Store):
         key = record.workflow_execution_id
         data = record.to_dict()
         fixed = _fixed_part(data)  # removes the fixed fields from data
-        header = {
-            "version": {"N": str(record.version)},
-            "status": {"S": record.status.value},
-            "name": {"S": record.plan.name},
-            "created_at": {"N": repr(float(record.created_at))},
-            "updated_at": {"N": repr(float(record.updated_at))},
-        }
+        header = _header(record)
         body = encode_json(data, self.compress_over)
         unchanged = (previous is not None and record.version > 1
                      and record.spec is previous.spec and record.inputs is previous.inputs)
@@ -210,9 +232,7 @@ class DynamoDBStore(Store):
                     ":previous": {"N": str(record.version - 1)}},
             )
             return
-        fixed_value = encode_json(fixed, self.compress_over)
-        item = {"id": {"S": key}, **header, "fixed": fixed_value, "body": body}
-        self._check_size(key, item_size(item))
+        item = self._full_item(key, header, fixed, body)
         if record.version == 1:
             condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(id)"}
         else:
@@ -221,7 +241,91 @@ class DynamoDBStore(Store):
                          "ExpressionAttributeValues": {
                              ":previous": {"N": str(record.version - 1)}}}
         self._conditional("put_item", key, record.version, Item=item, **condition)
-        self._remember_fixed(key, record, item_size({"fixed": fixed_value}))
+        self._remember_fixed(key, record, item_size({"fixed": item["fixed"]}))
+
+    def _full_item(self, key: str, header: dict[str, Any], fixed: dict[str, Any],
+                   body: dict[str, Any]) -> dict[str, Any]:
+        """The whole item of a record, checked against ``max_item_bytes``."""
+        item = {"id": {"S": key}, **header, "fixed": encode_json(fixed, self.compress_over),
+                "body": body}
+        self._check_size(key, item_size(item))
+        return item
+
+    def _record_item(self, record: WorkflowRecord) -> dict[str, Any]:
+        data = record.to_dict()
+        fixed = _fixed_part(data)
+        return self._full_item(record.workflow_execution_id, _header(record), fixed,
+                               encode_json(data, self.compress_over))
+
+    # -- idempotency keys -------------------------------------------------------------
+
+    def _create_keyed(self, record: WorkflowRecord, key: str) -> str | None:
+        wf_id = record.workflow_execution_id
+        item = self._record_item(record)
+        key_item = {"id": {"S": KEY_PREFIX + key}, "owner": {"S": wf_id},
+                    "created_at": {"N": repr(float(record.created_at))}}
+        ops = [{"Put": {"TableName": self.table, "Item": item,
+                        "ConditionExpression": "attribute_not_exists(id)"}},
+               {"Put": {"TableName": self.table, "Item": key_item,
+                        "ConditionExpression": "attribute_not_exists(id)",
+                        "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}}]
+        for attempt in range(_KEY_ATTEMPTS):
+            reasons = self._transact(ops)
+            if reasons is None:
+                self._remember_fixed(wf_id, record, item_size({"fixed": item["fixed"]}))
+                return None
+            record_code, key_code = (r.get("Code") or "None" for r in reasons)
+            if key_code == "ConditionalCheckFailed":
+                owner = (reasons[1].get("Item") or {}).get("owner", {}).get("S")
+                owner = owner or self._key_owner(key)
+                if owner is not None:
+                    return owner
+            elif record_code == "ConditionalCheckFailed":
+                raise ConflictError(f"{wf_id}: a record with this key already exists")
+            elif not {record_code, key_code} <= _RETRYABLE:
+                raise BackendError(f"dynamodb transact_write_items on {self.table!r} refused "
+                                   f"idempotency key {key!r}: {record_code}/{key_code}")
+            time.sleep(random.uniform(0, min(0.2, 0.005 * 2 ** attempt)))
+        raise BackendError(f"idempotency key {key!r} in {self.table!r}: gave up after "
+                           f"{_KEY_ATTEMPTS} conflicting transactions")
+
+    def _transact(self, ops: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        """Run one all-or-nothing transaction; ``None`` if applied, else its
+        per-item cancellation reasons."""
+        try:
+            call(self.client, "transact_write_items", self.table,
+                 passthrough=("TransactionCanceledException",), TransactItems=ops)
+        except Exception as exc:
+            if error_code(exc) != "TransactionCanceledException":
+                raise
+            reasons = getattr(exc, "response", {}).get("CancellationReasons") or []
+            if len(reasons) != len(ops):
+                raise BackendError(f"dynamodb transact_write_items on {self.table!r} was "
+                                   f"cancelled without per-item reasons: {exc}") from exc
+            return list(reasons)
+        return None
+
+    def _key_owner(self, key: str) -> str | None:
+        item = call(self.client, "get_item", self.table, TableName=self.table,
+                    Key={"id": {"S": KEY_PREFIX + key}}, ConsistentRead=True).get("Item")
+        return None if item is None else str(item["owner"]["S"])
+
+    def schedules(self) -> ScheduleStore:
+        """The schedules in the task table (``tasks_table``).
+
+        Raises:
+            BackendError: the store was built without ``tasks_table``.
+        """
+        if self.tasks_table is None:
+            raise BackendError(f"{self!r} keeps no schedules: schedules live in the task "
+                               "table; pass tasks_table= (an aws:// URL does)")
+        with self._lock:
+            if self._schedules is None:
+                from .schedules import DynamoScheduleStore
+
+                self._schedules = DynamoScheduleStore(self.client, self.tasks_table,
+                                                      compress_over=self.compress_over)
+            return self._schedules
 
     def _conditional(self, operation: str, key: str, version: int, **params: Any) -> None:
         try:
@@ -259,8 +363,9 @@ class DynamoDBStore(Store):
                                          ScanIndexForward=False))
         else:
             params: dict[str, Any] = {"ProjectionExpression": projection,
-                                      "ExpressionAttributeNames": names}
-            if status is not None:
+                                      "ExpressionAttributeNames": names,
+                                      "FilterExpression": "attribute_exists(#status)"}
+            if status is not None:  # key items have no status
                 params["FilterExpression"] = "#status = :status"
                 params["ExpressionAttributeValues"] = {":status": {"S": status.value}}
             items = self._paged("scan", None, **params)
@@ -270,11 +375,14 @@ class DynamoDBStore(Store):
 
     def _find(self, prefix: str, limit: int) -> list[str]:
         """One filtered scan (keys and creation times only): ``begins_with`` on the
-        key, or on its execution-id part through ``contains('#' + prefix)``."""
+        key, or on its execution-id part through ``contains('#' + prefix)``; key
+        items (no ``status``) are left out."""
         items = self._paged("scan", None,
                             ProjectionExpression="#id, #c",
-                            ExpressionAttributeNames={"#id": "id", "#c": "created_at"},
-                            FilterExpression="begins_with(#id, :p) OR contains(#id, :hp)",
+                            ExpressionAttributeNames={"#id": "id", "#c": "created_at",
+                                                      "#s": "status"},
+                            FilterExpression="(begins_with(#id, :p) OR contains(#id, :hp)) "
+                                             "AND attribute_exists(#s)",
                             ExpressionAttributeValues={":p": {"S": prefix},
                                                        ":hp": {"S": "#" + prefix}})
         found = [(item["id"]["S"], float(item.get("created_at", {}).get("N", 0)))
@@ -297,6 +405,16 @@ class DynamoDBStore(Store):
     def close(self) -> None:
         if self._owns_client:
             self.client.close()
+
+
+def _header(record: WorkflowRecord) -> dict[str, Any]:
+    return {
+        "version": {"N": str(record.version)},
+        "status": {"S": record.status.value},
+        "name": {"S": record.plan.name},
+        "created_at": {"N": repr(float(record.created_at))},
+        "updated_at": {"N": repr(float(record.updated_at))},
+    }
 
 
 def _fixed_part(data: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,10 @@ The table is keyed by ``wf`` (hash: the ``workflow_execution_id``) and ``sk``
     a result submitted with ``submit_work_result`` and not yet gathered. Gathering
     deletes it with a condition, so concurrent gatherers each get a result once.
 
+Partitions whose ``wf`` starts with ``#`` are not executions (no execution id
+does): ``#schedules`` holds the schedules (``runfox.backend.aws.schedules``) and
+``#slot#<key>`` the holders of a concurrency key (``runfox.backend.aws.slots``).
+
 Rows carry ``expires_at`` (epoch seconds) for DynamoDB's TTL, by default a day
 past SQS's longest retention, so no message can outlive the row it refers to.
 """
@@ -338,6 +342,12 @@ class TaskTable:
                                           ":pending": {"S": "pending"}, ":now": _n(now)}}}
             for row in rows]
         return sum(r is None for r in self.tx.run(ops))
+
+    def job(self, wf: str, step_id: str, run_id: int) -> DispatchJob | None:
+        """The job as dispatched (from its row), or ``None`` if it has no row."""
+        item = call(self.client, "get_item", self.table, TableName=self.table,
+                    Key=_key(wf, job_sk(step_id, run_id)), ConsistentRead=True).get("Item")
+        return None if item is None else self.row(item).job
 
     def current_run(self, wf: str, step_id: str) -> int | None:
         """The newest unfinished run of a step, for results submitted without a run_id."""
