@@ -243,7 +243,7 @@ def test_cli_target_status_step_and_redrive(workdir: Path, capsys: Any) -> None:
     code, out, err = cli(capsys, "redrive", wf_id, "--executor", EXECUTOR)
     assert code == 0, err
     assert json.loads(out) == {"c": 4, "side": 3}
-    assert "reopened b, c" in err
+    assert "reopened b, c" in err  # and side, if b's failure cancelled it
     code, _, err = cli(capsys, "redrive", wf_id, "--executor", EXECUTOR)
     assert code == 2 and "is complete" in err
 
@@ -259,7 +259,7 @@ def test_cli_redrive_without_executor_dispatches_for_workers(workdir: Path, caps
     wf_id = err.split("runfox: execution ", 1)[1].split()[0]
     code, out, err = cli(capsys, "redrive", wf_id)
     assert code == 0, err
-    assert json.loads(out)["reopened"] == ["b", "c"]
+    assert json.loads(out)["reopened"][:2] == ["b", "c"]  # side too, if it was cancelled
     code, out, _ = cli(capsys, "status", wf_id, "--json")
     data = json.loads(out)
     assert data["status"] == "in_progress" and data["steps"]["b"]["status"] == "in_progress"
