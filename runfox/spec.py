@@ -25,7 +25,9 @@ The shape of a spec::
     steps:
       - id: greet              # unique; letters, digits, _ and -
         fn: make_greeting      # passed to the executor
-        depends_on: [other]    # optional
+        depends_on: [other]    # optional: added to those derived from steps.X reads
+        produces: [mesh]       # optional: products other steps read as products.mesh
+        requires: [coords]     # optional: depends on the producer of coords
         input: {...}           # literals and JSON Logic, resolved at dispatch
         branch:                # optional, first true condition wins
           - condition: {...}
