@@ -27,6 +27,7 @@ __all__ = [
     "BackendUnavailable",
     "ConflictError",
     "CorruptRecord",
+    "ExecutionStateError",
     "ExpressionError",
     "NotJSONError",
     "PayloadTooLarge",
@@ -95,6 +96,11 @@ class UnknownStepError(RunfoxError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "unknown step"
+
+
+class ExecutionStateError(RunfoxError, ValueError):
+    """An operation the execution's status does not allow (a redrive of a running or
+    complete execution); nothing was written."""
 
 
 class ConflictError(RunfoxError):

@@ -65,10 +65,10 @@ import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .errors import ExpressionError, NotJSONError, UnknownStepError
+from .errors import ExecutionStateError, ExpressionError, NotJSONError, UnknownStepError
 from .expressions import compile_template, truthy
 from .jsonvalue import as_output, error_output, json_clone, json_copy
-from .records import StepRecord, StepsView, WorkflowRecord, context_for
+from .records import ProductsView, StepRecord, StepsView, WorkflowRecord, context_for
 from .results import (
     Cancelled,
     Complete,
@@ -86,6 +86,7 @@ from .status import StepStatus, WorkflowStatus
 
 __all__ = [
     "DATA_ERRORS",
+    "NOT_TARGETED",
     "WORKER_LOST_CAP",
     "StateChange",
     "advance",
@@ -95,14 +96,18 @@ __all__ = [
     "error_of",
     "fail_defective",
     "fail_execution",
+    "invalidate",
     "mark_complete",
     "mark_halted",
     "mark_in_progress",
     "merge_workflow_state",
     "on_step_result",
     "redispatch",
+    "redrive",
+    "redrive_problem",
     "reset_for_retry",
     "reset_step",
+    "restrict_to_targets",
     "terminal_result",
     "write_step_output",
     "write_workflow_outcome",
@@ -469,7 +474,8 @@ def advance(record: WorkflowRecord, now: float) -> tuple[WorkflowRecord, Result]
                 survived.append((step, error))
                 continue
             claimed = step.evolve(status=StepStatus.IN_PROGRESS, attempts=step.attempts + 1,
-                                  started_at=now, finished_at=None, not_before=None)
+                                  started_at=now, finished_at=None, not_before=None,
+                                  inputs=inputs)
             tx.put(claimed)
             jobs.append(_job(record, spec, claimed, inputs, slot))
         record = tx.commit(status=WorkflowStatus.IN_PROGRESS)
@@ -567,12 +573,11 @@ def claim_timeouts(record: WorkflowRecord, now: float, older_than: float) -> lis
 
 def _branch_context(record: WorkflowRecord, step_id: str, output: dict[str, Any],
                     state: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "steps": StepsView(record.steps, (step_id, output)),
-        "input": record.inputs,
-        "state": state,
-        **output,
-    }
+    steps = StepsView(record.steps, (step_id, output))
+    context = {"steps": steps, "input": record.inputs, "state": state}
+    if record.plan.producers:
+        context["products"] = ProductsView(steps, record.plan.producers)
+    return {**context, **output}
 
 
 def _fire(spec: StepSpec, context: dict[str, Any]) -> Branch | None:
@@ -700,7 +705,7 @@ def _reset(tx: _Tx, step_ids: Iterable[str]) -> None:
         tx.put(step.evolve(status=StepStatus.READY,
                            run_id=step.run_id + 1 if dispatched else step.run_id,
                            attempts=0, output=None, error=None, started_at=None,
-                           finished_at=None, not_before=None))
+                           finished_at=None, not_before=None, inputs=None))
 
 
 def on_step_result(
@@ -883,12 +888,20 @@ def write_workflow_outcome(record: WorkflowRecord, outcome: Any) -> WorkflowReco
     return record.evolve(outcome=json_copy(outcome), status=status)
 
 
-def reset_step(record: WorkflowRecord, step_id: str) -> WorkflowRecord:
-    """Make a step ``ready`` again with a new ``run_id``; its output is cleared."""
+def reset_step(record: WorkflowRecord, step_id: str, now: float | None = None
+               ) -> WorkflowRecord:
+    """Make a step ``ready`` again with a new ``run_id``; its output is cleared.
+
+    In a finished execution this is ``invalidate(record, [step_id], now)``: the step
+    and everything downstream of it are reopened and the workflow is ``in_progress``
+    again (a ready step under a finished workflow would never run).
+    """
+    if record.status.is_terminal:
+        return invalidate(record, [step_id], record.updated_at if now is None else now)[0]
     return _update_step(record, step_id,
                         lambda s: s.evolve(status=StepStatus.READY, run_id=s.run_id + 1,
                                            attempts=0, output=None, error=None, started_at=None,
-                                           finished_at=None, not_before=None))
+                                           finished_at=None, not_before=None, inputs=None))
 
 
 def reset_for_retry(record: WorkflowRecord, step_id: str, not_before: float | None = None
@@ -898,3 +911,149 @@ def reset_for_retry(record: WorkflowRecord, step_id: str, not_before: float | No
                         lambda s: s.evolve(status=StepStatus.RETRY, run_id=s.run_id + 1,
                                            started_at=None, finished_at=None,
                                            not_before=not_before))
+
+
+# ---------------------------------------------------------------------------
+# Targets, invalidation, redrive
+# ---------------------------------------------------------------------------
+
+#: The error type of a step skipped because no target needs it (``restrict_to_targets``).
+#: Such a step stays skipped through ``redrive`` and ``invalidate``.
+NOT_TARGETED = "NotTargeted"
+
+
+def _not_targeted(step: StepRecord) -> bool:
+    return step.status is StepStatus.SKIPPED and isinstance(step.error, dict) and \
+        step.error.get("type") == NOT_TARGETED
+
+
+def restrict_to_targets(record: WorkflowRecord, targets: Iterable[str], now: float
+                        ) -> tuple[WorkflowRecord, list[str]]:
+    """Skip every waiting step that none of ``targets`` needs (``runfox run --target``).
+
+    What a target needs is itself and its dependencies, transitively
+    (``WorkflowSpec.needed_by``); the others that are still ``ready``/``retry`` become
+    ``skipped`` with error type ``NOT_TARGETED``, so the execution ends when the
+    targets (and what they need) have run, and ``outputs`` are resolved over the
+    steps that ran (what reads a skipped step gets null). Steps already claimed or
+    finished are left as they are; a finished execution is returned unchanged.
+    Returns the record and the ids skipped, in spec order. ``UnknownStepError``
+    for a target the spec lacks.
+    """
+    plan = record.plan
+    needed = set(plan.needed_by(targets))
+    if record.status.is_terminal:
+        return record, []
+    names = ", ".join(sorted(set(targets), key=plan.index.__getitem__))
+    tx = _Tx(record)
+    tx.resolve = False  # every dependent of a skipped step is skipped here too
+    skipped = []
+    for spec in plan.steps:
+        step = record.steps[spec.id]
+        if spec.id not in needed and step.status in _WAITING:
+            tx.put(step.evolve(status=StepStatus.SKIPPED, not_before=None, error=_error(
+                NOT_TARGETED, f"not needed by the target(s) {names}")))
+            skipped.append(spec.id)
+    return (tx.commit(), skipped) if skipped else (record, [])
+
+
+def _reopen(record: WorkflowRecord, step_ids: Iterable[str], now: float
+            ) -> tuple[WorkflowRecord, list[str]]:
+    """Make ``step_ids`` ``ready`` again (new run ids, attempts, output, error and inputs
+    cleared) and the workflow ``in_progress``; the result of a run in flight is then
+    ignored (its run id is old). A step that never ran is left as it is. Dependency
+    policies are applied again once every step is reopened. Returns the record (the
+    same object when nothing changed) and the ids reopened, in spec order."""
+    plan = record.plan
+    tx = _Tx(record)
+    tx.resolve = False  # decide policies once all are reopened, not in between
+    reopened = []
+    for step_id in sorted(set(step_ids), key=plan.index.__getitem__):
+        step = tx.get(step_id)
+        if step.status is StepStatus.READY and step.attempts == 0 and step.output is None:
+            continue  # never ran: nothing to reopen
+        tx.put(step.evolve(status=StepStatus.READY, run_id=step.run_id + 1, attempts=0,
+                           output=None, error=None, started_at=None, finished_at=None,
+                           not_before=None, inputs=None))
+        reopened.append(step_id)
+    if not reopened:
+        return record, []
+    if plan.tolerant:
+        tx.resolve = True
+        for step_id in reopened:
+            if tx.get(step_id).unmet == 0:
+                tx._check.append(step_id)
+        while tx._check:
+            tx._apply_policy(tx._check.pop())
+    if tx.open == 0:  # nothing left to run (everything reopened was skipped again)
+        return _finish(tx, now, record.state)[0], reopened
+    return tx.commit(status=WorkflowStatus.IN_PROGRESS, outcome=None), reopened
+
+
+def redrive_problem(record: WorkflowRecord) -> str | None:
+    """Why ``record`` cannot be redriven, or ``None`` when it can.
+
+    A redrive continues an execution that ended ``failed``, ``cancelled``, or
+    ``halted`` by a branch that fired on a failed attempt (the halted step has an
+    error). A running, pending or complete execution, or one halted by a branch on
+    a good output (a decision, not an accident), cannot be redriven.
+    """
+    status = record.status
+    key = record.workflow_execution_id
+    if not status.is_terminal:
+        return (f"execution {key} is {status.value}: redrive continues an execution that "
+                "ended (failed, cancelled, or halted on an error)")
+    if status is WorkflowStatus.COMPLETE:
+        return (f"execution {key} is complete: nothing to redrive (invalidate a step to run "
+                "it again)")
+    if status is WorkflowStatus.HALTED and not any(
+            s.status is StepStatus.HALTED and s.error is not None for s in record.steps.values()):
+        return (f"execution {key} was halted by a branch on a good output, not by an error: "
+                "nothing to redrive")
+    return None
+
+
+def _redrivable(record: WorkflowRecord) -> list[str]:
+    """The steps a redrive reopens: all that did not complete (failed, cancelled,
+    skipped, halted on an error), except those skipped because no target needs them."""
+    return [step.id for step in record.steps.values()
+            if step.status is not StepStatus.COMPLETE and not _not_targeted(step)
+            and not (step.status is StepStatus.HALTED and step.error is None)]
+
+
+def redrive(record: WorkflowRecord, now: float) -> tuple[WorkflowRecord, list[str]]:
+    """Continue an ended execution in place from the steps that did not complete.
+
+    Completed steps keep their outputs; every other step (failed, cancelled,
+    skipped, halted on an error; not those skipped by ``restrict_to_targets``) is
+    ``ready`` again with a new run id and its attempts reset, and the workflow is
+    ``in_progress`` with no outcome. The shared state is kept. Raises
+    ``ExecutionStateError`` (see ``redrive_problem``) for an execution that cannot
+    be redriven. Returns the record and the reopened ids, in spec order.
+    """
+    problem = redrive_problem(record)
+    if problem is not None:
+        raise ExecutionStateError(problem)
+    return _reopen(record, _redrivable(record), now)
+
+
+def invalidate(record: WorkflowRecord, step_ids: Iterable[str], now: float
+               ) -> tuple[WorkflowRecord, list[str]]:
+    """Reopen ``step_ids`` and everything downstream of them (``what_invalidates``).
+
+    Works on a running or a finished execution: the steps become ``ready`` with new
+    run ids and no output, and the workflow is ``in_progress`` again, so drivers
+    run them (results of the old runs still in flight are ignored). Steps skipped
+    because no target needs them stay skipped. In an execution that ended without
+    completing (failed, cancelled, halted) every step that did not complete is
+    reopened too, as by ``redrive``: otherwise it could complete with steps that
+    never ran. A step named that the spec lacks is ``UnknownStepError`` (nothing
+    changes). Returns the record and the reopened ids, in spec order.
+    """
+    plan = record.plan
+    named = plan.known_steps(step_ids)
+    reopen = [sid for sid in plan.descendants(named)
+              if sid in named or not _not_targeted(record.steps[sid])]
+    if record.status.is_terminal and record.status is not WorkflowStatus.COMPLETE:
+        reopen.extend(_redrivable(record))
+    return _reopen(record, reopen, now)

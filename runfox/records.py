@@ -51,6 +51,7 @@ from .status import StepStatus, WorkflowStatus
 __all__ = [
     "RECORD_SCHEMA",
     "Defect",
+    "ProductsView",
     "StepMap",
     "StepRecord",
     "StepsView",
@@ -127,6 +128,7 @@ _STEP_FIELDS: tuple[tuple[str, Any, Any, str], ...] = (
     ("started_at", _optional(_is_number), None, "a number or null"),
     ("finished_at", _optional(_is_number), None, "a number or null"),
     ("not_before", _optional(_is_number), None, "a number or null"),
+    ("inputs", _optional(lambda v: isinstance(v, dict)), None, "an object or null"),
 )
 
 
@@ -139,7 +141,8 @@ class StepRecord:
     current ``run_id`` while the step is ``in_progress``. ``attempts`` counts
     dispatches since the step was last reset. ``error`` is the error of the last
     failed attempt; ``not_before`` is when a waiting retry becomes due. Times are
-    epoch seconds (UTC).
+    epoch seconds (UTC). ``inputs`` are the resolved inputs of the last claim (what
+    the job of ``run_id`` was sent), kept for inspection; a reset clears them.
     """
 
     id: str
@@ -154,6 +157,7 @@ class StepRecord:
     unmet: int = field(default=0, compare=False)
     #: Stored values of the wrong shape replaced while decoding (see ``Defect``).
     defects: tuple[Defect, ...] = field(default=(), compare=False, repr=False)
+    inputs: dict[str, Any] | None = field(default=None, repr=False)
 
     def evolve(self, **changes: Any) -> StepRecord:
         """A copy with ``changes`` (cheaper than ``dataclasses.replace``)."""
@@ -169,9 +173,11 @@ class StepRecord:
 
         A step with none of them is returned as it is: nothing in it can change.
         """
-        if self.output is None and self.error is None and not self.defects:
+        if self.output is None and self.error is None and self.inputs is None and \
+                not self.defects:
             return self
         return self.evolve(output=json_clone(self.output), error=json_clone(self.error),
+                           inputs=json_clone(self.inputs),
                            defects=tuple(_isolated_defect(d) for d in self.defects))
 
     @property
@@ -187,7 +193,7 @@ class StepRecord:
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"id": self.id, "status": self.status.value, "run_id": self.run_id,
                                 "attempts": self.attempts}
-        for name in ("output", "error", "started_at", "finished_at", "not_before"):
+        for name in ("output", "error", "started_at", "finished_at", "not_before", "inputs"):
             value = getattr(self, name)
             if value is not None:
                 data[name] = value
@@ -205,15 +211,17 @@ class StepRecord:
         output, error = get("output"), get("error")
         started_at, finished_at, not_before = (get("started_at"), get("finished_at"),
                                                get("not_before"))
+        inputs = get("inputs")
         if (isinstance(status, str) and status in _STEP_STATUSES
                 and type(run_id) is int and run_id >= 0 and type(attempts) is int and attempts >= 0
                 and (output is None or type(output) is dict)
                 and (error is None or type(error) is dict)
                 and (started_at is None or type(started_at) in _NUMBER)
                 and (finished_at is None or type(finished_at) in _NUMBER)
-                and (not_before is None or type(not_before) in _NUMBER)):
+                and (not_before is None or type(not_before) in _NUMBER)
+                and (inputs is None or type(inputs) is dict)):
             return cls(step_id, StepStatus(status), run_id, attempts, output, error,
-                       started_at, finished_at, not_before, unmet)
+                       started_at, finished_at, not_before, unmet, inputs=inputs)
         return cls._with_defects(step_id, data, unmet)
 
     @classmethod
@@ -338,6 +346,28 @@ class StepMap(Mapping[str, StepRecord]):
 
     def __repr__(self) -> str:
         return f"StepMap({dict(self.items())!r})"
+
+class ProductsView(LazyMapping):
+    """``products`` as JSON Logic sees it: ``{name: value}`` for products whose producer
+    has an output. The value is ``output[name]`` when the producer's output has that key
+    (a step making several products returns them by name), else the whole output."""
+
+    __slots__ = ("_producers", "_steps")
+
+    def __init__(self, steps: StepsView, producers: Mapping[str, str]) -> None:
+        self._steps = steps
+        self._producers = producers
+
+    def __getitem__(self, name: str) -> Any:
+        output = self._steps[self._producers[name]]["output"]  # KeyError: not available
+        return output[name] if isinstance(output, dict) and name in output else output
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, sid in self._producers.items() if sid in self._steps)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
 
 class StepsView(LazyMapping):
     """``steps`` as JSON Logic sees it: ``{id: {"output": ...}}`` for steps with output."""
@@ -560,5 +590,10 @@ def _derive(plan: WorkflowSpec, steps: StepMap
     return steps.replace(changes), frozenset(ready), len(steps) - len(settled), running
 
 def context_for(record: WorkflowRecord) -> dict[str, Any]:
-    """The JSON Logic data for inputs and outputs: ``steps``, ``input``, ``state``."""
-    return {"steps": StepsView(record.steps), "input": record.inputs, "state": record.state}
+    """The JSON Logic data for inputs and outputs: ``steps``, ``input``, ``state``, and
+    ``products`` when the spec declares any."""
+    steps = StepsView(record.steps)
+    context = {"steps": steps, "input": record.inputs, "state": record.state}
+    if record.plan.producers:
+        context["products"] = ProductsView(steps, record.plan.producers)
+    return context

@@ -25,7 +25,9 @@ The shape of a spec::
     steps:
       - id: greet              # unique; letters, digits, _ and -
         fn: make_greeting      # passed to the executor
-        depends_on: [other]    # optional
+        depends_on: [other]    # optional: added to those derived from steps.X reads
+        produces: [mesh]       # optional: products other steps read as products.mesh
+        requires: [coords]     # optional: depends on the producer of coords
         input: {...}           # literals and JSON Logic, resolved at dispatch
         branch:                # optional, first true condition wins
           - condition: {...}
@@ -61,7 +63,7 @@ import yaml
 
 from . import limits
 from .actions import ACTIONS, ActionKind, action_kind, expected_actions
-from .errors import ExpressionError, SpecError, SpecProblem
+from .errors import ExpressionError, SpecError, SpecProblem, UnknownStepError
 from .expressions import Compiled, compile_rule, compile_template, find_refs
 from .jsonvalue import json_copy
 from .retry import BACKOFFS, RetryPolicy
@@ -76,6 +78,7 @@ from .spec_schema import (
     MAX_CONCURRENCY_KEY_LENGTH,
     MAX_ID_LENGTH,
     MAX_NAME_LENGTH,
+    PRODUCT_PATTERN,
     RETRY_FIELDS,
     STEP_FIELDS,
     TOP_FIELDS,
@@ -103,6 +106,11 @@ __all__ = [
 _ID_RE = re.compile(ID_PATTERN)
 _ERROR_NAME_RE = re.compile(ERROR_NAME_PATTERN)
 _STEPS_REF_RE = re.compile(r"^(?:\$\.)?steps\.([A-Za-z0-9_\-]+)")
+_PRODUCTS_REF_RE = re.compile(r"^(?:\$\.)?products\.([A-Za-z0-9_\-]+)")
+_PRODUCT_RE = re.compile(PRODUCT_PATTERN)
+#: A JSONPath (``vars``) that reads steps or products it does not name: ``$.steps.*``,
+#: ``$.steps[...]``, ``$..x`` (recursive descent reaches every step).
+_WILDCARD_RE = re.compile(r"^\$(?:\.\.|\.(?:steps|products)(?:$|\.\*|\[|\.\.))")
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +177,10 @@ class StepSpec:
     #: ``fail``, ``skip`` or ``run``: see ``WorkflowSpec.fatal`` and ``runfox.graph``.
     on_dependency_failure: str = "fail"
     concurrency: Concurrency | None = None
+    #: Product names this step makes (``produces``) and needs (``requires``, plus every
+    #: ``products.X`` its input and branches read).
+    produces: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +242,8 @@ class WorkflowSpec:
     #: whose policy is ``fail``, and those with no dependents when ``end_policy`` is
     #: ``fail``. ``None`` means every step (a plan that is not ``tolerant``).
     fatal: frozenset[str] | None = None
+    #: Product name -> the id of the step that produces it.
+    producers: dict[str, str] = field(default_factory=dict, repr=False)
 
     def ends_on_failure(self, step_id: str) -> bool:
         """Whether a failure of ``step_id`` ends the workflow at once."""
@@ -280,6 +294,39 @@ class WorkflowSpec:
                     seen.add(dependent)
                     frontier.append(dependent)
         return sorted(seen, key=self.index.__getitem__)
+
+    def ancestors(self, roots: Iterable[str]) -> list[str]:
+        """``roots`` and every step they depend on, transitively, in spec order."""
+        seen = set(roots)
+        frontier = list(seen)
+        while frontier:
+            for dep in self.by_id[frontier.pop()].depends_on:
+                if dep not in seen:
+                    seen.add(dep)
+                    frontier.append(dep)
+        return sorted(seen, key=self.index.__getitem__)
+
+    def known_steps(self, step_ids: Iterable[str], what: str = "step") -> list[str]:
+        """``step_ids`` as a list, each checked to be a step of this spec.
+
+        Raises ``UnknownStepError`` naming the first unknown one (with a did-you-mean).
+        """
+        ids = [step_ids] if isinstance(step_ids, str) else list(step_ids)
+        for step_id in ids:
+            if step_id not in self.by_id:
+                raise UnknownStepError(f"no {what} {step_id!r} in workflow "
+                                       f"{self.name or self.workflow_id!r}"
+                                       f"{_suggest(str(step_id), self.by_id)}")
+        return ids
+
+    def what_invalidates(self, step_id: str) -> list[str]:
+        """The step and every step downstream of it (by dependencies, derived ones and
+        products included), in spec order: what ``Workflow.invalidate`` reopens."""
+        return self.descendants(self.known_steps([step_id]))
+
+    def needed_by(self, targets: Iterable[str]) -> list[str]:
+        """The targets and every step they need, in spec order (``run --target``)."""
+        return self.ancestors(self.known_steps(targets, "target step"))
 
 
 # ---------------------------------------------------------------------------
@@ -765,19 +812,158 @@ def _is_upstream(
     return target in ancestors
 
 
-def _step_refs(value: Any, *, template: bool) -> list[str]:
-    """Step ids named by ``steps.X`` paths inside a rule or template."""
+def _step_refs(value: Any, *, template: bool, root: str = "steps") -> list[str]:
+    """Step ids named by ``steps.X`` paths inside a rule or template (``root="products"``:
+    product names read as ``products.X``)."""
     found = []
+    pattern = _STEPS_REF_RE if root == "steps" else _PRODUCTS_REF_RE
     for kind, path in find_refs(value, template=template):
         if kind == "var":
             parts = path.split(".")
-            if len(parts) >= 2 and parts[0] == "steps":
+            if len(parts) >= 2 and parts[0] == root:
                 found.append(parts[1])
         else:
-            match = _STEPS_REF_RE.match(path)
+            match = pattern.match(path)
             if match and match.group(1) != "*":
                 found.append(match.group(1))
     return found
+
+
+def _wildcards(value: Any, *, template: bool) -> list[str]:
+    """Paths that read steps or products without naming them (``$.steps.*``, ``$..x``,
+    ``{"var": "steps"}``): no dependency can be derived from them."""
+    return [path for kind, path in find_refs(value, template=template)
+            if (path in ("steps", "products") if kind == "var" else _WILDCARD_RE.match(path))]
+
+
+def _reads(step: dict[str, Any]) -> list[tuple[Any, bool]]:
+    """The expressions a step evaluates: its input (a template), its branches' conditions
+    (rules) and results (templates)."""
+    found: list[tuple[Any, bool]] = []
+    raw_input = step.get("input")
+    if isinstance(raw_input, dict):
+        found.extend((value, True) for value in raw_input.values())
+    branches = step.get("branch")
+    if isinstance(branches, list):
+        for entry in branches:
+            if isinstance(entry, dict):
+                found.append((entry.get("condition", False), False))
+                if "result" in entry:
+                    found.append((entry["result"], True))
+    return found
+
+
+def _derive_deps(problems: _Problems, place: str, sid: str, step: Any,
+                 explicit: tuple[str, ...], known: set[str], products: _Products
+                 ) -> tuple[str, ...]:
+    """A step's dependencies: ``depends_on``, then every step its input and branches read
+    (``steps.X``), then the producers of what it requires (``requires``, ``products.X``).
+
+    A wildcard read (``$.steps.*``) derives nothing; in a step without ``depends_on``
+    it is an error, as the step would otherwise run before the steps it reads.
+    """
+    if not isinstance(step, dict):
+        return explicit
+    found = list(explicit)
+    for value, template in _reads(step):
+        try:
+            refs = _step_refs(value, template=template)
+            wild = _wildcards(value, template=template)
+        except (ExpressionError, TypeError, ValueError, RecursionError):
+            continue  # malformed: reported where it is compiled
+        found.extend(ref for ref in refs if ref in known and ref != sid)
+        if wild and step.get("depends_on") is None:
+            problems.add(place, f"reads {wild[0]!r}, a wildcard from which no dependency can "
+                                "be derived; list the steps it needs in depends_on")
+    for name in products.requires.get(sid, ()):
+        producer = products.producers.get(name)
+        if producer is not None and producer[0] != sid:
+            found.append(producer[0])
+    return tuple(dict.fromkeys(found))
+
+
+class _Products:
+    """``produces``/``requires`` of every step, checked; a product has one producer."""
+
+    def __init__(self, problems: _Problems, raw_steps: list[Any], ids: list[str | None],
+                 places: list[str]) -> None:
+        self.problems = problems
+        #: name -> (producing step id, the place it is declared)
+        self.producers: dict[str, tuple[str, str]] = {}
+        self.produces: dict[str, tuple[str, ...]] = {}
+        self.requires: dict[str, tuple[str, ...]] = {}
+        declared: list[tuple[int, list[tuple[str, str]]]] = []
+        for i, step in enumerate(raw_steps):
+            if not isinstance(step, dict):
+                continue
+            sid = ids[i]
+            made = self._names(f"{places[i]}.produces", step.get("produces"))
+            for name, where in made:
+                first = self.producers.get(name)
+                if first is not None:
+                    problems.add(where, f"product {name!r} is also produced by {first[1]}; "
+                                        "a product has one producer")
+                elif sid is not None:
+                    self.producers[name] = (sid, where)
+            if sid is not None:
+                self.produces[sid] = tuple(name for name, _ in made)
+            declared.append((i, self._names(f"{places[i]}.requires", step.get("requires"))))
+        for i, needed in declared:
+            sid = ids[i]
+            names_read = [(name, f"{places[i]}.requires[{j}]")
+                          for j, (name, _) in enumerate(needed)]
+            step = raw_steps[i]
+            for value, template in _reads(step):
+                try:
+                    names_read.extend((name, f"{places[i]} (reads products.{name})")
+                                      for name in _step_refs(value, template=template,
+                                                             root="products"))
+                except (ExpressionError, TypeError, ValueError, RecursionError):
+                    continue
+            required: list[str] = []
+            for name, where in names_read:
+                producer = self.producers.get(name)
+                if producer is None:
+                    if where.endswith("]"):  # a products.X read is reported by _Refs
+                        problems.add(where, self.unknown(name))
+                elif producer[0] == sid and where.endswith("]"):
+                    problems.add(where, f"requires {name!r}, which it produces itself "
+                                        f"({producer[1]})")
+                elif name not in required:
+                    required.append(name)
+            if sid is not None:
+                self.requires[sid] = tuple(required)
+
+    def unknown(self, name: str) -> str:
+        made = ", ".join(sorted(self.producers)) or "none"
+        return (f"no step produces {name!r}{_suggest(name, self.producers)}; the products "
+                f"are: {made}")
+
+    def _names(self, where: str, raw: Any) -> list[tuple[str, str]]:
+        """A ``produces``/``requires`` list: ``(name, place)`` for each good entry."""
+        if raw is None:
+            return []
+        if not isinstance(raw, list):
+            self.problems.add(where, "must be a list of product names")
+            return []
+        found: list[tuple[str, str]] = []
+        for j, name in enumerate(raw):
+            place = f"{where}[{j}]"
+            if not isinstance(name, str) or not _PRODUCT_RE.fullmatch(name) or \
+                    len(name) > MAX_ID_LENGTH:
+                self.problems.add(place, f"{name!r} is not a product name (letters, digits, "
+                                         "'_' and '-', as a step id)")
+            elif any(name == seen for seen, _ in found):
+                self.problems.add(place, f"{name!r} is listed twice")
+            else:
+                found.append((name, place))
+        return found
+
+    def of(self, sid: str | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """``(produces, requires)`` of one step."""
+        if sid is None:
+            return (), ()
+        return self.produces.get(sid, ()), self.requires.get(sid, ())
 
 
 def _dict_template(compiled: dict[str, Compiled | None]) -> Compiled:
@@ -805,16 +991,29 @@ class _Refs:
     """The step graph as far as it is known, for checking ``steps.X`` references."""
 
     def __init__(self, problems: _Problems, known: set[str],
-                 deps: dict[str, tuple[str, ...]], cycle: list[str] | None) -> None:
+                 deps: dict[str, tuple[str, ...]], cycle: list[str] | None,
+                 producers: Mapping[str, tuple[str, str]] | None = None) -> None:
         self.problems = problems
         self.known = known
         self.deps = deps
         self.cycle = cycle
+        self.producers = producers or {}
         self.memo: dict[str, set[str]] = {}
 
     def check(self, where: str, owner: str | None, value: Any, *, template: bool,
               allow_self: bool) -> None:
-        """Every ``steps.X`` in ``value`` names a step upstream of ``owner`` (any if None)."""
+        """Every ``steps.X`` in ``value`` names a step upstream of ``owner`` (any if None),
+        every ``products.X`` a product some step makes (its producer is upstream: derived)."""
+        for name in _step_refs(value, template=template, root="products"):
+            producer = self.producers.get(name)
+            if producer is None:
+                made = ", ".join(sorted(self.producers)) or "none"
+                self.problems.add(where, f"refers to products.{name}, but no step produces "
+                                         f"{name!r}{_suggest(name, self.producers)}; the "
+                                         f"products are: {made}")
+            elif producer[0] == owner and not allow_self:
+                self.problems.add(where, f"refers to products.{name}, which {owner!r} produces "
+                                         f"itself ({producer[1]})")
         for ref in _step_refs(value, template=template):
             if ref not in self.known:
                 self.problems.add(where, f"refers to steps.{ref}, but there is no step {ref!r}"
@@ -1022,7 +1221,8 @@ def _compile_branches(problems: _Problems, place: str, sid: str | None, raw: Any
 
 
 def _compile_step(problems: _Problems, place: str, sid: str | None, step: dict[str, Any],
-                  deps: tuple[str, ...], refs: _Refs, defaults: _StepDefaults
+                  deps: tuple[str, ...], refs: _Refs, defaults: _StepDefaults,
+                  products: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
                   ) -> StepSpec | None:
     """Pass 3: one step's fields, expressions and policies."""
     _check_fields(problems, place, step, STEP_FIELDS)
@@ -1056,6 +1256,7 @@ def _compile_step(problems: _Problems, place: str, sid: str | None, step: dict[s
         on_dependency_failure=(_policy(step.get("on_dependency_failure"))
                                or defaults.on_dependency_failure),
         concurrency=concurrency or defaults.concurrency,
+        produces=products[0], requires=products[1],
     )
 
 
@@ -1121,13 +1322,18 @@ def compile_spec(
     for i, step in enumerate(raw_steps):  # an unusable id still has its depends_on checked
         if ids[i] is None and isinstance(step, dict):
             _step_deps(problems, places[i], None, step.get("depends_on"), known)
+    products = _Products(problems, raw_steps, ids, places)
+    for i, sid in enumerate(ids):
+        if sid is not None:
+            deps[sid] = _derive_deps(problems, places[i], sid, raw_steps[i], deps[sid], known,
+                                     products)
     cycle = _find_cycle([sid for sid in ids if sid is not None], deps)
     if cycle:
         problems.add("steps", "dependency cycle: " + " -> ".join(cycle))
-    refs = _Refs(problems, known, deps, cycle)
+    refs = _Refs(problems, known, deps, cycle, products.producers)
 
     compiled = [_compile_step(problems, places[i], ids[i], step, deps.get(ids[i] or "", ()),
-                              refs, defaults)
+                              refs, defaults, products.of(ids[i]))
                 for i, step in enumerate(raw_steps) if isinstance(step, dict)]
     outputs = _compile_outputs(problems, raw.get("outputs"), refs)
 
@@ -1145,6 +1351,7 @@ def compile_spec(
         index={s.id: s.index for s in steps},
         declared_inputs=declared,
         max_parallel=int(max_parallel) if max_parallel is not None else None,
+        producers={name: place[0] for name, place in products.producers.items()},
         **_failure_plan(steps, defaults.on_dependency_failure),
     )
 

@@ -58,7 +58,9 @@ ERROR_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 #: What the compiler refuses and the schema cannot say (cross-references, expressions).
 COMPILER_ONLY = (
     "depends_on naming an unknown step, the step itself, or forming a cycle",
-    "steps.X references to unknown steps or to steps that are not upstream",
+    "steps.X references to unknown steps, and cycles formed by derived dependencies",
+    "a product with two producers, or required (or read as products.X) and produced by none",
+    "a steps.* wildcard in a step with no depends_on (nothing can be derived from it)",
     "malformed JSON Logic in conditions, inputs, results and outputs",
     "duplicate step ids",
     "a set (loop) branch on a step with no halt or complete branch",
@@ -114,6 +116,11 @@ RETRY_FIELDS = (
     Field("on_timeout", {"type": "boolean"},
           "false: a TimeoutError is not retried (default true)"),
 )
+#: A product name (``produces``/``requires``): read as ``products.NAME``, so no dots.
+PRODUCT_PATTERN = ID_PATTERN
+_PRODUCTS = {"type": "array", "items": {"type": "string", "pattern": PRODUCT_PATTERN,
+                                        "maxLength": MAX_ID_LENGTH},
+             "uniqueItems": True}
 _RETRY = {"anyOf": [{"enum": list(BACKOFFS), "description": "a backoff name alone"},
                     {"$ref": "#/$defs/retry"}]}
 _ATTEMPTS = {"type": "integer", "minimum": 1}
@@ -166,11 +173,17 @@ STEP_FIELDS = (
     Field("depends_on", {"anyOf": [{"type": "string"},
                                    {"type": "array", "items": {"type": "string"},
                                     "uniqueItems": True}]},
-          "steps that must complete first", nullable=True),
+          "steps that must complete first, besides those derived from the steps.X and "
+          "products.X the step reads", nullable=True),
     Field("input", {"type": "object"}, "the step's input: literals and JSON Logic, resolved "
           "at dispatch", nullable=True),
     Field("branch", {"type": "array", "items": {"$ref": "#/$defs/branch"}},
           "checked in order after each attempt; the first true condition wins", nullable=True),
+    Field("produces", _PRODUCTS, "the products this step makes: another step reads one with "
+          "{var: products.NAME} or lists it in requires (each product has one producer)",
+          nullable=True),
+    Field("requires", _PRODUCTS, "products this step needs: it depends on their producers",
+          nullable=True),
     *DEFAULT_FIELDS,
 )
 

@@ -48,23 +48,25 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environm
         name=exc.name) from exc
 
 from .backend import Backend, InProcessRunner, Runner, Store
-from .errors import ConflictError, WorkflowNotFound
+from .errors import ConflictError, ExecutionStateError, UnknownStepError, WorkflowNotFound
 from .graph import advance, on_step_result
 from .ids import new_execution_id
 from .records import WorkflowRecord
-from .results import Complete, Dispatch, DispatchJob, Halt
+from .results import Complete, Dispatch, DispatchJob, Failed, Halt
 from .spec import load_spec
 from .status import StepStatus, WorkflowStatus
 from .workflow import Workflow
 
 __all__ = [
     "BackendContract",
+    "CountingExecutor",
     "FakeClock",
     "KeyedStoreContract",
     "RunnerContract",
     "ScheduleContract",
     "StoreContract",
     "bump",
+    "chain_fan_spec",
     "chain_spec",
     "fan_executor",
     "fan_spec",
@@ -566,6 +568,42 @@ class RunnerContract:
         assert [j.step_id for j in runner.take_pending_jobs(lease=30.0)] == ["g1"]
 
 
+def chain_fan_spec() -> dict[str, Any]:
+    """Six steps, no ``depends_on`` (all derived): a chain ``a -> b -> c`` feeding a
+    fan-out ``d``, ``e``, ``f``. Each ``fn`` is its step id; with ``CountingExecutor``
+    and input ``x``, ``d``/``e``/``f`` give ``x + 3 + k`` for k = 1, 2, 3."""
+    steps: list[dict[str, Any]] = [{"id": "a", "fn": "a", "input": {"x": {"var": "input.x"}}}]
+    for prev, sid in (("a", "b"), ("b", "c")):
+        steps.append({"id": sid, "fn": sid, "input": {"x": {"var": f"steps.{prev}.output.v"}}})
+    for k, sid in enumerate(("d", "e", "f"), 1):
+        steps.append({"id": sid, "fn": sid, "input": {"x": {"var": "steps.c.output.v"}, "k": k}})
+    return {"name": "chain-fan", "steps": steps,
+            "outputs": {sid: {"var": f"steps.{sid}.output.v"} for sid in ("d", "e", "f")}}
+
+
+class CountingExecutor:
+    """Counts calls by ``fn``; returns ``{"v": x + k}`` (``k`` defaults to 1). A ``fn``
+    in ``failing`` fails its attempt (``ok: false``). Thread-safe."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+        self.failing: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            self.calls[fn] = self.calls.get(fn, 0) + 1
+        if fn in self.failing:
+            return {"ok": False, "error": f"{fn} was told to fail"}
+        return {"v": inputs["x"] + inputs.get("k", 1)}
+
+    def take(self) -> dict[str, int]:
+        """The counts so far, then start again from zero."""
+        with self._lock:
+            calls, self.calls = self.calls, {}
+        return calls
+
+
 class BackendContract:
     """Whole workflows over a store and runner. Provide ``parts`` -> (store, runner)."""
 
@@ -608,6 +646,145 @@ class BackendContract:
         record = wf.record
         assert record.steps["a"].attempts == 3 and record.steps["a"].run_id == 2
         assert record.steps["c"].status is StepStatus.SKIPPED
+
+    # -- inspection, targets, invalidation, redrive --------------------------------------
+
+    def _chain_fan(self, parts: tuple[Store, Runner], **options: Any
+                   ) -> tuple[Workflow, CountingExecutor]:
+        store, runner = parts
+        counter = CountingExecutor()
+        backend = Backend(store=store, runner=runner, executor=counter, poll_interval=0.01,
+                          **options)
+        return Workflow.from_dict(chain_fan_spec(), backend, inputs={"x": 0}), counter
+
+    def test_steps_keep_the_inputs_they_ran_with(self, parts: tuple[Store, Runner]) -> None:
+        wf, _ = self._chain_fan(parts)
+        assert wf.step_inputs("b") is None
+        assert isinstance(wf.run(timeout=120), Complete)
+        assert wf.step_inputs("a") == {"x": 0} and wf.step_output("a") == {"v": 1}
+        assert wf.step_inputs("e") == {"x": 3, "k": 2} and wf.step_output("e") == {"v": 5}
+        again = Backend(store=parts[0], runner=parts[1])  # from the store, not a cache
+        assert again.load(wf.id).steps["d"].inputs == {"x": 3, "k": 1}
+        with pytest.raises(UnknownStepError, match="ghost"):
+            wf.step_inputs("ghost")
+
+    def test_invalidate_reruns_exactly_what_it_invalidates(
+            self, parts: tuple[Store, Runner]) -> None:
+        wf, counter = self._chain_fan(parts)
+        assert isinstance(wf.run(timeout=120), Complete)
+        counter.take()
+        before = wf.record
+        assert wf.what_invalidates("b") == ["b", "c", "d", "e", "f"]
+        assert wf.what_invalidates("e") == ["e"]
+        with pytest.raises(UnknownStepError, match="ghost"):
+            wf.invalidate("ghost")
+        assert wf.record.version == before.version  # nothing written
+        assert wf.invalidate("b") == ["b", "c", "d", "e", "f"]
+        record = wf.record
+        assert record.status is WorkflowStatus.IN_PROGRESS and record.outcome is None
+        assert record.steps["a"] == before.steps["a"]
+        assert record.steps["c"].output is None
+        assert record.steps["b"].run_id == before.steps["b"].run_id + 1
+        result = wf.run(timeout=120)
+        assert isinstance(result, Complete) and result.outcome == {"d": 4, "e": 5, "f": 6}
+        assert counter.take() == {"b": 1, "c": 1, "d": 1, "e": 1, "f": 1}
+        assert wf.invalidate("e") == ["e"]
+        assert isinstance(wf.run(timeout=120), Complete)
+        assert counter.take() == {"e": 1}
+
+    def test_reset_step_on_a_complete_execution_runs_again(
+            self, parts: tuple[Store, Runner]) -> None:
+        wf, counter = self._chain_fan(parts)
+        assert isinstance(wf.run(timeout=120), Complete)
+        counter.take()
+        wf.backend.reset_step(wf.id, "c")
+        assert wf.status is WorkflowStatus.IN_PROGRESS
+        assert isinstance(wf.run(timeout=120), Complete)
+        assert counter.take() == {"c": 1, "d": 1, "e": 1, "f": 1}
+
+    def test_redrive_reruns_only_what_did_not_complete(
+            self, parts: tuple[Store, Runner]) -> None:
+        wf, counter = self._chain_fan(parts)
+        counter.failing.add("e")
+        assert isinstance(wf.run(timeout=120), Failed)
+        failed = wf.record
+        open_steps = [s.id for s in failed.steps.values()
+                      if s.status is not StepStatus.COMPLETE]
+        assert "e" in open_steps and "a" not in open_steps
+        counter.failing.clear()
+        counter.take()
+        assert wf.redrive() == open_steps
+        record = wf.record
+        assert record.steps["e"].run_id == failed.steps["e"].run_id + 1
+        assert record.steps["e"].attempts <= 1  # reset, maybe claimed again
+        result = wf.run(timeout=120)
+        assert isinstance(result, Complete) and result.outcome == {"d": 4, "e": 5, "f": 6}
+        assert counter.take() == dict.fromkeys(open_steps, 1)
+        version = wf.record.version
+        with pytest.raises(ExecutionStateError, match="complete"):
+            wf.redrive()
+        assert wf.record.version == version
+
+    def test_redrive_of_a_running_execution_is_refused(
+            self, parts: tuple[Store, Runner]) -> None:
+        wf, _ = self._chain_fan(parts)
+        wf.advance()
+        version = wf.record.version
+        with pytest.raises(ExecutionStateError, match="in_progress"):
+            wf.redrive()
+        assert wf.record.version == version
+
+    def test_two_redrives_at_once_are_one(self, parts: tuple[Store, Runner]) -> None:
+        wf, counter = self._chain_fan(parts)
+        counter.failing.add("c")
+        assert isinstance(wf.run(timeout=120), Failed)
+        counter.failing.clear()
+        failed = wf.record
+        barrier = threading.Barrier(2, timeout=10)
+        waited = threading.local()
+
+        def clock() -> float:  # both transitions load the failed record before either writes
+            if not getattr(waited, "done", False):
+                waited.done = True
+                barrier.wait()
+            return time.time()
+
+        answers: list[list[str]] = []
+        errors: list[BaseException] = []
+
+        def redrive() -> None:
+            try:
+                backend = Backend(store=parts[0], runner=parts[1], clock=clock)
+                answers.append(backend.redrive(wf.id))
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=redrive) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not errors, errors
+        assert answers[0] == answers[1] == ["c", "d", "e", "f"]
+        record = wf.record
+        assert record.version == failed.version + 1  # one write
+        assert record.steps["c"].run_id == failed.steps["c"].run_id + 1
+        assert isinstance(wf.run(timeout=120), Complete)
+
+    def test_targets_run_only_what_they_need(self, parts: tuple[Store, Runner]) -> None:
+        wf, counter = self._chain_fan(parts)
+        with pytest.raises(UnknownStepError, match="ghost"):
+            wf.run(targets=["ghost"], timeout=120)
+        result = wf.run(targets=["d"], timeout=120)
+        assert isinstance(result, Complete)
+        assert result.outcome == {"d": 4, "e": None, "f": None}
+        assert counter.take() == {"a": 1, "b": 1, "c": 1, "d": 1}
+        record = wf.record
+        assert record.steps["e"].status is StepStatus.SKIPPED
+        assert (record.steps["e"].error or {}).get("type") == "NotTargeted"
+        assert wf.invalidate("a") == ["a", "b", "c", "d"]  # e and f stay skipped
+        assert isinstance(wf.run(timeout=120), Complete)
+        assert counter.take() == {"a": 1, "b": 1, "c": 1, "d": 1}
 
 
 # -- idempotency keys and schedules -------------------------------------------------------

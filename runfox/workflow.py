@@ -14,7 +14,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -23,7 +23,7 @@ from .execution import serve_control
 from .graph import advance, on_step_result
 from .inprocess import InProcessWorker
 from .jsonvalue import json_clone
-from .records import WorkflowRecord
+from .records import StepRecord, WorkflowRecord
 from .results import Dispatch, Pending, Result, Terminal
 from .spec import WorkflowSpec, load_spec, parse_yaml
 from .status import StepStatus, WorkflowStatus
@@ -148,8 +148,13 @@ class Workflow:
         *,
         timeout: float | None = None,
         on_progress: Callable[[Workflow], None] | None = None,
+        targets: Iterable[str] | None = None,
     ) -> Terminal:
         """Drive the execution to its end and return the terminal result.
+
+        ``targets``: run only what these steps need (``Backend.restrict_to_targets``:
+        the other waiting steps are skipped first, and ``outputs`` that read them get
+        null). ``UnknownStepError`` for a target the spec lacks.
 
         Each round applies every gathered result and claims what became ready in
         one transition, dispatches the jobs, lets ``worker`` (or the backend's own
@@ -164,6 +169,8 @@ class Workflow:
         is left as it is and can be resumed.
         """
         backend = self.backend
+        if targets is not None:
+            backend.restrict_to_targets(self.id, targets)
         if worker is None and backend.executor is not None:
             worker = InProcessWorker(backend.runner, backend.executor)
         serve_control(backend)  # wake-ups and results an SQS runner receives
@@ -223,7 +230,41 @@ class Workflow:
                 wait = min(wait, max(0.0, deadline - now))
             time.sleep(wait)
 
+    # -- invalidation and redrive -------------------------------------------
+
+    def what_invalidates(self, step: str) -> list[str]:
+        """The step and every step downstream of it (by dependencies, derived ones and
+        products included), in spec order: what ``invalidate(step)`` reopens."""
+        return self.backend.load_shared(self.id).plan.what_invalidates(step)
+
+    def invalidate(self, step: str | Iterable[str]) -> list[str]:
+        """Reopen ``step`` (or several) and everything downstream of it, in a running or
+        finished execution; the workflow is ``in_progress`` again and the reopened steps
+        are dispatched (``run()`` drives them). Returns the reopened ids.
+        ``UnknownStepError`` for an unknown step, nothing written."""
+        return self.backend.invalidate(self.id, step)
+
+    def redrive(self) -> list[str]:
+        """Continue a failed, cancelled or halted-on-error execution from the steps that
+        did not complete, keeping the completed ones; returns the reopened ids
+        (``Backend.redrive``). ``ExecutionStateError`` for a running or complete one."""
+        return self.backend.redrive(self.id)
+
     # -- inspection ---------------------------------------------------------
+
+    def _step(self, step: str) -> StepRecord:
+        record = self.backend.load(self.id)
+        record.plan.known_steps([step])
+        return record.steps[step]
+
+    def step_inputs(self, step: str) -> dict[str, Any] | None:
+        """The resolved inputs the step's last run was sent (``None`` before its first
+        claim, or after a reset); a copy. ``UnknownStepError`` for an unknown step."""
+        return self._step(step).inputs
+
+    def step_output(self, step: str) -> dict[str, Any] | None:
+        """The step's output (``None`` until it has one); a copy."""
+        return self._step(step).output
 
     @property
     def record(self) -> WorkflowRecord:

@@ -18,6 +18,14 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
 EXPECTED: dict[str, list[str]] = {
+    "products/convection.py": [
+        "  evolve               <- make_solver, initial_temperature",
+        "target evolve: Complete, ran build_mesh, initial_temperature, make_solver, evolve",
+        "what_invalidates(initial_temperature): ['initial_temperature', 'evolve']",
+        "reopened: ['initial_temperature', 'evolve']; workflow in_progress",
+        "rerun: Complete, ran initial_temperature, evolve",
+        'outcome: {"log": [0.45, 0.405, 0.3645], "plot": null}',
+    ],
     "ops/single_step.py": [
         "result: Complete",
         'steps: {"measure": "complete"}',
@@ -148,7 +156,7 @@ def test_example_prints_its_result(relative: str) -> None:
 def test_every_example_is_covered() -> None:
     # greeting/ is the CLI quickstart (a spec plus an executor module), tested in test_cli.py.
     found = {p.relative_to(EXAMPLES).as_posix() for p in EXAMPLES.rglob("*.py")
-             if p.parent.name in ("ops", "uses")}
+             if p.parent.name in ("ops", "uses", "products")}
     assert found, "no examples found"
     assert found == set(EXPECTED), (
         f"examples without a test: {sorted(found - set(EXPECTED))}; "

@@ -121,6 +121,15 @@ VALID: dict[str, dict[str, Any]] = {
             "key": {"cat": ["customer-", {"var": "input.customer"}, "-",
                             {"var": "step_input.n"}]}, "limit": 1}},
                   {"id": "c", "fn": "f", "concurrency": None}]},
+    "derived dependencies and products": {
+        "steps": [{"id": "mesh", "fn": "f", "produces": ["mesh", "coords"]},
+                  {"id": "solve", "fn": "f", "requires": ["mesh"],
+                   "input": {"c": {"var": "products.coords"}}},
+                  {"id": "plot", "fn": "f", "input": {"s": {"var": "steps.solve.output"}},
+                   "produces": None, "requires": None},
+                  {"id": "all", "fn": "f", "depends_on": ["plot"],
+                   "input": {"every": {"vars": "$.steps.*.output"}}}],
+        "outputs": {"mesh": {"var": "products.mesh"}}},
 }
 
 # -- the bad-spec corpus: refused by both ------------------------------------------------
@@ -207,6 +216,10 @@ INVALID: dict[str, Any] = {
     "concurrency key too long": {"steps": [{**STEP, "concurrency": {"key": "k" * 201,
                                                                     "limit": 1}}]},
     "concurrency key a number": {"steps": [{**STEP, "concurrency": {"key": 3, "limit": 1}}]},
+    "produces not a list": {"steps": [{**STEP, "produces": "mesh"}]},
+    "produces a dotted name": {"steps": [{**STEP, "produces": ["mesh.v1"]}]},
+    "requires twice the same": {"steps": [{**STEP, "produces": ["m"]},
+                                          {"id": "b", "fn": "f", "requires": ["m", "m"]}]},
     "concurrency unknown field": {"defaults": {"concurrency": {"key": "g", "limit": 1,
                                                                "per": "host"}},
                                   "steps": [STEP]},
@@ -222,8 +235,16 @@ COMPILER_ONLY_CASES: dict[str, dict[str, Any]] = {
     "duplicate step ids": {"steps": [STEP, STEP]},
     "reference to an unknown step": {"steps": [{**STEP, "input": {"x": {"var":
                                                                         "steps.b.output"}}}]},
-    "reference to a step not upstream": {"steps": [
-        {"id": "a", "fn": "f"}, {"id": "b", "fn": "f", "input": {"x": {"var": "steps.a.x"}}}]},
+    "cycle of derived dependencies": {"steps": [
+        {"id": "a", "fn": "f", "input": {"x": {"var": "steps.b.x"}}},
+        {"id": "b", "fn": "f", "input": {"x": {"var": "steps.a.x"}}}]},
+    "a product with two producers": {"steps": [{**STEP, "produces": ["m"]},
+                                               {"id": "b", "fn": "f", "produces": ["m"]}]},
+    "a required product nobody produces": {"steps": [{**STEP, "requires": ["m"]}]},
+    "products.X read and not produced": {"steps": [{**STEP, "input": {
+        "m": {"var": "products.m"}}}]},
+    "a wildcard read without depends_on": {"steps": [
+        STEP, {"id": "b", "fn": "f", "input": {"all": {"vars": "$.steps.*.output"}}}]},
     "malformed JSON Logic": {"steps": [{**STEP, "branch": [
         {"condition": {"no_such_op": [1]}, "action": "halt"}]}]},
     "set branch without an exit": {"steps": [{**STEP, "branch": [

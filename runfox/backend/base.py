@@ -22,6 +22,7 @@ from ..errors import (
     BackendError,
     ConflictError,
     CorruptRecord,
+    ExecutionStateError,
     NotJSONError,
     RecordTooLarge,
     SpecError,
@@ -488,7 +489,77 @@ class Backend:
                      lambda r, now: graph.write_workflow_outcome(r, outcome))
 
     def reset_step(self, workflow_execution_id: str, step_id: str) -> None:
-        self._simple(workflow_execution_id, lambda r, now: graph.reset_step(r, step_id))
+        """Make a step ready again; in a finished execution, ``invalidate`` it (the
+        step and what is downstream reopen, the workflow is in progress again)."""
+        self._simple(workflow_execution_id, lambda r, now: graph.reset_step(r, step_id, now))
+
+    # ------------------------------------------------------------------
+    # Targets, invalidation, redrive
+    # ------------------------------------------------------------------
+
+    def restrict_to_targets(self, workflow_execution_id: str, targets: Iterable[str]
+                            ) -> list[str]:
+        """Skip the waiting steps no target needs (``graph.restrict_to_targets``); returns
+        their ids. ``UnknownStepError`` for an unknown target, nothing written."""
+        wanted = [targets] if isinstance(targets, str) else list(targets)
+        return list(self.transition(
+            workflow_execution_id,
+            lambda r, now, _: graph.restrict_to_targets(r, wanted, now)))
+
+    def _reopen_and_claim(self, workflow_execution_id: str,
+                          reopen: Callable[[WorkflowRecord, float], Any], *,
+                          loaded: WorkflowRecord | None = None, dispatch: bool = True
+                          ) -> list[str]:
+        """One transition: ``reopen(record, now) -> (record, ids)``, then claim what is
+        ready; dispatch the jobs. ``reopen`` returning the record unchanged writes nothing."""
+
+        def fn(r: WorkflowRecord, now: float, _: Any) -> tuple[WorkflowRecord, Any]:
+            new, reopened = reopen(r, now)
+            if new is r:
+                return r, (reopened, None)
+            new, nxt = graph.advance(new, now)
+            return new, (reopened, nxt)
+
+        reopened, nxt = self.transition(workflow_execution_id, fn, loaded=loaded)
+        if dispatch and isinstance(nxt, Dispatch):
+            self.runner.dispatch(workflow_execution_id, nxt.jobs)
+        return list(reopened)
+
+    def invalidate(self, workflow_execution_id: str, step_ids: str | Iterable[str], *,
+                   dispatch: bool = True) -> list[str]:
+        """Reopen the steps and everything downstream of them (``graph.invalidate``),
+        claim and dispatch what is ready; returns the reopened ids.
+
+        ``UnknownStepError`` for a step the spec lacks: nothing is written.
+        """
+        record = self.store.load_shared(workflow_execution_id)
+        ids = record.plan.known_steps([step_ids] if isinstance(step_ids, str) else step_ids)
+        return self._reopen_and_claim(
+            workflow_execution_id, lambda r, now: graph.invalidate(r, ids, now),
+            dispatch=dispatch)
+
+    def redrive(self, workflow_execution_id: str, *, dispatch: bool = True) -> list[str]:
+        """Continue a failed, cancelled or halted-on-error execution in place from the
+        steps that did not complete (``graph.redrive``); returns the reopened ids.
+
+        Idempotent under a race: two redrives of one ended record make one write;
+        the loser finds the execution reopened since it read it and returns the same
+        ids without writing. ``ExecutionStateError`` for a running, pending or
+        complete execution (or one halted on a good output): nothing is written.
+        """
+        seen = self.store.load_shared(workflow_execution_id)
+        problem = graph.redrive_problem(seen)
+        if problem is not None:
+            raise ExecutionStateError(problem)
+        planned = graph.redrive(seen, seen.updated_at)[1]
+
+        def reopen(r: WorkflowRecord, now: float) -> tuple[WorkflowRecord, list[str]]:
+            if r.version != seen.version and graph.redrive_problem(r) is not None:
+                return r, planned  # reopened by a concurrent redrive since `seen`
+            return graph.redrive(r, now)
+
+        return self._reopen_and_claim(workflow_execution_id, reopen, loaded=seen,
+                                      dispatch=dispatch)
 
     def reset_for_retry(self, workflow_execution_id: str, step_id: str) -> None:
         self._simple(workflow_execution_id, lambda r, now: graph.reset_for_retry(r, step_id))

@@ -1,11 +1,12 @@
 """``runfox``: the command line.
 
     runfox run SPEC [--executor MODULE:ATTR] [--input KEY=VALUE ...] [--inputs JSON]
-                    [--backend URL] [--workers N] [--timeout S] [--quiet]
+                    [--backend URL] [--workers N] [--timeout S] [--quiet] [--target STEP ...]
     runfox start SPEC [--input KEY=VALUE ...] [--inputs JSON] [--backend URL]
     runfox worker --backend URL --executor MODULE:ATTR [--concurrency N] [--processes]
                   [--lease SECONDS] ...
-    runfox status ID [--backend URL] [--json]
+    runfox status ID [--backend URL] [--json] [--step STEP]
+    runfox redrive ID [--executor MODULE:ATTR] [--timeout S] [--backend URL]
     runfox list [--status S] [--limit N] [--json] [--backend URL]
     runfox cancel ID [--reason TEXT] [--backend URL]
     runfox graph SPEC [--format mermaid|dot] [--execution ID] [--backend URL]
@@ -77,6 +78,8 @@ _EXAMPLES = {
     "status": ['runfox status "$(runfox start etl.yaml)" --json'],
     "list": ["runfox list --status in_progress --limit 10"],
     "cancel": ['runfox cancel "$id" --reason "superseded by a newer run"'],
+    "redrive": ['runfox redrive "$id"  # workers run the steps that did not complete',
+                'runfox redrive "$id" --executor tasks:execute  # run them here'],
     "graph": ["runfox graph etl.yaml --format dot | dot -Tsvg > etl.svg",
               'runfox graph etl.yaml --execution "$id"'],
     "schema": ["runfox schema > runfox.schema.json"],
@@ -155,6 +158,9 @@ COMMAND), 3 halted, 4 backend unreachable or misconfigured, 5 timeout, 130 inter
     p.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
                    help="give up waiting after this long (exit 5)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--target", action="append", metavar="STEP",
+                   help="run only this step and what it needs; the other steps are skipped "
+                        "(repeatable)")
     p.set_defaults(handler=commands.run)
 
     p = _command(sub, "start", [common, inputs],
@@ -212,6 +218,8 @@ COMMAND), 3 halted, 4 backend unreachable or misconfigured, 5 timeout, 130 inter
                                             "list` print it, or a unique prefix of it or of "
                                             "its execution id (20261130T0915)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument("--step", metavar="STEP", help="show this step: the inputs it ran with "
+                                                  "and its output")
     p.set_defaults(handler=commands.status)
 
     p = _command(sub, "list", [common], "list executions, newest first")
@@ -227,6 +235,18 @@ COMMAND), 3 halted, 4 backend unreachable or misconfigured, 5 timeout, 130 inter
                                             "of its execution id")
     p.add_argument("--reason", metavar="TEXT", help="recorded in the outcome")
     p.set_defaults(handler=commands.cancel)
+
+    p = _command(sub, "redrive", [common], "continue a failed, cancelled or halted-on-error "
+                 "execution from the steps that did not complete")
+    p.add_argument("id", metavar="ID", help="the execution id, or a unique prefix of it or "
+                                            "of its execution id")
+    p.add_argument("--executor", metavar="MODULE:ATTR",
+                   default=os.environ.get("RUNFOX_EXECUTOR") or None,
+                   help="run the steps here and wait for the end; without it, the jobs "
+                        "go to `runfox worker` processes")
+    p.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
+                   help="with --executor: give up waiting after this long (exit 5)")
+    p.set_defaults(handler=commands.redrive)
 
     p = _command(sub, "graph", [common], "print the step graph (Mermaid or Graphviz DOT)")
     p.add_argument("spec", metavar="SPEC", help="workflow YAML file, or - for stdin")

@@ -31,8 +31,8 @@ from ..workflow import Workflow
 from . import render
 from .exits import EXIT_COMPLETE, EXIT_FAILED, EXIT_HALTED, EXIT_TIMEOUT, UsageError
 
-__all__ = ["cancel", "graph", "list_executions", "resolve_id", "run", "schema", "start",
-           "status", "worker"]
+__all__ = ["cancel", "graph", "list_executions", "redrive", "resolve_id", "run", "schema",
+           "start", "status", "worker"]
 
 logger = logging.getLogger("runfox.cli")
 
@@ -204,6 +204,9 @@ def run(args: argparse.Namespace) -> int:
         print(describe_inputs(plan, args.spec))
         return EXIT_COMPLETE
     inputs = spec_inputs(plan, args)
+    targets = getattr(args, "target", None)
+    if targets:
+        plan.needed_by(targets)  # an unknown target: UnknownStepError before anything exists
     ref = executor_ref(args, required=False)
     if args.workers < 1:
         raise UsageError("--workers must be >= 1")
@@ -239,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
             def on_progress(w: Workflow) -> None:
                 progress.update(render.progress_counts(w.record))
         try:
-            result = wf.run(timeout=args.timeout, on_progress=on_progress)
+            result = wf.run(timeout=args.timeout, on_progress=on_progress, targets=targets)
         except TimeoutError:
             if progress is not None:
                 progress.finish()
@@ -435,6 +438,9 @@ def status(args: argparse.Namespace) -> int:
         record = backend.load(resolve_id(backend, args.id))
     finally:
         close_backend(backend)
+    if getattr(args, "step", None) is not None:
+        print(render.step_detail(record, args.step, args.json))
+        return EXIT_COMPLETE
     if args.json:
         data = render.status_json(record)
         if record.defects:
@@ -468,6 +474,40 @@ def explain(record: WorkflowRecord) -> list[str]:
             notes.append(f"note: failed because a transition raised {kind} at {where} "
                          "(the log of the process that ran it has the traceback)")
     return ["", *notes] if notes else []
+
+
+def redrive(args: argparse.Namespace) -> int:
+    """Reopen the steps of an ended execution that did not complete; with --executor,
+    run them here to the end (exit code as ``run``), else leave them to workers."""
+    ref = executor_ref(args, required=False)
+    shared = open_backend(args.backend)
+    try:
+        wf_id = resolve_id(shared, args.id)
+        if ref is None:
+            if isinstance(shared.runner, InProcessRunner):
+                raise UsageError(f"{args.backend_shown} has no shared queue: give --executor")
+            reopened = shared.redrive(wf_id)
+            print(f"runfox: execution {wf_id}: reopened {', '.join(reopened) or 'nothing'}; "
+                  "`runfox worker` processes run them", file=sys.stderr)
+            print(json.dumps({"id": wf_id, "reopened": reopened}))
+            return EXIT_COMPLETE
+        local = Backend(store=shared.store, runner=InProcessRunner(),
+                        executor=load_executor(ref), poll_interval=0.02)
+        reopened = local.redrive(wf_id)
+        print(f"runfox: execution {wf_id}: reopened {', '.join(reopened) or 'nothing'}",
+              file=sys.stderr)
+        try:
+            result = Workflow(wf_id, local).run(timeout=args.timeout)
+        except TimeoutError:
+            print(f"runfox: {wf_id} did not finish within {args.timeout:g}s; it is left as "
+                  "it is", file=sys.stderr)
+            return EXIT_TIMEOUT
+        if not isinstance(result, Complete):
+            print(describe_end(wf_id, result), file=sys.stderr)
+        print(json.dumps(result.outcome, sort_keys=True))
+        return exit_code(result)
+    finally:
+        close_backend(shared)
 
 
 def list_executions(args: argparse.Namespace) -> int:

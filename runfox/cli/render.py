@@ -83,6 +83,29 @@ def status_json(record: WorkflowRecord) -> dict[str, Any]:
     }
 
 
+def step_detail(record: WorkflowRecord, step_id: str, as_json: bool) -> str:
+    """``runfox status ID --step S``: the inputs the step ran with and its output.
+
+    ``UnknownStepError`` for a step the spec lacks."""
+    record.plan.known_steps([step_id])
+    step = record.steps[step_id]
+    data: dict[str, Any] = {"id": record.workflow_execution_id, "step": step_id,
+                            "status": step.status.value, "run_id": step.run_id,
+                            "attempts": step.attempts, "inputs": step.inputs,
+                            "output": step.output}
+    if step.error is not None:
+        data["error"] = step.error
+    if as_json:
+        return json.dumps(data, indent=2)
+    lines = [f"step:     {step_id} ({step.status.value}, run {step.run_id}, "
+             f"{step.attempts} attempt(s))",
+             "inputs:   " + json.dumps(step.inputs, sort_keys=True),
+             "output:   " + json.dumps(step.output, sort_keys=True)]
+    if step.error is not None:
+        lines.append("error:    " + json.dumps(step.error, sort_keys=True))
+    return "\n".join(lines)
+
+
 def status_text(record: WorkflowRecord) -> str:
     """A human-readable status: header, one line per step, the outcome."""
     counts = progress_counts(record)
