@@ -470,7 +470,7 @@ class Worker:
                 continue
             for job in held:
                 step = record.steps.get(job.step_id) if record is not None else None
-                if record is not None and not record.status.is_terminal() \
+                if record is not None and not record.status.is_terminal \
                         and step is not None and step.status is StepStatus.IN_PROGRESS \
                         and step.run_id == job.run_id:
                     continue
@@ -481,7 +481,7 @@ class Worker:
                 logger.info("%s: the execution %s while the step runs; setting its "
                             "cancelled flag", job.key,
                             f"is {record.status.value}" if record is not None
-                            and record.status.is_terminal() else "moved on"
+                            and record.status.is_terminal else "moved on"
                             if record is not None else "is gone")
                 slots.cancel(job.key)
 
