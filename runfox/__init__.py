@@ -58,8 +58,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Backend",
     "BackendError",
-    "BindingError",
     "BackendUnavailable",
+    "BindingError",
     "Cancelled",
     "Complete",
     "ConflictError",

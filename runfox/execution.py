@@ -55,8 +55,7 @@ def is_async(executor: Executor, fn: str) -> bool:
     executor whose ``is_async(fn)`` method returns true. Never raises: a failing
     ``is_async`` means "no", and the sync call reports whatever is wrong.
     """
-    if inspect.iscoroutinefunction(executor) or \
-            inspect.iscoroutinefunction(getattr(executor, "__call__", None)):
+    if _coroutine_executor(executor):
         return True
     check = getattr(executor, "is_async", None)
     if not callable(check) or not callable(getattr(executor, "acall", None)):
@@ -65,6 +64,12 @@ def is_async(executor: Executor, fn: str) -> bool:
         return bool(check(fn))
     except Exception:
         return False
+
+
+def _coroutine_executor(executor: Executor) -> bool:
+    """A coroutine function, or an object whose ``__call__`` is one."""
+    return inspect.iscoroutinefunction(executor) or \
+        inspect.iscoroutinefunction(type(executor).__call__)
 
 
 def job_context(job: DispatchJob, flag: Flag | None = None,
@@ -165,8 +170,7 @@ async def acall_executor(executor: Executor, fn: str, inputs: dict[str, Any],
     limit = asyncio.timeout(timeout)
     try:
         async with limit:
-            if inspect.iscoroutinefunction(executor) or \
-                    inspect.iscoroutinefunction(getattr(executor, "__call__", None)):
+            if _coroutine_executor(executor):
                 output = await executor(fn, inputs)
             else:
                 output = await executor.acall(fn, inputs)  # type: ignore[attr-defined]

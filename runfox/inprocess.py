@@ -57,8 +57,8 @@ class InProcessWorker:
                                    strict=True):
                 outputs[job.key] = output
         for job in jobs:
-            output = outputs.get(job.key)
-            self._unsent.append((job, output if output is not None
+            done = outputs.get(job.key)
+            self._unsent.append((job, done if done is not None
                                  else run_job(self.executor, job)))
         self._send()
         return len(jobs)

@@ -438,6 +438,7 @@ class Worker:
                    and self._beats[k] + self.lease_for(j) / 3 <= now]
             for job in due:
                 self._beats[job.key] = now
+        renewed: list[DispatchJob] = []
         for job in due:
             with self._held_lock:
                 if job.key not in self._held:
@@ -449,11 +450,17 @@ class Worker:
                 continue
             if not kept:
                 self._lease_lost(job)
-        self._watch(due)
+            else:
+                renewed.append(job)
+        self._watch(renewed)
 
     def _watch(self, jobs: list[DispatchJob]) -> None:
         """Set ``runfox.context().cancelled`` for those of ``jobs`` whose execution
-        ended or whose step moved on (one record load per execution)."""
+        ended or whose step moved on (one record load per execution).
+
+        Only jobs whose lease was just renewed are looked at, and a failed load is
+        skipped quietly: the lease is what outages are about, this is a hint.
+        """
         slots = self._active
         if slots is None or not jobs:
             return
@@ -465,8 +472,8 @@ class Worker:
                 record = self.backend.store.load_shared(wf_id)
             except WorkflowNotFound:
                 record = None
-            except Exception as exc:
-                self._outage.failed(exc, f"check the status of {wf_id}", backoff=False)
+            except Exception as exc:  # best effort: the next round looks again
+                logger.debug("could not check the status of %s: %s", wf_id, _reason(exc))
                 continue
             for job in held:
                 step = record.steps.get(job.step_id) if record is not None else None

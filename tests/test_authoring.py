@@ -220,7 +220,7 @@ def test_context_in_workflow_run() -> None:
     check_context(wf.id, result.outcome, same_process=True)
 
 
-@pytest.mark.parametrize("processes", [False, True])
+@pytest.mark.parametrize("processes", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_context_in_worker_threads_loop_and_processes(processes: bool) -> None:
     backend = Backend()
     wf_id = backend.create(CONTEXT_SPEC)
@@ -367,6 +367,7 @@ def test_cancelled_flips_when_the_execution_is_cancelled(sqlite_backend: Backend
     assert backend.load(wf_id).status is WorkflowStatus.CANCELLED
 
 
+@pytest.mark.slow
 def test_cancelled_reaches_a_process_slot() -> None:
     backend = Backend()
     wf_id = backend.create({"steps": [{"id": "w", "fn": "wait_for_cancel",

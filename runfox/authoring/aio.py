@@ -40,4 +40,5 @@ def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
     thread.join()
     if failure:
         raise failure[0]
-    return box[0]  # type: ignore[no-any-return]
+    result: T = box[0]
+    return result

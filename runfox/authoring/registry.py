@@ -88,8 +88,10 @@ class StepEntry:
 
     def _callable(self) -> Callable[..., Any]:
         if self.kind in ("class", "async class"):
-            return self.target().run  # type: ignore[no-any-return]
-        return self.target  # type: ignore[no-any-return]
+            method: Callable[..., Any] = self.target().run
+            return method
+        function: Callable[..., Any] = self.target
+        return function
 
     def call(self, inputs: Mapping[str, Any]) -> Any:
         """Bind, call and shape, synchronously (an async step runs on a new loop)."""
@@ -123,13 +125,13 @@ class Registry:
     # -- registering ----------------------------------------------------------------
 
     @overload
-    def step(self, target: T, /) -> T: ...
+    def step(self, target: T) -> T: ...
 
     @overload
     def step(self, *, name: str | None = None, version: Any = None, cache: Any = None
              ) -> Callable[[T], T]: ...
 
-    def step(self, target: Any = None, /, *, name: str | None = None, version: Any = None,
+    def step(self, target: Any = None, *, name: str | None = None, version: Any = None,
              cache: Any = None) -> Any:
         """Register a function, ``async def`` function or class with ``run``.
 
