@@ -14,6 +14,7 @@ Store, Runner), worker harnesses, and the executor, which is user code.
 
 from __future__ import annotations
 
+from .authoring import BindingError, NoStepContext, Registry, StepContext, context
 from .backend import Backend
 from .errors import (
     BackendError,
@@ -58,6 +59,7 @@ __all__ = [
     "Backend",
     "BackendError",
     "BackendUnavailable",
+    "BindingError",
     "Cancelled",
     "Complete",
     "ConflictError",
@@ -68,10 +70,12 @@ __all__ = [
     "Failed",
     "Halt",
     "Ignored",
+    "NoStepContext",
     "NotJSONError",
     "PayloadTooLarge",
     "Pending",
     "RecordTooLarge",
+    "Registry",
     "RetryPolicy",
     "RunfoxError",
     "Schedule",
@@ -82,6 +86,7 @@ __all__ = [
     "SpecError",
     "SpecProblem",
     "StateChangeEvent",
+    "StepContext",
     "StepRecord",
     "StepStatus",
     "Terminal",
@@ -92,6 +97,7 @@ __all__ = [
     "WorkflowRecord",
     "WorkflowSpec",
     "WorkflowStatus",
+    "context",
     "evaluate",
     "load_spec",
 ]

@@ -7,17 +7,35 @@ or a dict that is not JSON (or is nested too deeply to copy) all become an error
 output ``{"ok": False, "error": "<message>", "error_type": "<Type>", "traceback"?}``
 (the seed's executor pattern, with the type beside the message) that the graph
 counts as a failed attempt. The worker lives on.
+
+Around every call made for a job (``run_job``, ``arun_job``) the harness sets
+``runfox.context()`` (``runfox.authoring.context``): the job's ids, a
+cancellation flag the caller may set later, and a heartbeat callback.
+
+Async executors. An executor is async for a given ``fn`` (``is_async``) when it
+is itself a coroutine function, or when it has an ``is_async(fn)`` method that
+says so (``runfox.Registry`` does, per step); the harness then awaits
+``executor(fn, inputs)`` or ``executor.acall(fn, inputs)`` on an event loop
+(``arun_job``) instead of calling it in a thread. A time-out cancels the
+coroutine (``asyncio.timeout``). An awaitable returned by a sync call (an async
+executor reached through ``invoke``) is run to its end on a new loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import importlib
+import inspect
 import os
 import sys
 import threading
 import traceback
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from .authoring.aio import run_coroutine
+from .authoring.context import Flag, StepContext, step_context
 from .jsonvalue import as_output, error_output
 from .results import DispatchJob, Executor
 
@@ -25,9 +43,41 @@ if TYPE_CHECKING:
     from .backend.base import Backend
 
 __all__ = [
-    "Executor", "call_executor", "error_output", "invoke", "load_executor", "run_job",
-    "serve_control",
+    "Executor", "acall_executor", "arun_job", "call_executor", "error_output", "invoke",
+    "is_async", "job_context", "load_executor", "run_job", "serve_control",
 ]
+
+
+def is_async(executor: Executor, fn: str) -> bool:
+    """Whether the harness should await ``executor`` for ``fn`` on an event loop.
+
+    True for a coroutine function (or an object whose ``__call__`` is one), or an
+    executor whose ``is_async(fn)`` method returns true. Never raises: a failing
+    ``is_async`` means "no", and the sync call reports whatever is wrong.
+    """
+    if _coroutine_executor(executor):
+        return True
+    check = getattr(executor, "is_async", None)
+    if not callable(check) or not callable(getattr(executor, "acall", None)):
+        return False
+    try:
+        return bool(check(fn))
+    except Exception:
+        return False
+
+
+def _coroutine_executor(executor: Executor) -> bool:
+    """A coroutine function, or an object whose ``__call__`` is one."""
+    return inspect.iscoroutinefunction(executor) or \
+        inspect.iscoroutinefunction(type(executor).__call__)
+
+
+def job_context(job: DispatchJob, flag: Flag | None = None,
+                beat: Callable[[], None] | None = None) -> StepContext:
+    """The ``runfox.context()`` of ``job``: its ids, ``flag`` for ``cancelled``
+    (a fresh, never-set one by default) and ``beat`` for ``heartbeat()``."""
+    return StepContext(job.workflow_execution_id, job.step_id, job.run_id, job.attempt,
+                       job.fn, **({"_flag": flag} if flag is not None else {}), _beat=beat)
 
 
 def invoke(executor: Executor, fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -39,12 +89,26 @@ def invoke(executor: Executor, fn: str, inputs: dict[str, Any]) -> dict[str, Any
     """
     try:
         output = executor(fn, inputs)
+        if inspect.isawaitable(output):  # an async executor, called from sync code
+            output = run_coroutine(_awaited(output))
     except BaseException as exc:  # the executor's failure is data, not a worker crash
-        try:
-            tb: str | None = traceback.format_exc(limit=20)
-        except BaseException:  # e.g. MemoryError while formatting
-            tb = None
-        return error_output(type(exc).__name__, _describe(exc), tb)
+        return _failed(exc)
+    return _finish(output, fn)
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def _failed(exc: BaseException) -> dict[str, Any]:
+    try:
+        tb: str | None = traceback.format_exc(limit=20)
+    except BaseException:  # e.g. MemoryError while formatting
+        tb = None
+    return error_output(type(exc).__name__, _describe(exc), tb)
+
+
+def _finish(output: Any, fn: str) -> dict[str, Any]:
     try:
         return as_output(output, fn)
     except (RecursionError, MemoryError) as exc:
@@ -75,7 +139,8 @@ def call_executor(
     if timeout is None:
         return invoke(executor, fn, inputs)
     box: list[dict[str, Any]] = []
-    thread = threading.Thread(target=lambda: box.append(invoke(executor, fn, inputs)),
+    ctx = contextvars.copy_context()  # runfox.context() in the call's own thread too
+    thread = threading.Thread(target=lambda: box.append(ctx.run(invoke, executor, fn, inputs)),
                               name=f"runfox-exec-{fn}", daemon=True)
     thread.start()
     thread.join(timeout)
@@ -84,9 +149,45 @@ def call_executor(
     return error_output("TimeoutError", f"fn {fn!r} did not finish within {timeout:g}s")
 
 
-def run_job(executor: Executor, job: DispatchJob) -> dict[str, Any]:
-    """``call_executor`` for a job, with the job's own timeout."""
-    return call_executor(executor, job.fn, job.inputs, job.timeout)
+def run_job(executor: Executor, job: DispatchJob, flag: Flag | None = None,
+            beat: Callable[[], None] | None = None) -> dict[str, Any]:
+    """``call_executor`` for a job, with the job's own timeout and its
+    ``runfox.context()`` (``job_context(job, flag, beat)``) set around the call."""
+    with step_context(job_context(job, flag, beat)):
+        return call_executor(executor, job.fn, job.inputs, job.timeout)
+
+
+async def acall_executor(executor: Executor, fn: str, inputs: dict[str, Any],
+                         timeout: float | None = None) -> dict[str, Any]:
+    """``call_executor`` for an async executor, on the running loop; never raises.
+
+    Awaits ``executor(fn, inputs)`` (a coroutine function) or
+    ``executor.acall(fn, inputs)``. With ``timeout`` the coroutine is cancelled
+    when it overruns and a ``TimeoutError`` output is returned. Every other
+    exception, ``BaseException`` included, becomes an error output, caught inside
+    this coroutine so the event loop never sees it.
+    """
+    limit = asyncio.timeout(timeout)
+    try:
+        async with limit:
+            if _coroutine_executor(executor):
+                output = await executor(fn, inputs)
+            else:
+                output = await executor.acall(fn, inputs)  # type: ignore[attr-defined]
+    except BaseException as exc:  # contained, as in invoke
+        if limit.expired():
+            return error_output("TimeoutError", f"fn {fn!r} did not finish within "
+                                                f"{timeout:g}s; it was cancelled")
+        return _failed(exc)
+    return _finish(output, fn)
+
+
+async def arun_job(executor: Executor, job: DispatchJob, flag: Flag | None = None,
+                   beat: Callable[[], None] | None = None) -> dict[str, Any]:
+    """``run_job`` for an async executor: awaited on the running loop, with the
+    job's ``runfox.context()`` set in this task's context."""
+    with step_context(job_context(job, flag, beat)):
+        return await acall_executor(executor, job.fn, job.inputs, job.timeout)
 
 
 def load_executor(ref: str) -> Executor:

@@ -21,10 +21,21 @@ Children ignore SIGINT: a Ctrl-C reaches the whole process group, and it is the
 worker (the parent) that decides whether running jobs finish or are given back.
 (A service manager should send SIGTERM to the worker alone, as systemd's
 ``KillMode=mixed`` does; a child killed by it fails its job as a dead process.)
+
+``ThreadSlots`` also runs async steps (``runfox.execution.is_async``): they are
+coroutines on one event loop in one extra thread, started at the first async
+job, instead of a thread each; sync steps of the same executor stay on the
+thread pool. Both count against ``size``.
+
+Each job has a cancellation flag for ``runfox.context().cancelled``:
+``cancel(key)`` sets it (a ``threading.Event`` per job in threads and on the
+loop, a ``multiprocessing.Event`` per process slot, cleared before each job).
+``on_beat`` (thread and async steps only) is what ``ctx.heartbeat()`` calls.
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures as cf
 import contextlib
 import json
@@ -32,14 +43,25 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import signal
+import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from .execution import Executor, error_output, invoke, load_executor, run_job
+from .authoring.context import StepContext, step_context
+from .execution import (
+    Executor,
+    arun_job,
+    error_output,
+    invoke,
+    is_async,
+    load_executor,
+    run_job,
+)
 from .results import DispatchJob
 
 __all__ = ["ProcessSlots", "Slots", "ThreadSlots"]
@@ -47,6 +69,8 @@ __all__ = ["ProcessSlots", "Slots", "ThreadSlots"]
 logger = logging.getLogger("runfox.worker")
 
 Finished = tuple[DispatchJob, dict[str, Any]]
+#: What ``ctx.heartbeat()`` calls in the harness, with the job it runs for.
+OnBeat = Callable[[DispatchJob], None]
 
 # ``fork`` is not safe here: the worker process has threads (the heartbeat, the
 # loop started by ``runfox worker``, SQLAlchemy's pool), and a forked child
@@ -83,22 +107,76 @@ class Slots(ABC):
     def close(self, wait: bool = True) -> None:
         """Stop the pool; ``wait=False`` abandons (threads) or kills (processes) running jobs."""
 
+    @abstractmethod
+    def cancel(self, key: str) -> None:
+        """Set the ``cancelled`` flag of the running job ``key`` (thread-safe; unknown
+        keys are ignored)."""
+
 
 class ThreadSlots(Slots):
-    """Jobs on a thread pool; a job's ``timeout`` abandons its thread (see ``call_executor``)."""
+    """Jobs on a thread pool, async ones on an event loop thread.
 
-    def __init__(self, executor: Executor, size: int) -> None:
+    A sync job's ``timeout`` abandons its thread (see ``call_executor``); an async
+    job's cancels its coroutine.
+    """
+
+    def __init__(self, executor: Executor, size: int, on_beat: OnBeat | None = None) -> None:
         self.size = size
         self._executor = executor
+        self._on_beat = on_beat
         self._pool = cf.ThreadPoolExecutor(size, thread_name_prefix="runfox-worker")
         self._futures: dict[cf.Future[dict[str, Any]], DispatchJob] = {}
+        self._flags: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
 
     @property
     def busy(self) -> int:
         return len(self._futures)
 
     def start(self, job: DispatchJob) -> None:
-        self._futures[self._pool.submit(run_job, self._executor, job)] = job
+        flag = threading.Event()
+        with self._lock:
+            self._flags[job.key] = flag
+        on_beat = self._on_beat
+        beat = None if on_beat is None else (lambda: on_beat(job))
+        future: cf.Future[dict[str, Any]]
+        if is_async(self._executor, job.fn):
+            future = asyncio.run_coroutine_threadsafe(
+                arun_job(self._executor, job, flag, beat), self._event_loop())
+        else:
+            future = self._pool.submit(run_job, self._executor, job, flag, beat)
+        self._futures[future] = job
+
+    def cancel(self, key: str) -> None:
+        with self._lock:
+            flag = self._flags.get(key)
+        if flag is not None:
+            flag.set()
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop async jobs run on, started with its thread at the first one."""
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=_serve_loop, args=(loop,), name="runfox-async",
+                                      daemon=True)
+            thread.start()
+            self._loop, self._loop_thread = loop, thread
+        return self._loop
+
+    def _stop_loop(self, wait: bool) -> None:
+        loop, thread = self._loop, self._loop_thread
+        self._loop = self._loop_thread = None
+        if loop is None or thread is None:
+            return
+        if not wait:  # cancel what runs: each job's coroutine ends with an error output
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(_cancel_tasks(), loop).result(2.0)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5.0)
+        if not thread.is_alive():
+            loop.close()
 
     def wait(self, timeout: float) -> list[Finished]:
         if not self._futures:
@@ -108,6 +186,8 @@ class ThreadSlots(Slots):
         finished = []
         for future in done:
             job = self._futures.pop(future)
+            with self._lock:
+                self._flags.pop(job.key, None)
             try:
                 output = future.result()
             except BaseException as exc:  # run_job does not raise; be sure
@@ -119,15 +199,49 @@ class ThreadSlots(Slots):
         return list(self._futures.values())
 
     def close(self, wait: bool = True) -> None:
+        if wait:  # async jobs finish as sync ones do
+            running = [f for f, j in self._futures.items() if is_async(self._executor, j.fn)]
+            cf.wait(running)
+        self._stop_loop(wait)
         self._pool.shutdown(wait=wait, cancel_futures=True)
         self._futures.clear()
+        with self._lock:
+            self._flags.clear()
+
+
+def _serve_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """The async slots' thread: run ``loop`` until ``loop.stop()``.
+
+    ``acall_executor`` contains every exception of a step inside its task, so
+    nothing should escape ``run_forever``; if something does (a task the step
+    started itself let ``SystemExit`` through), it is logged and the loop goes on.
+    """
+    asyncio.set_event_loop(loop)
+    while True:
+        try:
+            loop.run_forever()
+            return
+        except BaseException:
+            logger.exception("the async steps' event loop stopped on an error; restarting it")
+
+
+async def _cancel_tasks() -> None:
+    current = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not current]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 # -- process slots --------------------------------------------------------------------
 
 
-def _child_main(ref: str, conn: Connection) -> None:
-    """A slot's child: run the jobs the parent sends, one at a time, until told to stop."""
+def _child_main(ref: str, conn: Connection, cancelled: Any = None) -> None:
+    """A slot's child: run the jobs the parent sends, one at a time, until told to stop.
+
+    ``cancelled`` is the slot's ``multiprocessing.Event``: the ``cancelled`` flag
+    of each job's ``runfox.context()``, set by the parent, cleared before a job.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     executor: Executor | None = None
     failure = ""
@@ -146,12 +260,18 @@ def _child_main(ref: str, conn: Connection) -> None:
         try:
             request = json.loads(message)
             fn, inputs = request["fn"], request["inputs"]
+            wf_id, step_id, run_id, attempt = request.get("job") or ("?", "?", 0, 1)
+            ctx = StepContext(str(wf_id), str(step_id), int(run_id), int(attempt), str(fn),
+                              **({"_flag": cancelled} if cancelled is not None else {}))
         except (RecursionError, MemoryError, ValueError, KeyError, TypeError) as exc:
             output = error_output("InvalidInput", f"the worker process could not read the "
                                                   f"job ({type(exc).__name__}: {exc})")
         else:
-            output = (error_output("ExecutorImportError", failure) if executor is None
-                      else invoke(executor, fn, inputs))
+            if executor is None:
+                output = error_output("ExecutorImportError", failure)
+            else:
+                with step_context(ctx):
+                    output = invoke(executor, fn, inputs)
         conn.send_bytes(_encode_output(output, fn))
 
 
@@ -197,6 +317,7 @@ class _Slot:
     conn: Connection | None = None
     job: DispatchJob | None = None
     deadline: float | None = None  # monotonic time the job's timeout runs out
+    cancelled: Any = None  # the child's multiprocessing.Event (runfox.context().cancelled)
 
 
 class ProcessSlots(Slots):
@@ -222,7 +343,8 @@ class ProcessSlots(Slots):
 
     def _spawn(self, slot: _Slot) -> None:
         parent, child = self._context.Pipe()
-        process = self._context.Process(target=_child_main, args=(self._ref, child),
+        cancelled = self._context.Event()
+        process = self._context.Process(target=_child_main, args=(self._ref, child, cancelled),
                                         name="runfox-slot", daemon=True)
         try:
             process.start()
@@ -232,7 +354,7 @@ class ProcessSlots(Slots):
             return
         finally:
             child.close()  # the child has its own copy; ours would hide its death
-        slot.process, slot.conn = process, parent
+        slot.process, slot.conn, slot.cancelled = process, parent, cancelled
 
     def _discard(self, slot: _Slot, grace: float = 0.0) -> int | None:
         """Stop ``slot``'s process, killed unless it ends within ``grace`` seconds;
@@ -259,7 +381,10 @@ class ProcessSlots(Slots):
         if slot is None:
             raise RuntimeError("ProcessSlots.start: every slot is busy")
         try:
-            request = json.dumps({"fn": job.fn, "inputs": job.inputs}).encode()
+            request = json.dumps({
+                "fn": job.fn, "inputs": job.inputs,
+                "job": [job.workflow_execution_id, job.step_id, job.run_id, job.attempt],
+            }).encode()
         except (RecursionError, MemoryError, TypeError, ValueError) as exc:
             self._finished.append((job, error_output(
                 "InvalidInput", f"the inputs of fn {job.fn!r} cannot be sent to a worker "
@@ -271,6 +396,8 @@ class ProcessSlots(Slots):
                 self._spawn(slot)
             if slot.conn is None:
                 break
+            if slot.cancelled is not None:
+                slot.cancelled.clear()
             try:
                 slot.conn.send_bytes(request)
             except OSError:
@@ -329,6 +456,13 @@ class ProcessSlots(Slots):
                        "one", job.key, job.fn, code)
         self._spawn(slot)
         return job, _death(job.fn, code)
+
+    def cancel(self, key: str) -> None:
+        for slot in list(self._slots):
+            job, flag = slot.job, slot.cancelled
+            if job is not None and job.key == key and flag is not None:
+                with contextlib.suppress(OSError):
+                    flag.set()
 
     def running(self) -> list[DispatchJob]:
         return [s.job for s in self._slots if s.job is not None] + \

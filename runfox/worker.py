@@ -31,6 +31,20 @@ worker`` runs and what a container or systemd unit deploys:
   30 s, jittered). Results computed meanwhile are kept and applied (or
   submitted) once the backend is back; results are keyed by run, so a late one
   is never applied twice.
+- ``runfox.context().cancelled``: each heartbeat round also loads the record of
+  every execution it renewed a job for (``Store.load_shared``: one query per
+  held execution per round; on SQL a header read when nothing changed) and sets
+  the flag of each job whose execution has ended (cancelled, halted, failed,
+  complete) or whose step is no longer in progress with the job's run. So the
+  flag flips within a third of the job's lease. (``Runner.cancel`` only drops
+  queued jobs, and a heartbeat still succeeds for a job of a cancelled
+  execution, so the record is the one signal every backend gives.) A step's
+  ``ctx.heartbeat()`` (thread and async steps) makes its job due at once and
+  wakes the heartbeat thread, without blocking the step on the backend.
+- Async steps (``runfox.execution.is_async``) run as coroutines on one event
+  loop thread, up to ``concurrency`` at once together with sync ones
+  (``runfox.pool.ThreadSlots``); in process slots each job's process runs its
+  coroutine on its own loop.
 - ``stop()`` stops claiming and lets running jobs finish; ``stop(release=True)``
   gives held jobs back at once. Call it from another thread, not from a signal
   handler running in the thread that runs ``run()`` (``threading.Event`` is not
@@ -50,12 +64,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import BackendError, CorruptRecord
+from .errors import BackendError, CorruptRecord, WorkflowNotFound
 from .execution import Executor, error_output, load_executor, serve_control
 from .pool import ProcessSlots, Slots, ThreadSlots
 from .results import DispatchJob, Ignored, Pending, Result
 from .schedules import Schedules
-from .status import WorkflowStatus
+from .status import StepStatus, WorkflowStatus
 
 if TYPE_CHECKING:
     from .backend.base import Backend
@@ -279,6 +293,11 @@ class Worker:
         self.schedule_interval = schedule_interval if drive else None
         self._schedules: Schedules | None = None
         self._last_tick = -float("inf")
+        # The pool of the running loop (the heartbeat thread sets cancelled flags
+        # through it), the jobs flagged so far, and the heartbeat thread's wake-up.
+        self._active: Slots | None = None
+        self._flagged: set[str] = set()
+        self._wake = threading.Event()
 
     # -- control --------------------------------------------------------------
 
@@ -372,6 +391,7 @@ class Worker:
             self._beats.pop(job.key, None)
             self._lost.discard(job.key)
             self._settling.discard(job.key)
+            self._flagged.discard(job.key)
 
     def _lease_lost(self, job: DispatchJob) -> None:
         with self._held_lock:
@@ -395,7 +415,9 @@ class Worker:
                 wait = self._next_beat()
             except Exception:
                 wait = 0.5
-            if self._closed.wait(wait):
+            self._wake.wait(wait)
+            self._wake.clear()
+            if self._closed.is_set():
                 return
             try:
                 self._beat()
@@ -416,6 +438,7 @@ class Worker:
                    and self._beats[k] + self.lease_for(j) / 3 <= now]
             for job in due:
                 self._beats[job.key] = now
+        renewed: list[DispatchJob] = []
         for job in due:
             with self._held_lock:
                 if job.key not in self._held:
@@ -427,6 +450,56 @@ class Worker:
                 continue
             if not kept:
                 self._lease_lost(job)
+            else:
+                renewed.append(job)
+        self._watch(renewed)
+
+    def _watch(self, jobs: list[DispatchJob]) -> None:
+        """Set ``runfox.context().cancelled`` for those of ``jobs`` whose execution
+        ended or whose step moved on (one record load per execution).
+
+        Only jobs whose lease was just renewed are looked at, and a failed load is
+        skipped quietly: the lease is what outages are about, this is a hint.
+        """
+        slots = self._active
+        if slots is None or not jobs:
+            return
+        by_execution: dict[str, list[DispatchJob]] = {}
+        for job in jobs:
+            by_execution.setdefault(job.workflow_execution_id, []).append(job)
+        for wf_id, held in by_execution.items():
+            try:
+                record = self.backend.store.load_shared(wf_id)
+            except WorkflowNotFound:
+                record = None
+            except Exception as exc:  # best effort: the next round looks again
+                logger.debug("could not check the status of %s: %s", wf_id, _reason(exc))
+                continue
+            for job in held:
+                step = record.steps.get(job.step_id) if record is not None else None
+                if record is not None and not record.status.is_terminal \
+                        and step is not None and step.status is StepStatus.IN_PROGRESS \
+                        and step.run_id == job.run_id:
+                    continue
+                with self._held_lock:
+                    if job.key not in self._held or job.key in self._flagged:
+                        continue
+                    self._flagged.add(job.key)
+                logger.info("%s: the execution %s while the step runs; setting its "
+                            "cancelled flag", job.key,
+                            f"is {record.status.value}" if record is not None
+                            and record.status.is_terminal else "moved on"
+                            if record is not None else "is gone")
+                slots.cancel(job.key)
+
+    def _step_beat(self, job: DispatchJob) -> None:
+        """``ctx.heartbeat()`` of a running step: make its job due and wake the
+        heartbeat thread (the step does not wait for the backend)."""
+        with self._held_lock:
+            if job.key not in self._held:
+                return
+            self._beats[job.key] = -float("inf")
+        self._wake.set()
 
     # -- results ---------------------------------------------------------------------
 
@@ -637,7 +710,7 @@ class Worker:
         if self.processes:
             assert self.executor_ref is not None
             return ProcessSlots(self.executor_ref, self.concurrency)
-        return ThreadSlots(self.executor, self.concurrency)
+        return ThreadSlots(self.executor, self.concurrency, on_beat=self._step_beat)
 
     def run(self, *, idle_timeout: float | None = None, max_jobs: int | None = None
             ) -> WorkerStats:
@@ -650,7 +723,9 @@ class Worker:
         ``drive``, the sweep sees every running execution's retries).
         """
         slots = self._slots()
+        self._active = slots
         self._closed.clear()
+        self._wake.clear()
         heart = threading.Thread(target=self._heartbeats, name="runfox-heartbeat", daemon=True)
         heart.start()
         last_sweep = -float("inf")
@@ -681,7 +756,9 @@ class Worker:
                 self._pause(slots, 0.0 if jobs and not slots_full else self._wait_time())
         finally:
             self._shutdown(slots)
+            self._active = None
             self._closed.set()
+            self._wake.set()
             heart.join(timeout=1.0)
         return self.stats
 

@@ -26,6 +26,14 @@ EXPECTED: dict[str, list[str]] = {
         "rerun: Complete, ran initial_temperature, evolve",
         'outcome: {"log": [0.45, 0.405, 0.3645], "plot": null}',
     ],
+    "authoring/pipeline.py": [
+        "result: Complete",
+        'outcome: {"report": {"attempt": 1, "line": "20 widgets", "step": "report"}, '
+        '"total": 20}',
+        "with a misspelt input: Failed",
+        "  BindingError: step 'add' (__main__.add): unknown input 'why'; the function "
+        "takes 'x', 'y'",
+    ],
     "ops/single_step.py": [
         "result: Complete",
         'steps: {"measure": "complete"}',
@@ -156,7 +164,7 @@ def test_example_prints_its_result(relative: str) -> None:
 def test_every_example_is_covered() -> None:
     # greeting/ is the CLI quickstart (a spec plus an executor module), tested in test_cli.py.
     found = {p.relative_to(EXAMPLES).as_posix() for p in EXAMPLES.rglob("*.py")
-             if p.parent.name in ("ops", "uses", "products")}
+             if p.parent.name in ("ops", "uses", "products", "authoring")}
     assert found, "no examples found"
     assert found == set(EXPECTED), (
         f"examples without a test: {sorted(found - set(EXPECTED))}; "

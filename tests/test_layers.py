@@ -24,6 +24,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "runfox"
 LAYERS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("foundation", ("runfox.errors", "runfox.jsonvalue", "runfox.limits", "runfox.urlmask"),
      ()),
+    # Authoring steps in Python: the registry (an executor), binding, the step
+    # context. User code imports it; the harness (workers) sets the context.
+    ("authoring", ("runfox.authoring", "runfox.authoring.*"), ("foundation",)),
     ("spec", ("runfox.spec", "runfox.spec_schema", "runfox.actions", "runfox.expressions",
               "runfox.retry"), ("foundation",)),
     ("records", ("runfox.records", "runfox.status", "runfox.results", "runfox.ids",
@@ -48,7 +51,7 @@ LAYERS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("workers", (
         "runfox.execution", "runfox.inprocess", "runfox.schedules",
         "runfox.backend.aws.handlers", "runfox.backend.aws.entry",
-    ), ("backend",)),
+    ), ("backend", "authoring")),
     # The standalone worker process (threads, processes, heartbeats, sweeps).
     ("worker harness", ("runfox.worker", "runfox.pool"), ("workers",)),
     # What users hold: the Workflow handle, the CLI, the package facades and the
