@@ -51,11 +51,30 @@ def _is_model(annotation: Any) -> bool:
 
 
 def _hints(target: Callable[..., Any]) -> dict[str, Any]:
-    """Resolved annotations; unresolvable ones (forward references) are left out."""
+    """Resolved annotations; unresolvable ones (forward references) are left out.
+
+    Names are looked up in the function's module and in the variables it closes
+    over, so a model class defined in an enclosing function (as in a test) counts.
+    """
     try:
-        return typing.get_type_hints(target)
-    except Exception:  # a name that is not importable: no model validation for it
-        return {}
+        local = dict(inspect.getclosurevars(target).nonlocals)
+    except (TypeError, ValueError):
+        local = {}
+    try:
+        return typing.get_type_hints(target, localns=local)
+    except Exception:  # one name is not resolvable: resolve the others one by one
+        pass
+    hints: dict[str, Any] = {}
+    space = {**getattr(target, "__globals__", {}), **local}
+    for name, annotation in getattr(target, "__annotations__", {}).items():
+        if not isinstance(annotation, str):
+            hints[name] = annotation
+            continue
+        try:
+            hints[name] = eval(annotation, space)  # an annotation is an expression
+        except Exception:
+            continue  # not resolvable: no model validation for this parameter
+    return hints
 
 
 @dataclass(frozen=True)
