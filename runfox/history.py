@@ -218,15 +218,26 @@ def events_between(old: WorkflowRecord, new: WorkflowRecord,
         return []
     out: list[Event] = []
     now = new.updated_at
-    changed = new.steps.changed_since(old.steps)
-    for sid in changed:
-        for kind, run_id, attempt, details, at in _step_events(old.steps[sid], new.steps[sid],
-                                                             now, context):
-            out.append(Event(new.workflow_execution_id, new.version, len(out), at, kind, sid,
-                             run_id, attempt, details))
+    key, version = new.workflow_execution_id, new.version
+    old_steps, new_steps = old.steps, new.steps
+    by = {"by": context.worker} if context.worker is not None else None
+    for sid in new_steps.changed_since(old_steps):
+        o, n = old_steps[sid], new_steps[sid]
+        if n.status is StepStatus.IN_PROGRESS and o.status is not StepStatus.IN_PROGRESS:
+            # the common case, a claim: no generator, no lookups
+            out.append(Event(key, version, len(out), now, CLAIMED, sid, n.run_id, n.attempts,
+                             dict(by) if by else {}))
+            continue
+        if (n.status is StepStatus.COMPLETE and o.status is StepStatus.IN_PROGRESS
+                and not context.timings and context.worker is None):
+            done = {} if o.started_at is None else {"run_time": round(now - o.started_at, 6)}
+            out.append(Event(key, version, len(out), now, COMPLETED, sid, o.run_id, o.attempts,
+                             done))
+            continue
+        for kind, run_id, attempt, details, at in _step_events(o, n, now, context):
+            out.append(Event(key, version, len(out), at, kind, sid, run_id, attempt, details))
     if new.status is not old.status and new.status.is_terminal:
-        out.append(Event(new.workflow_execution_id, new.version, len(out), now, WORKFLOW_ENDED,
-                         details=_ending(new)))
+        out.append(Event(key, version, len(out), now, WORKFLOW_ENDED, details=_ending(new)))
     return out
 
 
