@@ -63,6 +63,7 @@ __all__ = [
     "FAILED",
     "HALTED",
     "LEASE_EXPIRED",
+    "NO_CONTEXT",
     "RESET",
     "RETRY_SCHEDULED",
     "SKIPPED",
@@ -327,9 +328,8 @@ def _run_ended(o: StepRecord, n: StepRecord, now: float, context: HistoryContext
         yield FAILED, run, attempt, {**details, "final": final}, now
     if status is StepStatus.HALTED:  # a branch halted on the error
         yield HALTED, run, attempt, {}, now
-    elif status is StepStatus.RETRY:  # attempt: the one the retry will be
-        yield RETRY_SCHEDULED, n.run_id, attempt + 1, {"at": n.not_before or now}, now
-    elif status is StepStatus.IN_PROGRESS:  # retried at once, in this same transition
+    elif status is StepStatus.RETRY or status is StepStatus.IN_PROGRESS:
+        # waiting, or claimed again at once in this transition; attempt: the retry's
         yield RETRY_SCHEDULED, n.run_id, attempt + 1, {"at": n.not_before or now}, now
 
 

@@ -651,7 +651,7 @@ class BackendContract:
             ("completed", "a", 1, 2),
             ("workflow_ended", None, None, None),
         ]
-        created, claimed, failed, retry, again, started, completed, ended = history
+        created, _claimed, failed, retry, again, started, completed, ended = history
         assert created.details == {"name": "flaky"} and created.time == t0
         assert failed.details == {"error_type": "ValueError", "message": "boom",
                                   "worker": "w1", "final": False}

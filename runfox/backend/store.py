@@ -327,17 +327,13 @@ class InMemoryStore(Store):
         self._records: dict[str, WorkflowRecord] = {}
         self._events: dict[str, list[Event]] = {}
         self._keys: dict[str, str] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._schedules = InMemoryScheduleStore()
 
     def _load(self, workflow_execution_id: str) -> WorkflowRecord | None:
         return self._records.get(workflow_execution_id)
 
     def _write(self, record: WorkflowRecord, previous: WorkflowRecord | None) -> None:
-        self._write_logged(record, previous, ())
-
-    def _write_logged(self, record: WorkflowRecord, previous: WorkflowRecord | None,
-                      events: Sequence[Event]) -> None:
         key = record.workflow_execution_id
         with self._lock:
             stored = self._records.get(key)
@@ -346,8 +342,13 @@ class InMemoryStore(Store):
                 raise ConflictError(f"{key}: stored version is {found}, "
                                     f"this write expected {record.version - 1}")
             self._records[key] = record
-            if events:
-                self._events.setdefault(key, []).extend(events)
+
+    def _write_logged(self, record: WorkflowRecord, previous: WorkflowRecord | None,
+                      events: Sequence[Event]) -> None:
+        # Through _write (the lock is re-entrant), so a subclass's _write still runs.
+        with self._lock:
+            self._write(record, previous)
+            self._events.setdefault(record.workflow_execution_id, []).extend(events)
 
     def _history(self, workflow_execution_id: str) -> list[Event]:
         with self._lock:

@@ -54,9 +54,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from typing import Any
-
 from collections.abc import Sequence
+from typing import Any
 
 from ...errors import BackendError, ConflictError, CorruptRecord, RecordTooLarge
 from ...history import Event, corrupt_event
