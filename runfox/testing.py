@@ -50,6 +50,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environm
 from .backend import Backend, InProcessRunner, Runner, Store
 from .errors import ConflictError, ExecutionStateError, UnknownStepError, WorkflowNotFound
 from .graph import advance, on_step_result
+from .history import Event
 from .ids import new_execution_id
 from .records import WorkflowRecord
 from .results import Complete, Dispatch, DispatchJob, Failed, Halt
@@ -785,6 +786,145 @@ class BackendContract:
         assert wf.invalidate("a") == ["a", "b", "c", "d"]  # e and f stay skipped
         assert isinstance(wf.run(timeout=120), Complete)
         assert counter.take() == {"a": 1, "b": 1, "c": 1, "d": 1}
+
+    # -- history (runfox.history) ------------------------------------------------------
+
+    @staticmethod
+    def _history_backend(parts: tuple[Store, Runner], clock: FakeClock) -> Backend:
+        store, runner = parts
+        if not store.keeps_history:
+            pytest.skip(f"{type(store).__name__} keeps no history")
+        return Backend(store=store, runner=runner, clock=clock, poll_interval=0.01)
+
+    @staticmethod
+    def _steps_of(events: list[Event]) -> list[tuple[Any, ...]]:
+        return [(e.type, e.step_id, e.run_id, e.attempt) for e in events]
+
+    def test_history_of_a_step_that_fails_once_then_succeeds(
+            self, parts: tuple[Store, Runner]) -> None:
+        clock = FakeClock()
+        backend = self._history_backend(parts, clock)
+        seen: list[Event] = []
+        backend.subscribe(seen.append)
+        wf_id = backend.create({"name": "flaky", "steps": [
+            {"id": "a", "fn": "work", "max_attempts": 2}]})
+        backend.advance(wf_id)
+        clock.now += 1
+        backend.apply_and_advance(
+            wf_id, [("a", {"ok": False, "error": "boom", "error_type": "ValueError"}, 0)],
+            worker="w1")
+        clock.now += 2
+        timing = {"started_at": clock.now - 0.5, "duration": 0.25, "worker": "w2"}
+        backend.apply_and_advance(wf_id, [("a", {"x": 1}, 1, timing)])
+        history = Workflow.resume(wf_id, backend).history()
+        t0 = EPOCH_2030
+        assert self._steps_of(history) == [
+            ("created", None, None, None),
+            ("claimed", "a", 0, 1),
+            ("failed", "a", 0, 1),
+            ("retry_scheduled", "a", 1, 2),
+            ("claimed", "a", 1, 2),
+            ("started", "a", 1, 2),
+            ("completed", "a", 1, 2),
+            ("workflow_ended", None, None, None),
+        ]
+        created, _claimed, failed, retry, again, started, completed, ended = history
+        assert created.details == {"name": "flaky"} and created.time == t0
+        assert failed.details == {"error_type": "ValueError", "message": "boom",
+                                  "worker": "w1", "final": False}
+        assert again.details == {"by": "w1"} and again.time == t0 + 1
+        assert retry.details == {"at": t0 + 1}
+        assert started.time == t0 + 2.5 and started.details == {"worker": "w2"}
+        assert completed.details == {"run_time": 2.0, "duration": 0.25, "queued": 1.5,
+                                     "worker": "w2"}
+        assert ended.details == {"status": "complete"} and ended.time == t0 + 3
+        assert [e.seq for e in history] == sorted({e.seq for e in history})
+        assert [e.to_dict() for e in seen] == [e.to_dict() for e in history]
+        assert [Event.from_dict(json.loads(json.dumps(e.to_dict()))) for e in history] == history
+
+    def test_history_of_halt_skip_and_cancel(self, parts: tuple[Store, Runner]) -> None:
+        clock = FakeClock()
+        backend = self._history_backend(parts, clock)
+        spec = {"steps": [
+            {"id": "a", "fn": "judge",
+             "branch": [{"condition": True, "action": "halt", "result": {"why": "done"}}]},
+            {"id": "b", "fn": "later", "depends_on": ["a"]},
+            {"id": "c", "fn": "beside"},
+        ]}
+        halted = backend.create(spec)
+        backend.advance(halted)
+        backend.apply_and_advance(halted, [("a", {"v": 1}, 0)])
+        assert self._steps_of(backend.history(halted)[3:]) == [
+            ("completed", "a", 0, 1), ("halted", "a", 0, 1), ("skipped", "b", 0, 0),
+            ("cancelled", "c", 0, 1), ("workflow_ended", None, None, None)]
+        assert backend.history(halted)[-1].details == {"status": "halted"}
+        cancelled = backend.create(spec)
+        backend.advance(cancelled)
+        backend.cancel(cancelled, "enough")
+        assert self._steps_of(backend.history(cancelled)[3:]) == [
+            ("cancelled", "a", 0, 1), ("skipped", "b", 0, 0), ("cancelled", "c", 0, 1),
+            ("workflow_ended", None, None, None)]
+        assert backend.history(cancelled)[-1].details == {"status": "cancelled",
+                                                          "reason": "enough"}
+
+    def test_subscribers_filter_and_survive_errors(self, parts: tuple[Store, Runner]) -> None:
+        backend = self._history_backend(parts, FakeClock())
+        ended: list[Event] = []
+
+        def broken(event: Event) -> None:
+            raise RuntimeError("observer bug")
+
+        backend.subscribe(broken)
+        stop = backend.subscribe(ended.append, events=["workflow_ended"])
+        wf_id = backend.create({"steps": [{"id": "a", "fn": "f"}]})
+        backend.advance(wf_id)
+        backend.apply_and_advance(wf_id, [("a", {}, 0)])
+        assert [e.type for e in ended] == ["workflow_ended"]
+        stop()
+        stop()
+        again = backend.create({"steps": [{"id": "a", "fn": "f"}]})
+        backend.advance(again)
+        backend.apply_and_advance(again, [("a", {}, 0)])
+        assert len(ended) == 1
+
+    def test_prune_removes_old_finished_executions_and_nothing_else(
+            self, parts: tuple[Store, Runner]) -> None:
+        clock = FakeClock()
+        backend = self._history_backend(parts, clock)
+        spec = {"steps": [{"id": "a", "fn": "f"}, {"id": "b", "fn": "g", "depends_on": ["a"]}]}
+
+        def finished(output: dict[str, Any] | None = None) -> str:
+            wf_id = backend.create(spec)
+            backend.advance(wf_id)
+            backend.apply_and_advance(wf_id, [("a", {}, 0)])
+            backend.apply_and_advance(wf_id, [("b", output or {}, 0)])
+            return wf_id
+
+        old = [finished(), finished()]
+        old_failed = finished({"ok": False, "error": "no"})
+        running = backend.create(spec)
+        backend.advance(running)
+        clock.now += 100
+        new = finished()
+        kept = {wf_id: [e.to_dict() for e in backend.history(wf_id)]
+                for wf_id in (old_failed, running, new)}
+        assert backend.prune(clock.now - 50, statuses=["complete"], batch=1) == 2
+        for wf_id in old:
+            with pytest.raises(WorkflowNotFound):
+                backend.load(wf_id)
+            with pytest.raises(WorkflowNotFound):
+                backend.history(wf_id)
+        for wf_id, events in kept.items():
+            assert [e.to_dict() for e in backend.history(wf_id)] == events
+        assert backend.prune(clock.now - 50) == 1  # every finished status: old_failed
+        with pytest.raises(WorkflowNotFound):
+            backend.load(old_failed)
+        assert backend.load(running).status is WorkflowStatus.IN_PROGRESS
+        assert backend.load(new).status is WorkflowStatus.COMPLETE
+        assert {s.workflow_execution_id for s in backend.store.list_executions()} == {
+            running, new}
+        with pytest.raises(ValueError):
+            backend.prune(clock.now, statuses=["in_progress"])
 
 
 # -- idempotency keys and schedules -------------------------------------------------------

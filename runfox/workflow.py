@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .errors import BackendUnavailable
 from .execution import serve_control
 from .graph import advance, on_step_result
+from .history import Event
 from .inprocess import InProcessWorker
 from .jsonvalue import json_clone
 from .records import StepRecord, WorkflowRecord
@@ -308,6 +309,10 @@ class Workflow:
             s.id: (s.finished_at if s.finished_at is not None else now) - s.started_at
             for s in record.steps.values() if s.started_at is not None
         }
+
+    def history(self) -> list[Event]:
+        """The execution's history, oldest first (``runfox.history``; ``Backend.history``)."""
+        return self.backend.history(self.id)
 
     @property
     def elapsed(self) -> float:

@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("spec", ("runfox.spec", "runfox.spec_schema", "runfox.actions", "runfox.expressions",
               "runfox.retry"), ("foundation",)),
     ("records", ("runfox.records", "runfox.status", "runfox.results", "runfox.ids",
-                 "runfox.schedule"),
+                 "runfox.schedule", "runfox.history"),
      ("spec",)),
     ("graph", ("runfox.graph",), ("records",)),
     ("store/runner", (

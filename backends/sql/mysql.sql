@@ -1,4 +1,4 @@
--- runfox schema version 3 (revision 0003) for MySQL 8 / MariaDB 10.6+ (InnoDB; runfox.backend.sql).
+-- runfox schema version 4 (revision 0004) for MySQL 8 / MariaDB 10.6+ (InnoDB; runfox.backend.sql).
 -- For teams that manage schemas themselves: run this once, then open the
 -- backend with create_tables=False. It creates what runfox would create on
 -- first use; tests/test_sql_ddl.py checks that the two agree.
@@ -94,13 +94,27 @@ CREATE TABLE runfox_slots (
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 CREATE INDEX ix_runfox_slots_holder ON runfox_slots (workflow_execution_id, step_id, run_id);
 
+-- Execution history: one row per event, written with the record version that made it.
+CREATE TABLE runfox_history (
+    workflow_execution_id VARCHAR(200) NOT NULL,
+    version               INTEGER      NOT NULL,
+    idx                   INTEGER      NOT NULL,
+    time                  DOUBLE NOT NULL,
+    type                  VARCHAR(32)  NOT NULL,
+    step_id               VARCHAR(255),
+    run_id                INTEGER,
+    data                  LONGTEXT NOT NULL,
+    PRIMARY KEY (workflow_execution_id, version, idx)
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
+
 INSERT INTO runfox_schema (version, applied_at) VALUES (1, UNIX_TIMESTAMP());
 INSERT INTO runfox_schema (version, applied_at) VALUES (2, UNIX_TIMESTAMP());
 INSERT INTO runfox_schema (version, applied_at) VALUES (3, UNIX_TIMESTAMP());
+INSERT INTO runfox_schema (version, applied_at) VALUES (4, UNIX_TIMESTAMP());
 
 -- Alembic's record of the migration revision (runfox db upgrade reads and moves it).
 CREATE TABLE runfox_alembic_version (
     version_num VARCHAR(32) NOT NULL,
     CONSTRAINT runfox_alembic_version_pkc PRIMARY KEY (version_num)
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
-INSERT INTO runfox_alembic_version (version_num) VALUES ('0003');
+INSERT INTO runfox_alembic_version (version_num) VALUES ('0004');

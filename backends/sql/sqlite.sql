@@ -1,4 +1,4 @@
--- runfox schema version 3 (revision 0003) for SQLite (runfox.backend.sql).
+-- runfox schema version 4 (revision 0004) for SQLite (runfox.backend.sql).
 -- runfox creates these tables itself on first use; this file is for teams that
 -- create the database file by other means (then open it with create_tables=False).
 -- tests/test_sql_ddl.py checks that it matches what runfox creates.
@@ -96,15 +96,29 @@ CREATE TABLE runfox_slots (
 );
 CREATE INDEX ix_runfox_slots_holder ON runfox_slots (workflow_execution_id, step_id, run_id);
 
+-- Execution history: one row per event, written with the record version that made it.
+CREATE TABLE runfox_history (
+    workflow_execution_id VARCHAR(200) NOT NULL,
+    version               INTEGER      NOT NULL,
+    idx                   INTEGER      NOT NULL,
+    time                  DOUBLE NOT NULL,
+    type                  VARCHAR(32)  NOT NULL,
+    step_id               VARCHAR(255),
+    run_id                INTEGER,
+    data                  TEXT NOT NULL,
+    PRIMARY KEY (workflow_execution_id, version, idx)
+);
+
 INSERT INTO runfox_schema (version, applied_at) VALUES (1, (julianday('now') - 2440587.5) * 86400.0);
 INSERT INTO runfox_schema (version, applied_at) VALUES (2, (julianday('now') - 2440587.5) * 86400.0);
 INSERT INTO runfox_schema (version, applied_at) VALUES (3, (julianday('now') - 2440587.5) * 86400.0);
+INSERT INTO runfox_schema (version, applied_at) VALUES (4, (julianday('now') - 2440587.5) * 86400.0);
 
 -- Alembic's record of the migration revision (runfox db upgrade reads and moves it).
 CREATE TABLE runfox_alembic_version (
     version_num VARCHAR(32) NOT NULL,
     CONSTRAINT runfox_alembic_version_pkc PRIMARY KEY (version_num)
 );
-INSERT INTO runfox_alembic_version (version_num) VALUES ('0003');
+INSERT INTO runfox_alembic_version (version_num) VALUES ('0004');
 
 COMMIT;

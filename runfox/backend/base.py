@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -30,19 +31,22 @@ from ..errors import (
     UnknownStepError,
     WorkflowNotFound,
 )
+from ..history import NO_CONTEXT, Event, HistoryContext, created_event, events_between
 from ..ids import new_execution_id, step_key, step_run_key
 from ..jsonvalue import error_output, json_clone, json_copy
 from ..records import StepRecord, WorkflowRecord  # StepRecord: the seed's base.py exports it
 from ..results import Dispatch, DispatchJob, Executor, Result, StateChangeEvent, WorkResult
 from ..spec import WorkflowSpec, spec_for
+from ..status import WorkflowStatus
 from .runner import InProcessRunner, Runner
-from .store import InMemoryStore, Store
+from .store import FINISHED, PRUNE_BATCH, InMemoryStore, Store
 
-__all__ = ["Backend", "StateChangeCallback", "StepRecord", "WorkflowRecord"]
+__all__ = ["Backend", "EventCallback", "StateChangeCallback", "StepRecord", "WorkflowRecord"]
 
 logger = logging.getLogger("runfox.backend")
 
 StateChangeCallback = Callable[..., None]
+EventCallback = Callable[[Event], None]
 Transition = Callable[[WorkflowRecord, float, list[graph.StateChange]], tuple[WorkflowRecord, Any]]
 
 
@@ -66,12 +70,26 @@ def _accepts_event(callback: Callable[..., Any]) -> bool:
     return len(positional) >= 4
 
 
+def _timings(results: Sequence[Any]) -> dict[tuple[str, int | None], Any]:
+    """What workers measured, per ``(step_id, run_id)``: a ``WorkResult``'s ``timing``
+    attribute or a 4-tuple's fourth element (see ``HistoryContext``)."""
+    found: dict[tuple[str, int | None], Any] = {}
+    for item in results:
+        timing = getattr(item, "timing", None)
+        if timing is None and not isinstance(item, WorkResult) and len(item) == 4:
+            timing = item[3]
+            item = item[:3]
+        if isinstance(timing, dict):
+            found[(item[0], item[2] if len(item) > 2 else None)] = timing
+    return found
+
+
 def _as_result_triples(results: Iterable[Any]) -> list[tuple[str, Any, int | None]]:
     triples = []
     for item in results:
         if isinstance(item, WorkResult):
             triples.append((item.step_id, item.output, item.run_id))
-        elif len(item) == 3:
+        elif len(item) in (3, 4):
             triples.append((item[0], item[1], item[2]))
         else:
             triples.append((item[0], item[1], None))
@@ -120,6 +138,8 @@ class Backend:
         self._event_arg = on_state_change is not None and _accepts_event(on_state_change)
         self.clock = clock
         self.max_conflict_retries = max_conflict_retries
+        self._subscribers: tuple[tuple[EventCallback, frozenset[str] | None], ...] = ()
+        self._subscribe_lock = threading.Lock()
 
     # The seed's private names, kept for code written against it.
     @property
@@ -152,7 +172,8 @@ class Backend:
     # ------------------------------------------------------------------
 
     def transition(self, workflow_execution_id: str, fn: Transition, *,
-                   loaded: WorkflowRecord | None = None, oversize: str = "fail") -> Any:
+                   loaded: WorkflowRecord | None = None, oversize: str = "fail",
+                   context: HistoryContext = NO_CONTEXT) -> Any:
         """Load, apply ``fn(record, now, changes) -> (record, result)``, write; retry on conflict.
 
         ``oversize="raise"`` lets ``RecordTooLarge`` from the write reach the caller
@@ -213,8 +234,9 @@ class Backend:
                                     f"{current.defects[0].message}); writing would replace "
                                     "them")
             new = new.evolve(version=current.version + 1, updated_at=now)
+            events = self._events(current, new, context)
             try:
-                self.store.write_shared(new, previous=current)
+                self.store.write_shared(new, previous=current, events=events)
             except ConflictError:
                 if attempt >= 2:  # back off only once a race repeats
                     time.sleep(random.uniform(0, min(0.05, 0.0005 * 2 ** min(attempt, 7))))
@@ -226,10 +248,12 @@ class Backend:
                 new, result = self._unusable(current, exc, now)
                 ended = True
                 new = new.evolve(version=current.version + 1, updated_at=now)
+                events = self._events(current, new, context)
                 try:
-                    self.store.write_shared(new, previous=current)
+                    self.store.write_shared(new, previous=current, events=events)
                 except ConflictError:
                     continue
+            self._publish(events)
             if ended:
                 # The execution is now failed; fn on it gives the result its caller
                 # expects (graph functions return Failed/Ignored for a finished record).
@@ -239,6 +263,62 @@ class Backend:
             return result
         raise ConflictError(f"{workflow_execution_id}: gave up after "
                             f"{self.max_conflict_retries} conflicting writes")
+
+    def _events(self, old: WorkflowRecord, new: WorkflowRecord, context: HistoryContext
+                ) -> list[Event]:
+        """The history of one write, when someone keeps or watches it."""
+        if not self.store.keeps_history and not self._subscribers:
+            return []
+        return events_between(old, new, context)
+
+    # ------------------------------------------------------------------
+    # History and observers
+    # ------------------------------------------------------------------
+
+    def subscribe(self, callback: EventCallback, events: Iterable[str] | None = None
+                  ) -> Callable[[], None]:
+        """Call ``callback(event)`` after each commit, for every history event it makes.
+
+        ``events``: the event types wanted (``runfox.history.EVENT_TYPES``); all
+        when ``None``. In this process only, for transitions this ``Backend``
+        makes. Callbacks run after the write, in the thread that made it, in
+        order; one that raises is logged and the others still run. Returns a
+        function that unsubscribes (calling it twice is harmless).
+        ``on_state_change`` is unchanged by this.
+        """
+        wanted = None if events is None else frozenset(events)
+        entry = (callback, wanted)
+        with self._subscribe_lock:
+            self._subscribers = (*self._subscribers, entry)
+
+        def unsubscribe() -> None:
+            with self._subscribe_lock:
+                self._subscribers = tuple(e for e in self._subscribers if e is not entry)
+
+        return unsubscribe
+
+    def _publish(self, events: Sequence[Event]) -> None:
+        subscribers = self._subscribers
+        if not subscribers or not events:
+            return
+        for event in events:
+            for callback, wanted in subscribers:
+                if wanted is not None and event.type not in wanted:
+                    continue
+                try:
+                    callback(event)
+                except Exception:
+                    logger.exception("a history subscriber raised on %s %s; ignored",
+                                     event.workflow_execution_id, event.type)
+
+    def history(self, workflow_execution_id: str) -> list[Event]:
+        """The execution's history, oldest first (``Store.history``)."""
+        return self.store.history(workflow_execution_id)
+
+    def prune(self, before: float, statuses: Iterable[WorkflowStatus | str] = FINISHED,
+              batch: int = PRUNE_BATCH) -> int:
+        """Remove finished executions last written before ``before`` (``Store.prune``)."""
+        return self.store.prune(before, statuses, batch)
 
     def _defective(self, record: WorkflowRecord, now: float) -> tuple[WorkflowRecord, Any]:
         """The failed record for an execution whose stored record has bad values."""
@@ -312,8 +392,12 @@ class Backend:
             plan=plan,
         )
         if key is not None:
-            return self.store.create(record, key)
+            found = self.store.create(record, key)
+            if found == record.workflow_execution_id:
+                self._publish([created_event(record)])
+            return found
         self.store.write_shared(record)  # spec and inputs are private copies already
+        self._publish([created_event(record)])
         return record.workflow_execution_id
 
     def load(self, workflow_execution_id: str) -> WorkflowRecord:
@@ -361,15 +445,23 @@ class Backend:
 
     def apply_and_advance(
         self, workflow_execution_id: str, results: Iterable[Any] = (), *, dispatch: bool = True,
-        loaded: WorkflowRecord | None = None,
+        loaded: WorkflowRecord | None = None, worker: str | None = None,
     ) -> tuple[list[Result], Result]:
         """Apply results, then claim what became ready, in one transition; then dispatch.
 
         This is what a result handler does on every message: one load, one
         conditional write, one dispatch. Returns the per-result outcomes and what
         ``advance`` returned. ``loaded``: see ``transition``.
+
+        For the history: ``worker`` names the caller; a result may carry what
+        its worker measured (``started_at``, ``duration``, ``worker``) as a
+        ``WorkResult.timing`` attribute or a fourth tuple element.
         """
+        results = list(results)
         triples = _as_result_triples(results)
+        context = (HistoryContext(worker, _timings(results)) if worker is not None or any(
+            len(r) == 4 or getattr(r, "timing", None) is not None for r in results)
+            else NO_CONTEXT)
 
         def step(r: WorkflowRecord, now: float, changes: list[graph.StateChange]
                  ) -> tuple[WorkflowRecord, tuple[list[Result], Result]]:
@@ -379,7 +471,8 @@ class Backend:
 
         try:
             applied, nxt = self.transition(workflow_execution_id, step, loaded=loaded,
-                                           oversize="raise" if triples else "fail")
+                                           oversize="raise" if triples else "fail",
+                                           context=context)
         except RecordTooLarge as exc:
             # An output the store cannot hold fails its attempt with the store's
             # reason; the others are applied. One at a time, to find which it was.
@@ -388,14 +481,14 @@ class Backend:
                 nxt = None
                 for one in triples:
                     done, nxt = self.apply_and_advance(workflow_execution_id, [one],
-                                                       dispatch=dispatch)
+                                                       dispatch=dispatch, worker=worker)
                     outcomes.extend(done)
                 return outcomes, nxt
             step_id, _, run_id = triples[0]
             logger.warning("%s: the result of step %r is too large to store: %s",
                            workflow_execution_id, step_id, exc)
             triples = [(step_id, error_output(type(exc).__name__, str(exc)), run_id)]
-            applied, nxt = self.transition(workflow_execution_id, step)
+            applied, nxt = self.transition(workflow_execution_id, step, context=context)
         if dispatch and isinstance(nxt, Dispatch):
             self.runner.dispatch(workflow_execution_id, nxt.jobs)
         return applied, nxt

@@ -23,6 +23,15 @@ them). Schedules (``runfox.schedules``) live in the store's database too:
 ``schedules()`` returns its ``ScheduleStore`` (default: none, ``BackendError``).
 
 
+History (``runfox.history``): ``write_shared(record, previous, events)`` hands a
+transition's events to the store, which keeps them in the same unit of work as
+the record through ``_write_logged(record, previous, events)`` (one lock, one SQL
+transaction, one DynamoDB transaction); ``history(key)`` reads them back through
+``_history(key)``, and ``prune(before, statuses)`` removes finished executions
+with their history through ``_prune``. A store that sets ``keeps_history`` implements
+all three; the defaults keep no history (writes drop the events; ``history`` and
+``prune`` raise ``BackendError``).
+
 Isolation (the seed: ``load`` returns a copy isolated from the store, ``write``
 persists a copy isolated from the caller) is done here too: ``load`` and ``write``
 pass records through ``WorkflowRecord.isolated()``. The Backend's transitions use
@@ -39,16 +48,23 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
 from ..errors import BackendError, ConflictError, WorkflowNotFound
+from ..history import Event, created_event
 from ..records import WorkflowRecord
 from ..status import WorkflowStatus
 from .schedule_store import InMemoryScheduleStore, ScheduleStore
 
-__all__ = ["MAX_KEY_LENGTH", "ExecutionSummary", "InMemoryStore", "Store", "check_key",
-           "key_matches"]
+__all__ = ["FINISHED", "MAX_KEY_LENGTH", "PRUNE_BATCH", "ExecutionSummary", "InMemoryStore",
+           "Store", "check_key", "key_matches"]
+
+#: The statuses ``Store.prune`` removes by default: every finished one.
+FINISHED = frozenset(s for s in WorkflowStatus if s.is_terminal)
+#: How many executions ``Store.prune`` removes per transaction by default.
+PRUNE_BATCH = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +84,8 @@ class Store(ABC):
     #: True when ``_load`` builds a new record on every call and ``_write`` keeps
     #: no reference to its argument, so ``load``/``write`` need not copy.
     isolates: ClassVar[bool] = False
+    #: True when the store persists history (``_write_logged``, ``_history``, ``_prune``).
+    keeps_history: ClassVar[bool] = False
 
     def load(self, workflow_execution_id: str) -> WorkflowRecord:
         """The stored record, as a copy isolated from the store.
@@ -112,17 +130,76 @@ class Store(ABC):
         self._check_versions(record, previous)
         self._write(record if self.isolates else record.isolated(), previous)
 
-    def write_shared(self, record: WorkflowRecord, previous: WorkflowRecord | None = None
-                     ) -> None:
+    def write_shared(self, record: WorkflowRecord, previous: WorkflowRecord | None = None,
+                     events: Sequence[Event] = ()) -> None:
         """``write`` without the copy, for a record nobody will change afterwards.
 
         The Backend's transitions write this way: ``record`` was built by the pure
         graph from ``previous`` (a ``load_shared`` record) and is handed over. With
         ``previous`` a store can write only the steps that changed
-        (``record.steps.changed_since(previous.steps)``).
+        (``record.steps.changed_since(previous.steps)``). ``events`` (the
+        transition's history, ``runfox.history.events_between``) are stored with
+        the record or not at all, by a store that ``keeps_history``.
         """
         self._check_versions(record, previous)
+        if events and self.keeps_history:
+            self._write_logged(record, previous, events)
+        else:
+            self._write(record, previous)
+
+    def history(self, workflow_execution_id: str) -> list[Event]:
+        """The execution's events in order: ``created``, then each transition's.
+
+        A stored event that cannot be decoded comes back as a ``corrupt`` event
+        naming where it is stored, in its place.
+
+        Raises:
+            WorkflowNotFound: no record has that key.
+            BackendError: this store keeps no history.
+        """
+        if not self.keeps_history:
+            raise BackendError(f"{type(self).__name__} keeps no execution history")
+        record = self.load_shared(workflow_execution_id)
+        events = self._history(workflow_execution_id)
+        events.sort(key=lambda e: e.seq)
+        return [created_event(record), *events]
+
+    def prune(self, before: float, statuses: Iterable[WorkflowStatus | str] = FINISHED,
+              batch: int = PRUNE_BATCH) -> int:
+        """Remove finished executions last written before ``before`` (epoch seconds).
+
+        Each goes with everything the store keeps of it: steps, history,
+        idempotency key, and queued or finished jobs where they share the
+        database. ``statuses`` (default: every finished one) must all be final;
+        at most ``batch`` executions go per transaction. Returns how many went.
+
+        Raises:
+            ValueError: a status that is not final, or ``batch`` below 1.
+            BackendError: this store cannot prune.
+        """
+        wanted = frozenset(WorkflowStatus(s) for s in statuses)
+        running = sorted(s.value for s in wanted if not s.is_terminal)
+        if running:
+            raise ValueError(f"prune removes finished executions only; not {running}")
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        if not wanted:
+            return 0
+        if not self.keeps_history:
+            raise BackendError(f"{type(self).__name__} cannot prune executions")
+        return self._prune(float(before), wanted, batch)
+
+    def _write_logged(self, record: WorkflowRecord, previous: WorkflowRecord | None,
+                      events: Sequence[Event]) -> None:
+        """``_write`` plus ``events``, in one unit of work (stores that keep history)."""
         self._write(record, previous)
+
+    def _history(self, workflow_execution_id: str) -> list[Event]:
+        """The stored events of the execution (any order; ``corrupt`` for bad ones)."""
+        return []
+
+    def _prune(self, before: float, statuses: frozenset[WorkflowStatus], batch: int) -> int:
+        return 0
 
     @staticmethod
     def _check_versions(record: WorkflowRecord, previous: WorkflowRecord | None) -> None:
@@ -244,10 +321,13 @@ def summary_of(record: WorkflowRecord) -> ExecutionSummary:
 class InMemoryStore(Store):
     """Records in a dict, guarded by a lock. Thread-safe; gone when the process exits."""
 
+    keeps_history = True
+
     def __init__(self) -> None:
         self._records: dict[str, WorkflowRecord] = {}
+        self._events: dict[str, list[Event]] = {}
         self._keys: dict[str, str] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._schedules = InMemoryScheduleStore()
 
     def _load(self, workflow_execution_id: str) -> WorkflowRecord | None:
@@ -262,6 +342,33 @@ class InMemoryStore(Store):
                 raise ConflictError(f"{key}: stored version is {found}, "
                                     f"this write expected {record.version - 1}")
             self._records[key] = record
+
+    def _write_logged(self, record: WorkflowRecord, previous: WorkflowRecord | None,
+                      events: Sequence[Event]) -> None:
+        # Through _write (the lock is re-entrant), so a subclass's _write still runs.
+        with self._lock:
+            self._write(record, previous)
+            self._events.setdefault(record.workflow_execution_id, []).extend(events)
+
+    def _history(self, workflow_execution_id: str) -> list[Event]:
+        with self._lock:
+            return list(self._events.get(workflow_execution_id, ()))
+
+    def _prune(self, before: float, statuses: frozenset[WorkflowStatus], batch: int) -> int:
+        removed = 0
+        while True:
+            with self._lock:
+                doomed = [key for key, r in self._records.items()
+                          if r.status in statuses and r.updated_at < before][:batch]
+                for key in doomed:
+                    del self._records[key]
+                    self._events.pop(key, None)
+                gone = set(doomed)
+                for name in [k for k, owner in self._keys.items() if owner in gone]:
+                    del self._keys[name]
+            removed += len(doomed)
+            if len(doomed) < batch:
+                return removed
 
     def _create_keyed(self, record: WorkflowRecord, key: str) -> str | None:
         with self._lock:

@@ -9,6 +9,8 @@
     runfox redrive ID [--executor MODULE:ATTR] [--timeout S] [--backend URL]
     runfox list [--status S] [--limit N] [--json] [--backend URL]
     runfox cancel ID [--reason TEXT] [--backend URL]
+    runfox history ID [--json] [--backend URL]
+    runfox prune --older-than AGE [--status S,...] [--batch N] [--backend URL]
     runfox graph SPEC [--format mermaid|dot] [--execution ID] [--backend URL]
     runfox schema
     runfox db upgrade|current [--backend URL]
@@ -46,6 +48,7 @@ from ..errors import BackendError, SpecError, UnknownStepError, WorkflowNotFound
 from ..status import WorkflowStatus
 from ..worker import DEFAULT_LEASE
 from . import commands, db
+from . import history as history_cli
 from . import schedule as schedule_cli
 from .exits import EXIT_BACKEND, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 
@@ -80,6 +83,8 @@ _EXAMPLES = {
     "cancel": ['runfox cancel "$id" --reason "superseded by a newer run"'],
     "redrive": ['runfox redrive "$id"  # workers run the steps that did not complete',
                 'runfox redrive "$id" --executor tasks:execute  # run them here'],
+    "history": ['runfox history "$id" --json'],
+    "prune": ["runfox prune --older-than 30d --status complete,cancelled"],
     "graph": ["runfox graph etl.yaml --format dot | dot -Tsvg > etl.svg",
               'runfox graph etl.yaml --execution "$id"'],
     "schema": ["runfox schema > runfox.schema.json"],
@@ -247,6 +252,22 @@ COMMAND), 3 halted, 4 backend unreachable or misconfigured, 5 timeout, 130 inter
     p.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
                    help="with --executor: give up waiting after this long (exit 5)")
     p.set_defaults(handler=commands.redrive)
+
+    p = _command(sub, "history", [common], "show an execution's history of events")
+    p.add_argument("id", metavar="ID", help="the execution id, or a unique prefix of it or "
+                                            "of its execution id")
+    p.add_argument("--json", action="store_true", help="a JSON array of events on stdout")
+    p.set_defaults(handler=history_cli.history)
+
+    p = _command(sub, "prune", [common], "delete finished executions (with their steps, "
+                 "jobs and history) older than an age")
+    p.add_argument("--older-than", required=True, metavar="AGE",
+                   help="last written longer ago than this: 30d, 12h, 90m, 45s, 2w")
+    p.add_argument("--status", metavar="S,...", help="only these finished statuses "
+                   "(default: complete,failed,halted,cancelled)")
+    p.add_argument("--batch", type=int, default=500, metavar="N",
+                   help="executions deleted per transaction (default 500)")
+    p.set_defaults(handler=history_cli.prune)
 
     p = _command(sub, "graph", [common], "print the step graph (Mermaid or Graphviz DOT)")
     p.add_argument("spec", metavar="SPEC", help="workflow YAML file, or - for stdin")

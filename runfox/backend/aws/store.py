@@ -43,6 +43,20 @@ Schedules (``schedules()``) live in the *task* table, which the store is told
 about with ``tasks_table`` (``parts_from_url`` passes it); see
 ``runfox.backend.aws.schedules``.
 
+History (``runfox.history``): a transition's events are stored as history items
+in the same table, keyed ``~history~<key with # as ~>~<version>~<part>`` (so no
+prefix of an execution key finds them), each holding up to ~300 KB of events as
+JSON (``events``). They are put in the same ``TransactWriteItems`` as the
+record's conditional write, so they exist exactly when the record version that
+made them does. A transition whose events need more than 99 items (thousands of
+steps claimed at once) writes the record first and then puts the items keyed
+by version and part, so a retry overwrites rather than duplicates; if the
+process dies in between, that transition's events are missing (documented, not
+hidden: the history then jumps a version). ``_history`` reads the items with
+``BatchGetItem`` by version (1..current); ``_prune`` queries the status index
+(or scans) for finished executions and deletes record and history items with
+``BatchWriteItem``. Jobs live in the task table, whose TTL removes them.
+
 Listing: with the ``by_status`` global secondary index (hash ``status``, range
 ``created_at``, projecting ``name`` and ``updated_at``) ``runfox list --status``
 is one ``Query``. The index is written on every transition because
@@ -57,15 +71,17 @@ import random
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 from ...errors import BackendError, ConflictError, CorruptRecord, RecordTooLarge
+from ...history import Event, corrupt_event
 from ...records import WorkflowRecord
 from ...status import WorkflowStatus
 from ..schedule_store import ScheduleStore
 from ..store import ExecutionSummary, Store, key_matches
 from ._boto import CONDITION_FAILED, call, error_code, make_client
-from ._codec import COMPRESS_OVER, decode_json, encode_json, item_size
+from ._codec import COMPRESS_OVER, decode_json, dumps, encode_json, item_size
 
 __all__ = ["DEFAULT_STATUS_INDEX", "DynamoDBStore"]
 
@@ -81,6 +97,18 @@ KEY_PREFIX = "key#"
 #: Transactions tried when creating under a key keeps losing races.
 _KEY_ATTEMPTS = 20
 _RETRYABLE = {"None", "TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
+
+#: History items: the id prefix, the JSON bytes per item, items per transaction.
+_HISTORY = "~history~"
+_HISTORY_PART_BYTES = 300_000
+_HISTORY_TX_PARTS = 99
+_BATCH_GET = 100
+_BATCH_WRITE = 25
+
+
+def history_item_id(workflow_execution_id: str, version: int, part: int) -> str:
+    """The id of a history item: never begins like an execution key or its id part."""
+    return f"{_HISTORY}{workflow_execution_id.replace('#', '~')}~{version:012d}~{part}"
 
 
 class DynamoDBStore(Store):
@@ -112,6 +140,7 @@ class DynamoDBStore(Store):
     #: (only the identity of spec and inputs is remembered, for a size cache), so
     #: the public load and write need no copy of their own.
     isolates = True
+    keeps_history = True
 
     def __init__(
         self,
@@ -207,7 +236,12 @@ class DynamoDBStore(Store):
         return record
 
     def _write(self, record: WorkflowRecord, previous: WorkflowRecord | None) -> None:
+        self._write_logged(record, previous, ())
+
+    def _write_logged(self, record: WorkflowRecord, previous: WorkflowRecord | None,
+                      events: Sequence[Event]) -> None:
         key = record.workflow_execution_id
+        parts = self._history_items(key, record.version, events) if events else []
         data = record.to_dict()
         fixed = _fixed_part(data)  # removes the fixed fields from data
         header = _header(record)
@@ -218,8 +252,8 @@ class DynamoDBStore(Store):
             size = (self._fixed_size(key, record)
                     + item_size({"id": {"S": key}, **header, "body": body}))
             self._check_size(key, size)
-            self._conditional(
-                "update_item", key, record.version,
+            self._logged(
+                parts, "Update", key, record.version,
                 Key={"id": {"S": key}},
                 UpdateExpression=("SET #version = :version, #status = :status, "
                                   "#updated_at = :updated_at, #body = :body"),
@@ -240,7 +274,7 @@ class DynamoDBStore(Store):
                          "ExpressionAttributeNames": {"#version": "version"},
                          "ExpressionAttributeValues": {
                              ":previous": {"N": str(record.version - 1)}}}
-        self._conditional("put_item", key, record.version, Item=item, **condition)
+        self._logged(parts, "Put", key, record.version, Item=item, **condition)
         self._remember_fixed(key, record, item_size({"fixed": item["fixed"]}))
 
     def _full_item(self, key: str, header: dict[str, Any], fixed: dict[str, Any],
@@ -327,6 +361,183 @@ class DynamoDBStore(Store):
                                                       compress_over=self.compress_over)
             return self._schedules
 
+    def _history_items(self, key: str, version: int, events: Sequence[Event]
+                       ) -> list[dict[str, Any]]:
+        """The history items of one write: events packed ~300 KB of JSON per item."""
+        groups: list[list[dict[str, Any]]] = [[]]
+        size = 0
+        for event in events:
+            data = event.to_dict()
+            length = len(dumps(data))
+            if groups[-1] and size + length > _HISTORY_PART_BYTES:
+                groups.append([])
+                size = 0
+            groups[-1].append(data)
+            size += length
+        items = []
+        for part, group in enumerate(groups):
+            item = {"id": {"S": history_item_id(key, version, part)},
+                    "events": encode_json(group, self.compress_over)}
+            if part == 0:
+                item["parts"] = {"N": str(len(groups))}
+            items.append(item)
+        return items
+
+    def _logged(self, parts: list[dict[str, Any]], kind: str, key: str, version: int,
+                **params: Any) -> None:
+        """The record's conditional write, with its history items when there are any."""
+        operation = "update_item" if kind == "Update" else "put_item"
+        if not parts or len(parts) > _HISTORY_TX_PARTS:
+            self._conditional(operation, key, version, **params)
+            for start in range(0, len(parts), _BATCH_WRITE):  # at least once, keyed
+                self._batch_write([{"PutRequest": {"Item": item}}
+                                   for item in parts[start:start + _BATCH_WRITE]])
+            return
+        actions = [{kind: {"TableName": self.table, **params}}]
+        actions += [{"Put": {"TableName": self.table, "Item": item}} for item in parts]
+        try:
+            call(self.client, "transact_write_items", self.table,
+                 passthrough=("TransactionCanceledException", "ValidationException"),
+                 TransactItems=actions)
+        except Exception as exc:
+            code = error_code(exc)
+            reasons = getattr(exc, "response", {}).get("CancellationReasons") or []
+            first = (reasons[0].get("Code") if reasons else None) or ""
+            if code == "TransactionCanceledException" and first == "ConditionalCheckFailed":
+                expected = "no record" if version == 1 else f"version {version - 1}"
+                raise ConflictError(f"{key}: the stored record is not {expected} "
+                                    "(another process wrote first)") from exc
+            if code == "TransactionCanceledException" and any(
+                    r.get("Code") == "TransactionConflict" for r in reasons):
+                raise ConflictError(f"{key}: a concurrent transaction wrote it") from exc
+            if "size" in str(exc).lower():
+                raise RecordTooLarge(f"workflow execution {key!r}: DynamoDB refused the "
+                                     f"record as too large ({exc}); nothing was written") from exc
+            raise BackendError(f"dynamodb transact_write_items on {self.table!r} failed: "
+                               f"{exc}") from exc
+
+    def _batch_write(self, requests: list[dict[str, Any]]) -> None:
+        pending = {self.table: requests}
+        for _ in range(20):
+            if not pending:
+                return
+            answer = call(self.client, "batch_write_item", self.table, RequestItems=pending)
+            pending = answer.get("UnprocessedItems") or {}
+        raise BackendError(f"dynamodb batch_write_item on {self.table!r}: items stayed "
+                           "unprocessed after 20 tries")
+
+    def _batch_get(self, ids: list[str], projection: str | None = None
+                   ) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(ids), _BATCH_GET):
+            request: dict[str, Any] = {"Keys": [{"id": {"S": i}}
+                                                for i in ids[start:start + _BATCH_GET]],
+                                       "ConsistentRead": True}
+            if projection is not None:
+                request["ProjectionExpression"] = projection
+                request["ExpressionAttributeNames"] = {"#id": "id", "#parts": "parts"}
+            pending: dict[str, Any] = {self.table: request}
+            for _ in range(20):
+                answer = call(self.client, "batch_get_item", self.table, RequestItems=pending)
+                for item in answer.get("Responses", {}).get(self.table, []):
+                    found[item["id"]["S"]] = item
+                pending = answer.get("UnprocessedKeys") or {}
+                if not pending:
+                    break
+            else:
+                raise BackendError(f"dynamodb batch_get_item on {self.table!r}: keys stayed "
+                                   "unprocessed after 20 tries")
+        return found
+
+    def _history_ids(self, key: str, version: int, projection: str | None = None
+                     ) -> tuple[list[str], dict[str, dict[str, Any]]]:
+        """Every history item id of ``key`` up to ``version``, and the items read."""
+        firsts = self._batch_get([history_item_id(key, v, 0) for v in range(1, version + 1)],
+                                 projection)
+        extra = []
+        for item_id, item in firsts.items():
+            parts = int(item.get("parts", {}).get("N", "1"))
+            stem = item_id.rsplit("~", 1)[0]
+            extra += [f"{stem}~{p}" for p in range(1, parts)]
+        items = dict(firsts)
+        if extra:
+            items.update(self._batch_get(extra, projection))
+        return sorted(items), items
+
+    def _history(self, workflow_execution_id: str) -> list[Event]:
+        key = workflow_execution_id
+        record = self._load(key)
+        if record is None:
+            return []
+        _, items = self._history_ids(key, record.version)
+        events: list[Event] = []
+        for item_id, item in items.items():
+            version = int(item_id.rsplit("~", 2)[1])
+            try:
+                stored = decode_json(item["events"])
+                if not isinstance(stored, list):
+                    raise ValueError(f"events must be a list, found {type(stored).__name__}")
+            except (KeyError, ValueError, TypeError) as exc:
+                events.append(corrupt_event(key, version, 0, item_id,
+                                            f"{type(exc).__name__}: {exc}",
+                                            repr(item.get("events"))[:1000]))
+                continue
+            for n, data in enumerate(stored):
+                try:
+                    events.append(Event.from_dict(data))
+                except ValueError as exc:
+                    events.append(corrupt_event(key, version, n, f"{item_id}[{n}]", str(exc),
+                                                data))
+        return events
+
+    def _prune(self, before: float, statuses: frozenset[WorkflowStatus], batch: int) -> int:
+        removed = 0
+        names = {"#id": "id", "#status": "status", "#u": "updated_at"}
+        for status in sorted(statuses):
+            values = {":s": {"S": status.value}, ":before": {"N": repr(float(before))}}
+            if self.status_index is not None:
+                items = self._paged("query", None, IndexName=self.status_index,
+                                    KeyConditionExpression="#status = :s",
+                                    FilterExpression="#u < :before",
+                                    ExpressionAttributeNames=names,
+                                    ExpressionAttributeValues=values,
+                                    ProjectionExpression="#id, #u")
+            else:
+                items = self._paged("scan", None,
+                                    FilterExpression="#status = :s AND #u < :before",
+                                    ExpressionAttributeNames=names,
+                                    ExpressionAttributeValues=values,
+                                    ProjectionExpression="#id, #u")
+            for start in range(0, len(items), batch):
+                for item in items[start:start + batch]:
+                    removed += self._prune_one(item["id"]["S"], status, before)
+        return removed
+
+    def _prune_one(self, key: str, status: WorkflowStatus, before: float) -> int:
+        """Delete one finished execution (if it still is) and then its history items."""
+        head = call(self.client, "get_item", self.table, TableName=self.table,
+                    Key={"id": {"S": key}}, ConsistentRead=True,
+                    ProjectionExpression="#v", ExpressionAttributeNames={"#v": "version"}
+                    ).get("Item")
+        if head is None:
+            return 0
+        ids, _ = self._history_ids(key, int(head["version"]["N"]), "#id, #parts")
+        try:
+            call(self.client, "delete_item", self.table, passthrough=(CONDITION_FAILED,),
+                 TableName=self.table, Key={"id": {"S": key}},
+                 ConditionExpression="#status = :s AND #u < :before",
+                 ExpressionAttributeNames={"#status": "status", "#u": "updated_at"},
+                 ExpressionAttributeValues={":s": {"S": status.value},
+                                            ":before": {"N": repr(float(before))}})
+        except Exception as exc:
+            if error_code(exc) == CONDITION_FAILED:
+                return 0
+            raise
+        for start in range(0, len(ids), _BATCH_WRITE):
+            self._batch_write([{"DeleteRequest": {"Key": {"id": {"S": i}}}}
+                               for i in ids[start:start + _BATCH_WRITE]])
+        return 1
+
     def _conditional(self, operation: str, key: str, version: int, **params: Any) -> None:
         try:
             call(self.client, operation, self.table, passthrough=(CONDITION_FAILED,
@@ -369,7 +580,7 @@ class DynamoDBStore(Store):
                 params["FilterExpression"] = "#status = :status"
                 params["ExpressionAttributeValues"] = {":status": {"S": status.value}}
             items = self._paged("scan", None, **params)
-        summaries = [_summary(item) for item in items]
+        summaries = [_summary(item) for item in items if "status" in item]  # not history
         summaries.sort(key=lambda s: s.created_at, reverse=True)
         return summaries[:limit]
 

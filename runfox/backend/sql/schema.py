@@ -1,6 +1,6 @@
 """The runfox tables, creating them on first use, and checking their schema version.
 
-Seven tables, named ``runfox_*`` so they can share a database with an application,
+Eight tables, named ``runfox_*`` so they can share a database with an application,
 plus Alembic's ``runfox_alembic_version`` (see ``migrations``):
 
 - ``runfox_schema``: one row per schema version applied. Every runfox reads
@@ -29,6 +29,11 @@ plus Alembic's ``runfox_alembic_version`` (see ``migrations``):
   and never deleted; a row is held while it names a job and its ``lease_end``
   (database clock) has not passed. The primary key is what bounds a key to
   ``limit`` running jobs (see ``SqlRunner``).
+- ``runfox_history`` (schema 4): execution history (``runfox.history``), one row
+  per event, keyed by ``(workflow_execution_id, version, idx)`` (the record
+  version whose write made it, and its place within that write), inserted in
+  the same transaction as that write. ``type``, ``step_id``, ``run_id`` and
+  ``time`` are copies of what ``data`` (the event's JSON) holds, for queries.
 
 JSON is stored as text (``LONGTEXT`` on MySQL), ASCII-escaped so any server
 character set holds it. Keys compare case-sensitively on MySQL (``utf8mb4_bin``)
@@ -76,6 +81,7 @@ __all__ = [
     "SchemaOutdated",
     "SchemaState",
     "ensure_schema",
+    "history",
     "keys",
     "metadata",
     "read_state",
@@ -89,7 +95,7 @@ __all__ = [
 ]
 
 #: The layout these tables have; bump it with a new revision in ``migrations``.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _MYSQL: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4",
                           "mysql_collate": "utf8mb4_bin"}
@@ -188,6 +194,19 @@ slots = Table(
     Column("claim_token", BigInteger, nullable=True),
     Column("lease_end", Double, nullable=True),
     Index("ix_runfox_slots_holder", "workflow_execution_id", "step_id", "run_id"),
+    **_MYSQL,
+)
+
+history = Table(
+    "runfox_history", metadata,
+    Column("workflow_execution_id", ExecutionKey, primary_key=True),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("idx", Integer, primary_key=True, autoincrement=False),
+    Column("time", Double, nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("step_id", StepId, nullable=True),
+    Column("run_id", Integer, nullable=True),
+    Column("data", JsonText, nullable=False),
     **_MYSQL,
 )
 

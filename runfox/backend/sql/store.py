@@ -17,6 +17,11 @@ A record is a header row in ``runfox_workflows`` plus one row per step in
 - ``_create_keyed``: the version-1 INSERTs plus a ``runfox_keys`` row in the
   same transaction; a duplicate key rolls everything back and the row's
   execution id is read and returned (the key's primary key decides races).
+- ``_write_logged``: ``_write`` with the transition's history events inserted
+  into ``runfox_history`` in the same transaction; ``_history`` reads them back
+  (a row that does not decode becomes a ``corrupt`` event naming its key);
+  ``_prune`` deletes finished executions with their steps, history, keys and
+  jobs (``runfox_tasks``), ``batch`` executions per transaction.
 - ``_list``: summaries from the header rows. A row that cannot be decoded is
   logged with its key and skipped; ``_load`` raises ``CorruptRecord`` for it.
 """
@@ -30,16 +35,17 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, case, or_, select, update
+from sqlalchemy import bindparam, case, delete, or_, select, update
 from sqlalchemy.engine import Connection, Engine, Row
 
 from ...errors import BackendError, ConflictError, CorruptRecord
+from ...history import Event, corrupt_event
 from ...records import StepRecord, WorkflowRecord
 from ...status import WorkflowStatus
 from ..store import ExecutionSummary, Store, key_matches
 from .database import Database, DatabaseUser, DuplicateRow
 from .schedules import SqlScheduleStore
-from .schema import keys, steps, workflows
+from .schema import history, keys, steps, tasks, workflows
 
 __all__ = ["SqlStore"]
 
@@ -66,6 +72,10 @@ _UPDATE_STEP = (
 _INSERT_HEAD = workflows.insert()
 _INSERT_STEPS = steps.insert()
 _INSERT_KEY = keys.insert()
+_INSERT_EVENTS = history.insert()
+_SELECT_EVENTS = (select(history.c.version, history.c.idx, history.c.data)
+                  .where(history.c.workflow_execution_id == bindparam("k"))
+                  .order_by(history.c.version, history.c.idx))
 _SELECT_KEY = select(keys.c.workflow_execution_id).where(
     keys.c.idempotency_key == bindparam("key"))
 _TORN_READS = 100
@@ -150,12 +160,19 @@ class SqlStore(DatabaseUser, Store):
                          engine_options=engine_options, database=_database)
         self._cache = _RecordCache(cache_size)
 
+    keeps_history = True
+
     # -- write ------------------------------------------------------------------
 
     def _write(self, record: WorkflowRecord, previous: WorkflowRecord | None) -> None:
+        self._write_logged(record, previous, ())
+
+    def _write_logged(self, record: WorkflowRecord, previous: WorkflowRecord | None,
+                      events: Sequence[Event]) -> None:
         key = record.workflow_execution_id
+        logged = [_event_params(e) for e in events]
         if record.version == 1:
-            self._create(record)
+            self._create(record, events=logged)
         else:
             changed = (record.steps.changed_since(previous.steps) if previous is not None
                        else list(record.steps))
@@ -170,6 +187,8 @@ class SqlStore(DatabaseUser, Store):
                                         f"{record.version - 1}; another writer won")
                 if rows:
                     conn.execute(_UPDATE_STEP, rows)
+                if logged:
+                    conn.execute(_INSERT_EVENTS, logged)
 
             try:
                 self._db.run(work, what=f"write workflow {key!r}")
@@ -197,7 +216,8 @@ class SqlStore(DatabaseUser, Store):
     def schedules(self) -> SqlScheduleStore:
         return SqlScheduleStore(self._db)
 
-    def _create(self, record: WorkflowRecord, idempotency_key: str | None = None) -> None:
+    def _create(self, record: WorkflowRecord, idempotency_key: str | None = None,
+                events: Sequence[dict[str, Any]] = ()) -> None:
         key = record.workflow_execution_id
         head = {
             "workflow_execution_id": key,
@@ -225,6 +245,8 @@ class SqlStore(DatabaseUser, Store):
             conn.execute(_INSERT_HEAD, head)
             if rows:
                 conn.execute(_INSERT_STEPS, rows)
+            if events:
+                conn.execute(_INSERT_EVENTS, list(events))
 
         try:
             self._db.run(work, what=f"create workflow {key!r}", duplicate_ok=True)
@@ -269,6 +291,46 @@ class SqlStore(DatabaseUser, Store):
         self._cache.put(record)
         return record
 
+    # -- history --------------------------------------------------------------------
+
+    def _history(self, workflow_execution_id: str) -> list[Event]:
+        key = workflow_execution_id
+        rows = self._db.run(lambda conn: conn.execute(_SELECT_EVENTS, {"k": key}).all(),
+                            write=False, what=f"read the history of {key!r}")
+        events = []
+        for row in rows:
+            where = f"runfox_history({key}, version {row.version}, idx {row.idx})"
+            try:
+                events.append(Event.from_dict(json.loads(row.data)))
+            except (TypeError, ValueError) as exc:
+                events.append(corrupt_event(key, int(row.version), int(row.idx), where,
+                                            f"{type(exc).__name__}: {exc}", str(row.data)))
+        return events
+
+    def _prune(self, before: float, statuses: frozenset[WorkflowStatus], batch: int) -> int:
+        wanted = sorted(s.value for s in statuses)
+        finished = (workflows.c.status.in_(wanted), workflows.c.updated_at < before)
+        pick = (select(workflows.c.workflow_execution_id).where(*finished)
+                .order_by(workflows.c.updated_at).limit(batch))
+        removed = 0
+        while True:
+            def work(conn: Connection) -> int:
+                ids = [row[0] for row in conn.execute(pick).all()]
+                if ids:
+                    for table in (history, steps, tasks, keys):
+                        conn.execute(delete(table).where(
+                            table.c.workflow_execution_id.in_(ids)))
+                    conn.execute(delete(workflows).where(
+                        workflows.c.workflow_execution_id.in_(ids), *finished))
+                for key in ids:
+                    self._cache.drop(key)
+                return len(ids)
+
+            count = self._db.run(work, what="prune finished workflows")
+            removed += count
+            if count < batch:
+                return removed
+
     # -- list -------------------------------------------------------------------
 
     def _list(self, status: WorkflowStatus | None, limit: int) -> list[ExecutionSummary]:
@@ -305,6 +367,13 @@ class SqlStore(DatabaseUser, Store):
         rows = self._db.run(lambda conn: conn.execute(query).all(), write=False,
                             what="find workflows by prefix")
         return [row[0] for row in rows if key_matches(row[0], prefix)]
+
+
+def _event_params(event: Event) -> dict[str, Any]:
+    return {"workflow_execution_id": event.workflow_execution_id, "version": event.version,
+            "idx": event.index, "time": event.time, "type": event.type,
+            "step_id": event.step_id, "run_id": event.run_id,
+            "data": dumps(event.to_dict())}
 
 
 def _step_params(key: str, step: StepRecord, version: int) -> dict[str, Any]:
