@@ -187,6 +187,21 @@ def test_the_page_never_inserts_html() -> None:
     assert not re.search(r"<script>(?!window)", (STATIC / "index.html").read_text())
 
 
+def test_only_the_ui_command_imports_the_dashboard() -> None:
+    """``runfox.ui`` (and Flask) load when ``runfox ui`` runs, never before."""
+    package = STATIC.parent.parent
+    importers = sorted(str(path.relative_to(package.parent)) for path in package.rglob("*.py")
+                       if "ui" not in path.relative_to(package).parts[:1]
+                       and re.search(r"^\s*from \.\.?ui import|import runfox\.ui|from runfox\.ui",
+                                     path.read_text(encoding="utf-8"), re.MULTILINE))
+    assert importers == ["runfox/cli/ui.py"]
+    code = ("import sys, runfox, runfox.cli; "
+            "assert 'flask' not in sys.modules and 'runfox.ui' not in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
 def test_parse_since() -> None:
     assert parse_since("1700000000") == 1700000000.0
     assert parse_since("1970-01-01T00:01:00") == 60.0

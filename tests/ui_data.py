@@ -81,3 +81,60 @@ def build(url: str) -> Dataset:
         conn.execute("UPDATE runfox_workflows SET spec = ? WHERE workflow_execution_id = ?",
                      ("{not json", corrupt.id))
     return Dataset(big=big.id, small=small.id, running=running.id, corrupt=corrupt.id)
+
+
+# -- headless Chromium (the browser test and benchmarks/bench_ui.py) ------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+#: The flags this machine needs: no sandbox as root, no GPU, no connection attempts to
+#: Google's services (the network is closed and each refused connection costs time).
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage")
+
+
+def chromium_missing() -> str | None:
+    """Why the browser cannot run here, or ``None`` when it can."""
+    import os
+    import shutil
+
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not (os.path.exists(path) or shutil.which(os.path.basename(path))):
+            return f"{path} is not installed (apt-get install chromium chromium-driver)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (it is in the dev extra)"
+    return None
+
+
+def start_chromium(profile: str, width: int = 1400, height: int = 1000) -> Any:
+    """A Selenium driver on the system's Chromium and ChromeDriver (nothing downloaded)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+                 f"--window-size={width},{height}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def wait_for_view(driver: Any, view: str, timeout: float = 30.0) -> float:
+    """Wait until the page says ``view`` rendered; returns its ``data-ready`` (ms)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = driver.execute_script(
+            "return [document.body.dataset.view, document.body.dataset.ready,"
+            " (document.getElementById('error') || {}).textContent]")
+        if state[0] == view and state[1]:
+            return float(state[1])
+        if state[0] == "error":
+            raise AssertionError(f"the page shows an error: {state[2]}")
+        time.sleep(0.02)
+    raise AssertionError(f"the {view} view did not render within {timeout:g}s")

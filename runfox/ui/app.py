@@ -46,7 +46,8 @@ CANDIDATES = 5
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
-_STATIC = {"app.js": "text/javascript", "style.css": "text/css", "index.html": "text/html"}
+_STATIC = {"app.js": "text/javascript", "style.css": "text/css", "index.html": "text/html",
+           "favicon.svg": "image/svg+xml"}
 
 
 class ApiError(Exception):
@@ -197,6 +198,10 @@ def create_app(backend: Backend, *, refresh_seconds: float = 2.0) -> Flask:
     @app.get("/")
     def index() -> Response:
         return Response(_static("index.html"), mimetype="text/html")
+
+    @app.get("/favicon.ico")
+    def favicon() -> Response:
+        return Response(_static("favicon.svg"), mimetype="image/svg+xml")
 
     @app.get("/static/<name>")
     def static_file(name: str) -> Response:

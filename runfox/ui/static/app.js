@@ -322,8 +322,9 @@ function layout(graph) {
   let row = 0, widest = 1;
   const rows = [];
   for (const bucket of buckets) {
-    for (let offset = 0; offset < bucket.length; offset += ROW_WIDTH) {
-      const members = bucket.slice(offset, offset + ROW_WIDTH);
+    const per = Math.ceil(bucket.length / Math.max(1, Math.ceil(bucket.length / ROW_WIDTH)));
+    for (let offset = 0; offset < bucket.length; offset += per) {
+      const members = bucket.slice(offset, offset + per);
       rows.push(members);
       widest = Math.max(widest, members.length);
     }
