@@ -164,6 +164,45 @@ def test_a_store_without_schedules_answers_a_note() -> None:
     assert body == {"schedules": [], "note": "Bare keeps no schedules"}
 
 
+def test_history_and_workers_are_read_where_the_backend_has_them() -> None:
+    """The shapes of helper O's ``Store.history`` (events with ``to_dict``, a corrupt
+    event naming its key) and of a worker registry, on a store that has both."""
+    from dataclasses import dataclass
+
+    from runfox import Workflow
+
+    @dataclass
+    class Event:
+        type: str
+        time: float
+        details: dict[str, Any]
+
+        def to_dict(self) -> dict[str, Any]:
+            return {"type": self.type, "time": self.time, "details": self.details}
+
+    @dataclass
+    class WorkerInfo:
+        id: str
+        alive: bool
+
+    class Kept(InMemoryStore):
+        def history(self, key: str) -> list[Event]:
+            self.load_shared(key)
+            return [Event("created", 1.0, {}),
+                    Event("corrupt", 2.0, {"key": f"{key}/7", "error": "not JSON"})]
+
+        def list_workers(self) -> list[WorkerInfo]:
+            return [WorkerInfo("w1", True)]
+
+    backend = Backend(lambda fn, inputs: {}, store=Kept(), runner=InProcessRunner())
+    key = Workflow.from_dict({"steps": [{"id": "a", "fn": "f"}]}, backend).id
+    client = create_app(backend).test_client()
+    events = get(client, path_of(key) + "/history")["events"]
+    assert [e["type"] for e in events] == ["created", "corrupt"]
+    assert events[1]["details"]["key"] == f"{key}/7"
+    assert get(client, "/api/workers") == {"workers": [{"id": "w1", "alive": True}]}
+
+
 def test_read_only_and_safe_headers(client: FlaskClient) -> None:
     for method in (client.post, client.put, client.delete, client.patch):
         response = method("/api/executions")

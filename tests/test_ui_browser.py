@@ -147,6 +147,11 @@ def test_the_1000_step_execution(browser: Any, site: Site, tmp_path: Path,
                          "td.output\").textContent")
     assert shown in output
     assert_nothing_ran(browser)
+    events = js(browser, "return fetch(location.pathname + 'api/executions/' + "
+                         f"encodeURIComponent({json.dumps(site.data.big)}) + '/history')"
+                         ".then(r => r.json()).then(h => h.events.length)")
+    on_page = js(browser, "return document.querySelectorAll('#timeline li').length")
+    assert on_page == events  # every event is on the timeline (none where no history is kept)
     assert ready_ms < READY_BOUND_MS, f"interactive after {ready_ms:.0f} ms"
 
     browser.set_window_size(1400, 2300)  # tall enough for the whole graph, fitted

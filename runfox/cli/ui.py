@@ -35,8 +35,6 @@ def ui(args: argparse.Namespace) -> int:
                          "pip install 'runfox[ui]'") from None
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be between 0 and 65535, got {args.port}")
-    if args.refresh <= 0:
-        raise UsageError("--refresh must be > 0")
     from .commands import close_backend, open_backend
 
     backend = open_backend(args.backend)
