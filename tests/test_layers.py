@@ -58,6 +58,7 @@ LAYERS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     # contract suites (which drive whole workflows).
     ("handle", (
         "runfox", "runfox.workflow", "runfox.cli", "runfox.cli.*",
+        "runfox.ui", "runfox.ui.*",  # the dashboard; only runfox.cli.ui imports it
         "runfox.backend", "runfox.backend.aws", "runfox.testing",
     ), ("worker harness",)),
 ]

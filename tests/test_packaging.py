@@ -32,7 +32,8 @@ DISTRIBUTIONS = {
     "pymysql": "PyMySQL",
     "pytest": "pytest",
     "moto": "moto",
-    "werkzeug": "moto",  # moto's server (runfox.backend.aws.testing) runs on it
+    "werkzeug": "moto",  # moto's server (runfox.backend.aws.testing) and runfox ui run on it
+    "flask": "flask",  # runfox ui (the ui extra), imported only by `runfox ui`
 }
 
 

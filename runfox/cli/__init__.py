@@ -14,6 +14,7 @@
     runfox graph SPEC [--format mermaid|dot] [--execution ID] [--backend URL]
     runfox schema
     runfox db upgrade|current [--backend URL]
+    runfox ui [--backend URL] [--host 127.0.0.1] [--port 8765]
 
 ``runfox run SPEC --help-inputs`` (and ``start``) lists the inputs SPEC declares
 and exits 0 without running.
@@ -50,6 +51,7 @@ from ..worker import DEFAULT_LEASE
 from . import commands, db
 from . import history as history_cli
 from . import schedule as schedule_cli
+from . import ui as ui_cli
 from .exits import EXIT_BACKEND, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 
 __all__ = ["build_parser", "main"]
@@ -102,6 +104,7 @@ _EXAMPLES = {
     "schedule remove": ["runfox schedule remove nightly"],
     "schedule next": ["runfox schedule next nightly -n 5",
                       "runfox schedule next --cron '0 9 * * mon-fri' --tz America/New_York"],
+    "ui": ["runfox ui --backend sqlite:///runfox.db  # then open http://127.0.0.1:8765/"],
     "db current": ["runfox db current --backend postgresql+psycopg://app@db/runfox"],
 }
 
@@ -277,6 +280,15 @@ COMMAND), 3 halted, 4 backend unreachable or misconfigured, 5 timeout, 130 inter
                                                      "execution's status (an id or a "
                                                      "unique prefix)")
     p.set_defaults(handler=commands.graph)
+
+    p = _command(sub, "ui", [common], "serve a read-only web dashboard of executions, "
+                 "workers and schedules (needs the ui extra)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
+                                                       "127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free)")
+    p.add_argument("--refresh", type=_positive_float, default=2.0, metavar="SECONDS",
+                   help="how often a page of a running execution refreshes (default 2)")
+    p.set_defaults(handler=ui_cli.ui)
 
     p = _command(sub, "schema", [], "print the JSON Schema of spec files (for editors)")
     p.set_defaults(handler=commands.schema, backend=None, debug=False)
