@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from contract import BackendContract, RunnerContract, StoreContract
 
+from runfox.testing import WorkerRegistryContract
+
 from runfox.backend import InMemoryStore, InProcessRunner
 
 
@@ -24,3 +26,9 @@ class TestInMemoryBackend(BackendContract):
     @pytest.fixture
     def parts(self) -> tuple[InMemoryStore, InProcessRunner]:
         return InMemoryStore(), InProcessRunner()
+
+
+class TestInMemoryWorkers(WorkerRegistryContract):
+    @pytest.fixture
+    def store(self) -> InMemoryStore:
+        return InMemoryStore()

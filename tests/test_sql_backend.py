@@ -37,6 +37,7 @@ from runfox.backend.sql import SqliteRunner, SqliteStore, SqlRunner, SqlStore, p
 from runfox.backend.sql.schema import SCHEMA_VERSION, schema_version, steps, tasks, workflows
 from runfox.backend.urls import backend_from_url
 from runfox.errors import BackendError, ConflictError, CorruptRecord
+from runfox.testing import WorkerRegistryContract
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,6 +94,10 @@ class TestSqlRunner(RunnerContract):
 
 
 class TestSqlBackend(BackendContract):
+    pass
+
+
+class TestSqlWorkers(WorkerRegistryContract):
     pass
 
 

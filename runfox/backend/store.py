@@ -46,6 +46,7 @@ from ..errors import BackendError, ConflictError, WorkflowNotFound
 from ..records import WorkflowRecord
 from ..status import WorkflowStatus
 from .schedule_store import InMemoryScheduleStore, ScheduleStore
+from .workers import InMemoryWorkerRegistry, WorkerRegistry
 
 __all__ = ["MAX_KEY_LENGTH", "ExecutionSummary", "InMemoryStore", "Store", "check_key",
            "key_matches"]
@@ -164,6 +165,14 @@ class Store(ABC):
         """
         raise BackendError(f"{type(self).__name__} keeps no schedules")
 
+    def workers(self) -> WorkerRegistry:
+        """The ``WorkerRegistry`` (live workers) in this store's database.
+
+        Raises:
+            BackendError: this kind of store keeps no worker rows.
+        """
+        raise BackendError(f"{type(self).__name__} keeps no worker registry")
+
     def _create_keyed(self, record: WorkflowRecord, key: str) -> str | None:
         """Store ``record`` and ``key`` together unless ``key`` is taken.
 
@@ -249,6 +258,7 @@ class InMemoryStore(Store):
         self._keys: dict[str, str] = {}
         self._lock = threading.Lock()
         self._schedules = InMemoryScheduleStore()
+        self._workers = InMemoryWorkerRegistry()
 
     def _load(self, workflow_execution_id: str) -> WorkflowRecord | None:
         return self._records.get(workflow_execution_id)
@@ -280,6 +290,9 @@ class InMemoryStore(Store):
 
     def schedules(self) -> ScheduleStore:
         return self._schedules
+
+    def workers(self) -> WorkerRegistry:
+        return self._workers
 
     def _list(self, status: WorkflowStatus | None, limit: int) -> list[ExecutionSummary]:
         records = sorted(self._records.values(), key=lambda r: r.created_at, reverse=True)

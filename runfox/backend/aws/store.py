@@ -64,6 +64,7 @@ from ...records import WorkflowRecord
 from ...status import WorkflowStatus
 from ..schedule_store import ScheduleStore
 from ..store import ExecutionSummary, Store, key_matches
+from ..workers import WorkerRegistry
 from ._boto import CONDITION_FAILED, call, error_code, make_client
 from ._codec import COMPRESS_OVER, decode_json, encode_json, item_size
 
@@ -326,6 +327,19 @@ class DynamoDBStore(Store):
                 self._schedules = DynamoScheduleStore(self.client, self.tasks_table,
                                                       compress_over=self.compress_over)
             return self._schedules
+
+    def workers(self) -> WorkerRegistry:
+        """The live workers, in the ``#workers`` partition of the task table.
+
+        Raises:
+            BackendError: the store was built without ``tasks_table``.
+        """
+        if self.tasks_table is None:
+            raise BackendError(f"{self!r} keeps no worker registry: it lives in the task "
+                               "table; pass tasks_table= (an aws:// URL does)")
+        from .workers import DynamoWorkerRegistry
+
+        return DynamoWorkerRegistry(self.client, self.tasks_table)
 
     def _conditional(self, operation: str, key: str, version: int, **params: Any) -> None:
         try:

@@ -1,6 +1,6 @@
 """The runfox tables, creating them on first use, and checking their schema version.
 
-Seven tables, named ``runfox_*`` so they can share a database with an application,
+Eight tables, named ``runfox_*`` so they can share a database with an application,
 plus Alembic's ``runfox_alembic_version`` (see ``migrations``):
 
 - ``runfox_schema``: one row per schema version applied. Every runfox reads
@@ -29,6 +29,11 @@ plus Alembic's ``runfox_alembic_version`` (see ``migrations``):
   and never deleted; a row is held while it names a job and its ``lease_end``
   (database clock) has not passed. The primary key is what bounds a key to
   ``limit`` running jobs (see ``SqlRunner``).
+- ``runfox_workers`` (schema 6): live workers (``runfox.backend.workers``), one row
+  per worker: ``heartbeat_at`` (the worker's clock) and ``data`` (JSON: host, pid,
+  executor, concurrency, started, interval, lease, held jobs). Rewritten every
+  heartbeat interval, deleted on a clean stop; a killed worker's row stays until
+  pruned.
 
 JSON is stored as text (``LONGTEXT`` on MySQL), ASCII-escaped so any server
 character set holds it. Keys compare case-sensitively on MySQL (``utf8mb4_bin``)
@@ -85,11 +90,12 @@ __all__ = [
     "steps",
     "tasks",
     "upgrade_schema",
+    "workers",
     "workflows",
 ]
 
 #: The layout these tables have; bump it with a new revision in ``migrations``.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 6
 
 _MYSQL: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4",
                           "mysql_collate": "utf8mb4_bin"}
@@ -188,6 +194,14 @@ slots = Table(
     Column("claim_token", BigInteger, nullable=True),
     Column("lease_end", Double, nullable=True),
     Index("ix_runfox_slots_holder", "workflow_execution_id", "step_id", "run_id"),
+    **_MYSQL,
+)
+
+workers = Table(
+    "runfox_workers", metadata,
+    Column("worker_id", String(255), primary_key=True),
+    Column("heartbeat_at", Double, nullable=False),
+    Column("data", JsonText, nullable=False),
     **_MYSQL,
 )
 

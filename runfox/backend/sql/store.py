@@ -39,6 +39,7 @@ from ...status import WorkflowStatus
 from ..store import ExecutionSummary, Store, key_matches
 from .database import Database, DatabaseUser, DuplicateRow
 from .schedules import SqlScheduleStore
+from .workers import SqlWorkerRegistry
 from .schema import keys, steps, workflows
 
 __all__ = ["SqlStore"]
@@ -196,6 +197,9 @@ class SqlStore(DatabaseUser, Store):
 
     def schedules(self) -> SqlScheduleStore:
         return SqlScheduleStore(self._db)
+
+    def workers(self) -> SqlWorkerRegistry:
+        return SqlWorkerRegistry(self._db)
 
     def _create(self, record: WorkflowRecord, idempotency_key: str | None = None) -> None:
         key = record.workflow_execution_id
