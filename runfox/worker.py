@@ -76,12 +76,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .backend.workers import WorkerInfo
 from .errors import BackendError, CorruptRecord, WorkflowNotFound
 from .execution import Executor, error_output, load_executor, serve_control
 from .pool import ProcessSlots, Slots, ThreadSlots
 from .results import DispatchJob, Ignored, Pending, Result
 from .schedules import Schedules
-from .backend.workers import WorkerInfo
 from .status import StepStatus, WorkflowStatus
 
 if TYPE_CHECKING:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 from contract import BackendContract, RunnerContract, StoreContract
 
-from runfox.testing import WorkerRegistryContract
-
 from runfox.backend import InMemoryStore, InProcessRunner
+from runfox.testing import WorkerRegistryContract
 
 
 class TestInMemoryStore(StoreContract):

@@ -91,8 +91,8 @@ class WorkerInfo:
                        interval=float(data["interval"]), lease=float(data["lease"]),
                        jobs={str(k): float(v) for k, v in jobs.items()})
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise CorruptRecord(f"worker {data.get('id', '?') if isinstance(data, Mapping) else '?'}",
-                                f"{type(exc).__name__}: {exc}") from exc
+            name = data.get("id", "?") if isinstance(data, Mapping) else "?"
+            raise CorruptRecord(f"worker {name}", f"{type(exc).__name__}: {exc}") from exc
 
 
 class WorkerRegistry(ABC):

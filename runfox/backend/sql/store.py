@@ -39,8 +39,8 @@ from ...status import WorkflowStatus
 from ..store import ExecutionSummary, Store, key_matches
 from .database import Database, DatabaseUser, DuplicateRow
 from .schedules import SqlScheduleStore
-from .workers import SqlWorkerRegistry
 from .schema import keys, steps, workflows
+from .workers import SqlWorkerRegistry
 
 __all__ = ["SqlStore"]
 
