@@ -20,7 +20,6 @@ from proctools import start_worker
 from test_cli import EXECUTOR, child_env, cli, write_spec
 
 from runfox.backend import Backend, InMemoryStore, InProcessRunner
-from runfox.cli import main
 from runfox.cli.commands import open_backend
 from runfox.worker import Worker
 
@@ -150,7 +149,7 @@ def test_one_info_line_per_job(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_global_debug_works_before_the_command(workdir: Path, capsys: Any) -> None:
-    code, out, err = cli(capsys, "--debug", "workers")
+    code, out, _err = cli(capsys, "--debug", "workers")
     assert code == 0 and out.strip() == "no workers registered"
 
 
@@ -304,13 +303,13 @@ def test_a_killed_worker_is_seen_dead_and_its_step_stranded(workdir: Path, capsy
         rows = _wait(seen_dead, 10, "the killed worker to be seen dead")
         assert time.monotonic() - killed <= 2 * 1.0 + 0.5  # 2 heartbeat intervals
         assert sum(r["state"] == "alive" for r in rows.values()) == 1
-        code, out, _ = cli(capsys, "workers", "--backend", url)
+        _, out, _ = cli(capsys, "workers", "--backend", url)
         assert dead_id in out and "dead" in out
-        code, out, _ = cli(capsys, "status", wf_id, "--backend", url)
+        _, out, _ = cli(capsys, "status", wf_id, "--backend", url)
         assert "slow  stranded" in out, out
         assert f"worker {dead_id} stopped heartbeating" in out
         assert ("the job comes back when its lease ends at" in out
-                or "its lease ended at" in out)
+                or "its lease has ended; the next claim reports it lost" in out)
 
         def ended() -> str | None:
             _, out, _ = cli(capsys, "status", wf_id, "--json", "--backend", url)

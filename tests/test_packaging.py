@@ -33,6 +33,7 @@ DISTRIBUTIONS = {
     "pytest": "pytest",
     "moto": "moto",
     "werkzeug": "moto",  # moto's server (runfox.backend.aws.testing) runs on it
+    "prometheus_client": "prometheus-client",  # runfox.metrics, the [metrics] extra
 }
 
 

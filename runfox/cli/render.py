@@ -101,24 +101,26 @@ def live_steps(record: WorkflowRecord, jobs: Mapping[str, JobState],
         holder = holders.get(key)
         deliveries = job.deliveries if job is not None else 0
         again = f" (delivery {deliveries})" if deliveries > 1 else ""
-        if holder is not None and (job is None or job.state == "running"):
+        if holder is not None and holder.dead(now) and (
+                job is None or job.state in ("running", "queued")):
+            # A dead worker's row still lists the job: its lease runs out (or ran
+            # out: the runner shows it queued again) and the next claim reports it.
+            since = holder.jobs[key]
+            lease_end = job.lease_end if job is not None and job.state == "running" else None
+            comes = ("the job comes back when its lease ends at " + _clock(lease_end)
+                     if lease_end is not None and lease_end > now else
+                     "its lease has ended; the next claim reports it lost (WorkerLost) "
+                     "and retries it")
+            text = (f"worker {holder.id} stopped heartbeating {holder.silent_for(now):.1f}s "
+                    f"ago; {comes}")
+            found[step.id] = StepLive("stranded", text, holder.id, since, lease_end, deliveries)
+        elif holder is not None and (job is None or job.state == "running"):
             since = holder.jobs[key]
             lease_end = job.lease_end if job is not None and job.lease_end is not None \
                 else holder.heartbeat_at + holder.lease
-            if holder.dead(now):
-                comes = ("the job comes back when its lease ends at " + _clock(lease_end)
-                         if lease_end > now else
-                         f"its lease ended at {_clock(lease_end)}; the next claim reports "
-                         "it lost (WorkerLost) and retries it")
-                text = (f"worker {holder.id} stopped heartbeating "
-                        f"{holder.silent_for(now):.1f}s ago; {comes}")
-                found[step.id] = StepLive("stranded", text, holder.id, since, lease_end,
-                                          deliveries)
-            else:
-                text = (f"held by worker {holder.id} since {_clock(since)}, lease until "
-                        f"{_clock(lease_end)}{again}")
-                found[step.id] = StepLive("running", text, holder.id, since, lease_end,
-                                          deliveries)
+            text = (f"held by worker {holder.id} since {_clock(since)}, lease until "
+                    f"{_clock(lease_end)}{again}")
+            found[step.id] = StepLive("running", text, holder.id, since, lease_end, deliveries)
         elif job is not None and job.state == "running":
             end = f", lease until {_clock(job.lease_end)}" if job.lease_end is not None else ""
             found[step.id] = StepLive("running", f"held by an unregistered worker{end}{again}",
