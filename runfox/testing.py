@@ -66,6 +66,7 @@ __all__ = [
     "RunnerContract",
     "ScheduleContract",
     "StoreContract",
+    "WorkerRegistryContract",
     "bump",
     "chain_fan_spec",
     "chain_spec",
@@ -1236,3 +1237,75 @@ class ScheduleContract:
         assert bad.paused and bad.last_error and "missing" in bad.last_error
         clock.now += 10
         assert [f.name for f in schedules.tick()] == ["good"]
+
+
+class WorkerRegistryContract:
+    """Live workers (``Store.workers()``, ``runfox.backend.workers``).
+
+    Provide a ``store`` fixture (fresh, empty). Covers register, beat, list, remove,
+    prune, the dead rule and a ``Worker`` registering while it runs.
+    """
+
+    @pytest.fixture
+    def registry(self, store: Store) -> Any:
+        return store.workers()
+
+    @staticmethod
+    def info(worker_id: str = "host:1-abc123", *, at: float = 1000.0,
+             jobs: dict[str, float] | None = None) -> Any:
+        from .backend.workers import WorkerInfo
+
+        return WorkerInfo(id=worker_id, host="host", pid=1, executor="tasks:execute",
+                          concurrency=2, started_at=at, heartbeat_at=at, interval=1.0,
+                          lease=3.0, jobs=jobs or {})
+
+    def test_register_list_beat_remove(self, registry: Any) -> None:
+        assert registry.list() == []
+        registry.register(self.info())
+        registry.register(self.info("host:2-def456", at=1001.0))
+        assert sorted(w.id for w in registry.list()) == ["host:1-abc123", "host:2-def456"]
+        assert registry.beat("host:1-abc123", 1005.5, {"wf#a#0": 1004.0}) is True
+        one = next(w for w in registry.list() if w.id == "host:1-abc123")
+        assert one.heartbeat_at == 1005.5 and dict(one.jobs) == {"wf#a#0": 1004.0}
+        assert (one.host, one.pid, one.executor, one.concurrency, one.interval, one.lease) == (
+            "host", 1, "tasks:execute", 2, 1.0, 3.0)
+        assert one.started_at == 1000.0
+        assert registry.holders()["wf#a#0"].id == "host:1-abc123"
+        registry.remove("host:1-abc123")
+        registry.remove("host:1-abc123")  # twice is fine
+        assert [w.id for w in registry.list()] == ["host:2-def456"]
+
+    def test_a_beat_of_a_missing_row_says_so(self, registry: Any) -> None:
+        assert registry.beat("nobody", 1.0, {}) is False
+        assert registry.list() == []
+
+    def test_register_again_replaces_the_row(self, registry: Any) -> None:
+        registry.register(self.info(jobs={"wf#a#0": 1.0}))
+        registry.register(self.info(at=2000.0))
+        [row] = registry.list()
+        assert row.heartbeat_at == 2000.0 and dict(row.jobs) == {}
+
+    def test_dead_after_two_intervals_and_prune(self, registry: Any) -> None:
+        registry.register(self.info("old", at=100.0))
+        registry.register(self.info("new", at=200.0))
+        rows = {w.id: w for w in registry.list()}
+        assert rows["new"].dead(201.9) is False and rows["new"].dead(202.1) is True
+        assert registry.prune(150.0) == 1
+        assert [w.id for w in registry.list()] == ["new"]
+
+    def test_a_worker_registers_while_it_runs(self, store: Store) -> None:
+        from .worker import Worker
+
+        backend = Backend(store=store, runner=InProcessRunner())
+        seen: list[Any] = []
+
+        def executor(fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
+            seen.extend(store.workers().list())
+            return {"ok": True}
+
+        worker = Worker(backend, executor, lease=3.0, poll_interval=0.01, drive=False)
+        backend.runner.dispatch("wf", [DispatchJob("wf", "a", "f", {})])
+        worker.run(max_jobs=1)
+        assert [w.id for w in seen] == [worker.id]
+        assert seen[0].interval == 1.0 and seen[0].lease == 3.0
+        assert store.workers().list() == []  # removed on a clean stop

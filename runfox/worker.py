@@ -45,6 +45,17 @@ worker`` runs and what a container or systemd unit deploys:
   loop thread, up to ``concurrency`` at once together with sync ones
   (``runfox.pool.ThreadSlots``); in process slots each job's process runs its
   coroutine on its own loop.
+- Live workers: a worker registers itself in the store's ``WorkerRegistry``
+  (``Store.workers()``; id ``host:pid-<6 hex>``, host, pid, executor,
+  concurrency, lease) when ``run`` starts, rewrites its row from the heartbeat
+  thread every ``heartbeat_interval`` (a third of the lease) with the jobs it
+  holds and when it claimed each, and removes it when ``run`` ends. ``runfox
+  workers`` lists the rows and calls a worker dead once its row is older than two
+  intervals. A store without a registry, or a failed registry call, never stops
+  the worker (logged at DEBUG; the next beat registers again).
+- One INFO line per job: execution, step, attempt, duration and outcome (``ok``
+  or the error type; ``lost`` for a re-delivered job reported as
+  ``WorkerLost``). ``metrics`` (``runfox.metrics.WorkerMetrics``) counts the same.
 - ``stop()`` stops claiming and lets running jobs finish; ``stop(release=True)``
   gives held jobs back at once. Call it from another thread, not from a signal
   handler running in the thread that runs ``run()`` (``threading.Event`` is not
@@ -57,6 +68,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import secrets
 import socket
 import threading
 import time
@@ -64,6 +76,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .backend.workers import WorkerInfo
 from .errors import BackendError, CorruptRecord, WorkflowNotFound
 from .execution import Executor, error_output, load_executor, serve_control
 from .pool import ProcessSlots, Slots, ThreadSlots
@@ -73,6 +86,8 @@ from .status import StepStatus, WorkflowStatus
 
 if TYPE_CHECKING:
     from .backend.base import Backend
+    from .backend.workers import WorkerRegistry
+    from .metrics import WorkerMetrics
 
 __all__ = ["DEFAULT_LEASE", "Worker", "WorkerStats", "load_executor"]
 
@@ -132,6 +147,15 @@ def _unavailable(exc: BaseException) -> bool:
         return False
     return isinstance(exc, BackendError | OSError) or \
         type(exc).__module__.split(".")[0] in _DRIVERS
+
+
+def _error_type(output: dict[str, Any]) -> str:
+    """The error type of a failed output in either shape (``error_type``, or
+    ``error: {"type": ...}``); ``Error`` when it names none."""
+    error = output.get("error")
+    if isinstance(error, dict) and isinstance(error.get("type"), str):
+        return str(error["type"])
+    return "Error"
 
 
 def _retry_time(result: Result) -> float | None:
@@ -236,6 +260,8 @@ class Worker:
         name: how the worker names itself in logs (default ``host:pid``).
         schedule_interval: seconds between looks for due schedules (one query;
             ``runfox.schedules``); ``None`` fires no schedules. Only with ``drive``.
+        register: keep a row in the store's worker registry while ``run`` runs.
+        metrics: counters to update per job (``runfox.metrics.WorkerMetrics``).
     """
 
     def __init__(
@@ -252,6 +278,8 @@ class Worker:
         stale_after: float | None = None,
         name: str | None = None,
         schedule_interval: float | None = 1.0,
+        register: bool = True,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -272,6 +300,21 @@ class Worker:
         self.sweep_interval = sweep_interval
         self.stale_after = stale_after if stale_after is not None else max(2 * lease, 30.0)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        #: The worker's id in the registry: its name and a random suffix.
+        self.id = f"{self.name}-{secrets.token_hex(3)}"
+        #: Seconds between heartbeats of the worker's registry row.
+        self.heartbeat_interval = lease / 3
+        self.register = register
+        self.metrics = metrics
+        self.started_at = time.time()
+        self._registry: WorkerRegistry | None = None
+        self._registered = False
+        self._registry_live = False  # between the start and the end of ``run``
+        self._next_registry_beat = 0.0  # monotonic
+        # Held jobs: when each was claimed (epoch, for the registry) and started
+        # (monotonic, for the per-job log line).
+        self._claimed_at: dict[str, float] = {}
+        self._started: dict[str, float] = {}
         self.stats = WorkerStats()
         self._stop = threading.Event()
         self._release = threading.Event()
@@ -374,6 +417,7 @@ class Worker:
         with self._held_lock:
             self._held[job.key] = job
             self._beats[job.key] = time.monotonic()
+            self._claimed_at[job.key] = time.time()
         lease = self.lease_for(job)
         if lease == self.lease:
             return True
@@ -389,6 +433,8 @@ class Worker:
         with self._held_lock:
             self._held.pop(job.key, None)
             self._beats.pop(job.key, None)
+            self._claimed_at.pop(job.key, None)
+            self._started.pop(job.key, None)
             self._lost.discard(job.key)
             self._settling.discard(job.key)
             self._flagged.discard(job.key)
@@ -423,13 +469,63 @@ class Worker:
                 self._beat()
             except Exception:  # never let the thread die; the next round tries again
                 logger.exception("heartbeat round failed")
+            if time.monotonic() >= self._next_registry_beat:
+                self._registry_beat()
 
     def _next_beat(self) -> float:
         now = time.monotonic()
         with self._held_lock:
             due = [self._beats[k] + self.lease_for(j) / 3 - now
                    for k, j in self._held.items() if k not in self._lost]
-        return min(0.5, max(0.01, min(due, default=0.5)))
+        due.append(self._next_registry_beat - now)
+        return min(0.5, max(0.01, min(due)))
+
+    # -- the registry row ------------------------------------------------------------
+
+    def info(self) -> WorkerInfo:
+        """This worker's registry row as of now."""
+        with self._held_lock:
+            jobs = dict(self._claimed_at)
+        return WorkerInfo(id=self.id, host=socket.gethostname(), pid=os.getpid(),
+                          executor=self.executor_ref or getattr(self.executor, "__qualname__",
+                                                                None),
+                          concurrency=self.concurrency, started_at=self.started_at,
+                          heartbeat_at=time.time(), interval=self.heartbeat_interval,
+                          lease=self.lease, jobs=jobs)
+
+    def _open_registry(self) -> WorkerRegistry | None:
+        if self._registry is None and self.register:
+            try:
+                self._registry = self.backend.store.workers()
+            except BackendError as exc:
+                logger.debug("worker %s not registered: %s", self.id, exc)
+                self.register = False
+        return self._registry
+
+    def _registry_beat(self) -> None:
+        """Register, or rewrite the row's heartbeat and held jobs; never raises."""
+        self._next_registry_beat = time.monotonic() + self.heartbeat_interval
+        registry = self._open_registry() if self._registry_live else None
+        if registry is None:
+            return
+        try:
+            info = self.info()
+            if not self._registered or not registry.beat(self.id, info.heartbeat_at, info.jobs):
+                registry.register(info)
+                self._registered = True
+        except Exception as exc:  # the lease heartbeats report outages; this is a view
+            logger.debug("worker %s: registry heartbeat failed: %s", self.id, _reason(exc))
+
+    def _deregister(self) -> None:
+        self._registry_live = False
+        if self._registry is None or not self._registered:
+            return
+        try:
+            self._registry.remove(self.id)
+        except Exception as exc:
+            logger.debug("worker %s: could not remove its registry row: %s", self.id,
+                         _reason(exc))
+        self._registered = False
 
     def _beat(self) -> None:
         now = time.monotonic()
@@ -506,9 +602,15 @@ class Worker:
     def _launch(self, slots: Slots, job: DispatchJob) -> None:
         """Run a claimed job, or report it lost when its lease ran out before."""
         if job.delivery <= 1:
+            with self._held_lock:
+                self._started[job.key] = time.monotonic()
             slots.start(job)
             return
         self.stats.lost += 1
+        logger.info("job %s step %s attempt %d: lost (delivery %d) in 0.000s",
+                    job.workflow_execution_id, job.step_id, job.attempt, job.delivery)
+        if self.metrics is not None:
+            self.metrics.job_lost(job.fn)
         message = (f"job {job.key} was handed out again (delivery {job.delivery}): the lease "
                    f"ran out on delivery {job.delivery - 1} (the worker holding it died or "
                    "stopped heartbeating)")
@@ -518,8 +620,18 @@ class Worker:
     def _finished(self, job: DispatchJob, output: dict[str, Any]) -> None:
         self.stats.jobs += 1
         self.stats.executed.append(job.key)
-        if output.get("ok") is False:
+        failed = output.get("ok") is False
+        if failed:
             self.stats.failed += 1
+        with self._held_lock:
+            started = self._started.pop(job.key, None)
+        seconds = time.monotonic() - started if started is not None else 0.0
+        error_type = str(output.get("error_type") or _error_type(output)) if failed else None
+        logger.info("job %s step %s attempt %d: %s in %.3fs", job.workflow_execution_id,
+                    job.step_id, job.attempt, f"error {error_type}" if failed else "ok",
+                    seconds)
+        if self.metrics is not None:
+            self.metrics.job_finished(job.fn, error_type, seconds)
         self._queue_result(job, output)
 
     def _queue_result(self, job: DispatchJob, output: dict[str, Any]) -> None:
@@ -726,6 +838,8 @@ class Worker:
         self._active = slots
         self._closed.clear()
         self._wake.clear()
+        self._registry_live = True
+        self._registry_beat()
         heart = threading.Thread(target=self._heartbeats, name="runfox-heartbeat", daemon=True)
         heart.start()
         last_sweep = -float("inf")
@@ -760,6 +874,7 @@ class Worker:
             self._closed.set()
             self._wake.set()
             heart.join(timeout=1.0)
+            self._deregister()
         return self.stats
 
     def _round(self, free: int, sweep: bool) -> list[DispatchJob]:

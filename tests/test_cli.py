@@ -374,7 +374,8 @@ def test_graph_colours_an_execution(workdir: Path, capsys: Any) -> None:
     assert "classDef in_progress fill:#fff59d" in out and "class s0 in_progress" in out
     assert "class s1,s2,s3 ready" in out
     code, out, _ = cli(capsys, "graph", spec, "--execution", wf_id, "--format", "dot")
-    assert '"p0" [label="p0\\npart", fillcolor="#fff59d", tooltip="in_progress"];' in out
+    assert ('"p0" [label="p0\\npart\\n[in_progress]", fillcolor="#fff59d", '
+            'tooltip="in_progress"];') in out
     other = write_spec(workdir, ECHO, "other.yaml")
     code, _, err = cli(capsys, "graph", other, "--execution", wf_id)
     assert code == 2 and "another definition" in err

@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("graph", ("runfox.graph",), ("records",)),
     ("store/runner", (
         "runfox.backend.store", "runfox.backend.runner", "runfox.backend.schedule_store",
+        "runfox.backend.workers", "runfox.backend.aws.workers",
         "runfox.backend.sql", "runfox.backend.sql.*",
         "runfox.backend.aws._boto", "runfox.backend.aws._codec",
         "runfox.backend.aws.messages", "runfox.backend.aws.tasks",
@@ -53,7 +54,7 @@ LAYERS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
         "runfox.backend.aws.handlers", "runfox.backend.aws.entry",
     ), ("backend", "authoring")),
     # The standalone worker process (threads, processes, heartbeats, sweeps).
-    ("worker harness", ("runfox.worker", "runfox.pool"), ("workers",)),
+    ("worker harness", ("runfox.worker", "runfox.pool", "runfox.metrics"), ("workers",)),
     # What users hold: the Workflow handle, the CLI, the package facades and the
     # contract suites (which drive whole workflows).
     ("handle", (

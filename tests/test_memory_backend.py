@@ -6,6 +6,7 @@ import pytest
 from contract import BackendContract, RunnerContract, StoreContract
 
 from runfox.backend import InMemoryStore, InProcessRunner
+from runfox.testing import WorkerRegistryContract
 
 
 class TestInMemoryStore(StoreContract):
@@ -24,3 +25,9 @@ class TestInMemoryBackend(BackendContract):
     @pytest.fixture
     def parts(self) -> tuple[InMemoryStore, InProcessRunner]:
         return InMemoryStore(), InProcessRunner()
+
+
+class TestInMemoryWorkers(WorkerRegistryContract):
+    @pytest.fixture
+    def store(self) -> InMemoryStore:
+        return InMemoryStore()

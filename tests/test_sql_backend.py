@@ -37,6 +37,7 @@ from runfox.backend.sql import SqliteRunner, SqliteStore, SqlRunner, SqlStore, p
 from runfox.backend.sql.schema import SCHEMA_VERSION, schema_version, steps, tasks, workflows
 from runfox.backend.urls import backend_from_url
 from runfox.errors import BackendError, ConflictError, CorruptRecord
+from runfox.testing import WorkerRegistryContract
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,6 +94,10 @@ class TestSqlRunner(RunnerContract):
 
 
 class TestSqlBackend(BackendContract):
+    pass
+
+
+class TestSqlWorkers(WorkerRegistryContract):
     pass
 
 
@@ -520,3 +525,21 @@ def test_another_runner_can_extend_or_release_a_running_lease(database: str,
             stranger.close()
     finally:
         other.close()
+
+
+def test_job_states_and_queue_depth(runner: SqlRunner) -> None:
+    """`runfox status` reads where jobs are: queued, running until the lease end, acked."""
+    jobs = [job("wf", "a"), job("wf", "b"), job("other", "c")]
+    runner.dispatch("wf", jobs[:2])
+    runner.dispatch("other", jobs[2:])
+    assert runner.queue_depth() == 3
+    states = runner.job_states("wf")
+    assert {k: s.state for k, s in states.items()} == {"wf#a#0": "queued", "wf#b#0": "queued"}
+    before = time.time()
+    taken = runner.take_pending_jobs(limit=1, lease=30.0)
+    assert runner.queue_depth() == 2
+    held = runner.job_states(taken[0].workflow_execution_id)[taken[0].key]
+    assert held.state == "running" and held.deliveries == 1
+    assert held.lease_end is not None and before + 25 < held.lease_end < before + 40
+    runner.ack(taken[0], {"ok": True})
+    assert runner.job_states(taken[0].workflow_execution_id)[taken[0].key].state == "acked"

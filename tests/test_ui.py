@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -144,9 +145,7 @@ def test_history_events_or_a_note(client: FlaskClient, dataset: Any) -> None:
 
 
 def test_workers_and_schedules(client: FlaskClient) -> None:
-    workers = get(client, "/api/workers")
-    assert isinstance(workers["workers"], list)
-    assert workers["workers"] or workers["note"]
+    assert get(client, "/api/workers") == {"workers": []}  # a registry, no worker yet
     schedules = get(client, "/api/schedules")["schedules"]
     assert [s["name"] for s in schedules] == ["nightly"]
     assert schedules[0]["workflow"] == "nightly <script>x</script>"
@@ -165,11 +164,12 @@ def test_a_store_without_schedules_answers_a_note() -> None:
 
 
 def test_history_and_workers_are_read_where_the_backend_has_them() -> None:
-    """The shapes of helper O's ``Store.history`` (events with ``to_dict``, a corrupt
-    event naming its key) and of a worker registry, on a store that has both."""
+    """History events (a corrupt one names its key) and the worker registry, each
+    marked alive or dead."""
     from dataclasses import dataclass
 
     from runfox import Workflow
+    from runfox.backend.workers import WorkerInfo
 
     @dataclass
     class Event:
@@ -180,19 +180,11 @@ def test_history_and_workers_are_read_where_the_backend_has_them() -> None:
         def to_dict(self) -> dict[str, Any]:
             return {"type": self.type, "time": self.time, "details": self.details}
 
-    @dataclass
-    class WorkerInfo:
-        id: str
-        alive: bool
-
     class Kept(InMemoryStore):
         def history(self, key: str) -> list[Event]:
             self.load_shared(key)
             return [Event("created", 1.0, {}),
                     Event("corrupt", 2.0, {"key": f"{key}/7", "error": "not JSON"})]
-
-        def list_workers(self) -> list[WorkerInfo]:
-            return [WorkerInfo("w1", True)]
 
     backend = Backend(lambda fn, inputs: {}, store=Kept(), runner=InProcessRunner())
     key = Workflow.from_dict({"steps": [{"id": "a", "fn": "f"}]}, backend).id
@@ -200,7 +192,17 @@ def test_history_and_workers_are_read_where_the_backend_has_them() -> None:
     events = get(client, path_of(key) + "/history")["events"]
     assert [e["type"] for e in events] == ["created", "corrupt"]
     assert events[1]["details"]["key"] == f"{key}/7"
-    assert get(client, "/api/workers") == {"workers": [{"id": "w1", "alive": True}]}
+    now = time.time()
+    registry = backend.store.workers()
+    registry.register(WorkerInfo(id="w1", host="h", pid=1, executor="m:f", concurrency=2,
+                                 started_at=now - 60, heartbeat_at=now, interval=1.0,
+                                 lease=3.0, jobs={"j": now}))
+    registry.register(WorkerInfo(id="w2", host="h", pid=2, executor=None, concurrency=1,
+                                 started_at=now - 60, heartbeat_at=now - 30, interval=1.0,
+                                 lease=3.0))
+    rows = {w["id"]: w for w in get(client, "/api/workers")["workers"]}
+    assert rows["w1"]["alive"] == "alive" and rows["w1"]["jobs"] == 1
+    assert rows["w2"]["alive"] == "dead" and rows["w2"]["silent_for"] >= 29
 
 
 def test_read_only_and_safe_headers(client: FlaskClient) -> None:

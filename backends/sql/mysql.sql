@@ -1,4 +1,4 @@
--- runfox schema version 4 (revision 0004) for MySQL 8 / MariaDB 10.6+ (InnoDB; runfox.backend.sql).
+-- runfox schema version 6 (revision 0006) for MySQL 8 / MariaDB 10.6+ (InnoDB; runfox.backend.sql).
 -- For teams that manage schemas themselves: run this once, then open the
 -- backend with create_tables=False. It creates what runfox would create on
 -- first use; tests/test_sql_ddl.py checks that the two agree.
@@ -107,14 +107,24 @@ CREATE TABLE runfox_history (
     PRIMARY KEY (workflow_execution_id, version, idx)
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 
+-- Live workers: one row per worker, rewritten every heartbeat interval, deleted on
+-- a clean stop (runfox.backend.workers).
+CREATE TABLE runfox_workers (
+    worker_id             VARCHAR(255) NOT NULL,
+    heartbeat_at          DOUBLE       NOT NULL,
+    data                  LONGTEXT NOT NULL,
+    PRIMARY KEY (worker_id)
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
+
 INSERT INTO runfox_schema (version, applied_at) VALUES (1, UNIX_TIMESTAMP());
 INSERT INTO runfox_schema (version, applied_at) VALUES (2, UNIX_TIMESTAMP());
 INSERT INTO runfox_schema (version, applied_at) VALUES (3, UNIX_TIMESTAMP());
 INSERT INTO runfox_schema (version, applied_at) VALUES (4, UNIX_TIMESTAMP());
+INSERT INTO runfox_schema (version, applied_at) VALUES (6, UNIX_TIMESTAMP());
 
 -- Alembic's record of the migration revision (runfox db upgrade reads and moves it).
 CREATE TABLE runfox_alembic_version (
     version_num VARCHAR(32) NOT NULL,
     CONSTRAINT runfox_alembic_version_pkc PRIMARY KEY (version_num)
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
-INSERT INTO runfox_alembic_version (version_num) VALUES ('0004');
+INSERT INTO runfox_alembic_version (version_num) VALUES ('0006');

@@ -1,4 +1,4 @@
--- runfox schema version 4 (revision 0004) for PostgreSQL (runfox.backend.sql).
+-- runfox schema version 6 (revision 0006) for PostgreSQL (runfox.backend.sql).
 -- For teams that manage schemas themselves: run this once, then open the
 -- backend with create_tables=False. It creates what runfox would create on
 -- first use; tests/test_sql_ddl.py checks that the two agree.
@@ -107,16 +107,26 @@ CREATE TABLE runfox_history (
     PRIMARY KEY (workflow_execution_id, version, idx)
 );
 
+-- Live workers: one row per worker, rewritten every heartbeat interval, deleted on
+-- a clean stop (runfox.backend.workers).
+CREATE TABLE runfox_workers (
+    worker_id             VARCHAR(255) NOT NULL,
+    heartbeat_at          DOUBLE PRECISION NOT NULL,
+    data                  TEXT NOT NULL,
+    PRIMARY KEY (worker_id)
+);
+
 INSERT INTO runfox_schema (version, applied_at) VALUES (1, EXTRACT(EPOCH FROM now()));
 INSERT INTO runfox_schema (version, applied_at) VALUES (2, EXTRACT(EPOCH FROM now()));
 INSERT INTO runfox_schema (version, applied_at) VALUES (3, EXTRACT(EPOCH FROM now()));
 INSERT INTO runfox_schema (version, applied_at) VALUES (4, EXTRACT(EPOCH FROM now()));
+INSERT INTO runfox_schema (version, applied_at) VALUES (6, EXTRACT(EPOCH FROM now()));
 
 -- Alembic's record of the migration revision (runfox db upgrade reads and moves it).
 CREATE TABLE runfox_alembic_version (
     version_num VARCHAR(32) NOT NULL,
     CONSTRAINT runfox_alembic_version_pkc PRIMARY KEY (version_num)
 );
-INSERT INTO runfox_alembic_version (version_num) VALUES ('0004');
+INSERT INTO runfox_alembic_version (version_num) VALUES ('0006');
 
 COMMIT;

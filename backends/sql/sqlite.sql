@@ -1,4 +1,4 @@
--- runfox schema version 4 (revision 0004) for SQLite (runfox.backend.sql).
+-- runfox schema version 6 (revision 0006) for SQLite (runfox.backend.sql).
 -- runfox creates these tables itself on first use; this file is for teams that
 -- create the database file by other means (then open it with create_tables=False).
 -- tests/test_sql_ddl.py checks that it matches what runfox creates.
@@ -109,16 +109,26 @@ CREATE TABLE runfox_history (
     PRIMARY KEY (workflow_execution_id, version, idx)
 );
 
+-- Live workers: one row per worker, rewritten every heartbeat interval, deleted on
+-- a clean stop (runfox.backend.workers).
+CREATE TABLE runfox_workers (
+    worker_id             VARCHAR(255) NOT NULL,
+    heartbeat_at          DOUBLE       NOT NULL,
+    data                  TEXT NOT NULL,
+    PRIMARY KEY (worker_id)
+);
+
 INSERT INTO runfox_schema (version, applied_at) VALUES (1, (julianday('now') - 2440587.5) * 86400.0);
 INSERT INTO runfox_schema (version, applied_at) VALUES (2, (julianday('now') - 2440587.5) * 86400.0);
 INSERT INTO runfox_schema (version, applied_at) VALUES (3, (julianday('now') - 2440587.5) * 86400.0);
 INSERT INTO runfox_schema (version, applied_at) VALUES (4, (julianday('now') - 2440587.5) * 86400.0);
+INSERT INTO runfox_schema (version, applied_at) VALUES (6, (julianday('now') - 2440587.5) * 86400.0);
 
 -- Alembic's record of the migration revision (runfox db upgrade reads and moves it).
 CREATE TABLE runfox_alembic_version (
     version_num VARCHAR(32) NOT NULL,
     CONSTRAINT runfox_alembic_version_pkc PRIMARY KEY (version_num)
 );
-INSERT INTO runfox_alembic_version (version_num) VALUES ('0004');
+INSERT INTO runfox_alembic_version (version_num) VALUES ('0006');
 
 COMMIT;

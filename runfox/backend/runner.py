@@ -30,6 +30,11 @@ checks it):
   a later take. (Jobs with one key and different limits share the low-numbered
   slots: a job with limit ``n`` may take only slots ``0..n-1``.)
 
+Inspection (``runfox status``, metrics), both optional and cheap:
+``job_states(wf_exec_id)`` maps each job key of one execution the runner knows to
+a ``JobState`` (queued, running with its lease end, done, acked; the default
+knows nothing), and ``queue_depth()`` counts jobs waiting for a worker.
+
 A worker harness (``runfox.inprocess.InProcessWorker``, ``runfox worker`` and
 the Lambda handlers) takes jobs, calls the executor through
 ``runfox.execution.run_job`` and submits results. Harnesses import runners, never
@@ -41,13 +46,30 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..jsonvalue import json_copy
 from ..results import DispatchJob, WorkResult, job_key
 
-__all__ = ["InProcessRunner", "Runner"]
+__all__ = ["InProcessRunner", "JobState", "Runner"]
+
+QUEUED, RUNNING, DONE, ACKED = "queued", "running", "done", "acked"
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    """Where one job is, as its runner knows it.
+
+    ``state``: ``queued`` (waiting for a worker; ``deliveries > 0`` means an
+    earlier lease ran out), ``running`` (held; ``lease_end`` is when the lease
+    ends, epoch seconds, ``None`` for runners without leases), ``done`` (a result
+    waits to be gathered) or ``acked`` (its worker applied the result).
+    """
+
+    state: str
+    deliveries: int = 0
+    lease_end: float | None = None
 
 
 class Runner(ABC):
@@ -106,6 +128,16 @@ class Runner(ABC):
 
     def close(self) -> None:
         """Release connections; the runner may not be used afterwards."""
+
+    def job_states(self, workflow_execution_id: str) -> dict[str, JobState]:
+        """Job key -> ``JobState`` for the jobs of one execution the runner knows.
+
+        The default knows nothing (``{}``): callers then say "unknown"."""
+        return {}
+
+    def queue_depth(self) -> int:
+        """How many jobs wait for a worker (default: ``len(list_pending_jobs())``)."""
+        return len(self.list_pending_jobs())
 
 
 #: How many acknowledged job keys ``InProcessRunner`` remembers.
@@ -237,4 +269,18 @@ class InProcessRunner(Runner):
         with self._lock:
             for key in [k for k in self._pending if k.startswith(prefix)]:
                 del self._pending[key]
+
+    def job_states(self, workflow_execution_id: str) -> dict[str, JobState]:
+        prefix = f"{workflow_execution_id}#"
+        with self._lock:
+            found = {k: JobState(QUEUED, j.delivery - 1) for k, j in self._pending.items()
+                     if k.startswith(prefix)}
+            found.update((k, JobState(RUNNING, j.delivery)) for k, j in self._taken.items()
+                         if k.startswith(prefix))
+            found.update((k, JobState(DONE)) for k in self._done if k.startswith(prefix))
+            return found
+
+    def queue_depth(self) -> int:
+        with self._lock:
+            return len(self._pending)
 

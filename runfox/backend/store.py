@@ -57,6 +57,7 @@ from ..history import Event, created_event
 from ..records import WorkflowRecord
 from ..status import WorkflowStatus
 from .schedule_store import InMemoryScheduleStore, ScheduleStore
+from .workers import InMemoryWorkerRegistry, WorkerRegistry
 
 __all__ = ["FINISHED", "MAX_KEY_LENGTH", "PRUNE_BATCH", "ExecutionSummary", "InMemoryStore",
            "Store", "check_key", "key_matches"]
@@ -241,6 +242,14 @@ class Store(ABC):
         """
         raise BackendError(f"{type(self).__name__} keeps no schedules")
 
+    def workers(self) -> WorkerRegistry:
+        """The ``WorkerRegistry`` (live workers) in this store's database.
+
+        Raises:
+            BackendError: this kind of store keeps no worker rows.
+        """
+        raise BackendError(f"{type(self).__name__} keeps no worker registry")
+
     def _create_keyed(self, record: WorkflowRecord, key: str) -> str | None:
         """Store ``record`` and ``key`` together unless ``key`` is taken.
 
@@ -329,6 +338,7 @@ class InMemoryStore(Store):
         self._keys: dict[str, str] = {}
         self._lock = threading.RLock()
         self._schedules = InMemoryScheduleStore()
+        self._workers = InMemoryWorkerRegistry()
 
     def _load(self, workflow_execution_id: str) -> WorkflowRecord | None:
         return self._records.get(workflow_execution_id)
@@ -387,6 +397,9 @@ class InMemoryStore(Store):
 
     def schedules(self) -> ScheduleStore:
         return self._schedules
+
+    def workers(self) -> WorkerRegistry:
+        return self._workers
 
     def _list(self, status: WorkflowStatus | None, limit: int) -> list[ExecutionSummary]:
         records = sorted(self._records.values(), key=lambda r: r.created_at, reverse=True)

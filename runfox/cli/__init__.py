@@ -5,13 +5,14 @@
     runfox start SPEC [--input KEY=VALUE ...] [--inputs JSON] [--backend URL]
     runfox worker --backend URL --executor MODULE:ATTR [--concurrency N] [--processes]
                   [--lease SECONDS] ...
-    runfox status ID [--backend URL] [--json] [--step STEP]
+    runfox status ID [--backend URL] [--json] [--step STEP] [--watch [--interval S]]
+    runfox workers [--backend URL] [--json]
     runfox redrive ID [--executor MODULE:ATTR] [--timeout S] [--backend URL]
     runfox list [--status S] [--limit N] [--json] [--backend URL]
     runfox cancel ID [--reason TEXT] [--backend URL]
     runfox history ID [--json] [--backend URL]
     runfox prune --older-than AGE [--status S,...] [--batch N] [--backend URL]
-    runfox graph SPEC [--format mermaid|dot] [--execution ID] [--backend URL]
+    runfox graph SPEC [--format mermaid|dot|svg] [--execution ID] [--rankdir TB|LR|BT|RL]
     runfox schema
     runfox db upgrade|current [--backend URL]
     runfox ui [--backend URL] [--host 127.0.0.1] [--port 8765]
@@ -48,7 +49,7 @@ from ..backend.urls import default_backend_url, mask_url
 from ..errors import BackendError, SpecError, UnknownStepError, WorkflowNotFound
 from ..status import WorkflowStatus
 from ..worker import DEFAULT_LEASE
-from . import commands, db
+from . import commands, db, render
 from . import history as history_cli
 from . import schedule as schedule_cli
 from . import ui as ui_cli
@@ -80,14 +81,16 @@ _EXAMPLES = {
     "start": ['id=$(runfox start etl.yaml --inputs @inputs.json) && runfox status "$id"'],
     "worker": ["runfox worker --backend sqlite:///runfox.db --executor tasks:execute "
                "--concurrency 4"],
-    "status": ['runfox status "$(runfox start etl.yaml)" --json'],
+    "status": ['runfox status "$(runfox start etl.yaml)" --json',
+               'runfox status 20261130T0915 --watch'],
     "list": ["runfox list --status in_progress --limit 10"],
+    "workers": ["runfox workers --json"],
     "cancel": ['runfox cancel "$id" --reason "superseded by a newer run"'],
     "redrive": ['runfox redrive "$id"  # workers run the steps that did not complete',
                 'runfox redrive "$id" --executor tasks:execute  # run them here'],
     "history": ['runfox history "$id" --json'],
     "prune": ["runfox prune --older-than 30d --status complete,cancelled"],
-    "graph": ["runfox graph etl.yaml --format dot | dot -Tsvg > etl.svg",
+    "graph": ["runfox graph etl.yaml --format svg --rankdir LR > etl.svg",
               'runfox graph etl.yaml --execution "$id"'],
     "schema": ["runfox schema > runfox.schema.json"],
     "db": ["runfox db upgrade --backend postgresql+psycopg://app@db/runfox"],
@@ -206,6 +209,11 @@ COMMAND), 3 halted, 4 backend unreachable or misconfigured, 5 timeout, 130 inter
                    help="exit after this long with no job, but not while a retry of a "
                         "running execution is waiting")
     p.add_argument("--max-jobs", type=int, metavar="N", help="exit after N jobs")
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics "
+                        "(needs prometheus-client: pip install 'runfox[metrics]')")
+    p.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                   help="address the metrics server binds (default 127.0.0.1)")
     p.set_defaults(handler=commands.worker)
 
     p.add_argument("--schedule-interval", type=_positive_float, default=1.0,
@@ -228,7 +236,16 @@ COMMAND), 3 halted, 4 backend unreachable or misconfigured, 5 timeout, 130 inter
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--step", metavar="STEP", help="show this step: the inputs it ran with "
                                                   "and its output")
+    p.add_argument("--watch", action="store_true",
+                   help="redraw until the execution ends (clears the screen on a terminal)")
+    p.add_argument("--interval", type=_positive_float, default=1.0, metavar="SECONDS",
+                   help="with --watch: seconds between redraws (default 1)")
     p.set_defaults(handler=commands.status)
+
+    p = _command(sub, "workers", [common], "list the workers registered in the backend "
+                 "(dead ones marked)")
+    p.add_argument("--json", action="store_true", help="a JSON array on stdout")
+    p.set_defaults(handler=commands.workers)
 
     p = _command(sub, "list", [common], "list executions, newest first")
     p.add_argument("--status", choices=[s.value for s in WorkflowStatus],
@@ -274,8 +291,11 @@ COMMAND), 3 halted, 4 backend unreachable or misconfigured, 5 timeout, 130 inter
 
     p = _command(sub, "graph", [common], "print the step graph (Mermaid or Graphviz DOT)")
     p.add_argument("spec", metavar="SPEC", help="workflow YAML file, or - for stdin")
-    p.add_argument("--format", choices=("mermaid", "dot"), default="mermaid",
-                   help="mermaid (default) or dot (Graphviz)")
+    p.add_argument("--format", choices=("mermaid", "dot", "svg"), default="mermaid",
+                   help="mermaid (default), dot (Graphviz source) or svg (runs Graphviz's "
+                        "`dot`, which must be installed)")
+    p.add_argument("--rankdir", choices=render.RANKDIRS, default="TB",
+                   help="layout direction: TB (default), LR, BT or RL")
     p.add_argument("--execution", metavar="ID", help="colour the steps by this "
                                                      "execution's status (an id or a "
                                                      "unique prefix)")

@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import signal
+import subprocess
 import sys
 import threading
+import time
 import types
 from collections.abc import Collection
 from pathlib import Path
@@ -20,7 +23,7 @@ from typing import Any
 from .. import graph as _graph
 from ..backend import Backend, InProcessRunner
 from ..backend.urls import parts_from_url
-from ..errors import SpecError, SpecProblem
+from ..errors import BackendError, SpecError, SpecProblem
 from ..records import WorkflowRecord
 from ..results import Complete, Failed, Halt, Terminal
 from ..spec import WorkflowSpec, compile_spec, load_spec, parse_yaml
@@ -32,7 +35,7 @@ from . import render
 from .exits import EXIT_COMPLETE, EXIT_FAILED, EXIT_HALTED, EXIT_TIMEOUT, UsageError
 
 __all__ = ["cancel", "graph", "list_executions", "redrive", "resolve_id", "run", "schema",
-           "start", "status", "worker"]
+           "start", "status", "worker", "workers"]
 
 logger = logging.getLogger("runfox.cli")
 
@@ -224,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
         shared.runner.close()
         backend = Backend(store=shared.store, runner=InProcessRunner(), poll_interval=0.02)
         local = Worker(backend, ref, concurrency=args.workers, drive=False,
-                       poll_interval=0.005)
+                       poll_interval=0.005, register=False)  # its queue is private
     progress = None if args.quiet else render.Progress()
     thread = None
     try:
@@ -334,16 +337,20 @@ def worker(args: argparse.Namespace) -> int:
     if args.max_jobs is not None and args.max_jobs < 1:
         raise UsageError("--max-jobs must be >= 1")
     backend = open_backend(args.backend)
+    metrics = None
     try:
         if isinstance(backend.runner, InProcessRunner):
             raise UsageError(f"{args.backend_shown} is private to this process: a worker needs "
                              "a shared backend")
+        port = getattr(args, "metrics_port", None)
+        if port is not None:
+            metrics = start_metrics(backend, port, getattr(args, "metrics_host", "127.0.0.1"))
         harness = Worker(backend, ref, concurrency=args.concurrency, processes=args.processes,
                          lease=args.lease, poll_interval=args.poll_interval,
                          drive=not args.no_drive, sweep_interval=args.sweep_interval,
                          stale_after=args.stale_after,
                          schedule_interval=None if args.no_schedules
-                         else args.schedule_interval)
+                         else args.schedule_interval, metrics=metrics)
         logger.info("worker %s: serving %s with %s (concurrency %d%s, lease %gs)",
                     harness.name, args.backend_shown, ref, args.concurrency,
                     ", processes" if args.processes else "", args.lease)
@@ -353,7 +360,27 @@ def worker(args: argparse.Namespace) -> int:
                     stats.jobs, stats.failed, stats.drive_errors, stats.lost, stats.outages)
         return EXIT_COMPLETE
     finally:
+        if metrics is not None:
+            metrics.close()
         close_backend(backend)
+
+
+def start_metrics(backend: Backend, port: int, host: str = "127.0.0.1") -> Any:
+    """Serve Prometheus metrics for ``backend`` (``runfox.metrics``); a missing
+    prometheus-client or a port in use is a usage error naming the fix."""
+    from ..metrics import WorkerMetrics
+
+    try:
+        metrics = WorkerMetrics(backend)
+    except BackendError as exc:
+        raise UsageError(f"--metrics-port: {exc}") from exc
+    try:
+        bound = metrics.serve(port, host)
+    except OSError as exc:
+        raise UsageError(f"--metrics-port {port}: cannot listen on {host}:{port} "
+                         f"({exc.strerror or exc})") from exc
+    logger.info("metrics on http://%s:%d/metrics", host, bound)
+    return metrics
 
 
 def serve_until_signalled(harness: Worker, idle_timeout: float | None,
@@ -432,22 +459,81 @@ def resolve_id(backend: Backend, text: str, option: str | None = None) -> str:
                      [*found[:CANDIDATES_SHOWN], *more])
 
 
-def status(args: argparse.Namespace) -> int:
-    backend = open_backend(args.backend)
+def live_view(backend: Backend, record: WorkflowRecord) -> dict[str, render.StepLive]:
+    """Where the jobs of ``record``'s in-progress steps are (runner and worker registry).
+
+    Either source failing (a store without a registry, a runner that cannot say)
+    leaves that part out rather than failing ``runfox status``."""
+    if not any(s.status is StepStatus.IN_PROGRESS for s in record.steps.values()):
+        return {}
     try:
-        record = backend.load(resolve_id(backend, args.id))
-    finally:
-        close_backend(backend)
+        jobs = backend.runner.job_states(record.workflow_execution_id)
+    except Exception as exc:
+        logger.debug("job states unavailable: %s", exc)
+        jobs = {}
+    try:
+        rows = backend.store.workers().list()
+    except Exception as exc:
+        logger.debug("worker registry unavailable: %s", exc)
+        rows = []
+    return render.live_steps(record, jobs, rows, time.time())
+
+
+def _status_block(backend: Backend, wf_id: str, args: argparse.Namespace
+                  ) -> tuple[str, WorkflowRecord]:
+    record = backend.load(wf_id)
     if getattr(args, "step", None) is not None:
-        print(render.step_detail(record, args.step, args.json))
-        return EXIT_COMPLETE
+        return render.step_detail(record, args.step, args.json), record
+    live = live_view(backend, record)
     if args.json:
-        data = render.status_json(record)
+        data = render.status_json(record, live)
         if record.defects:
             data["defects"] = [d.to_dict() for d in record.defects]
-        print(json.dumps(data, indent=2, sort_keys=False))
+        return json.dumps(data, indent=2, sort_keys=False), record
+    return "\n".join([render.status_text(record, live), *explain(record)]), record
+
+
+def status(args: argparse.Namespace) -> int:
+    """Show one execution; ``--watch`` redraws it every ``--interval`` seconds until
+    it ends (clear and redraw on a terminal, blocks separated by a blank line
+    otherwise)."""
+    backend = open_backend(args.backend)
+    try:
+        wf_id = resolve_id(backend, args.id)
+        text, record = _status_block(backend, wf_id, args)
+        if not getattr(args, "watch", False):
+            print(text)
+            return EXIT_COMPLETE
+        tty = sys.stdout.isatty()
+        while True:
+            if tty:
+                sys.stdout.write("\x1b[H\x1b[2J")
+            print(text + ("" if tty else "\n"), flush=True)
+            if record.status.is_terminal:
+                return EXIT_COMPLETE
+            time.sleep(args.interval)
+            text, record = _status_block(backend, wf_id, args)
+    finally:
+        close_backend(backend)
+
+
+def workers(args: argparse.Namespace) -> int:
+    """List the workers registered in the backend; dead ones (no heartbeat for two
+    intervals) are marked."""
+    backend = open_backend(args.backend)
+    try:
+        try:
+            registry = backend.store.workers()
+        except BackendError as exc:
+            raise UsageError(f"{args.backend_shown}: {exc}") from exc
+        rows = registry.list()
+    finally:
+        close_backend(backend)
+    now = time.time()
+    if args.json:
+        print(json.dumps(render.workers_json(rows, now), indent=2))
     else:
-        print("\n".join([render.status_text(record), *explain(record)]))
+        print(render.workers_text(rows, now))
     return EXIT_COMPLETE
 
 
@@ -551,9 +637,34 @@ def graph(args: argparse.Namespace) -> int:
             raise UsageError(f"execution {record.workflow_execution_id} runs another definition "
                              f"(workflow {record.workflow_id}, {args.spec} is "
                              f"{plan.workflow_id})")
-    draw = render.graph_dot if args.format == "dot" else render.graph_mermaid
-    print(draw(plan, record))
+    rankdir = getattr(args, "rankdir", "TB")
+    if args.format == "mermaid":
+        print(render.graph_mermaid(plan, record, rankdir))
+        return EXIT_COMPLETE
+    source = render.graph_dot(plan, record, rankdir)
+    if args.format == "dot":
+        print(source)
+        return EXIT_COMPLETE
+    sys.stdout.write(dot_to(source, args.format))
     return EXIT_COMPLETE
+
+
+def dot_to(source: str, fmt: str) -> str:
+    """Run Graphviz's ``dot -T<fmt>`` on ``source``.
+
+    Raises:
+        UsageError: ``dot`` is not on PATH (the message says how to get it) or failed.
+    """
+    dot = shutil.which("dot")
+    if dot is None:
+        raise UsageError(f"--format {fmt} needs Graphviz's `dot` program, which is not on "
+                         "PATH: install Graphviz (apt install graphviz, brew install "
+                         "graphviz), or print the source with --format dot")
+    done = subprocess.run([dot, f"-T{fmt}"], input=source, capture_output=True, text=True,
+                          timeout=60, check=False)
+    if done.returncode != 0:
+        raise UsageError(f"dot -T{fmt} failed: {' '.join(done.stderr.split())[:300]}")
+    return done.stdout
 
 
 # -- schema -------------------------------------------------------------------------------

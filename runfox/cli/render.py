@@ -10,16 +10,20 @@ import datetime as dt
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TextIO
 
+from ..backend.runner import JobState
 from ..backend.store import ExecutionSummary
+from ..backend.workers import WorkerInfo
 from ..records import WorkflowRecord
+from ..results import job_key
 from ..spec import WorkflowSpec
 from ..status import StepStatus
 
-__all__ = ["Progress", "execution_list", "graph_dot", "graph_mermaid", "status_json",
-           "status_text"]
+__all__ = ["Progress", "StepLive", "execution_list", "graph_dot", "graph_mermaid",
+           "live_steps", "status_json", "status_text", "workers_json", "workers_text"]
 
 # Fill colours by step status, shared by both graph formats.
 COLOURS = {
@@ -48,11 +52,132 @@ def progress_counts(record: WorkflowRecord) -> dict[str, int]:
     return counts
 
 
+# -- live jobs ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepLive:
+    """Where the job of an in-progress step is: ``queued`` (waiting for a worker),
+    ``running`` (held by a live worker), ``stranded`` (held by a dead worker, or its
+    lease ran out and nobody took it yet) or ``unknown`` (the runner cannot say)."""
+
+    state: str
+    text: str
+    worker: str | None = None
+    since: float | None = None
+    lease_end: float | None = None
+    deliveries: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"state": self.state, "detail": self.text}
+        if self.worker is not None:
+            data["worker"] = self.worker
+        if self.since is not None:
+            data["since"] = iso(self.since)
+        if self.lease_end is not None:
+            data["lease_end"] = iso(self.lease_end)
+        data["deliveries"] = self.deliveries
+        return data
+
+
+def _clock(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%H:%M:%S")
+
+
+def live_steps(record: WorkflowRecord, jobs: Mapping[str, JobState],
+               workers: Sequence[WorkerInfo], now: float) -> dict[str, StepLive]:
+    """Per in-progress step, where its job is, from the runner's ``job_states`` and the
+    worker registry's rows (a pure function; ``now`` is the reader's clock)."""
+    holders: dict[str, WorkerInfo] = {}
+    for info in sorted(workers, key=lambda w: w.heartbeat_at):
+        for key in info.jobs:
+            holders[key] = info
+    found: dict[str, StepLive] = {}
+    for step in record.steps.values():
+        if step.status is not StepStatus.IN_PROGRESS:
+            continue
+        key = job_key(record.workflow_execution_id, step.id, step.run_id)
+        job = jobs.get(key)
+        holder = holders.get(key)
+        deliveries = job.deliveries if job is not None else 0
+        again = f" (delivery {deliveries})" if deliveries > 1 else ""
+        if holder is not None and holder.dead(now) and (
+                job is None or job.state in ("running", "queued")):
+            # A dead worker's row still lists the job: its lease runs out (or ran
+            # out: the runner shows it queued again) and the next claim reports it.
+            since = holder.jobs[key]
+            lease_end = job.lease_end if job is not None and job.state == "running" else None
+            comes = ("the job comes back when its lease ends at " + _clock(lease_end)
+                     if lease_end is not None and lease_end > now else
+                     "its lease has ended; the next claim reports it lost (WorkerLost) "
+                     "and retries it")
+            text = (f"worker {holder.id} stopped heartbeating {holder.silent_for(now):.1f}s "
+                    f"ago; {comes}")
+            found[step.id] = StepLive("stranded", text, holder.id, since, lease_end, deliveries)
+        elif holder is not None and (job is None or job.state == "running"):
+            since = holder.jobs[key]
+            lease_end = job.lease_end if job is not None and job.lease_end is not None \
+                else holder.heartbeat_at + holder.lease
+            text = (f"held by worker {holder.id} since {_clock(since)}, lease until "
+                    f"{_clock(lease_end)}{again}")
+            found[step.id] = StepLive("running", text, holder.id, since, lease_end, deliveries)
+        elif job is not None and job.state == "running":
+            end = f", lease until {_clock(job.lease_end)}" if job.lease_end is not None else ""
+            found[step.id] = StepLive("running", f"held by an unregistered worker{end}{again}",
+                                      lease_end=job.lease_end, deliveries=deliveries)
+        elif job is not None and job.state == "queued":
+            text = ("waiting for a worker" if deliveries == 0 else
+                    f"the lease of delivery {deliveries} ran out; waiting for a worker to "
+                    "take it again (it will be reported lost and retried)")
+            found[step.id] = StepLive("queued" if deliveries == 0 else "stranded", text,
+                                      deliveries=deliveries)
+        elif job is not None:
+            found[step.id] = StepLive(job.state, f"result {job.state}; the next transition "
+                                      "applies it", deliveries=deliveries)
+        else:
+            found[step.id] = StepLive("unknown", "no job known to the runner (a sweep "
+                                      "re-dispatches a claim left without one)")
+    return found
+
+
+def workers_json(workers: Sequence[WorkerInfo], now: float) -> list[dict[str, Any]]:
+    """The ``runfox workers --json`` array."""
+    rows = []
+    for info in sorted(workers, key=lambda w: w.started_at):
+        data = info.to_dict()
+        data.update(state="dead" if info.dead(now) else "alive",
+                    started_at=iso(info.started_at), heartbeat_at=iso(info.heartbeat_at),
+                    silent_for=round(info.silent_for(now), 3),
+                    jobs={k: iso(v) for k, v in info.jobs.items()})
+        rows.append(data)
+    return rows
+
+
+def workers_text(workers: Sequence[WorkerInfo], now: float) -> str:
+    """``runfox workers``: one line per worker, dead ones marked, then their jobs."""
+    if not workers:
+        return "no workers registered"
+    rows = [("ID", "STATE", "PID", "EXECUTOR", "CONC", "STARTED", "LAST BEAT", "JOBS")]
+    for info in sorted(workers, key=lambda w: w.started_at):
+        rows.append((info.id, "dead" if info.dead(now) else "alive", str(info.pid),
+                     info.executor or "-", str(info.concurrency),
+                     iso(info.started_at) or "-", f"{info.silent_for(now):.1f}s ago",
+                     str(len(info.jobs))))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+             for r in rows]
+    for info in sorted(workers, key=lambda w: w.started_at):
+        lines += [f"  {info.id} holds {key} since {iso(since)}"
+                  for key, since in sorted(info.jobs.items())]
+    return "\n".join(lines)
+
+
 # -- status -----------------------------------------------------------------------
 
 
-def status_json(record: WorkflowRecord) -> dict[str, Any]:
-    """The ``runfox status --json`` object."""
+def status_json(record: WorkflowRecord,
+                live: Mapping[str, StepLive] | None = None) -> dict[str, Any]:
+    """The ``runfox status --json`` object (``job`` on in-progress steps with ``live``)."""
     steps: dict[str, Any] = {}
     for step in record.steps.values():
         entry: dict[str, Any] = {"status": step.status.value, "run_id": step.run_id,
@@ -65,6 +190,8 @@ def status_json(record: WorkflowRecord) -> dict[str, Any]:
             entry["error"] = step.error
         if step.output is not None:
             entry["output"] = step.output
+        if live is not None and step.id in live:
+            entry["job"] = live[step.id].to_dict()
         steps[step.id] = entry
     return {
         "id": record.workflow_execution_id,
@@ -106,8 +233,13 @@ def step_detail(record: WorkflowRecord, step_id: str, as_json: bool) -> str:
     return "\n".join(lines)
 
 
-def status_text(record: WorkflowRecord) -> str:
-    """A human-readable status: header, one line per step, the outcome."""
+def status_text(record: WorkflowRecord, live: Mapping[str, StepLive] | None = None) -> str:
+    """A human-readable status: header, one line per step, the outcome.
+
+    With ``live`` (``live_steps``), an in-progress step's STATUS is where its job
+    is (queued, running, stranded), and a ``jobs:`` section says by whom and until
+    when."""
+    live = live or {}
     counts = progress_counts(record)
     lines = [
         f"id:       {record.workflow_execution_id}",
@@ -121,12 +253,17 @@ def status_text(record: WorkflowRecord) -> str:
     width = max([len(s) for s in record.steps] + [4])
     lines.append(f"{'STEP':<{width}}  {'STATUS':<11}  RUN  ATTEMPTS  ERROR")
     for step in record.steps.values():
+        shown = live[step.id].state if step.id in live else step.status.value
         error = ""
         if step.error is not None:
             error = f"{step.error.get('type', '')}: {step.error.get('message', '')}"
             error = error.splitlines()[0][:80] if error else ""
-        lines.append(f"{step.id:<{width}}  {step.status.value:<11}  {step.run_id:>3}  "
+        lines.append(f"{step.id:<{width}}  {shown:<11}  {step.run_id:>3}  "
                      f"{step.attempts:>8}  {error}".rstrip())
+    if live:
+        lines += ["", "jobs:"]
+        lines += [f"  {sid:<{width}}  {info.state:<8}  {info.text}" for sid, info in
+                  live.items()]
     if record.status.is_terminal:
         lines += ["", "outcome: " + json.dumps(record.outcome, sort_keys=True)]
     return "\n".join(lines)
@@ -192,23 +329,93 @@ class Progress:
 # -- graphs -----------------------------------------------------------------------
 
 
-def graph_mermaid(plan: WorkflowSpec, record: WorkflowRecord | None = None) -> str:
-    """A Mermaid flowchart of the steps, coloured by status when ``record`` is given."""
-    ids = {step.id: f"s{step.index}" for step in plan.steps}
-    lines = ["flowchart TD"]
+#: Directions ``--rankdir`` takes (Graphviz's names; Mermaid's TB is ``TD``).
+RANKDIRS = ("TB", "LR", "BT", "RL")
+
+#: How each kind of branch edge is drawn, for both formats and the legend.
+EDGE_KINDS = {
+    "set": "dashed, blue: a loop (set resets the target and what follows it)",
+    "halt": "dashed, red: a branch that halts the workflow",
+    "complete": "dotted, green: a branch that ends the step's loop (complete)",
+}
+
+
+def _branch_edges(plan: WorkflowSpec) -> list[tuple[str, str, str]]:
+    """``(from step, to, kind)`` for each branch: ``set`` to each target, ``halt`` to
+    the halt node, ``complete`` to each dependent (or the end node)."""
+    edges = []
     for step in plan.steps:
-        label = f"{step.id}<br/>{step.fn}".replace('"', "#quot;")
-        lines.append(f'    {ids[step.id]}["{label}"]')
+        for branch in step.branches:
+            if branch.action == "set":
+                edges += [(step.id, target, "set") for target in branch.targets]
+            elif branch.action == "halt":
+                edges.append((step.id, HALT_NODE, "halt"))
+            elif branch.action == "complete":
+                edges += [(step.id, dep, "complete") for dep in step.dependents or [END_NODE]]
+    return list(dict.fromkeys(edges))
+
+
+HALT_NODE = "__halt__"
+END_NODE = "__end__"
+
+
+def _status_label(record: WorkflowRecord | None, step_id: str) -> str | None:
+    if record is None:
+        return None
+    step = record.steps[step_id]
+    extra = f" x{step.attempts}" if step.attempts > 1 else ""
+    return f"{step.status.value}{extra}"
+
+
+def _used_statuses(record: WorkflowRecord) -> list[StepStatus]:
+    return sorted({s.status for s in record.steps.values()}, key=list(StepStatus).index)
+
+
+def graph_mermaid(plan: WorkflowSpec, record: WorkflowRecord | None = None,
+                  rankdir: str = "TB") -> str:
+    """A Mermaid flowchart of the steps: with ``record``, each node is filled by its
+    status and says it (``complete``, ``failed x3``), with a legend; branch edges are
+    drawn apart from dependencies (``EDGE_KINDS``)."""
+    ids = {step.id: f"s{step.index}" for step in plan.steps}
+    ids[HALT_NODE], ids[END_NODE] = "halt_", "end_"
+    direction = "TD" if rankdir == "TB" else rankdir
+    lines = [f"flowchart {direction}"]
+    for step in plan.steps:
+        label = f"{step.id}<br/>{step.fn}"
+        status = _status_label(record, step.id)
+        if status is not None:
+            label += f"<br/><i>{status}</i>"
+        lines.append(f'    {ids[step.id]}["{label.replace(chr(34), "#quot;")}"]')
+    branch = _branch_edges(plan)
+    if any(to == HALT_NODE for _, to, _ in branch):
+        lines.append(f"    {ids[HALT_NODE]}{{{{halt}}}}")
+    if any(to == END_NODE for _, to, _ in branch):
+        lines.append(f"    {ids[END_NODE]}([end])")
     for step in plan.steps:
         for dep in step.depends_on:
             lines.append(f"    {ids[dep]} --> {ids[step.id]}")
+    styles = {"set": "stroke:#1e88e5,stroke-dasharray:6 4",
+              "halt": "stroke:#e53935,stroke-dasharray:6 4",
+              "complete": "stroke:#43a047,stroke-dasharray:2 3"}
+    link = sum(len(s.depends_on) for s in plan.steps)  # linkStyle counts every edge
+    for src, dst, kind in branch:
+        lines.append(f"    {ids[src]} -. {kind} .-> {ids[dst]}")
+        lines.append(f"    linkStyle {link} {styles[kind]}")
+        link += 1
     if record is not None:
-        used = sorted({s.status for s in record.steps.values()}, key=list(StepStatus).index)
+        used = _used_statuses(record)
         for status in used:
             lines.append(f"    classDef {status.value} fill:{COLOURS[status]},stroke:#555")
         for status in used:
             members = ",".join(ids[s.id] for s in record.steps.values() if s.status is status)
             lines.append(f"    class {members} {status.value}")
+        lines.append("    subgraph legend [legend]")
+        for status in used:
+            lines.append(f'        legend_{status.value}["{status.value}"]:::{status.value}')
+        for kind in sorted({k for _, _, k in branch}):
+            lines.append(f'        legend_edge_{kind}["{kind} edge: '
+                         f'{EDGE_KINDS[kind].split(": ", 1)[1]}"]')
+        lines.append("    end")
     return "\n".join(lines)
 
 
@@ -220,21 +427,55 @@ def _dot_quote(text: str) -> str:
     return f'"{_dot_escape(text)}"'
 
 
-def graph_dot(plan: WorkflowSpec, record: WorkflowRecord | None = None) -> str:
-    """A Graphviz digraph of the steps, filled by status when ``record`` is given."""
+_DOT_EDGES = {"set": 'style=dashed, color="#1e88e5", fontcolor="#1e88e5", constraint=false',
+              "halt": 'style=dashed, color="#e53935", fontcolor="#e53935"',
+              "complete": 'style=dotted, color="#43a047", fontcolor="#43a047"'}
+
+
+def graph_dot(plan: WorkflowSpec, record: WorkflowRecord | None = None,
+              rankdir: str = "TB") -> str:
+    """A Graphviz digraph of the steps: with ``record``, filled by status, the status
+    written on each node and a legend; branch edges drawn apart (``EDGE_KINDS``)."""
     lines = [f"digraph {_dot_quote(plan.name or plan.workflow_id)} {{",
-             "    rankdir=TB;",
+             f"    rankdir={rankdir};",
              '    node [shape=box, style="rounded,filled", fillcolor="#ffffff"];']
     for step in plan.steps:
         label = _dot_escape(step.id) + "\\n" + _dot_escape(step.fn)  # DOT's line break
+        status = _status_label(record, step.id)
+        if record is not None and status is not None:
+            label += "\\n[" + _dot_escape(status) + "]"
         attrs = [f'label="{label}"']
-        if record is not None:
-            status = record.steps[step.id].status
-            attrs.append(f'fillcolor="{COLOURS[status]}"')
-            attrs.append(f"tooltip={_dot_quote(status.value)}")
+        if record is not None and status is not None:
+            attrs.append(f'fillcolor="{COLOURS[record.steps[step.id].status]}"')
+            attrs.append(f"tooltip={_dot_quote(status)}")
         lines.append(f"    {_dot_quote(step.id)} [{', '.join(attrs)}];")
+    branch = _branch_edges(plan)
+    if any(to == HALT_NODE for _, to, _ in branch):
+        lines.append(f'    {_dot_quote(HALT_NODE)} [label="halt", shape=octagon, '
+                     'fillcolor="#ffcdd2"];')
+    if any(to == END_NODE for _, to, _ in branch):
+        lines.append(f'    {_dot_quote(END_NODE)} [label="end", shape=oval];')
     for step in plan.steps:
         for dep in step.depends_on:
             lines.append(f"    {_dot_quote(dep)} -> {_dot_quote(step.id)};")
+    for src, dst, kind in branch:
+        lines.append(f"    {_dot_quote(src)} -> {_dot_quote(dst)} "
+                     f"[label={_dot_quote(kind)}, {_DOT_EDGES[kind]}];")
+    if record is not None:
+        lines += ["    subgraph cluster_legend {", '        label="legend";',
+                  '        style=dashed; color="#999999";']
+        previous = None
+        for status in _used_statuses(record):
+            name = _dot_quote(f"legend_{status.value}")
+            lines.append(f'        {name} [label="{status.value}", '
+                         f'fillcolor="{COLOURS[status]}"];')
+            if previous is not None:
+                lines.append(f"        {previous} -> {name} [style=invis];")
+            previous = name
+        for kind in sorted({k for _, _, k in branch}):
+            a, b = _dot_quote(f"legend_{kind}_a"), _dot_quote(f"legend_{kind}_b")
+            lines.append(f'        {a} [label="", shape=point]; {b} [label="", shape=point];')
+            lines.append(f"        {a} -> {b} [label={_dot_quote(kind)}, {_DOT_EDGES[kind]}];")
+        lines.append("    }")
     lines.append("}")
     return "\n".join(lines)

@@ -21,6 +21,7 @@ Endpoints (JSON):
 
 from __future__ import annotations
 
+import time
 from importlib import resources
 from typing import Any
 
@@ -141,16 +142,16 @@ def history(backend: Backend, ident: str) -> dict[str, Any]:
 
 
 def workers(backend: Backend) -> dict[str, Any]:
-    """Registered workers, where the backend keeps a registry."""
-    for owner in (backend, backend.store, backend.runner):
-        for name in ("list_workers", "workers"):
-            read = getattr(owner, name, None)
-            if callable(read):
-                try:
-                    return {"workers": data.plain_list(read())}
-                except BackendError as exc:
-                    return {"workers": [], "note": str(exc)}
-    return {"workers": [], "note": "this backend keeps no worker registry"}
+    """Registered workers (``Store.workers()``), each marked alive or dead."""
+    try:
+        registry = backend.store.workers()
+        rows = registry.list()
+    except (BackendError, AttributeError, NotImplementedError) as exc:
+        return {"workers": [], "note": f"this backend keeps no worker registry ({exc})"}
+    now = time.time()
+    return {"workers": [{**row.to_dict(), "jobs": len(row.jobs),
+                         "alive": "dead" if row.dead(now) else "alive",
+                         "silent_for": round(row.silent_for(now), 1)} for row in rows]}
 
 
 def schedules(backend: Backend) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from runfox.errors import BackendError
-from runfox.testing import KeyedStoreContract, ScheduleContract
+from runfox.testing import KeyedStoreContract, ScheduleContract, WorkerRegistryContract
 
 from .conftest import Aws
 
@@ -34,6 +34,12 @@ class TestDynamoDBKeysWithoutIndex(KeyedStoreContract):
 
 
 class TestDynamoDBSchedules(ScheduleContract):
+    @pytest.fixture
+    def store(self, aws: Aws) -> Any:
+        return aws.store()
+
+
+class TestDynamoDBWorkers(WorkerRegistryContract):
     @pytest.fixture
     def store(self, aws: Aws) -> Any:
         return aws.store()

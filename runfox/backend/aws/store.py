@@ -80,6 +80,7 @@ from ...records import WorkflowRecord
 from ...status import WorkflowStatus
 from ..schedule_store import ScheduleStore
 from ..store import ExecutionSummary, Store, key_matches
+from ..workers import WorkerRegistry
 from ._boto import CONDITION_FAILED, call, error_code, make_client
 from ._codec import COMPRESS_OVER, decode_json, dumps, encode_json, item_size
 
@@ -537,6 +538,19 @@ class DynamoDBStore(Store):
             self._batch_write([{"DeleteRequest": {"Key": {"id": {"S": i}}}}
                                for i in ids[start:start + _BATCH_WRITE]])
         return 1
+
+    def workers(self) -> WorkerRegistry:
+        """The live workers, in the ``#workers`` partition of the task table.
+
+        Raises:
+            BackendError: the store was built without ``tasks_table``.
+        """
+        if self.tasks_table is None:
+            raise BackendError(f"{self!r} keeps no worker registry: it lives in the task "
+                               "table; pass tasks_table= (an aws:// URL does)")
+        from .workers import DynamoWorkerRegistry
+
+        return DynamoWorkerRegistry(self.client, self.tasks_table)
 
     def _conditional(self, operation: str, key: str, version: int, **params: Any) -> None:
         try:

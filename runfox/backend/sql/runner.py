@@ -56,12 +56,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import bindparam, delete, exists, select, update
+from sqlalchemy import bindparam, delete, exists, func, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from ...jsonvalue import error_output
 from ...results import DispatchJob, WorkResult, job_key
-from ..runner import Runner
+from ..runner import RUNNING, JobState, Runner
 from .database import Database, DatabaseUser, DuplicateRow
 from .dialects import Dialect
 from .schema import slots, tasks
@@ -140,6 +140,11 @@ class _Queries:
         # statement: two gatherers cannot both delete (and so both take) a row.
         self.take_results = delete(t).where(job[0], t.c.state == DONE).returning(*results)
         self.cancel = delete(t).where(job[0], *claimable)
+        # Inspection: one execution's rows, and the number of claimable jobs.
+        self.states = select(t.c.step_id, t.c.run_id, t.c.state, t.c.visible_at,
+                             t.c.deliveries, (t.c.visible_at > now).label("held")
+                             ).where(job[0])
+        self.depth = select(func.count()).select_from(t).where(*claimable)
         self.drop = delete(t).where(*job, t.c.state == QUEUED)
         self.acknowledge = (update(t).where(*job, t.c.state == QUEUED)
                             .values(state=ACKED, visible_at=now, payload="{}",
@@ -483,6 +488,31 @@ class SqlRunner(DatabaseUser, Runner):
     def cancel(self, workflow_execution_id: str) -> None:
         self._db.run(lambda conn: conn.execute(self._q.cancel, {"wf": workflow_execution_id}),
                      standalone=True, what=f"cancel jobs of {workflow_execution_id!r}")
+
+
+    # -- inspection -------------------------------------------------------------------
+
+    def job_states(self, workflow_execution_id: str) -> dict[str, JobState]:
+        """From the execution's task rows: a queued row whose lease runs is ``running``
+        until ``visible_at`` (the database clock); one whose lease ran out is
+        ``queued`` again with its ``deliveries``."""
+        rows = self._db.run(lambda conn: conn.execute(self._q.states,
+                                                      {"wf": workflow_execution_id}).all(),
+                            write=False, standalone=True,
+                            what=f"read the jobs of {workflow_execution_id!r}")
+        found = {}
+        for row in rows:
+            key = job_key(workflow_execution_id, row.step_id, row.run_id)
+            if row.state == QUEUED and row.held:
+                found[key] = JobState(RUNNING, row.deliveries, row.visible_at)
+            else:
+                found[key] = JobState(row.state, row.deliveries)
+        return found
+
+    def queue_depth(self) -> int:
+        """One ``COUNT(*)`` over the claim index."""
+        return int(self._db.run(lambda conn: conn.execute(self._q.depth).scalar() or 0,
+                                write=False, standalone=True, what="count queued jobs"))
 
 
 def _job_params(job: DispatchJob) -> dict[str, Any]:

@@ -34,6 +34,11 @@ plus Alembic's ``runfox_alembic_version`` (see ``migrations``):
   version whose write made it, and its place within that write), inserted in
   the same transaction as that write. ``type``, ``step_id``, ``run_id`` and
   ``time`` are copies of what ``data`` (the event's JSON) holds, for queries.
+- ``runfox_workers`` (schema 6): live workers (``runfox.backend.workers``), one row
+  per worker: ``heartbeat_at`` (the worker's clock) and ``data`` (JSON: host, pid,
+  executor, concurrency, started, interval, lease, held jobs). Rewritten every
+  heartbeat interval, deleted on a clean stop; a killed worker's row stays until
+  pruned.
 
 JSON is stored as text (``LONGTEXT`` on MySQL), ASCII-escaped so any server
 character set holds it. Keys compare case-sensitively on MySQL (``utf8mb4_bin``)
@@ -91,11 +96,12 @@ __all__ = [
     "steps",
     "tasks",
     "upgrade_schema",
+    "workers",
     "workflows",
 ]
 
 #: The layout these tables have; bump it with a new revision in ``migrations``.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 6
 
 _MYSQL: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4",
                           "mysql_collate": "utf8mb4_bin"}
@@ -206,6 +212,14 @@ history = Table(
     Column("type", String(32), nullable=False),
     Column("step_id", StepId, nullable=True),
     Column("run_id", Integer, nullable=True),
+    Column("data", JsonText, nullable=False),
+    **_MYSQL,
+)
+
+workers = Table(
+    "runfox_workers", metadata,
+    Column("worker_id", String(255), primary_key=True),
+    Column("heartbeat_at", Double, nullable=False),
     Column("data", JsonText, nullable=False),
     **_MYSQL,
 )

@@ -46,6 +46,7 @@ from ..store import ExecutionSummary, Store, key_matches
 from .database import Database, DatabaseUser, DuplicateRow
 from .schedules import SqlScheduleStore
 from .schema import history, keys, steps, tasks, workflows
+from .workers import SqlWorkerRegistry
 
 __all__ = ["SqlStore"]
 
@@ -215,6 +216,9 @@ class SqlStore(DatabaseUser, Store):
 
     def schedules(self) -> SqlScheduleStore:
         return SqlScheduleStore(self._db)
+
+    def workers(self) -> SqlWorkerRegistry:
+        return SqlWorkerRegistry(self._db)
 
     def _create(self, record: WorkflowRecord, idempotency_key: str | None = None,
                 events: Sequence[dict[str, Any]] = ()) -> None:
