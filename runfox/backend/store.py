@@ -20,7 +20,9 @@ need one more primitive, ``_create_keyed(record, key)``: store the version-1
 ``key`` is taken, in which case store nothing and return the id it names. The
 default refuses (a store written before keys existed keeps working without
 them). Schedules (``runfox.schedules``) live in the store's database too:
-``schedules()`` returns its ``ScheduleStore`` (default: none, ``BackendError``).
+``schedules()`` returns its ``ScheduleStore`` (default: none, ``BackendError``), and
+so does the step cache: ``cache()`` returns its ``Cache`` (default: ``None``, no
+cache: cached steps run every time, with a warning).
 
 
 Isolation (the seed: ``load`` returns a copy isolated from the store, ``write``
@@ -45,6 +47,7 @@ from typing import ClassVar
 from ..errors import BackendError, ConflictError, WorkflowNotFound
 from ..records import WorkflowRecord
 from ..status import WorkflowStatus
+from .cache_store import Cache, InMemoryCache
 from .schedule_store import InMemoryScheduleStore, ScheduleStore
 
 __all__ = ["MAX_KEY_LENGTH", "ExecutionSummary", "InMemoryStore", "Store", "check_key",
@@ -164,6 +167,12 @@ class Store(ABC):
         """
         raise BackendError(f"{type(self).__name__} keeps no schedules")
 
+    def cache(self) -> Cache | None:
+        """The step cache kept beside the records (``runfox.backend.cache_store``), the
+        same object on every call; ``None`` (the default): this store keeps none, and
+        steps with ``cache`` on simply run."""
+        return None
+
     def _create_keyed(self, record: WorkflowRecord, key: str) -> str | None:
         """Store ``record`` and ``key`` together unless ``key`` is taken.
 
@@ -249,6 +258,7 @@ class InMemoryStore(Store):
         self._keys: dict[str, str] = {}
         self._lock = threading.Lock()
         self._schedules = InMemoryScheduleStore()
+        self._cache = InMemoryCache()
 
     def _load(self, workflow_execution_id: str) -> WorkflowRecord | None:
         return self._records.get(workflow_execution_id)
@@ -280,6 +290,9 @@ class InMemoryStore(Store):
 
     def schedules(self) -> ScheduleStore:
         return self._schedules
+
+    def cache(self) -> Cache:
+        return self._cache
 
     def _list(self, status: WorkflowStatus | None, limit: int) -> list[ExecutionSummary]:
         records = sorted(self._records.values(), key=lambda r: r.created_at, reverse=True)
