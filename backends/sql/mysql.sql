@@ -1,4 +1,4 @@
--- runfox schema version 3 (revision 0003) for MySQL 8 / MariaDB 10.6+ (InnoDB; runfox.backend.sql).
+-- runfox schema version 5 (revision 0005) for MySQL 8 / MariaDB 10.6+ (InnoDB; runfox.backend.sql).
 -- For teams that manage schemas themselves: run this once, then open the
 -- backend with create_tables=False. It creates what runfox would create on
 -- first use; tests/test_sql_ddl.py checks that the two agree.
@@ -94,13 +94,25 @@ CREATE TABLE runfox_slots (
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 CREATE INDEX ix_runfox_slots_holder ON runfox_slots (workflow_execution_id, step_id, run_id);
 
+-- The step cache: one row per key (sha256 hex of fn, inputs and cache version).
+CREATE TABLE runfox_cache (
+    cache_key             VARCHAR(64)  NOT NULL,
+    fn                    VARCHAR(255) NOT NULL,
+    version               TEXT         NOT NULL,
+    stored_at             DOUBLE NOT NULL,
+    output                LONGTEXT NOT NULL,
+    PRIMARY KEY (cache_key)
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
+CREATE INDEX ix_runfox_cache_fn ON runfox_cache (fn);
+
 INSERT INTO runfox_schema (version, applied_at) VALUES (1, UNIX_TIMESTAMP());
 INSERT INTO runfox_schema (version, applied_at) VALUES (2, UNIX_TIMESTAMP());
 INSERT INTO runfox_schema (version, applied_at) VALUES (3, UNIX_TIMESTAMP());
+INSERT INTO runfox_schema (version, applied_at) VALUES (5, UNIX_TIMESTAMP());
 
 -- Alembic's record of the migration revision (runfox db upgrade reads and moves it).
 CREATE TABLE runfox_alembic_version (
     version_num VARCHAR(32) NOT NULL,
     CONSTRAINT runfox_alembic_version_pkc PRIMARY KEY (version_num)
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
-INSERT INTO runfox_alembic_version (version_num) VALUES ('0003');
+INSERT INTO runfox_alembic_version (version_num) VALUES ('0005');

@@ -1,4 +1,4 @@
--- runfox schema version 3 (revision 0003) for PostgreSQL (runfox.backend.sql).
+-- runfox schema version 5 (revision 0005) for PostgreSQL (runfox.backend.sql).
 -- For teams that manage schemas themselves: run this once, then open the
 -- backend with create_tables=False. It creates what runfox would create on
 -- first use; tests/test_sql_ddl.py checks that the two agree.
@@ -94,15 +94,27 @@ CREATE TABLE runfox_slots (
 );
 CREATE INDEX ix_runfox_slots_holder ON runfox_slots (workflow_execution_id, step_id, run_id);
 
+-- The step cache: one row per key (sha256 hex of fn, inputs and cache version).
+CREATE TABLE runfox_cache (
+    cache_key             VARCHAR(64)  NOT NULL,
+    fn                    VARCHAR(255) NOT NULL,
+    version               TEXT         NOT NULL,
+    stored_at             DOUBLE PRECISION NOT NULL,
+    output                TEXT NOT NULL,
+    PRIMARY KEY (cache_key)
+);
+CREATE INDEX ix_runfox_cache_fn ON runfox_cache (fn);
+
 INSERT INTO runfox_schema (version, applied_at) VALUES (1, EXTRACT(EPOCH FROM now()));
 INSERT INTO runfox_schema (version, applied_at) VALUES (2, EXTRACT(EPOCH FROM now()));
 INSERT INTO runfox_schema (version, applied_at) VALUES (3, EXTRACT(EPOCH FROM now()));
+INSERT INTO runfox_schema (version, applied_at) VALUES (5, EXTRACT(EPOCH FROM now()));
 
 -- Alembic's record of the migration revision (runfox db upgrade reads and moves it).
 CREATE TABLE runfox_alembic_version (
     version_num VARCHAR(32) NOT NULL,
     CONSTRAINT runfox_alembic_version_pkc PRIMARY KEY (version_num)
 );
-INSERT INTO runfox_alembic_version (version_num) VALUES ('0003');
+INSERT INTO runfox_alembic_version (version_num) VALUES ('0005');
 
 COMMIT;

@@ -1,4 +1,4 @@
--- runfox schema version 3 (revision 0003) for SQLite (runfox.backend.sql).
+-- runfox schema version 5 (revision 0005) for SQLite (runfox.backend.sql).
 -- runfox creates these tables itself on first use; this file is for teams that
 -- create the database file by other means (then open it with create_tables=False).
 -- tests/test_sql_ddl.py checks that it matches what runfox creates.
@@ -96,15 +96,27 @@ CREATE TABLE runfox_slots (
 );
 CREATE INDEX ix_runfox_slots_holder ON runfox_slots (workflow_execution_id, step_id, run_id);
 
+-- The step cache: one row per key (sha256 hex of fn, inputs and cache version).
+CREATE TABLE runfox_cache (
+    cache_key             VARCHAR(64)  NOT NULL,
+    fn                    VARCHAR(255) NOT NULL,
+    version               TEXT         NOT NULL,
+    stored_at             DOUBLE NOT NULL,
+    output                TEXT NOT NULL,
+    PRIMARY KEY (cache_key)
+);
+CREATE INDEX ix_runfox_cache_fn ON runfox_cache (fn);
+
 INSERT INTO runfox_schema (version, applied_at) VALUES (1, (julianday('now') - 2440587.5) * 86400.0);
 INSERT INTO runfox_schema (version, applied_at) VALUES (2, (julianday('now') - 2440587.5) * 86400.0);
 INSERT INTO runfox_schema (version, applied_at) VALUES (3, (julianday('now') - 2440587.5) * 86400.0);
+INSERT INTO runfox_schema (version, applied_at) VALUES (5, (julianday('now') - 2440587.5) * 86400.0);
 
 -- Alembic's record of the migration revision (runfox db upgrade reads and moves it).
 CREATE TABLE runfox_alembic_version (
     version_num VARCHAR(32) NOT NULL,
     CONSTRAINT runfox_alembic_version_pkc PRIMARY KEY (version_num)
 );
-INSERT INTO runfox_alembic_version (version_num) VALUES ('0003');
+INSERT INTO runfox_alembic_version (version_num) VALUES ('0005');
 
 COMMIT;

@@ -62,6 +62,7 @@ from typing import Any
 from ...errors import BackendError, ConflictError, CorruptRecord, RecordTooLarge
 from ...records import WorkflowRecord
 from ...status import WorkflowStatus
+from ..cache_store import Cache
 from ..schedule_store import ScheduleStore
 from ..store import ExecutionSummary, Store, key_matches
 from ._boto import CONDITION_FAILED, call, error_code, make_client
@@ -141,6 +142,7 @@ class DynamoDBStore(Store):
         self._lock = threading.Lock()
         self.tasks_table = tasks_table
         self._schedules: ScheduleStore | None = None
+        self._step_cache: Cache | None = None
         if verify:
             self._verify()
 
@@ -326,6 +328,16 @@ class DynamoDBStore(Store):
                 self._schedules = DynamoScheduleStore(self.client, self.tasks_table,
                                                       compress_over=self.compress_over)
             return self._schedules
+
+    def cache(self) -> Cache:
+        """The step cache: ``cache#<key>`` items in this table (``aws/cache.py``)."""
+        with self._lock:
+            if self._step_cache is None:
+                from .cache import DynamoCache
+
+                self._step_cache = DynamoCache(self.client, self.table,
+                                               compress_over=self.compress_over)
+            return self._step_cache
 
     def _conditional(self, operation: str, key: str, version: int, **params: Any) -> None:
         try:

@@ -1,6 +1,6 @@
 """The runfox tables, creating them on first use, and checking their schema version.
 
-Seven tables, named ``runfox_*`` so they can share a database with an application,
+Eight tables, named ``runfox_*`` so they can share a database with an application,
 plus Alembic's ``runfox_alembic_version`` (see ``migrations``):
 
 - ``runfox_schema``: one row per schema version applied. Every runfox reads
@@ -29,6 +29,9 @@ plus Alembic's ``runfox_alembic_version`` (see ``migrations``):
   and never deleted; a row is held while it names a job and its ``lease_end``
   (database clock) has not passed. The primary key is what bounds a key to
   ``limit`` running jobs (see ``SqlRunner``).
+- ``runfox_cache`` (schema 5): the step cache, one row per key (sha256 hex of fn,
+  inputs and cache version, see ``runfox.cache``) with ``fn``, ``version`` (JSON),
+  ``stored_at`` and ``output`` (JSON); ``fn`` is indexed for ``clear --fn``.
 
 JSON is stored as text (``LONGTEXT`` on MySQL), ASCII-escaped so any server
 character set holds it. Keys compare case-sensitively on MySQL (``utf8mb4_bin``)
@@ -75,6 +78,7 @@ __all__ = [
     "SchemaError",
     "SchemaOutdated",
     "SchemaState",
+    "cache",
     "ensure_schema",
     "keys",
     "metadata",
@@ -89,7 +93,7 @@ __all__ = [
 ]
 
 #: The layout these tables have; bump it with a new revision in ``migrations``.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
 
 _MYSQL: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4",
                           "mysql_collate": "utf8mb4_bin"}
@@ -188,6 +192,17 @@ slots = Table(
     Column("claim_token", BigInteger, nullable=True),
     Column("lease_end", Double, nullable=True),
     Index("ix_runfox_slots_holder", "workflow_execution_id", "step_id", "run_id"),
+    **_MYSQL,
+)
+
+cache = Table(
+    "runfox_cache", metadata,
+    Column("cache_key", String(64), primary_key=True),
+    Column("fn", String(255), nullable=False),
+    Column("version", Text, nullable=False),
+    Column("stored_at", Double, nullable=False),
+    Column("output", JsonText, nullable=False),
+    Index("ix_runfox_cache_fn", "fn"),
     **_MYSQL,
 )
 

@@ -37,6 +37,7 @@ from ...errors import BackendError, ConflictError, CorruptRecord
 from ...records import StepRecord, WorkflowRecord
 from ...status import WorkflowStatus
 from ..store import ExecutionSummary, Store, key_matches
+from .cache import SqlCache
 from .database import Database, DatabaseUser, DuplicateRow
 from .schedules import SqlScheduleStore
 from .schema import keys, steps, workflows
@@ -149,6 +150,7 @@ class SqlStore(DatabaseUser, Store):
                          busy_timeout=busy_timeout, sqlite_synchronous=sqlite_synchronous,
                          engine_options=engine_options, database=_database)
         self._cache = _RecordCache(cache_size)
+        self._step_cache: SqlCache | None = None
 
     # -- write ------------------------------------------------------------------
 
@@ -196,6 +198,12 @@ class SqlStore(DatabaseUser, Store):
 
     def schedules(self) -> SqlScheduleStore:
         return SqlScheduleStore(self._db)
+
+    def cache(self) -> SqlCache:
+        """The step cache in ``runfox_cache`` (one object per store)."""
+        if self._step_cache is None:
+            self._step_cache = SqlCache(self._db)
+        return self._step_cache
 
     def _create(self, record: WorkflowRecord, idempotency_key: str | None = None) -> None:
         key = record.workflow_execution_id
