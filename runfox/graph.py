@@ -506,7 +506,8 @@ def advance(record: WorkflowRecord, now: float, *, cache: CacheLookup | None = N
                 hits.append((step_id, stored, claimed.run_id))  # _apply copies it
             else:
                 jobs.append(_job(record, spec, claimed, inputs, slot))
-        record = tx.commit(status=WorkflowStatus.IN_PROGRESS)
+        if tx.changes:  # a round that only deferred cached steps changes nothing
+            record = tx.commit(status=WorkflowStatus.IN_PROGRESS)
         if hits:
             record, _ = apply_results(record, hits, now, changes)
             finished = terminal_result(record)

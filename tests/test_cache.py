@@ -21,7 +21,7 @@ from sqlalchemy import update
 from test_cli import child_env, cli, write_spec
 
 from runfox import graph
-from runfox.backend import Backend, InMemoryStore, InProcessRunner
+from runfox.backend import Backend, InMemoryStore
 from runfox.backend.sql import SqlStore
 from runfox.backend.sql.schema import cache as cache_table
 from runfox.cache import CacheEntry, CacheLookup, cache_key, is_fresh
