@@ -51,7 +51,7 @@ from .schedule import Schedule, ScheduleError, ScheduleExists
 from .schedules import ScheduleNotFound, Schedules
 from .spec import WorkflowSpec, load_spec
 from .status import StepStatus, WorkflowStatus
-from .workflow import Workflow
+from .workflow import Rerun, Workflow
 
 __version__ = "0.1.0"
 
@@ -76,6 +76,7 @@ __all__ = [
     "Pending",
     "RecordTooLarge",
     "Registry",
+    "Rerun",
     "RetryPolicy",
     "RunfoxError",
     "Schedule",

@@ -65,6 +65,7 @@ import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .cache import CacheLookup, cache_key, is_fresh
 from .errors import ExecutionStateError, ExpressionError, NotJSONError, UnknownStepError
 from .expressions import compile_template, truthy
 from .jsonvalue import as_output, error_output, json_clone, json_copy
@@ -438,18 +439,31 @@ def _input_error(record: WorkflowRecord, spec: StepSpec, context: dict[str, Any]
 # ---------------------------------------------------------------------------
 
 
-def advance(record: WorkflowRecord, now: float) -> tuple[WorkflowRecord, Result]:
+def advance(record: WorkflowRecord, now: float, *, cache: CacheLookup | None = None,
+            changes: list[StateChange] | None = None) -> tuple[WorkflowRecord, Result]:
     """Claim every step that is ready and due; return the new record and the result.
 
     Returns ``Dispatch(jobs)`` when steps were claimed, ``Pending(retry_at)`` when
     nothing is due yet, or the terminal result when the workflow has ended.
+
+    ``cache`` (the step cache, ``runfox.cache``): a due step with ``cache`` on whose
+    key has a fresh entry in ``cache.entries`` is claimed and completed with the
+    stored output in this same transition, marked ``cached`` (its branches run on
+    that output, as on any result; state merges go to ``changes``), and what it
+    makes ready is claimed in turn. An entry that is ``None`` or stale is a miss:
+    the step is claimed as usual. A key not in ``cache.entries`` is appended to
+    ``cache.wanted`` and its step left ready for the caller to look the key up
+    and call ``advance`` again. Without ``cache`` nothing is looked up.
     """
     finished = terminal_result(record)
     if finished is not None:
         return record, finished
     jobs: list[DispatchJob] = []
-    while True:  # a second round only after an input error the workflow survives
+    deferred: set[str] = set()  # cached steps whose key the caller has not read yet
+    while True:  # another round after an input error survived or a cache hit
         due, retry_at = _due(record, now)
+        if deferred:
+            due = [step_id for step_id in due if step_id not in deferred]
         if not due:
             break
         plan = record.plan
@@ -457,6 +471,7 @@ def advance(record: WorkflowRecord, now: float) -> tuple[WorkflowRecord, Result]
         tx = _Tx(record)
         context = context_for(record)
         survived: list[tuple[StepRecord, dict[str, Any]]] = []
+        hits: list[tuple[str, Any, int | None]] = []
         for step_id in due:
             spec = plan.by_id[step_id]
             step = steps[step_id]
@@ -473,13 +488,32 @@ def advance(record: WorkflowRecord, now: float) -> tuple[WorkflowRecord, Result]
                 _fail_tolerated(tx, step, error, now)
                 survived.append((step, error))
                 continue
+            stored: dict[str, Any] | None = None  # the output of a fresh cache entry
+            if cache is not None and spec.cache is not None:
+                key = cache_key(spec.fn, inputs, spec.cache.version)
+                if key not in cache.entries:
+                    cache.wanted.append(key)
+                    deferred.add(step_id)
+                    continue
+                entry = cache.entries[key]
+                if entry is not None and is_fresh(entry.stored_at, now, spec.cache.max_age):
+                    stored = entry.output
             claimed = step.evolve(status=StepStatus.IN_PROGRESS, attempts=step.attempts + 1,
                                   started_at=now, finished_at=None, not_before=None,
-                                  inputs=inputs)
+                                  inputs=inputs, cached=stored is not None)
             tx.put(claimed)
-            jobs.append(_job(record, spec, claimed, inputs, slot))
-        record = tx.commit(status=WorkflowStatus.IN_PROGRESS)
-        if not survived:
+            if stored is not None:
+                hits.append((step_id, stored, claimed.run_id))  # _apply copies it
+            else:
+                jobs.append(_job(record, spec, claimed, inputs, slot))
+        if tx.changes:  # a round that only deferred cached steps changes nothing
+            record = tx.commit(status=WorkflowStatus.IN_PROGRESS)
+        if hits:
+            record, _ = apply_results(record, hits, now, changes)
+            finished = terminal_result(record)
+            if finished is not None:  # a hit ended it (the last step, or a branch)
+                return record, finished
+        if not survived and not hits:
             break
     if jobs:
         return record, Dispatch(jobs)
@@ -705,7 +739,7 @@ def _reset(tx: _Tx, step_ids: Iterable[str]) -> None:
         tx.put(step.evolve(status=StepStatus.READY,
                            run_id=step.run_id + 1 if dispatched else step.run_id,
                            attempts=0, output=None, error=None, started_at=None,
-                           finished_at=None, not_before=None, inputs=None))
+                           finished_at=None, not_before=None, inputs=None, cached=False))
 
 
 def on_step_result(
@@ -901,7 +935,8 @@ def reset_step(record: WorkflowRecord, step_id: str, now: float | None = None
     return _update_step(record, step_id,
                         lambda s: s.evolve(status=StepStatus.READY, run_id=s.run_id + 1,
                                            attempts=0, output=None, error=None, started_at=None,
-                                           finished_at=None, not_before=None, inputs=None))
+                                           finished_at=None, not_before=None, inputs=None,
+                                           cached=False))
 
 
 def reset_for_retry(record: WorkflowRecord, step_id: str, not_before: float | None = None
@@ -974,7 +1009,7 @@ def _reopen(record: WorkflowRecord, step_ids: Iterable[str], now: float
             continue  # never ran: nothing to reopen
         tx.put(step.evolve(status=StepStatus.READY, run_id=step.run_id + 1, attempts=0,
                            output=None, error=None, started_at=None, finished_at=None,
-                           not_before=None, inputs=None))
+                           not_before=None, inputs=None, cached=False))
         reopened.append(step_id)
     if not reopened:
         return record, []

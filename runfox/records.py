@@ -129,6 +129,7 @@ _STEP_FIELDS: tuple[tuple[str, Any, Any, str], ...] = (
     ("finished_at", _optional(_is_number), None, "a number or null"),
     ("not_before", _optional(_is_number), None, "a number or null"),
     ("inputs", _optional(lambda v: isinstance(v, dict)), None, "an object or null"),
+    ("cached", lambda v: type(v) is bool, False, "a boolean"),
 )
 
 
@@ -143,6 +144,8 @@ class StepRecord:
     failed attempt; ``not_before`` is when a waiting retry becomes due. Times are
     epoch seconds (UTC). ``inputs`` are the resolved inputs of the last claim (what
     the job of ``run_id`` was sent), kept for inspection; a reset clears them.
+    ``cached`` is true when the output came from the step cache (``runfox.cache``)
+    instead of a run; stored only when true.
     """
 
     id: str
@@ -158,6 +161,7 @@ class StepRecord:
     #: Stored values of the wrong shape replaced while decoding (see ``Defect``).
     defects: tuple[Defect, ...] = field(default=(), compare=False, repr=False)
     inputs: dict[str, Any] | None = field(default=None, repr=False)
+    cached: bool = False
 
     def evolve(self, **changes: Any) -> StepRecord:
         """A copy with ``changes`` (cheaper than ``dataclasses.replace``)."""
@@ -197,6 +201,8 @@ class StepRecord:
             value = getattr(self, name)
             if value is not None:
                 data[name] = value
+        if self.cached:
+            data["cached"] = True
         return data
 
     @classmethod
@@ -212,6 +218,7 @@ class StepRecord:
         started_at, finished_at, not_before = (get("started_at"), get("finished_at"),
                                                get("not_before"))
         inputs = get("inputs")
+        cached = get("cached", False)
         if (isinstance(status, str) and status in _STEP_STATUSES
                 and type(run_id) is int and run_id >= 0 and type(attempts) is int and attempts >= 0
                 and (output is None or type(output) is dict)
@@ -219,9 +226,10 @@ class StepRecord:
                 and (started_at is None or type(started_at) in _NUMBER)
                 and (finished_at is None or type(finished_at) in _NUMBER)
                 and (not_before is None or type(not_before) in _NUMBER)
-                and (inputs is None or type(inputs) is dict)):
+                and (inputs is None or type(inputs) is dict) and type(cached) is bool):
             return cls(step_id, StepStatus(status), run_id, attempts, output, error,
-                       started_at, finished_at, not_before, unmet, inputs=inputs)
+                       started_at, finished_at, not_before, unmet, inputs=inputs,
+                       cached=cached)
         return cls._with_defects(step_id, data, unmet)
 
     @classmethod

@@ -38,6 +38,7 @@ The shape of a spec::
         timeout: 30            # seconds per attempt
         on_dependency_failure: skip
         concurrency: {key: gpu, limit: 2}   # at most 2 "gpu" jobs run at once
+        cache: {version: 2, max_age: 3600}  # or true: reuse stored outputs (runfox.cache)
     outputs: {...}             # resolved when every step is complete
 
 The fields of each part are tables in ``runfox.spec_schema`` (which also builds the
@@ -63,12 +64,14 @@ import yaml
 
 from . import limits
 from .actions import ACTIONS, ActionKind, action_kind, expected_actions
+from .cache import CachePolicy
 from .errors import ExpressionError, SpecError, SpecProblem, UnknownStepError
 from .expressions import Compiled, compile_rule, compile_template, find_refs
 from .jsonvalue import json_copy
 from .retry import BACKOFFS, RetryPolicy
 from .spec_schema import (
     BRANCH_FIELDS,
+    CACHE_FIELDS,
     CONCURRENCY_FIELDS,
     DEFAULT_FIELDS,
     DEPENDENCY_POLICIES,
@@ -181,6 +184,8 @@ class StepSpec:
     #: ``products.X`` its input and branches read).
     produces: tuple[str, ...] = ()
     requires: tuple[str, ...] = ()
+    #: The step cache (``cache:``), or ``None`` when the step is not cached.
+    cache: CachePolicy | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +249,8 @@ class WorkflowSpec:
     fatal: frozenset[str] | None = None
     #: Product name -> the id of the step that produces it.
     producers: dict[str, str] = field(default_factory=dict, repr=False)
+    #: True when some step has ``cache`` on (drivers look the cache up only then).
+    cached: bool = False
 
     def ends_on_failure(self, step_id: str) -> bool:
         """Whether a failure of ``step_id`` ends the workflow at once."""
@@ -754,6 +761,30 @@ def _parse_concurrency(problems: _Problems, where: str, raw: Any) -> Concurrency
     return Concurrency(limit, literal, rule)
 
 
+def _parse_cache(problems: _Problems, where: str, raw: Any, inherited: CachePolicy | None
+                 ) -> CachePolicy | None:
+    """``cache: true | false | {version, max_age}``. ``true`` takes ``inherited`` (the
+    defaults' settings) or none; a mapping fills what it leaves out from ``inherited``."""
+    if raw is None or raw is False:
+        return None
+    if raw is True:
+        return inherited or CachePolicy()
+    if not isinstance(raw, dict):
+        problems.add(where, f"must be true, false or a mapping such as {{version: 2, "
+                            f"max_age: 3600}}, got {raw!r}")
+        return None
+    before = len(problems.items)
+    _check_fields(problems, where, raw, CACHE_FIELDS)
+    if len(problems.items) > before:
+        return None
+    base = inherited or CachePolicy()
+    version = raw.get("version", base.version)
+    if isinstance(version, float):
+        version = int(version)  # 2.0 is the integer 2 to JSON; keys must agree
+    max_age = raw.get("max_age")
+    return CachePolicy(version, float(max_age) if max_age is not None else base.max_age)
+
+
 def _compile(
     problems: _Problems, where: str, value: Any, *, template: bool
 ) -> Compiled | None:
@@ -1035,6 +1066,7 @@ class _StepDefaults:
     timeout: float | None = None
     on_dependency_failure: str = "fail"
     concurrency: Concurrency | None = None
+    cache: CachePolicy | None = None
 
 
 def _compile_name(problems: _Problems, raw: dict[str, Any]) -> str:
@@ -1063,6 +1095,7 @@ def _compile_defaults(problems: _Problems, raw: Any) -> _StepDefaults:
         _policy(raw.get("on_dependency_failure")) or "fail",
         concurrency=_parse_concurrency(problems, "defaults.concurrency",
                                        raw.get("concurrency")),
+        cache=_parse_cache(problems, "defaults.cache", raw.get("cache"), None),
     )
 
 
@@ -1244,6 +1277,8 @@ def _compile_step(problems: _Problems, place: str, sid: str | None, step: dict[s
     retry = _parse_retry(problems, f"{place}.retry", step.get("retry"))
     timeout = _parse_timeout(problems, f"{place}.timeout", step.get("timeout"))
     concurrency = _parse_concurrency(problems, f"{place}.concurrency", step.get("concurrency"))
+    cache = (defaults.cache if step.get("cache") is None
+             else _parse_cache(problems, f"{place}.cache", step["cache"], defaults.cache))
     branches = _compile_branches(problems, place, sid, step.get("branch"), refs)
     if sid is None or not isinstance(fn, str) or not fn:
         return None
@@ -1256,7 +1291,7 @@ def _compile_step(problems: _Problems, place: str, sid: str | None, step: dict[s
         on_dependency_failure=(_policy(step.get("on_dependency_failure"))
                                or defaults.on_dependency_failure),
         concurrency=concurrency or defaults.concurrency,
-        produces=products[0], requires=products[1],
+        produces=products[0], requires=products[1], cache=cache,
     )
 
 
@@ -1352,6 +1387,7 @@ def compile_spec(
         declared_inputs=declared,
         max_parallel=int(max_parallel) if max_parallel is not None else None,
         producers={name: place[0] for name, place in products.producers.items()},
+        cached=any(s.cache is not None for s in steps),
         **_failure_plan(steps, defaults.on_dependency_failure),
     )
 

@@ -140,6 +140,18 @@ CONCURRENCY_FIELDS = (
           "how many jobs with this key may run at once", required=True),
 )
 
+CACHE_FIELDS = (
+    Field("version", {"type": ["string", "integer"]},
+          "part of every cache key of the step: bump it when the function's code changes "
+          "(default: none)", checked=True),
+    Field("max_age", {"type": "number", "exclusiveMinimum": 0},
+          "seconds an entry stays fresh; an older entry is a miss (default: forever)",
+          checked=True),
+)
+_CACHE = {"anyOf": [{"type": "boolean", "description": "true: cache with the defaults' "
+                     "settings (or none); false: do not cache this step"},
+                    {"$ref": "#/$defs/cache"}]}
+
 DEFAULT_FIELDS = (
     Field("max_attempts", _ATTEMPTS, "attempts per step, the first included", nullable=True),
     Field("retry", _RETRY, "the wait between attempts", nullable=True),
@@ -151,6 +163,10 @@ DEFAULT_FIELDS = (
           "no dependents ends the workflow at once", nullable=True, checked=True),
     Field("concurrency", {"$ref": "#/$defs/concurrency"},
           "at most limit jobs with the same key run at once", nullable=True),
+    Field("cache", _CACHE,
+          "reuse a stored output of the same fn with the same resolved inputs (and cache "
+          "version) instead of running the step; only successful outputs are stored",
+          nullable=True),
 )
 
 BRANCH_FIELDS = (
@@ -336,6 +352,7 @@ def json_schema() -> dict[str, Any]:
         "branch": _object(BRANCH_FIELDS, "one branch: a condition and an action"),
         "input": _object(INPUT_FIELDS, "one declared workflow input"),
         "concurrency": _object(CONCURRENCY_FIELDS, "a concurrency limit shared by key"),
+        "cache": _object(CACHE_FIELDS, "step cache settings"),
     }
     for kind in ACTIONS:
         defs[f"action_{kind.name}"] = {**kind.schema, "description": kind.description}

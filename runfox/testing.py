@@ -47,7 +47,8 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environm
         "runfox.testing needs pytest: pip install 'runfox[dev]' (or pytest)",
         name=exc.name) from exc
 
-from .backend import Backend, InProcessRunner, Runner, Store
+from .backend import Backend, Cache, InProcessRunner, Runner, Store
+from .cache import cache_key
 from .errors import ConflictError, ExecutionStateError, UnknownStepError, WorkflowNotFound
 from .graph import advance, on_step_result
 from .history import Event
@@ -60,6 +61,7 @@ from .workflow import Workflow
 
 __all__ = [
     "BackendContract",
+    "CacheContract",
     "CountingExecutor",
     "FakeClock",
     "KeyedStoreContract",
@@ -68,6 +70,7 @@ __all__ = [
     "StoreContract",
     "WorkerRegistryContract",
     "bump",
+    "cached_chain_fan_spec",
     "chain_fan_spec",
     "chain_spec",
     "fan_executor",
@@ -583,6 +586,16 @@ def chain_fan_spec() -> dict[str, Any]:
             "outputs": {sid: {"var": f"steps.{sid}.output.v"} for sid in ("d", "e", "f")}}
 
 
+def cached_chain_fan_spec(**cache: Any) -> dict[str, Any]:
+    """``chain_fan_spec`` with the step cache on for every step (``defaults.cache``:
+    ``cache`` settings, or ``true``) and a second input ``k`` read by ``e`` alone."""
+    spec = chain_fan_spec()
+    spec["defaults"] = {"cache": cache or True}
+    spec["inputs"] = {"x": {"type": "integer"}, "k": {"type": "integer", "default": 2}}
+    spec["steps"][4]["input"]["k"] = {"var": "input.k"}
+    return spec
+
+
 class CountingExecutor:
     """Counts calls by ``fn``; returns ``{"v": x + k}`` (``k`` defaults to 1). A ``fn``
     in ``failing`` fails its attempt (``ok: false``). Thread-safe."""
@@ -926,6 +939,199 @@ class BackendContract:
             running, new}
         with pytest.raises(ValueError):
             backend.prune(clock.now, statuses=["in_progress"])
+
+    # -- the step cache and rerun -------------------------------------------------------
+
+    def _cached(self, parts: tuple[Store, Runner], clock: Callable[[], float] = time.time,
+                **cache: Any) -> tuple[Workflow, CountingExecutor]:
+        store, runner = parts
+        counter = CountingExecutor()
+        backend = Backend(store=store, runner=runner, executor=counter, poll_interval=0.01,
+                          clock=clock)
+        assert backend.cache is not None, "this suite needs a store with a cache"
+        backend.cache.clear()
+        wf = Workflow.from_dict(cached_chain_fan_spec(**cache), backend, inputs={"x": 0})
+        assert isinstance(wf.run(timeout=120), Complete)
+        assert counter.take() == dict.fromkeys("abcdef", 1)
+        return wf, counter
+
+    def test_a_rerun_is_served_from_the_cache(self, parts: tuple[Store, Runner]) -> None:
+        wf, counter = self._cached(parts)
+        assert wf.steps_ran == list("abcdef") and wf.steps_cached == []
+        rerun = wf.rerun(timeout=120)
+        assert counter.take() == {}  # no executor call at all
+        assert isinstance(rerun.result, Complete)
+        assert rerun.result.outcome == {"d": 4, "e": 5, "f": 6}
+        assert rerun.ran == [] and rerun.cached == list("abcdef")
+        assert rerun.workflow.id != wf.id
+        record = rerun.workflow.record
+        assert all(s.cached and s.status is StepStatus.COMPLETE for s in record.steps.values())
+        assert record.steps["e"].inputs == {"x": 3, "k": 2}  # inputs kept for inspection
+        assert record.state == wf.record.state
+        again = Backend(store=parts[0], runner=parts[1])  # the marker is stored
+        assert again.load(rerun.workflow.id).steps["a"].cached
+
+    def test_changing_an_input_reruns_only_what_depends_on_it(
+            self, parts: tuple[Store, Runner]) -> None:
+        wf, counter = self._cached(parts)
+        rerun = wf.rerun({"k": 5}, timeout=120)
+        assert counter.take() == {"e": 1}
+        assert rerun.ran == ["e"] and rerun.cached == list("abcdf")
+        assert isinstance(rerun.result, Complete)
+        assert rerun.result.outcome == {"d": 4, "e": 8, "f": 6}
+        rerun = wf.rerun({"x": 10}, timeout=120)
+        assert counter.take() == dict.fromkeys("abcdef", 1)
+        assert rerun.cached == []
+
+    def test_invalidate_drops_the_entries_it_reopens(self, parts: tuple[Store, Runner]) -> None:
+        wf, counter = self._cached(parts)
+        second = wf.rerun(timeout=120).workflow
+        assert counter.take() == {}
+        assert second.invalidate("b") == second.what_invalidates("b") == list("bcdef")
+        assert isinstance(second.run(timeout=120), Complete)
+        assert counter.take() == dict.fromkeys(second.what_invalidates("b"), 1)
+        assert second.steps_cached == ["a"]
+        third = wf.rerun(timeout=120)  # the runs after invalidate filled the cache again
+        assert counter.take() == {} and third.cached == list("abcdef")
+
+    def test_only_successful_outputs_are_stored(self, parts: tuple[Store, Runner]) -> None:
+        store, runner = parts
+        counter = CountingExecutor()
+        counter.failing.add("e")
+        backend = Backend(store=store, runner=runner, executor=counter, poll_interval=0.01)
+        assert backend.cache is not None
+        backend.cache.clear()
+        wf = Workflow.from_dict(cached_chain_fan_spec(), backend, inputs={"x": 0})
+        assert isinstance(wf.run(timeout=120), Failed)
+        stored = {e.fn for e in backend.cache.list()}
+        assert "e" not in stored and {"a", "b", "c"} <= stored
+        counter.failing.clear()
+        counter.take()
+        rerun = wf.rerun(timeout=120)
+        assert "e" in rerun.ran and counter.take()["e"] == 1
+        entry = backend.cache.show(cache_key("e", {"x": 3, "k": 2}))
+        assert entry is not None and entry.output == {"v": 5} and entry.fn == "e"
+
+    def test_an_entry_older_than_max_age_is_a_miss(self, parts: tuple[Store, Runner]) -> None:
+        clock = FakeClock()
+        wf, counter = self._cached(parts, clock, max_age=60)
+        clock.now += 30
+        assert wf.rerun(timeout=120).cached == list("abcdef")
+        clock.now += 31  # 61 s after the entries were stored
+        rerun = wf.rerun(timeout=120)
+        assert rerun.cached == [] and counter.take() == dict.fromkeys("abcdef", 1)
+
+    def test_a_cache_version_changes_every_key(self, parts: tuple[Store, Runner]) -> None:
+        wf, counter = self._cached(parts, version=1)
+        backend = wf.backend
+        wf2 = Workflow.from_dict(cached_chain_fan_spec(version=2), backend, inputs={"x": 0})
+        assert isinstance(wf2.run(timeout=120), Complete)
+        assert counter.take() == dict.fromkeys("abcdef", 1)
+        assert wf.rerun(timeout=120).ran == []  # version 1's entries are still there
+
+    def test_the_cache_is_shared_across_workflows(self, parts: tuple[Store, Runner]) -> None:
+        wf, counter = self._cached(parts)
+        other = {"name": "another", "defaults": {"cache": True},
+                 "steps": [{"id": "first", "fn": "a", "input": {"x": 0}}]}
+        wf2 = Workflow.from_dict(other, wf.backend)
+        assert isinstance(wf2.run(timeout=120), Complete)
+        assert counter.take() == {} and wf2.steps_cached == ["first"]
+
+    def test_a_rerun_of_an_unknown_id_writes_nothing(self, parts: tuple[Store, Runner]) -> None:
+        store, runner = parts
+        backend = Backend(store=store, runner=runner)
+        before = len(store.list_executions(limit=1000))
+        ghost = Workflow("0" * 32 + "#20300101T000000.000000Z-0000000000000000", backend)
+        with pytest.raises(WorkflowNotFound):
+            ghost.rerun(timeout=5)
+        assert len(store.list_executions(limit=1000)) == before
+
+
+class CacheContract:
+    """What every ``Cache`` must do. Provide a ``store`` fixture (fresh, empty) whose
+    ``cache()`` is the cache under test."""
+
+    @pytest.fixture
+    def cache(self, store: Store) -> Cache:
+        cache = store.cache()
+        assert cache is not None, f"{type(store).__name__}.cache() gives no cache"
+        cache.clear()
+        return cache
+
+    def test_put_then_get(self, cache: Cache) -> None:
+        key = cache_key("f", {"x": 1}, 2)
+        assert cache.get(key) is None
+        cache.put(key, {"v": 2, "deep": {"ü": [1, None]}}, "f", 2, 1000.5)
+        entry = cache.get(key)
+        assert entry is not None
+        assert (entry.key, entry.fn, entry.version, entry.stored_at) == (key, "f", 2, 1000.5)
+        assert entry.output == {"v": 2, "deep": {"ü": [1, None]}}
+        assert cache.show(key) == entry
+
+    def test_get_many_returns_what_exists(self, cache: Cache) -> None:
+        keys = [cache_key("f", {"i": i}) for i in range(5)]
+        for i, key in enumerate(keys[:3]):
+            cache.put(key, {"i": i}, "f", None, 1.0)
+        found = cache.get_many(keys)
+        assert sorted(found) == sorted(keys[:3])
+        assert found[keys[1]].output == {"i": 1} and found[keys[1]].version is None
+
+    def test_put_replaces(self, cache: Cache) -> None:
+        key = cache_key("f", {})
+        cache.put(key, {"v": 1}, "f", "a", 1.0)
+        cache.put(key, {"v": 2}, "f", "b", 2.0)
+        entry = cache.get(key)
+        assert entry is not None and (entry.output, entry.version, entry.stored_at) == (
+            {"v": 2}, "b", 2.0)
+        assert len(cache.list()) == 1
+
+    def test_list_delete_and_clear(self, cache: Cache) -> None:
+        for fn in ("f", "g"):
+            for i in range(3):
+                cache.put(cache_key(fn, {"i": i}), {"i": i}, fn, None, float(i))
+        assert len(cache.list()) == 6
+        assert {e.fn for e in cache.list("g")} == {"g"}
+        assert [e.stored_at for e in cache.list("f")] == [2.0, 1.0, 0.0]  # newest first
+        assert cache.delete([cache_key("f", {"i": 0}), cache_key("f", {"i": 9})]) == 1
+        assert cache.get(cache_key("f", {"i": 0})) is None
+        assert cache.clear("f") == 2
+        assert {e.fn for e in cache.list()} == {"g"}
+        assert cache.clear() == 3 and cache.list() == []
+        assert cache.delete([]) == 0
+
+    def test_handed_out_entries_are_copies(self, cache: Cache) -> None:
+        key = cache_key("f", {})
+        output = {"v": [1]}
+        cache.put(key, output, "f", None, 1.0)
+        output["v"].append(2)
+        entry = cache.get(key)
+        assert entry is not None and entry.output == {"v": [1]}
+        entry.output["v"].append(3)
+        again = cache.get(key)
+        assert again is not None and again.output == {"v": [1]}
+
+    def test_racing_puts_leave_one_whole_entry(self, cache: Cache) -> None:
+        key = cache_key("f", {"race": True})
+        errors: list[BaseException] = []
+
+        def writer(n: int) -> None:
+            try:
+                for i in range(5):
+                    cache.put(key, {"writer": n, "i": i, "pad": "x" * 200}, "f", n, float(i))
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors
+        entry = cache.get(key)
+        assert entry is not None
+        assert entry.version == entry.output["writer"]  # one writer's entry, whole
+        assert entry.stored_at == float(entry.output["i"])
+        assert len(cache.list("f")) == 1
 
 
 # -- idempotency keys and schedules -------------------------------------------------------

@@ -15,6 +15,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -32,7 +33,7 @@ from .status import StepStatus, WorkflowStatus
 if TYPE_CHECKING:
     from .backend.base import Backend
 
-__all__ = ["Worker", "Workflow", "advance", "on_step_result"]
+__all__ = ["Rerun", "Worker", "Workflow", "advance", "on_step_result"]
 
 logger = logging.getLogger("runfox.workflow")
 
@@ -65,6 +66,18 @@ class _Outage:
     def ended(self) -> None:
         logger.info("%s: backend reachable again after %.1f s", self.workflow_execution_id,
                     time.monotonic() - self.since)
+
+
+@dataclass(frozen=True)
+class Rerun:
+    """What ``Workflow.rerun`` did: the new execution, its terminal result, and which
+    steps ran (called the executor) and which came from the step cache, in spec order.
+    Steps in neither were skipped or never reached."""
+
+    workflow: Workflow
+    result: Terminal
+    ran: list[str]
+    cached: list[str]
 
 
 class Workflow:
@@ -251,7 +264,30 @@ class Workflow:
         (``Backend.redrive``). ``ExecutionStateError`` for a running or complete one."""
         return self.backend.redrive(self.id)
 
+    def rerun(self, inputs: dict[str, Any] | None = None, *, worker: Worker | None = None,
+              timeout: float | None = None) -> Rerun:
+        """Run a new execution of the same spec with the same inputs (``inputs`` merged
+        over them) to its end, like pyswark's ``rerun``: with the step cache, steps
+        whose fn and resolved inputs did not change are served from it instead of
+        running. This execution is left as it is. ``WorkflowNotFound`` for an
+        unknown id and ``SpecError`` for bad inputs: nothing is written."""
+        new = Workflow(self.backend.rerun(self.id, inputs), self.backend)
+        result = new.run(worker, timeout=timeout)
+        return Rerun(new, result, new.steps_ran, new.steps_cached)
+
     # -- inspection ---------------------------------------------------------
+
+    @property
+    def steps_cached(self) -> list[str]:
+        """The steps whose output came from the step cache, in spec order."""
+        return [s.id for s in self.backend.load_shared(self.id).steps.values() if s.cached]
+
+    @property
+    def steps_ran(self) -> list[str]:
+        """The steps that were sent to an executor (started, not from the cache), in spec
+        order."""
+        return [s.id for s in self.backend.load_shared(self.id).steps.values()
+                if s.started_at is not None and not s.cached]
 
     def _step(self, step: str) -> StepRecord:
         record = self.backend.load(self.id)

@@ -6,6 +6,7 @@ imports the same classes from ``runfox.testing``.
 
 from runfox.testing import (
     BackendContract,
+    CacheContract,
     RunnerContract,
     StoreContract,
     bump,
@@ -18,6 +19,7 @@ from runfox.testing import (
 
 __all__ = [
     "BackendContract",
+    "CacheContract",
     "RunnerContract",
     "StoreContract",
     "bump",

@@ -30,6 +30,10 @@ EXPECTED: dict[str, list[str]] = {
         "result: Complete",
         'outcome: {"report": {"attempt": 1, "line": "20 widgets", "step": "report"}, '
         '"total": 20}',
+        "ran: add, multiply, report",
+        'input of add: {"x": 2, "y": 3}, output: {"result": 5}',
+        "rerun: Complete, ran [], from the cache [add, multiply, report], total 20",
+        "rerun with k=5: ran [multiply, report], from the cache [add], total 25",
         "with a misspelt input: Failed",
         "  BindingError: step 'add' (__main__.add): unknown input 'why'; the function "
         "takes 'x', 'y'",

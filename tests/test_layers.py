@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     # context. User code imports it; the harness (workers) sets the context.
     ("authoring", ("runfox.authoring", "runfox.authoring.*"), ("foundation",)),
     ("spec", ("runfox.spec", "runfox.spec_schema", "runfox.actions", "runfox.expressions",
-              "runfox.retry"), ("foundation",)),
+              "runfox.retry", "runfox.cache"), ("foundation",)),
     ("records", ("runfox.records", "runfox.status", "runfox.results", "runfox.ids",
                  "runfox.schedule", "runfox.history"),
      ("spec",)),
@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("store/runner", (
         "runfox.backend.store", "runfox.backend.runner", "runfox.backend.schedule_store",
         "runfox.backend.workers", "runfox.backend.aws.workers",
+        "runfox.backend.cache_store", "runfox.backend.aws.cache",
         "runfox.backend.sql", "runfox.backend.sql.*",
         "runfox.backend.aws._boto", "runfox.backend.aws._codec",
         "runfox.backend.aws.messages", "runfox.backend.aws.tasks",

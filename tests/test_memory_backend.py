@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import pytest
-from contract import BackendContract, RunnerContract, StoreContract
+from contract import BackendContract, CacheContract, RunnerContract, StoreContract
 
 from runfox.backend import InMemoryStore, InProcessRunner
 from runfox.testing import WorkerRegistryContract
 
 
 class TestInMemoryStore(StoreContract):
+    @pytest.fixture
+    def store(self) -> InMemoryStore:
+        return InMemoryStore()
+
+
+class TestInMemoryCache(CacheContract):
     @pytest.fixture
     def store(self) -> InMemoryStore:
         return InMemoryStore()

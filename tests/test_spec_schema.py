@@ -130,6 +130,12 @@ VALID: dict[str, dict[str, Any]] = {
                   {"id": "all", "fn": "f", "depends_on": ["plot"],
                    "input": {"every": {"vars": "$.steps.*.output"}}}],
         "outputs": {"mesh": {"var": "products.mesh"}}},
+    "step cache": {
+        "defaults": {"cache": {"version": 2, "max_age": 3600}},
+        "steps": [{**STEP, "cache": True}, {"id": "b", "fn": "f", "cache": False},
+                  {"id": "c", "fn": "f", "cache": {"version": "v3"}},
+                  {"id": "d", "fn": "f", "cache": None}, {"id": "e", "fn": "f", "cache": {}}]},
+    "step cache true in defaults": {"defaults": {"cache": True}, "steps": [STEP]},
 }
 
 # -- the bad-spec corpus: refused by both ------------------------------------------------
@@ -223,6 +229,12 @@ INVALID: dict[str, Any] = {
     "concurrency unknown field": {"defaults": {"concurrency": {"key": "g", "limit": 1,
                                                                "per": "host"}},
                                   "steps": [STEP]},
+    "cache a string": {"steps": [{**STEP, "cache": "yes"}]},
+    "cache max_age zero": {"steps": [{**STEP, "cache": {"max_age": 0}}]},
+    "cache max_age a string": {"defaults": {"cache": {"max_age": "1h"}}, "steps": [STEP]},
+    "cache version a float": {"steps": [{**STEP, "cache": {"version": 1.5}}]},
+    "cache version a list": {"steps": [{**STEP, "cache": {"version": [1]}}]},
+    "cache unknown field": {"steps": [{**STEP, "cache": {"ttl": 60}}]},
 }
 
 # -- refused by the compiler only: what a schema cannot express -------------------------

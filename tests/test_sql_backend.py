@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from contract import (
     BackendContract,
+    CacheContract,
     RunnerContract,
     StoreContract,
     fan_executor,
@@ -91,6 +92,10 @@ class TestSqlStore(StoreContract):
 
 class TestSqlRunner(RunnerContract):
     supports_leases = True
+
+
+class TestSqlCache(CacheContract):
+    pass
 
 
 class TestSqlBackend(BackendContract):

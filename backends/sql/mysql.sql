@@ -116,10 +116,22 @@ CREATE TABLE runfox_workers (
     PRIMARY KEY (worker_id)
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 
+-- The step cache: one row per key (sha256 hex of fn, inputs and cache version).
+CREATE TABLE runfox_cache (
+    cache_key             VARCHAR(64)  NOT NULL,
+    fn                    VARCHAR(255) NOT NULL,
+    version               TEXT         NOT NULL,
+    stored_at             DOUBLE NOT NULL,
+    output                LONGTEXT NOT NULL,
+    PRIMARY KEY (cache_key)
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
+CREATE INDEX ix_runfox_cache_fn ON runfox_cache (fn);
+
 INSERT INTO runfox_schema (version, applied_at) VALUES (1, UNIX_TIMESTAMP());
 INSERT INTO runfox_schema (version, applied_at) VALUES (2, UNIX_TIMESTAMP());
 INSERT INTO runfox_schema (version, applied_at) VALUES (3, UNIX_TIMESTAMP());
 INSERT INTO runfox_schema (version, applied_at) VALUES (4, UNIX_TIMESTAMP());
+INSERT INTO runfox_schema (version, applied_at) VALUES (5, UNIX_TIMESTAMP());
 INSERT INTO runfox_schema (version, applied_at) VALUES (6, UNIX_TIMESTAMP());
 
 -- Alembic's record of the migration revision (runfox db upgrade reads and moves it).

@@ -116,10 +116,22 @@ CREATE TABLE runfox_workers (
     PRIMARY KEY (worker_id)
 );
 
+-- The step cache: one row per key (sha256 hex of fn, inputs and cache version).
+CREATE TABLE runfox_cache (
+    cache_key             VARCHAR(64)  NOT NULL,
+    fn                    VARCHAR(255) NOT NULL,
+    version               TEXT         NOT NULL,
+    stored_at             DOUBLE PRECISION NOT NULL,
+    output                TEXT NOT NULL,
+    PRIMARY KEY (cache_key)
+);
+CREATE INDEX ix_runfox_cache_fn ON runfox_cache (fn);
+
 INSERT INTO runfox_schema (version, applied_at) VALUES (1, EXTRACT(EPOCH FROM now()));
 INSERT INTO runfox_schema (version, applied_at) VALUES (2, EXTRACT(EPOCH FROM now()));
 INSERT INTO runfox_schema (version, applied_at) VALUES (3, EXTRACT(EPOCH FROM now()));
 INSERT INTO runfox_schema (version, applied_at) VALUES (4, EXTRACT(EPOCH FROM now()));
+INSERT INTO runfox_schema (version, applied_at) VALUES (5, EXTRACT(EPOCH FROM now()));
 INSERT INTO runfox_schema (version, applied_at) VALUES (6, EXTRACT(EPOCH FROM now()));
 
 -- Alembic's record of the migration revision (runfox db upgrade reads and moves it).

@@ -118,10 +118,22 @@ CREATE TABLE runfox_workers (
     PRIMARY KEY (worker_id)
 );
 
+-- The step cache: one row per key (sha256 hex of fn, inputs and cache version).
+CREATE TABLE runfox_cache (
+    cache_key             VARCHAR(64)  NOT NULL,
+    fn                    VARCHAR(255) NOT NULL,
+    version               TEXT         NOT NULL,
+    stored_at             DOUBLE NOT NULL,
+    output                TEXT NOT NULL,
+    PRIMARY KEY (cache_key)
+);
+CREATE INDEX ix_runfox_cache_fn ON runfox_cache (fn);
+
 INSERT INTO runfox_schema (version, applied_at) VALUES (1, (julianday('now') - 2440587.5) * 86400.0);
 INSERT INTO runfox_schema (version, applied_at) VALUES (2, (julianday('now') - 2440587.5) * 86400.0);
 INSERT INTO runfox_schema (version, applied_at) VALUES (3, (julianday('now') - 2440587.5) * 86400.0);
 INSERT INTO runfox_schema (version, applied_at) VALUES (4, (julianday('now') - 2440587.5) * 86400.0);
+INSERT INTO runfox_schema (version, applied_at) VALUES (5, (julianday('now') - 2440587.5) * 86400.0);
 INSERT INTO runfox_schema (version, applied_at) VALUES (6, (julianday('now') - 2440587.5) * 86400.0);
 
 -- Alembic's record of the migration revision (runfox db upgrade reads and moves it).

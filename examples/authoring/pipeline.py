@@ -11,7 +11,13 @@ the executor itself (``Backend(executor=registry)``; on the command line
   instance for every call, ``runfox.context()`` read inside ``run``.
 
 Inputs fill parameters by name: a missing or unknown input fails the attempt
-before the function is called (the second run shows it).
+before the function is called (the last run shows it).
+
+Every step is cached (``defaults: {cache: true}``), so ``wf.rerun()`` (pyswark's
+``runner.rerun()``) is a new execution whose unchanged steps come from the step
+cache without calling the registry; with ``k`` changed, only ``multiply`` and what
+reads it run again. ``step_inputs``/``step_output`` are pyswark's
+``getModelInput``/``getModelOutput``.
 
 Run from the repository root:  python examples/authoring/pipeline.py
 """
@@ -51,6 +57,7 @@ class Report:
 # No depends_on: each step depends on the steps its input reads.
 SPEC = """
 name: sum-then-scale
+defaults: {cache: true}
 steps:
   - id: add
     fn: add
@@ -74,6 +81,16 @@ def main() -> None:
     print(f"result: {type(result).__name__}")
     print(f"outcome: {json.dumps(result.outcome, sort_keys=True)}")
     print(f"multiply: {json.dumps(registry.describe('multiply'), sort_keys=True)}")
+    print(f"ran: {', '.join(wf.steps_ran)}")
+    print(f"input of add: {json.dumps(wf.step_inputs('add'), sort_keys=True)}, "
+          f"output: {json.dumps(wf.step_output('add'), sort_keys=True)}")
+
+    again = wf.rerun(timeout=10)
+    print(f"rerun: {type(again.result).__name__}, ran [{', '.join(again.ran)}], "
+          f"from the cache [{', '.join(again.cached)}], total {again.result.outcome['total']}")
+    changed = wf.rerun({"k": 5}, timeout=10)
+    print(f"rerun with k=5: ran [{', '.join(changed.ran)}], from the cache "
+          f"[{', '.join(changed.cached)}], total {changed.result.outcome['total']}")
 
     broken = SPEC.replace('{x: {"var": "input.x"}, y: {"var": "input.y"}}',
                           '{x: {"var": "input.x"}, why: {"var": "input.y"}}')

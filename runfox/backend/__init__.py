@@ -14,12 +14,15 @@ from typing import Any
 
 from ..inprocess import InProcessWorker  # the seed's name here; it lives in the workers layer
 from .base import Backend
+from .cache_store import Cache, InMemoryCache
 from .runner import InProcessRunner, Runner
 from .store import ExecutionSummary, InMemoryStore, Store
 
 __all__ = [
     "Backend",
+    "Cache",
     "ExecutionSummary",
+    "InMemoryCache",
     "InMemoryStore",
     "InProcessRunner",
     "InProcessWorker",

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .. import graph
+from ..cache import CacheLookup, cache_key
 from ..errors import (
     BackendError,
     ConflictError,
@@ -35,9 +36,19 @@ from ..history import NO_CONTEXT, Event, HistoryContext, created_event, events_b
 from ..ids import new_execution_id, step_key, step_run_key
 from ..jsonvalue import error_output, json_clone, json_copy
 from ..records import StepRecord, WorkflowRecord  # StepRecord: the seed's base.py exports it
-from ..results import Dispatch, DispatchJob, Executor, Result, StateChangeEvent, WorkResult
+from ..results import (
+    Dispatch,
+    DispatchJob,
+    Executor,
+    Ignored,
+    Result,
+    StateChangeEvent,
+    Terminal,
+    WorkResult,
+)
 from ..spec import WorkflowSpec, spec_for
 from ..status import WorkflowStatus
+from .cache_store import Cache
 from .runner import InProcessRunner, Runner
 from .store import FINISHED, PRUNE_BATCH, InMemoryStore, Store
 
@@ -84,6 +95,15 @@ def _timings(results: Sequence[Any]) -> dict[tuple[str, int | None], Any]:
     return found
 
 
+class _Put:
+    """One cache entry to store once the record write has committed."""
+
+    __slots__ = ("fn", "key", "output", "version")
+
+    def __init__(self, key: str, output: dict[str, Any], fn: str, version: Any) -> None:
+        self.key, self.output, self.fn, self.version = key, output, fn, version
+
+
 def _as_result_triples(results: Iterable[Any]) -> list[tuple[str, Any, int | None]]:
     triples = []
     for item in results:
@@ -115,6 +135,9 @@ class Backend:
         clock: the time source (epoch seconds) passed to the pure graph as ``now``.
         max_conflict_retries: how many times one operation reloads after losing a
             race before ``ConflictError`` is raised.
+        cache: the step cache (``runfox.backend.cache_store.Cache``); defaults to
+            the store's own (``store.cache()``). Without one, steps with ``cache``
+            on run every time (a warning says so once).
     """
 
     def __init__(
@@ -127,6 +150,7 @@ class Backend:
         on_state_change: StateChangeCallback | None = None,
         clock: Callable[[], float] = time.time,
         max_conflict_retries: int = 1000,
+        cache: Cache | None = None,
     ) -> None:
         if poll_interval <= 0:
             raise ValueError("poll_interval must be > 0")
@@ -140,6 +164,8 @@ class Backend:
         self.max_conflict_retries = max_conflict_retries
         self._subscribers: tuple[tuple[EventCallback, frozenset[str] | None], ...] = ()
         self._subscribe_lock = threading.Lock()
+        self.cache: Cache | None = cache if cache is not None else self.store.cache()
+        self._warned_no_cache = False
 
     # The seed's private names, kept for code written against it.
     @property
@@ -421,27 +447,138 @@ class Backend:
                                              updated_at=self.clock()))
 
     def advance(self, workflow_execution_id: str) -> Result:
-        """Claim every ready step (one write); return ``Dispatch``, ``Pending`` or the end."""
-        return self.transition(workflow_execution_id, lambda r, now, _: graph.advance(r, now))
+        """Claim every ready step (one write); return ``Dispatch``, ``Pending`` or the end.
+
+        Steps with ``cache`` on are looked up first: a fresh hit completes in this same
+        write without a job (see ``_claim``)."""
+        lookup = self._lookup()
+        return self.transition(workflow_execution_id,
+                               lambda r, now, changes: self._claim(r, now, changes, lookup))
 
     def on_step_result(self, workflow_execution_id: str, step_id: str, output: Any,
                        run_id: int | None = None) -> Result:
         """Apply one result (see ``runfox.graph.on_step_result``)."""
-        return self.transition(
-            workflow_execution_id,
-            lambda r, now, changes: graph.on_step_result(r, step_id, output, run_id, now,
-                                                         changes=changes),
-            oversize="raise",
-        )
+        puts: list[_Put] = []
+
+        def fn(r: WorkflowRecord, now: float, changes: list[graph.StateChange]
+               ) -> tuple[WorkflowRecord, Result]:
+            new, result = graph.on_step_result(r, step_id, output, run_id, now,
+                                               changes=changes)
+            puts[:] = self._cacheable(r, [(step_id, output, run_id)], [result])
+            return new, result
+
+        result = self.transition(workflow_execution_id, fn, oversize="raise")
+        self._store_outputs(puts)
+        return result
 
     def apply_results(self, workflow_execution_id: str, results: Iterable[Any]) -> list[Result]:
         """Apply many results as one transition; returns one result per input."""
         triples = _as_result_triples(results)
         if not triples:
             return []
-        return self.transition(
-            workflow_execution_id,
-            lambda r, now, changes: graph.apply_results(r, triples, now, changes))
+        puts: list[_Put] = []
+
+        def fn(r: WorkflowRecord, now: float, changes: list[graph.StateChange]
+               ) -> tuple[WorkflowRecord, list[Result]]:
+            new, applied = graph.apply_results(r, triples, now, changes)
+            puts[:] = self._cacheable(r, triples, applied)
+            return new, applied
+
+        applied = self.transition(workflow_execution_id, fn)
+        self._store_outputs(puts)
+        return list(applied)
+
+    # ------------------------------------------------------------------
+    # The step cache (runfox.cache): looked up at claim, filled after a result
+    # ------------------------------------------------------------------
+
+    def _lookup(self) -> CacheLookup | None:
+        """A fresh lookup for one operation (kept across its conflict retries), or
+        ``None`` when there is no cache."""
+        return CacheLookup() if self.cache is not None else None
+
+    def _claim(self, record: WorkflowRecord, now: float, changes: list[graph.StateChange],
+               lookup: CacheLookup | None) -> tuple[WorkflowRecord, Result]:
+        """``graph.advance`` with the step cache: read the keys it wants, advance again
+        from the record it returned, until it wants none; one write in the end.
+
+        Reads are batched per round (``Cache.get_many``), and each round continues
+        from the last record, so a cached chain costs one read per step, not a
+        replay. Only plans with a cached step pay anything."""
+        if not record.plan.cached:
+            return graph.advance(record, now)
+        if lookup is None:
+            if not self._warned_no_cache:
+                self._warned_no_cache = True
+                logger.warning("%s: the spec caches steps but %s keeps no cache; they run "
+                               "every time", record.workflow_execution_id,
+                               type(self.store).__name__)
+            return graph.advance(record, now)
+        jobs: list[DispatchJob] = []
+        while True:
+            record, nxt = graph.advance(record, now, cache=lookup, changes=changes)
+            if isinstance(nxt, Dispatch):
+                jobs.extend(nxt.jobs)
+            if not lookup.wanted or isinstance(nxt, Terminal):
+                break
+            wanted, lookup.wanted = lookup.wanted, []
+            assert self.cache is not None
+            found = self.cache.get_many(wanted)
+            for key in wanted:
+                lookup.entries[key] = found.get(key)
+        if jobs and not isinstance(nxt, Terminal):
+            nxt = Dispatch(jobs)
+        return record, nxt
+
+    def _cacheable(self, before: WorkflowRecord, triples: Sequence[tuple[str, Any, int | None]],
+                   applied: Sequence[Result]) -> list[_Put]:
+        """The successful outputs among ``applied`` results of steps with ``cache`` on,
+        keyed by the inputs their step was claimed with (in ``before``)."""
+        plan = before.plan
+        if not plan.cached or self.cache is None:
+            return []
+        puts = []
+        for (step_id, output, _), result in zip(triples, applied, strict=False):
+            spec = plan.by_id.get(step_id)
+            if spec is None or spec.cache is None or isinstance(result, Ignored) or \
+                    not isinstance(output, dict) or output.get("ok") is False:
+                continue
+            step = before.steps[step_id]
+            if step.inputs is None or step.cached:
+                continue
+            try:
+                output = json_copy(output, "output")
+            except NotJSONError:
+                continue  # the graph failed this attempt (InvalidOutput)
+            puts.append(_Put(cache_key(spec.fn, step.inputs, spec.cache.version), output,
+                             spec.fn, spec.cache.version))
+        return puts
+
+    def _store_outputs(self, puts: Sequence[_Put]) -> None:
+        """Put entries after the record write committed; a failing put is logged (the
+        step has its output either way, and the next run just misses)."""
+        if not puts or self.cache is None:
+            return
+        now = self.clock()
+        for put in puts:
+            try:
+                self.cache.put(put.key, put.output, put.fn, put.version, now)
+            except Exception as exc:  # the cache is an optimisation: never fail a result
+                logger.warning("could not store cache entry %s for fn %r: %s", put.key,
+                               put.fn, exc)
+
+    def cache_keys(self, workflow_execution_id: str, step_ids: Iterable[str]) -> list[str]:
+        """The cache keys of those steps with ``cache`` on, from the inputs they last ran
+        with (``StepRecord.inputs``); steps that never ran have none."""
+        record = self.store.load_shared(workflow_execution_id)
+        keys = []
+        for step_id in step_ids:
+            spec = record.plan.by_id.get(step_id)
+            step = record.steps.get(step_id)
+            if spec is not None and spec.cache is not None and step is not None \
+                    and step.inputs is not None:
+                keys.append(cache_key(spec.fn, step.inputs, spec.cache.version))
+        return keys
 
     def apply_and_advance(
         self, workflow_execution_id: str, results: Iterable[Any] = (), *, dispatch: bool = True,
@@ -462,12 +599,15 @@ class Backend:
         context = (HistoryContext(worker, _timings(results)) if worker is not None or any(
             len(r) == 4 or getattr(r, "timing", None) is not None for r in results)
             else NO_CONTEXT)
+        lookup = self._lookup()
+        puts: list[_Put] = []
 
         def step(r: WorkflowRecord, now: float, changes: list[graph.StateChange]
                  ) -> tuple[WorkflowRecord, tuple[list[Result], Result]]:
-            r, applied = graph.apply_results(r, triples, now, changes)
-            r, nxt = graph.advance(r, now)
-            return r, (applied, nxt)
+            new, applied = graph.apply_results(r, triples, now, changes)
+            puts[:] = self._cacheable(r, triples, applied) if triples else ()
+            new, nxt = self._claim(new, now, changes, lookup)
+            return new, (applied, nxt)
 
         try:
             applied, nxt = self.transition(workflow_execution_id, step, loaded=loaded,
@@ -489,6 +629,7 @@ class Backend:
                            workflow_execution_id, step_id, exc)
             triples = [(step_id, error_output(type(exc).__name__, str(exc)), run_id)]
             applied, nxt = self.transition(workflow_execution_id, step, context=context)
+        self._store_outputs(puts)
         if dispatch and isinstance(nxt, Dispatch):
             self.runner.dispatch(workflow_execution_id, nxt.jobs)
         return applied, nxt
@@ -606,11 +747,14 @@ class Backend:
         """One transition: ``reopen(record, now) -> (record, ids)``, then claim what is
         ready; dispatch the jobs. ``reopen`` returning the record unchanged writes nothing."""
 
-        def fn(r: WorkflowRecord, now: float, _: Any) -> tuple[WorkflowRecord, Any]:
+        lookup = self._lookup()
+
+        def fn(r: WorkflowRecord, now: float, changes: list[graph.StateChange]
+               ) -> tuple[WorkflowRecord, Any]:
             new, reopened = reopen(r, now)
             if new is r:
                 return r, (reopened, None)
-            new, nxt = graph.advance(new, now)
+            new, nxt = self._claim(new, now, changes, lookup)
             return new, (reopened, nxt)
 
         reopened, nxt = self.transition(workflow_execution_id, fn, loaded=loaded)
@@ -623,10 +767,15 @@ class Backend:
         """Reopen the steps and everything downstream of them (``graph.invalidate``),
         claim and dispatch what is ready; returns the reopened ids.
 
-        ``UnknownStepError`` for a step the spec lacks: nothing is written.
+        The cache entries of the steps it reopens (keys from the inputs they last ran
+        with) are deleted first, so they run again instead of being served from the
+        cache. ``UnknownStepError`` for a step the spec lacks: nothing is written.
         """
         record = self.store.load_shared(workflow_execution_id)
         ids = record.plan.known_steps([step_ids] if isinstance(step_ids, str) else step_ids)
+        if record.plan.cached and self.cache is not None:
+            reopening = graph.invalidate(record, ids, self.clock())[1]
+            self.cache.delete(self.cache_keys(workflow_execution_id, reopening))
         return self._reopen_and_claim(
             workflow_execution_id, lambda r, now: graph.invalidate(r, ids, now),
             dispatch=dispatch)
@@ -653,6 +802,19 @@ class Backend:
 
         return self._reopen_and_claim(workflow_execution_id, reopen, loaded=seen,
                                       dispatch=dispatch)
+
+    def rerun(self, workflow_execution_id: str, inputs: dict[str, Any] | None = None) -> str:
+        """Create a new execution of the same spec with the same inputs (``inputs``
+        merged over them, then checked against the spec); returns its id. Nothing is
+        dispatched: drive it as any new execution. With the step cache, its
+        unchanged steps are served from the cache.
+
+        ``WorkflowNotFound`` for an unknown id and ``SpecError`` for bad inputs: nothing
+        is written either way.
+        """
+        record = self.store.load_shared(workflow_execution_id)
+        merged = {**json_clone(record.inputs), **(inputs or {})}
+        return self.create(record.plan, merged)
 
     def reset_for_retry(self, workflow_execution_id: str, step_id: str) -> None:
         self._simple(workflow_execution_id, lambda r, now: graph.reset_for_retry(r, step_id))

@@ -20,7 +20,9 @@ need one more primitive, ``_create_keyed(record, key)``: store the version-1
 ``key`` is taken, in which case store nothing and return the id it names. The
 default refuses (a store written before keys existed keeps working without
 them). Schedules (``runfox.schedules``) live in the store's database too:
-``schedules()`` returns its ``ScheduleStore`` (default: none, ``BackendError``).
+``schedules()`` returns its ``ScheduleStore`` (default: none, ``BackendError``), and
+so does the step cache: ``cache()`` returns its ``Cache`` (default: ``None``, no
+cache: cached steps run every time, with a warning).
 
 
 History (``runfox.history``): ``write_shared(record, previous, events)`` hands a
@@ -56,6 +58,7 @@ from ..errors import BackendError, ConflictError, WorkflowNotFound
 from ..history import Event, created_event
 from ..records import WorkflowRecord
 from ..status import WorkflowStatus
+from .cache_store import Cache, InMemoryCache
 from .schedule_store import InMemoryScheduleStore, ScheduleStore
 from .workers import InMemoryWorkerRegistry, WorkerRegistry
 
@@ -250,6 +253,12 @@ class Store(ABC):
         """
         raise BackendError(f"{type(self).__name__} keeps no worker registry")
 
+    def cache(self) -> Cache | None:
+        """The step cache kept beside the records (``runfox.backend.cache_store``), the
+        same object on every call; ``None`` (the default): this store keeps none, and
+        steps with ``cache`` on simply run."""
+        return None
+
     def _create_keyed(self, record: WorkflowRecord, key: str) -> str | None:
         """Store ``record`` and ``key`` together unless ``key`` is taken.
 
@@ -339,6 +348,7 @@ class InMemoryStore(Store):
         self._lock = threading.RLock()
         self._schedules = InMemoryScheduleStore()
         self._workers = InMemoryWorkerRegistry()
+        self._cache = InMemoryCache()
 
     def _load(self, workflow_execution_id: str) -> WorkflowRecord | None:
         return self._records.get(workflow_execution_id)
@@ -400,6 +410,9 @@ class InMemoryStore(Store):
 
     def workers(self) -> WorkerRegistry:
         return self._workers
+
+    def cache(self) -> Cache:
+        return self._cache
 
     def _list(self, status: WorkflowStatus | None, limit: int) -> list[ExecutionSummary]:
         records = sorted(self._records.values(), key=lambda r: r.created_at, reverse=True)

@@ -49,6 +49,7 @@ from ..backend.urls import default_backend_url, mask_url
 from ..errors import BackendError, SpecError, UnknownStepError, WorkflowNotFound
 from ..status import WorkflowStatus
 from ..worker import DEFAULT_LEASE
+from . import cache as cache_cli
 from . import commands, db, render
 from . import history as history_cli
 from . import schedule as schedule_cli
@@ -108,6 +109,11 @@ _EXAMPLES = {
     "schedule next": ["runfox schedule next nightly -n 5",
                       "runfox schedule next --cron '0 9 * * mon-fri' --tz America/New_York"],
     "ui": ["runfox ui --backend sqlite:///runfox.db  # then open http://127.0.0.1:8765/"],
+    "rerun": ["runfox rerun 2026 --executor tasks:execute --input k=5 --backend sqlite:///r.db"],
+    "cache": ["runfox cache list --backend sqlite:///runfox.db"],
+    "cache list": ["runfox cache list --fn fetch --json"],
+    "cache show": ["runfox cache show 3f2a...e9 --backend sqlite:///runfox.db"],
+    "cache clear": ["runfox cache clear --fn fetch --backend sqlite:///runfox.db"],
     "db current": ["runfox db current --backend postgresql+psycopg://app@db/runfox"],
 }
 
@@ -289,6 +295,8 @@ COMMAND), 3 halted, 4 backend unreachable or misconfigured, 5 timeout, 130 inter
                    help="executions deleted per transaction (default 500)")
     p.set_defaults(handler=history_cli.prune)
 
+    _cache_commands(sub, common)
+
     p = _command(sub, "graph", [common], "print the step graph (Mermaid or Graphviz DOT)")
     p.add_argument("spec", metavar="SPEC", help="workflow YAML file, or - for stdin")
     p.add_argument("--format", choices=("mermaid", "dot", "svg"), default="mermaid",
@@ -319,6 +327,35 @@ COMMAND), 3 halted, 4 backend unreachable or misconfigured, 5 timeout, 130 inter
     _command(db_sub, "db current", [common], "show the schema version the database "
              "holds").set_defaults(handler=db.current)
     return parser
+
+
+def _cache_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+                    common: argparse.ArgumentParser) -> None:
+    p = _command(sub, "rerun", [common], "run a new execution of an execution's spec and "
+                 "inputs; with the step cache, unchanged steps are not run again")
+    p.add_argument("id", metavar="ID", help="the execution id, or a unique prefix of it or "
+                                            "of its execution id")
+    p.add_argument("--input", action="append", metavar="KEY=VALUE",
+                   help="override one input (VALUE parsed as JSON when it is; repeatable)")
+    p.add_argument("--executor", metavar="MODULE:ATTR",
+                   default=os.environ.get("RUNFOX_EXECUTOR") or None,
+                   help="run it here and wait for the end; without it, the jobs go to "
+                        "`runfox worker` processes")
+    p.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
+                   help="with --executor: give up waiting after this long (exit 5)")
+    p.set_defaults(handler=cache_cli.rerun)
+    p = _command(sub, "cache", [], "list, show or clear step cache entries")
+    actions = p.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    p = _command(actions, "cache list", [common], "list entries, newest first")
+    p.add_argument("--fn", metavar="FN", help="only this fn's entries")
+    p.add_argument("--json", action="store_true", help="a JSON array (no outputs)")
+    p.set_defaults(handler=cache_cli.cache_list)
+    p = _command(actions, "cache show", [common], "one entry, its output included")
+    p.add_argument("key", metavar="KEY")
+    p.set_defaults(handler=cache_cli.cache_show)
+    p = _command(actions, "cache clear", [common], "delete every entry, or one fn's")
+    p.add_argument("--fn", metavar="FN", help="only this fn's entries")
+    p.set_defaults(handler=cache_cli.cache_clear)
 
 
 def _schedule_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser],

@@ -192,6 +192,8 @@ def status_json(record: WorkflowRecord,
             entry["output"] = step.output
         if live is not None and step.id in live:
             entry["job"] = live[step.id].to_dict()
+        if step.cached:
+            entry["cached"] = True
         steps[step.id] = entry
     return {
         "id": record.workflow_execution_id,
@@ -219,13 +221,13 @@ def step_detail(record: WorkflowRecord, step_id: str, as_json: bool) -> str:
     data: dict[str, Any] = {"id": record.workflow_execution_id, "step": step_id,
                             "status": step.status.value, "run_id": step.run_id,
                             "attempts": step.attempts, "inputs": step.inputs,
-                            "output": step.output}
+                            "output": step.output, "cached": step.cached}
     if step.error is not None:
         data["error"] = step.error
     if as_json:
         return json.dumps(data, indent=2)
     lines = [f"step:     {step_id} ({step.status.value}, run {step.run_id}, "
-             f"{step.attempts} attempt(s))",
+             f"{step.attempts} attempt(s){', from the cache' if step.cached else ''})",
              "inputs:   " + json.dumps(step.inputs, sort_keys=True),
              "output:   " + json.dumps(step.output, sort_keys=True)]
     if step.error is not None:
@@ -258,6 +260,8 @@ def status_text(record: WorkflowRecord, live: Mapping[str, StepLive] | None = No
         if step.error is not None:
             error = f"{step.error.get('type', '')}: {step.error.get('message', '')}"
             error = error.splitlines()[0][:80] if error else ""
+        elif step.cached:
+            error = "(from the cache)"
         lines.append(f"{step.id:<{width}}  {shown:<11}  {step.run_id:>3}  "
                      f"{step.attempts:>8}  {error}".rstrip())
     if live:

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 import pytest
-from contract import BackendContract, RunnerContract, StoreContract
+from contract import BackendContract, CacheContract, RunnerContract, StoreContract
 
 from . import conftest
 from .conftest import Aws
@@ -28,6 +28,12 @@ class TestDynamoDBStoreWithoutIndex(StoreContract):
     @pytest.fixture
     def store(self, aws: Aws) -> Any:
         return aws.store(status_index=None)
+
+
+class TestDynamoDBCache(CacheContract):
+    @pytest.fixture
+    def store(self, aws: Aws) -> Any:
+        return aws.store()
 
 
 class TestSQSRunner(RunnerContract):

@@ -78,6 +78,7 @@ from ...errors import BackendError, ConflictError, CorruptRecord, RecordTooLarge
 from ...history import Event, corrupt_event
 from ...records import WorkflowRecord
 from ...status import WorkflowStatus
+from ..cache_store import Cache
 from ..schedule_store import ScheduleStore
 from ..store import ExecutionSummary, Store, key_matches
 from ..workers import WorkerRegistry
@@ -171,6 +172,7 @@ class DynamoDBStore(Store):
         self._lock = threading.Lock()
         self.tasks_table = tasks_table
         self._schedules: ScheduleStore | None = None
+        self._step_cache: Cache | None = None
         if verify:
             self._verify()
 
@@ -551,6 +553,16 @@ class DynamoDBStore(Store):
         from .workers import DynamoWorkerRegistry
 
         return DynamoWorkerRegistry(self.client, self.tasks_table)
+
+    def cache(self) -> Cache:
+        """The step cache: ``cache#<key>`` items in this table (``aws/cache.py``)."""
+        with self._lock:
+            if self._step_cache is None:
+                from .cache import DynamoCache
+
+                self._step_cache = DynamoCache(self.client, self.table,
+                                               compress_over=self.compress_over)
+            return self._step_cache
 
     def _conditional(self, operation: str, key: str, version: int, **params: Any) -> None:
         try:

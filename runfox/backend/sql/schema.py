@@ -39,6 +39,9 @@ plus Alembic's ``runfox_alembic_version`` (see ``migrations``):
   executor, concurrency, started, interval, lease, held jobs). Rewritten every
   heartbeat interval, deleted on a clean stop; a killed worker's row stays until
   pruned.
+- ``runfox_cache`` (schema 5): the step cache, one row per key (sha256 hex of fn,
+  inputs and cache version, see ``runfox.cache``) with ``fn``, ``version`` (JSON),
+  ``stored_at`` and ``output`` (JSON); ``fn`` is indexed for ``clear --fn``.
 
 JSON is stored as text (``LONGTEXT`` on MySQL), ASCII-escaped so any server
 character set holds it. Keys compare case-sensitively on MySQL (``utf8mb4_bin``)
@@ -85,6 +88,7 @@ __all__ = [
     "SchemaError",
     "SchemaOutdated",
     "SchemaState",
+    "cache",
     "ensure_schema",
     "history",
     "keys",
@@ -221,6 +225,17 @@ workers = Table(
     Column("worker_id", String(255), primary_key=True),
     Column("heartbeat_at", Double, nullable=False),
     Column("data", JsonText, nullable=False),
+    **_MYSQL,
+)
+
+cache = Table(
+    "runfox_cache", metadata,
+    Column("cache_key", String(64), primary_key=True),
+    Column("fn", String(255), nullable=False),
+    Column("version", Text, nullable=False),
+    Column("stored_at", Double, nullable=False),
+    Column("output", JsonText, nullable=False),
+    Index("ix_runfox_cache_fn", "fn"),
     **_MYSQL,
 )
 

@@ -43,6 +43,7 @@ from ...history import Event, corrupt_event
 from ...records import StepRecord, WorkflowRecord
 from ...status import WorkflowStatus
 from ..store import ExecutionSummary, Store, key_matches
+from .cache import SqlCache
 from .database import Database, DatabaseUser, DuplicateRow
 from .schedules import SqlScheduleStore
 from .schema import history, keys, steps, tasks, workflows
@@ -160,6 +161,7 @@ class SqlStore(DatabaseUser, Store):
                          busy_timeout=busy_timeout, sqlite_synchronous=sqlite_synchronous,
                          engine_options=engine_options, database=_database)
         self._cache = _RecordCache(cache_size)
+        self._step_cache: SqlCache | None = None
 
     keeps_history = True
 
@@ -216,6 +218,12 @@ class SqlStore(DatabaseUser, Store):
 
     def schedules(self) -> SqlScheduleStore:
         return SqlScheduleStore(self._db)
+
+    def cache(self) -> SqlCache:
+        """The step cache in ``runfox_cache`` (one object per store)."""
+        if self._step_cache is None:
+            self._step_cache = SqlCache(self._db)
+        return self._step_cache
 
     def workers(self) -> SqlWorkerRegistry:
         return SqlWorkerRegistry(self._db)

@@ -6,7 +6,7 @@ Created only if missing, so a creation cut short (MySQL commits DDL statement by
 statement) completes when run again.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from sqlalchemy.dialects.mysql import LONGTEXT
 from runfox.backend.sql.migrations import record_version
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
