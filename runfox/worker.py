@@ -233,6 +233,9 @@ class _Result:
     stage: str = APPLY
     refused: int = 0
     interrupted: bool = False
+    #: What the worker measured, for the history: ``started_at`` (epoch),
+    #: ``duration`` (seconds in the executor) and ``worker``.
+    timing: dict[str, Any] | None = None
 
     @property
     def key(self) -> str:
@@ -632,11 +635,15 @@ class Worker:
                     seconds)
         if self.metrics is not None:
             self.metrics.job_finished(job.fn, error_type, seconds)
-        self._queue_result(job, output)
+        timing = {"started_at": time.time() - seconds, "duration": round(seconds, 6),
+                  "worker": self.id} if started is not None else None
+        self._queue_result(job, output, timing)
 
-    def _queue_result(self, job: DispatchJob, output: dict[str, Any]) -> None:
+    def _queue_result(self, job: DispatchJob, output: dict[str, Any],
+                      timing: dict[str, Any] | None = None) -> None:
         self._results.append(_Result(job.workflow_execution_id, job.step_id, output,
-                                     job.run_id, job, APPLY if self.drive else SUBMIT))
+                                     job.run_id, job, APPLY if self.drive else SUBMIT,
+                                     timing=timing))
 
     def _settle(self) -> _Result | None:
         """Record the waiting results in order; return the one the backend refused."""
@@ -678,8 +685,10 @@ class Worker:
         """
         wf_id = item.workflow_execution_id
         try:
-            applied, nxt = self.backend.apply_and_advance(
-                wf_id, [(item.step_id, item.output, item.run_id)])
+            result: tuple[Any, ...] = (item.step_id, item.output, item.run_id)
+            if item.timing is not None:
+                result += (item.timing,)
+            applied, nxt = self.backend.apply_and_advance(wf_id, [result], worker=self.id)
         except Exception as exc:
             if _unavailable(exc):
                 item.interrupted = True

@@ -322,6 +322,18 @@ def test_a_killed_worker_is_seen_dead_and_its_step_stranded(workdir: Path, capsy
                   if line.split()[1] == "start"]
         survivor = next(p for p in procs if p is not victim)
         assert starts == [str(victim.pid), str(survivor.pid)]
+        # The history says the same: the lost lease, then a second claim of the step
+        # by the other worker, which ran it.
+        survivor_id = next(r["id"] for r in rows.values() if r["state"] == "alive")
+        _, out, _ = cli(capsys, "history", wf_id, "--json", "--backend", url)
+        events = [(e["type"], e.get("step_id"), e.get("run_id"), e.get("details") or {})
+                  for e in json.loads(out)]
+        assert ("lease_expired", "slow", 0) in [e[:3] for e in events], events
+        claims = [d for kind, step, run, d in events if kind == "claimed" and step == "slow"]
+        assert len(claims) == 2 and claims[1].get("by") == survivor_id, claims
+        assert claims[0].get("by") != survivor_id
+        assert [d.get("worker") for kind, step, run, d in events
+                if kind == "started" and run == 1] == [survivor_id]
     finally:
         for proc in procs:
             if proc.poll() is None:
