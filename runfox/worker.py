@@ -76,6 +76,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import tracing
 from .backend.workers import WorkerInfo
 from .errors import BackendError, CorruptRecord, WorkflowNotFound
 from .execution import Executor, error_output, load_executor, serve_control
@@ -635,8 +636,11 @@ class Worker:
                     seconds)
         if self.metrics is not None:
             self.metrics.job_finished(job.fn, error_type, seconds)
-        timing = {"started_at": time.time() - seconds, "duration": round(seconds, 6),
-                  "worker": self.id} if started is not None else None
+        timing: dict[str, Any] | None = None
+        if started is not None:
+            began = time.time() - seconds
+            timing = {"started_at": began, "duration": round(seconds, 6), "worker": self.id}
+            tracing.record_job(job, began, seconds, self.id, error_type)
         self._queue_result(job, output, timing)
 
     def _queue_result(self, job: DispatchJob, output: dict[str, Any],

@@ -55,7 +55,8 @@ LAYERS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
         "runfox.backend.aws.handlers", "runfox.backend.aws.entry",
     ), ("backend", "authoring")),
     # The standalone worker process (threads, processes, heartbeats, sweeps).
-    ("worker harness", ("runfox.worker", "runfox.pool", "runfox.metrics"), ("workers",)),
+    ("worker harness", ("runfox.worker", "runfox.pool", "runfox.metrics",
+                        "runfox.tracing"), ("workers",)),
     # What users hold: the Workflow handle, the CLI, the package facades and the
     # contract suites (which drive whole workflows).
     ("handle", (

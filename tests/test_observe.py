@@ -208,6 +208,78 @@ def test_the_metrics_endpoint_counts_steps(workdir: Path) -> None:
     assert after["runfox_queue_depth"] == 0.0 and after["runfox_workers_alive"] == 0.0
 
 
+def test_each_job_is_an_opentelemetry_span() -> None:
+    """With the otel extra, a worker reports one span per job it ran, with its outcome."""
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)  # once per process; later calls are ignored
+
+    def executor(fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        if fn == "bad":
+            raise ValueError("no")
+        time.sleep(0.05)
+        return {"v": 1}
+
+    backend = Backend(store=InMemoryStore(), runner=InProcessRunner())
+    wf_id = backend.create({"name": "traced", "steps": [
+        {"id": "a", "fn": "work"}, {"id": "b", "fn": "bad", "depends_on": ["a"]}]}, {})
+    backend.apply_and_advance(wf_id)
+    worker = Worker(backend, executor, poll_interval=0.01, lease=3.0)
+    worker.run(idle_timeout=0.3)
+    spans = {s.attributes["runfox.step"]: s for s in exporter.get_finished_spans()
+             if s.attributes and s.attributes.get("runfox.execution") == wf_id}
+    if not spans and not isinstance(trace.get_tracer_provider(), TracerProvider):
+        pytest.skip("another tracer provider was set earlier in this process")
+    assert sorted(spans) == ["a", "b"]
+    assert spans["a"].name == "runfox.step work" and spans["a"].attributes["runfox.outcome"] == "ok"
+    assert spans["a"].attributes["runfox.worker"] == worker.id
+    assert (spans["a"].end_time - spans["a"].start_time) >= 0.04e9  # the executor's time
+    assert spans["b"].attributes["runfox.error_type"] == "ValueError"
+    assert spans["b"].status.status_code is trace.StatusCode.ERROR
+
+
+def test_runfox_ui_serves_metrics_too(workdir: Path) -> None:
+    """`runfox ui --metrics-port` serves the backend's gauges beside the dashboard."""
+    pytest.importorskip("prometheus_client")
+    pytest.importorskip("flask")
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"sqlite:///{workdir / 'runfox.db'}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runfox.cli", "ui", "--backend", url, "--port", "0",
+         "--metrics-port", str(port)], env=child_env(workdir), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    try:
+        scraped = _wait(lambda: _try_scrape(port), 20, "the ui's metrics endpoint")
+        assert scraped["runfox_queue_depth"] == 0.0
+        assert scraped["runfox_workers_alive"] == 0.0
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _try_scrape(port: int) -> dict[str, float] | None:
+    try:
+        return _scrape(port)
+    except OSError:
+        return None
+
+
 def test_metrics_port_without_prometheus_client_is_a_clear_error(
         workdir: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     import sys

@@ -35,6 +35,7 @@ DISTRIBUTIONS = {
     "werkzeug": "moto",  # moto's server (runfox.backend.aws.testing) and runfox ui run on it
     "flask": "flask",  # runfox ui (the ui extra), imported only by `runfox ui`
     "prometheus_client": "prometheus-client",  # runfox.metrics, the [metrics] extra
+    "opentelemetry": "opentelemetry-api",  # runfox.tracing, the [otel] extra
 }
 
 

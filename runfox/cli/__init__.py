@@ -316,6 +316,9 @@ COMMAND), 3 halted, 4 backend unreachable or misconfigured, 5 timeout, 130 inter
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free)")
     p.add_argument("--refresh", type=_positive_float, default=2.0, metavar="SECONDS",
                    help="how often a page of a running execution refreshes (default 2)")
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="also serve Prometheus metrics (queue depth, workers alive) on "
+                        "http://127.0.0.1:PORT/metrics (pip install 'runfox[metrics]')")
     p.set_defaults(handler=ui_cli.ui)
 
     p = _command(sub, "schema", [], "print the JSON Schema of spec files (for editors)")

@@ -38,7 +38,12 @@ def ui(args: argparse.Namespace) -> int:
     from .commands import close_backend, open_backend
 
     backend = open_backend(args.backend)
+    metrics = None
     try:
+        if getattr(args, "metrics_port", None) is not None:
+            from .commands import start_metrics
+
+            metrics = start_metrics(backend, args.metrics_port)
         app = create_app(backend, refresh_seconds=args.refresh)
         try:
             server = make_server(args.host, args.port, app, threaded=True)
@@ -57,5 +62,7 @@ def ui(args: argparse.Namespace) -> int:
         finally:
             server.server_close()
     finally:
+        if metrics is not None:
+            metrics.close()
         close_backend(backend)
     return EXIT_COMPLETE
