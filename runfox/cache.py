@@ -84,3 +84,7 @@ class CacheLookup:
 
     entries: dict[str, CacheEntry | None] = field(default_factory=dict)
     wanted: list[str] = field(default_factory=list)
+    #: ``(step_id, run_id) -> (inputs, key)`` of steps whose key was wanted: the next
+    #: ``advance`` claims the step with those very inputs instead of resolving them
+    #: and hashing them again (the key always matches the inputs the step runs with).
+    resolved: dict[tuple[str, int], tuple[Any, str]] = field(default_factory=dict)

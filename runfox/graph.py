@@ -475,8 +475,10 @@ def advance(record: WorkflowRecord, now: float, *, cache: CacheLookup | None = N
         for step_id in due:
             spec = plan.by_id[step_id]
             step = steps[step_id]
+            memo = (cache.resolved.pop((step_id, step.run_id), None)
+                    if cache is not None and spec.cache is not None else None)
             try:
-                inputs = _resolve_inputs(spec, context)
+                inputs = memo[0] if memo is not None else _resolve_inputs(spec, context)
                 slot = _slot(record, spec, inputs)
             except DATA_ERRORS as exc:
                 error = _input_error(record, spec, context, exc)
@@ -490,9 +492,11 @@ def advance(record: WorkflowRecord, now: float, *, cache: CacheLookup | None = N
                 continue
             stored: dict[str, Any] | None = None  # the output of a fresh cache entry
             if cache is not None and spec.cache is not None:
-                key = cache_key(spec.fn, inputs, spec.cache.version)
+                key = memo[1] if memo is not None else cache_key(spec.fn, inputs,
+                                                                 spec.cache.version)
                 if key not in cache.entries:
                     cache.wanted.append(key)
+                    cache.resolved[(step_id, step.run_id)] = (inputs, key)
                     deferred.add(step_id)
                     continue
                 entry = cache.entries[key]
