@@ -14,7 +14,7 @@ import json
 import zlib
 from typing import Any
 
-__all__ = ["decode_json", "dumps", "encode_json", "item_size"]
+__all__ = ["SharedTable", "decode_json", "dumps", "encode_json", "item_size"]
 
 #: Default size from which payloads are compressed (bytes of JSON text).
 COMPRESS_OVER = 16 * 1024
@@ -60,3 +60,20 @@ def _value_size(value: dict[str, Any]) -> int:
 def item_size(item: dict[str, dict[str, Any]]) -> int:
     """Bytes DynamoDB counts for ``item`` (attribute names plus values), rounded up."""
     return sum(len(name.encode("utf-8")) + _value_size(value) for name, value in item.items())
+
+
+class SharedTable:
+    """Items of one DynamoDB table read and written with a client the record store
+    owns (the cache, schedules and worker registry), so ``close`` has nothing to do.
+
+    ``compress_over``: JSON values from this many bytes are zlib-compressed.
+    """
+
+    def __init__(self, client: Any, table: str, *,
+                 compress_over: int | None = COMPRESS_OVER) -> None:
+        self.client = client
+        self.table = table
+        self.compress_over = compress_over
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(table={self.table!r})"

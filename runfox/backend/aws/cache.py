@@ -23,7 +23,7 @@ from typing import Any
 from ...cache import CacheEntry
 from ..cache_store import Cache, decode_entry
 from ._boto import call
-from ._codec import COMPRESS_OVER, decode_json, dumps, encode_json
+from ._codec import SharedTable, decode_json, dumps, encode_json
 
 __all__ = ["CACHE_PREFIX", "DynamoCache"]
 
@@ -44,20 +44,11 @@ def _decode(item: dict[str, Any]) -> CacheEntry | None:
     return decode_entry(key, fn, version, stored_at, output)
 
 
-class DynamoCache(Cache):
+class DynamoCache(SharedTable, Cache):
     """Cache entries in the workflows table ``table`` (hash key ``id``) via ``client``.
 
     Shares the record store's client, so ``close`` does nothing.
     """
-
-    def __init__(self, client: Any, table: str, *,
-                 compress_over: int | None = COMPRESS_OVER) -> None:
-        self.client = client
-        self.table = table
-        self.compress_over = compress_over
-
-    def __repr__(self) -> str:
-        return f"DynamoCache(table={self.table!r})"
 
     @staticmethod
     def _key(key: str) -> dict[str, Any]:

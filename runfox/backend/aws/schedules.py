@@ -37,7 +37,7 @@ from ...errors import ConflictError, CorruptRecord
 from ...schedule import Schedule
 from ..schedule_store import ScheduleStore, exists
 from ._boto import CONDITION_FAILED, call, error_code
-from ._codec import COMPRESS_OVER, decode_json, encode_json
+from ._codec import SharedTable, decode_json, encode_json
 
 __all__ = ["SCHEDULES_PARTITION", "DynamoScheduleStore"]
 
@@ -45,20 +45,11 @@ __all__ = ["SCHEDULES_PARTITION", "DynamoScheduleStore"]
 SCHEDULES_PARTITION = "#schedules"
 
 
-class DynamoScheduleStore(ScheduleStore):
+class DynamoScheduleStore(SharedTable, ScheduleStore):
     """Schedules in the task table ``table`` (hash ``wf``, range ``sk``) via ``client``.
 
     Shares the record store's client, so ``close`` does nothing.
     """
-
-    def __init__(self, client: Any, table: str, *,
-                 compress_over: int | None = COMPRESS_OVER) -> None:
-        self.client = client
-        self.table = table
-        self.compress_over = compress_over
-
-    def __repr__(self) -> str:
-        return f"DynamoScheduleStore(table={self.table!r})"
 
     @staticmethod
     def _key(name: str) -> dict[str, Any]:

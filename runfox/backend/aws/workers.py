@@ -23,6 +23,7 @@ from typing import Any
 from ...errors import CorruptRecord
 from ..workers import WorkerInfo, WorkerRegistry
 from ._boto import CONDITION_FAILED, call, error_code
+from ._codec import SharedTable
 
 __all__ = ["WORKERS_PARTITION", "WORKER_TTL", "DynamoWorkerRegistry"]
 
@@ -38,15 +39,8 @@ def _n(value: float) -> dict[str, str]:
     return {"N": repr(float(value))}
 
 
-class DynamoWorkerRegistry(WorkerRegistry):
+class DynamoWorkerRegistry(SharedTable, WorkerRegistry):
     """Worker items in the task table ``table`` via ``client`` (shared with the store)."""
-
-    def __init__(self, client: Any, table: str) -> None:
-        self.client = client
-        self.table = table
-
-    def __repr__(self) -> str:
-        return f"DynamoWorkerRegistry(table={self.table!r})"
 
     @staticmethod
     def _key(worker_id: str) -> dict[str, Any]:
