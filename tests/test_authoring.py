@@ -471,6 +471,7 @@ def test_must_show_registry_through_runfox_run(tmp_path: Path) -> None:
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps(MUST_SHOW))
     done = subprocess.run([*CLI, "run", str(spec), "--executor", "tests.authoring_steps:registry",
+                           "--backend", f"sqlite:///{tmp_path / 'run.db'}",
                            "--input", "x=2", "--input", "y=3", "--input", "k=4", "--quiet"],
                           cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
