@@ -35,7 +35,7 @@ Types (``EVENT_TYPES``):
 ``halted``          a branch halted the workflow at this step
 ``skipped``         the step will not run (details: ``reason`` when recorded)
 ``cancelled``       a run was abandoned because the workflow ended
-``cache_hit``       reserved: a step served from a cache
+``cache_hit``       a step completed from the step cache, without a run
 ``workflow_ended``  the execution reached a final status (details: ``status``,
                     and ``error`` or ``reason`` when there is one)
 ``corrupt``         a stored event that could not be decoded (details: ``key``,
@@ -281,7 +281,8 @@ def _step_events(o: StepRecord, n: StepRecord, now: float, context: HistoryConte
     elif status is StepStatus.RETRY:
         yield RETRY_SCHEDULED, n.run_id, n.attempts + 1, {"at": n.not_before or now}, now
     elif status is StepStatus.COMPLETE:
-        yield COMPLETED, n.run_id, n.attempts, {}, now
+        # Completed without a run of its own: served from the step cache (or by hand).
+        yield (CACHE_HIT if n.cached else COMPLETED), n.run_id, n.attempts, {}, now
     elif status is StepStatus.HALTED:
         yield HALTED, n.run_id, n.attempts, {}, now
 

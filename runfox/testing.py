@@ -963,6 +963,9 @@ class BackendContract:
         assert isinstance(rerun.result, Complete)
         assert rerun.result.outcome == {"d": 4, "e": 5, "f": 6}
         assert rerun.ran == [] and rerun.cached == list("abcdef")
+        if rerun.workflow.backend.store.keeps_history:
+            kinds = [e.type for e in rerun.workflow.history() if e.step_id is not None]
+            assert kinds == ["cache_hit"] * 6, kinds
         assert rerun.workflow.id != wf.id
         record = rerun.workflow.record
         assert all(s.cached and s.status is StepStatus.COMPLETE for s in record.steps.values())
