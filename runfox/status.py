@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["StepStatus", "WorkflowStatus"]
+__all__ = ["STEP_COLOURS", "StepStatus", "WorkflowStatus"]
 
 
 class StepStatus(StrEnum):
@@ -57,3 +57,17 @@ _TERMINAL_WORKFLOW = frozenset(
     {WorkflowStatus.COMPLETE, WorkflowStatus.HALTED, WorkflowStatus.FAILED,
      WorkflowStatus.CANCELLED}
 )
+
+
+#: Fill colours by step status, one palette for every picture of a workflow
+#: (``runfox graph`` and the dashboard).
+STEP_COLOURS: dict[StepStatus, str] = {
+    StepStatus.READY: "#eeeeee",
+    StepStatus.IN_PROGRESS: "#fff59d",
+    StepStatus.COMPLETE: "#c8e6c9",
+    StepStatus.HALTED: "#ffe0b2",
+    StepStatus.RETRY: "#bbdefb",
+    StepStatus.FAILED: "#ffcdd2",
+    StepStatus.CANCELLED: "#e0e0e0",
+    StepStatus.SKIPPED: "#f5f5f5",
+}

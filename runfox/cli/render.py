@@ -20,22 +20,13 @@ from ..backend.workers import WorkerInfo
 from ..records import WorkflowRecord
 from ..results import job_key
 from ..spec import WorkflowSpec
-from ..status import StepStatus
+from ..status import STEP_COLOURS, StepStatus
 
 __all__ = ["Progress", "StepLive", "execution_list", "graph_dot", "graph_mermaid",
            "live_steps", "status_json", "status_text", "workers_json", "workers_text"]
 
 # Fill colours by step status, shared by both graph formats.
-COLOURS = {
-    StepStatus.READY: "#eeeeee",
-    StepStatus.IN_PROGRESS: "#fff59d",
-    StepStatus.COMPLETE: "#c8e6c9",
-    StepStatus.HALTED: "#ffe0b2",
-    StepStatus.RETRY: "#bbdefb",
-    StepStatus.FAILED: "#ffcdd2",
-    StepStatus.CANCELLED: "#e0e0e0",
-    StepStatus.SKIPPED: "#f5f5f5",
-}
+COLOURS = STEP_COLOURS
 
 
 def iso(ts: float | None) -> str | None:

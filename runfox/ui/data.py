@@ -15,22 +15,14 @@ from typing import Any
 from ..backend.store import ExecutionSummary
 from ..records import WorkflowRecord
 from ..spec import WorkflowSpec
+from ..status import STEP_COLOURS as PALETTE
 from ..status import StepStatus, WorkflowStatus
 
 __all__ = ["STEP_COLOURS", "dag", "execution_detail", "filter_summaries", "parse_since",
            "plain", "summary_json"]
 
-# Fill colours by step status; the same palette as ``runfox graph`` (cli/render.py).
-STEP_COLOURS: dict[str, str] = {
-    StepStatus.READY.value: "#eeeeee",
-    StepStatus.IN_PROGRESS.value: "#fff59d",
-    StepStatus.COMPLETE.value: "#c8e6c9",
-    StepStatus.HALTED.value: "#ffe0b2",
-    StepStatus.RETRY.value: "#bbdefb",
-    StepStatus.FAILED.value: "#ffcdd2",
-    StepStatus.CANCELLED.value: "#e0e0e0",
-    StepStatus.SKIPPED.value: "#f5f5f5",
-}
+# Fill colours by step status, by status name (``runfox graph`` uses the same palette).
+STEP_COLOURS: dict[str, str] = {status.value: colour for status, colour in PALETTE.items()}
 
 
 def parse_since(text: str) -> float:

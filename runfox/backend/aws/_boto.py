@@ -30,6 +30,7 @@ __all__ = [
     "CONDITION_FAILED",
     "Refused",
     "Transaction",
+    "all_pages",
     "call",
     "error_code",
     "make_client",
@@ -293,3 +294,18 @@ class Transaction:
             if error_code(exc) != CONDITION_FAILED:
                 raise
             outcome[i] = Refused(getattr(exc, "response", {}).get("Item"))
+
+
+def all_pages(client: Any, operation: str, table: str, params: dict[str, Any]
+              ) -> list[dict[str, Any]]:
+    """Every item of a ``query`` or ``scan`` of ``table``, following ``LastEvaluatedKey``.
+
+    ``params`` (without ``TableName``) is updated with each page's start key.
+    """
+    items: list[dict[str, Any]] = []
+    while True:
+        page = call(client, operation, table, TableName=table, **params)
+        items.extend(page.get("Items", []))
+        if not page.get("LastEvaluatedKey"):
+            return items
+        params["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -22,7 +22,7 @@ from typing import Any
 
 from ...cache import CacheEntry
 from ..cache_store import Cache, decode_entry
-from ._boto import call
+from ._boto import all_pages, call
 from ._codec import SharedTable, decode_json, dumps, encode_json
 
 __all__ = ["CACHE_PREFIX", "DynamoCache"]
@@ -86,13 +86,7 @@ class DynamoCache(SharedTable, Cache):
             params["FilterExpression"] += " AND #fn = :fn"
             params["ExpressionAttributeNames"]["#fn"] = "fn"
             params["ExpressionAttributeValues"][":fn"] = {"S": fn}
-        items: builtins.list[dict[str, Any]] = []
-        while True:
-            page = call(self.client, "scan", self.table, TableName=self.table, **params)
-            items.extend(page.get("Items", []))
-            if not page.get("LastEvaluatedKey"):
-                return items
-            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return all_pages(self.client, "scan", self.table, params)
 
     def _list(self, fn: str | None) -> builtins.list[CacheEntry]:
         return [e for e in map(_decode, self._scan(fn)) if e is not None]

@@ -36,7 +36,7 @@ from typing import Any
 from ...errors import ConflictError, CorruptRecord
 from ...schedule import Schedule
 from ..schedule_store import ScheduleStore, exists
-from ._boto import CONDITION_FAILED, call, error_code
+from ._boto import CONDITION_FAILED, all_pages, call, error_code
 from ._codec import SharedTable, decode_json, encode_json
 
 __all__ = ["SCHEDULES_PARTITION", "DynamoScheduleStore"]
@@ -107,13 +107,7 @@ class DynamoScheduleStore(SharedTable, ScheduleStore):
                 params[name] = {**params[name], **value}
             else:
                 params[name] = value
-        items: builtins.list[dict[str, Any]] = []
-        while True:
-            page = call(self.client, "query", self.table, TableName=self.table, **params)
-            items.extend(page.get("Items", []))
-            if not page.get("LastEvaluatedKey"):
-                return items
-            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return all_pages(self.client, "query", self.table, params)
 
     def _list(self) -> builtins.list[Schedule]:
         return [self._decode(item) for item in self._query()]

@@ -34,7 +34,7 @@ from typing import Any
 
 from ...errors import BackendError
 from ...results import DispatchJob, WorkResult
-from ._boto import Refused, Transaction, call, error_code
+from ._boto import Refused, Transaction, all_pages, call, error_code
 from ._codec import COMPRESS_OVER, decode_json, encode_json, item_size
 
 __all__ = ["DEFAULT_TASKS_TABLE", "JobRow", "TaskTable", "Verdict"]
@@ -322,13 +322,7 @@ class TaskTable:
             "ConsistentRead": True})
 
     def _pages(self, operation: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        while True:
-            page = call(self.client, operation, self.table, TableName=self.table, **params)
-            items.extend(page.get("Items", []))
-            if not page.get("LastEvaluatedKey"):
-                return items
-            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return all_pages(self.client, operation, self.table, params)
 
     def cancel_pending(self, wf: str, now: float) -> int:
         """Mark the execution's pending jobs cancelled; returns how many."""

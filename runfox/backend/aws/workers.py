@@ -22,7 +22,7 @@ from typing import Any
 
 from ...errors import CorruptRecord
 from ..workers import WorkerInfo, WorkerRegistry
-from ._boto import CONDITION_FAILED, call, error_code
+from ._boto import CONDITION_FAILED, all_pages, call, error_code
 from ._codec import SharedTable
 
 __all__ = ["WORKERS_PARTITION", "WORKER_TTL", "DynamoWorkerRegistry"]
@@ -76,13 +76,7 @@ class DynamoWorkerRegistry(SharedTable, WorkerRegistry):
         params: dict[str, Any] = {"KeyConditionExpression": "wf = :wf",
                                   "ExpressionAttributeValues": {":wf": {"S": WORKERS_PARTITION}},
                                   "ConsistentRead": True}
-        items: builtins.list[dict[str, Any]] = []
-        while True:
-            page = call(self.client, "query", self.table, TableName=self.table, **params)
-            items.extend(page.get("Items", []))
-            if not page.get("LastEvaluatedKey"):
-                return items
-            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return all_pages(self.client, "query", self.table, params)
 
     def list(self) -> builtins.list[WorkerInfo]:
         found = []
