@@ -50,7 +50,7 @@ from ..spec import WorkflowSpec, spec_for
 from ..status import WorkflowStatus
 from .cache_store import Cache
 from .runner import InProcessRunner, Runner
-from .store import FINISHED, PRUNE_BATCH, InMemoryStore, Store
+from .store import FINISHED, PRUNE_BATCH, InMemoryStore, Store, UnitOfWork
 
 __all__ = ["Backend", "EventCallback", "StateChangeCallback", "StepRecord", "WorkflowRecord"]
 
@@ -95,6 +95,10 @@ def _timings(results: Sequence[Any]) -> dict[tuple[str, int | None], Any]:
     return found
 
 
+class _AfterWrite(Exception):
+    """Carries an error of a joint unit's ``then`` past the transition's handlers."""
+
+
 class _Put:
     """One cache entry to store once the record write has committed."""
 
@@ -102,6 +106,15 @@ class _Put:
 
     def __init__(self, key: str, output: dict[str, Any], fn: str, version: Any) -> None:
         self.key, self.output, self.fn, self.version = key, output, fn, version
+
+
+def _output_of(job: DispatchJob, triples: Sequence[tuple[str, Any, int | None]]
+               ) -> dict[str, Any]:
+    """The output applied for ``job`` (what ``Runner.ack`` is given)."""
+    for step_id, output, run_id in triples:
+        if step_id == job.step_id and run_id in (job.run_id, None) and isinstance(output, dict):
+            return output
+    return {}
 
 
 def _as_result_triples(results: Iterable[Any]) -> list[tuple[str, Any, int | None]]:
@@ -199,7 +212,8 @@ class Backend:
 
     def transition(self, workflow_execution_id: str, fn: Transition, *,
                    loaded: WorkflowRecord | None = None, oversize: str = "fail",
-                   context: HistoryContext = NO_CONTEXT) -> Any:
+                   context: HistoryContext = NO_CONTEXT,
+                   joint: tuple[UnitOfWork, Callable[[Any], None]] | None = None) -> Any:
         """Load, apply ``fn(record, now, changes) -> (record, result)``, write; retry on conflict.
 
         ``oversize="raise"`` lets ``RecordTooLarge`` from the write reach the caller
@@ -223,6 +237,12 @@ class Backend:
         on the failed record, which gives its usual result (``Failed``,
         ``Ignored``). Errors of the store itself (``BackendError``), lost races
         and errors the caller asked for (``UnknownStepError``) propagate.
+
+        ``joint``: ``(unit, then)``, ``unit`` from ``Store.unit_with``: the write
+        of ``fn``'s record and ``then(result)`` run as one unit of work, so what
+        ``then`` does (dispatch, ack) commits with the record or not at all. Only
+        a write of ``fn``'s record is joined; ``then`` does not run when nothing
+        is written or when the execution is failed instead.
         """
         if loaded is not None and loaded.workflow_execution_id != workflow_execution_id:
             raise ValueError(f"loaded is a record of {loaded.workflow_execution_id!r}, "
@@ -262,7 +282,14 @@ class Backend:
             new = new.evolve(version=current.version + 1, updated_at=now)
             events = self._events(current, new, context)
             try:
-                self.store.write_shared(new, previous=current, events=events)
+                if joint is None or ended:
+                    self.store.write_shared(new, previous=current, events=events)
+                else:
+                    self._write_joint(joint, new, current, events, result)
+            except _AfterWrite as wrapped:
+                cause = wrapped.__cause__
+                assert cause is not None
+                raise cause from None
             except ConflictError:
                 if attempt >= 2:  # back off only once a race repeats
                     time.sleep(random.uniform(0, min(0.05, 0.0005 * 2 ** min(attempt, 7))))
@@ -289,6 +316,32 @@ class Backend:
             return result
         raise ConflictError(f"{workflow_execution_id}: gave up after "
                             f"{self.max_conflict_retries} conflicting writes")
+
+    def _write_joint(self, joint: tuple[UnitOfWork, Callable[[Any], None]],
+                     new: WorkflowRecord, current: WorkflowRecord, events: list[Event],
+                     result: Any) -> None:
+        """``write_shared`` and ``then(result)`` in one unit of work.
+
+        An error after the record was written (from ``then`` or the commit) is
+        no reason to fail the execution: it leaves as ``_AfterWrite``, which
+        ``transition`` unwraps past its handlers."""
+        unit, then = joint
+        wrote: list[bool] = []
+
+        def work() -> None:
+            wrote.clear()  # the unit may run again after a rollback
+            self.store.write_shared(new, previous=current, events=events)
+            wrote.append(True)
+            then(result)
+
+        try:
+            unit(work)
+        except ConflictError:
+            raise
+        except Exception as exc:
+            if wrote:
+                raise _AfterWrite() from exc
+            raise
 
     def _events(self, old: WorkflowRecord, new: WorkflowRecord, context: HistoryContext
                 ) -> list[Event]:
@@ -583,12 +636,19 @@ class Backend:
     def apply_and_advance(
         self, workflow_execution_id: str, results: Iterable[Any] = (), *, dispatch: bool = True,
         loaded: WorkflowRecord | None = None, worker: str | None = None,
+        ack: DispatchJob | None = None,
     ) -> tuple[list[Result], Result]:
         """Apply results, then claim what became ready, in one transition; then dispatch.
 
         This is what a result handler does on every message: one load, one
         conditional write, one dispatch. Returns the per-result outcomes and what
         ``advance`` returned. ``loaded``: see ``transition``.
+
+        ``ack``: the job whose result this applies; it is acknowledged
+        (``Runner.ack``) once the result is applied. When the store and the
+        runner share a database (``Store.unit_with``), the write, the dispatch
+        and the ack are one transaction: one commit, and a lost race or a
+        failure leaves none of them done. Otherwise they follow one another.
 
         For the history: ``worker`` names the caller; a result may carry what
         its worker measured (``started_at``, ``duration``, ``worker``) as a
@@ -601,9 +661,23 @@ class Backend:
             else NO_CONTEXT)
         lookup = self._lookup()
         puts: list[_Put] = []
+        unit = self.store.unit_with(self.runner) if dispatch or ack is not None else None
+        joined: list[bool] = []  # set by a committed joint unit
+
+        def then(result: tuple[list[Result], Result]) -> None:
+            joined.clear()
+            nxt = result[1]
+            if dispatch and isinstance(nxt, Dispatch):
+                self.runner.dispatch(workflow_execution_id, nxt.jobs)
+            if ack is not None:
+                self.runner.ack(ack, _output_of(ack, triples))
+            joined.append(True)
+
+        joint = (unit, then) if unit is not None else None
 
         def step(r: WorkflowRecord, now: float, changes: list[graph.StateChange]
                  ) -> tuple[WorkflowRecord, tuple[list[Result], Result]]:
+            joined.clear()
             new, applied = graph.apply_results(r, triples, now, changes)
             puts[:] = self._cacheable(r, triples, applied) if triples else ()
             new, nxt = self._claim(new, now, changes, lookup)
@@ -612,7 +686,7 @@ class Backend:
         try:
             applied, nxt = self.transition(workflow_execution_id, step, loaded=loaded,
                                            oversize="raise" if triples else "fail",
-                                           context=context)
+                                           context=context, joint=joint)
         except RecordTooLarge as exc:
             # An output the store cannot hold fails its attempt with the store's
             # reason; the others are applied. One at a time, to find which it was.
@@ -623,15 +697,21 @@ class Backend:
                     done, nxt = self.apply_and_advance(workflow_execution_id, [one],
                                                        dispatch=dispatch, worker=worker)
                     outcomes.extend(done)
+                if ack is not None:
+                    self.runner.ack(ack, _output_of(ack, triples))
                 return outcomes, nxt
             step_id, _, run_id = triples[0]
             logger.warning("%s: the result of step %r is too large to store: %s",
                            workflow_execution_id, step_id, exc)
             triples = [(step_id, error_output(type(exc).__name__, str(exc)), run_id)]
-            applied, nxt = self.transition(workflow_execution_id, step, context=context)
+            applied, nxt = self.transition(workflow_execution_id, step, context=context,
+                                           joint=joint)
         self._store_outputs(puts)
-        if dispatch and isinstance(nxt, Dispatch):
-            self.runner.dispatch(workflow_execution_id, nxt.jobs)
+        if not joined:  # no joint unit, or it wrote nothing: one call after the other
+            if dispatch and isinstance(nxt, Dispatch):
+                self.runner.dispatch(workflow_execution_id, nxt.jobs)
+            if ack is not None:
+                self.runner.ack(ack, _output_of(ack, triples))
         return applied, nxt
 
     def cancel(self, workflow_execution_id: str, reason: str | None = None) -> Result:

@@ -34,6 +34,21 @@ with their history through ``_prune``. A store that sets ``keeps_history`` imple
 all three; the defaults keep no history (writes drop the events; ``history`` and
 ``prune`` raise ``BackendError``).
 
+Due work (``Worker.sweep``): ``due(now, limit)`` names executions that may have
+something to do by ``now`` without a result arriving (a retry whose backoff
+passed, a step claimable but unclaimed, a claimed step whose job may have been
+lost), and ``postpone(record, now)`` tells the store that a look at ``record``
+found nothing, so ``due`` need not name it again soon. The defaults list every
+running execution and forget nothing (what the sweep always did); the SQL
+store keeps an index of due times written with each record, so a sweep's cost
+follows the work that is due, not the executions that are open.
+
+Joint units of work: ``unit_with(runner)`` returns a function that runs a
+callable as one transaction spanning this store and ``runner`` when the two
+share a database (SQL parts from one URL), else ``None``. The Backend then
+writes a transition, dispatches its jobs and acknowledges the finished job in
+one commit.
+
 Isolation (the seed: ``load`` returns a copy isolated from the store, ``write``
 persists a copy isolated from the caller) is done here too: ``load`` and ``write``
 pass records through ``WorkflowRecord.isolated()``. The Backend's transitions use
@@ -50,9 +65,9 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import BackendError, ConflictError, WorkflowNotFound
 from ..history import Event, created_event
@@ -62,8 +77,17 @@ from .cache_store import Cache, InMemoryCache
 from .schedule_store import InMemoryScheduleStore, ScheduleStore
 from .workers import InMemoryWorkerRegistry, WorkerRegistry
 
-__all__ = ["FINISHED", "MAX_KEY_LENGTH", "PRUNE_BATCH", "ExecutionSummary", "InMemoryStore",
-           "Store", "check_key", "key_matches"]
+if TYPE_CHECKING:
+    from .runner import Runner
+
+__all__ = ["DUE_PAGE", "FINISHED", "MAX_KEY_LENGTH", "PRUNE_BATCH", "DueWork",
+           "ExecutionSummary", "InMemoryStore", "Store", "UnitOfWork", "check_key",
+           "key_matches"]
+
+#: Runs a callable as one unit of work and returns what it returns (``Store.unit_with``).
+UnitOfWork = Callable[[Callable[[], Any]], Any]
+#: How many due executions ``Store.due`` returns by default.
+DUE_PAGE = 500
 
 #: The statuses ``Store.prune`` removes by default: every finished one.
 FINISHED = frozenset(s for s in WorkflowStatus if s.is_terminal)
@@ -80,6 +104,16 @@ class ExecutionSummary:
     status: WorkflowStatus
     created_at: float
     updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DueWork:
+    """One page of ``Store.due``: execution keys, earliest due first, and the
+    earliest waiting retry after ``now`` among all executions (``None``: none
+    known, or the store does not track retries)."""
+
+    keys: list[str]
+    next_retry: float | None = None
 
 
 class Store(ABC):
@@ -268,6 +302,46 @@ class Store(ABC):
 
     def _key_owner(self, key: str) -> str | None:
         raise BackendError(f"{type(self).__name__} does not support idempotency keys")
+
+    def due(self, now: float, limit: int = DUE_PAGE) -> DueWork:
+        """Executions that may have work due by ``now`` (epoch seconds), at most ``limit``.
+
+        A sweep advances each and calls ``postpone`` for those where it found
+        nothing to do. The default names every pending and in-progress
+        execution (newest first) every time; a store with an index of due
+        times overrides it (the SQL store). Naming an execution with nothing
+        due is harmless, only slower.
+
+        Raises:
+            ValueError: ``limit`` is below 1.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        keys: list[str] = []
+        for status in (WorkflowStatus.PENDING, WorkflowStatus.IN_PROGRESS):
+            keys.extend(s.workflow_execution_id
+                        for s in self._list(status, limit - len(keys)))
+            if len(keys) >= limit:
+                break
+        return DueWork(keys[:limit])
+
+    def postpone(self, record: WorkflowRecord, now: float) -> None:
+        """A sweep looked at ``record`` at ``now`` and found nothing to do.
+
+        A store with an index of due times moves the execution later (unless
+        it was written since ``record``: a newer version has its own due time),
+        without a new record version. The default does nothing.
+        """
+
+    def unit_with(self, runner: Runner) -> UnitOfWork | None:
+        """A function running ``work()`` as one unit of work of this store and
+        ``runner``, or ``None`` (the default) when they do not share one.
+
+        Inside it, this store's writes and ``runner``'s calls commit together or
+        not at all; what ``work`` returns is returned. The Backend uses it to
+        write a transition, dispatch its jobs and acknowledge a job in one commit.
+        """
+        return None
 
     def list_executions(
         self, status: WorkflowStatus | str | None = None, limit: int = 100

@@ -114,6 +114,9 @@ class Database:
         self._users = 0
         self._lock = threading.Lock()
         self._schema_checked = False
+        # The connection of the joint unit of work this thread is inside (see
+        # ``joint``), and what to do once it commits.
+        self._local = threading.local()
 
     # -- construction ---------------------------------------------------------
 
@@ -244,6 +247,10 @@ class Database:
         ``standalone`` promises that each statement stands on its own: no
         transaction is needed around them.
         """
+        joined = getattr(self._local, "conn", None)
+        if joined is not None:
+            yield joined
+            return
         options = self.dialect.options(write, standalone)
         with self.engine.connect() as conn:
             if options:
@@ -279,6 +286,11 @@ class Database:
             BackendError: any other database error, naming ``what``, the URL and
                 the driver's reason.
         """
+        joined = getattr(self._local, "conn", None)
+        if joined is not None:
+            # Inside ``joint``: part of its transaction; its ``run`` retries and
+            # translates errors for the whole unit.
+            return work(joined)
         started = time.monotonic()
         attempt = 0
         while True:
@@ -304,6 +316,46 @@ class Database:
                 attempt += 1
             except SQLAlchemyError as exc:
                 raise self.error(what, exc) from exc
+
+    def joint(self, work: Callable[[], T], *, what: str = "write") -> T:
+        """Run ``work()`` as one unit of work: every ``run`` it makes (from any
+        store or runner on this ``Database``, in this thread) joins one write
+        transaction, committed when ``work`` returns and rolled back, all of it,
+        when it raises. Retried and translated as ``run`` does; ``work`` must
+        therefore be safe to run again (it is: nothing it did survives a
+        rollback). Callbacks given to ``after_commit`` meanwhile run once the
+        transaction committed, in order. Inside a unit already: ``work`` simply
+        runs in it.
+        """
+        if getattr(self._local, "conn", None) is not None:
+            return work()
+        pending: list[Callable[[], None]] = []
+
+        def unit(conn: Connection) -> T:
+            pending.clear()  # a retried unit starts afresh
+            self._local.conn, self._local.after = conn, pending
+            try:
+                return work()
+            finally:
+                self._local.conn = self._local.after = None
+
+        result = self.run(unit, what=what)
+        for callback in pending:
+            callback()
+        return result
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the current unit commits; at once outside ``joint``."""
+        pending = getattr(self._local, "after", None)
+        if pending is None:
+            callback()
+        else:
+            pending.append(callback)
+
+    @property
+    def in_unit(self) -> bool:
+        """This thread is inside ``joint``."""
+        return getattr(self._local, "conn", None) is not None
 
     def error(self, what: str, exc: BaseException) -> BackendError:
         """A ``BackendError`` for ``exc`` that names the URL and the driver's reason."""

@@ -39,6 +39,13 @@ plus Alembic's ``runfox_alembic_version`` (see ``migrations``):
   executor, concurrency, started, interval, lease, held jobs). Rewritten every
   heartbeat interval, deleted on a clean stop; a killed worker's row stays until
   pruned.
+- ``runfox_state`` (schema 9): the shared state, one row per key with the record
+  version that last wrote it (``value`` NULL: removed), so a transition writes
+  only the keys whose value changed and a reader fetches only newer rows.
+  Records written before schema 9 keep their state in ``runfox_workflows.state``;
+  rows override it. ``runfox_workflows`` gained ``due_at`` and ``retry_at``
+  (schema 9), each indexed: the sweep reads only executions due now
+  (``Store.due``).
 - ``runfox_cache`` (schema 5): the step cache, one row per key (sha256 hex of fn,
   inputs and cache version, see ``runfox.cache``) with ``fn``, ``version`` (JSON),
   ``stored_at`` and ``output`` (JSON); ``fn`` is indexed for ``clear --fn``.
@@ -97,6 +104,7 @@ __all__ = [
     "schedules",
     "schema_version",
     "slots",
+    "state",
     "steps",
     "tasks",
     "upgrade_schema",
@@ -105,7 +113,7 @@ __all__ = [
 ]
 
 #: The layout these tables have; bump it with a new revision in ``migrations``.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 9
 
 _MYSQL: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4",
                           "mysql_collate": "utf8mb4_bin"}
@@ -137,8 +145,14 @@ workflows = Table(
     Column("inputs", JsonText, nullable=False),
     Column("state", JsonText, nullable=False),
     Column("outcome", JsonText, nullable=False),
+    # Schema 9: when the sweep should next look at the execution (NULL: nothing
+    # can fall due by time alone) and its earliest waiting retry.
+    Column("due_at", Double, nullable=True),
+    Column("retry_at", Double, nullable=True),
     Index("ix_runfox_workflows_created", "created_at"),
     Index("ix_runfox_workflows_status", "status", "created_at"),
+    Index("ix_runfox_workflows_due", "due_at"),
+    Index("ix_runfox_workflows_retry", "retry_at"),
     **_MYSQL,
 )
 
@@ -171,6 +185,18 @@ tasks = Table(
     Column("created_at", Double, nullable=False),
     UniqueConstraint("workflow_execution_id", "step_id", "run_id", name="uq_runfox_tasks_job"),
     Index("ix_runfox_tasks_claim", "state", "visible_at"),
+    **_MYSQL,
+)
+
+state = Table(
+    "runfox_state", metadata,
+    Column("workflow_execution_id", ExecutionKey, primary_key=True),
+    Column("name", StepId, primary_key=True),
+    Column("version", Integer, nullable=False),
+    # JSON; NULL once the key was removed from the state (a tombstone, so a
+    # reader holding an older version learns of the removal).
+    Column("value", JsonText, nullable=True),
+    Index("ix_runfox_state_version", "workflow_execution_id", "version"),
     **_MYSQL,
 )
 

@@ -35,18 +35,20 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, case, delete, or_, select, update
+from sqlalchemy import bindparam, case, delete, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.sql.dml import Insert
 
 from ...errors import BackendError, ConflictError, CorruptRecord
 from ...history import Event, corrupt_event
 from ...records import StepRecord, WorkflowRecord
 from ...status import WorkflowStatus
-from ..store import ExecutionSummary, Store, key_matches
+from ..runner import Runner
+from ..store import DueWork, ExecutionSummary, Store, UnitOfWork, key_matches
 from .cache import SqlCache
 from .database import Database, DatabaseUser, DuplicateRow
 from .schedules import SqlScheduleStore
-from .schema import history, keys, steps, tasks, workflows
+from .schema import history, keys, state, steps, tasks, workflows
 from .workers import SqlWorkerRegistry
 
 __all__ = ["SqlStore"]
@@ -55,17 +57,28 @@ logger = logging.getLogger("runfox.backend.sql")
 
 # Statements are built once; SQLAlchemy then reuses their compiled form.
 _HEAD = (workflows.c.version, workflows.c.status, workflows.c.updated_at,
-         workflows.c.state, workflows.c.outcome)
+         workflows.c.outcome)
 _THIS = workflows.c.workflow_execution_id == bindparam("k")
 _SELECT_HEAD = select(*_HEAD).where(_THIS)
 _SELECT_FULL = select(*_HEAD, workflows.c.workflow_id, workflows.c.execution_id,
-                      workflows.c.created_at, workflows.c.spec, workflows.c.inputs).where(_THIS)
+                      workflows.c.created_at, workflows.c.spec, workflows.c.inputs,
+                      workflows.c.state).where(_THIS)
 _SELECT_STEPS = select(steps.c.step_id, steps.c.version, steps.c.data).where(
     steps.c.workflow_execution_id == bindparam("k"), steps.c.version > bindparam("since"))
+_SELECT_STATE = select(state.c.name, state.c.version, state.c.value).where(
+    state.c.workflow_execution_id == bindparam("k"), state.c.version > bindparam("since"))
 _UPDATE_HEAD = (
     update(workflows).where(_THIS, workflows.c.version == bindparam("expected"))
     .values(version=bindparam("v"), status=bindparam("st"), updated_at=bindparam("at"),
-            state=bindparam("state_json"), outcome=bindparam("outcome_json")))
+            outcome=bindparam("outcome_json"), due_at=bindparam("due"),
+            retry_at=bindparam("retry")))
+_POSTPONE = (update(workflows).where(_THIS, workflows.c.version == bindparam("v"))
+             .values(due_at=bindparam("due"), retry_at=bindparam("retry")))
+_SELECT_DUE = (select(workflows.c.workflow_execution_id)
+               .where(workflows.c.due_at <= bindparam("now"))
+               .order_by(workflows.c.due_at).limit(bindparam("limit")))
+_NEXT_RETRY = select(func.min(workflows.c.retry_at)).where(
+    workflows.c.retry_at > bindparam("now"))
 _UPDATE_STEP = (
     update(steps).where(steps.c.workflow_execution_id == bindparam("k"),
                         steps.c.step_id == bindparam("sid"))
@@ -81,6 +94,12 @@ _SELECT_EVENTS = (select(history.c.version, history.c.idx, history.c.data)
 _SELECT_KEY = select(keys.c.workflow_execution_id).where(
     keys.c.idempotency_key == bindparam("key"))
 _TORN_READS = 100
+#: The widest state key a ``runfox_state`` row holds (its ``name`` column).
+MAX_STATE_KEY = 255
+#: Bounds of how far ``postpone`` pushes an execution in which the sweep found
+#: nothing to do: as long as it has been quiet, between these.
+_RECHECK_MIN = 5.0
+_RECHECK_MAX = 3600.0
 
 
 def dumps(value: Any) -> str:
@@ -138,6 +157,9 @@ class SqlStore(DatabaseUser, Store):
             power loss may undo the last commits but never corrupts the file;
             ``FULL``: every commit is flushed).
         engine_options: extra ``create_engine`` keywords (pool size ...).
+        claim_grace: seconds after a write with steps in progress at which the
+            execution falls due for the sweep (a claimed step whose job was
+            lost is dispatched again then, see ``Store.due``).
 
     Raises:
         ValueError: contradictory arguments (both ``url`` and ``engine`` ...).
@@ -155,13 +177,18 @@ class SqlStore(DatabaseUser, Store):
         busy_timeout: float | None = None,
         sqlite_synchronous: str | None = None,
         engine_options: dict[str, Any] | None = None,
+        claim_grace: float = 30.0,
         _database: Database | None = None,
     ) -> None:
+        if claim_grace <= 0:
+            raise ValueError("claim_grace must be > 0")
         super().__init__(url, engine=engine, create_tables=create_tables,
                          busy_timeout=busy_timeout, sqlite_synchronous=sqlite_synchronous,
                          engine_options=engine_options, database=_database)
         self._cache = _RecordCache(cache_size)
         self._step_cache: SqlCache | None = None
+        self.claim_grace = claim_grace
+        self._upsert_state = _state_upsert(self._db.dialect.name)
 
     keeps_history = True
 
@@ -179,10 +206,12 @@ class SqlStore(DatabaseUser, Store):
         else:
             changed = (record.steps.changed_since(previous.steps) if previous is not None
                        else list(record.steps))
+            due_at, retry_at = due_times(record, self.claim_grace)
             head = {"k": key, "expected": record.version - 1, "v": record.version,
                     "st": record.status.value, "at": record.updated_at,
-                    "state_json": dumps(record.state), "outcome_json": dumps(record.outcome)}
+                    "outcome_json": dumps(record.outcome), "due": due_at, "retry": retry_at}
             rows = [_step_params(key, record.steps[sid], record.version) for sid in changed]
+            values = _state_params(key, record, previous)
 
             def work(conn: Connection) -> None:
                 if conn.execute(_UPDATE_HEAD, head).rowcount != 1:
@@ -190,15 +219,15 @@ class SqlStore(DatabaseUser, Store):
                                         f"{record.version - 1}; another writer won")
                 if rows:
                     conn.execute(_UPDATE_STEP, rows)
+                if values:
+                    conn.execute(self._upsert_state, values)
                 if logged:
                     conn.execute(_INSERT_EVENTS, logged)
 
-            try:
-                self._db.run(work, what=f"write workflow {key!r}")
-            except ConflictError:
-                self._cache.drop(key)
-                raise
-        self._cache.put(record)
+            # A lost race keeps the cached record: it is still a version that
+            # was stored, and the reload then reads only the rows written since.
+            self._db.run(work, what=f"write workflow {key!r}")
+        self._db.after_commit(lambda: self._cache.put(record))
 
     def _create_keyed(self, record: WorkflowRecord, key: str) -> str | None:
         try:
@@ -208,7 +237,7 @@ class SqlStore(DatabaseUser, Store):
             if owner is None:
                 raise
             return owner
-        self._cache.put(record)
+        self._db.after_commit(lambda: self._cache.put(record))
         return None
 
     def _key_owner(self, key: str) -> str | None:
@@ -242,9 +271,11 @@ class SqlStore(DatabaseUser, Store):
             "updated_at": record.updated_at,
             "spec": dumps(record.spec),
             "inputs": dumps(record.inputs),
-            "state": dumps(record.state),
+            "state": "{}",  # the state is in runfox_state
             "outcome": dumps(record.outcome),
         }
+        head["due_at"], head["retry_at"] = due_times(record, self.claim_grace)
+        values = _state_params(key, record, None)
         rows = [{"workflow_execution_id": key, "step_id": s.id, "status": s.status.value,
                  "run_id": s.run_id, "version": record.version, "data": dumps(s.to_dict())}
                 for s in record.steps.values()]
@@ -257,6 +288,8 @@ class SqlStore(DatabaseUser, Store):
             conn.execute(_INSERT_HEAD, head)
             if rows:
                 conn.execute(_INSERT_STEPS, rows)
+            if values:
+                conn.execute(self._upsert_state, values)
             if events:
                 conn.execute(_INSERT_EVENTS, list(events))
 
@@ -271,7 +304,7 @@ class SqlStore(DatabaseUser, Store):
         key = workflow_execution_id
         cached = self._cache.get(key)
 
-        def work(conn: Connection) -> tuple[Any, Sequence[Any], WorkflowRecord | None] | None:
+        def work(conn: Connection) -> _Read | None:
             base = cached
             head = conn.execute(_SELECT_HEAD if base else _SELECT_FULL, {"k": key}).first()
             if head is None:
@@ -281,27 +314,62 @@ class SqlStore(DatabaseUser, Store):
                 head = conn.execute(_SELECT_FULL, {"k": key}).first()
                 assert head is not None
             if base is not None and head.version == base.version:
-                return head, (), base
-            since = base.version if base is not None else 0
-            return head, conn.execute(_SELECT_STEPS, {"k": key, "since": since}).all(), base
+                return _Read(head, (), (), base)
+            since = {"k": key, "since": base.version if base is not None else 0}
+            return _Read(head, conn.execute(_SELECT_STEPS, since).all(),
+                         conn.execute(_SELECT_STATE, since).all(), base)
 
         for _ in range(_TORN_READS):
             found = self._db.run(work, write=False, standalone=True,
                                  what=f"load workflow {key!r}")
-            if found is None or all(r.version <= found[0].version for r in found[1]):
+            if found is None or found.whole:
                 break
         else:  # pragma: no cover - needs a writer faster than every read
             raise BackendError(f"workflow {key!r} changed during each of {_TORN_READS} reads")
         if found is None:
             self._cache.drop(key)
             return None
-        head, rows, base = found
-        if base is not None and head.version == base.version:
-            return base
-        record = (_apply_delta(key, base, head, rows) if base is not None
-                  else _decode_full(key, head, rows))
+        if found.base is not None and found.head.version == found.base.version:
+            return found.base
+        record = (_apply_delta(key, found) if found.base is not None
+                  else _decode_full(key, found))
         self._cache.put(record)
         return record
+
+    # -- due work -------------------------------------------------------------------
+
+    def due(self, now: float, limit: int = 500) -> DueWork:
+        """Executions whose ``due_at`` has passed, earliest first, from the index.
+
+        ``due_at`` is computed by each write (``due_times``): the earliest waiting
+        retry, the write itself when a step could be claimed at once, and
+        ``claim_grace`` after it while steps are in progress.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+
+        def work(conn: Connection) -> DueWork:
+            keys = [row[0] for row in conn.execute(_SELECT_DUE, {"now": now, "limit": limit})]
+            nxt = conn.execute(_NEXT_RETRY, {"now": now}).scalar()
+            return DueWork(keys, None if nxt is None else float(nxt))
+
+        return self._db.run(work, write=False, standalone=True, what="read due executions")
+
+    def postpone(self, record: WorkflowRecord, now: float) -> None:
+        """Move the execution's ``due_at`` past ``now`` unless it was written since
+        ``record`` (no version bump: it changes no state)."""
+        due_at, retry_at = postponed(record, now, self.claim_grace)
+        params = {"k": record.workflow_execution_id, "v": record.version, "due": due_at,
+                  "retry": retry_at}
+        self._db.run(lambda conn: conn.execute(_POSTPONE, params), standalone=True,
+                     what=f"postpone workflow {record.workflow_execution_id!r}")
+
+    def unit_with(self, runner: Runner) -> UnitOfWork | None:
+        """One transaction for this store and ``runner`` when they share the database
+        (``parts_from_url``, or one engine): ``Database.joint``."""
+        if isinstance(runner, DatabaseUser) and runner._db is self._db:
+            return self._db.joint
+        return None
 
     # -- history --------------------------------------------------------------------
 
@@ -329,7 +397,7 @@ class SqlStore(DatabaseUser, Store):
             def work(conn: Connection) -> int:
                 ids = [row[0] for row in conn.execute(pick).all()]
                 if ids:
-                    for table in (history, steps, tasks, keys):
+                    for table in (history, steps, state, tasks, keys):
                         conn.execute(delete(table).where(
                             table.c.workflow_execution_id.in_(ids)))
                     conn.execute(delete(workflows).where(
@@ -410,7 +478,43 @@ def _step_dicts(key: str, rows: Sequence[Row[Any]]) -> list[Mapping[str, Any]]:
     return decoded
 
 
-def _decode_full(key: str, head: Row[Any], rows: Sequence[Row[Any]]) -> WorkflowRecord:
+class _Read:
+    """What one load read: the header, the step and state rows newer than ``base``."""
+
+    __slots__ = ("base", "head", "state_rows", "step_rows")
+
+    def __init__(self, head: Row[Any], step_rows: Sequence[Row[Any]],
+                 state_rows: Sequence[Row[Any]], base: WorkflowRecord | None) -> None:
+        self.head, self.step_rows, self.state_rows, self.base = head, step_rows, state_rows, base
+
+    @property
+    def whole(self) -> bool:
+        """No row is newer than the header: no write landed between the reads."""
+        version = self.head.version
+        return (all(r.version <= version for r in self.step_rows)
+                and all(r.version <= version for r in self.state_rows))
+
+
+def _merged_state(key: str, state: dict[str, Any], rows: Sequence[Row[Any]]
+                  ) -> dict[str, Any]:
+    """``state`` with the rows applied in version order (a NULL value removes the key).
+
+    Unchanged keys keep their value objects, which is how the next write finds
+    the keys that changed (by identity, ``_state_params``)."""
+    if not rows:
+        return state
+    merged = dict(state)
+    for row in sorted(rows, key=lambda r: r.version):
+        if row.value is None:
+            merged.pop(row.name, None)
+        else:
+            merged[row.name] = _column(key, f"runfox_state.value of {row.name!r}", row.value)
+    return merged
+
+
+def _decode_full(key: str, found: _Read) -> WorkflowRecord:
+    head, rows = found.head, found.step_rows
+    legacy = _column(key, "state", head.state)  # records written before schema 9
     data = {
         "workflow_id": head.workflow_id,
         "execution_id": head.execution_id,
@@ -420,7 +524,8 @@ def _decode_full(key: str, head: Row[Any], rows: Sequence[Row[Any]]) -> Workflow
         "updated_at": head.updated_at,
         "spec": _column(key, "spec", head.spec),
         "inputs": _column(key, "inputs", head.inputs),
-        "state": _column(key, "state", head.state),
+        "state": (_merged_state(key, legacy, found.state_rows) if isinstance(legacy, dict)
+                  else legacy),
         "outcome": _column(key, "outcome", head.outcome),
         "steps": _step_dicts(key, rows),
     }
@@ -430,19 +535,20 @@ def _decode_full(key: str, head: Row[Any], rows: Sequence[Row[Any]]) -> Workflow
     return record
 
 
-def _apply_delta(key: str, base: WorkflowRecord, head: Row[Any], rows: Sequence[Row[Any]]
-                 ) -> WorkflowRecord:
-    """``base`` moved to the header's version with the step rows written since."""
+def _apply_delta(key: str, found: _Read) -> WorkflowRecord:
+    """The cached record moved to the header's version with the rows written since."""
+    base, head = found.base, found.head
+    assert base is not None
     plan = base.plan
     try:
-        changes = {d["id"]: StepRecord.from_dict(d) for d in _step_dicts(key, rows)
+        changes = {d["id"]: StepRecord.from_dict(d) for d in _step_dicts(key, found.step_rows)
                    if d["id"] in plan.by_id}
         return WorkflowRecord(
             workflow_id=base.workflow_id,
             execution_id=base.execution_id,
             spec=base.spec,
             inputs=base.inputs,
-            state=_column(key, "state", head.state),
+            state=_merged_state(key, base.state, found.state_rows),
             steps=base.steps.replace(changes),
             status=WorkflowStatus(head.status),
             outcome=_column(key, "outcome", head.outcome),
@@ -453,3 +559,107 @@ def _apply_delta(key: str, base: WorkflowRecord, head: Row[Any], rows: Sequence[
         )  # ready/open/unmet are derived again from the merged steps
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptRecord(key, f"{type(exc).__name__}: {exc}") from exc
+
+
+def _state_params(key: str, record: WorkflowRecord, previous: WorkflowRecord | None
+                  ) -> list[dict[str, Any]]:
+    """Rows for the state keys whose value changed since ``previous``, by identity.
+
+    The graph builds a new state dict only by merging (``{**state, **output}``),
+    so an unchanged key keeps its value object and costs one dict lookup, not
+    its JSON. A key ``previous`` had and ``record`` lacks gets a NULL row.
+    """
+    new = record.state
+    old: Mapping[str, Any] = previous.state if previous is not None else {}
+    if new is old:
+        return []
+    missing = object()
+    rows = []
+    kept = 0
+    for name, value in new.items():
+        before = old.get(name, missing)
+        if before is not missing:
+            kept += 1
+            if before is value:
+                continue
+        if len(name) > MAX_STATE_KEY:
+            raise ValueError(f"{key}: state key {name[:40]!r}... is longer than "
+                             f"{MAX_STATE_KEY} characters")
+        rows.append({"workflow_execution_id": key, "name": name, "version": record.version,
+                     "value": dumps(value)})
+    if kept < len(old):
+        rows.extend({"workflow_execution_id": key, "name": name, "version": record.version,
+                     "value": None} for name in old if name not in new)
+    return rows
+
+
+def _state_upsert(dialect: str) -> Insert:
+    """Insert a state row, or replace the version and value of the existing one."""
+    values = ("version", "value")
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        lite = sqlite_insert(state)
+        return lite.on_conflict_do_update(
+            index_elements=["workflow_execution_id", "name"],
+            set_={c: lite.excluded[c] for c in values})
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        pg = pg_insert(state)
+        return pg.on_conflict_do_update(
+            index_elements=["workflow_execution_id", "name"],
+            set_={c: pg.excluded[c] for c in values})
+    from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+    my = mysql_insert(state)
+    return my.on_duplicate_key_update({c: my.inserted[c] for c in values})
+
+
+def due_times(record: WorkflowRecord, grace: float) -> tuple[float | None, float | None]:
+    """``(due_at, retry_at)`` of a record as written: when the sweep should look
+    at it, and its earliest waiting retry (``None``: none).
+
+    Costs the ready set, not the record: a finished execution is never due; a
+    pending one, or one with a step claimable now, is due at once (its write's
+    time); a waiting retry is due at its ``not_before``; steps in progress make it
+    due ``grace`` seconds after the write (their jobs may have been lost between
+    claim and dispatch, or by a gatherer that died).
+    """
+    if record.status.is_terminal:
+        return None, None
+    written = record.updated_at
+    if record.status is WorkflowStatus.PENDING:
+        return written, None
+    retry_at: float | None = None
+    claimable = False
+    steps = record.steps
+    for step_id in record.ready:
+        not_before = steps[step_id].not_before
+        if not_before is None:
+            claimable = True
+        elif retry_at is None or not_before < retry_at:
+            retry_at = not_before
+    limit = record.plan.max_parallel
+    if claimable and (limit is None or record.running < limit):
+        return written, retry_at
+    candidates = [t for t in (retry_at, written + grace if record.running else None)
+                  if t is not None]
+    return (min(candidates) if candidates else None), retry_at
+
+
+def postponed(record: WorkflowRecord, now: float, grace: float
+              ) -> tuple[float | None, float | None]:
+    """``(due_at, retry_at)`` for a record the sweep looked at and left alone.
+
+    Pushed forward by as long as the execution has been quiet (bounded by
+    ``_RECHECK_MIN`` and ``_RECHECK_MAX``), so a long-running execution is looked
+    at a few times per hour at most, never earlier than a retry that waits.
+    """
+    due_at, retry_at = due_times(record, grace)
+    if due_at is None:
+        return None, retry_at
+    later = now + min(max(now - record.updated_at, _RECHECK_MIN), _RECHECK_MAX)
+    if retry_at is not None and now < retry_at < later:
+        later = retry_at
+    return max(due_at, later), retry_at
