@@ -121,6 +121,10 @@ class WorkerStats:
 
 
 
+#: The most executions one sweep looks at (``Store.due``'s limit).
+SWEEP_LIMIT = 10_000
+
+
 def _reason(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     if isinstance(exc, BackendError):
@@ -335,6 +339,7 @@ class Worker:
         self._held_lock = threading.Lock()
         self._results: list[_Result] = []
         self._retry_at: float | None = None
+        self._joint_known: bool | None = None
         # Executions whose advance failed part-way: their claimed steps may lack jobs.
         self._interrupted: set[str] = set()
         self.schedule_interval = schedule_interval if drive else None
@@ -670,6 +675,9 @@ class Worker:
             if not self._apply(item):
                 return
             item.stage = ACK
+            if item.job is not None and self._joint():
+                self._settle_job(item.job)
+                return  # acknowledged with the write, in one transaction
         if item.job is None:
             return
         self._settle_job(item.job)
@@ -692,7 +700,11 @@ class Worker:
             result: tuple[Any, ...] = (item.step_id, item.output, item.run_id)
             if item.timing is not None:
                 result += (item.timing,)
-            applied, nxt = self.backend.apply_and_advance(wf_id, [result], worker=self.id)
+            ack = item.job if self._joint() else None
+            if ack is not None:
+                self._settle_job(ack)
+            applied, nxt = self.backend.apply_and_advance(wf_id, [result], worker=self.id,
+                                                          ack=ack)
         except Exception as exc:
             if _unavailable(exc):
                 item.interrupted = True
@@ -714,6 +726,14 @@ class Worker:
             # happened. Jobs already queued are not duplicated by this.
             self.backend.redispatch_stale(wf_id, 0.0)
         return True
+
+    def _joint(self) -> bool:
+        """The store and runner share a unit of work (``Store.unit_with``): the
+        backend acknowledges a job in the transaction that applies its result."""
+        if self._joint_known is None:
+            backend = self.backend
+            self._joint_known = backend.store.unit_with(backend.runner) is not None
+        return self._joint_known
 
     def _settle_job(self, job: DispatchJob) -> None:
         with self._held_lock:
@@ -768,37 +788,53 @@ class Worker:
             return None
 
     def sweep(self) -> int:
-        """Advance every running execution once; return how many were looked at.
+        """Advance the running executions that have work due; return how many were looked at.
 
-        Records the earliest retry waiting among them (``retry_at``). Raises when
-        the backend is unavailable (``run`` then backs off); an execution that
+        The store names them (``Store.due``: on SQL an index of due times written
+        with each record, so the cost follows what is due, not how many
+        executions are open; elsewhere every running execution). Each is driven
+        (gathered results applied, retries whose backoff passed claimed) and its
+        stale claims dispatched again; one where that changed nothing is
+        ``postpone``d, so the next sweeps do not look at it again soon.
+
+        Records the earliest retry waiting (``retry_at``). Raises when the
+        backend is unavailable (``run`` then backs off); an execution that
         cannot be advanced for another reason is logged and skipped.
         """
         for wf_id in list(self._interrupted):  # an earlier sweep stopped part-way
             self.backend.redispatch_stale(wf_id, 0.0)
             self._interrupted.discard(wf_id)
         store = self.backend.store
-        seen = 0
-        retry_at = None
-        for status in (WorkflowStatus.PENDING, WorkflowStatus.IN_PROGRESS):
-            for summary in store.list_executions(status=status, limit=10_000):
-                seen += 1
-                wf_id = summary.workflow_execution_id
-                try:
-                    retry_at = _earliest(retry_at, _retry_time(self._drive(wf_id)))
-                except Exception as exc:
-                    if _unavailable(exc):
-                        raise
-                    self.stats.drive_errors += 1
-                    logger.warning("could not advance %s: %s", wf_id, _reason(exc))
-                try:
-                    self.backend.redispatch_stale(wf_id, self.stale_after)
-                except Exception as exc:
-                    if _unavailable(exc):
-                        raise
-                    logger.warning("re-dispatch failed for %s: %s", wf_id, _reason(exc))
+        now = self.backend.clock()
+        due = store.due(now, SWEEP_LIMIT)
+        retry_at = due.next_retry
+        for wf_id in due.keys:
+            try:
+                retry_at = _earliest(retry_at, self._sweep_one(wf_id, now))
+            except Exception as exc:
+                if _unavailable(exc):
+                    raise
+                self.stats.drive_errors += 1
+                logger.warning("could not advance %s: %s", wf_id, _reason(exc))
         self._retry_at = retry_at
-        return seen
+        return len(due.keys)
+
+    def _sweep_one(self, wf_id: str, now: float) -> float | None:
+        """Drive one due execution and re-dispatch its stale claims; postpone it when
+        that wrote nothing. Returns when its next retry falls due."""
+        store = self.backend.store
+        before = store.load_shared(wf_id)
+        retry_at = _retry_time(self._drive(wf_id))
+        try:
+            self.backend.redispatch_stale(wf_id, self.stale_after)
+        except Exception as exc:
+            if _unavailable(exc):
+                raise
+            logger.warning("re-dispatch failed for %s: %s", wf_id, _reason(exc))
+        after = store.load_shared(wf_id)
+        if after.version == before.version:
+            store.postpone(after, now)
+        return retry_at
 
     def fire_schedules(self) -> int:
         """Fire the schedules due now (``Schedules.tick``); return how many fires.

@@ -74,7 +74,7 @@ def test_the_ddl_matches_the_library_and_works(kind: str, tmp_path: Path) -> Non
         assert set(describe(by_hand)) == {"runfox_schema", "runfox_steps", "runfox_tasks",
                                           "runfox_workflows", "runfox_alembic_version",
                                           "runfox_keys", "runfox_schedules", "runfox_slots",
-                                          "runfox_history", "runfox_workers",
+                                          "runfox_history", "runfox_workers", "runfox_state",
                                           "runfox_cache"}
         store, runner = parts_from_url(by_hand, create_tables=False)
         try:

@@ -1,4 +1,4 @@
--- runfox schema version 6 (revision 0006) for MySQL 8 / MariaDB 10.6+ (InnoDB; runfox.backend.sql).
+-- runfox schema version 9 (revision 0009) for MySQL 8 / MariaDB 10.6+ (InnoDB; runfox.backend.sql).
 -- For teams that manage schemas themselves: run this once, then open the
 -- backend with create_tables=False. It creates what runfox would create on
 -- first use; tests/test_sql_ddl.py checks that the two agree.
@@ -26,10 +26,16 @@ CREATE TABLE runfox_workflows (
     inputs                LONGTEXT     NOT NULL,
     state                 LONGTEXT     NOT NULL,
     outcome               LONGTEXT     NOT NULL,
+    due_at                DOUBLE       NULL,
+    retry_at              DOUBLE       NULL,
     PRIMARY KEY (workflow_execution_id)
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 CREATE INDEX ix_runfox_workflows_created ON runfox_workflows (created_at);
 CREATE INDEX ix_runfox_workflows_status ON runfox_workflows (status, created_at);
+-- Schema 9: when the sweep should next look at a running execution, and its
+-- earliest waiting retry (both NULL once it has finished).
+CREATE INDEX ix_runfox_workflows_due ON runfox_workflows (due_at);
+CREATE INDEX ix_runfox_workflows_retry ON runfox_workflows (retry_at);
 
 -- One row per step; version is the record version that last wrote the row.
 CREATE TABLE runfox_steps (
@@ -62,6 +68,16 @@ CREATE TABLE runfox_tasks (
 CREATE INDEX ix_runfox_tasks_claim ON runfox_tasks (state, visible_at);
 
 -- Idempotency keys: one row per key, written with the execution it created.
+-- The shared state, one row per key (schema 9); value NULL: the key was removed.
+CREATE TABLE runfox_state (
+    workflow_execution_id VARCHAR(200) NOT NULL,
+    name                  VARCHAR(255) NOT NULL,
+    version               INTEGER      NOT NULL,
+    value                 LONGTEXT,
+    PRIMARY KEY (workflow_execution_id, name)
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
+CREATE INDEX ix_runfox_state_version ON runfox_state (workflow_execution_id, version);
+
 CREATE TABLE runfox_keys (
     idempotency_key       VARCHAR(255) NOT NULL,
     workflow_execution_id VARCHAR(200) NOT NULL,
@@ -133,10 +149,11 @@ INSERT INTO runfox_schema (version, applied_at) VALUES (3, UNIX_TIMESTAMP());
 INSERT INTO runfox_schema (version, applied_at) VALUES (4, UNIX_TIMESTAMP());
 INSERT INTO runfox_schema (version, applied_at) VALUES (5, UNIX_TIMESTAMP());
 INSERT INTO runfox_schema (version, applied_at) VALUES (6, UNIX_TIMESTAMP());
+INSERT INTO runfox_schema (version, applied_at) VALUES (9, UNIX_TIMESTAMP());
 
 -- Alembic's record of the migration revision (runfox db upgrade reads and moves it).
 CREATE TABLE runfox_alembic_version (
     version_num VARCHAR(32) NOT NULL,
     CONSTRAINT runfox_alembic_version_pkc PRIMARY KEY (version_num)
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
-INSERT INTO runfox_alembic_version (version_num) VALUES ('0006');
+INSERT INTO runfox_alembic_version (version_num) VALUES ('0009');
