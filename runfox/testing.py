@@ -362,6 +362,53 @@ class StoreContract:
         assert all(record.steps[f"leaf{i}"].status is StepStatus.COMPLETE for i in range(50))
         assert record.ready == frozenset({"sink"})
 
+    def test_state_is_stored_by_key_changes_and_removals_included(
+            self, store: Store, reopen: Callable[[], Store]) -> None:
+        """Stores may write only the state keys that changed (the SQL store does):
+        what is loaded, incrementally or afresh, is still the whole state."""
+        v1 = new_record(fan_spec(1), {"n": 1}).evolve(state={"a": 1, "big": {"x": [1, 2]}})
+        store.write(v1)
+        v2 = bump(v1.evolve(state={**v1.state, "a": 2, "b": None}), v1)
+        store.write(v2, previous=v1)
+        assert store.load(v1.workflow_execution_id).state == {"a": 2, "big": {"x": [1, 2]},
+                                                              "b": None}
+        v3 = bump(v2.evolve(state={"b": None, "c": "new"}), v2)  # "a" and "big" removed
+        store.write(v3, previous=v2)
+        v4 = bump(v3.evolve(state={**v3.state, "a": [3]}), v3)  # "a" back again
+        store.write(v4)  # no previous: every key is written
+        for loaded in (store.load(v1.workflow_execution_id),
+                       reopen().load(v1.workflow_execution_id)):
+            assert loaded.state == {"b": None, "c": "new", "a": [3]}
+            assert loaded.version == 4
+
+    def test_due_names_what_can_be_done_now(self, store: Store) -> None:
+        """``due`` names a new execution and a retry whose time came; never a finished
+        execution; ``postpone`` never hides a retry past its time."""
+        t0 = 1_700_000_000.0
+        spec = {"name": "flaky", "steps": [
+            {"id": "a", "fn": "work", "max_attempts": 3, "retry": {"delay": 100}}]}
+        fresh = new_record(spec, created_at=t0)
+        store.write(fresh)
+        wf_id = fresh.workflow_execution_id
+        assert wf_id in store.due(t0 + 1).keys
+        claimed = bump(advance(fresh, t0)[0], fresh)
+        store.write(claimed, previous=fresh)
+        failed, _ = on_step_result(claimed, "a", {"ok": False, "error": "x"}, 0, t0 + 2)
+        waiting = failed.evolve(version=claimed.version + 1, updated_at=t0 + 2)
+        assert waiting.steps["a"].not_before == t0 + 102
+        store.write(waiting, previous=claimed)
+        store.postpone(waiting, t0 + 3)
+        later = store.due(t0 + 3)
+        assert later.next_retry in (None, t0 + 102)
+        assert wf_id in store.due(t0 + 103).keys
+        store.postpone(waiting, t0 + 103)  # looked at, nothing written: still due later
+        assert wf_id in store.due(t0 + 4000).keys
+        done = bump(waiting.evolve(status=WorkflowStatus.CANCELLED), waiting)
+        store.write(done, previous=waiting)
+        assert wf_id not in store.due(t0 + 10_000).keys
+        with pytest.raises(ValueError):
+            store.due(t0, 0)
+
 
 class RunnerContract:
     """What every Runner must do. Provide a ``runner`` fixture (fresh and empty)."""

@@ -1,0 +1,229 @@
+"""The SQL store's units of work, due index and per-key state (issue 13, items 1, 2, 4).
+
+- a driving worker on SQLite commits at most twice per step (the claim, and one
+  joint transaction that applies the result, claims and dispatches what became
+  ready and acknowledges the job), counted by a SQLAlchemy event listener;
+- a joint unit that fails after the write leaves nothing written or dispatched;
+- the sweep reads only due executions: open executions with nothing due cost nothing;
+- a lost race keeps the cached record and reloads only newer rows;
+- a state key is written only when its value changed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, func, select
+from sqlalchemy.engine import Engine
+from sqldb import KINDS, scratch_database
+
+from runfox.backend import Backend
+from runfox.backend.sql import SqlRunner, SqlStore, parts_from_url
+from runfox.backend.sql.schema import state, tasks, workflows
+from runfox.errors import BackendError
+from runfox.graph import advance
+from runfox.results import Dispatch, Pending
+from runfox.status import WorkflowStatus
+from runfox.testing import bump, chain_spec, new_record
+from runfox.worker import Worker
+
+
+class Counter:
+    """Statements and commits on an engine, from SQLAlchemy's events.
+
+    ``write_commits`` counts the commits of transactions that ran an INSERT,
+    UPDATE or DELETE (a read in autocommit, or a claim that found nothing, also
+    ends in a COMMIT event but writes nothing)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.statements = 0
+        self.commits = 0
+        self.write_commits = 0
+        self.texts: list[str] = []
+        self._lock = threading.Lock()
+        event.listen(engine, "before_cursor_execute", self._statement)
+        event.listen(engine, "commit", self._commit)
+        event.listen(engine, "rollback", self._rollback)
+
+    def _statement(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        with self._lock:
+            self.statements += 1
+            self.texts.append(statement.split(None, 1)[0].upper())
+        if not statement.lstrip().upper().startswith("SELECT"):
+            conn.info["runfox_dirty"] = True
+
+    def _commit(self, conn: Any) -> None:
+        with self._lock:
+            self.commits += 1
+            if conn.info.pop("runfox_dirty", False):
+                self.write_commits += 1
+
+    def _rollback(self, conn: Any) -> None:
+        conn.info.pop("runfox_dirty", None)
+
+    def close(self) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._statement)
+        event.remove(self.engine, "commit", self._commit)
+        event.remove(self.engine, "rollback", self._rollback)
+
+
+def inc(fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    return {"x": inputs["x"] + 1}
+
+
+@pytest.fixture(params=KINDS)
+def parts(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[SqlStore, SqlRunner]]:
+    with scratch_database(request.param, tmp_path) as url:
+        store, runner = parts_from_url(url)
+        try:
+            yield store, runner
+        finally:
+            runner.close()
+            store.close()
+
+
+def test_a_driving_worker_commits_at_most_twice_per_step(tmp_path: Path) -> None:
+    store, runner = parts_from_url(f"sqlite:///{tmp_path / 'count.db'}")
+    try:
+        backend = Backend(store=store, runner=runner)
+        wf_id = backend.create(chain_spec(10), {"x": 0})
+        backend.apply_and_advance(wf_id)  # claims s0 and dispatches its job
+        counter = Counter(store.engine)
+        worker = Worker(backend, inc, register=False, schedule_interval=None,
+                        poll_interval=0.01, sweep_interval=3600.0)
+        try:
+            stats = worker.run(max_jobs=10, idle_timeout=30)
+        finally:
+            counter.close()
+        assert stats.jobs == 10
+        record = backend.load(wf_id)
+        assert record.status is WorkflowStatus.COMPLETE and record.outcome == {"x": 10}
+        print(f"\n10-step chain on SQLite, per step: {counter.statements / 10:.1f} statements, "
+              f"{counter.commits / 10:.1f} commits, {counter.write_commits / 10:.1f} "
+              "commits that wrote")
+        assert counter.write_commits <= 2 * 10
+    finally:
+        runner.close()
+        store.close()
+
+
+def test_a_failure_after_the_write_rolls_the_whole_unit_back(
+        parts: tuple[SqlStore, SqlRunner]) -> None:
+    store, runner = parts
+    backend = Backend(store=store, runner=runner)
+    wf_id = backend.create(chain_spec(2), {"x": 0})
+    _, first = backend.apply_and_advance(wf_id)
+    assert isinstance(first, Dispatch)
+    job = runner.take_pending_jobs(1)[0]
+    before = store.load(wf_id)
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise BackendError("dispatch refused")
+
+    runner.dispatch = broken  # type: ignore[method-assign]
+    with pytest.raises(BackendError, match="dispatch refused"):
+        backend.apply_and_advance(wf_id, [("s0", {"x": 1}, 0)], ack=job)
+    after = store.load(wf_id)
+    assert after.version == before.version and after.to_dict() == before.to_dict()
+    with store.engine.connect() as conn:
+        states = conn.execute(select(tasks.c.step_id, tasks.c.state)).all()
+    assert states == [("s0", "queued")]  # not acknowledged, nothing new queued
+    del runner.dispatch
+    applied, nxt = backend.apply_and_advance(wf_id, [("s0", {"x": 1}, 0)], ack=job)
+    assert isinstance(nxt, Dispatch) and [j.step_id for j in nxt.jobs] == ["s1"]
+    with store.engine.connect() as conn:
+        states = conn.execute(select(tasks.c.step_id, tasks.c.state)
+                              .order_by(tasks.c.step_id)).all()
+    assert states == [("s0", "acked"), ("s1", "queued")]
+
+
+def test_the_sweep_reads_only_due_executions(parts: tuple[SqlStore, SqlRunner]) -> None:
+    store, runner = parts
+    clock = [1_800_000_000.0]
+    backend = Backend(store=store, runner=runner, clock=lambda: clock[0])
+    quiet = []
+    for _ in range(30):  # open executions with a step running: nothing due for a while
+        wf_id = backend.create(chain_spec(2), {"x": 0})
+        backend.apply_and_advance(wf_id)
+        quiet.append(wf_id)
+    spec = {"name": "flaky", "steps": [
+        {"id": "a", "fn": "work", "max_attempts": 2, "retry": {"delay": 10}}]}
+    flaky = backend.create(spec)
+    backend.apply_and_advance(flaky)
+    clock[0] += 1
+    _, nxt = backend.apply_and_advance(flaky, [("a", {"ok": False, "error": "x"}, 0)])
+    assert isinstance(nxt, Pending)
+    worker = Worker(backend, inc, register=False, schedule_interval=None)
+    assert store.due(clock[0]).keys == []
+    assert worker.sweep() == 0
+    assert worker.retry_at == clock[0] + 10
+    clock[0] += 11
+    assert store.due(clock[0]).keys == [flaky]
+    assert worker.sweep() == 1  # claims the retry
+    assert store.load(flaky).steps["a"].run_id == 1
+    clock[0] += 31  # past the claim grace: every execution with a step running
+    assert worker.sweep() == 31  # looked at once: nothing to do, postponed
+    assert worker.sweep() == 0
+    assert store.due(clock[0] + 5).keys == []
+    with store.engine.connect() as conn:
+        due = conn.execute(select(func.count()).select_from(workflows)
+                           .where(workflows.c.due_at <= clock[0] + 50)).scalar()
+    assert due == 31  # and again once they were quiet as long again (43 s, 31 s)
+    versions = {store.load(k).version for k in quiet}
+    assert versions == {2}  # postponing wrote no new version
+
+
+def test_a_lost_race_keeps_the_cache_and_reloads_only_newer_rows(
+        parts: tuple[SqlStore, SqlRunner]) -> None:
+    store, _ = parts
+    other = SqlStore(engine=store.engine)
+    try:
+        v1 = new_record(chain_spec(3), {"x": 0})
+        store.write(v1)
+        v2 = bump(advance(v1, 10.0)[0], v1)
+        store.write_shared(v2, previous=store.load_shared(v1.workflow_execution_id))
+        assert other.load_shared(v1.workflow_execution_id).version == 2
+        counter = Counter(store.engine)
+        try:
+            mine = store.load_shared(v1.workflow_execution_id)
+            theirs = bump(mine.evolve(state={"a": 1}), mine)
+            other.write_shared(theirs, previous=other.load_shared(v1.workflow_execution_id))
+            lost = bump(mine.evolve(state={"b": 1}), mine)
+            with pytest.raises(Exception, match="another writer won"):
+                store.write_shared(lost, previous=mine)
+            counter.texts.clear()
+            reloaded = store.load_shared(v1.workflow_execution_id)
+        finally:
+            counter.close()
+        assert reloaded.version == 3 and reloaded.state == {"a": 1}
+        assert reloaded.spec is mine.spec  # built on the cached record, not decoded anew
+        assert counter.texts.count("SELECT") == 3  # header, newer steps, newer state
+    finally:
+        other.close()
+
+
+def test_only_changed_state_keys_are_written(parts: tuple[SqlStore, SqlRunner]) -> None:
+    store, _ = parts
+    big = {"blob": "x" * 10_000}
+    v1 = new_record(chain_spec(2), {"x": 0}).evolve(state={"big": big, "n": 0})
+    store.write(v1)
+    key = v1.workflow_execution_id
+    current = store.load_shared(key)
+    for n in range(1, 4):
+        nxt = bump(current.evolve(state={**current.state, "n": n}), current)
+        store.write_shared(nxt, previous=current)
+        current = store.load_shared(key)
+    with store.engine.connect() as conn:
+        rows = dict(conn.execute(select(state.c.name, state.c.version)
+                                 .where(state.c.workflow_execution_id == key)).all())
+    assert rows == {"big": 1, "n": 4}
+    fresh = SqlStore(engine=store.engine)
+    try:
+        assert fresh.load(key).state == {"big": big, "n": 3}
+    finally:
+        fresh.close()
