@@ -83,7 +83,7 @@ from .execution import Executor, error_output, load_executor, serve_control
 from .pool import ProcessSlots, Slots, ThreadSlots
 from .results import DispatchJob, Ignored, Pending, Result
 from .schedules import Schedules
-from .status import StepStatus, WorkflowStatus
+from .status import StepStatus
 
 if TYPE_CHECKING:
     from .backend.base import Backend

@@ -134,7 +134,7 @@ def test_a_failure_after_the_write_rolls_the_whole_unit_back(
         states = conn.execute(select(tasks.c.step_id, tasks.c.state)).all()
     assert states == [("s0", "queued")]  # not acknowledged, nothing new queued
     del runner.dispatch
-    applied, nxt = backend.apply_and_advance(wf_id, [("s0", {"x": 1}, 0)], ack=job)
+    _, nxt = backend.apply_and_advance(wf_id, [("s0", {"x": 1}, 0)], ack=job)
     assert isinstance(nxt, Dispatch) and [j.step_id for j in nxt.jobs] == ["s1"]
     with store.engine.connect() as conn:
         states = conn.execute(select(tasks.c.step_id, tasks.c.state)

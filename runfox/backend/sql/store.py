@@ -260,7 +260,7 @@ class SqlStore(DatabaseUser, Store):
     def _create(self, record: WorkflowRecord, idempotency_key: str | None = None,
                 events: Sequence[dict[str, Any]] = ()) -> None:
         key = record.workflow_execution_id
-        head = {
+        head: dict[str, Any] = {
             "workflow_execution_id": key,
             "workflow_id": record.workflow_id,
             "execution_id": record.execution_id,
@@ -483,8 +483,8 @@ class _Read:
 
     __slots__ = ("base", "head", "state_rows", "step_rows")
 
-    def __init__(self, head: Row[Any], step_rows: Sequence[Row[Any]],
-                 state_rows: Sequence[Row[Any]], base: WorkflowRecord | None) -> None:
+    def __init__(self, head: Row[Any], step_rows: Sequence[Any],
+                 state_rows: Sequence[Any], base: WorkflowRecord | None) -> None:
         self.head, self.step_rows, self.state_rows, self.base = head, step_rows, state_rows, base
 
     @property
