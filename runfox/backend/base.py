@@ -10,6 +10,7 @@ while a write is in flight.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import random
@@ -93,6 +94,11 @@ def _timings(results: Sequence[Any]) -> dict[tuple[str, int | None], Any]:
         if isinstance(timing, dict):
             found[(item[0], item[2] if len(item) > 2 else None)] = timing
     return found
+
+
+def _conflict_pause(attempt: int) -> None:
+    """A jittered pause before retrying a write that lost a race again."""
+    time.sleep(random.uniform(0, min(0.05, 0.0005 * 2 ** min(attempt, 7))))
 
 
 class _AfterWrite(Exception):
@@ -213,7 +219,8 @@ class Backend:
     def transition(self, workflow_execution_id: str, fn: Transition, *,
                    loaded: WorkflowRecord | None = None, oversize: str = "fail",
                    context: HistoryContext = NO_CONTEXT,
-                   joint: tuple[UnitOfWork, Callable[[Any], None]] | None = None) -> Any:
+                   joint: tuple[UnitOfWork, Callable[[Any], None]] | None = None,
+                   deferred: list[Callable[[], None]] | None = None) -> Any:
         """Load, apply ``fn(record, now, changes) -> (record, result)``, write; retry on conflict.
 
         ``oversize="raise"`` lets ``RecordTooLarge`` from the write reach the caller
@@ -243,6 +250,13 @@ class Backend:
         ``then`` does (dispatch, ack) commits with the record or not at all. Only
         a write of ``fn``'s record is joined; ``then`` does not run when nothing
         is written or when the execution is failed instead.
+
+        ``deferred``: the caller runs the whole transition inside a unit of work
+        and commits it afterwards. History subscribers and ``on_state_change``
+        are then appended to it (to be called after the commit), and a lost race
+        raises ``ConflictError`` at once: the reload must happen in a new
+        transaction (under MySQL's repeatable read, the same one would see the
+        same version again).
         """
         if loaded is not None and loaded.workflow_execution_id != workflow_execution_id:
             raise ValueError(f"loaded is a record of {loaded.workflow_execution_id!r}, "
@@ -291,8 +305,10 @@ class Backend:
                 assert cause is not None
                 raise cause from None
             except ConflictError:
+                if deferred is not None:
+                    raise
                 if attempt >= 2:  # back off only once a race repeats
-                    time.sleep(random.uniform(0, min(0.05, 0.0005 * 2 ** min(attempt, 7))))
+                    _conflict_pause(attempt)
                 continue
             except _UNWRITABLE as exc:
                 if ended or current.status.is_terminal or (
@@ -305,14 +321,22 @@ class Backend:
                 try:
                     self.store.write_shared(new, previous=current, events=events)
                 except ConflictError:
+                    if deferred is not None:
+                        raise
                     continue
-            self._publish(events)
+            if deferred is None:
+                self._publish(events)
+            elif events:
+                deferred.append(functools.partial(self._publish, events))
             if ended:
                 # The execution is now failed; fn on it gives the result its caller
                 # expects (graph functions return Failed/Ignored for a finished record).
                 loaded = new
                 continue
-            self._notify(workflow_execution_id, changes)
+            if deferred is None:
+                self._notify(workflow_execution_id, changes)
+            elif changes:
+                deferred.append(functools.partial(self._notify, workflow_execution_id, changes))
             return result
         raise ConflictError(f"{workflow_execution_id}: gave up after "
                             f"{self.max_conflict_retries} conflicting writes")
@@ -684,9 +708,18 @@ class Backend:
             return new, (applied, nxt)
 
         try:
-            applied, nxt = self.transition(workflow_execution_id, step, loaded=loaded,
-                                           oversize="raise" if triples else "fail",
-                                           context=context, joint=joint)
+            if joint is not None:
+                try:
+                    applied, nxt = self._in_unit(workflow_execution_id, step, joint,
+                                                 loaded=loaded, context=context,
+                                                 oversize="raise" if triples else "fail")
+                except RecordTooLarge:
+                    joint = None  # the usual path below sorts out which output it was
+                    raise
+            else:
+                applied, nxt = self.transition(workflow_execution_id, step, loaded=loaded,
+                                               oversize="raise" if triples else "fail",
+                                               context=context)
         except RecordTooLarge as exc:
             # An output the store cannot hold fails its attempt with the store's
             # reason; the others are applied. One at a time, to find which it was.
@@ -713,6 +746,38 @@ class Backend:
             if ack is not None:
                 self.runner.ack(ack, _output_of(ack, triples))
         return applied, nxt
+
+    def _in_unit(self, workflow_execution_id: str, fn: Transition,
+                 joint: tuple[UnitOfWork, Callable[[Any], None]], *,
+                 loaded: WorkflowRecord | None, context: HistoryContext, oversize: str
+                 ) -> Any:
+        """``transition`` as one unit of work: load, write and ``then`` in one
+        transaction (one commit, and on SQLite no lost race at all: the unit
+        holds the write lock from the load on). A lost race rolls it back and
+        runs it again in a new transaction; callbacks run after the commit."""
+        unit = joint[0]
+        deferred: list[Callable[[], None]] = []
+        first = [loaded]
+
+        def whole() -> Any:
+            deferred.clear()  # the unit may run again after a rollback
+            return self.transition(workflow_execution_id, fn, loaded=first[0],
+                                   oversize=oversize, context=context, joint=joint,
+                                   deferred=deferred)
+
+        for attempt in range(self.max_conflict_retries + 1):
+            try:
+                result = unit(whole)
+            except ConflictError:
+                first[0] = None
+                if attempt >= 2:
+                    _conflict_pause(attempt)
+                continue
+            for callback in deferred:
+                callback()
+            return result
+        raise ConflictError(f"{workflow_execution_id}: gave up after "
+                            f"{self.max_conflict_retries} conflicting writes")
 
     def cancel(self, workflow_execution_id: str, reason: str | None = None) -> Result:
         """Cancel an execution: nothing more is dispatched and late results are ignored."""
