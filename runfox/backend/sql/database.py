@@ -117,6 +117,9 @@ class Database:
         # The connection of the joint unit of work this thread is inside (see
         # ``joint``), and what to do once it commits.
         self._local = threading.local()
+        # One option engine (sharing the pool and event listeners) per set of
+        # dialect options: setting them on each connection cost a call per unit.
+        self._engines: dict[tuple[bool, bool], Engine] = {}
 
     # -- construction ---------------------------------------------------------
 
@@ -251,12 +254,13 @@ class Database:
         if joined is not None:
             yield joined
             return
-        options = self.dialect.options(write, standalone)
-        with self.engine.connect() as conn:
-            if options:
-                conn.execution_options(**options)
-            with conn.begin():
-                yield conn
+        engine = self._engines.get((write, standalone))
+        if engine is None:
+            options = self.dialect.options(write, standalone)
+            engine = self.engine.execution_options(**options) if options else self.engine
+            self._engines[(write, standalone)] = engine
+        with engine.connect() as conn, conn.begin():
+            yield conn
 
     def run(
         self,

@@ -72,6 +72,11 @@ _UPDATE_HEAD = (
     .values(version=bindparam("v"), status=bindparam("st"), updated_at=bindparam("at"),
             outcome=bindparam("outcome_json"), due_at=bindparam("due"),
             retry_at=bindparam("retry")))
+# The same without the outcome, for the usual transition that leaves it alone.
+_UPDATE_HEAD_ONLY = (
+    update(workflows).where(_THIS, workflows.c.version == bindparam("expected"))
+    .values(version=bindparam("v"), status=bindparam("st"), updated_at=bindparam("at"),
+            due_at=bindparam("due"), retry_at=bindparam("retry")))
 _POSTPONE = (update(workflows).where(_THIS, workflows.c.version == bindparam("v"))
              .values(due_at=bindparam("due"), retry_at=bindparam("retry")))
 _SELECT_DUE = (select(workflows.c.workflow_execution_id)
@@ -209,12 +214,16 @@ class SqlStore(DatabaseUser, Store):
             due_at, retry_at = due_times(record, self.claim_grace)
             head = {"k": key, "expected": record.version - 1, "v": record.version,
                     "st": record.status.value, "at": record.updated_at,
-                    "outcome_json": dumps(record.outcome), "due": due_at, "retry": retry_at}
+                    "due": due_at, "retry": retry_at}
+            update_head = _UPDATE_HEAD_ONLY
+            if previous is None or record.outcome is not previous.outcome:
+                head["outcome_json"] = dumps(record.outcome)
+                update_head = _UPDATE_HEAD
             rows = [_step_params(key, record.steps[sid], record.version) for sid in changed]
             values = _state_params(key, record, previous)
 
             def work(conn: Connection) -> None:
-                if conn.execute(_UPDATE_HEAD, head).rowcount != 1:
+                if conn.execute(update_head, head).rowcount != 1:
                     raise ConflictError(f"{key}: the stored version is not "
                                         f"{record.version - 1}; another writer won")
                 if rows:
