@@ -823,7 +823,7 @@ class Worker:
         """Drive one due execution and re-dispatch its stale claims; postpone it when
         that wrote nothing. Returns when its next retry falls due."""
         store = self.backend.store
-        before = store.load_shared(wf_id)
+        before = store.load_shared(wf_id).version if store.tracks_due else None
         retry_at = _retry_time(self._drive(wf_id))
         try:
             self.backend.redispatch_stale(wf_id, self.stale_after)
@@ -831,9 +831,10 @@ class Worker:
             if _unavailable(exc):
                 raise
             logger.warning("re-dispatch failed for %s: %s", wf_id, _reason(exc))
-        after = store.load_shared(wf_id)
-        if after.version == before.version:
-            store.postpone(after, now)
+        if before is not None:
+            after = store.load_shared(wf_id)
+            if after.version == before:
+                store.postpone(after, now)
         return retry_at
 
     def fire_schedules(self) -> int:

@@ -40,7 +40,7 @@ passed, a step claimable but unclaimed, a claimed step whose job may have been
 lost), and ``postpone(record, now)`` tells the store that a look at ``record``
 found nothing, so ``due`` need not name it again soon. The defaults list every
 running execution and forget nothing (what the sweep always did); the SQL
-store keeps an index of due times written with each record, so a sweep's cost
+store keeps an index of due times written with each record (``tracks_due``), so a sweep's cost
 follows the work that is due, not the executions that are open.
 
 Joint units of work: ``unit_with(runner)`` returns a function that runs a
@@ -124,6 +124,9 @@ class Store(ABC):
     isolates: ClassVar[bool] = False
     #: True when the store persists history (``_write_logged``, ``_history``, ``_prune``).
     keeps_history: ClassVar[bool] = False
+    #: True when ``due`` reads due times its writes keep and ``postpone`` moves them
+    #: (the sweep then tells it what it found); False: ``due`` lists every running one.
+    tracks_due: ClassVar[bool] = False
 
     def load(self, workflow_execution_id: str) -> WorkflowRecord:
         """The stored record, as a copy isolated from the store.

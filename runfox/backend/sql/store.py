@@ -196,6 +196,7 @@ class SqlStore(DatabaseUser, Store):
         self._upsert_state = _state_upsert(self._db.dialect.name)
 
     keeps_history = True
+    tracks_due = True
 
     # -- write ------------------------------------------------------------------
 
