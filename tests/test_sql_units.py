@@ -227,3 +227,30 @@ def test_only_changed_state_keys_are_written(parts: tuple[SqlStore, SqlRunner]) 
         assert fresh.load(key).state == {"big": big, "n": 3}
     finally:
         fresh.close()
+
+
+def test_a_record_from_before_schema_9_keeps_its_state_in_the_header(
+        parts: tuple[SqlStore, SqlRunner]) -> None:
+    """Rows override the header's ``state`` column, which holds the whole state of
+    records written before schema 9 (the migration copies nothing)."""
+    store, _ = parts
+    v1 = new_record(chain_spec(2), {"x": 0})
+    store.write(v1)
+    key = v1.workflow_execution_id
+    with store.engine.begin() as conn:  # as a release before schema 9 left it
+        conn.execute(workflows.update().where(workflows.c.workflow_execution_id == key)
+                     .values(state='{"old": 1, "gone": 2}'))
+    old = SqlStore(engine=store.engine)
+    try:
+        loaded = old.load_shared(key)
+        assert loaded.state == {"old": 1, "gone": 2}
+        state_now = {k: v for k, v in loaded.state.items() if k != "gone"}
+        old.write_shared(bump(loaded.evolve(state={**state_now, "new": 3}), loaded),
+                         previous=loaded)
+    finally:
+        old.close()
+    fresh = SqlStore(engine=store.engine)
+    try:
+        assert fresh.load(key).state == {"old": 1, "new": 3}
+    finally:
+        fresh.close()
