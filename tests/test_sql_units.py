@@ -87,8 +87,14 @@ def parts(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[SqlS
             store.close()
 
 
-def test_a_driving_worker_commits_at_most_twice_per_step(tmp_path: Path) -> None:
-    store, runner = parts_from_url(f"sqlite:///{tmp_path / 'count.db'}")
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_driving_worker_commits_at_most_twice_per_step(kind: str, tmp_path: Path) -> None:
+    with scratch_database(kind, tmp_path) as url:
+        _count_a_chain(kind, url)
+
+
+def _count_a_chain(kind: str, url: str) -> None:
+    store, runner = parts_from_url(url)
     try:
         backend = Backend(store=store, runner=runner)
         wf_id = backend.create(chain_spec(10), {"x": 0})
@@ -103,7 +109,7 @@ def test_a_driving_worker_commits_at_most_twice_per_step(tmp_path: Path) -> None
         assert stats.jobs == 10
         record = backend.load(wf_id)
         assert record.status is WorkflowStatus.COMPLETE and record.outcome == {"x": 10}
-        print(f"\n10-step chain on SQLite, per step: {counter.statements / 10:.1f} statements, "
+        print(f"\n10-step chain on {kind}, per step: {counter.statements / 10:.1f} statements, "
               f"{counter.commits / 10:.1f} commits, {counter.write_commits / 10:.1f} "
               "commits that wrote")
         assert counter.write_commits <= 2 * 10
