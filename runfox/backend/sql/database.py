@@ -23,6 +23,11 @@ translated where they surface (the original stays available as ``__cause__``):
 Each names what runfox was doing and the URL with its password masked
 (``runfox.urlmask.mask_url``); a driver's own message is scrubbed of the password too.
 
+A joint unit (``Database.joint``) makes one transaction of several units: every
+``run`` the same thread makes inside it, from the store or the runner, joins its
+connection, and it is retried and translated as a whole. ``Backend`` uses it to
+write a transition, dispatch and acknowledge in one commit.
+
 A connection the server dropped is discarded, and SQLAlchemy then replaces every
 connection of the pool older than it (its disconnect handling), so once a
 restarted server is back the next unit of work gets a fresh connection.

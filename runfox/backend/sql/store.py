@@ -1,19 +1,22 @@
 """``SqlStore``: workflow records in SQL tables, written conditionally on ``version``.
 
 A record is a header row in ``runfox_workflows`` plus one row per step in
-``runfox_steps`` (see ``schema``). The three Store primitives:
+``runfox_steps`` and one per shared-state key in ``runfox_state`` (see
+``schema``). The three Store primitives:
 
-- ``_write``: version 1 INSERTs the header and every step (a duplicate key is a
-  ``ConflictError``). Later versions run ``UPDATE ... WHERE
+- ``_write``: version 1 INSERTs the header, every step and every state key (a
+  duplicate key is a ``ConflictError``). Later versions run ``UPDATE ... WHERE
   workflow_execution_id = :k AND version = :v - 1``; no row updated means
-  another writer won (``ConflictError``). The header and the changed steps
+  another writer won (``ConflictError``). The header, the changed steps
   (``record.steps.changed_since(previous.steps)``, or all of them without
-  ``previous``) are written in one transaction; the spec and inputs never again.
-- ``_load``: the header, then the step rows written after the version the
-  store already holds (records are immutable, so it keeps the last ones it
-  saw): a transition on a large workflow reads what changed, not everything.
-  The two reads need no snapshot: a step row newer than the header means a
-  write landed in between, and the load simply runs again.
+  ``previous``) and the state keys whose value object changed (``_state_params``)
+  are written in one transaction; the spec and inputs never again. The header
+  also gets ``due_at`` and ``retry_at`` (``due_times``), which ``due`` reads.
+- ``_load``: the header, then the step and state rows written after the
+  version the store already holds (records are immutable, so it keeps the last
+  ones it saw, also after losing a race): a transition on a large workflow
+  reads what changed, not everything. The reads need no snapshot: a row newer
+  than the header means a write landed in between, and the load runs again.
 - ``_create_keyed``: the version-1 INSERTs plus a ``runfox_keys`` row in the
   same transaction; a duplicate key rolls everything back and the row's
   execution id is read and returned (the key's primary key decides races).
@@ -24,6 +27,11 @@ A record is a header row in ``runfox_workflows`` plus one row per step in
   jobs (``runfox_tasks``), ``batch`` executions per transaction.
 - ``_list``: summaries from the header rows. A row that cannot be decoded is
   logged with its key and skipped; ``_load`` raises ``CorruptRecord`` for it.
+- ``due``/``postpone``: the index of due executions for the sweep; ``unit_with``:
+  ``Database.joint`` for a runner on the same database.
+
+The record cache is filled only once a write commits (``Database.after_commit``),
+so a joint unit that rolls back leaves no record behind that was never stored.
 """
 
 from __future__ import annotations
