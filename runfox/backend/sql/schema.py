@@ -8,7 +8,8 @@ plus Alembic's ``runfox_alembic_version`` (see ``migrations``):
   database newer than it knows rather than misreading it.
 - ``runfox_workflows``: one header row per execution. The spec and the inputs
   are written once, at creation; a transition rewrites only ``status``,
-  ``version``, ``updated_at``, ``state`` and ``outcome``.
+  ``version``, ``updated_at``, ``outcome`` (when it changed), ``due_at`` and
+  ``retry_at``. ``state`` holds the state of records written before schema 9.
 - ``runfox_steps``: one row per step of an execution. A transition rewrites
   only the steps it changed; ``version`` is the record version that last wrote
   the row, which lets a reader that has version *n* fetch only newer rows.
