@@ -77,6 +77,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import tracing
+from .backend.store import Store
 from .backend.workers import WorkerInfo
 from .errors import BackendError, CorruptRecord, WorkflowNotFound
 from .execution import Executor, error_output, load_executor, serve_control
@@ -806,7 +807,12 @@ class Worker:
             self._interrupted.discard(wf_id)
         store = self.backend.store
         now = self.backend.clock()
-        due = store.due(now, SWEEP_LIMIT)
+        if store.tracks_due and not self._joint():
+            # Results may wait in a runner elsewhere, which the store's index
+            # does not see: look at every running execution, as stores without one.
+            due = Store.due(store, now, SWEEP_LIMIT)
+        else:
+            due = store.due(now, SWEEP_LIMIT)
         retry_at = due.next_retry
         for wf_id in due.keys:
             try:

@@ -260,3 +260,20 @@ def test_a_record_from_before_schema_9_keeps_its_state_in_the_header(
         assert fresh.load(key).state == {"old": 1, "new": 3}
     finally:
         fresh.close()
+
+
+def test_results_submitted_by_workers_that_do_not_drive_are_due_at_once(
+        parts: tuple[SqlStore, SqlRunner]) -> None:
+    store, runner = parts
+    backend = Backend(store=store, runner=runner)
+    wf_id = backend.create(chain_spec(2), {"x": 0})
+    backend.apply_and_advance(wf_id)
+    now = store.load(wf_id).updated_at
+    assert store.due(now + 1).keys == []  # a step running: not due before the grace
+    job = runner.take_pending_jobs(1)[0]
+    assert runner.submit_work_result(wf_id, job.step_id, {"x": 1}, job.run_id)
+    assert store.due(now + 1).keys == [wf_id]
+    worker = Worker(backend, inc, register=False, schedule_interval=None)
+    assert worker.sweep() == 1  # gathers, applies, claims s1
+    assert store.load(wf_id).steps["s1"].status.value == "in_progress"
+    assert store.due(now + 1).keys == []

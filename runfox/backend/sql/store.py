@@ -90,6 +90,10 @@ _POSTPONE = (update(workflows).where(_THIS, workflows.c.version == bindparam("v"
 _SELECT_DUE = (select(workflows.c.workflow_execution_id)
                .where(workflows.c.due_at <= bindparam("now"))
                .order_by(workflows.c.due_at).limit(bindparam("limit")))
+# Executions with results waiting in the job table (``SqlRunner``'s "done" rows,
+# submitted by workers that do not drive): due at once, whatever ``due_at`` says.
+_RESULTS_WAITING = (select(tasks.c.workflow_execution_id).where(tasks.c.state == "done")
+                    .distinct().limit(bindparam("limit")))
 _NEXT_RETRY = select(func.min(workflows.c.retry_at)).where(
     workflows.c.retry_at > bindparam("now"))
 _UPDATE_STEP = (
@@ -361,15 +365,22 @@ class SqlStore(DatabaseUser, Store):
 
         ``due_at`` is computed by each write (``due_times``): the earliest waiting
         retry, the write itself when a step could be claimed at once, and
-        ``claim_grace`` after it while steps are in progress.
+        ``claim_grace`` after it while steps are in progress. Executions with
+        results waiting in a ``SqlRunner`` on this database (from workers that do
+        not drive) come after them.
         """
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
 
         def work(conn: Connection) -> DueWork:
-            keys = [row[0] for row in conn.execute(_SELECT_DUE, {"now": now, "limit": limit})]
+            params = {"now": now, "limit": limit}
+            keys = [row[0] for row in conn.execute(_SELECT_DUE, params)]
+            if len(keys) < limit:
+                seen = set(keys)
+                keys.extend(k for (k,) in conn.execute(_RESULTS_WAITING, params)
+                            if k not in seen)
             nxt = conn.execute(_NEXT_RETRY, {"now": now}).scalar()
-            return DueWork(keys, None if nxt is None else float(nxt))
+            return DueWork(keys[:limit], None if nxt is None else float(nxt))
 
         return self._db.run(work, write=False, standalone=True, what="read due executions")
 
