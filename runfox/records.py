@@ -45,18 +45,20 @@ from typing import Any
 from .errors import CorruptRecord
 from .expressions import LazyMapping
 from .jsonvalue import json_clone
-from .spec import WorkflowSpec, spec_for
+from .spec import WorkflowSpec, item_id, item_index, plan_step_id, spec_for
 from .status import StepStatus, WorkflowStatus
 
 __all__ = [
     "RECORD_SCHEMA",
     "Defect",
+    "MapProgress",
     "ProductsView",
     "StepMap",
     "StepRecord",
     "StepsView",
     "WorkflowRecord",
     "context_for",
+    "ordered_items",
 ]
 
 #: Version of the JSON layout produced by ``WorkflowRecord.to_dict``.
@@ -130,6 +132,7 @@ _STEP_FIELDS: tuple[tuple[str, Any, Any, str], ...] = (
     ("not_before", _optional(_is_number), None, "a number or null"),
     ("inputs", _optional(lambda v: isinstance(v, dict)), None, "an object or null"),
     ("cached", lambda v: type(v) is bool, False, "a boolean"),
+    ("items", _optional(_is_count), None, "an integer >= 0 or null"),
 )
 
 
@@ -162,6 +165,11 @@ class StepRecord:
     defects: tuple[Defect, ...] = field(default=(), compare=False, repr=False)
     inputs: dict[str, Any] | None = field(default=None, repr=False)
     cached: bool = False
+    #: A map step claimed with its list: how many items it has (its items are the
+    #: step records ``"<id>[<index>]"``, index < items). ``None`` for any other step,
+    #: and for a map step not yet claimed or reset since (its old item records, if
+    #: any, are then stale: nothing reads them). Stored only when set.
+    items: int | None = None
 
     def evolve(self, **changes: Any) -> StepRecord:
         """A copy with ``changes`` (cheaper than ``dataclasses.replace``)."""
@@ -203,13 +211,18 @@ class StepRecord:
                 data[name] = value
         if self.cached:
             data["cached"] = True
+        if self.items is not None:
+            data["items"] = self.items
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], unmet: int = 0) -> StepRecord:
+    def from_dict(cls, data: Mapping[str, Any], unmet: int = 0, *,
+                  list_output: bool = False) -> StepRecord:
         """Rebuild a step; a field of the wrong shape becomes a ``Defect``, not an error.
 
-        ``KeyError`` if there is no ``id`` (the step cannot be placed at all).
+        ``list_output``: the step is a map step, whose output is a JSON list (any
+        other step's output is an object). ``KeyError`` if there is no ``id`` (the
+        step cannot be placed at all).
         """
         step_id = data["id"]
         get = data.get
@@ -219,9 +232,14 @@ class StepRecord:
                                                get("not_before"))
         inputs = get("inputs")
         cached = get("cached", False)
+        items = get("items")
+        if list_output and type(output) is list:
+            output_ok = True
+        else:
+            output_ok = output is None or type(output) is dict
         if (isinstance(status, str) and status in _STEP_STATUSES
                 and type(run_id) is int and run_id >= 0 and type(attempts) is int and attempts >= 0
-                and (output is None or type(output) is dict)
+                and output_ok and (items is None or (type(items) is int and items >= 0))
                 and (error is None or type(error) is dict)
                 and (started_at is None or type(started_at) in _NUMBER)
                 and (finished_at is None or type(finished_at) in _NUMBER)
@@ -229,11 +247,12 @@ class StepRecord:
                 and (inputs is None or type(inputs) is dict) and type(cached) is bool):
             return cls(step_id, StepStatus(status), run_id, attempts, output, error,
                        started_at, finished_at, not_before, unmet, inputs=inputs,
-                       cached=cached)
-        return cls._with_defects(step_id, data, unmet)
+                       cached=cached, items=items)
+        return cls._with_defects(step_id, data, unmet, list_output)
 
     @classmethod
-    def _with_defects(cls, step_id: str, data: Mapping[str, Any], unmet: int) -> StepRecord:
+    def _with_defects(cls, step_id: str, data: Mapping[str, Any], unmet: int,
+                      list_output: bool = False) -> StepRecord:
         """The slow path of ``from_dict``: check each field, keep what is wrong."""
         defects: list[Defect] = []
         fields: dict[str, Any] = {}
@@ -246,7 +265,9 @@ class StepRecord:
                                   f"{raw_status!r} is not a step status", raw_status, step_id))
         for name, check, neutral, want in _STEP_FIELDS:
             value = data.get(name, neutral)
-            if not check(value):
+            if name == "output" and list_output and type(value) is list:
+                pass
+            elif not check(value):
                 defects.append(Defect(f"steps.{step_id}.{name}",
                                       f"must be {want}, found {_kind(value)}", value, step_id))
                 value = neutral
@@ -256,8 +277,10 @@ class StepRecord:
 class StepMap(Mapping[str, StepRecord]):
     """An immutable, ordered map of step id to ``StepRecord`` with cheap updates.
 
-    The key set is fixed when the map is built (a workflow's steps never change);
-    ``replace`` returns a new map sharing every untouched chunk with this one.
+    The plan's steps come first, in spec order; the items of map steps are
+    appended by ``extend`` when a map step is claimed (and never removed).
+    ``replace`` and ``extend`` return a new map sharing every untouched chunk with
+    this one.
     """
 
     __slots__ = ("_chunks", "_index", "_keys")
@@ -323,22 +346,56 @@ class StepMap(Mapping[str, StepRecord]):
             chunks[c] = tuple(chunk)
         return StepMap(self._keys, index, tuple(chunks))
 
+    def get(self, key: str, default: Any = None) -> Any:
+        i = self._index.get(key)
+        return default if i is None else self._chunks[i >> _CHUNK_BITS][i & _MASK]
+
+    def extend(self, records: Iterable[StepRecord]) -> StepMap:
+        """A new map with ``records`` (new keys) appended; full chunks are shared.
+
+        O(len(self)) for the key index, so callers add many records at once (a map
+        step's items, when it is claimed). ``ValueError`` for a key already present.
+        """
+        added = list(records)
+        if not added:
+            return self
+        index = dict(self._index)
+        n = len(self._keys)
+        for offset, record in enumerate(added):
+            if record.id in index:
+                raise ValueError(f"step {record.id!r} is already in the map")
+            index[record.id] = n + offset
+        keys = self._keys + tuple(r.id for r in added)
+        chunks = list(self._chunks)
+        pending = added
+        if chunks and len(chunks[-1]) < _CHUNK:
+            room = _CHUNK - len(chunks[-1])
+            chunks[-1] = chunks[-1] + tuple(pending[:room])
+            pending = pending[room:]
+        chunks.extend(tuple(pending[i : i + _CHUNK]) for i in range(0, len(pending), _CHUNK))
+        return StepMap(keys, index, tuple(chunks))
+
     def isolated(self) -> StepMap:
         """A map of the same steps, each with its own JSON payloads (``StepRecord.isolated``)."""
         return StepMap(self._keys, self._index,
                        tuple(tuple(r.isolated() for r in chunk) for chunk in self._chunks))
 
     def changed_since(self, other: StepMap) -> list[str]:
-        """Ids whose record differs (by identity) from ``other``, a map of the same steps."""
-        if other._keys is not self._keys and other._keys != self._keys:
+        """Ids whose record differs (by identity) from ``other``, then the ids appended
+        since ``other`` (``extend``); every id when ``other`` is not an earlier form
+        of this map. Shared chunks cost one identity check each."""
+        n = len(other._keys)
+        if other._keys is not self._keys and (
+                n > len(self._keys) or self._keys[:n] != other._keys):
             return list(self._keys)
         changed = []
-        for mine, theirs in zip(self._chunks, other._chunks, strict=True):
+        for mine, theirs in zip(self._chunks, other._chunks, strict=False):
             if mine is theirs:
                 continue
-            for a, b in zip(mine, theirs, strict=True):
+            for a, b in zip(mine, theirs, strict=False):
                 if a is not b:
                     changed.append(a.id)
+        changed.extend(self._keys[n:])
         return changed
 
     def __eq__(self, other: object) -> bool:
@@ -382,11 +439,11 @@ class StepsView(LazyMapping):
 
     __slots__ = ("_override", "_steps")
 
-    def __init__(self, steps: StepMap, override: tuple[str, dict[str, Any]] | None = None) -> None:
+    def __init__(self, steps: StepMap, override: tuple[str, Any] | None = None) -> None:
         self._steps = steps
         self._override = override  # (step_id, output) seen by that step's own branches
 
-    def _output(self, key: str) -> dict[str, Any] | None:
+    def _output(self, key: str) -> Any:
         if self._override is not None and self._override[0] == key:
             return self._override[1]
         return self._steps[key].output
@@ -405,10 +462,77 @@ class StepsView(LazyMapping):
         return default if output is None else {"output": output}
 
     def __iter__(self) -> Iterator[str]:
-        return (sid for sid in self._steps if self._output(sid) is not None)
+        return (sid for sid in self._steps
+                if not sid.endswith("]") and self._output(sid) is not None)
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
+
+@dataclass(frozen=True, slots=True)
+class MapProgress:
+    """Where the items of one claimed map step stand: derived, never stored.
+
+    Kept on ``WorkflowRecord.maps`` for each map step in progress, and carried from
+    record to record like ``ready`` and ``open``, so that applying one item's
+    result or claiming the next items never scans the items. ``next`` is the
+    lowest index never claimed (items are claimed in index order); ``waiting``
+    holds the indices below it waiting for a retry; ``settled`` counts items
+    complete or failed, ``failed`` those failed.
+    """
+
+    total: int
+    next: int = 0
+    running: int = 0
+    settled: int = 0
+    failed: int = 0
+    waiting: frozenset[int] = frozenset()
+
+    def evolve(self, **changes: Any) -> MapProgress:
+        fields = {"total": self.total, "next": self.next, "running": self.running,
+                  "settled": self.settled, "failed": self.failed, "waiting": self.waiting}
+        fields.update(changes)
+        return MapProgress(**fields)
+
+
+def _map_progress(steps: StepMap, step_id: str, total: int) -> MapProgress:
+    """A claimed map step's progress, from its item records (O(items), on load)."""
+    nxt = running = settled = failed = 0
+    waiting = []
+    for i in range(total):
+        item = steps.get(item_id(step_id, i))
+        if item is None:
+            continue
+        status = item.status
+        if status is not StepStatus.READY or item.attempts:
+            nxt = i + 1
+        if status is StepStatus.IN_PROGRESS:
+            running += 1
+        elif status is StepStatus.COMPLETE:
+            settled += 1
+        elif status is StepStatus.FAILED:
+            settled += 1
+            failed += 1
+        elif status is StepStatus.RETRY:
+            waiting.append(i)
+    return MapProgress(total, nxt, running, settled, failed, frozenset(waiting))
+
+
+def ordered_items(plan: WorkflowSpec, raw: Iterable[Mapping[str, Any]]
+                   ) -> list[Mapping[str, Any]]:
+    """The stored item records of ``plan``'s map steps, by map step (spec order), then
+    index; records of steps the plan does not have are dropped, as for steps."""
+    found = []
+    for data in raw:
+        sid = data["id"]
+        if sid in plan.by_id:
+            continue
+        index = item_index(sid) if isinstance(sid, str) else None
+        parent = plan.by_id.get(plan_step_id(sid)) if index is not None else None
+        if parent is not None and parent.map is not None:
+            found.append(((parent.index, index), data))
+    found.sort(key=lambda pair: pair[0])
+    return [data for _, data in found]
+
 
 @dataclass(frozen=True)
 class WorkflowRecord:
@@ -435,6 +559,8 @@ class WorkflowRecord:
     ready: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
     open: int = field(default=-1, compare=False, repr=False)
     running: int = field(default=0, compare=False, repr=False)
+    #: Map step id -> ``MapProgress``, for map steps in progress with their items.
+    maps: Mapping[str, MapProgress] = field(default_factory=dict, compare=False, repr=False)
     #: Stored values of the wrong shape found when the record was built (decoded):
     #: the header's own and every step's. Empty for a sound record.
     defects: tuple[Defect, ...] = field(default=(), compare=False, repr=False)
@@ -455,14 +581,19 @@ class WorkflowRecord:
         if steps is None:
             steps = StepMap.build((StepRecord(s.id) for s in plan.steps), plan.index)
         elif not isinstance(steps, StepMap):
+            given = steps
             steps = StepMap.build(
-                (steps[s.id] if s.id in steps else StepRecord(s.id) for s in plan.steps), plan.index
+                (given[s.id] if s.id in given else StepRecord(s.id) for s in plan.steps), plan.index
             )
+            if len(given) > len(plan.steps):
+                items = ordered_items(plan, ({"id": k} for k in given))
+                steps = steps.extend(given[d["id"]] for d in items)
         if self.open < 0:
-            steps, ready, open_count, running = _derive(plan, steps)
+            steps, ready, open_count, running, maps = _derive(plan, steps)
             object.__setattr__(self, "ready", ready)
             object.__setattr__(self, "open", open_count)
             object.__setattr__(self, "running", running)
+            object.__setattr__(self, "maps", maps)
         object.__setattr__(self, "steps", steps)
         for step in steps.values():
             if step.defects:
@@ -556,10 +687,13 @@ class WorkflowRecord:
                 raw_steps = list(raw_steps.values())
             by_id = {s["id"]: s for s in raw_steps}
             steps = StepMap.build(
-                (StepRecord.from_dict(by_id[s.id]) if s.id in by_id else StepRecord(s.id)
-                 for s in plan.steps),
+                (StepRecord.from_dict(by_id[s.id], list_output=s.map is not None)
+                 if s.id in by_id else StepRecord(s.id) for s in plan.steps),
                 plan.index,
             )
+            if len(by_id) > len(plan.steps):
+                steps = steps.extend(StepRecord.from_dict(d)
+                                     for d in ordered_items(plan, by_id.values()))
             return cls(
                 workflow_id=data["workflow_id"],
                 execution_id=data["execution_id"],
@@ -580,12 +714,14 @@ class WorkflowRecord:
             raise CorruptRecord(key, f"{type(exc).__name__}: {exc}") from exc
 
 def _derive(plan: WorkflowSpec, steps: StepMap
-            ) -> tuple[StepMap, frozenset[str], int, int]:
-    """Compute ``unmet`` per step, the ready set, the open and running counts from scratch."""
-    settled = {r.id for r in steps.values() if r.status.is_terminal}
+            ) -> tuple[StepMap, frozenset[str], int, int, dict[str, MapProgress]]:
+    """Compute ``unmet`` per step, the ready set, the open and running counts and the
+    progress of claimed maps from scratch. Items count in none of the step counts."""
+    settled = {s.id for s in plan.steps if steps[s.id].status.is_terminal}
     changes: dict[str, StepRecord] = {}
     ready = set()
     running = 0
+    maps: dict[str, MapProgress] = {}
     for s in plan.steps:
         record = steps[s.id]
         unmet = sum(1 for d in s.depends_on if d not in settled)
@@ -595,7 +731,11 @@ def _derive(plan: WorkflowSpec, steps: StepMap
         if unmet == 0 and record.status in _WAITING:
             ready.add(s.id)
         running += record.status is StepStatus.IN_PROGRESS
-    return steps.replace(changes), frozenset(ready), len(steps) - len(settled), running
+        if s.map is not None and record.items is not None and \
+                record.status is StepStatus.IN_PROGRESS:
+            maps[s.id] = _map_progress(steps, s.id, record.items)
+    return (steps.replace(changes), frozenset(ready), len(plan.steps) - len(settled), running,
+            maps)
 
 def context_for(record: WorkflowRecord) -> dict[str, Any]:
     """The JSON Logic data for inputs and outputs: ``steps``, ``input``, ``state``, and

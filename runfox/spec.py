@@ -39,6 +39,12 @@ The shape of a spec::
         on_dependency_failure: skip
         concurrency: {key: gpu, limit: 2}   # at most 2 "gpu" jobs run at once
         cache: {version: 2, max_age: 3600}  # or true: reuse stored outputs (runfox.cache)
+      - id: each               # a map step: runs once per item of a JSON list
+        fn: process
+        map: {var: steps.greet.output.files}   # any expression giving a list
+        input: {file: {var: item}, n: {var: index}}
+        max_parallel: 10       # optional: items of this map in progress at once
+        tolerate: 0.1          # optional: item failures survived (a count, or a fraction)
     outputs: {...}             # resolved when every step is complete
 
 The fields of each part are tables in ``runfox.spec_schema`` (which also builds the
@@ -100,8 +106,11 @@ __all__ = [
     "WorkflowSpec",
     "canonical_json",
     "compile_spec",
+    "item_id",
+    "item_index",
     "load_spec",
     "parse_yaml",
+    "plan_step_id",
     "spec_for",
     "workflow_id_for",
 ]
@@ -114,6 +123,32 @@ _PRODUCT_RE = re.compile(PRODUCT_PATTERN)
 #: A JSONPath (``vars``) that reads steps or products it does not name: ``$.steps.*``,
 #: ``$.steps[...]``, ``$..x`` (recursive descent reaches every step).
 _WILDCARD_RE = re.compile(r"^\$(?:\.\.|\.(?:steps|products)(?:$|\.\*|\[|\.\.))")
+_ITEM_RE = re.compile(r"^(.+)\[(0|[1-9][0-9]*)\]$")
+
+
+def item_id(step_id: str, index: int) -> str:
+    """The id of item ``index`` of map step ``step_id``: ``"step_id[index]"``.
+
+    Brackets cannot occur in a spec's step ids, so an item id never collides with a
+    step's.
+    """
+    return f"{step_id}[{index}]"
+
+
+def item_index(step_id: str) -> int | None:
+    """The item index in an item id (``"x[3]"`` -> 3), ``None`` for a plain step id."""
+    if not step_id.endswith("]"):
+        return None
+    match = _ITEM_RE.match(step_id)
+    return int(match.group(2)) if match else None
+
+
+def plan_step_id(step_id: str) -> str:
+    """The spec step an id belongs to: the map step of an item id, else the id itself."""
+    if not step_id.endswith("]"):
+        return step_id
+    match = _ITEM_RE.match(step_id)
+    return match.group(1) if match else step_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +221,20 @@ class StepSpec:
     requires: tuple[str, ...] = ()
     #: The step cache (``cache:``), or ``None`` when the step is not cached.
     cache: CachePolicy | None = None
+    #: ``map:``: the compiled expression giving the list of items, or ``None`` for a
+    #: step that runs once. See ``runfox.graph`` (map steps).
+    map: Compiled | None = None
+    #: ``max_parallel`` of a map step: items in progress at once (``None``: no bound).
+    max_parallel: int | None = None
+    #: ``tolerate`` of a map step: an ``int`` is a count of item failures, a ``float``
+    #: a fraction (0..1) of the item count.
+    tolerate: int | float = 0
+
+    def tolerance(self, total: int) -> int:
+        """How many of ``total`` items may fail before this map step fails."""
+        if isinstance(self.tolerate, float):
+            return math.floor(self.tolerate * total + 1e-9)
+        return self.tolerate
 
 
 @dataclass(frozen=True, slots=True)
@@ -874,6 +923,8 @@ def _reads(step: dict[str, Any]) -> list[tuple[Any, bool]]:
     raw_input = step.get("input")
     if isinstance(raw_input, dict):
         found.extend((value, True) for value in raw_input.values())
+    if step.get("map") is not None:
+        found.append((step["map"], True))
     branches = step.get("branch")
     if isinstance(branches, list):
         for entry in branches:
@@ -1280,6 +1331,7 @@ def _compile_step(problems: _Problems, place: str, sid: str | None, step: dict[s
     cache = (defaults.cache if step.get("cache") is None
              else _parse_cache(problems, f"{place}.cache", step["cache"], defaults.cache))
     branches = _compile_branches(problems, place, sid, step.get("branch"), refs)
+    mapped = _compile_map(problems, place, sid, step, refs)
     if sid is None or not isinstance(fn, str) or not fn:
         return None
     return StepSpec(
@@ -1292,7 +1344,47 @@ def _compile_step(problems: _Problems, place: str, sid: str | None, step: dict[s
                                or defaults.on_dependency_failure),
         concurrency=concurrency or defaults.concurrency,
         produces=products[0], requires=products[1], cache=cache,
+        map=mapped[0], max_parallel=mapped[1], tolerate=mapped[2],
     )
+
+
+def _compile_map(problems: _Problems, place: str, sid: str | None, step: dict[str, Any],
+                 refs: _Refs) -> tuple[Compiled | None, int | None, int | float]:
+    """``map``, ``max_parallel`` and ``tolerate`` of one step (problems reported).
+
+    ``max_parallel`` and ``tolerate`` belong to map steps only; a map step may not
+    have ``branch`` (its output is a list, not an object a branch could read) nor
+    ``cache``. ``tolerate`` is a count (an integer >= 0) or a fraction (a number
+    with a decimal point, 0..1) of the items.
+    """
+    raw = step.get("map")
+    limit = step.get("max_parallel")
+    tolerate = step.get("tolerate")
+    if raw is None:
+        for name in ("max_parallel", "tolerate"):
+            if step.get(name) is not None:
+                problems.add(f"{place}.{name}", "applies to map steps only (add 'map')")
+        return None, None, 0
+    compiled = _compile(problems, f"{place}.map", raw, template=True)
+    refs.check(f"{place}.map", sid, raw, template=True, allow_self=False)
+    for name in ("branch", "cache"):
+        if step.get(name) not in (None, False):
+            problems.add(f"{place}.{name}", f"a map step cannot have {name!r} (its output is "
+                                            "the list of its items' outputs)")
+    if limit is not None and (type(limit) is not int or limit < 1):
+        problems.add(f"{place}.max_parallel", f"must be an integer >= 1, got {limit!r}")
+        limit = None
+    share: int | float = 0
+    if tolerate is not None:
+        if type(tolerate) is int and tolerate >= 0:
+            share = tolerate
+        elif type(tolerate) is float and 0.0 <= tolerate <= 1.0:
+            share = tolerate
+        else:
+            problems.add(f"{place}.tolerate", "must be a count of items (an integer >= 0) or "
+                                              f"a fraction of them (0.0 to 1.0), got "
+                                              f"{tolerate!r}")
+    return compiled, limit, share
 
 
 def _policy(raw: Any) -> str | None:

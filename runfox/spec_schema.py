@@ -201,6 +201,15 @@ STEP_FIELDS = (
     Field("requires", _PRODUCTS, "products this step needs: it depends on their producers",
           nullable=True),
     *DEFAULT_FIELDS,
+    Field("map", _ANY, "run the step once per item of this JSON list (any expression "
+          "giving one); its input reads {var: item} and {var: index}; its output is the "
+          "list of the items' outputs, in item order", nullable=True),
+    Field("max_parallel", {"type": "integer", "minimum": 1},
+          "map steps: at most this many items in progress at once", nullable=True),
+    Field("tolerate", {"anyOf": [{"type": "integer", "minimum": 0},
+                                 {"type": "number", "minimum": 0, "maximum": 1}]},
+          "map steps: how many item failures the map survives: a count (2) or a fraction "
+          "of the items (0.25); failed items appear as error outputs", nullable=True),
 )
 
 INPUT_FIELDS = (

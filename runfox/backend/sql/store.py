@@ -40,7 +40,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 
 from ...errors import BackendError, ConflictError, CorruptRecord
 from ...history import Event, corrupt_event
-from ...records import StepRecord, WorkflowRecord
+from ...records import StepRecord, WorkflowRecord, ordered_items
 from ...status import WorkflowStatus
 from ..store import ExecutionSummary, Store, key_matches
 from .cache import SqlCache
@@ -182,6 +182,13 @@ class SqlStore(DatabaseUser, Store):
             head = {"k": key, "expected": record.version - 1, "v": record.version,
                     "st": record.status.value, "at": record.updated_at,
                     "state_json": dumps(record.state), "outcome_json": dumps(record.outcome)}
+            # Map items appear when their map step is claimed: those rows are new.
+            old = previous.steps if previous is not None else None
+            fresh = [sid for sid in changed if old is not None and sid not in old]
+            if fresh:
+                made = set(fresh)
+                changed = [sid for sid in changed if sid not in made]
+            inserts = [_step_row(key, record.steps[sid], record.version) for sid in fresh]
             rows = [_step_params(key, record.steps[sid], record.version) for sid in changed]
 
             def work(conn: Connection) -> None:
@@ -190,6 +197,8 @@ class SqlStore(DatabaseUser, Store):
                                         f"{record.version - 1}; another writer won")
                 if rows:
                     conn.execute(_UPDATE_STEP, rows)
+                if inserts:
+                    conn.execute(_INSERT_STEPS, inserts)
                 if logged:
                     conn.execute(_INSERT_EVENTS, logged)
 
@@ -245,9 +254,7 @@ class SqlStore(DatabaseUser, Store):
             "state": dumps(record.state),
             "outcome": dumps(record.outcome),
         }
-        rows = [{"workflow_execution_id": key, "step_id": s.id, "status": s.status.value,
-                 "run_id": s.run_id, "version": record.version, "data": dumps(s.to_dict())}
-                for s in record.steps.values()]
+        rows = [_step_row(key, s, record.version) for s in record.steps.values()]
 
         def work(conn: Connection) -> None:
             if idempotency_key is not None:  # first: a racing creator stops here
@@ -388,6 +395,11 @@ def _event_params(event: Event) -> dict[str, Any]:
             "data": dumps(event.to_dict())}
 
 
+def _step_row(key: str, step: StepRecord, version: int) -> dict[str, Any]:
+    return {"workflow_execution_id": key, "step_id": step.id, "status": step.status.value,
+            "run_id": step.run_id, "version": version, "data": dumps(step.to_dict())}
+
+
 def _step_params(key: str, step: StepRecord, version: int) -> dict[str, Any]:
     return {"k": key, "sid": step.id, "st": step.status.value, "run": step.run_id,
             "v": version, "data_json": dumps(step.to_dict())}
@@ -435,15 +447,26 @@ def _apply_delta(key: str, base: WorkflowRecord, head: Row[Any], rows: Sequence[
     """``base`` moved to the header's version with the step rows written since."""
     plan = base.plan
     try:
-        changes = {d["id"]: StepRecord.from_dict(d) for d in _step_dicts(key, rows)
-                   if d["id"] in plan.by_id}
+        changes: dict[str, StepRecord] = {}
+        fresh: list[Mapping[str, Any]] = []  # items of a map claimed since ``base``
+        for d in _step_dicts(key, rows):
+            spec = plan.by_id.get(d["id"])
+            if spec is not None:
+                changes[d["id"]] = StepRecord.from_dict(d, list_output=spec.map is not None)
+            elif d["id"] in base.steps:
+                changes[d["id"]] = StepRecord.from_dict(d)
+            else:
+                fresh.append(d)
+        steps = base.steps
+        if fresh:
+            steps = steps.extend(StepRecord.from_dict(d) for d in ordered_items(plan, fresh))
         return WorkflowRecord(
             workflow_id=base.workflow_id,
             execution_id=base.execution_id,
             spec=base.spec,
             inputs=base.inputs,
             state=_column(key, "state", head.state),
-            steps=base.steps.replace(changes),
+            steps=steps.replace(changes),
             status=WorkflowStatus(head.status),
             outcome=_column(key, "outcome", head.outcome),
             version=int(head.version),
