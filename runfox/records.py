@@ -589,7 +589,8 @@ class WorkflowRecord:
                 items = ordered_items(plan, ({"id": k} for k in given))
                 steps = steps.extend(given[d["id"]] for d in items)
         if self.open < 0:
-            steps, ready, open_count, running, maps = _derive(plan, steps)
+            steps, ready, open_count, running = _derive(plan, steps)
+            maps = _derive_maps(plan, steps)
             object.__setattr__(self, "ready", ready)
             object.__setattr__(self, "open", open_count)
             object.__setattr__(self, "running", running)
@@ -713,15 +714,25 @@ class WorkflowRecord:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CorruptRecord(key, f"{type(exc).__name__}: {exc}") from exc
 
+def _derive_maps(plan: WorkflowSpec, steps: StepMap) -> dict[str, MapProgress]:
+    """The progress of every map step in progress with its items (O(items))."""
+    maps: dict[str, MapProgress] = {}
+    for s in plan.steps:
+        if s.map is not None:
+            record = steps[s.id]
+            if record.items is not None and record.status is StepStatus.IN_PROGRESS:
+                maps[s.id] = _map_progress(steps, s.id, record.items)
+    return maps
+
+
 def _derive(plan: WorkflowSpec, steps: StepMap
-            ) -> tuple[StepMap, frozenset[str], int, int, dict[str, MapProgress]]:
-    """Compute ``unmet`` per step, the ready set, the open and running counts and the
-    progress of claimed maps from scratch. Items count in none of the step counts."""
+            ) -> tuple[StepMap, frozenset[str], int, int]:
+    """Compute ``unmet`` per step, the ready set, the open and running counts from
+    scratch. Map items count in none of them (``_derive_maps``)."""
     settled = {s.id for s in plan.steps if steps[s.id].status.is_terminal}
     changes: dict[str, StepRecord] = {}
     ready = set()
     running = 0
-    maps: dict[str, MapProgress] = {}
     for s in plan.steps:
         record = steps[s.id]
         unmet = sum(1 for d in s.depends_on if d not in settled)
@@ -731,11 +742,7 @@ def _derive(plan: WorkflowSpec, steps: StepMap
         if unmet == 0 and record.status in _WAITING:
             ready.add(s.id)
         running += record.status is StepStatus.IN_PROGRESS
-        if s.map is not None and record.items is not None and \
-                record.status is StepStatus.IN_PROGRESS:
-            maps[s.id] = _map_progress(steps, s.id, record.items)
-    return (steps.replace(changes), frozenset(ready), len(plan.steps) - len(settled), running,
-            maps)
+    return steps.replace(changes), frozenset(ready), len(plan.steps) - len(settled), running
 
 def context_for(record: WorkflowRecord) -> dict[str, Any]:
     """The JSON Logic data for inputs and outputs: ``steps``, ``input``, ``state``, and
