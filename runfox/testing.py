@@ -54,7 +54,7 @@ from .graph import advance, on_step_result
 from .history import Event
 from .ids import new_execution_id
 from .records import WorkflowRecord
-from .results import Complete, Dispatch, DispatchJob, Failed, Halt
+from .results import Complete, Dispatch, DispatchJob, Failed, Halt, Ignored
 from .spec import load_spec
 from .status import StepStatus, WorkflowStatus
 from .workflow import Workflow
@@ -65,6 +65,7 @@ __all__ = [
     "CountingExecutor",
     "FakeClock",
     "KeyedStoreContract",
+    "MapContract",
     "RunnerContract",
     "ScheduleContract",
     "StoreContract",
@@ -76,6 +77,8 @@ __all__ = [
     "fan_executor",
     "fan_spec",
     "job",
+    "map_executor",
+    "map_spec",
     "new_record",
 ]
 
@@ -619,7 +622,225 @@ class CountingExecutor:
         return calls
 
 
-class BackendContract:
+def map_spec(*, max_parallel: int | None = None, tolerate: int | float | None = None,
+             max_attempts: int = 1) -> dict[str, Any]:
+    """``ls`` lists ``input.n`` numbers, ``each`` maps ``sq`` over them (``{"y": x*x,
+    "i": index}``), ``total`` sums the list; ``outputs`` read the list too. For
+    ``map_executor``."""
+    each: dict[str, Any] = {"id": "each", "fn": "sq", "map": {"var": "steps.ls.output.xs"},
+                            "input": {"x": {"var": "item"}, "i": {"var": "index"}},
+                            "max_attempts": max_attempts}
+    if max_parallel is not None:
+        each["max_parallel"] = max_parallel
+    if tolerate is not None:
+        each["tolerate"] = tolerate
+    return {"name": "map", "steps": [
+        {"id": "ls", "fn": "ls", "input": {"n": {"var": "input.n"}}},
+        each,
+        {"id": "total", "fn": "total", "input": {"ys": {"var": "steps.each.output"}}},
+    ], "outputs": {"total": {"var": "steps.total.output.total"},
+                   "first": {"var": "steps.each.output.0.y"},
+                   "all": {"var": "steps.each.output"}}}
+
+
+def map_executor(fail: Callable[[int, int], bool] | None = None
+                 ) -> Callable[[str, dict[str, Any]], dict[str, Any]]:
+    """The executor of ``map_spec``; ``fail(x, call)`` (call counts from 1 per ``x``)
+    makes that attempt of ``sq`` fail."""
+    calls: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def execute(fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        if fn == "ls":
+            return {"xs": list(range(inputs["n"]))}
+        if fn == "sq":
+            x = inputs["x"]
+            with lock:
+                calls[x] = calls.get(x, 0) + 1
+                call = calls[x]
+            if fail is not None and fail(x, call):
+                return {"ok": False, "error": f"item {x} failed (call {call})"}
+            return {"y": x * x, "i": inputs["i"]}
+        if fn == "total":
+            return {"total": sum(o["y"] for o in inputs["ys"] if o.get("ok") is not False)}
+        raise ValueError(f"unknown fn {fn!r}")
+
+    execute.calls = calls  # type: ignore[attr-defined]
+    return execute
+
+
+class MapContract:
+    """Map steps (``map:``) on a backend: items are step records ``X[i]`` applied like
+    steps. Provide ``parts`` -> (store, runner); ``BackendContract`` includes this."""
+
+    def _map_run(self, parts: tuple[Store, Runner], spec: dict[str, Any], n: int,
+                 executor: Callable[[str, dict[str, Any]], dict[str, Any]]) -> Workflow:
+        store, runner = parts
+        backend = Backend(store=store, runner=runner, executor=executor, poll_interval=0.01)
+        return Workflow.from_dict(spec, backend, inputs={"n": n})
+
+    def test_map_outputs_are_the_items_outputs_in_order(
+            self, parts: tuple[Store, Runner]) -> None:
+        wf = self._map_run(parts, map_spec(), 25, map_executor())
+        result = wf.run(timeout=120)
+        assert isinstance(result, Complete), result
+        assert result.outcome["all"] == [{"y": i * i, "i": i} for i in range(25)]
+        assert result.outcome["total"] == sum(i * i for i in range(25))
+        assert result.outcome["first"] == 0
+        again = Backend(store=parts[0], runner=parts[1]).load(wf.id)  # from the store
+        assert again.steps["each"].items == 25
+        assert again.steps["each"].output == result.outcome["all"]
+        items = [again.steps[f"each[{i}]"] for i in range(25)]
+        assert all(s.status is StepStatus.COMPLETE and s.attempts == 1 for s in items)
+        assert [s.inputs for s in items] == [{"x": i, "i": i} for i in range(25)]
+
+    def test_map_over_an_empty_list_completes_with_an_empty_list(
+            self, parts: tuple[Store, Runner]) -> None:
+        executor = map_executor()
+        wf = self._map_run(parts, map_spec(), 0, executor)
+        result = wf.run(timeout=120)
+        assert isinstance(result, Complete), result
+        assert result.outcome == {"total": 0, "first": None, "all": []}
+        assert executor.calls == {}  # type: ignore[attr-defined]
+
+    def test_map_over_a_non_list_fails_the_step_naming_the_type(
+            self, parts: tuple[Store, Runner]) -> None:
+        spec = map_spec()
+        spec["steps"][1]["map"] = {"var": "steps.ls.output"}  # an object
+        wf = self._map_run(parts, spec, 3, map_executor())
+        result = wf.run(timeout=120)
+        assert isinstance(result, Failed), result
+        error = result.outcome["error"]
+        assert result.outcome["step"] == "each" and error["type"] == "MapError"
+        assert "'each'" in error["message"] and "'map'" in error["message"]
+        assert "got object" in error["message"]
+        each = wf.record.steps["each"]  # a data error, as an input error: never ran
+        assert each.status is StepStatus.FAILED and each.attempts == 0 and each.items is None
+
+    @pytest.mark.parametrize("tolerate", [2, 0.2])
+    def test_map_tolerates_item_failures(self, parts: tuple[Store, Runner],
+                                         tolerate: int | float) -> None:
+        wf = self._map_run(parts, map_spec(tolerate=tolerate), 10,
+                           map_executor(lambda x, _: x in (3, 7)))
+        result = wf.run(timeout=120)
+        assert isinstance(result, Complete), result
+        outputs = result.outcome["all"]
+        assert [o.get("ok") is False for o in outputs] == [i in (3, 7) for i in range(10)]
+        assert outputs[3]["error"] == "item 3 failed (call 1)"
+        assert outputs[4] == {"y": 16, "i": 4}
+        assert result.outcome["total"] == sum(i * i for i in range(10) if i not in (3, 7))
+
+    @pytest.mark.parametrize("tolerate", [1, 0.1])
+    def test_map_fails_past_its_tolerance(self, parts: tuple[Store, Runner],
+                                          tolerate: int | float) -> None:
+        wf = self._map_run(parts, map_spec(tolerate=tolerate, max_parallel=1), 10,
+                           map_executor(lambda x, _: x in (3, 5, 7)))
+        result = wf.run(timeout=120)
+        assert isinstance(result, Failed), result
+        error = result.outcome["error"]
+        assert error["type"] == "MapFailed" and error["item"] == 3
+        assert "2 of 10 items failed (tolerates 1)" in error["message"]
+        record = wf.record
+        assert record.steps["each"].status is StepStatus.FAILED
+        assert record.steps["each[5]"].status is StepStatus.FAILED
+        assert record.steps["each[6]"].status is StepStatus.SKIPPED  # never ran
+        assert record.steps["total"].status is StepStatus.SKIPPED
+
+    def test_map_retries_per_item(self, parts: tuple[Store, Runner]) -> None:
+        executor = map_executor(lambda x, call: x == 2 and call < 3)
+        wf = self._map_run(parts, map_spec(max_attempts=3), 5, executor)
+        result = wf.run(timeout=120)
+        assert isinstance(result, Complete), result
+        assert result.outcome["all"] == [{"y": i * i, "i": i} for i in range(5)]
+        assert executor.calls == {0: 1, 1: 1, 2: 3, 3: 1, 4: 1}  # type: ignore[attr-defined]
+        record = wf.record
+        assert record.steps["each[2]"].attempts == 3 and record.steps["each[2]"].run_id == 2
+        assert record.steps["each[1]"].attempts == 1 and record.steps["each"].attempts == 1
+
+    def _driven(self, parts: tuple[Store, Runner], spec: dict[str, Any], n: int
+                ) -> tuple[Backend, str, list[DispatchJob]]:
+        """A map execution driven by hand: ``ls`` applied, the first items claimed."""
+        store, runner = parts
+        backend = Backend(store=store, runner=runner)
+        key = backend.create(spec, {"n": n})
+        first = backend.advance(key)
+        assert isinstance(first, Dispatch) and [j.step_id for j in first.jobs] == ["ls"]
+        _, nxt = backend.apply_and_advance(key, [("ls", {"xs": list(range(n))},
+                                                  first.jobs[0].run_id)], dispatch=False)
+        assert isinstance(nxt, Dispatch)
+        return backend, key, list(nxt.jobs)
+
+    def test_map_max_parallel_bounds_items_in_progress(
+            self, parts: tuple[Store, Runner]) -> None:
+        backend, key, jobs = self._driven(parts, map_spec(max_parallel=3), 20)
+        assert [j.step_id for j in jobs] == ["each[0]", "each[1]", "each[2]"]
+        seen = [j.step_id for j in jobs]
+        most = 0
+        while jobs:
+            job = jobs.pop(0)
+            _, nxt = backend.apply_and_advance(
+                key, [(job.step_id, {"y": job.inputs["x"] ** 2, "i": job.inputs["i"]},
+                       job.run_id)], dispatch=False)
+            record = backend.load(key)
+            running = sum(record.steps[f"each[{i}]"].status is StepStatus.IN_PROGRESS
+                          for i in range(20))
+            most = max(most, running)
+            assert running <= 3
+            if isinstance(nxt, Dispatch):  # items only: "total" is left claimed
+                claimed = [j for j in nxt.jobs if j.step_id != "total"]
+                jobs.extend(claimed)
+                seen.extend(j.step_id for j in claimed)
+        assert most == 3
+        assert seen == [f"each[{i}]" for i in range(20)]  # claimed once each, in order
+        record = backend.load(key)
+        assert record.steps["each"].status is StepStatus.COMPLETE
+        assert record.steps["each"].output == [{"y": i * i, "i": i} for i in range(20)]
+        assert record.steps["total"].status is StepStatus.IN_PROGRESS
+
+    def test_map_item_results_with_a_stale_run_id_are_ignored(
+            self, parts: tuple[Store, Runner]) -> None:
+        spec = map_spec(max_attempts=2)
+        backend, key, jobs = self._driven(parts, spec, 3)
+        job = jobs[0]
+        assert job.step_id == "each[0]" and job.run_id == 0 and job.inputs == {"x": 0, "i": 0}
+        before = backend.load(key).version
+        stale = backend.apply_results(key, [("each[0]", {"y": 99}, 7)])
+        assert isinstance(stale[0], Ignored) and "run 7" in stale[0].reason
+        assert backend.load(key).version == before  # nothing written
+        # a failed attempt: retried with a new run id; the old run's result is stale
+        backend.apply_results(key, [("each[0]", {"ok": False, "error": "boom"}, 0)])
+        late = backend.apply_results(key, [("each[0]", {"y": 0, "i": 0}, 0)])
+        assert isinstance(late[0], Ignored)
+        retry = backend.advance(key)
+        assert isinstance(retry, Dispatch) and [(j.step_id, j.run_id) for j in retry.jobs] \
+            == [("each[0]", 1)]
+        for step_id, x, run in (("each[0]", 0, 1), ("each[1]", 1, 0), ("each[2]", 2, 0)):
+            done = backend.apply_results(key, [(step_id, {"y": x * x, "i": x}, run)])
+            assert not isinstance(done[0], Ignored)
+        again = backend.apply_results(key, [("each[2]", {"y": 4, "i": 2}, 0)])
+        assert isinstance(again[0], Ignored)  # a duplicate
+        assert backend.load(key).steps["each"].output == [{"y": x * x, "i": x}
+                                                          for x in range(3)]
+
+    def test_cancel_cancels_running_items_and_redrive_runs_the_map_again(
+            self, parts: tuple[Store, Runner]) -> None:
+        backend, key, jobs = self._driven(parts, map_spec(max_parallel=2), 4)
+        backend.apply_results(key, [("each[0]", {"y": 0, "i": 0}, 0)])
+        backend.cancel(key, "test")
+        record = backend.load(key)
+        assert record.status is WorkflowStatus.CANCELLED
+        assert record.steps["each[1]"].status is StepStatus.CANCELLED
+        assert record.steps["each[3]"].status is StepStatus.SKIPPED
+        late = backend.apply_results(key, [("each[1]", {"y": 1, "i": 1}, 0)])
+        assert isinstance(late[0], Ignored)
+        backend.executor = map_executor()
+        assert "each" in backend.redrive(key, dispatch=False)
+        result = Workflow.resume(key, backend).run(timeout=120)
+        assert isinstance(result, Complete), result
+        assert result.outcome["all"] == [{"y": i * i, "i": i} for i in range(4)]
+
+
+class BackendContract(MapContract):
     """Whole workflows over a store and runner. Provide ``parts`` -> (store, runner)."""
 
     def test_runs_a_fan_out_to_completion(self, parts: tuple[Store, Runner]) -> None:
