@@ -54,6 +54,7 @@ from typing import Any
 from ...errors import RecordTooLarge, WorkflowNotFound
 from ...execution import Executor, error_output, run_job
 from ...records import WorkflowRecord
+from ...spec import plan_step_id
 from ...results import (
     Cancelled,
     Dispatch,
@@ -320,8 +321,8 @@ class JobHandler:
             return None
         seen: set[str] = set()
         for message, job in jobs:
-            spec = record.plan.by_id.get(job.step_id)
-            if spec is None or spec.fn != job.fn:
+            spec = record.plan.by_id.get(plan_step_id(job.step_id))  # a map item: its step's
+            if spec is None or spec.fn != job.fn or job.step_id not in record.steps:
                 logger.warning("message %s names job %s, which %s; left for the dead-letter "
                                "queue", message.message_id, job.key,
                                "is not a step of that workflow" if spec is None
