@@ -145,6 +145,19 @@ DATA_ERRORS: tuple[type[BaseException], ...] = (
 StateChange = tuple[StateChangeEvent | None, dict[str, Any], dict[str, Any]]
 
 
+class _MapRefused(Exception):
+    """A map step that cannot start (its list is no list, too many items failed to
+    resolve): carries the step's error, handled like an input error."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error["message"])
+        self.error = error
+
+
+#: What stops one step's claim in ``advance`` without stopping the others.
+_CLAIM_ERRORS: tuple[type[BaseException], ...] = (*DATA_ERRORS, _MapRefused)
+
+
 class _Tx:
     """Step changes layered over a record, keeping ``ready``/``open``/``unmet`` right."""
 
@@ -566,7 +579,7 @@ def advance(record: WorkflowRecord, now: float, *, cache: CacheLookup | None = N
                     raise _MapRefused(map_error)
                 inputs = memo[0] if memo is not None else _resolve_inputs(spec, context)
                 slot = _slot(record, spec, inputs)
-            except (*DATA_ERRORS, _MapRefused) as exc:
+            except _CLAIM_ERRORS as exc:
                 error = exc.error if isinstance(exc, _MapRefused) else \
                     _input_error(record, spec, context, exc)
                 if plan.ends_on_failure(step_id):
@@ -621,15 +634,6 @@ def advance(record: WorkflowRecord, now: float, *, cache: CacheLookup | None = N
 # ---------------------------------------------------------------------------
 # Map steps
 # ---------------------------------------------------------------------------
-
-
-class _MapRefused(Exception):
-    """A map step that cannot start (its list is no list, too many items failed to
-    resolve): carries the step's error, handled like an input error."""
-
-    def __init__(self, error: dict[str, Any]) -> None:
-        super().__init__(error["message"])
-        self.error = error
 
 
 def _json_type(value: Any) -> str:
@@ -893,7 +897,7 @@ def redispatch(record: WorkflowRecord, now: float, older_than: float
     tx = None  # failures the workflow survives
     for step in record.steps.values():
         if step.status is StepStatus.IN_PROGRESS and (step.started_at or 0) <= now - older_than:
-            spec = record.plan.by_id.get(step.id)  # type: ignore[assignment]
+            spec = record.plan.by_id.get(step.id)
             if spec is None or spec.map is not None:  # an item, or a map step (its items run)
                 item = _awaited_item(record, step)
                 if item is not None:

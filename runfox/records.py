@@ -487,12 +487,6 @@ class MapProgress:
     failed: int = 0
     waiting: frozenset[int] = frozenset()
 
-    def evolve(self, **changes: Any) -> MapProgress:
-        fields = {"total": self.total, "next": self.next, "running": self.running,
-                  "settled": self.settled, "failed": self.failed, "waiting": self.waiting}
-        fields.update(changes)
-        return MapProgress(**fields)
-
 
 def _map_progress(steps: StepMap, step_id: str, total: int) -> MapProgress:
     """A claimed map step's progress, from its item records (O(items), on load)."""

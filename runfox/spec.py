@@ -1376,9 +1376,8 @@ def _compile_map(problems: _Problems, place: str, sid: str | None, step: dict[st
         limit = None
     share: int | float = 0
     if tolerate is not None:
-        if type(tolerate) is int and tolerate >= 0:
-            share = tolerate
-        elif type(tolerate) is float and 0.0 <= tolerate <= 1.0:
+        count = type(tolerate) is int and tolerate >= 0
+        if count or (type(tolerate) is float and 0.0 <= tolerate <= 1.0):
             share = tolerate
         else:
             problems.add(f"{place}.tolerate", "must be a count of items (an integer >= 0) or "

@@ -824,7 +824,7 @@ class MapContract:
 
     def test_cancel_cancels_running_items_and_redrive_runs_the_map_again(
             self, parts: tuple[Store, Runner]) -> None:
-        backend, key, jobs = self._driven(parts, map_spec(max_parallel=2), 4)
+        backend, key, _ = self._driven(parts, map_spec(max_parallel=2), 4)
         backend.apply_results(key, [("each[0]", {"y": 0, "i": 0}, 0)])
         backend.cancel(key, "test")
         record = backend.load(key)

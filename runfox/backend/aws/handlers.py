@@ -54,7 +54,6 @@ from typing import Any
 from ...errors import RecordTooLarge, WorkflowNotFound
 from ...execution import Executor, error_output, run_job
 from ...records import WorkflowRecord
-from ...spec import plan_step_id
 from ...results import (
     Cancelled,
     Dispatch,
@@ -66,6 +65,7 @@ from ...results import (
     Result,
     WorkResult,
 )
+from ...spec import plan_step_id
 from ...status import StepStatus, WorkflowStatus
 from ..base import Backend
 from .messages import Advance, Invalid, Message, ResultMessage, parse
