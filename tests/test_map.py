@@ -32,10 +32,20 @@ from sqldb import KINDS, scratch_database
 
 from runfox.backend import Backend
 from runfox.backend.sql import SqlStore, parts_from_url
-from runfox.graph import advance, item_index, on_step_result, plan_step_id
+from runfox.cli import render
+from runfox.graph import (
+    advance,
+    apply_results,
+    item_index,
+    on_step_result,
+    plan_step_id,
+    redispatch,
+    reset_step,
+)
 from runfox.history import COMPLETED
 from runfox.records import StepMap, StepRecord, WorkflowRecord
-from runfox.results import Dispatch
+from runfox.results import Dispatch, Ignored
+from runfox.spec import workflow_id_for
 from runfox.status import StepStatus, WorkflowStatus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +76,8 @@ def test_step_map_extend_shares_chunks_and_reports_new_keys() -> None:
 
 def test_item_records_survive_json_and_keep_their_order() -> None:
     spec = map_spec(0.0)
-    record = WorkflowRecord(workflow_id="w", execution_id="e", spec=spec, inputs={"n": 3})
+    record = WorkflowRecord(workflow_id=workflow_id_for(spec), execution_id="e", spec=spec,
+                            inputs={"n": 3})
     record, result = advance(record, 1.0)
     assert isinstance(result, Dispatch)
     record, _ = on_step_result(record, "ls", {"xs": [5, 6, 7]}, 0, 2.0)
@@ -84,6 +95,77 @@ def test_item_records_survive_json_and_keep_their_order() -> None:
     bad = record.to_dict()
     bad["steps"][0]["output"] = [1]  # a list output is only for map steps
     assert WorkflowRecord.from_dict(bad).defects[0].where == "steps.ls.output"
+
+
+def _claimed_map(n: int, max_attempts: int = 3, **each: object) -> WorkflowRecord:
+    """A record whose map step ``each`` (with ``each`` fields) is ready to be claimed
+    with ``n`` items."""
+    spec = map_spec(0.0, max_attempts)
+    spec["steps"][1].update(each)
+    record = WorkflowRecord(workflow_id=workflow_id_for(spec), execution_id="e", spec=spec,
+                            inputs={"n": n})
+    record, _ = advance(record, 1.0)
+    record, _ = on_step_result(record, "ls", {"xs": list(range(n))}, 0, 2.0)
+    return record
+
+
+def test_status_shows_a_map_as_one_line_with_its_item_counts() -> None:
+    record, _ = advance(_claimed_map(3, max_attempts=1, tolerate=1), 3.0)
+    record, _ = apply_results(record, [("each[0]", {"y": 0}, 0),
+                                       ("each[2]", {"ok": False, "error": "bad"}, 0)], 4.0)
+    text = render.status_text(record)
+    assert "each[" not in text
+    line = next(line for line in text.splitlines() if line.startswith("each "))
+    assert "in_progress" in line and line.endswith("items 2/3 done, 1 failed")
+    data = render.status_json(record)
+    assert data["steps"]["each"]["items"] == {"total": 3, "settled": 2, "complete": 1,
+                                              "failed": 1, "in_progress": 1}
+    assert data["progress"]["total"] == 2  # steps of the spec: ls and each
+    assert "each[1]" in render.step_detail(record, "each[1]", as_json=False)
+
+
+def test_reset_of_a_map_step_renews_its_items_and_ignores_old_results() -> None:
+    record, first = advance(_claimed_map(3), 3.0)
+    assert isinstance(first, Dispatch) and len(first.jobs) == 3
+    record, _ = on_step_result(record, "each[0]", {"y": 0}, 0, 4.0)
+    record = reset_step(record, "each", 5.0)
+    assert record.steps["each"].items is None and "each" not in record.maps
+    late, result = on_step_result(record, "each[1]", {"y": 1}, 0, 6.0)
+    assert isinstance(result, Ignored) and late is record
+    record, again = advance(record, 7.0)
+    assert isinstance(again, Dispatch)
+    assert [(j.step_id, j.run_id) for j in again.jobs] == [("each[0]", 1), ("each[1]", 1),
+                                                          ("each[2]", 1)]
+    stale, result = on_step_result(record, "each[2]", {"y": 4}, 0, 8.0)
+    assert isinstance(result, Ignored) and stale is record
+
+
+def test_redispatch_sends_the_jobs_of_items_in_progress_again() -> None:
+    record, first = advance(_claimed_map(4, max_parallel=2), 3.0)
+    assert isinstance(first, Dispatch)
+    record, _ = on_step_result(record, "each[1]", {"y": 1}, 0, 4.0)
+    same, again = redispatch(record, 100.0, older_than=10.0)
+    assert same is record and isinstance(again, Dispatch)
+    assert [(j.step_id, j.inputs["x"]) for j in again.jobs] == [("each[0]", 0)]
+    record, nxt = advance(record, 5.0)  # each[1] done: one more may run
+    assert isinstance(nxt, Dispatch) and [j.step_id for j in nxt.jobs] == ["each[2]"]
+    _, again = redispatch(record, 100.0, older_than=10.0)
+    assert isinstance(again, Dispatch)
+    assert [(j.step_id, j.run_id) for j in again.jobs] == [("each[0]", 0), ("each[2]", 0)]
+
+
+def test_items_do_not_count_toward_the_top_level_max_parallel() -> None:
+    spec = map_spec(0.0)
+    spec["steps"].append({"id": "side", "fn": "ls", "input": {"n": 1}})
+    spec["max_parallel"] = 2
+    record = WorkflowRecord(workflow_id=workflow_id_for(spec), execution_id="e", spec=spec,
+                            inputs={"n": 5})
+    record, first = advance(record, 1.0)
+    assert isinstance(first, Dispatch) and [j.step_id for j in first.jobs] == ["ls", "side"]
+    record, _ = on_step_result(record, "ls", {"xs": list(range(5))}, 0, 2.0)
+    record, nxt = advance(record, 3.0)
+    assert isinstance(nxt, Dispatch) and len(nxt.jobs) == 5  # the map counts once
+    assert record.running == 2
 
 
 def test_the_map_example_runs() -> None:

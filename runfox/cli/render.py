@@ -36,10 +36,37 @@ def iso(ts: float | None) -> str | None:
 
 
 def progress_counts(record: WorkflowRecord) -> dict[str, int]:
+    """Steps by status; a map step counts once (its items: ``item_counts``)."""
     counts = {status.value: 0 for status in StepStatus}
-    for step in record.steps.values():
-        counts[step.status.value] += 1
-    counts["total"] = len(record.steps)
+    for spec in record.plan.steps:
+        counts[record.steps[spec.id].status.value] += 1
+    counts["total"] = len(record.plan.steps)
+    return counts
+
+
+def item_counts(record: WorkflowRecord, step_id: str) -> dict[str, int] | None:
+    """The items of map step ``step_id`` by status (``total``, ``settled``,
+    ``complete``, ``failed``, ``in_progress``), or ``None`` when it has none.
+
+    Cheap while the map runs (``record.maps``); O(items) once it is done."""
+    step = record.steps[step_id]
+    total = step.items
+    if total is None:
+        return None
+    progress = record.maps.get(step_id)
+    if progress is not None:
+        return {"total": total, "settled": progress.settled,
+                "complete": progress.settled - progress.failed, "failed": progress.failed,
+                "in_progress": progress.running}
+    counts = {"total": total, "settled": 0, "complete": 0, "failed": 0, "in_progress": 0}
+    for i in range(total):
+        item = record.steps.get(f"{step_id}[{i}]")
+        status = item.status if item is not None else StepStatus.READY
+        if status is StepStatus.COMPLETE or status is StepStatus.FAILED:
+            counts["settled"] += 1
+            counts[status.value] += 1
+        elif status is StepStatus.IN_PROGRESS:
+            counts["in_progress"] += 1
     return counts
 
 
@@ -185,6 +212,8 @@ def status_json(record: WorkflowRecord,
             entry["job"] = live[step.id].to_dict()
         if step.cached:
             entry["cached"] = True
+        if step.items is not None and step.id in record.plan.by_id:
+            entry["items"] = item_counts(record, step.id)
         steps[step.id] = entry
     return {
         "id": record.workflow_execution_id,
@@ -206,8 +235,10 @@ def status_json(record: WorkflowRecord,
 def step_detail(record: WorkflowRecord, step_id: str, as_json: bool) -> str:
     """``runfox status ID --step S``: the inputs the step ran with and its output.
 
-    ``UnknownStepError`` for a step the spec lacks."""
-    record.plan.known_steps([step_id])
+    ``step_id`` may name a map item (``each[3]``). ``UnknownStepError`` for a step the
+    spec lacks."""
+    if step_id not in record.steps:
+        record.plan.known_steps([step_id])
     step = record.steps[step_id]
     data: dict[str, Any] = {"id": record.workflow_execution_id, "step": step_id,
                             "status": step.status.value, "run_id": step.run_id,
@@ -243,16 +274,24 @@ def status_text(record: WorkflowRecord, live: Mapping[str, StepLive] | None = No
         f"updated:  {iso(record.updated_at)}",
         "",
     ]
-    width = max([len(s) for s in record.steps] + [4])
+    width = max([len(s.id) for s in record.plan.steps] + [4])
     lines.append(f"{'STEP':<{width}}  {'STATUS':<11}  RUN  ATTEMPTS  ERROR")
+    by_id = record.plan.by_id
     for step in record.steps.values():
+        if step.id not in by_id:
+            continue  # a map item: summed up on its map step's line
         shown = live[step.id].state if step.id in live else step.status.value
         error = ""
+        items = item_counts(record, step.id) if step.items is not None else None
         if step.error is not None:
-            error = f"{step.error.get('type', '')}: {step.error.get('message', '')}"
-            error = error.splitlines()[0][:80] if error else ""
+            text = f"{step.error.get('type', '')}: {step.error.get('message', '')}"
+            error = text.splitlines()[0][:80] if text else ""
         elif step.cached:
             error = "(from the cache)"
+        if items is not None:
+            failed = f", {items['failed']} failed" if items["failed"] else ""
+            done = f"items {items['settled']}/{items['total']} done{failed}"
+            error = f"{done}; {error}" if error else done
         lines.append(f"{step.id:<{width}}  {shown:<11}  {step.run_id:>3}  "
                      f"{step.attempts:>8}  {error}".rstrip())
     if live:
