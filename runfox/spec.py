@@ -1343,7 +1343,8 @@ def _compile_step(problems: _Problems, place: str, sid: str | None, step: dict[s
         on_dependency_failure=(_policy(step.get("on_dependency_failure"))
                                or defaults.on_dependency_failure),
         concurrency=concurrency or defaults.concurrency,
-        produces=products[0], requires=products[1], cache=cache,
+        produces=products[0], requires=products[1],
+        cache=cache if mapped[0] is None else None,  # a map step is never cached
         map=mapped[0], max_parallel=mapped[1], tolerate=mapped[2],
     )
 
@@ -1364,6 +1365,16 @@ def _compile_map(problems: _Problems, place: str, sid: str | None, step: dict[st
         for name in ("max_parallel", "tolerate"):
             if step.get(name) is not None:
                 problems.add(f"{place}.{name}", "applies to map steps only (add 'map')")
+        raw_input = step.get("input")
+        for key, value in (raw_input.items() if isinstance(raw_input, dict) else ()):
+            try:
+                roots = {path.split(".", 1)[0] for kind, path in find_refs(value, template=True)
+                         if kind == "var" and isinstance(path, str)}
+            except (ExpressionError, TypeError, ValueError, RecursionError):
+                continue  # malformed: reported where it is compiled
+            for name in sorted(roots & {"item", "index"}):
+                problems.add(f"{place}.input.{key}", f"reads {{var: {name}}}, which only a map "
+                                                     "step has (add 'map')")
         return None, None, 0
     compiled = _compile(problems, f"{place}.map", raw, template=True)
     refs.check(f"{place}.map", sid, raw, template=True, allow_self=False)

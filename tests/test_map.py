@@ -283,3 +283,25 @@ def test_a_map_of_50_survives_a_worker_killed_mid_run(db_url: str, tmp_path: Pat
         check.close()
         runner.close()
         store.close()
+
+
+def test_spec_errors_name_the_place() -> None:
+    from runfox.errors import SpecError
+    from runfox.spec import compile_spec
+
+    with pytest.raises(SpecError) as caught:
+        compile_spec({"steps": [
+            {"id": "a", "fn": "f", "input": {"x": {"var": "item.name"}}, "tolerate": 1},
+            {"id": "m", "fn": "f", "map": [1], "max_parallel": 0, "tolerate": 1.5,
+             "branch": [{"condition": True, "action": "complete"}]},
+        ]})
+    text = str(caught.value)
+    assert "steps[0] 'a'.input.x: reads {var: item}, which only a map step has" in text
+    assert "steps[0] 'a'.tolerate: applies to map steps only" in text
+    assert "steps[1] 'm'.max_parallel: must be an integer >= 1" in text
+    assert "steps[1] 'm'.tolerate: must be a count of items" in text
+    assert "steps[1] 'm'.branch: a map step cannot have 'branch'" in text
+    plan = compile_spec({"defaults": {"cache": True}, "steps": [
+        {"id": "a", "fn": "f"}, {"id": "m", "fn": "f", "map": [1, 2], "tolerate": 0.5}]})
+    assert plan.by_id["m"].cache is None and plan.by_id["a"].cache is not None
+    assert plan.by_id["m"].tolerance(5) == 2 and plan.by_id["m"].tolerance(4) == 2
