@@ -95,6 +95,9 @@ def test_item_records_survive_json_and_keep_their_order() -> None:
     bad = record.to_dict()
     bad["steps"][0]["output"] = [1]  # a list output is only for map steps
     assert WorkflowRecord.from_dict(bad).defects[0].where == "steps.ls.output"
+    bad = record.to_dict()
+    bad["steps"][1]["items"] = "three"
+    assert WorkflowRecord.from_dict(bad).defects[0].where == "steps.each.items"
 
 
 def _claimed_map(n: int, max_attempts: int = 3, **each: object) -> WorkflowRecord:
