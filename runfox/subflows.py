@@ -29,7 +29,6 @@ refuses a cycle of static references or a chain deeper than
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import os
 import threading
@@ -272,11 +271,9 @@ def child_spec(table: Mapping[str, Any], name: str) -> dict[str, Any]:
     return {**entry, "workflows": dict(table)}
 
 
-def child_execution_id(parent_key: str, step_id: str, run_id: int, started_at: float | None
-                       ) -> str:
-    """The execution id of the child a step run starts: the time the step was claimed
-    (so ids still sort by start) and a digest of ``(parent key, step id, run id)``,
-    so every process that looks at that step run finds the same child."""
-    moment = _dt.datetime.fromtimestamp(started_at or 0.0, _dt.UTC)
+def child_execution_id(parent_key: str, step_id: str, run_id: int) -> str:
+    """The execution id of the child a step run starts: ``sub-`` and a digest of
+    ``(parent key, step id, run id)``, so every process that looks at that step run
+    (the claim, a sweep after a crash, a map item) finds the same child."""
     digest = hashlib.sha256(f"{parent_key}\n{step_id}\n{run_id}".encode()).hexdigest()
-    return f"{moment:%Y%m%dT%H%M%S.%fZ}-{digest[:16]}"
+    return f"sub-{digest[:32]}"

@@ -197,6 +197,8 @@ class Workflow:
         # execution has been idle this long; runners drop jobs they already hold.
         stale_after = 0.0 if worker is not None else 30.0
         outage: _Outage | None = None
+        # Sub-workflow steps run child executions, whose results this loop applies too.
+        children = backend.load_shared(self.id).plan.has_subworkflows
         while True:
             try:
                 _, nxt = backend.apply_and_advance(self.id, results)
@@ -206,6 +208,8 @@ class Workflow:
                 if on_progress is not None:
                     on_progress(self)
                 ran = worker.run(self.id) if worker is not None else 0
+                if children:
+                    ran += backend.drive_children(self.id)
                 results = backend.gather(self.id)
             except BackendUnavailable as exc:
                 # A database restart or a lock storm: keep what was gathered, wait
