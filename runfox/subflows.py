@@ -238,7 +238,8 @@ def _check_chains(problems: _Problems, raw: dict[str, Any], roots: list[str],
                   edges: dict[str, list[str]]) -> None:
     """Refuse a cycle of static references, or a chain over ``limits.workflow_depth``."""
     limit = limits.current().workflow_depth
-    top = raw.get("name") if isinstance(raw.get("name"), str) else "(this workflow)"
+    name = raw.get("name")
+    top = name if isinstance(name, str) and name else "(this workflow)"
     seen: set[tuple[str, int]] = set()  # (name, depth) already walked: a diamond costs once
     stack: list[tuple[list[str], list[str]]] = [([top], roots)]
     while stack:

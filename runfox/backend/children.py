@@ -40,7 +40,7 @@ from ..errors import ConflictError, SpecError, WorkflowNotFound
 from ..history import created_event
 from ..jsonvalue import error_output, json_copy
 from ..records import StepRecord, WorkflowRecord, context_for
-from ..results import Dispatch, DispatchJob, Result, Terminal
+from ..results import Cancelled, Complete, Dispatch, DispatchJob, Failed, Halt, Result
 from ..spec import WORKFLOW_FN_PREFIX, StepSpec, spec_for, workflow_id_for
 from ..status import StepStatus, WorkflowStatus
 from ..subflows import child_execution_id, child_spec
@@ -330,7 +330,7 @@ def claim(record: WorkflowRecord, nxt: Result, now: float, changes: list[Any],
         if ended is not None:
             return record, ended
         record, more = again(record)
-        if isinstance(more, Terminal):
+        if isinstance(more, Complete | Halt | Failed | Cancelled):
             return record, more
         if isinstance(more, Dispatch):
             jobs.extend(more.jobs)
