@@ -48,6 +48,7 @@ from ..results import (
 )
 from ..spec import WorkflowSpec, spec_for
 from ..status import WorkflowStatus
+from ..subflows import resolve_workflows
 from .cache_store import Cache
 from .children import Children
 from .children import claim as _claim_children
@@ -433,7 +434,7 @@ class Backend:
             SpecError: the spec or the inputs are invalid; nothing was stored.
             ValueError: ``key`` is empty or too long.
         """
-        plan = spec if isinstance(spec, WorkflowSpec) else spec_for(spec)
+        plan = spec if isinstance(spec, WorkflowSpec) else spec_for(resolve_workflows(spec))
         try:
             inputs = json_copy(inputs or {}, "inputs")
         except NotJSONError as exc:

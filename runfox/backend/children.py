@@ -65,9 +65,26 @@ def is_child_job(job: DispatchJob) -> bool:
     return job.fn.startswith(WORKFLOW_FN_PREFIX)
 
 
+#: (parent workflow_id, name) -> the child's workflow_id. A parent's workflow_id fixes
+#: its table, so this never goes stale; it saves hashing the table on every claim.
+_CHILD_IDS: dict[tuple[str, str], str] = {}
+_CHILD_IDS_SIZE = 1024
+
+
+def _child_workflow_id(parent: WorkflowRecord, name: str) -> str:
+    key = (parent.workflow_id, name)
+    found = _CHILD_IDS.get(key)
+    if found is None:
+        found = workflow_id_for(child_spec(parent.plan.workflows, name))
+        if len(_CHILD_IDS) >= _CHILD_IDS_SIZE:
+            _CHILD_IDS.clear()
+        _CHILD_IDS[key] = found
+    return found
+
+
 def child_key(parent: WorkflowRecord, step_id: str, run_id: int, name: str) -> str:
     """The key of the child that run ``run_id`` of ``step_id`` starts from ``name``."""
-    workflow_id = workflow_id_for(child_spec(parent.plan.workflows, name))
+    workflow_id = _child_workflow_id(parent, name)
     return f"{workflow_id}#{child_execution_id(parent.workflow_execution_id, step_id, run_id)}"
 
 
@@ -109,10 +126,13 @@ def mark(record: WorkflowRecord, jobs: Sequence[DispatchJob]
             continue
         spec = record.plan.by_id[plan_step_id(job.step_id)]
         name, problem = _name(record, spec, job)
-        if name is None:
-            failures.append((job.step_id, {"type": "UnknownWorkflow", "message": problem}))
-            continue
         step = record.steps.get(job.step_id)
+        if name is None:
+            if step is None:  # a map item: its dispatch fails it (Children.start)
+                kept.append(job)
+            else:
+                failures.append((job.step_id, {"type": "UnknownWorkflow", "message": problem}))
+            continue
         if step is not None:
             marked[job.step_id] = step.evolve(
                 child=child_key(record, job.step_id, job.run_id, name))
@@ -217,9 +237,8 @@ class Children:
     def _name_of(parent: WorkflowRecord, key: str) -> str | None:
         """The table name whose child spec has the workflow id in ``key``."""
         workflow_id = key.partition("#")[0]
-        table = parent.plan.workflows
-        for name in table:
-            if workflow_id_for(child_spec(table, name)) == workflow_id:
+        for name in parent.plan.workflows:
+            if _child_workflow_id(parent, name) == workflow_id:
                 return name
         return None
 
