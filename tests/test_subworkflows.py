@@ -267,3 +267,38 @@ def test_the_dashboard_data_names_the_child() -> None:
     assert rows["a"]["child"] == wf.record.steps["a"].child and rows["a"]["fn"] == \
         "workflow:child"
     assert rows["b"]["child"] is None and detail["parent"] is None
+
+
+def test_runfox_worker_processes_drive_a_parent_and_its_child(tmp_path: Path) -> None:
+    """No driver in the test process: two ``runfox worker`` processes claim the jobs of
+    parent and child, and the child's end reaches the parent through them."""
+    import os
+    import subprocess
+    import sys
+
+    from runfox.backend.sql import parts_from_url
+
+    root = Path(__file__).resolve().parent.parent
+    url = f"sqlite:///{tmp_path / 'runfox.db'}"
+    store, runner = parts_from_url(url)
+    backend = Backend(store=store, runner=runner)
+    wf = Workflow.from_file(root / "examples" / "subworkflow" / "parent.yaml", backend,
+                            inputs={"items": [{"sku": "mug", "price": 850, "grams": 400}],
+                                    "address": "1 Quay St"})
+    backend.apply_and_advance(wf.id)  # claimed and queued here; the workers do the rest
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    workers = [subprocess.Popen(
+        [sys.executable, "-m", "runfox.cli", "worker", "--backend", url, "--executor",
+         "examples.subworkflow.tasks:execute", "--poll-interval", "0.05",
+         "--sweep-interval", "1", "--idle-timeout", "4"],
+        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for _ in range(2)]
+    for worker in workers:
+        _, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0, err.decode()
+    record = backend.load(wf.id)
+    assert record.status is rfx.WorkflowStatus.COMPLETE, record.outcome
+    assert record.outcome == {"boxes": 1, "total": 850,
+                              "receipt": "paid 8.50, tracking TRK-1QUAYS-1"}
+    child = backend.load(record.steps["ship"].child or "")
+    assert child.parent is not None and child.parent["execution"] == wf.id

@@ -426,6 +426,10 @@ class Backend:
                *, key: str | None = None) -> str:
         """Validate ``spec`` and ``inputs``, store a new execution, return its key.
 
+        A spec mapping first gets its sub-workflows resolved (``runfox.subflows``:
+        names registered with ``register_workflow``, files relative to the working
+        directory) into its ``workflows`` table.
+
         ``key``: an idempotency key. While an execution created with that key
         exists, nothing new is created and its id is returned (one conditional
         write decides between racing callers: ``Store.create``).
