@@ -198,9 +198,11 @@ class Workflow:
         stale_after = 0.0 if worker is not None else 30.0
         outage: _Outage | None = None
         # Sub-workflow steps run child executions, whose results this loop applies too.
-        children = backend.load_shared(self.id).plan.has_subworkflows
+        children: bool | None = None
         while True:
             try:
+                if children is None:
+                    children = backend.load_shared(self.id).plan.has_subworkflows
                 _, nxt = backend.apply_and_advance(self.id, results)
                 results = []
                 if isinstance(nxt, Terminal):
