@@ -302,3 +302,28 @@ def test_runfox_worker_processes_drive_a_parent_and_its_child(tmp_path: Path) ->
                               "receipt": "paid 8.50, tracking TRK-1QUAYS-1"}
     child = backend.load(record.steps["ship"].child or "")
     assert child.parent is not None and child.parent["execution"] == wf.id
+
+
+def test_parent_and_child_survive_the_json_form_and_bad_values_are_caught() -> None:
+    from runfox.errors import CorruptRecord
+    from runfox.records import WorkflowRecord
+
+    backend = Backend(executor=SubworkflowExecutor())
+    wf = Workflow.from_dict(subworkflow_spec(), backend, inputs={"x": 1})
+    wf.run(timeout=30)
+    parent = backend.load(wf.id)
+    child = backend.load(parent.steps["a"].child or "")
+    for record in (parent, child):
+        data = json.loads(json.dumps(record.to_dict()))
+        again = WorkflowRecord.from_dict(data)
+        assert again == record and again.parent == record.parent
+        assert again.steps["a" if record is parent else "c"].child is not None
+    assert "parent" not in parent.to_dict()
+    assert "child" not in parent.steps["b"].to_dict()
+    data = child.to_dict()
+    data["steps"][0]["child"] = 7  # a step field of the wrong shape: kept as a defect
+    assert [d.where for d in WorkflowRecord.from_dict(data).defects] == ["steps.c.child"]
+    data = child.to_dict()
+    data["parent"] = "somewhere"
+    with pytest.raises(CorruptRecord, match="parent must be an object"):
+        WorkflowRecord.from_dict(data)
