@@ -104,6 +104,7 @@ __all__ = [
     "error_of",
     "fail_defective",
     "fail_execution",
+    "fail_steps",
     "invalidate",
     "item_id",
     "item_index",
@@ -1446,3 +1447,22 @@ def invalidate(record: WorkflowRecord, step_ids: Iterable[str], now: float
     if record.status.is_terminal and record.status is not WorkflowStatus.COMPLETE:
         reopen.extend(_redrivable(record))
     return _reopen(record, reopen, now)
+
+
+def fail_steps(record: WorkflowRecord, failures: Iterable[tuple[str, dict[str, Any]]],
+               now: float) -> tuple[WorkflowRecord, Result | None]:
+    """Fail claimed steps for good, without retries, as an ``InputError`` does.
+
+    For problems no retry can mend, found by the caller at claim time (a
+    sub-workflow name that resolves to nothing). ``failures`` holds ``(step_id,
+    error)`` with ``error`` as in ``StepRecord.error`` (``{"type", "message"}``).
+    Returns the new record and the terminal result when a failure ended the
+    workflow (or left nothing open), else ``None``.
+    """
+    tx = _Tx(record)
+    new: WorkflowRecord = record
+    for step_id, error in failures:
+        new, result = _fail(tx, tx.get(step_id), error, now)
+        if result is not None:
+            return new, result
+    return new, None

@@ -133,6 +133,7 @@ _STEP_FIELDS: tuple[tuple[str, Any, Any, str], ...] = (
     ("inputs", _optional(lambda v: isinstance(v, dict)), None, "an object or null"),
     ("cached", lambda v: type(v) is bool, False, "a boolean"),
     ("items", _optional(_is_count), None, "an integer >= 0 or null"),
+    ("child", _optional(lambda v: isinstance(v, str)), None, "a string or null"),
 )
 
 
@@ -148,7 +149,8 @@ class StepRecord:
     epoch seconds (UTC). ``inputs`` are the resolved inputs of the last claim (what
     the job of ``run_id`` was sent), kept for inspection; a reset clears them.
     ``cached`` is true when the output came from the step cache (``runfox.cache``)
-    instead of a run; stored only when true.
+    instead of a run; stored only when true. ``child`` is the key of the execution a
+    ``workflow`` step started for its current run (a sub-workflow); stored only when set.
     """
 
     id: str
@@ -170,6 +172,7 @@ class StepRecord:
     #: and for a map step not yet claimed or reset since (its old item records, if
     #: any, are then stale: nothing reads them). Stored only when set.
     items: int | None = None
+    child: str | None = None
 
     def evolve(self, **changes: Any) -> StepRecord:
         """A copy with ``changes`` (cheaper than ``dataclasses.replace``)."""
@@ -213,6 +216,8 @@ class StepRecord:
             data["cached"] = True
         if self.items is not None:
             data["items"] = self.items
+        if self.child is not None:
+            data["child"] = self.child
         return data
 
     @classmethod
@@ -237,6 +242,7 @@ class StepRecord:
             output_ok = True
         else:
             output_ok = output is None or type(output) is dict
+        child = get("child")
         if (isinstance(status, str) and status in _STEP_STATUSES
                 and type(run_id) is int and run_id >= 0 and type(attempts) is int and attempts >= 0
                 and output_ok and (items is None or (type(items) is int and items >= 0))
@@ -244,10 +250,11 @@ class StepRecord:
                 and (started_at is None or type(started_at) in _NUMBER)
                 and (finished_at is None or type(finished_at) in _NUMBER)
                 and (not_before is None or type(not_before) in _NUMBER)
-                and (inputs is None or type(inputs) is dict) and type(cached) is bool):
+                and (inputs is None or type(inputs) is dict) and type(cached) is bool
+                and (child is None or type(child) is str)):
             return cls(step_id, StepStatus(status), run_id, attempts, output, error,
                        started_at, finished_at, not_before, unmet, inputs=inputs,
-                       cached=cached, items=items)
+                       cached=cached, items=items, child=child)
         return cls._with_defects(step_id, data, unmet, list_output)
 
     @classmethod
@@ -534,7 +541,10 @@ class WorkflowRecord:
 
     ``version`` is the number of times the record has been written; a store
     writes a record only if the stored version is one less (see ``Store.write``).
-    ``spec`` is the raw definition; ``plan`` is its compiled form.
+    ``spec`` is the raw definition; ``plan`` is its compiled form. ``parent`` is set
+    on a sub-workflow's execution: ``{"execution": key, "step": step_id, "run_id": n,
+    "depth": d}`` names the parent step run it reports its end to (``None`` otherwise;
+    written once, at creation).
     """
 
     workflow_id: str
@@ -548,6 +558,7 @@ class WorkflowRecord:
     version: int = 0
     created_at: float = 0.0
     updated_at: float = 0.0
+    parent: dict[str, Any] | None = None
     # Derived, never stored: see the module docstring.
     plan: WorkflowSpec = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
     ready: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
@@ -633,6 +644,7 @@ class WorkflowRecord:
         return self.evolve(
             spec=json_clone(self.spec), inputs=json_clone(self.inputs),
             state=json_clone(self.state), outcome=json_clone(self.outcome), steps=steps,
+            parent=json_clone(self.parent),
             defects=tuple(_isolated_defect(d) for d in header) + tuple(
                 d for step in steps.values() for d in step.defects))
 
@@ -640,7 +652,7 @@ class WorkflowRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form; ``from_dict(to_dict())`` gives an equal record."""
-        return {
+        data: dict[str, Any] = {
             "schema": RECORD_SCHEMA,
             "workflow_id": self.workflow_id,
             "execution_id": self.execution_id,
@@ -654,6 +666,9 @@ class WorkflowRecord:
             "outcome": self.outcome,
             "steps": [s.to_dict() for s in self.steps.values()],
         }
+        if self.parent is not None:
+            data["parent"] = self.parent
+        return data
 
     def header_dict(self) -> dict[str, Any]:
         """Everything but ``spec`` and ``steps``: what changes on most transitions."""
@@ -701,6 +716,7 @@ class WorkflowRecord:
                 version=int(data.get("version", 0)),
                 created_at=float(data.get("created_at", 0.0)),
                 updated_at=float(data.get("updated_at", 0.0)),
+                parent=_parent(data.get("parent")),
                 plan=plan,
             )
         except CorruptRecord:
@@ -717,6 +733,14 @@ def _derive_maps(plan: WorkflowSpec, steps: StepMap) -> dict[str, MapProgress]:
             if record.items is not None and record.status is StepStatus.IN_PROGRESS:
                 maps[s.id] = _map_progress(steps, s.id, record.items)
     return maps
+def _parent(value: Any) -> dict[str, Any] | None:
+    """A stored ``parent`` header: an object naming the parent execution, or ``None``."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("execution"), str) \
+            or not isinstance(value.get("step"), str):
+        raise ValueError(f"parent must be an object with execution and step, found {value!r}")
+    return value
 
 
 def _derive(plan: WorkflowSpec, steps: StepMap

@@ -99,6 +99,7 @@ from .spec_schema import (
 __all__ = [
     "MAX_ID_LENGTH",
     "MAX_NAME_LENGTH",
+    "WORKFLOW_FN_PREFIX",
     "Branch",
     "Concurrency",
     "InputSpec",
@@ -235,6 +236,16 @@ class StepSpec:
         if isinstance(self.tolerate, float):
             return math.floor(self.tolerate * total + 1e-9)
         return self.tolerate
+    #: A sub-workflow step (``workflow:``): the static name in the spec's ``workflows``
+    #: table, or the compiled rule that gives one when the step runs. ``fn`` is then
+    #: ``workflow:<name>`` (``workflow:*`` for a rule), a label no executor receives.
+    workflow: str | None = None
+    workflow_rule: Compiled | None = None
+
+    @property
+    def is_subworkflow(self) -> bool:
+        """True when the step runs a child workflow instead of a fn."""
+        return self.workflow is not None or self.workflow_rule is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +311,10 @@ class WorkflowSpec:
     producers: dict[str, str] = field(default_factory=dict, repr=False)
     #: True when some step has ``cache`` on (drivers look the cache up only then).
     cached: bool = False
+    #: The ``workflows`` table: sub-workflow specs by name (raw, as stored).
+    workflows: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: True when some step runs a sub-workflow (``workflow:``).
+    has_subworkflows: bool = False
 
     def ends_on_failure(self, step_id: str) -> bool:
         """Whether a failure of ``step_id`` ends the workflow at once."""
@@ -570,8 +585,10 @@ def load_spec(source: str | os.PathLike[str] | Mapping[str, Any]) -> WorkflowSpe
     A ``str`` is read as YAML text (as ``Workflow.from_yaml`` does); pass a
     ``pathlib.Path`` to read a file.
     """
+    from .subflows import resolve_workflows  # it parses the files this one names
+
     if isinstance(source, Mapping):
-        return spec_for(dict(source))
+        return spec_for(resolve_workflows(dict(source)))
     if isinstance(source, os.PathLike):
         path = Path(source)
         try:
@@ -579,8 +596,9 @@ def load_spec(source: str | os.PathLike[str] | Mapping[str, Any]) -> WorkflowSpe
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise SpecError([SpecProblem(str(path), f"cannot read: {exc.strerror}")]) from exc
-        return spec_for(parse_yaml(text, str(path)), source=str(path))
-    return spec_for(parse_yaml(source))
+        raw = resolve_workflows(parse_yaml(text, str(path)), path.parent, source=str(path))
+        return spec_for(raw, source=str(path))
+    return spec_for(resolve_workflows(parse_yaml(source)))
 
 
 def canonical_json(value: Any) -> str:
@@ -920,6 +938,8 @@ def _reads(step: dict[str, Any]) -> list[tuple[Any, bool]]:
     """The expressions a step evaluates: its input (a template), its branches' conditions
     (rules) and results (templates)."""
     found: list[tuple[Any, bool]] = []
+    if isinstance(step.get("workflow"), dict):
+        found.append((step["workflow"], True))
     raw_input = step.get("input")
     if isinstance(raw_input, dict):
         found.extend((value, True) for value in raw_input.values())
@@ -1313,6 +1333,18 @@ def _compile_step(problems: _Problems, place: str, sid: str | None, step: dict[s
     fn = step.get("fn")
     if fn is not None and (not isinstance(fn, str) or not fn):
         problems.add(f"{place}.fn", f"must be a non-empty string, got {fn!r}")
+    elif isinstance(fn, str) and fn.startswith(WORKFLOW_FN_PREFIX):
+        problems.add(f"{place}.fn", f"{fn!r}: names starting {WORKFLOW_FN_PREFIX!r} are kept "
+                                    "for sub-workflow steps (write workflow: instead)")
+    workflow, workflow_rule = _compile_workflow_field(problems, place, sid, step, refs)
+    if "fn" in step and "workflow" in step:
+        problems.add(place, "has both fn and workflow; a step runs a fn or a sub-workflow, "
+                            "not both")
+    elif "fn" not in step and "workflow" not in step:
+        problems.add(place, "missing 'fn' (the function name passed to the executor) or "
+                            "'workflow' (a sub-workflow to run)")
+    if "workflow" in step and "fn" not in step and (workflow or workflow_rule):
+        fn = WORKFLOW_FN_PREFIX + (workflow or "*")
     raw_input = step.get("input")
     if raw_input is None:
         raw_input = {}
@@ -1346,6 +1378,7 @@ def _compile_step(problems: _Problems, place: str, sid: str | None, step: dict[s
         produces=products[0], requires=products[1],
         cache=cache if mapped[0] is None else None,  # a map step is never cached
         map=mapped[0], max_parallel=mapped[1], tolerate=mapped[2],
+        workflow=workflow, workflow_rule=workflow_rule,
     )
 
 
@@ -1397,6 +1430,30 @@ def _compile_map(problems: _Problems, place: str, sid: str | None, step: dict[st
     return compiled, limit, share
 
 
+#: The ``fn`` of a sub-workflow step's job: ``workflow:<name>``. No executor gets one.
+WORKFLOW_FN_PREFIX = "workflow:"
+
+
+def _compile_workflow_field(problems: _Problems, place: str, sid: str | None,
+                            step: dict[str, Any], refs: _Refs
+                            ) -> tuple[str | None, Compiled | None]:
+    """A step's ``workflow``: a static name, or a JSON Logic rule giving one."""
+    raw = step.get("workflow")
+    if raw is None:
+        if "workflow" in step:
+            problems.add(f"{place}.workflow", "must be a workflow name or a JSON Logic rule, "
+                                              "got null")
+        return None, None
+    if isinstance(raw, str) and raw:
+        return raw, None
+    if isinstance(raw, dict) and raw:
+        refs.check(f"{place}.workflow", sid, raw, template=True, allow_self=False)
+        return None, _compile(problems, f"{place}.workflow", raw, template=True)
+    problems.add(f"{place}.workflow", f"must be a workflow name or a JSON Logic rule, got "
+                                      f"{raw!r}")
+    return None, None
+
+
 def _policy(raw: Any) -> str | None:
     """An ``on_dependency_failure`` value (checked by its field table), or ``None``."""
     return raw if isinstance(raw, str) and raw in DEPENDENCY_POLICIES else None
@@ -1427,7 +1484,8 @@ def _link(steps: list[StepSpec]) -> tuple[StepSpec, ...]:
 
 
 def compile_spec(
-    raw: dict[str, Any], *, source: str | None = None, workflow_id: str | None = None
+    raw: dict[str, Any], *, source: str | None = None, workflow_id: str | None = None,
+    _within: frozenset[str] | None = None,
 ) -> WorkflowSpec:
     """Validate ``raw`` completely and compile it. Raises ``SpecError`` listing every problem.
 
@@ -1473,6 +1531,10 @@ def compile_spec(
                               refs, defaults, products.of(ids[i]))
                 for i, step in enumerate(raw_steps) if isinstance(step, dict)]
     outputs = _compile_outputs(problems, raw.get("outputs"), refs)
+    from .subflows import check_workflows  # the table, its cycles and depth
+
+    table = check_workflows(problems, raw, dict(zip(ids, places, strict=True)), compiled,
+                            _within)
 
     if problems.items:
         raise SpecError(problems.items, source=source)
@@ -1490,6 +1552,8 @@ def compile_spec(
         max_parallel=int(max_parallel) if max_parallel is not None else None,
         producers={name: place[0] for name, place in products.producers.items()},
         cached=any(s.cache is not None for s in steps),
+        workflows=table,
+        has_subworkflows=any(s.is_subworkflow for s in steps),
         **_failure_plan(steps, defaults.on_dependency_failure),
     )
 

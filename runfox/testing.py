@@ -49,7 +49,13 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environm
 
 from .backend import Backend, Cache, InProcessRunner, Runner, Store
 from .cache import cache_key
-from .errors import ConflictError, ExecutionStateError, UnknownStepError, WorkflowNotFound
+from .errors import (
+    ConflictError,
+    ExecutionStateError,
+    SpecError,
+    UnknownStepError,
+    WorkflowNotFound,
+)
 from .graph import advance, on_step_result
 from .history import Event
 from .ids import new_execution_id
@@ -69,6 +75,8 @@ __all__ = [
     "RunnerContract",
     "ScheduleContract",
     "StoreContract",
+    "SubWorkflowContract",
+    "SubworkflowExecutor",
     "WorkerRegistryContract",
     "bump",
     "cached_chain_fan_spec",
@@ -80,6 +88,7 @@ __all__ = [
     "map_executor",
     "map_spec",
     "new_record",
+    "subworkflow_spec",
 ]
 
 
@@ -840,7 +849,180 @@ class MapContract:
         assert result.outcome["all"] == [{"y": i * i, "i": i} for i in range(4)]
 
 
-class BackendContract(MapContract):
+def subworkflow_spec(max_attempts: int = 1, child_fn: str = "inc") -> dict[str, Any]:
+    """A parent whose step ``a`` runs the sub-workflow ``child``, which runs ``grand``:
+    a chain of depth 3. With ``subworkflow_executor`` and input ``x`` the outcome is
+    ``{"v": x + 3}`` (one ``inc`` at each level). ``child_fn`` is the fn of the
+    child's own step (``fail`` makes the child fail)."""
+    grand = {"name": "grand", "inputs": {"x": {"type": "integer"}},
+             "steps": [{"id": "g", "fn": "inc", "input": {"x": {"var": "input.x"}}}],
+             "outputs": {"v": {"var": "steps.g.output.v"}}}
+    child = {"name": "child", "inputs": {"x": {"type": "integer"}},
+             "steps": [{"id": "c", "workflow": "grand", "input": {"x": {"var": "input.x"}}},
+                       {"id": "d", "fn": child_fn,
+                        "input": {"x": {"var": "steps.c.output.v"}}}],
+             "outputs": {"v": {"var": "steps.d.output.v"}}}
+    return {"name": "parent",
+            "steps": [{"id": "a", "workflow": "child", "max_attempts": max_attempts,
+                       "input": {"x": {"var": "input.x"}}},
+                      {"id": "b", "fn": "inc", "input": {"x": {"var": "steps.a.output.v"}}}],
+            "outputs": {"v": {"var": "steps.b.output.v"}},
+            "workflows": {"child": child, "grand": grand}}
+
+
+class SubworkflowExecutor:
+    """``inc`` returns ``{"v": x + 1}``; ``fail`` fails its attempt (``ok: false``)
+    the first ``failures`` times it is called, then acts as ``inc``. Thread-safe."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self._lock = threading.Lock()
+
+    def __call__(self, fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        if fn == "fail":
+            with self._lock:
+                self.failures -= 1
+                failing = self.failures >= 0
+            if failing:
+                return {"ok": False, "error": "told to fail"}
+        elif fn != "inc":
+            raise ValueError(f"unknown fn {fn!r}")
+        return {"v": inputs["x"] + 1}
+
+
+class SubWorkflowContract:
+    """Sub-workflows (``workflow:`` steps) over a store and runner; part of
+    ``BackendContract``. Provide ``parts`` -> (store, runner)."""
+
+    def _backend(self, parts: tuple[Store, Runner], executor: Any = None) -> Backend:
+        store, runner = parts
+        return Backend(store=store, runner=runner, executor=executor, poll_interval=0.01)
+
+    def test_a_chain_of_depth_three_completes_and_records_its_children(
+            self, parts: tuple[Store, Runner]) -> None:
+        backend = self._backend(parts, SubworkflowExecutor())
+        wf = Workflow.from_dict(subworkflow_spec(), backend, inputs={"x": 1})
+        result = wf.run(timeout=120)
+        assert isinstance(result, Complete) and result.outcome == {"v": 4}
+        again = Backend(store=parts[0], runner=parts[1])  # from the store, not a cache
+        parent = again.load(wf.id)
+        child_key = parent.steps["a"].child
+        assert child_key is not None and parent.steps["a"].output == {"v": 3}
+        assert parent.steps["b"].child is None and parent.parent is None
+        child = again.load(child_key)
+        assert child.status is WorkflowStatus.COMPLETE and child.inputs == {"x": 1}
+        assert child.parent == {"execution": wf.id, "step": "a", "run_id": 0, "depth": 1}
+        grand = again.load(child.steps["c"].child or "")
+        assert grand.parent == {"execution": child_key, "step": "c", "run_id": 0, "depth": 2}
+        assert grand.outcome == {"v": 2} and child.outcome == {"v": 3}
+
+    def test_a_failing_child_fails_the_step_and_a_retry_runs_a_new_child(
+            self, parts: tuple[Store, Runner]) -> None:
+        backend = self._backend(parts, SubworkflowExecutor(failures=1))
+        wf = Workflow.from_dict(subworkflow_spec(max_attempts=2, child_fn="fail"), backend,
+                                inputs={"x": 1})
+        result = wf.run(timeout=120)
+        assert isinstance(result, Complete) and result.outcome == {"v": 4}
+        step = wf.record.steps["a"]
+        assert step.attempts == 2 and step.run_id == 1
+        from .backend.children import child_key
+        first = child_key(wf.record, "a", 0, "child")
+        assert first != step.child
+        assert backend.load(first).status is WorkflowStatus.FAILED
+        assert backend.load(step.child or "").status is WorkflowStatus.COMPLETE
+
+    def test_a_child_that_fails_for_good_fails_the_parent(
+            self, parts: tuple[Store, Runner]) -> None:
+        backend = self._backend(parts, SubworkflowExecutor(failures=5))
+        wf = Workflow.from_dict(subworkflow_spec(child_fn="fail"), backend, inputs={"x": 1})
+        result = wf.run(timeout=120)
+        assert isinstance(result, Failed)
+        error = result.outcome["error"]
+        step = wf.record.steps["a"]
+        assert result.outcome["step"] == "a" and error["type"] == "ChildFailed"
+        assert step.child is not None and step.child in error["message"]
+        assert "'d'" in error["message"] and "told to fail" in error["message"]
+        assert step.output is not None and step.output["child"] == step.child
+
+    def test_cancelling_the_parent_cancels_its_children(
+            self, parts: tuple[Store, Runner]) -> None:
+        backend = self._backend(parts)  # no executor: the grandchild's job stays queued
+        wf = Workflow.from_dict(subworkflow_spec(), backend, inputs={"x": 1})
+        backend.apply_and_advance(wf.id)
+        child_key = wf.record.steps["a"].child or ""
+        grand_key = backend.load(child_key).steps["c"].child or ""
+        assert backend.load(grand_key).steps["g"].status is StepStatus.IN_PROGRESS
+        wf.cancel("stop")
+        for key in (wf.id, child_key, grand_key):
+            assert backend.load(key).status is WorkflowStatus.CANCELLED, key
+        assert wf.record.steps["a"].status is StepStatus.CANCELLED
+        # a late result of the grandchild's job changes nothing
+        backend.apply_and_advance(grand_key, [("g", {"v": 2}, 0)])
+        assert backend.load(grand_key).status is WorkflowStatus.CANCELLED
+        assert backend.load(wf.id).status is WorkflowStatus.CANCELLED
+
+    def test_a_static_name_missing_from_workflows_is_a_compile_error(
+            self, parts: tuple[Store, Runner]) -> None:
+        backend = self._backend(parts, SubworkflowExecutor())
+        spec = subworkflow_spec()
+        del spec["workflows"]["grand"]
+        with pytest.raises(SpecError, match=r"workflows\['child'\]\.steps\[0\] 'c'\.workflow: "
+                                            r"unknown workflow 'grand' \(known: 'child'\)"):
+            Workflow.from_dict(spec, backend, inputs={"x": 1})
+        assert parts[0].list_executions() == []
+
+    def test_a_cycle_of_subworkflows_is_refused_with_its_chain(
+            self, parts: tuple[Store, Runner]) -> None:
+        spec = subworkflow_spec()
+        spec["workflows"]["grand"]["steps"][0] = {"id": "g", "workflow": "child",
+                                                  "input": {"x": {"var": "input.x"}}}
+        with pytest.raises(SpecError, match="parent -> child -> grand -> child"):
+            Workflow.from_dict(spec, self._backend(parts))
+        assert parts[0].list_executions() == []
+
+    def test_a_dynamic_name_that_is_unknown_fails_the_step_without_retries(
+            self, parts: tuple[Store, Runner]) -> None:
+        backend = self._backend(parts, SubworkflowExecutor())
+        spec = subworkflow_spec(max_attempts=3)
+        spec["steps"][0]["workflow"] = {"var": "input.which"}
+        spec["steps"][0]["input"] = {"x": 1}
+        wf = Workflow.from_dict(spec, backend, inputs={"which": "child"})
+        assert wf.run(timeout=120) == Complete({"v": 4})
+        wf = Workflow.from_dict(spec, backend, inputs={"which": "ghost"})
+        result = wf.run(timeout=120)
+        assert isinstance(result, Failed)
+        step = wf.record.steps["a"]
+        assert step.attempts == 1 and step.child is None
+        assert step.error is not None and step.error["type"] == "UnknownWorkflow"
+        assert "'ghost'" in step.error["message"] and "'child'" in step.error["message"]
+
+    def test_a_sweep_repairs_a_crash_on_either_side_of_a_child(
+            self, parts: tuple[Store, Runner]) -> None:
+        backend = self._backend(parts, SubworkflowExecutor())
+        wf = Workflow.from_dict(subworkflow_spec(), backend, inputs={"x": 1})
+        backend.advance(wf.id)  # claimed (the child's key recorded), then the process died
+        child_key = wf.record.steps["a"].child or ""
+        with pytest.raises(WorkflowNotFound):
+            backend.load(child_key)
+        backend.redispatch_stale(wf.id, 0.0)  # the sweep creates the missing child
+        assert backend.load(child_key).status is WorkflowStatus.IN_PROGRESS
+        # The child runs to its end, but the process dies before the parent hears of it.
+        silent = self._backend(parts, SubworkflowExecutor())
+        report = silent._children.report
+
+        def lost(child: WorkflowRecord) -> None:  # reports to the top parent are lost
+            if (child.parent or {}).get("execution") != wf.id:
+                report(child)
+
+        silent._children.report = lost  # type: ignore[method-assign]
+        assert isinstance(Workflow(child_key, silent).run(timeout=120), Complete)
+        assert wf.record.steps["a"].status is StepStatus.IN_PROGRESS
+        backend.redispatch_stale(wf.id, 0.0)  # the sweep finds the ended child
+        assert wf.record.steps["a"].output == {"v": 3}
+        assert wf.run(timeout=120) == Complete({"v": 4})
+
+
+class BackendContract(MapContract, SubWorkflowContract):
     """Whole workflows over a store and runner. Provide ``parts`` -> (store, runner)."""
 
     def test_runs_a_fan_out_to_completion(self, parts: tuple[Store, Runner]) -> None:

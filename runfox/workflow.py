@@ -197,8 +197,12 @@ class Workflow:
         # execution has been idle this long; runners drop jobs they already hold.
         stale_after = 0.0 if worker is not None else 30.0
         outage: _Outage | None = None
+        # Sub-workflow steps run child executions, whose results this loop applies too.
+        children: bool | None = None
         while True:
             try:
+                if children is None:
+                    children = backend.load_shared(self.id).plan.has_subworkflows
                 _, nxt = backend.apply_and_advance(self.id, results)
                 results = []
                 if isinstance(nxt, Terminal):
@@ -206,6 +210,8 @@ class Workflow:
                 if on_progress is not None:
                     on_progress(self)
                 ran = worker.run(self.id) if worker is not None else 0
+                if children:
+                    ran += backend.drive_children(self.id)
                 results = backend.gather(self.id)
             except BackendUnavailable as exc:
                 # A database restart or a lock storm: keep what was gathered, wait

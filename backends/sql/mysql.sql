@@ -26,6 +26,7 @@ CREATE TABLE runfox_workflows (
     inputs                LONGTEXT     NOT NULL,
     state                 LONGTEXT     NOT NULL,
     outcome               LONGTEXT     NOT NULL,
+    parent                LONGTEXT     NULL,
     PRIMARY KEY (workflow_execution_id)
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 CREATE INDEX ix_runfox_workflows_created ON runfox_workflows (created_at);
@@ -133,10 +134,11 @@ INSERT INTO runfox_schema (version, applied_at) VALUES (3, UNIX_TIMESTAMP());
 INSERT INTO runfox_schema (version, applied_at) VALUES (4, UNIX_TIMESTAMP());
 INSERT INTO runfox_schema (version, applied_at) VALUES (5, UNIX_TIMESTAMP());
 INSERT INTO runfox_schema (version, applied_at) VALUES (6, UNIX_TIMESTAMP());
+INSERT INTO runfox_schema (version, applied_at) VALUES (7, UNIX_TIMESTAMP());
 
 -- Alembic's record of the migration revision (runfox db upgrade reads and moves it).
 CREATE TABLE runfox_alembic_version (
     version_num VARCHAR(32) NOT NULL,
     CONSTRAINT runfox_alembic_version_pkc PRIMARY KEY (version_num)
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
-INSERT INTO runfox_alembic_version (version_num) VALUES ('0006');
+INSERT INTO runfox_alembic_version (version_num) VALUES ('0007');

@@ -26,6 +26,7 @@ CREATE TABLE runfox_workflows (
     inputs                TEXT             NOT NULL,
     state                 TEXT             NOT NULL,
     outcome               TEXT             NOT NULL,
+    parent                TEXT             NULL,
     PRIMARY KEY (workflow_execution_id)
 );
 CREATE INDEX ix_runfox_workflows_created ON runfox_workflows (created_at);
@@ -133,12 +134,13 @@ INSERT INTO runfox_schema (version, applied_at) VALUES (3, EXTRACT(EPOCH FROM no
 INSERT INTO runfox_schema (version, applied_at) VALUES (4, EXTRACT(EPOCH FROM now()));
 INSERT INTO runfox_schema (version, applied_at) VALUES (5, EXTRACT(EPOCH FROM now()));
 INSERT INTO runfox_schema (version, applied_at) VALUES (6, EXTRACT(EPOCH FROM now()));
+INSERT INTO runfox_schema (version, applied_at) VALUES (7, EXTRACT(EPOCH FROM now()));
 
 -- Alembic's record of the migration revision (runfox db upgrade reads and moves it).
 CREATE TABLE runfox_alembic_version (
     version_num VARCHAR(32) NOT NULL,
     CONSTRAINT runfox_alembic_version_pkc PRIMARY KEY (version_num)
 );
-INSERT INTO runfox_alembic_version (version_num) VALUES ('0006');
+INSERT INTO runfox_alembic_version (version_num) VALUES ('0007');
 
 COMMIT;

@@ -48,7 +48,10 @@ from ..results import (
 )
 from ..spec import WorkflowSpec, spec_for
 from ..status import WorkflowStatus
+from ..subflows import resolve_workflows
 from .cache_store import Cache
+from .children import Children
+from .children import claim as _claim_children
 from .runner import InProcessRunner, Runner
 from .store import FINISHED, PRUNE_BATCH, InMemoryStore, Store
 
@@ -166,6 +169,7 @@ class Backend:
         self._subscribe_lock = threading.Lock()
         self.cache: Cache | None = cache if cache is not None else self.store.cache()
         self._warned_no_cache = False
+        self._children = Children(self)
 
     # The seed's private names, kept for code written against it.
     @property
@@ -280,6 +284,8 @@ class Backend:
                 except ConflictError:
                     continue
             self._publish(events)
+            if new.status.is_terminal and not current.status.is_terminal:
+                self._ended(current, new)
             if ended:
                 # The execution is now failed; fn on it gives the result its caller
                 # expects (graph functions return Failed/Ignored for a finished record).
@@ -289,6 +295,38 @@ class Backend:
             return result
         raise ConflictError(f"{workflow_execution_id}: gave up after "
                             f"{self.max_conflict_retries} conflicting writes")
+
+    def _ended(self, before: WorkflowRecord, after: WorkflowRecord) -> None:
+        """An execution just ended: cancel the children it still ran, and report its
+        result to its parent step when it is a sub-workflow (``backend.children``)."""
+        if before.plan.has_subworkflows and before.running:
+            self._children.cancel_running(before)
+        if after.parent is not None:
+            self._children.report(after)
+
+    def _dispatch(self, workflow_execution_id: str, jobs: Sequence[DispatchJob],
+                  sweep: float | None = None) -> None:
+        """Every dispatch of claimed jobs: sub-workflow jobs start their children
+        (``start_children``), the others go to the runner."""
+        jobs = self.start_children(workflow_execution_id, jobs, sweep)
+        if jobs:
+            self.runner.dispatch(workflow_execution_id, jobs)
+
+    def start_children(self, workflow_execution_id: str, jobs: Sequence[DispatchJob],
+                       sweep: float | None = None) -> list[DispatchJob]:
+        """Start the child executions of the sub-workflow jobs among ``jobs`` (idempotent:
+        a child that exists is not created again); return the jobs for the runner.
+
+        For callers that dispatch jobs themselves (the AWS result handler).
+        ``sweep``: ``older_than`` of a sweep; a running child is swept too and an
+        ended one reported to its parent (a crash may have fallen in between).
+        """
+        return self._children.start(workflow_execution_id, jobs, sweep)
+
+    def drive_children(self, workflow_execution_id: str) -> int:
+        """Gather and apply the results of the execution's running children (and
+        theirs), for a driver whose gather sees one execution; returns how many."""
+        return self._children.drive(workflow_execution_id)
 
     def _events(self, old: WorkflowRecord, new: WorkflowRecord, context: HistoryContext
                 ) -> list[Event]:
@@ -388,6 +426,10 @@ class Backend:
                *, key: str | None = None) -> str:
         """Validate ``spec`` and ``inputs``, store a new execution, return its key.
 
+        A spec mapping first gets its sub-workflows resolved (``runfox.subflows``:
+        names registered with ``register_workflow``, files relative to the working
+        directory) into its ``workflows`` table.
+
         ``key``: an idempotency key. While an execution created with that key
         exists, nothing new is created and its id is returned (one conditional
         write decides between racing callers: ``Store.create``).
@@ -396,7 +438,7 @@ class Backend:
             SpecError: the spec or the inputs are invalid; nothing was stored.
             ValueError: ``key`` is empty or too long.
         """
-        plan = spec if isinstance(spec, WorkflowSpec) else spec_for(spec)
+        plan = spec if isinstance(spec, WorkflowSpec) else spec_for(resolve_workflows(spec))
         try:
             inputs = json_copy(inputs or {}, "inputs")
         except NotJSONError as exc:
@@ -505,6 +547,15 @@ class Backend:
         Reads are batched per round (``Cache.get_many``), and each round continues
         from the last record, so a cached chain costs one read per step, not a
         replay. Only plans with a cached step pay anything."""
+        if record.plan.has_subworkflows:
+            record, nxt = self._claim_cached(record, now, changes, lookup)
+            return _claim_children(record, nxt, now, changes,
+                                   lambda r: self._claim(r, now, changes, lookup))
+        return self._claim_cached(record, now, changes, lookup)
+
+    def _claim_cached(self, record: WorkflowRecord, now: float,
+                      changes: list[graph.StateChange], lookup: CacheLookup | None
+                      ) -> tuple[WorkflowRecord, Result]:
         if not record.plan.cached:
             return graph.advance(record, now)
         if lookup is None:
@@ -631,7 +682,7 @@ class Backend:
             applied, nxt = self.transition(workflow_execution_id, step, context=context)
         self._store_outputs(puts)
         if dispatch and isinstance(nxt, Dispatch):
-            self.runner.dispatch(workflow_execution_id, nxt.jobs)
+            self._dispatch(workflow_execution_id, nxt.jobs)
         return applied, nxt
 
     def cancel(self, workflow_execution_id: str, reason: str | None = None) -> Result:
@@ -671,7 +722,7 @@ class Backend:
                 lambda r, now, _: graph.redispatch(r, now, older_than), loaded=record)
         jobs = list(result.jobs) if isinstance(result, Dispatch) else []
         if jobs:
-            self.runner.dispatch(workflow_execution_id, jobs)
+            self._dispatch(workflow_execution_id, jobs, sweep=older_than)
         return jobs
 
     # ------------------------------------------------------------------
@@ -759,7 +810,7 @@ class Backend:
 
         reopened, nxt = self.transition(workflow_execution_id, fn, loaded=loaded)
         if dispatch and isinstance(nxt, Dispatch):
-            self.runner.dispatch(workflow_execution_id, nxt.jobs)
+            self._dispatch(workflow_execution_id, nxt.jobs)
         return list(reopened)
 
     def invalidate(self, workflow_execution_id: str, step_ids: str | Iterable[str], *,
@@ -824,7 +875,9 @@ class Backend:
     # ------------------------------------------------------------------
 
     def dispatch(self, workflow_execution_id: str, jobs: Sequence[DispatchJob]) -> None:
-        self.runner.dispatch(workflow_execution_id, jobs)
+        """Send claimed jobs on: to the runner, or as child executions for
+        sub-workflow steps."""
+        self._dispatch(workflow_execution_id, jobs)
 
     def gather(self, workflow_execution_id: str) -> list[WorkResult]:
         return self.runner.gather(workflow_execution_id)

@@ -214,6 +214,8 @@ def status_json(record: WorkflowRecord,
             entry["cached"] = True
         if step.items is not None and step.id in record.plan.by_id:
             entry["items"] = item_counts(record, step.id)
+        if step.child is not None:
+            entry["child"] = step.child
         steps[step.id] = entry
     return {
         "id": record.workflow_execution_id,
@@ -229,6 +231,7 @@ def status_json(record: WorkflowRecord,
         "state": record.state,
         "progress": progress_counts(record),
         "steps": steps,
+        **({"parent": record.parent} if record.parent is not None else {}),
     }
 
 
@@ -246,6 +249,8 @@ def step_detail(record: WorkflowRecord, step_id: str, as_json: bool) -> str:
                             "output": step.output, "cached": step.cached}
     if step.error is not None:
         data["error"] = step.error
+    if step.child is not None:
+        data["child"] = step.child
     if as_json:
         return json.dumps(data, indent=2)
     lines = [f"step:     {step_id} ({step.status.value}, run {step.run_id}, "
@@ -254,6 +259,8 @@ def step_detail(record: WorkflowRecord, step_id: str, as_json: bool) -> str:
              "output:   " + json.dumps(step.output, sort_keys=True)]
     if step.error is not None:
         lines.append("error:    " + json.dumps(step.error, sort_keys=True))
+    if step.child is not None:
+        lines.append(f"child:    {step.child}")
     return "\n".join(lines)
 
 
@@ -274,6 +281,9 @@ def status_text(record: WorkflowRecord, live: Mapping[str, StepLive] | None = No
         f"updated:  {iso(record.updated_at)}",
         "",
     ]
+    if record.parent is not None:
+        lines.insert(-1, f"parent:   {record.parent.get('execution')} (step "
+                         f"{record.parent.get('step')!r}, run {record.parent.get('run_id')})")
     width = max([len(s.id) for s in record.plan.steps] + [4])
     lines.append(f"{'STEP':<{width}}  {'STATUS':<11}  RUN  ATTEMPTS  ERROR")
     by_id = record.plan.by_id
@@ -292,6 +302,8 @@ def status_text(record: WorkflowRecord, live: Mapping[str, StepLive] | None = No
             failed = f", {items['failed']} failed" if items["failed"] else ""
             done = f"items {items['settled']}/{items['total']} done{failed}"
             error = f"{done}; {error}" if error else done
+        if step.child is not None:
+            error = f"child {step.child}" + (f"  {error}" if error else "")
         lines.append(f"{step.id:<{width}}  {shown:<11}  {step.run_id:>3}  "
                      f"{step.attempts:>8}  {error}".rstrip())
     if live:

@@ -102,7 +102,7 @@ def _step_json(record: WorkflowRecord) -> list[dict[str, Any]]:
                      "max_attempts": spec_step.max_attempts,
                      "started_at": step.started_at, "finished_at": step.finished_at,
                      "not_before": step.not_before, "inputs": step.inputs,
-                     "output": step.output, "error": step.error})
+                     "output": step.output, "error": step.error, "child": step.child})
     return rows
 
 
@@ -124,6 +124,7 @@ def execution_detail(record: WorkflowRecord) -> dict[str, Any]:
         "state": record.state,
         "progress": {s.value: progress.get(s.value, 0) for s in StepStatus},
         "defects": [d.to_dict() for d in record.defects],
+        "parent": record.parent,
         "steps": _step_json(record),
         "graph": dag(record.plan),
         "colours": STEP_COLOURS,

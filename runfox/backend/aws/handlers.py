@@ -152,6 +152,8 @@ class ResultHandler:
             applied, nxt = self.backend.apply_and_advance(workflow_execution_id, failed,
                                                           dispatch=False)
         jobs = nxt.jobs if isinstance(nxt, Dispatch) else []
+        if jobs:  # sub-workflow steps start child executions instead of queueing jobs
+            jobs = self.backend.start_children(workflow_execution_id, jobs)
         if jobs or completed:
             self.runner.dispatch(workflow_execution_id, jobs, done=completed)
         if (isinstance(nxt, Pending) and nxt.retry_at is not None

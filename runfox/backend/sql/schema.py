@@ -8,7 +8,8 @@ plus Alembic's ``runfox_alembic_version`` (see ``migrations``):
   database newer than it knows rather than misreading it.
 - ``runfox_workflows``: one header row per execution. The spec and the inputs
   are written once, at creation; a transition rewrites only ``status``,
-  ``version``, ``updated_at``, ``state`` and ``outcome``.
+  ``version``, ``updated_at``, ``state`` and ``outcome``. ``parent`` (schema 7,
+  nullable JSON) names a sub-workflow's parent step run; written once, at creation.
 - ``runfox_steps``: one row per step of an execution. A transition rewrites
   only the steps it changed; ``version`` is the record version that last wrote
   the row, which lets a reader that has version *n* fetch only newer rows.
@@ -105,7 +106,7 @@ __all__ = [
 ]
 
 #: The layout these tables have; bump it with a new revision in ``migrations``.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 _MYSQL: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4",
                           "mysql_collate": "utf8mb4_bin"}
@@ -137,6 +138,8 @@ workflows = Table(
     Column("inputs", JsonText, nullable=False),
     Column("state", JsonText, nullable=False),
     Column("outcome", JsonText, nullable=False),
+    # schema 7: a sub-workflow's parent step (JSON, written once); NULL otherwise
+    Column("parent", JsonText, nullable=True),
     Index("ix_runfox_workflows_created", "created_at"),
     Index("ix_runfox_workflows_status", "status", "created_at"),
     **_MYSQL,

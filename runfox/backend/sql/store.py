@@ -59,7 +59,8 @@ _HEAD = (workflows.c.version, workflows.c.status, workflows.c.updated_at,
 _THIS = workflows.c.workflow_execution_id == bindparam("k")
 _SELECT_HEAD = select(*_HEAD).where(_THIS)
 _SELECT_FULL = select(*_HEAD, workflows.c.workflow_id, workflows.c.execution_id,
-                      workflows.c.created_at, workflows.c.spec, workflows.c.inputs).where(_THIS)
+                      workflows.c.created_at, workflows.c.spec, workflows.c.inputs,
+                      workflows.c.parent).where(_THIS)
 _SELECT_STEPS = select(steps.c.step_id, steps.c.version, steps.c.data).where(
     steps.c.workflow_execution_id == bindparam("k"), steps.c.version > bindparam("since"))
 _UPDATE_HEAD = (
@@ -253,6 +254,7 @@ class SqlStore(DatabaseUser, Store):
             "inputs": dumps(record.inputs),
             "state": dumps(record.state),
             "outcome": dumps(record.outcome),
+            "parent": None if record.parent is None else dumps(record.parent),
         }
         rows = [_step_row(key, s, record.version) for s in record.steps.values()]
 
@@ -436,6 +438,8 @@ def _decode_full(key: str, head: Row[Any], rows: Sequence[Row[Any]]) -> Workflow
         "outcome": _column(key, "outcome", head.outcome),
         "steps": _step_dicts(key, rows),
     }
+    if head.parent is not None:
+        data["parent"] = _column(key, "parent", head.parent)
     record = WorkflowRecord.from_dict(data)
     if record.workflow_execution_id != key:
         raise CorruptRecord(key, f"the row holds record {record.workflow_execution_id!r}")
@@ -472,6 +476,7 @@ def _apply_delta(key: str, base: WorkflowRecord, head: Row[Any], rows: Sequence[
             version=int(head.version),
             created_at=base.created_at,
             updated_at=float(head.updated_at),
+            parent=base.parent,
             plan=plan,
         )  # ready/open/unmet are derived again from the merged steps
     except (KeyError, TypeError, ValueError) as exc:

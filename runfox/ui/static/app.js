@@ -456,7 +456,9 @@ function renderSteps(box, state) {
   const body = el("tbody");
   for (const s of rows.slice(state.page * PAGE_SIZE, (state.page + 1) * PAGE_SIZE)) {
     const tr = el("tr", { "data-step": s.id, class: state.selected === s.id ? "steprow-selected" : null },
-      el("td", null, el("code", null, s.id)), el("td", null, s.fn),
+      el("td", null, el("code", null, s.id)),
+      el("td", null, s.fn, s.child ? el("div", { class: "child" }, "child ",
+        el("a", { href: "#/execution/" + encodeURIComponent(s.child) }, s.child)) : null),
       el("td", null, badge(s.status, "wf")),
       el("td", { class: "num" }, `${s.attempts}/${s.max_attempts}`), el("td", { class: "num" }, String(s.run_id)),
       el("td", null, when(s.started_at)), el("td", null, when(s.finished_at)),
