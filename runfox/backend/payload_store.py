@@ -228,6 +228,21 @@ class Offloader:
         """``payloads.unpack_record`` with this store (missing blobs become defects)."""
         return payloads.unpack_record(record, base, self._get)
 
+    def delete(self, keys: Iterable[str]) -> int:
+        """Remove blobs from the store and this cache; how many the store had.
+
+        For ``runfox prune``-style clean-ups and tests: a record that still refers
+        to a deleted blob loads with a ``PayloadMissing`` defect.
+        """
+        wanted = list(dict.fromkeys(keys))
+        with self._lock:
+            for key in wanted:
+                held = self._values.pop(key, None)
+                if held is not None:
+                    self._refs.pop(id(held[0]), None)
+                    self._held -= held[1]
+        return self.store.delete(wanted)
+
     # -- the cache ------------------------------------------------------------------
 
     def _put(self, key: str, blob: bytes) -> None:
