@@ -1,7 +1,7 @@
 """Large payloads by reference: the reference format, and packing values into it.
 
 A JSON value too large to travel inside a record, a task row or a queue message
-is stored once as a *blob* (its compact JSON text, UTF-8) in a payload store
+is stored once as a *blob* (its compact JSON text, ASCII) in a payload store
 (``runfox.backend.payload_store``), and the record keeps a *reference* in its
 place::
 
@@ -73,9 +73,9 @@ Get = Callable[[str], Any]
 
 
 def encode(value: Any) -> bytes:
-    """The blob of ``value``: compact JSON, UTF-8, keys in their order."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    """The blob of ``value``: compact JSON, keys in their order, ASCII only (so it is
+    valid UTF-8 and any text column holds it, whatever the strings contain)."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode("ascii")
 
 
 def blob_key(blob: bytes) -> str:
@@ -92,8 +92,8 @@ def check_key(key: Any) -> str:
 
 def make_ref(blob: bytes) -> dict[str, Any]:
     """The reference to ``blob`` (see the module docstring)."""
-    text = blob[:PREVIEW_CHARS * 4].decode("utf-8", errors="ignore")
-    return {REF_KEY: blob_key(blob), "size": len(blob), "preview": text[:PREVIEW_CHARS]}
+    text = blob[:PREVIEW_CHARS].decode("utf-8", errors="ignore")
+    return {REF_KEY: blob_key(blob), "size": len(blob), "preview": text}
 
 
 def is_ref(value: Any) -> bool:

@@ -131,7 +131,7 @@ CREATE INDEX ix_runfox_cache_fn ON runfox_cache (fn);
 CREATE TABLE runfox_payloads (
     payload_key           VARCHAR(71)  NOT NULL,
     size                  BIGINT       NOT NULL,
-    data                  LONGBLOB NOT NULL,
+    data                  LONGTEXT NOT NULL,
     created_at            DOUBLE NOT NULL,
     PRIMARY KEY (payload_key)
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;

@@ -133,7 +133,7 @@ CREATE INDEX ix_runfox_cache_fn ON runfox_cache (fn);
 CREATE TABLE runfox_payloads (
     payload_key           VARCHAR(71)  NOT NULL,
     size                  BIGINT       NOT NULL,
-    data                  BLOB NOT NULL,
+    data                  TEXT NOT NULL,
     created_at            DOUBLE NOT NULL,
     PRIMARY KEY (payload_key)
 );

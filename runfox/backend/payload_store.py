@@ -1,7 +1,8 @@
 """``PayloadStore``: where offloaded blobs live, and ``Offloader``, which uses one.
 
 The reference format and the packing rules are ``runfox.payloads`` (pure). A
-technology implements three primitives on blobs keyed ``sha256:<hex>``:
+technology implements three primitives on blobs keyed ``sha256:<hex>`` (a blob is
+UTF-8 text: the JSON ``runfox.payloads.encode`` makes, ASCII in fact):
 
 - ``_put(key, blob)``: store ``blob`` under ``key``. Blobs are immutable and
   named by their content, so writing a key that exists is harmless (either copy

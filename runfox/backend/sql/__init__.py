@@ -86,17 +86,17 @@ else:
 
 def _take_offload(url: str) -> tuple[str, str | None]:
     """``url`` without its ``offload`` query parameter, and that parameter's value."""
-    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+    from urllib.parse import parse_qsl, urlencode
 
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
+    base, sep, query_text = url.partition("?")  # not urlsplit: it drops sqlite:////'s slash
+    query = parse_qsl(query_text, keep_blank_values=True)
     found = [v for k, v in query if k == "offload"]
     if not found:
         return url, None
     if len(found) > 1:
         raise ValueError("the backend URL gives offload= more than once")
     rest = urlencode([(k, v) for k, v in query if k != "offload"])
-    return urlunsplit(parts._replace(query=rest)), found[0]
+    return (f"{base}?{rest}" if rest else base), found[0]
 
 
 def _sqlite_url(path: str | os.PathLike[str]) -> str:

@@ -1,6 +1,7 @@
 """``SqlPayloads``: offloaded blobs in ``runfox_payloads``, one row per key.
 
-A put is one insert-if-absent (``ON CONFLICT DO NOTHING`` / a no-op ``ON
+Blobs are ASCII JSON (``runfox.payloads.encode``), kept in a text column. A put
+is one insert-if-absent (``ON CONFLICT DO NOTHING`` / a no-op ``ON
 DUPLICATE KEY UPDATE``): blobs are named by their content, so a key that exists
 already holds the same bytes and two writers never disagree. It shares the
 record store's ``Database`` (engine and pool); the blob is written in its own
@@ -39,13 +40,16 @@ class SqlPayloads(PayloadStore):
         return f"SqlPayloads({self._db.display_url})"
 
     def _put(self, key: str, blob: bytes) -> None:
-        row = {"payload_key": key, "size": len(blob), "data": blob, "created_at": time.time()}
+        row = {"payload_key": key, "size": len(blob), "data": blob.decode("utf-8"),
+               "created_at": time.time()}
         self._db.run(lambda conn: conn.execute(self._insert, row), what=f"store payload {key}")
 
     def _get(self, key: str) -> bytes | None:
         found: Any = self._db.run(lambda conn: conn.execute(_SELECT, {"k": key}).scalar(),
                                   write=False, standalone=True, what=f"read payload {key}")
-        return None if found is None else bytes(found)
+        if found is None:
+            return None
+        return found.encode("utf-8") if isinstance(found, str) else bytes(found)
 
     def _delete(self, keys: list[str]) -> int:
         def work(conn: Connection) -> int:

@@ -44,7 +44,9 @@ plus Alembic's ``runfox_alembic_version`` (see ``migrations``):
   ``stored_at`` and ``output`` (JSON); ``fn`` is indexed for ``clear --fn``.
 - ``runfox_payloads`` (schema 8): offloaded values (``runfox.payloads``), one row
   per blob keyed by its content (``sha256:<hex>``), with ``size`` and ``data``
-  (the value's JSON as UTF-8 bytes, ``LONGBLOB`` on MySQL). Rows are immutable.
+  (the value's JSON, ASCII-escaped like every JSON column; PyMySQL sends a
+  binary parameter at twice its size, so text reaches further under MariaDB's
+  ``max_allowed_packet``). Rows are immutable.
 
 JSON is stored as text (``LONGTEXT`` on MySQL), ASCII-escaped so any server
 character set holds it. Keys compare case-sensitively on MySQL (``utf8mb4_bin``)
@@ -70,7 +72,6 @@ from sqlalchemy import (
     Double,
     Index,
     Integer,
-    LargeBinary,
     MetaData,
     String,
     Table,
@@ -80,7 +81,7 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects.mysql import LONGBLOB, LONGTEXT
+from sqlalchemy.dialects.mysql import LONGTEXT
 from sqlalchemy.engine import Connection
 
 from .dialects import Dialect
@@ -248,7 +249,7 @@ payloads = Table(
     "runfox_payloads", metadata,
     Column("payload_key", String(71), primary_key=True),  # sha256:<64 hex>
     Column("size", BigInteger, nullable=False),
-    Column("data", LargeBinary().with_variant(LONGBLOB(), "mysql", "mariadb"), nullable=False),
+    Column("data", JsonText, nullable=False),
     Column("created_at", Double, nullable=False),
     **_MYSQL,
 )

@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects.mysql import LONGBLOB
+from sqlalchemy.dialects.mysql import LONGTEXT
 
 from runfox.backend.sql.migrations import record_version
 
@@ -34,7 +34,7 @@ def _tables() -> sa.MetaData:
         "runfox_payloads", meta,
         sa.Column("payload_key", sa.String(71), primary_key=True),
         sa.Column("size", sa.BigInteger, nullable=False),
-        sa.Column("data", sa.LargeBinary().with_variant(LONGBLOB(), "mysql", "mariadb"),
+        sa.Column("data", sa.Text().with_variant(LONGTEXT(), "mysql", "mariadb"),
                   nullable=False),
         sa.Column("created_at", sa.Double, nullable=False),
         **_MYSQL,
