@@ -1,0 +1,86 @@
+"""Large payloads on AWS: S3 as the payload store (moto server), DynamoDB records and
+SQS jobs that carry references, and ``RecordTooLarge`` naming the setting."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from runfox import Workflow
+from runfox.backend import Backend
+from runfox.backend.aws import S3Payloads, parse_url, parts_from_url
+from runfox.backend.aws.config import AWS_OFFLOAD_BYTES
+from runfox.results import Complete, Failed
+from runfox.testing import OffloadContract, PayloadContract, large_text
+
+from .conftest import Aws
+
+
+class TestS3Payloads(PayloadContract):
+    @pytest.fixture
+    def payloads(self, aws: Aws) -> S3Payloads:
+        return S3Payloads(aws.resources.bucket, endpoint_url=aws.url, verify=True)
+
+
+class TestDynamoDBOffloading(OffloadContract):
+    @pytest.fixture
+    def store(self, aws: Aws) -> Any:
+        return aws.store(payloads=aws.offloader(1024))
+
+    @pytest.fixture
+    def reopen(self, aws: Aws) -> Any:
+        return lambda: aws.store(payloads=aws.offloader(1024))
+
+
+def _one_output(size: int) -> dict[str, Any]:
+    return {"name": "mb", "steps": [{"id": "big", "fn": "big", "input": {"n": size}}],
+            "outputs": {"length": {"var": "steps.big.output.length"},
+                        "head": {"var": "steps.big.output.head"}}}
+
+
+def _big(fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    text = large_text(inputs["n"], 9)
+    return {"text": text, "length": len(text), "head": text[:8]}
+
+
+def test_a_1_mb_output_works_through_an_aws_url(aws: Aws) -> None:
+    store, runner = parts_from_url(aws.backend_url)
+    assert store.payloads() is not None and store.payloads().threshold == AWS_OFFLOAD_BYTES
+    backend = Backend(store=store, runner=runner, executor=_big, poll_interval=0.01)
+    wf = Workflow.from_dict(_one_output(1_000_000), backend)
+    result = wf.run(timeout=120)
+    assert isinstance(result, Complete), result
+    assert result.outcome == {"length": 1_000_000, "head": large_text(1_000_000, 9)[:8]}
+    assert wf.step_output("big")["text"] == large_text(1_000_000, 9)
+    item = aws.dynamodb.get_item(TableName=aws.resources.table,
+                                 Key={"id": {"S": wf.id}})["Item"]
+    assert sum(len(str(v)) for v in item.values()) < 20_000  # the item holds a reference
+
+
+def test_without_offloading_too_large_names_the_setting(aws: Aws) -> None:
+    backend = Backend(store=aws.store(), runner=aws.runner(), executor=_big,
+                      poll_interval=0.01)
+    wf = Workflow.from_dict(_one_output(1_000_000), backend)
+    result = wf.run(timeout=120)
+    assert isinstance(result, Failed), result
+    message = str(result.error)
+    assert "RecordTooLarge" in message and "offload=" in message and "bucket=" in message
+
+
+def test_the_url_sets_bucket_and_threshold() -> None:
+    settings = parse_url("aws://?prefix=p")
+    assert settings.bucket == "p-payloads" and settings.offload == AWS_OFFLOAD_BYTES
+    settings = parse_url("aws://?bucket=none&offload=off")
+    assert settings.bucket is None and settings.offload is None
+    assert parse_url("aws://?offload=100000").offload == 100_000
+    with pytest.raises(ValueError, match="offload"):
+        parse_url("aws://?offload=much")
+
+
+def test_a_missing_bucket_is_named_at_start(aws: Aws) -> None:
+    from runfox.errors import BackendError
+
+    url = aws.resources.url(endpoint_url=aws.url, bucket="no-such-runfox-bucket")
+    with pytest.raises(BackendError, match="no-such-runfox-bucket.*bucket=none"):
+        parts_from_url(url)
