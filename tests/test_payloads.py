@@ -172,3 +172,55 @@ def test_the_url_carries_the_offload_setting(tmp_path: Path) -> None:
         store.close()
     with pytest.raises(ValueError, match="offload"):
         parts_from_url(url + "?offload=big")
+
+
+# -- runfox status -------------------------------------------------------------------------
+
+
+def test_runfox_status_shows_size_and_preview_of_an_offloaded_output(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from runfox import Workflow
+    from runfox.backend import Backend
+    from runfox.cli import main
+
+    url = f"sqlite:///{tmp_path / 'status.db'}?offload=1000"
+    text = large_text(300_000, 11)
+
+    def executor(fn: str, inputs: dict[str, object]) -> dict[str, object]:
+        return {"text": text, "small": 1} if fn == "big" else {"n": len(str(inputs["t"]))}
+
+    spec = {"name": "status", "steps": [
+        {"id": "big", "fn": "big"},
+        {"id": "use", "fn": "use", "depends_on": ["big"],
+         "input": {"t": {"var": "steps.big.output.text"}}}],
+        "outputs": {"n": {"var": "steps.use.output.n"}}}
+    store, runner = parts_from_url(url)
+    try:
+        wf = Workflow.from_dict(spec, Backend(store=store, runner=runner, executor=executor,
+                                              poll_interval=0.01))
+        assert wf.run(timeout=60).outcome == {"n": len(text)}  # type: ignore[union-attr]
+    finally:
+        runner.close()
+        store.close()
+    size = len(payloads.encode({"text": text, "small": 1}))
+    code = main(["status", wf.id, "--backend", url])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert text not in out and len(out) < 3000  # a preview, not the value
+    line = next(x for x in out.splitlines() if x.startswith("  steps.big.output:"))
+    assert f"{size / 1e3:.1f} KB offloaded (sha256:" in line
+    assert '{"text":"' + text[:40] in line
+    assert "steps.use.inputs" in out and 'outcome: {"n": 300000}' in out
+
+    assert main(["status", wf.id, "--backend", url, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    shown = data["steps"]["big"]["output"]
+    assert payloads.is_ref(shown) and shown["size"] == size
+    assert shown["preview"].startswith('{"text":"' + text[:20])
+    assert data["steps"]["use"]["output"] == {"n": len(text)}
+
+    assert main(["status", wf.id, "--backend", url, "--step", "big"]) == 0
+    out = capsys.readouterr().out
+    assert "output:   " in out and "KB offloaded" in out and text not in out
