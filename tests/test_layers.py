@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("spec", ("runfox.spec", "runfox.spec_schema", "runfox.actions", "runfox.expressions",
               "runfox.retry", "runfox.cache"), ("foundation",)),
     ("records", ("runfox.records", "runfox.status", "runfox.results", "runfox.ids",
-                 "runfox.schedule", "runfox.history"),
+                 "runfox.schedule", "runfox.history", "runfox.payloads"),
      ("spec",)),
     ("graph", ("runfox.graph",), ("records",)),
     ("store/runner", (
@@ -43,6 +43,7 @@ LAYERS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
         "runfox.backend.aws.store", "runfox.backend.aws.runner",
         "runfox.backend.aws.schedules", "runfox.backend.aws.slots",
         "runfox.backend.aws.testing",
+        "runfox.backend.payload_store", "runfox.backend.aws.payloads",
     ), ("records",)),
     ("backend", (
         "runfox.backend.base", "runfox.backend.urls", "runfox.backend.registry",

@@ -82,5 +82,5 @@ def test_a_missing_bucket_is_named_at_start(aws: Aws) -> None:
     from runfox.errors import BackendError
 
     url = aws.resources.url(endpoint_url=aws.url, bucket="no-such-runfox-bucket")
-    with pytest.raises(BackendError, match="no-such-runfox-bucket.*bucket=none"):
+    with pytest.raises(BackendError, match=r"no-such-runfox-bucket.*bucket=none"):
         parts_from_url(url)

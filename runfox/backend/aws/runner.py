@@ -613,7 +613,7 @@ class SQSRunner(Runner):
         return job if inputs is job.inputs else replace(job, inputs=inputs)
 
     def _pack_output(self, output: dict[str, Any]) -> dict[str, Any]:
-        return output if self.payloads is None else self.payloads.pack(output)  # type: ignore[no-any-return]
+        return output if self.payloads is None else self.payloads.pack(output)
 
     def open_job(self, job: DispatchJob) -> DispatchJob:
         """``job`` with its inputs as the executor must see them (a reference

@@ -88,7 +88,7 @@ def _take_offload(url: str) -> tuple[str, str | None]:
     """``url`` without its ``offload`` query parameter, and that parameter's value."""
     from urllib.parse import parse_qsl, urlencode
 
-    base, sep, query_text = url.partition("?")  # not urlsplit: it drops sqlite:////'s slash
+    base, _, query_text = url.partition("?")  # not urlsplit: it drops sqlite:////'s slash
     query = parse_qsl(query_text, keep_blank_values=True)
     found = [v for k, v in query if k == "offload"]
     if not found:
