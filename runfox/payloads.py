@@ -242,7 +242,7 @@ def unpack_record(record: WorkflowRecord, base: WorkflowRecord | None, get: Get
     outcome = resolve(record.outcome, "outcome")
     if outcome is not record.outcome:
         changes["outcome"] = outcome
-    if not changes:
+    if not changes and not defects:
         return record
     if defects:
         changes["defects"] = record.defects + tuple(defects)

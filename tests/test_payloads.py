@@ -224,3 +224,21 @@ def test_runfox_status_shows_size_and_preview_of_an_offloaded_output(
     assert main(["status", wf.id, "--backend", url, "--step", "big"]) == 0
     out = capsys.readouterr().out
     assert "output:   " in out and "KB offloaded" in out and text not in out
+
+
+def test_missing_header_payloads_are_defects_too() -> None:
+    from runfox.testing import new_record
+
+    store = InMemoryStore(offload=100)
+    record = new_record({"steps": [{"id": "a", "fn": "f"}]}, {"doc": "d" * 500})
+    record = record.evolve(state={"big": "s" * 500, "small": 1}, outcome={"o": "o" * 500})
+    store.write(record)
+    offloader = store.payloads()
+    assert offloader is not None
+    keys = [payloads.make_ref(payloads.encode(v))["$runfox_ref"]
+            for v in (record.inputs, record.state["big"], record.outcome)]
+    assert offloader.delete(keys) == 3
+    loaded = store.load(record.workflow_execution_id)
+    assert sorted(d.where for d in loaded.defects) == ["inputs", "outcome", "state.big"]
+    assert all(any(k in d.message for k in keys) for d in loaded.defects)
+    assert loaded.state["small"] == 1 and payloads.is_ref(loaded.state["big"])

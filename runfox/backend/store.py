@@ -384,8 +384,8 @@ class InMemoryStore(Store):
             if found != record.version - 1:
                 raise ConflictError(f"{key}: stored version is {found}, "
                                     f"this write expected {record.version - 1}")
-            if self._payloads is not None:
-                record = self._payloads.pack_record(record, previous)
+            if self._payloads is not None:  # every step: the stored record is all packed
+                record = self._payloads.pack_record(record, None)
             self._records[key] = record
 
     def _write_logged(self, record: WorkflowRecord, previous: WorkflowRecord | None,
