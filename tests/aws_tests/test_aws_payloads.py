@@ -84,3 +84,37 @@ def test_a_missing_bucket_is_named_at_start(aws: Aws) -> None:
     url = aws.resources.url(endpoint_url=aws.url, bucket="no-such-runfox-bucket")
     with pytest.raises(BackendError, match=r"no-such-runfox-bucket.*bucket=none"):
         parts_from_url(url)
+
+
+def test_lambda_handlers_pass_large_values_by_reference(aws: Aws) -> None:
+    """Event-driven (no wf.run): a 1 MB output reaches the next job's inputs through
+    SQS messages and task rows that carry references."""
+    import time
+
+    from runfox.backend.aws import SQSConsumer, lambda_handler
+
+    text = large_text(1_000_000, 12)
+
+    def executor(fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        if fn == "make":
+            return {"text": text}
+        return {"same": inputs["t"] == text, "length": len(inputs["t"])}
+
+    payloads = aws.offloader()
+    backend = Backend(store=aws.store(payloads=payloads), runner=aws.runner(payloads=payloads))
+    spec = {"name": "lambda-large", "steps": [
+        {"id": "make", "fn": "make"},
+        {"id": "use", "fn": "use", "depends_on": ["make"],
+         "input": {"t": {"var": "steps.make.output.text"}}}],
+        "outputs": {"same": {"var": "steps.use.output.same"},
+                    "length": {"var": "steps.use.output.length"}}}
+    wf = backend.create(spec)
+    backend.runner.schedule_advance(wf)
+    consumer = SQSConsumer(backend.runner, lambda_handler(backend, executor),
+                           visibility_timeout=2, wait_time=1)
+    deadline = time.monotonic() + 60
+    consumer.run(until=lambda: backend.load(wf).status.is_terminal
+                 or time.monotonic() > deadline)
+    record = backend.load(wf)
+    assert record.outcome == {"same": True, "length": len(text)}, record.outcome
+    assert record.steps["make"].output == {"text": text}
