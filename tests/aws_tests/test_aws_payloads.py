@@ -118,3 +118,19 @@ def test_lambda_handlers_pass_large_values_by_reference(aws: Aws) -> None:
     record = backend.load(wf)
     assert record.outcome == {"same": True, "length": len(text)}, record.outcome
     assert record.steps["make"].output == {"text": text}
+
+
+def test_a_job_whose_input_blob_is_gone_fails_its_attempt_naming_the_key(aws: Aws) -> None:
+    from runfox import payloads
+    from runfox.results import DispatchJob
+
+    inputs = {"doc": large_text(100_000, 13)}
+    sender = aws.runner(payloads=aws.offloader())
+    sender.dispatch("wf#1", [DispatchJob("wf#1", "a", "f", inputs)])
+    key = payloads.make_ref(payloads.encode(inputs))["$runfox_ref"]
+    assert aws.offloader().delete([key]) == 1
+    taker = aws.runner(payloads=aws.offloader())
+    assert taker.take_pending_jobs(lease=30.0) == []  # nothing an executor could run
+    ((step_id, output),) = taker.gather("wf#1")
+    assert step_id == "a" and output["ok"] is False
+    assert output["error_type"] == "PayloadMissing" and key in output["error"]
