@@ -47,6 +47,7 @@ __all__ = [
     "Get",
     "Put",
     "blob_key",
+    "check_key",
     "describe",
     "encode",
     "is_ref",
@@ -109,7 +110,8 @@ def needs_escape(value: Any) -> bool:
 
 
 def describe(value: Any) -> str | None:
-    """``"5.0 MB, {"rows":[...`` for a reference, ``None`` for any other value."""
+    """``5.2 MB offloaded (sha256:9f2c1d0e4a7b...): {"rows":[...`` for a reference
+    (size, the start of its key, preview); ``None`` for any other value."""
     if not is_ref(value):
         return None
     return f"{_size_text(value['size'])} offloaded ({value[REF_KEY][:19]}...): " \
@@ -133,12 +135,13 @@ def pack(value: Any, threshold: int | None, put: Put) -> Any:
     if value is None or isinstance(value, bool | int | float) or is_ref(value):
         return value
     escape = needs_escape(value)
-    if threshold is None and not escape:
-        return value
-    if not escape and isinstance(value, str) and len(value) * 6 + 2 <= threshold:  # type: ignore[operator]
-        return value  # a short string cannot be over the threshold: skip the encoding
+    if not escape:
+        if threshold is None:
+            return value
+        if isinstance(value, str) and len(value) * 6 + 2 <= threshold:
+            return value  # a short string cannot be over the threshold: skip the encoding
     blob = encode(value)
-    if not escape and len(blob) <= threshold:  # type: ignore[operator]
+    if not escape and threshold is not None and len(blob) <= threshold:
         return value
     ref = make_ref(blob)
     put(ref[REF_KEY], blob)
