@@ -247,9 +247,8 @@ class Offloader:
     # -- the cache ------------------------------------------------------------------
 
     def _put(self, key: str, blob: bytes) -> None:
-        with self._lock:
-            if key in self._values:
-                return  # this process stored or read it: the store has it
+        # Put even when this process has the key cached: the store may have lost it
+        # since (a lifecycle rule, a clean-up), and a put of a blob is idempotent.
         self.store.put_keyed(key, blob)
 
     def _get(self, key: str) -> Any:
