@@ -72,6 +72,8 @@ __all__ = [
     "FakeClock",
     "KeyedStoreContract",
     "MapContract",
+    "OffloadContract",
+    "PayloadContract",
     "RunnerContract",
     "ScheduleContract",
     "StoreContract",
@@ -85,6 +87,7 @@ __all__ = [
     "fan_executor",
     "fan_spec",
     "job",
+    "large_text",
     "map_executor",
     "map_spec",
     "new_record",
@@ -1452,6 +1455,53 @@ class BackendContract(MapContract, SubWorkflowContract):
             ghost.rerun(timeout=5)
         assert len(store.list_executions(limit=1000)) == before
 
+    # -- large payloads (runfox.payloads) ---------------------------------------------
+
+    def test_a_5_mb_output_and_input_pass_through_unchanged(self, parts: tuple[Store, Runner]
+                                                            ) -> None:
+        """A 5 MB step output reaches the next step's inputs and the outcome unchanged,
+        and so does a 5 MB workflow input, whatever the store's and queue's limits."""
+        store, runner = parts
+        big, seed = large_text(5_000_000, 1), large_text(5_000_000, 2)
+        seen: dict[str, Any] = {}
+
+        def executor(fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
+            if fn == "make":
+                seen["seed_in_make"] = inputs["seed"] == seed
+                return {"blob": big, "tag": "made"}
+            seen["blob_in_use"] = inputs["blob"] == big
+            return {"blob": inputs["blob"], "length": len(inputs["blob"]),
+                    "seed_ok": inputs["seed"] == seed}
+
+        spec = {"name": "large", "steps": [
+            {"id": "make", "fn": "make", "input": {"seed": {"var": "input.seed"}}},
+            {"id": "use", "fn": "use", "depends_on": ["make"],
+             "input": {"blob": {"var": "steps.make.output.blob"},
+                       "seed": {"var": "input.seed"}}}],
+            "outputs": {"blob": {"var": "steps.use.output.blob"},
+                        "tag": {"var": "steps.make.output.tag"},
+                        "length": {"var": "steps.use.output.length"},
+                        "seed_ok": {"var": "steps.use.output.seed_ok"}}}
+        backend = Backend(store=store, runner=runner, executor=executor, poll_interval=0.01)
+        wf = Workflow.from_dict(spec, backend, inputs={"seed": seed})
+        result = wf.run(timeout=300)
+        assert isinstance(result, Complete), result
+        assert seen == {"seed_in_make": True, "blob_in_use": True}
+        assert result.outcome["blob"] == big
+        assert result.outcome["tag"] == "made" and result.outcome["length"] == len(big)
+        assert result.outcome["seed_ok"] is True
+        again = Workflow.resume(wf.id, Backend(store=store, runner=runner)).record
+        assert again.inputs == {"seed": seed}
+        assert again.steps["make"].output == {"blob": big, "tag": "made"}
+        assert again.steps["use"].inputs == {"blob": big, "seed": seed}
+        assert again.outcome == result.outcome
+        offloader = store.payloads()
+        if offloader is not None and offloader.threshold is not None:
+            from .payloads import encode, make_ref
+
+            key = make_ref(encode({"blob": big, "tag": "made"}))["$runfox_ref"]
+            assert key in offloader.store  # stored once, by reference
+
 
 class CacheContract:
     """What every ``Cache`` must do. Provide a ``store`` fixture (fresh, empty) whose
@@ -1921,3 +1971,154 @@ class WorkerRegistryContract:
         assert [w.id for w in seen] == [worker.id]
         assert seen[0].interval == 1.0 and seen[0].lease == 3.0
         assert store.workers().list() == []  # removed on a clean stop
+
+
+def large_text(size: int, seed: int = 0) -> str:
+    """``size`` characters of hex that compress poorly (deterministic for ``seed``)."""
+    import random
+
+    return random.Random(seed).randbytes(size // 2 + 1).hex()[:size]
+
+
+class PayloadContract:
+    """What every ``PayloadStore`` must do. Provide a ``payloads`` fixture (fresh, empty)."""
+
+    def test_put_then_get(self, payloads: Any) -> None:
+        blob = json.dumps({"text": "héllo ✓", "n": [1, 2.5, None]}).encode()
+        key = payloads.put(blob)
+        assert key.startswith("sha256:") and len(key) == 71
+        assert payloads.get(key) == blob
+        assert key in payloads
+
+    def test_put_is_idempotent_and_content_addressed(self, payloads: Any) -> None:
+        first, second = payloads.put(b'"same"'), payloads.put(b'"same"')
+        assert first == second
+        assert payloads.get(first) == b'"same"'
+        assert payloads.put(b'"other"') != first
+
+    def test_a_missing_blob_is_payload_missing_naming_its_key(self, payloads: Any) -> None:
+        from .errors import PayloadMissing
+        from .payloads import blob_key
+
+        key = blob_key(b'"never stored"')
+        with pytest.raises(PayloadMissing) as caught:
+            payloads.get(key)
+        assert caught.value.key == key and key in str(caught.value)
+        assert key not in payloads
+
+    def test_bad_keys_are_refused(self, payloads: Any) -> None:
+        for bad in ("", "sha256:xyz", "md5:" + "0" * 32, "sha256:" + "A" * 64):
+            with pytest.raises(ValueError):
+                payloads.get(bad)
+        with pytest.raises(ValueError):
+            payloads.put_keyed("sha256:" + "0" * 64, b'"not that"')
+
+    def test_delete_counts_what_was_there(self, payloads: Any) -> None:
+        a, b = payloads.put(b"1"), payloads.put(b"2")
+        assert payloads.delete([a, a]) == 1
+        assert a not in payloads and b in payloads
+        assert payloads.delete([a]) == 0
+        assert payloads.delete([]) == 0
+
+    def test_a_5_mb_blob_round_trips(self, payloads: Any) -> None:
+        blob = json.dumps({"rows": large_text(5_000_000, 3)}).encode()
+        assert payloads.get(payloads.put(blob)) == blob
+
+    def test_an_offloader_packs_and_a_fresh_one_unpacks(self, payloads: Any) -> None:
+        from .backend.payload_store import Offloader
+        from .payloads import REF_KEY, is_ref
+
+        value = {"rows": [large_text(2000, 4)], "note": "ü"}
+        packed = Offloader(payloads, 1000).pack(value)
+        assert is_ref(packed) and packed["size"] > 1000 and packed["preview"].startswith("{")
+        assert Offloader(payloads, 1000).unpack(packed) == value  # read from the store
+        assert Offloader(payloads, 1000).pack({"small": 1}) == {"small": 1}
+        lookalike = {REF_KEY: "mine", "x": 1}  # user data: escaped by offloading it
+        escaped = Offloader(payloads, None).pack(lookalike)
+        assert is_ref(escaped) and Offloader(payloads, None).unpack(escaped) == lookalike
+
+    def test_racing_puts_of_one_blob_leave_it_whole(self, payloads: Any) -> None:
+        blob = json.dumps(large_text(100_000, 5)).encode()
+        errors: list[BaseException] = []
+
+        def put() -> None:
+            try:
+                payloads.put(blob)
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=put) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert errors == []
+        assert payloads.get(payloads.put(blob)) == blob
+
+
+class OffloadContract:
+    """A store that offloads large values. Provide ``store`` (fresh, empty, with
+    ``payloads()`` set and a threshold) and ``reopen`` (a new store object on the same
+    data, with its own offloader, as another process would open it)."""
+
+    def _offloader(self, store: Store) -> Any:
+        offloader = store.payloads()
+        assert offloader is not None and offloader.threshold is not None, \
+            f"{type(store).__name__} was given no offloading threshold"
+        return offloader
+
+    def test_large_values_are_stored_by_reference(self, store: Store,
+                                                  reopen: Callable[[], Store]) -> None:
+        from .payloads import encode, make_ref
+
+        offloader = self._offloader(store)
+        big = large_text(offloader.threshold + 100, 6)
+        v1 = new_record(fan_spec(2), {"n": 1, "doc": big})
+        store.write(v1)
+        v2 = bump(advance(v1, 10.0)[0], v1)
+        store.write(v2, previous=v1)
+        output = {"n": 1, "blob": big}
+        r3, _ = on_step_result(v2, "root", output, 0, 11.0)
+        v3 = bump(r3.evolve(state={**r3.state, "big": big, "small": 1}), v2)
+        store.write(v3, previous=v2)
+        for key in (make_ref(encode(output))["$runfox_ref"],
+                    make_ref(encode(v1.inputs))["$runfox_ref"],
+                    make_ref(encode(big))["$runfox_ref"]):
+            assert key in offloader.store
+        loaded = reopen().load(v1.workflow_execution_id)
+        assert loaded.to_dict() == v3.to_dict()
+        assert loaded.defects == ()
+
+    def test_a_missing_blob_is_a_defect_naming_its_key(self, store: Store,
+                                                       reopen: Callable[[], Store]) -> None:
+        from .payloads import encode, make_ref
+
+        offloader = self._offloader(store)
+        big = large_text(offloader.threshold + 100, 7)
+        v1 = new_record(fan_spec(2), {"n": 1, "note": "kept"})
+        store.write(v1)
+        v2 = bump(advance(v1, 10.0)[0], v1)
+        store.write(v2, previous=v1)
+        r3, _ = on_step_result(v2, "root", {"n": 1, "blob": big}, 0, 11.0)
+        v3 = bump(r3, v2)
+        store.write(v3, previous=v2)
+        ref = make_ref(encode({"n": 1, "blob": big}))
+        key = ref["$runfox_ref"]
+        assert offloader.delete([key]) == 1
+
+        loaded = reopen().load(v1.workflow_execution_id)  # still loads
+        (defect,) = loaded.defects
+        assert defect.where == "steps.root.output" and defect.step == "root"
+        assert key in defect.message and defect.stored == ref
+        assert loaded.steps["root"].output == ref  # the reference is kept, not lost
+        assert loaded.inputs == {"n": 1, "note": "kept"} and loaded.version == 3
+        assert {s.status for sid, s in loaded.steps.items() if sid != "root"} == {
+            StepStatus.READY}
+        assert loaded.steps["root"].status is StepStatus.COMPLETE
+
+        backend = Backend(store=reopen(), runner=InProcessRunner())
+        result = backend.advance(v1.workflow_execution_id)
+        assert isinstance(result, Failed)
+        error = backend.load(v1.workflow_execution_id).outcome["error"]
+        assert error["type"] == "CorruptRecord" and key in error["message"]
+        assert error["where"] == "steps.root.output" and error["stored"] == ref

@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
               "runfox.retry", "runfox.cache",
               "runfox.subflows"), ("foundation",)),
     ("records", ("runfox.records", "runfox.status", "runfox.results", "runfox.ids",
-                 "runfox.schedule", "runfox.history"),
+                 "runfox.schedule", "runfox.history", "runfox.payloads"),
      ("spec",)),
     ("graph", ("runfox.graph",), ("records",)),
     ("store/runner", (
@@ -44,6 +44,7 @@ LAYERS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
         "runfox.backend.aws.store", "runfox.backend.aws.runner",
         "runfox.backend.aws.schedules", "runfox.backend.aws.slots",
         "runfox.backend.aws.testing",
+        "runfox.backend.payload_store", "runfox.backend.aws.payloads",
     ), ("records",)),
     ("backend", (
         "runfox.backend.base", "runfox.backend.urls", "runfox.backend.registry",

@@ -1,4 +1,4 @@
--- runfox schema version 6 (revision 0006) for MySQL 8 / MariaDB 10.6+ (InnoDB; runfox.backend.sql).
+-- runfox schema version 8 (revision 0008) for MySQL 8 / MariaDB 10.6+ (InnoDB; runfox.backend.sql).
 -- For teams that manage schemas themselves: run this once, then open the
 -- backend with create_tables=False. It creates what runfox would create on
 -- first use; tests/test_sql_ddl.py checks that the two agree.
@@ -128,6 +128,15 @@ CREATE TABLE runfox_cache (
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 CREATE INDEX ix_runfox_cache_fn ON runfox_cache (fn);
 
+-- Offloaded payloads: one row per blob, keyed by its content (sha256:<hex>).
+CREATE TABLE runfox_payloads (
+    payload_key           VARCHAR(71)  NOT NULL,
+    size                  BIGINT       NOT NULL,
+    data                  LONGTEXT NOT NULL,
+    created_at            DOUBLE NOT NULL,
+    PRIMARY KEY (payload_key)
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
+
 INSERT INTO runfox_schema (version, applied_at) VALUES (1, UNIX_TIMESTAMP());
 INSERT INTO runfox_schema (version, applied_at) VALUES (2, UNIX_TIMESTAMP());
 INSERT INTO runfox_schema (version, applied_at) VALUES (3, UNIX_TIMESTAMP());
@@ -135,10 +144,11 @@ INSERT INTO runfox_schema (version, applied_at) VALUES (4, UNIX_TIMESTAMP());
 INSERT INTO runfox_schema (version, applied_at) VALUES (5, UNIX_TIMESTAMP());
 INSERT INTO runfox_schema (version, applied_at) VALUES (6, UNIX_TIMESTAMP());
 INSERT INTO runfox_schema (version, applied_at) VALUES (7, UNIX_TIMESTAMP());
+INSERT INTO runfox_schema (version, applied_at) VALUES (8, UNIX_TIMESTAMP());
 
 -- Alembic's record of the migration revision (runfox db upgrade reads and moves it).
 CREATE TABLE runfox_alembic_version (
     version_num VARCHAR(32) NOT NULL,
     CONSTRAINT runfox_alembic_version_pkc PRIMARY KEY (version_num)
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
-INSERT INTO runfox_alembic_version (version_num) VALUES ('0007');
+INSERT INTO runfox_alembic_version (version_num) VALUES ('0008');

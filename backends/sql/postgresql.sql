@@ -1,4 +1,4 @@
--- runfox schema version 6 (revision 0006) for PostgreSQL (runfox.backend.sql).
+-- runfox schema version 8 (revision 0008) for PostgreSQL (runfox.backend.sql).
 -- For teams that manage schemas themselves: run this once, then open the
 -- backend with create_tables=False. It creates what runfox would create on
 -- first use; tests/test_sql_ddl.py checks that the two agree.
@@ -128,6 +128,15 @@ CREATE TABLE runfox_cache (
 );
 CREATE INDEX ix_runfox_cache_fn ON runfox_cache (fn);
 
+-- Offloaded payloads: one row per blob, keyed by its content (sha256:<hex>).
+CREATE TABLE runfox_payloads (
+    payload_key           VARCHAR(71)  NOT NULL,
+    size                  BIGINT       NOT NULL,
+    data                  TEXT NOT NULL,
+    created_at            DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (payload_key)
+);
+
 INSERT INTO runfox_schema (version, applied_at) VALUES (1, EXTRACT(EPOCH FROM now()));
 INSERT INTO runfox_schema (version, applied_at) VALUES (2, EXTRACT(EPOCH FROM now()));
 INSERT INTO runfox_schema (version, applied_at) VALUES (3, EXTRACT(EPOCH FROM now()));
@@ -135,12 +144,13 @@ INSERT INTO runfox_schema (version, applied_at) VALUES (4, EXTRACT(EPOCH FROM no
 INSERT INTO runfox_schema (version, applied_at) VALUES (5, EXTRACT(EPOCH FROM now()));
 INSERT INTO runfox_schema (version, applied_at) VALUES (6, EXTRACT(EPOCH FROM now()));
 INSERT INTO runfox_schema (version, applied_at) VALUES (7, EXTRACT(EPOCH FROM now()));
+INSERT INTO runfox_schema (version, applied_at) VALUES (8, EXTRACT(EPOCH FROM now()));
 
 -- Alembic's record of the migration revision (runfox db upgrade reads and moves it).
 CREATE TABLE runfox_alembic_version (
     version_num VARCHAR(32) NOT NULL,
     CONSTRAINT runfox_alembic_version_pkc PRIMARY KEY (version_num)
 );
-INSERT INTO runfox_alembic_version (version_num) VALUES ('0007');
+INSERT INTO runfox_alembic_version (version_num) VALUES ('0008');
 
 COMMIT;

@@ -1,4 +1,4 @@
--- runfox schema version 6 (revision 0006) for SQLite (runfox.backend.sql).
+-- runfox schema version 8 (revision 0008) for SQLite (runfox.backend.sql).
 -- runfox creates these tables itself on first use; this file is for teams that
 -- create the database file by other means (then open it with create_tables=False).
 -- tests/test_sql_ddl.py checks that it matches what runfox creates.
@@ -130,6 +130,15 @@ CREATE TABLE runfox_cache (
 );
 CREATE INDEX ix_runfox_cache_fn ON runfox_cache (fn);
 
+-- Offloaded payloads: one row per blob, keyed by its content (sha256:<hex>).
+CREATE TABLE runfox_payloads (
+    payload_key           VARCHAR(71)  NOT NULL,
+    size                  BIGINT       NOT NULL,
+    data                  TEXT NOT NULL,
+    created_at            DOUBLE NOT NULL,
+    PRIMARY KEY (payload_key)
+);
+
 INSERT INTO runfox_schema (version, applied_at) VALUES (1, (julianday('now') - 2440587.5) * 86400.0);
 INSERT INTO runfox_schema (version, applied_at) VALUES (2, (julianday('now') - 2440587.5) * 86400.0);
 INSERT INTO runfox_schema (version, applied_at) VALUES (3, (julianday('now') - 2440587.5) * 86400.0);
@@ -137,12 +146,13 @@ INSERT INTO runfox_schema (version, applied_at) VALUES (4, (julianday('now') - 2
 INSERT INTO runfox_schema (version, applied_at) VALUES (5, (julianday('now') - 2440587.5) * 86400.0);
 INSERT INTO runfox_schema (version, applied_at) VALUES (6, (julianday('now') - 2440587.5) * 86400.0);
 INSERT INTO runfox_schema (version, applied_at) VALUES (7, (julianday('now') - 2440587.5) * 86400.0);
+INSERT INTO runfox_schema (version, applied_at) VALUES (8, (julianday('now') - 2440587.5) * 86400.0);
 
 -- Alembic's record of the migration revision (runfox db upgrade reads and moves it).
 CREATE TABLE runfox_alembic_version (
     version_num VARCHAR(32) NOT NULL,
     CONSTRAINT runfox_alembic_version_pkc PRIMARY KEY (version_num)
 );
-INSERT INTO runfox_alembic_version (version_num) VALUES ('0007');
+INSERT INTO runfox_alembic_version (version_num) VALUES ('0008');
 
 COMMIT;

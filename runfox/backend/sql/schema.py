@@ -43,6 +43,11 @@ plus Alembic's ``runfox_alembic_version`` (see ``migrations``):
 - ``runfox_cache`` (schema 5): the step cache, one row per key (sha256 hex of fn,
   inputs and cache version, see ``runfox.cache``) with ``fn``, ``version`` (JSON),
   ``stored_at`` and ``output`` (JSON); ``fn`` is indexed for ``clear --fn``.
+- ``runfox_payloads`` (schema 8): offloaded values (``runfox.payloads``), one row
+  per blob keyed by its content (``sha256:<hex>``), with ``size`` and ``data``
+  (the value's JSON, ASCII-escaped like every JSON column; PyMySQL sends a
+  binary parameter at twice its size, so text reaches further under MariaDB's
+  ``max_allowed_packet``). Rows are immutable.
 
 JSON is stored as text (``LONGTEXT`` on MySQL), ASCII-escaped so any server
 character set holds it. Keys compare case-sensitively on MySQL (``utf8mb4_bin``)
@@ -94,6 +99,7 @@ __all__ = [
     "history",
     "keys",
     "metadata",
+    "payloads",
     "read_state",
     "schedules",
     "schema_version",
@@ -106,7 +112,7 @@ __all__ = [
 ]
 
 #: The layout these tables have; bump it with a new revision in ``migrations``.
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 _MYSQL: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4",
                           "mysql_collate": "utf8mb4_bin"}
@@ -239,6 +245,15 @@ cache = Table(
     Column("stored_at", Double, nullable=False),
     Column("output", JsonText, nullable=False),
     Index("ix_runfox_cache_fn", "fn"),
+    **_MYSQL,
+)
+
+payloads = Table(
+    "runfox_payloads", metadata,
+    Column("payload_key", String(71), primary_key=True),  # sha256:<64 hex>
+    Column("size", BigInteger, nullable=False),
+    Column("data", JsonText, nullable=False),
+    Column("created_at", Double, nullable=False),
     **_MYSQL,
 )
 

@@ -24,6 +24,11 @@ A record is a header row in ``runfox_workflows`` plus one row per step in
   jobs (``runfox_tasks``), ``batch`` executions per transaction.
 - ``_list``: summaries from the header rows. A row that cannot be decoded is
   logged with its key and skipped; ``_load`` raises ``CorruptRecord`` for it.
+
+Large values (``runfox.payloads``) go to ``runfox_payloads`` (``SqlPayloads``)
+through the store's ``Offloader``: a record is packed before it is encoded and
+unpacked after it is decoded, and the cache keeps the unpacked record, so a
+blob is read once per process.
 """
 
 from __future__ import annotations
@@ -42,9 +47,11 @@ from ...errors import BackendError, ConflictError, CorruptRecord
 from ...history import Event, corrupt_event
 from ...records import StepRecord, WorkflowRecord, ordered_items
 from ...status import WorkflowStatus
+from ..payload_store import DEFAULT_OFFLOAD_BYTES, Offloader, offload_threshold
 from ..store import ExecutionSummary, Store, key_matches
 from .cache import SqlCache
 from .database import Database, DatabaseUser, DuplicateRow
+from .payloads import SqlPayloads
 from .schedules import SqlScheduleStore
 from .schema import history, keys, steps, tasks, workflows
 from .workers import SqlWorkerRegistry
@@ -139,6 +146,10 @@ class SqlStore(DatabaseUser, Store):
             power loss may undo the last commits but never corrupts the file;
             ``FULL``: every commit is flushed).
         engine_options: extra ``create_engine`` keywords (pool size ...).
+        offload: values (step outputs and inputs, workflow inputs, outcome, each
+            state key) whose JSON is over this many bytes are stored once in
+            ``runfox_payloads`` and referenced; ``"off"`` or 0 never offloads.
+            Default: ``$RUNFOX_OFFLOAD_BYTES``, else 256 KiB.
 
     Raises:
         ValueError: contradictory arguments (both ``url`` and ``engine`` ...).
@@ -156,13 +167,16 @@ class SqlStore(DatabaseUser, Store):
         busy_timeout: float | None = None,
         sqlite_synchronous: str | None = None,
         engine_options: dict[str, Any] | None = None,
+        offload: int | str | None = None,
         _database: Database | None = None,
     ) -> None:
+        threshold = offload_threshold(offload, DEFAULT_OFFLOAD_BYTES)
         super().__init__(url, engine=engine, create_tables=create_tables,
                          busy_timeout=busy_timeout, sqlite_synchronous=sqlite_synchronous,
                          engine_options=engine_options, database=_database)
         self._cache = _RecordCache(cache_size)
         self._step_cache: SqlCache | None = None
+        self._payloads = Offloader(SqlPayloads(self._db), threshold)
 
     keeps_history = True
 
@@ -173,6 +187,7 @@ class SqlStore(DatabaseUser, Store):
 
     def _write_logged(self, record: WorkflowRecord, previous: WorkflowRecord | None,
                       events: Sequence[Event]) -> None:
+        kept, record = record, self._payloads.pack_record(record, previous)
         key = record.workflow_execution_id
         logged = [_event_params(e) for e in events]
         if record.version == 1:
@@ -208,11 +223,11 @@ class SqlStore(DatabaseUser, Store):
             except ConflictError:
                 self._cache.drop(key)
                 raise
-        self._cache.put(record)
+        self._cache.put(kept)
 
     def _create_keyed(self, record: WorkflowRecord, key: str) -> str | None:
         try:
-            self._create(record, key)
+            self._create(self._payloads.pack_record(record, None), key)
         except ConflictError:
             owner = self._key_owner(key)
             if owner is None:
@@ -228,6 +243,10 @@ class SqlStore(DatabaseUser, Store):
 
     def schedules(self) -> SqlScheduleStore:
         return SqlScheduleStore(self._db)
+
+    def payloads(self) -> Offloader:
+        """The ``Offloader`` over ``runfox_payloads`` (one object per store)."""
+        return self._payloads
 
     def cache(self) -> SqlCache:
         """The step cache in ``runfox_cache`` (one object per store)."""
@@ -309,6 +328,7 @@ class SqlStore(DatabaseUser, Store):
             return base
         record = (_apply_delta(key, base, head, rows) if base is not None
                   else _decode_full(key, head, rows))
+        record = self._payloads.unpack_record(record, base)
         self._cache.put(record)
         return record
 
