@@ -132,6 +132,10 @@ def parse(text: str) -> dict[str, Any]:
     ({"id": "a", "workflow": None}, "must be a workflow name or a JSON Logic rule, got null"),
     ({"id": "a", "fn": "workflow:w"}, "names starting 'workflow:' are kept"),
     ({"id": "a", "workflow": {"var": "steps.ghost.output"}}, "ghost"),
+    ({"id": "a", "workflow": {"var": "item"}, "map": [1, 2]},
+     "'a'.workflow: reads {var: item}: a map step's sub-workflow is chosen once"),
+    ({"id": "a", "workflow": {"cat": ["w", {"var": "index"}]}},
+     "'a'.workflow: reads {var: index}"),
 ])
 def test_bad_workflow_fields_are_refused(step: dict[str, Any], message: str) -> None:
     with pytest.raises(SpecError) as caught:
