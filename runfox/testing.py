@@ -89,8 +89,8 @@ __all__ = [
     "job",
     "large_text",
     "map_executor",
-    "map_subworkflow_spec",
     "map_spec",
+    "map_subworkflow_spec",
     "new_record",
     "subworkflow_spec",
 ]
