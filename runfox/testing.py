@@ -852,6 +852,40 @@ class MapContract:
         assert isinstance(result, Complete), result
         assert result.outcome["all"] == [{"y": i * i, "i": i} for i in range(4)]
 
+    def test_large_item_outputs_and_the_assembled_list_go_by_reference(
+            self, parts: tuple[Store, Runner]) -> None:
+        """5 items of 300 KB each: every item output, and the map's output list as one
+        value, are stored by reference where the store offloads (SQL by default, AWS,
+        memory with a threshold); everyone downstream sees plain values."""
+        from .payloads import encode, make_ref
+
+        size = 300_000
+
+        def execute(fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
+            if fn == "ls":
+                return {"xs": list(range(inputs["n"]))}
+            if fn == "sq":
+                return {"i": inputs["i"], "text": large_text(size, inputs["x"])}
+            return {"total": sum(len(o["text"]) for o in inputs["ys"])}
+
+        wf = self._map_run(parts, map_spec(), 5, execute)
+        result = wf.run(timeout=300)
+        assert isinstance(result, Complete), result
+        assert result.outcome["total"] == 5 * size
+        assert [o["text"] for o in result.outcome["all"]] == [large_text(size, i)
+                                                            for i in range(5)]
+        store = parts[0]
+        offloader = store.payloads()
+        if offloader is None or offloader.threshold is None or offloader.threshold >= size:
+            return  # this store keeps values inline: passing through unchanged is the test
+        record = Backend(store=store, runner=parts[1]).load(wf.id)
+        listing = record.steps["each"].output
+        assert listing == result.outcome["all"]
+        assert make_ref(encode(listing))["$runfox_ref"] in offloader.store  # one value
+        for i in range(5):
+            item = record.steps[f"each[{i}]"].output
+            assert make_ref(encode(item))["$runfox_ref"] in offloader.store
+
 
 def subworkflow_spec(max_attempts: int = 1, child_fn: str = "inc") -> dict[str, Any]:
     """A parent whose step ``a`` runs the sub-workflow ``child``, which runs ``grand``:
