@@ -103,7 +103,8 @@ def _step_json(record: WorkflowRecord) -> list[dict[str, Any]]:
                      "started_at": step.started_at, "finished_at": step.finished_at,
                      "not_before": step.not_before, "inputs": step.inputs,
                      "output": step.output, "error": step.error, "child": step.child,
-                     "items": item_counts(record, step.id) if spec_step.map else None})
+                     "items": (item_counts(record, step.id) if spec_step.map is not None
+                               else None)})
     return rows
 
 
