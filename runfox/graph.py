@@ -1462,7 +1462,15 @@ def fail_steps(record: WorkflowRecord, failures: Iterable[tuple[str, dict[str, A
     tx = _Tx(record)
     new: WorkflowRecord = record
     for step_id, error in failures:
-        new, result = _fail(tx, tx.get(step_id), error, now)
+        index = item_index(step_id)
+        spec = record.plan.by_id.get(plan_step_id(step_id)) if index is not None else None
+        if spec is not None:  # a map item: it counts against the map's tolerance
+            item = tx.get(step_id)
+            tx.put(item.evolve(status=StepStatus.FAILED, error=error, finished_at=now,
+                               output=error_output(error["type"], error["message"])))
+            new, result = _settle(tx, spec, now)
+        else:
+            new, result = _fail(tx, tx.get(step_id), error, now)
         if result is not None:
             return new, result
     return new, None

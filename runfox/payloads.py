@@ -231,7 +231,10 @@ def unpack_record(record: WorkflowRecord, base: WorkflowRecord | None, get: Get
         output = resolve(step.output, f"steps.{step_id}.output", step_id)
         inputs = resolve(step.inputs, f"steps.{step_id}.inputs", step_id)
         found = tuple(defects[before:])
-        output, inputs = _as_object(output, step.output), _as_object(inputs, step.inputs)
+        spec = record.plan.by_id.get(step_id)
+        listed = spec is not None and spec.map is not None  # a map step's output is a list
+        output = _as_object(output, step.output, listed)
+        inputs = _as_object(inputs, step.inputs)
         replaced[step_id] = step.evolve(output=output, inputs=inputs,
                                         defects=step.defects + found)
     changes: dict[str, Any] = {}
@@ -252,12 +255,14 @@ def unpack_record(record: WorkflowRecord, base: WorkflowRecord | None, get: Get
     return record.evolve(**changes)
 
 
-def _as_object(value: Any, ref: Any) -> Any:
-    """A step's output and inputs must be objects: a blob that is not one is corrupt."""
-    if value is ref or isinstance(value, dict):
+def _as_object(value: Any, ref: Any, listed: bool = False) -> Any:
+    """A step's output and inputs must be objects (a map step's output a list of
+    them, when ``listed``): a blob that is neither is corrupt."""
+    if value is ref or isinstance(value, dict) or (listed and isinstance(value, list)):
         return value
+    expected = "an object or a list" if listed else "an object"
     raise CorruptRecord(ref[REF_KEY], f"the payload is a {type(value).__name__}, "
-                                      "where an object was stored")
+                                      f"where {expected} was stored")
 
 
 def _map_values(mapping: Mapping[str, Any], fn: PackValue) -> Any:

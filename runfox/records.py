@@ -58,7 +58,9 @@ __all__ = [
     "StepsView",
     "WorkflowRecord",
     "context_for",
+    "item_counts",
     "ordered_items",
+    "progress_counts",
 ]
 
 #: Version of the JSON layout produced by ``WorkflowRecord.to_dict``.
@@ -770,3 +772,42 @@ def context_for(record: WorkflowRecord) -> dict[str, Any]:
     if record.plan.producers:
         context["products"] = ProductsView(steps, record.plan.producers)
     return context
+
+
+# -- counts for people (status, progress bars, the dashboard) ------------------------------
+
+
+def progress_counts(record: WorkflowRecord) -> dict[str, int]:
+    """Steps by status, plus ``total``: the spec's steps, so a map step counts once and
+    its items not at all (``item_counts`` has those). What progress displays show."""
+    counts = {status.value: 0 for status in StepStatus}
+    for spec in record.plan.steps:
+        counts[record.steps[spec.id].status.value] += 1
+    counts["total"] = len(record.plan.steps)
+    return counts
+
+
+def item_counts(record: WorkflowRecord, step_id: str) -> dict[str, int] | None:
+    """The items of map step ``step_id`` by status (``total``, ``settled``,
+    ``complete``, ``failed``, ``in_progress``), or ``None`` when it has none.
+
+    Cheap while the map runs (``record.maps``); O(items) once it is done."""
+    step = record.steps[step_id]
+    total = step.items
+    if total is None:
+        return None
+    progress = record.maps.get(step_id)
+    if progress is not None:
+        return {"total": total, "settled": progress.settled,
+                "complete": progress.settled - progress.failed, "failed": progress.failed,
+                "in_progress": progress.running}
+    counts = {"total": total, "settled": 0, "complete": 0, "failed": 0, "in_progress": 0}
+    for i in range(total):
+        item = record.steps.get(item_id(step_id, i))
+        status = item.status if item is not None else StepStatus.READY
+        if status is StepStatus.COMPLETE or status is StepStatus.FAILED:
+            counts["settled"] += 1
+            counts[status.value] += 1
+        elif status is StepStatus.IN_PROGRESS:
+            counts["in_progress"] += 1
+    return counts

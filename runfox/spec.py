@@ -1382,6 +1382,17 @@ def _compile_step(problems: _Problems, place: str, sid: str | None, step: dict[s
     )
 
 
+def _item_vars(value: Any) -> list[str]:
+    """Which of ``item`` and ``index`` an expression reads (none when it is malformed:
+    that is reported where it is compiled)."""
+    try:
+        roots = {path.split(".", 1)[0] for kind, path in find_refs(value, template=True)
+                 if kind == "var" and isinstance(path, str)}
+    except (ExpressionError, TypeError, ValueError, RecursionError):
+        return []
+    return sorted(roots & {"item", "index"})
+
+
 def _compile_map(problems: _Problems, place: str, sid: str | None, step: dict[str, Any],
                  refs: _Refs) -> tuple[Compiled | None, int | None, int | float]:
     """``map``, ``max_parallel`` and ``tolerate`` of one step (problems reported).
@@ -1400,14 +1411,16 @@ def _compile_map(problems: _Problems, place: str, sid: str | None, step: dict[st
                 problems.add(f"{place}.{name}", "applies to map steps only (add 'map')")
         raw_input = step.get("input")
         for key, value in (raw_input.items() if isinstance(raw_input, dict) else ()):
-            try:
-                roots = {path.split(".", 1)[0] for kind, path in find_refs(value, template=True)
-                         if kind == "var" and isinstance(path, str)}
-            except (ExpressionError, TypeError, ValueError, RecursionError):
-                continue  # malformed: reported where it is compiled
-            for name in sorted(roots & {"item", "index"}):
+            for name in _item_vars(value):
                 problems.add(f"{place}.input.{key}", f"reads {{var: {name}}}, which only a map "
                                                      "step has (add 'map')")
+    if isinstance(step.get("workflow"), dict):
+        # The child's name is resolved once per claim of the step, before any item exists.
+        for name in _item_vars(step["workflow"]):
+            problems.add(f"{place}.workflow", f"reads {{var: {name}}}: a map step's sub-workflow "
+                                              "is chosen once for all its items (pass per-item "
+                                              "values in 'input')")
+    if raw is None:
         return None, None, 0
     compiled = _compile(problems, f"{place}.map", raw, template=True)
     refs.check(f"{place}.map", sid, raw, template=True, allow_self=False)

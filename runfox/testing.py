@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 try:
@@ -90,6 +90,7 @@ __all__ = [
     "large_text",
     "map_executor",
     "map_spec",
+    "map_subworkflow_spec",
     "new_record",
     "subworkflow_spec",
 ]
@@ -851,6 +852,40 @@ class MapContract:
         assert isinstance(result, Complete), result
         assert result.outcome["all"] == [{"y": i * i, "i": i} for i in range(4)]
 
+    def test_large_item_outputs_and_the_assembled_list_go_by_reference(
+            self, parts: tuple[Store, Runner]) -> None:
+        """5 items of 300 KB each: every item output, and the map's output list as one
+        value, are stored by reference where the store offloads (SQL by default, AWS,
+        memory with a threshold); everyone downstream sees plain values."""
+        from .payloads import encode, make_ref
+
+        size = 300_000
+
+        def execute(fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
+            if fn == "ls":
+                return {"xs": list(range(inputs["n"]))}
+            if fn == "sq":
+                return {"i": inputs["i"], "text": large_text(size, inputs["x"])}
+            return {"total": sum(len(o["text"]) for o in inputs["ys"])}
+
+        wf = self._map_run(parts, map_spec(), 5, execute)
+        result = wf.run(timeout=300)
+        assert isinstance(result, Complete), result
+        assert result.outcome["total"] == 5 * size
+        assert [o["text"] for o in result.outcome["all"]] == [large_text(size, i)
+                                                            for i in range(5)]
+        store = parts[0]
+        offloader = store.payloads()
+        if offloader is None or offloader.threshold is None or offloader.threshold >= size:
+            return  # this store keeps values inline: passing through unchanged is the test
+        record = Backend(store=store, runner=parts[1]).load(wf.id)
+        listing = record.steps["each"].output
+        assert listing == result.outcome["all"]
+        assert make_ref(encode(listing))["$runfox_ref"] in offloader.store  # one value
+        for i in range(5):
+            item = record.steps[f"each[{i}]"].output
+            assert make_ref(encode(item))["$runfox_ref"] in offloader.store
+
 
 def subworkflow_spec(max_attempts: int = 1, child_fn: str = "inc") -> dict[str, Any]:
     """A parent whose step ``a`` runs the sub-workflow ``child``, which runs ``grand``:
@@ -875,10 +910,12 @@ def subworkflow_spec(max_attempts: int = 1, child_fn: str = "inc") -> dict[str, 
 
 class SubworkflowExecutor:
     """``inc`` returns ``{"v": x + 1}``; ``fail`` fails its attempt (``ok: false``)
-    the first ``failures`` times it is called, then acts as ``inc``. Thread-safe."""
+    the first ``failures`` times it is called, then acts as ``inc``; ``inc`` fails
+    every attempt whose ``x`` is in ``bad``. Thread-safe."""
 
-    def __init__(self, failures: int = 0) -> None:
+    def __init__(self, failures: int = 0, bad: Iterable[int] = ()) -> None:
         self.failures = failures
+        self.bad = frozenset(bad)
         self._lock = threading.Lock()
 
     def __call__(self, fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -890,7 +927,24 @@ class SubworkflowExecutor:
                 return {"ok": False, "error": "told to fail"}
         elif fn != "inc":
             raise ValueError(f"unknown fn {fn!r}")
+        elif inputs["x"] in self.bad:
+            return {"ok": False, "error": f"x={inputs['x']} is bad"}
         return {"v": inputs["x"] + 1}
+
+
+def map_subworkflow_spec(xs: list[int], tolerate: int | None = None) -> dict[str, Any]:
+    """A parent whose map step ``a`` runs the sub-workflow ``child`` once per item of
+    ``xs`` (the child's one step is ``inc``); outcome ``all`` is the map's output, so
+    with ``SubworkflowExecutor`` it is ``[{"v": x + 1} for x in xs]``."""
+    child = {"name": "child", "inputs": {"x": {"type": "integer"}},
+             "steps": [{"id": "c", "fn": "inc", "input": {"x": {"var": "input.x"}}}],
+             "outputs": {"v": {"var": "steps.c.output.v"}}}
+    step: dict[str, Any] = {"id": "a", "workflow": "child", "map": {"var": "input.xs"},
+                            "input": {"x": {"var": "item"}}}
+    if tolerate is not None:
+        step["tolerate"] = tolerate
+    return {"name": "map-parent", "steps": [step], "outputs": {"all": {"var": "steps.a.output"}},
+            "workflows": {"child": child}}
 
 
 class SubWorkflowContract:
@@ -1023,6 +1077,89 @@ class SubWorkflowContract:
         backend.redispatch_stale(wf.id, 0.0)  # the sweep finds the ended child
         assert wf.record.steps["a"].output == {"v": 3}
         assert wf.run(timeout=120) == Complete({"v": 4})
+
+
+    # -- a map over a workflow step: one child per item ------------------------------
+
+    def test_a_map_over_a_workflow_step_runs_one_child_per_item(
+            self, parts: tuple[Store, Runner]) -> None:
+        backend = self._backend(parts, SubworkflowExecutor())
+        xs = [10, 11, 12, 13, 14]
+        wf = Workflow.from_dict(map_subworkflow_spec(xs), backend, inputs={"xs": xs})
+        result = wf.run(timeout=120)
+        assert isinstance(result, Complete), result
+        assert result.outcome == {"all": [{"v": x + 1} for x in xs]}  # item order
+        again = Backend(store=parts[0], runner=parts[1])  # from the store, not a cache
+        parent = again.load(wf.id)
+        assert parent.steps["a"].items == 5 and parent.steps["a"].child is None
+        keys = [parent.steps[f"a[{i}]"].child for i in range(5)]
+        assert all(keys) and len(set(keys)) == 5
+        for i, key in enumerate(keys):
+            child = again.load(key or "")
+            assert child.status is WorkflowStatus.COMPLETE and child.inputs == {"x": xs[i]}
+            assert child.parent == {"execution": wf.id, "step": f"a[{i}]", "run_id": 0,
+                                    "depth": 1}
+
+    @pytest.mark.parametrize("tolerate", [1, 0])
+    def test_a_failing_child_item_counts_against_tolerate(
+            self, parts: tuple[Store, Runner], tolerate: int) -> None:
+        backend = self._backend(parts, SubworkflowExecutor(bad=[12]))
+        xs = [10, 11, 12, 13, 14]
+        wf = Workflow.from_dict(map_subworkflow_spec(xs, tolerate=tolerate), backend,
+                                inputs={"xs": xs})
+        result = wf.run(timeout=120)
+        item = wf.record.steps["a[2]"]
+        assert item.status is StepStatus.FAILED and item.error is not None
+        assert item.error["type"] == "ChildFailed" and "x=12 is bad" in item.error["message"]
+        assert backend.load(item.child or "").status is WorkflowStatus.FAILED
+        if tolerate:
+            assert isinstance(result, Complete), result
+            outputs = result.outcome["all"]
+            assert [o.get("ok") is False for o in outputs] == [x == 12 for x in xs]
+            assert outputs[2]["child"] == item.child and outputs[3] == {"v": 14}
+        else:
+            assert isinstance(result, Failed), result
+            error = result.outcome["error"]
+            assert error["type"] == "MapFailed" and error["item"] == 2
+
+    def test_an_unknown_dynamic_name_fails_each_item_against_tolerate(
+            self, parts: tuple[Store, Runner]) -> None:
+        backend = self._backend(parts, SubworkflowExecutor())
+        spec = map_subworkflow_spec([1, 2, 3], tolerate=3)
+        spec["steps"][0]["workflow"] = {"var": "input.which"}
+        spec["steps"][0]["max_parallel"] = 1
+        wf = Workflow.from_dict(spec, backend, inputs={"xs": [1, 2, 3], "which": "ghost"})
+        result = wf.run(timeout=120)
+        assert isinstance(result, Complete), result  # three failures, three tolerated
+        assert [o["error_type"] for o in result.outcome["all"]] == ["UnknownWorkflow"] * 3
+        assert "'ghost'" in result.outcome["all"][0]["error"]
+        spec["steps"][0]["tolerate"] = 0
+        wf = Workflow.from_dict(spec, backend, inputs={"xs": [1, 2, 3], "which": "ghost"})
+        result = wf.run(timeout=120)
+        assert isinstance(result, Failed) and result.outcome["step"] == "a", result
+        assert result.outcome["error"]["type"] == "MapFailed"
+        record = wf.record
+        assert record.steps["a[0]"].attempts == 1 and record.steps["a[0]"].child is None
+        assert record.steps["a[1]"].status is StepStatus.SKIPPED
+
+    def test_cancelling_the_parent_cancels_the_item_children(
+            self, parts: tuple[Store, Runner]) -> None:
+        backend = self._backend(parts)  # no executor: every child's job stays queued
+        xs = [1, 2, 3, 4, 5]
+        wf = Workflow.from_dict(map_subworkflow_spec(xs), backend, inputs={"xs": xs})
+        backend.apply_and_advance(wf.id)
+        record = wf.record
+        keys = [record.steps[f"a[{i}]"].child or "" for i in range(5)]
+        for key in keys:
+            assert backend.load(key).steps["c"].status is StepStatus.IN_PROGRESS, key
+        wf.cancel("stop")
+        for key in keys:
+            assert backend.load(key).status is WorkflowStatus.CANCELLED, key
+        record = wf.record
+        assert record.steps["a[0]"].status is StepStatus.CANCELLED
+        backend.apply_and_advance(keys[0], [("c", {"v": 2}, 0)])  # a late result
+        assert backend.load(keys[0]).status is WorkflowStatus.CANCELLED
+        assert backend.load(wf.id).status is WorkflowStatus.CANCELLED
 
 
 class BackendContract(MapContract, SubWorkflowContract):

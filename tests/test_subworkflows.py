@@ -132,6 +132,10 @@ def parse(text: str) -> dict[str, Any]:
     ({"id": "a", "workflow": None}, "must be a workflow name or a JSON Logic rule, got null"),
     ({"id": "a", "fn": "workflow:w"}, "names starting 'workflow:' are kept"),
     ({"id": "a", "workflow": {"var": "steps.ghost.output"}}, "ghost"),
+    ({"id": "a", "workflow": {"var": "item"}, "map": [1, 2]},
+     "'a'.workflow: reads {var: item}: a map step's sub-workflow is chosen once"),
+    ({"id": "a", "workflow": {"cat": ["w", {"var": "index"}]}},
+     "'a'.workflow: reads {var: index}"),
 ])
 def test_bad_workflow_fields_are_refused(step: dict[str, Any], message: str) -> None:
     with pytest.raises(SpecError) as caught:
@@ -327,3 +331,48 @@ def test_parent_and_child_survive_the_json_form_and_bad_values_are_caught() -> N
     data["parent"] = "somewhere"
     with pytest.raises(CorruptRecord, match="parent must be an object"):
         WorkflowRecord.from_dict(data)
+
+
+def test_runfox_worker_processes_drive_a_map_of_children(tmp_path: Path) -> None:
+    """A map step over 3 orders, each item running the example's shipping workflow, with
+    no driver in the test process: two ``runfox worker`` processes run the children and
+    the children's ends reach the parent's items."""
+    import os
+    import subprocess
+    import sys
+
+    from runfox.backend.sql import parts_from_url
+
+    root = Path(__file__).resolve().parent.parent
+    shipping = parse_yaml((root / "examples" / "subworkflow" / "shipping.yaml").read_text())
+    spec = {"name": "ship-all", "workflows": {"shipping": shipping},
+            "steps": [{"id": "ship", "workflow": "shipping", "map": {"var": "input.orders"},
+                       "input": {"address": {"var": "item.address"},
+                                 "grams": {"var": "item.grams"}}}],
+            "outputs": {"all": {"var": "steps.ship.output"}}}
+    orders = [{"address": f"{n} Quay St", "grams": 400 * n} for n in (1, 2, 3)]
+    url = f"sqlite:///{tmp_path / 'runfox.db'}"
+    store, runner = parts_from_url(url)
+    backend = Backend(store=store, runner=runner)
+    wf = Workflow.from_dict(spec, backend, inputs={"orders": orders})
+    backend.apply_and_advance(wf.id)  # the items claimed and their children started here
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    workers = [subprocess.Popen(
+        [sys.executable, "-m", "runfox.cli", "worker", "--backend", url, "--executor",
+         "examples.subworkflow.tasks:execute", "--poll-interval", "0.05",
+         "--sweep-interval", "1", "--idle-timeout", "4"],
+        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for _ in range(2)]
+    for worker in workers:
+        _, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0, err.decode()
+    record = backend.load(wf.id)
+    assert record.status is rfx.WorkflowStatus.COMPLETE, record.outcome
+    assert record.outcome == {"all": [
+        {"boxes": 1, "tracking": "TRK-1QUAYS-1"}, {"boxes": 1, "tracking": "TRK-2QUAYS-1"},
+        {"boxes": 2, "tracking": "TRK-3QUAYS-2"}]}
+    for i in range(3):
+        child = backend.load(record.steps[f"ship[{i}]"].child or "")
+        assert child.parent is not None and child.parent["step"] == f"ship[{i}]"
+    store.close()
+    runner.close()

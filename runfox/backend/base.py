@@ -550,7 +550,7 @@ class Backend:
         if record.plan.has_subworkflows:
             record, nxt = self._claim_cached(record, now, changes, lookup)
             return _claim_children(record, nxt, now, changes,
-                                   lambda r: self._claim(r, now, changes, lookup))
+                                   lambda r: self._claim_cached(r, now, changes, lookup))
         return self._claim_cached(record, now, changes, lookup)
 
     def _claim_cached(self, record: WorkflowRecord, now: float,

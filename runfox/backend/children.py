@@ -128,7 +128,7 @@ def mark(record: WorkflowRecord, jobs: Sequence[DispatchJob]
         name, problem = _name(record, spec, job)
         step = record.steps.get(job.step_id)
         if name is None:
-            if step is None:  # a map item: its dispatch fails it (Children.start)
+            if step is None:  # not claimed in this record: its dispatch fails it
                 kept.append(job)
             else:
                 failures.append((job.step_id, {"type": "UnknownWorkflow", "message": problem}))
@@ -340,19 +340,23 @@ class Children:
 def claim(record: WorkflowRecord, nxt: Result, now: float, changes: list[Any],
           again: Any) -> tuple[WorkflowRecord, Result]:
     """The claim's sub-workflow part: ``mark`` the claimed child steps; fail those whose
-    name resolves to nothing and claim what that made ready (``again(record)``)."""
+    name resolves to nothing and claim what that made ready (``again(record)``, a
+    claim without this part), until nothing more fails. A loop, not a recursion: a
+    map with a small ``max_parallel`` may fail thousands of items this way."""
     if not isinstance(nxt, Dispatch):
         return record, nxt
-    record, jobs, failures = mark(record, nxt.jobs)
-    if failures:
+    jobs: list[DispatchJob] = []
+    while True:
+        record, kept, failures = mark(record, nxt.jobs)
+        jobs.extend(kept)
+        if not failures:
+            return record, Dispatch(jobs)
         record, ended = graph.fail_steps(record, failures, now)
         if ended is not None:
             return record, ended
         record, more = again(record)
         if isinstance(more, Complete | Halt | Failed | Cancelled):
             return record, more
-        if isinstance(more, Dispatch):
-            jobs.extend(more.jobs)
-        elif not jobs:
-            return record, more
-    return record, Dispatch(jobs)
+        if not isinstance(more, Dispatch):
+            return record, (Dispatch(jobs) if jobs else more)
+        nxt = more

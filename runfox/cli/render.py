@@ -18,13 +18,14 @@ from ..backend.runner import JobState
 from ..backend.store import ExecutionSummary
 from ..backend.workers import WorkerInfo
 from ..payloads import describe, encode, is_ref, make_ref
-from ..records import WorkflowRecord
+from ..records import WorkflowRecord, item_counts, progress_counts
 from ..results import job_key
 from ..spec import WorkflowSpec
 from ..status import STEP_COLOURS, StepStatus
 
 __all__ = ["Progress", "StepLive", "execution_list", "graph_dot", "graph_mermaid",
-           "live_steps", "status_json", "status_text", "workers_json", "workers_text"]
+           "item_counts", "live_steps", "progress_counts", "status_json", "status_text",
+           "workers_json", "workers_text"]
 
 # Fill colours by step status, shared by both graph formats.
 COLOURS = STEP_COLOURS
@@ -34,41 +35,6 @@ def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
-
-
-def progress_counts(record: WorkflowRecord) -> dict[str, int]:
-    """Steps by status; a map step counts once (its items: ``item_counts``)."""
-    counts = {status.value: 0 for status in StepStatus}
-    for spec in record.plan.steps:
-        counts[record.steps[spec.id].status.value] += 1
-    counts["total"] = len(record.plan.steps)
-    return counts
-
-
-def item_counts(record: WorkflowRecord, step_id: str) -> dict[str, int] | None:
-    """The items of map step ``step_id`` by status (``total``, ``settled``,
-    ``complete``, ``failed``, ``in_progress``), or ``None`` when it has none.
-
-    Cheap while the map runs (``record.maps``); O(items) once it is done."""
-    step = record.steps[step_id]
-    total = step.items
-    if total is None:
-        return None
-    progress = record.maps.get(step_id)
-    if progress is not None:
-        return {"total": total, "settled": progress.settled,
-                "complete": progress.settled - progress.failed, "failed": progress.failed,
-                "in_progress": progress.running}
-    counts = {"total": total, "settled": 0, "complete": 0, "failed": 0, "in_progress": 0}
-    for i in range(total):
-        item = record.steps.get(f"{step_id}[{i}]")
-        status = item.status if item is not None else StepStatus.READY
-        if status is StepStatus.COMPLETE or status is StepStatus.FAILED:
-            counts["settled"] += 1
-            counts[status.value] += 1
-        elif status is StepStatus.IN_PROGRESS:
-            counts["in_progress"] += 1
-    return counts
 
 
 # -- live jobs ----------------------------------------------------------------------
