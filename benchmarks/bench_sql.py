@@ -32,8 +32,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, func, select
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine, event, func, select
+from sqlalchemy.engine import Engine, make_url
 
 import runfox as rfx
 from runfox.backend import Backend, InProcessWorker
@@ -66,6 +66,53 @@ def fan(n: int) -> dict[str, Any]:
                   "input": {"x": {"var": "steps.l0.output.x"}}})
     return {"name": f"fan-{n}", "steps": steps,
             "outputs": {"x": {"var": "steps.sink.output.x"}}}
+
+
+class StatementCounter:
+    """Counts the SQL statements, commits and rollbacks an engine sends, by event listeners.
+
+    A statement is one ``cursor.execute`` or ``executemany`` (SQLAlchemy's
+    ``before_cursor_execute``); a begin is one transaction SQLAlchemy starts (on
+    SQLite runfox's own listener sends ``BEGIN IMMEDIATE`` for writers, on the raw
+    driver connection, so it is a begin here, not a statement); a commit is one
+    ``Connection.commit`` (on PostgreSQL, runfox runs lone statements in autocommit,
+    and those are counted as begin and commit too).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.statements = 0
+        self.begins = 0
+        self.commits = 0
+        self.rollbacks = 0
+        self.verbs: dict[str, int] = {}
+        event.listen(engine, "before_cursor_execute", self._statement)
+        event.listen(engine, "begin", self._begin)
+        event.listen(engine, "commit", self._commit)
+        event.listen(engine, "rollback", self._rollback)
+
+    def _statement(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self.statements += 1
+        verb = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "?"
+        self.verbs[verb] = self.verbs.get(verb, 0) + 1
+
+    def _begin(self, conn: Any) -> None:
+        self.begins += 1
+
+    def _commit(self, conn: Any) -> None:
+        self.commits += 1
+
+    def _rollback(self, conn: Any) -> None:
+        self.rollbacks += 1
+
+    def by_verb(self) -> dict[str, int]:
+        return dict(sorted(self.verbs.items(), key=lambda item: -item[1]))
+
+    def close(self) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._statement)
+        event.remove(self.engine, "begin", self._begin)
+        event.remove(self.engine, "commit", self._commit)
+        event.remove(self.engine, "rollback", self._rollback)
 
 
 # -- databases ---------------------------------------------------------------------------
