@@ -24,12 +24,12 @@ import tempfile
 import time
 from typing import Any
 
+from bench_sql import StatementCounter, chain, noop
+
 import runfox as rfx
 from runfox.backend import Backend
 from runfox.backend.sql import parts_from_url
 from runfox.worker import Worker
-
-from bench_sql import StatementCounter, chain, noop
 
 
 def run(workflows: int, length: int, profile: bool, top: int, dump: str | None,
@@ -49,7 +49,7 @@ def run(workflows: int, length: int, profile: bool, top: int, dump: str | None,
         wall, cpu = time.perf_counter(), time.process_time()
         if profiler is not None:
             profiler.enable()
-        stats = worker.run(max_jobs=steps, idle_timeout=5)
+        worker.run(max_jobs=steps, idle_timeout=5)
         if profiler is not None:
             profiler.disable()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
