@@ -29,11 +29,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_sql import HERE, start_workers, stop_workers, wait_until_done
+
 import runfox as rfx
 from runfox.backend import Backend
 from runfox.backend.sql import parts_from_url
-
-from bench_sql import HERE, start_workers, stop_workers, wait_until_done
 
 try:
     from huey import SqliteHuey
