@@ -34,6 +34,7 @@ run each, a 100-step fan-out.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import os
 import secrets
@@ -41,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -173,6 +175,18 @@ def fresh_database(kind: str, admin_url: str) -> Iterator[str]:
         admin.dispose()
 
 
+#: The last lines each running worker logged after it started (drained by a thread,
+#: so a chatty worker never blocks on a full pipe), by process id.
+WORKER_LOGS: dict[int, collections.deque[str]] = {}
+
+
+def _drain(worker: subprocess.Popen[str]) -> None:
+    assert worker.stderr is not None
+    lines = WORKER_LOGS.setdefault(worker.pid, collections.deque(maxlen=200))
+    for line in worker.stderr:
+        lines.append(line)
+
+
 def start_workers(url: str, count: int, *extra: str) -> list[subprocess.Popen[str]]:
     env = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{HERE.parent}"}
     workers = [subprocess.Popen(
@@ -186,14 +200,21 @@ def start_workers(url: str, count: int, *extra: str) -> list[subprocess.Popen[st
                 break
         else:
             raise RuntimeError("a worker exited before it started")
+        threading.Thread(target=_drain, args=(worker,), daemon=True).start()
     return workers
 
 
-def stop_workers(workers: list[subprocess.Popen[str]]) -> None:
+def stop_workers(workers: list[subprocess.Popen[str]]) -> list[str]:
+    """Stop the workers; the lines they logged after starting (warnings and errors)."""
     for worker in workers:
         worker.terminate()
     for worker in workers:
-        worker.communicate(timeout=120)
+        worker.wait(timeout=120)
+    time.sleep(0.05)  # the drain threads read to the end of each pipe
+    logged = []
+    for worker in workers:
+        logged.extend(WORKER_LOGS.pop(worker.pid, ()))
+    return logged
 
 
 def wait_until_done(store: Any, count: int, timeout: float = 600.0) -> None:
