@@ -209,7 +209,11 @@ def stop_workers(workers: list[subprocess.Popen[str]]) -> list[str]:
     for worker in workers:
         worker.terminate()
     for worker in workers:
-        worker.wait(timeout=120)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # stuck in a long round: stop it hard
+            worker.kill()
+            worker.wait(timeout=30)
     time.sleep(0.05)  # the drain threads read to the end of each pipe
     logged = []
     for worker in workers:
