@@ -18,6 +18,9 @@
    ``wf.run()``: with an in-process worker, and polling while two
    ``runfox worker --no-drive`` processes run the jobs. 100 and 300 steps are
    shown too, to compare with runfox 0.0.7 (4.1 s and 31 s).
+4. An idle ``runfox worker`` with default settings on an empty database: the
+   share of a CPU it uses, and how long a job dispatched after 1-3 s of quiet
+   waits before its executor starts.
 
 Every run gets a fresh database (a temporary file, or a scratch PostgreSQL /
 MariaDB database that is dropped afterwards). Medians of ``--repeat`` runs.
@@ -25,7 +28,7 @@ A server that cannot be reached is reported and skipped.
 
     python benchmarks/bench_sql.py [--workflows 200] [--repeat 5] [--quick]
         [--postgres URL] [--mysql URL] [--no-postgres] [--no-mysql]
-        [--sections 1,2,3]
+        [--sections 1,2,3,4]
 
 ``--quick`` (a smoke test, under a minute): 20 chains, 1 and 2 workers, one
 run each, a 100-step fan-out.
@@ -63,6 +66,11 @@ TERMINAL = ("complete", "halted", "failed", "cancelled")
 def noop(fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
     """The executor: no work, so the numbers are orchestration cost only."""
     return {"x": inputs.get("x", 0) + 1}
+
+
+def stamp(fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The executor of section 4: when the step started (epoch seconds)."""
+    return {"started": time.time()}
 
 
 def chain(n: int) -> dict[str, Any]:
@@ -187,11 +195,14 @@ def _drain(worker: subprocess.Popen[str]) -> None:
         lines.append(line)
 
 
-def start_workers(url: str, count: int, *extra: str) -> list[subprocess.Popen[str]]:
+def start_workers(url: str, count: int, *extra: str, executor: str = "bench_sql:noop",
+                  tuned: bool = True) -> list[subprocess.Popen[str]]:
+    """Start ``count`` ``runfox worker`` processes; ``tuned``: 10 ms poll, 30 s sweep."""
     env = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{HERE.parent}"}
+    tuning = ("--poll-interval", "0.01", "--sweep-interval", "30") if tuned else ()
     workers = [subprocess.Popen(
         [sys.executable, "-m", "runfox.cli", "worker", "--backend", url, "--executor",
-         "bench_sql:noop", "--poll-interval", "0.01", "--sweep-interval", "30", *extra],
+         executor, *tuning, *extra],
         env=env, stderr=subprocess.PIPE, text=True) for _ in range(count)]
     for worker in workers:  # ready once it logged that it serves the backend
         assert worker.stderr is not None
@@ -469,6 +480,53 @@ def fan_polling(width: int, workers: int = 2) -> float:
     return elapsed
 
 
+# -- 4. an idle worker ------------------------------------------------------------------------
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_worker(kind: str, admin_url: str, seconds: float, wakeups: int
+                ) -> tuple[float, list[float]]:
+    """One ``runfox worker`` with default settings on an empty database: its CPU share
+    while idle over ``seconds``, and for ``wakeups`` one-step workflows dispatched after
+    1-3 s of quiet, the seconds from creation and dispatch until the step's executor
+    started."""
+    spec = rfx.load_spec({"name": "wake", "steps": [{"id": "s", "fn": "stamp"}]})
+    with fresh_database(kind, admin_url) as url:
+        store, runner = parts_from_url(url)
+        backend = Backend(store=store, runner=runner)
+        procs = start_workers(url, 1, executor="bench_sql:stamp", tuned=False)
+        latencies = []
+        try:
+            time.sleep(2.0)  # past start-up work
+            pid = procs[0].pid
+            cpu, wall = _cpu_seconds(pid), time.perf_counter()
+            time.sleep(seconds)
+            share = (_cpu_seconds(pid) - cpu) / (time.perf_counter() - wall)
+            for n in range(wakeups):
+                time.sleep(1.0 + n % 3)
+                sent = time.time()  # create and dispatch (a sweep would start a created one)
+                wf_id = backend.create(spec, {})
+                backend.apply_and_advance(wf_id)
+                deadline = time.monotonic() + 30
+                while True:
+                    record = backend.load(wf_id)
+                    if record.status.is_terminal or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.01)
+                output = record.steps["s"].output or {}
+                latencies.append(float(output.get("started", float("nan"))) - sent)
+        finally:
+            stop_workers(procs)
+        runner.close()
+        store.close()
+    return share, latencies
+
+
 def median(fn: Any, repeat: int, *args: Any) -> float:
     return statistics.median(fn(*args) for _ in range(repeat))
 
@@ -501,7 +559,7 @@ def main() -> None:
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--no-mysql", action="store_true")
     parser.add_argument("--fan-sizes", default="100,300,1000")
-    parser.add_argument("--sections", default="1,2,3")
+    parser.add_argument("--sections", default="1,2,3,4")
     parser.add_argument("--quick", action="store_true", help="a smoke test: small and once")
     args = parser.parse_args()
     if args.quick:
@@ -556,6 +614,19 @@ def main() -> None:
             print(f"{width:>6} {local:>17.2f}s {local / width * 1e3:>7.2f}ms "
                   f"{remote:>19.2f}s {remote / width * 1e3:>7.2f}ms", flush=True)
         print("(runfox 0.0.7 on SQLite: 4.1 s for a 100-step fan-out, 31 s for 300)")
+
+    if 4 in sections:
+        seconds, wakeups = (3.0, 2) if args.quick else (10.0, 5)
+        print(f"\n4. an idle runfox worker (default settings) on an empty database: CPU share "
+              f"over {seconds:.0f} s, and dispatch-to-start latency after 1-3 s of quiet "
+              f"(median and max of {wakeups})")
+        print(f"{'backend':<11} {'idle CPU':>9} {'wake-up median':>15} {'max':>8}")
+        for kind, url in kinds:
+            share, waits = idle_worker(kind, url, seconds, wakeups)
+            print(f"{LABELS[kind]:<11} {share * 100:>8.2f}% {statistics.median(waits) * 1e3:>13.0f}"
+                  f"ms {max(waits) * 1e3:>6.0f}ms", flush=True)
+        print("(targets, issue 13: idle below 1 % of a CPU; a job dispatched to an idle "
+              "PostgreSQL worker starts within 50 ms)")
 
 
 if __name__ == "__main__":
