@@ -164,6 +164,10 @@ def measure(url: str, store: Any, backend: Backend, workers: int, batch: int, le
     return done / elapsed, done
 
 
+def _rate(rate: float) -> str:
+    return f"{rate:.0f}" if rate >= 10 else f"{rate:.2f}"
+
+
 def run_kind(kind: str, admin_url: str, sizes: list[int], args: argparse.Namespace,
              shapes: list[dict[str, list[dict[str, Any]]]]) -> None:
     label = LABELS[kind]
@@ -184,8 +188,8 @@ def run_kind(kind: str, admin_url: str, sizes: list[int], args: argparse.Namespa
             finished = min(d for _, d in runs)
             note = "" if finished >= args.batch * args.length else \
                 f"  (only {finished} of {args.batch * args.length} steps in {args.limit:.0f} s)"
-            print(f"{label:<11} {size:>8} {rate:>9.0f} {min(r for r, _ in runs):>7.0f}-"
-                  f"{max(r for r, _ in runs):<7.0f} {took:>7.1f}s{note}", flush=True)
+            print(f"{label:<11} {size:>8} {_rate(rate):>9} {_rate(min(r for r, _ in runs)):>7}-"
+                  f"{_rate(max(r for r, _ in runs)):<7} {took:>7.1f}s{note}", flush=True)
         if rates and min(rates) > 0:
             print(f"{label:<11} max/min over sizes: {max(rates) / min(rates):.2f}x "
                   "(target <= 1.5x)", flush=True)
@@ -197,8 +201,8 @@ def run_kind(kind: str, admin_url: str, sizes: list[int], args: argparse.Namespa
                 runs.append(measure(url, store, backend, 4, args.batch * 4, args.length,
                                     args.limit))
             rate = statistics.median(r for r, _ in runs)
-            print(f"{label:<11} {have:>8} {rate:>9.0f} {min(r for r, _ in runs):>7.0f}-"
-                  f"{max(r for r, _ in runs):<7.0f}          4 workers, "
+            print(f"{label:<11} {have:>8} {_rate(rate):>9} {_rate(min(r for r, _ in runs)):>7}-"
+                  f"{_rate(max(r for r, _ in runs)):<7}          4 workers, "
                   f"{args.batch * 4} chains", flush=True)
         with store.engine.connect() as conn:  # the generated ones must stay untouched
             still = conn.execute(select(func.count()).select_from(workflows).where(
