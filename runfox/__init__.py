@@ -51,6 +51,7 @@ from .schedule import Schedule, ScheduleError, ScheduleExists
 from .schedules import ScheduleNotFound, Schedules
 from .spec import WorkflowSpec, load_spec
 from .status import StepStatus, WorkflowStatus
+from .subflows import register_workflow
 from .workflow import Rerun, Workflow
 
 __version__ = "0.1.0"
@@ -101,4 +102,5 @@ __all__ = [
     "context",
     "evaluate",
     "load_spec",
+    "register_workflow",
 ]

@@ -15,6 +15,7 @@ runfox, with the original kept as ``__cause__``::
     │   └── PayloadTooLarge                a database's size limit refused a statement
     └── BackendError                       a store or runner failed (unreachable, misconfigured)
         ├── CorruptRecord                  a stored row cannot be decoded
+        │   └── PayloadMissing             a payload reference names a missing blob
         └── BackendUnavailable             unreachable for now (outage, lock, full disk)
 """
 
@@ -30,6 +31,7 @@ __all__ = [
     "ExecutionStateError",
     "ExpressionError",
     "NotJSONError",
+    "PayloadMissing",
     "PayloadTooLarge",
     "RecordTooLarge",
     "RunfoxError",
@@ -155,3 +157,19 @@ class PayloadTooLarge(RecordTooLarge):
         self.limit = limit
         self.size = size
         super().__init__(message)
+
+
+class PayloadMissing(CorruptRecord):
+    """A payload reference (``runfox.payloads``) names a blob its store does not hold.
+
+    ``key`` is the blob's key (``sha256:...``); ``reason`` says where it was looked
+    for. Loading a record turns this into a ``Defect`` of the field that holds the
+    reference; a job or result whose payload is missing raises it.
+    """
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(key, reason)
+        self.args = (f"payload {key} is missing: {reason}",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])

@@ -69,7 +69,14 @@ from .cache import CacheLookup, cache_key, is_fresh
 from .errors import ExecutionStateError, ExpressionError, NotJSONError, UnknownStepError
 from .expressions import compile_template, truthy
 from .jsonvalue import as_output, error_output, json_clone, json_copy
-from .records import ProductsView, StepRecord, StepsView, WorkflowRecord, context_for
+from .records import (
+    MapProgress,
+    ProductsView,
+    StepRecord,
+    StepsView,
+    WorkflowRecord,
+    context_for,
+)
 from .results import (
     Cancelled,
     Complete,
@@ -82,7 +89,7 @@ from .results import (
     Result,
     StateChangeEvent,
 )
-from .spec import Branch, StepSpec
+from .spec import Branch, StepSpec, item_id, item_index, plan_step_id
 from .status import StepStatus, WorkflowStatus
 
 __all__ = [
@@ -97,12 +104,16 @@ __all__ = [
     "error_of",
     "fail_defective",
     "fail_execution",
+    "fail_steps",
     "invalidate",
+    "item_id",
+    "item_index",
     "mark_complete",
     "mark_halted",
     "mark_in_progress",
     "merge_workflow_state",
     "on_step_result",
+    "plan_step_id",
     "redispatch",
     "redrive",
     "redrive_problem",
@@ -135,15 +146,32 @@ DATA_ERRORS: tuple[type[BaseException], ...] = (
 StateChange = tuple[StateChangeEvent | None, dict[str, Any], dict[str, Any]]
 
 
+class _MapRefused(Exception):
+    """A map step that cannot start (its list is no list, too many items failed to
+    resolve): carries the step's error, handled like an input error."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error["message"])
+        self.error = error
+
+
+#: What stops one step's claim in ``advance`` without stopping the others.
+_CLAIM_ERRORS: tuple[type[BaseException], ...] = (*DATA_ERRORS, _MapRefused)
+
+
 class _Tx:
     """Step changes layered over a record, keeping ``ready``/``open``/``unmet`` right."""
 
-    __slots__ = ("_check", "_ready_copied", "base", "changes", "open", "ready", "resolve",
-                 "running")
+    __slots__ = ("_check", "_maps_copied", "_ready_copied", "added", "base", "changes", "maps",
+                 "open", "ready", "resolve", "running")
 
     def __init__(self, record: WorkflowRecord) -> None:
         self.base = record
         self.changes: dict[str, StepRecord] = {}
+        #: Item records new in this transition (in ``changes`` too), in order.
+        self.added: list[str] = []
+        self.maps: Any = record.maps
+        self._maps_copied = False
         self.open = record.open
         self.running = record.running
         self.ready: Any = record.ready
@@ -157,6 +185,55 @@ class _Tx:
         record = self.changes.get(step_id)
         return record if record is not None else self.base.steps[step_id]
 
+    def find(self, step_id: str) -> StepRecord | None:
+        record = self.changes.get(step_id)
+        return record if record is not None else self.base.steps.get(step_id)
+
+    def _maps(self) -> dict[str, MapProgress]:
+        if not self._maps_copied:
+            self.maps = dict(self.maps)
+            self._maps_copied = True
+        return self.maps
+
+    def start_map(self, step_id: str, progress: MapProgress) -> None:
+        self._maps()[step_id] = progress
+
+    def add_item(self, new: StepRecord) -> None:
+        """Create or renew an item record (a map step being claimed)."""
+        if self.find(new.id) is None:
+            self.added.append(new.id)
+        self.changes[new.id] = new
+        self._item_moved(None, new)
+
+    def _item_moved(self, old: StepRecord | None, new: StepRecord) -> None:
+        """Keep the item's map progress right (only for the items of a map in progress)."""
+        parent = plan_step_id(new.id)
+        progress = self.maps.get(parent)
+        if progress is None:
+            return
+        index = item_index(new.id)
+        assert index is not None
+        if index >= progress.total:
+            return
+        running, settled, failed = progress.running, progress.settled, progress.failed
+        waiting, nxt = progress.waiting, progress.next
+        if old is not None:
+            status = old.status
+            running -= status is StepStatus.IN_PROGRESS
+            settled -= status is StepStatus.COMPLETE or status is StepStatus.FAILED
+            failed -= status is StepStatus.FAILED
+            if status is StepStatus.RETRY:
+                waiting = waiting - {index}
+        status = new.status
+        running += status is StepStatus.IN_PROGRESS
+        settled += status is StepStatus.COMPLETE or status is StepStatus.FAILED
+        failed += status is StepStatus.FAILED
+        if status is StepStatus.RETRY:
+            waiting = waiting | {index}
+        if (status is not StepStatus.READY or new.attempts) and index >= nxt:
+            nxt = index + 1
+        self._maps()[parent] = MapProgress(progress.total, nxt, running, settled, failed,
+                                           waiting)
     def _ready_set(self) -> set[str]:
         if not self._ready_copied:
             self.ready = set(self.ready)
@@ -179,6 +256,16 @@ class _Tx:
 
     def _put(self, new: StepRecord) -> None:
         old = self.get(new.id)
+        spec = self.base.plan.by_id.get(new.id)
+        if spec is None:  # a map item: counted by its map, not by the workflow
+            self.changes[new.id] = new
+            self._item_moved(old, new)
+            return
+        if spec.map is not None and new.status is not StepStatus.IN_PROGRESS:
+            if new.id in self.maps:
+                del self._maps()[new.id]
+            if new.items is not None and new.status in _WAITING:
+                new = new.evolve(items=None)  # reset: the items are built again at claim
         if old.unmet != new.unmet:
             new = new.evolve(unmet=old.unmet)  # unmet is owned here, not by callers
         self.changes[new.id] = new
@@ -224,9 +311,15 @@ class _Tx:
 
     def commit(self, **fields: Any) -> WorkflowRecord:
         ready = self.ready if not self._ready_copied else frozenset(self.ready)
+        steps = self.base.steps
+        changes = self.changes
+        if self.added:
+            steps = steps.extend(changes[k] for k in self.added)
+            added = set(self.added)
+            changes = {k: v for k, v in changes.items() if k not in added}
         return self.base.evolve(
-            steps=self.base.steps.replace(self.changes), ready=ready, open=self.open,
-            running=self.running, **fields
+            steps=steps.replace(changes), ready=ready, open=self.open,
+            running=self.running, maps=self.maps, **fields
         )
 
 
@@ -472,16 +565,24 @@ def advance(record: WorkflowRecord, now: float, *, cache: CacheLookup | None = N
         context = context_for(record)
         survived: list[tuple[StepRecord, dict[str, Any]]] = []
         hits: list[tuple[str, Any, int | None]] = []
+        settled_maps = False  # a map step completed when claimed (no items to run)
         for step_id in due:
             spec = plan.by_id[step_id]
             step = steps[step_id]
             memo = (cache.resolved.pop((step_id, step.run_id), None)
                     if cache is not None and spec.cache is not None else None)
             try:
+                if spec.map is not None:
+                    map_error, done = _expand(tx, record, spec, step, context, now)
+                    settled_maps = settled_maps or done
+                    if map_error is None:
+                        continue
+                    raise _MapRefused(map_error)
                 inputs = memo[0] if memo is not None else _resolve_inputs(spec, context)
                 slot = _slot(record, spec, inputs)
-            except DATA_ERRORS as exc:
-                error = _input_error(record, spec, context, exc)
+            except _CLAIM_ERRORS as exc:
+                error = exc.error if isinstance(exc, _MapRefused) else \
+                    _input_error(record, spec, context, exc)
                 if plan.ends_on_failure(step_id):
                     ending = _Tx(record)  # this round's claims are dropped, its failures kept
                     for failed, failure in survived:
@@ -517,13 +618,239 @@ def advance(record: WorkflowRecord, now: float, *, cache: CacheLookup | None = N
             finished = terminal_result(record)
             if finished is not None:  # a hit ended it (the last step, or a branch)
                 return record, finished
-        if not survived and not hits:
+        if not survived and not hits and not settled_maps:
             break
+    if record.maps:
+        record, item_jobs, item_retry = _claim_items(record, now)
+        jobs.extend(item_jobs)
+        if item_retry is not None:
+            retry_at = item_retry if retry_at is None else min(retry_at, item_retry)
     if jobs:
         return record, Dispatch(jobs)
     if record.open == 0:
         return _finish(_Tx(record), now, record.state)
     return record, Pending(retry_at)
+
+
+# ---------------------------------------------------------------------------
+# Map steps
+# ---------------------------------------------------------------------------
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _map_error(spec: StepSpec, message: str) -> dict[str, Any]:
+    error = _error("MapError", f"step {spec.id!r} field 'map': {message}")
+    error["step"] = spec.id
+    error["field"] = "map"
+    return error
+
+
+def _expand(tx: _Tx, record: WorkflowRecord, spec: StepSpec, step: StepRecord,
+            context: dict[str, Any], now: float) -> tuple[dict[str, Any] | None, bool]:
+    """Claim map step ``spec``: evaluate its list, create one item record per entry.
+
+    Each item's inputs are resolved now, with ``item`` and ``index`` added to the
+    context; an item whose inputs do not resolve is failed at once (a data error).
+    Returns ``(error, settled)``: ``error`` when the step cannot start at all (the
+    value is not a list, or more items failed than it tolerates), nothing then being
+    changed; ``settled`` when the step completed at once (an empty list, or every
+    item failed and that is tolerated). O(items), once per claim.
+    """
+    try:
+        values = spec.map(context)  # type: ignore[misc]
+    except DATA_ERRORS as exc:
+        return _map_error(spec, _describe(exc)), False
+    if not isinstance(values, list):
+        return _map_error(spec, f"expected a JSON list, got {_json_type(values)}"), False
+    total = len(values)
+    claimed = step.evolve(status=StepStatus.IN_PROGRESS, attempts=step.attempts + 1,
+                          started_at=now, finished_at=None, not_before=None, inputs=None,
+                          output=None, error=None, items=total)
+    if total == 0:
+        tx.put(claimed.evolve(status=StepStatus.COMPLETE, output=[], finished_at=now))
+        return None, True
+    items: list[StepRecord] = []
+    failed: list[int] = []
+    for index, value in enumerate(values):
+        iid = item_id(spec.id, index)
+        old = tx.find(iid)
+        run_id = old.run_id + 1 if old is not None else 0
+        scope = {**context, "item": value, "index": index}
+        try:
+            inputs = _resolve_inputs(spec, scope)
+            _slot(record, spec, inputs)
+            items.append(StepRecord(iid, run_id=run_id, inputs=inputs))
+        except DATA_ERRORS as exc:
+            error = _input_error(record, spec, scope, exc)
+            error["message"] = f"item {index} of {error['message']}"
+            error["item"] = index
+            items.append(StepRecord(iid, StepStatus.FAILED, run_id, 0, error_output(
+                error["type"], error["message"]), error, finished_at=now))
+            failed.append(index)
+    allowed = spec.tolerance(total)
+    if len(failed) > allowed:
+        first = items[failed[0]].error or {}
+        return _map_error(spec, f"{len(failed)} of {total} items failed (tolerates "
+                                f"{allowed}); the first, item {failed[0]}: "
+                                f"{first.get('message')}"), False
+    tx.put(claimed)
+    tx.start_map(spec.id, MapProgress(total))
+    for item in items:
+        tx.add_item(item)
+    if len(failed) == total:
+        tx.put(_map_output(tx, claimed, now))
+        return None, True
+    return None, False
+
+
+def _map_output(tx: _Tx, parent: StepRecord, now: float) -> StepRecord:
+    """The completed map step: its output is every item's output, in item order."""
+    total = parent.items or 0
+    outputs = [tx.get(item_id(parent.id, i)).output for i in range(total)]
+    return parent.evolve(status=StepStatus.COMPLETE, output=outputs, error=None,
+                         finished_at=now)
+
+
+def _claim_items(record: WorkflowRecord, now: float
+                 ) -> tuple[WorkflowRecord, list[DispatchJob], float | None]:
+    """Claim the items that may run now: due retries first, then the next indices, up
+    to each map's ``max_parallel``. Never scans a map's items."""
+    plan = record.plan
+    steps = record.steps
+    tx: _Tx | None = None
+    jobs: list[DispatchJob] = []
+    retry_at: float | None = None
+    for parent_id, progress in record.maps.items():
+        spec = plan.by_id[parent_id]
+        room = progress.total if spec.max_parallel is None else \
+            spec.max_parallel - progress.running
+        picks: list[int] = []
+        for index in sorted(progress.waiting):
+            not_before = steps[item_id(parent_id, index)].not_before
+            if not_before is not None and not_before > now:
+                retry_at = not_before if retry_at is None else min(retry_at, not_before)
+            elif len(picks) < room:
+                picks.append(index)
+        nxt = progress.next
+        while len(picks) < room and nxt < progress.total:
+            picks.append(nxt)
+            nxt += 1
+        if not picks:
+            continue
+        tx = tx or _Tx(record)
+        for index in picks:
+            item = steps[item_id(parent_id, index)]
+            claimed = item.evolve(status=StepStatus.IN_PROGRESS, attempts=item.attempts + 1,
+                                  started_at=now, finished_at=None, not_before=None)
+            tx.put(claimed)
+            jobs.append(_item_job(record, spec, claimed))
+    if tx is None:
+        return record, jobs, retry_at
+    return tx.commit(), jobs, retry_at
+
+
+def _item_job(record: WorkflowRecord, spec: StepSpec, item: StepRecord) -> DispatchJob:
+    inputs = item.inputs if item.inputs is not None else {}
+    try:
+        slot = _slot(record, spec, inputs)
+    except DATA_ERRORS:  # checked when the item was made: the same inputs, the same key
+        slot = None
+    limit = spec.concurrency.limit if spec.concurrency is not None and slot is not None else None
+    return DispatchJob(record.workflow_execution_id, item.id, spec.fn, inputs, item.run_id,
+                       item.attempts, spec.timeout, concurrency_key=slot,
+                       concurrency_limit=limit)
+
+
+def _apply_item(record: WorkflowRecord, spec: StepSpec, step_id: str, index: int, output: Any,
+                run_id: int | None, now: float) -> tuple[WorkflowRecord, Result]:
+    """Apply the result of one attempt of item ``index`` of map step ``spec``.
+
+    The rules of a step, per item: applied only when the item is in progress with
+    that run id (and belongs to the map's current claim), retried with the step's
+    retry policy and ``WorkerLost`` rule. Costs O(1) items, plus O(items) once when
+    the last item settles (the output list) or the map fails (its other items are
+    cancelled).
+    """
+    parent = record.steps[spec.id]
+    progress = record.maps.get(spec.id)
+    item = record.steps.get(step_id)
+    if progress is None or item is None or index >= progress.total:
+        return record, Ignored(f"item {step_id!r} is not awaited (map step {spec.id!r} is "
+                               f"{parent.status.value})")
+    if item.status is not StepStatus.IN_PROGRESS:
+        return record, Ignored(f"step {step_id!r} is {item.status.value}, not in progress")
+    if run_id is not None and run_id != item.run_id:
+        return record, Ignored(f"step {step_id!r} result is for run {run_id}, "
+                               f"the current run is {item.run_id}")
+    output, error = _check_output(output)
+    tx = _Tx(record)
+    if error is None:
+        tx.put(item.evolve(status=StepStatus.COMPLETE, output=output, error=None,
+                           finished_at=now))
+    else:
+        lost = _count_lost(item, error)
+        budget = item.attempts < spec.max_attempts and spec.retry.retries(error["type"])
+        if budget or 0 < lost < WORKER_LOST_CAP:
+            delay = 0.0 if lost else spec.retry.delay_for(
+                item.attempts, f"{record.workflow_execution_id}#{step_id}#{item.run_id}")
+            tx.put(item.evolve(status=StepStatus.RETRY, run_id=item.run_id + 1, error=error,
+                               output=output, finished_at=now,
+                               not_before=now + delay if delay else None))
+            return tx.commit(), Pending(now + delay)
+        if lost >= WORKER_LOST_CAP:
+            error["message"] = (f"step {step_id!r} lost its worker {lost} times in a row; "
+                                f"last: {error['message']}")
+        if output.get("ok") is not False:
+            output = error_output(error["type"], error["message"])
+        tx.put(item.evolve(status=StepStatus.FAILED, output=output, error=error,
+                           finished_at=now))
+    return _settle(tx, spec, now)
+
+
+def _settle(tx: _Tx, spec: StepSpec, now: float) -> tuple[WorkflowRecord, Result]:
+    """After an item settled: fail the map when too many items failed, complete it
+    when every item settled, else go on."""
+    progress = tx.maps[spec.id]
+    parent = tx.get(spec.id)
+    allowed = spec.tolerance(progress.total)
+    if progress.failed > allowed:
+        first: tuple[int, StepRecord] | None = None
+        for index in range(progress.total):  # once: the map ends here
+            item = tx.get(item_id(spec.id, index))
+            if item.status is StepStatus.FAILED and first is None:
+                first = (index, item)
+            elif item.status is StepStatus.IN_PROGRESS:
+                tx.put(item.evolve(status=StepStatus.CANCELLED, finished_at=now))
+            elif item.status in _WAITING:
+                tx.put(item.evolve(status=StepStatus.SKIPPED, not_before=None))
+        assert first is not None
+        detail = (first[1].error or {}).get("message", "")
+        error = _error("MapFailed", f"step {spec.id!r}: {progress.failed} of {progress.total} "
+                                    f"items failed (tolerates {allowed}); the first, item "
+                                    f"{first[0]}: {detail}")
+        error["step"] = spec.id
+        error["item"] = first[0]
+        return _fail(tx, parent, error, now)
+    if progress.settled < progress.total:
+        return tx.commit(), None
+    tx.put(_map_output(tx, parent, now))
+    if tx.open == 0:
+        record, result = _finish(tx, now, tx.base.state)
+        return record, None if isinstance(result, Complete) else result
+    return tx.commit(), None
 
 
 def _due(record: WorkflowRecord, now: float) -> tuple[list[str], float | None]:
@@ -571,8 +898,13 @@ def redispatch(record: WorkflowRecord, now: float, older_than: float
     tx = None  # failures the workflow survives
     for step in record.steps.values():
         if step.status is StepStatus.IN_PROGRESS and (step.started_at or 0) <= now - older_than:
+            spec = record.plan.by_id.get(step.id)
+            if spec is None or spec.map is not None:  # an item, or a map step (its items run)
+                item = _awaited_item(record, step)
+                if item is not None:
+                    jobs.append(_item_job(record, item, step))
+                continue
             context = context or context_for(record)
-            spec = record.plan.by_id[step.id]
             try:
                 inputs = _resolve_inputs(spec, context)
                 slot = _slot(record, spec, inputs)
@@ -592,6 +924,17 @@ def redispatch(record: WorkflowRecord, now: float, older_than: float
     if isinstance(result, Dispatch):
         return new, Dispatch(jobs + list(result.jobs))
     return new, Dispatch(jobs) if isinstance(result, Pending) else result
+
+
+def _awaited_item(record: WorkflowRecord, step: StepRecord) -> StepSpec | None:
+    """The map step of ``step`` when it is an item of a map in progress, else ``None``."""
+    index = item_index(step.id)
+    if index is None:
+        return None
+    parent = plan_step_id(step.id)
+    progress = record.maps.get(parent)
+    return record.plan.by_id[parent] if progress is not None and index < progress.total \
+        else None
 
 
 def claim_timeouts(record: WorkflowRecord, now: float, older_than: float) -> list[DispatchJob]:
@@ -637,9 +980,15 @@ def _apply(
         return record, Ignored(f"workflow is already {record.status.value}")
     spec = record.plan.by_id.get(step_id)
     if spec is None:
+        index = item_index(step_id)
+        parent = record.plan.by_id.get(plan_step_id(step_id)) if index is not None else None
+        if parent is not None and parent.map is not None and index is not None:
+            return _apply_item(record, parent, step_id, index, output, run_id, now)
         raise UnknownStepError(f"workflow {record.workflow_execution_id!r} has no step "
                                f"{step_id!r}")
     step = record.steps[step_id]
+    if spec.map is not None and step.status is StepStatus.IN_PROGRESS:
+        return record, Ignored(f"step {step_id!r} is a map step: its items have the results")
     if step.status is not StepStatus.IN_PROGRESS:
         return record, Ignored(f"step {step_id!r} is {step.status.value}, not in progress")
     if run_id is not None and run_id != step.run_id:
@@ -1055,8 +1404,10 @@ def redrive_problem(record: WorkflowRecord) -> str | None:
 def _redrivable(record: WorkflowRecord) -> list[str]:
     """The steps a redrive reopens: all that did not complete (failed, cancelled,
     skipped, halted on an error), except those skipped because no target needs them."""
+    by_id = record.plan.by_id
     return [step.id for step in record.steps.values()
-            if step.status is not StepStatus.COMPLETE and not _not_targeted(step)
+            if step.id in by_id and step.status is not StepStatus.COMPLETE
+            and not _not_targeted(step)
             and not (step.status is StepStatus.HALTED and step.error is None)]
 
 
@@ -1096,3 +1447,30 @@ def invalidate(record: WorkflowRecord, step_ids: Iterable[str], now: float
     if record.status.is_terminal and record.status is not WorkflowStatus.COMPLETE:
         reopen.extend(_redrivable(record))
     return _reopen(record, reopen, now)
+
+
+def fail_steps(record: WorkflowRecord, failures: Iterable[tuple[str, dict[str, Any]]],
+               now: float) -> tuple[WorkflowRecord, Result | None]:
+    """Fail claimed steps for good, without retries, as an ``InputError`` does.
+
+    For problems no retry can mend, found by the caller at claim time (a
+    sub-workflow name that resolves to nothing). ``failures`` holds ``(step_id,
+    error)`` with ``error`` as in ``StepRecord.error`` (``{"type", "message"}``).
+    Returns the new record and the terminal result when a failure ended the
+    workflow (or left nothing open), else ``None``.
+    """
+    tx = _Tx(record)
+    new: WorkflowRecord = record
+    for step_id, error in failures:
+        index = item_index(step_id)
+        spec = record.plan.by_id.get(plan_step_id(step_id)) if index is not None else None
+        if spec is not None:  # a map item: it counts against the map's tolerance
+            item = tx.get(step_id)
+            tx.put(item.evolve(status=StepStatus.FAILED, error=error, finished_at=now,
+                               output=error_output(error["type"], error["message"])))
+            new, result = _settle(tx, spec, now)
+        else:
+            new, result = _fail(tx, tx.get(step_id), error, now)
+        if result is not None:
+            return new, result
+    return new, None

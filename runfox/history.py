@@ -223,7 +223,12 @@ def events_between(old: WorkflowRecord, new: WorkflowRecord,
     old_steps, new_steps = old.steps, new.steps
     by = {"by": context.worker} if context.worker is not None else None
     for sid in new_steps.changed_since(old_steps):
-        o, n = old_steps[sid], new_steps[sid]
+        n = new_steps[sid]
+        o = old_steps.get(sid)
+        if o is None:  # an item made when its map step was claimed: events from its claim on
+            if n.status is StepStatus.READY:
+                continue
+            o = StepRecord(sid, run_id=n.run_id)
         if n.status is StepStatus.IN_PROGRESS and o.status is not StepStatus.IN_PROGRESS:
             # the common case, a claim: no generator, no lookups
             out.append(Event(key, version, len(out), now, CLAIMED, sid, n.run_id, n.attempts,

@@ -16,6 +16,10 @@ limit                  default        what it bounds
                                       values a ``reduce`` accumulator may hold
 ``number_digits``      4,300          digits of a number an expression reads from a
                                       string or produces (Python's own int/str limit)
+``workflow_depth``     8              nesting of sub-workflows: a parent at depth 0, its
+                                      children at 1... (a chain of static references
+                                      longer than this is refused when compiled; a
+                                      child past it, from a dynamic name, fails its step)
 =====================  =============  ====================================================
 
 The defaults suit any workflow a person writes by hand or generates (a
@@ -25,7 +29,8 @@ The defaults suit any workflow a person writes by hand or generates (a
   process of a deployment agrees: ``RUNFOX_LIMIT_SPEC_BYTES``,
   ``RUNFOX_LIMIT_YAML_ALIASES``, ``RUNFOX_LIMIT_DEPTH``,
   ``RUNFOX_LIMIT_STRING_LENGTH``, ``RUNFOX_LIMIT_LIST_LENGTH``,
-  ``RUNFOX_LIMIT_NUMBER_DIGITS`` (positive integers);
+  ``RUNFOX_LIMIT_NUMBER_DIGITS``, ``RUNFOX_LIMIT_WORKFLOW_DEPTH`` (positive
+  integers);
 - ``runfox.limits.configure(depth=200, ...)`` in the process itself, which
   returns the previous limits (pass them back to ``configure(**asdict(old))``, or
   use ``restore(old)``, to undo).
@@ -56,6 +61,7 @@ class Limits:
     string_length: int = 1_000_000
     list_length: int = 100_000
     number_digits: int = 4_300
+    workflow_depth: int = 8
 
     def __post_init__(self) -> None:
         for f in fields(self):

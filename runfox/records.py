@@ -45,18 +45,22 @@ from typing import Any
 from .errors import CorruptRecord
 from .expressions import LazyMapping
 from .jsonvalue import json_clone
-from .spec import WorkflowSpec, spec_for
+from .spec import WorkflowSpec, item_id, item_index, plan_step_id, spec_for
 from .status import StepStatus, WorkflowStatus
 
 __all__ = [
     "RECORD_SCHEMA",
     "Defect",
+    "MapProgress",
     "ProductsView",
     "StepMap",
     "StepRecord",
     "StepsView",
     "WorkflowRecord",
     "context_for",
+    "item_counts",
+    "ordered_items",
+    "progress_counts",
 ]
 
 #: Version of the JSON layout produced by ``WorkflowRecord.to_dict``.
@@ -130,6 +134,8 @@ _STEP_FIELDS: tuple[tuple[str, Any, Any, str], ...] = (
     ("not_before", _optional(_is_number), None, "a number or null"),
     ("inputs", _optional(lambda v: isinstance(v, dict)), None, "an object or null"),
     ("cached", lambda v: type(v) is bool, False, "a boolean"),
+    ("items", _optional(_is_count), None, "an integer >= 0 or null"),
+    ("child", _optional(lambda v: isinstance(v, str)), None, "a string or null"),
 )
 
 
@@ -145,7 +151,8 @@ class StepRecord:
     epoch seconds (UTC). ``inputs`` are the resolved inputs of the last claim (what
     the job of ``run_id`` was sent), kept for inspection; a reset clears them.
     ``cached`` is true when the output came from the step cache (``runfox.cache``)
-    instead of a run; stored only when true.
+    instead of a run; stored only when true. ``child`` is the key of the execution a
+    ``workflow`` step started for its current run (a sub-workflow); stored only when set.
     """
 
     id: str
@@ -162,6 +169,12 @@ class StepRecord:
     defects: tuple[Defect, ...] = field(default=(), compare=False, repr=False)
     inputs: dict[str, Any] | None = field(default=None, repr=False)
     cached: bool = False
+    #: A map step claimed with its list: how many items it has (its items are the
+    #: step records ``"<id>[<index>]"``, index < items). ``None`` for any other step,
+    #: and for a map step not yet claimed or reset since (its old item records, if
+    #: any, are then stale: nothing reads them). Stored only when set.
+    items: int | None = None
+    child: str | None = None
 
     def evolve(self, **changes: Any) -> StepRecord:
         """A copy with ``changes`` (cheaper than ``dataclasses.replace``)."""
@@ -203,13 +216,20 @@ class StepRecord:
                 data[name] = value
         if self.cached:
             data["cached"] = True
+        if self.items is not None:
+            data["items"] = self.items
+        if self.child is not None:
+            data["child"] = self.child
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], unmet: int = 0) -> StepRecord:
+    def from_dict(cls, data: Mapping[str, Any], unmet: int = 0, *,
+                  list_output: bool = False) -> StepRecord:
         """Rebuild a step; a field of the wrong shape becomes a ``Defect``, not an error.
 
-        ``KeyError`` if there is no ``id`` (the step cannot be placed at all).
+        ``list_output``: the step is a map step, whose output is a JSON list (any
+        other step's output is an object). ``KeyError`` if there is no ``id`` (the
+        step cannot be placed at all).
         """
         step_id = data["id"]
         get = data.get
@@ -219,21 +239,29 @@ class StepRecord:
                                                get("not_before"))
         inputs = get("inputs")
         cached = get("cached", False)
+        items = get("items")
+        if list_output and type(output) is list:
+            output_ok = True
+        else:
+            output_ok = output is None or type(output) is dict
+        child = get("child")
         if (isinstance(status, str) and status in _STEP_STATUSES
                 and type(run_id) is int and run_id >= 0 and type(attempts) is int and attempts >= 0
-                and (output is None or type(output) is dict)
+                and output_ok and (items is None or (type(items) is int and items >= 0))
                 and (error is None or type(error) is dict)
                 and (started_at is None or type(started_at) in _NUMBER)
                 and (finished_at is None or type(finished_at) in _NUMBER)
                 and (not_before is None or type(not_before) in _NUMBER)
-                and (inputs is None or type(inputs) is dict) and type(cached) is bool):
+                and (inputs is None or type(inputs) is dict) and type(cached) is bool
+                and (child is None or type(child) is str)):
             return cls(step_id, StepStatus(status), run_id, attempts, output, error,
                        started_at, finished_at, not_before, unmet, inputs=inputs,
-                       cached=cached)
-        return cls._with_defects(step_id, data, unmet)
+                       cached=cached, items=items, child=child)
+        return cls._with_defects(step_id, data, unmet, list_output)
 
     @classmethod
-    def _with_defects(cls, step_id: str, data: Mapping[str, Any], unmet: int) -> StepRecord:
+    def _with_defects(cls, step_id: str, data: Mapping[str, Any], unmet: int,
+                      list_output: bool = False) -> StepRecord:
         """The slow path of ``from_dict``: check each field, keep what is wrong."""
         defects: list[Defect] = []
         fields: dict[str, Any] = {}
@@ -246,7 +274,9 @@ class StepRecord:
                                   f"{raw_status!r} is not a step status", raw_status, step_id))
         for name, check, neutral, want in _STEP_FIELDS:
             value = data.get(name, neutral)
-            if not check(value):
+            if name == "output" and list_output and type(value) is list:
+                pass
+            elif not check(value):
                 defects.append(Defect(f"steps.{step_id}.{name}",
                                       f"must be {want}, found {_kind(value)}", value, step_id))
                 value = neutral
@@ -256,8 +286,10 @@ class StepRecord:
 class StepMap(Mapping[str, StepRecord]):
     """An immutable, ordered map of step id to ``StepRecord`` with cheap updates.
 
-    The key set is fixed when the map is built (a workflow's steps never change);
-    ``replace`` returns a new map sharing every untouched chunk with this one.
+    The plan's steps come first, in spec order; the items of map steps are
+    appended by ``extend`` when a map step is claimed (and never removed).
+    ``replace`` and ``extend`` return a new map sharing every untouched chunk with
+    this one.
     """
 
     __slots__ = ("_chunks", "_index", "_keys")
@@ -323,22 +355,56 @@ class StepMap(Mapping[str, StepRecord]):
             chunks[c] = tuple(chunk)
         return StepMap(self._keys, index, tuple(chunks))
 
+    def get(self, key: str, default: Any = None) -> Any:
+        i = self._index.get(key)
+        return default if i is None else self._chunks[i >> _CHUNK_BITS][i & _MASK]
+
+    def extend(self, records: Iterable[StepRecord]) -> StepMap:
+        """A new map with ``records`` (new keys) appended; full chunks are shared.
+
+        O(len(self)) for the key index, so callers add many records at once (a map
+        step's items, when it is claimed). ``ValueError`` for a key already present.
+        """
+        added = list(records)
+        if not added:
+            return self
+        index = dict(self._index)
+        n = len(self._keys)
+        for offset, record in enumerate(added):
+            if record.id in index:
+                raise ValueError(f"step {record.id!r} is already in the map")
+            index[record.id] = n + offset
+        keys = self._keys + tuple(r.id for r in added)
+        chunks = list(self._chunks)
+        pending = added
+        if chunks and len(chunks[-1]) < _CHUNK:
+            room = _CHUNK - len(chunks[-1])
+            chunks[-1] = chunks[-1] + tuple(pending[:room])
+            pending = pending[room:]
+        chunks.extend(tuple(pending[i : i + _CHUNK]) for i in range(0, len(pending), _CHUNK))
+        return StepMap(keys, index, tuple(chunks))
+
     def isolated(self) -> StepMap:
         """A map of the same steps, each with its own JSON payloads (``StepRecord.isolated``)."""
         return StepMap(self._keys, self._index,
                        tuple(tuple(r.isolated() for r in chunk) for chunk in self._chunks))
 
     def changed_since(self, other: StepMap) -> list[str]:
-        """Ids whose record differs (by identity) from ``other``, a map of the same steps."""
-        if other._keys is not self._keys and other._keys != self._keys:
+        """Ids whose record differs (by identity) from ``other``, then the ids appended
+        since ``other`` (``extend``); every id when ``other`` is not an earlier form
+        of this map. Shared chunks cost one identity check each."""
+        n = len(other._keys)
+        if other._keys is not self._keys and (
+                n > len(self._keys) or self._keys[:n] != other._keys):
             return list(self._keys)
         changed = []
-        for mine, theirs in zip(self._chunks, other._chunks, strict=True):
+        for mine, theirs in zip(self._chunks, other._chunks, strict=False):
             if mine is theirs:
                 continue
-            for a, b in zip(mine, theirs, strict=True):
+            for a, b in zip(mine, theirs, strict=False):
                 if a is not b:
                     changed.append(a.id)
+        changed.extend(self._keys[n:])
         return changed
 
     def __eq__(self, other: object) -> bool:
@@ -382,11 +448,11 @@ class StepsView(LazyMapping):
 
     __slots__ = ("_override", "_steps")
 
-    def __init__(self, steps: StepMap, override: tuple[str, dict[str, Any]] | None = None) -> None:
+    def __init__(self, steps: StepMap, override: tuple[str, Any] | None = None) -> None:
         self._steps = steps
         self._override = override  # (step_id, output) seen by that step's own branches
 
-    def _output(self, key: str) -> dict[str, Any] | None:
+    def _output(self, key: str) -> Any:
         if self._override is not None and self._override[0] == key:
             return self._override[1]
         return self._steps[key].output
@@ -405,10 +471,71 @@ class StepsView(LazyMapping):
         return default if output is None else {"output": output}
 
     def __iter__(self) -> Iterator[str]:
-        return (sid for sid in self._steps if self._output(sid) is not None)
+        return (sid for sid in self._steps
+                if not sid.endswith("]") and self._output(sid) is not None)
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
+
+@dataclass(frozen=True, slots=True)
+class MapProgress:
+    """Where the items of one claimed map step stand: derived, never stored.
+
+    Kept on ``WorkflowRecord.maps`` for each map step in progress, and carried from
+    record to record like ``ready`` and ``open``, so that applying one item's
+    result or claiming the next items never scans the items. ``next`` is the
+    lowest index never claimed (items are claimed in index order); ``waiting``
+    holds the indices below it waiting for a retry; ``settled`` counts items
+    complete or failed, ``failed`` those failed.
+    """
+
+    total: int
+    next: int = 0
+    running: int = 0
+    settled: int = 0
+    failed: int = 0
+    waiting: frozenset[int] = frozenset()
+
+
+def _map_progress(steps: StepMap, step_id: str, total: int) -> MapProgress:
+    """A claimed map step's progress, from its item records (O(items), on load)."""
+    nxt = running = settled = failed = 0
+    waiting = []
+    for i in range(total):
+        item = steps.get(item_id(step_id, i))
+        if item is None:
+            continue
+        status = item.status
+        if status is not StepStatus.READY or item.attempts:
+            nxt = i + 1
+        if status is StepStatus.IN_PROGRESS:
+            running += 1
+        elif status is StepStatus.COMPLETE:
+            settled += 1
+        elif status is StepStatus.FAILED:
+            settled += 1
+            failed += 1
+        elif status is StepStatus.RETRY:
+            waiting.append(i)
+    return MapProgress(total, nxt, running, settled, failed, frozenset(waiting))
+
+
+def ordered_items(plan: WorkflowSpec, raw: Iterable[Mapping[str, Any]]
+                   ) -> list[Mapping[str, Any]]:
+    """The stored item records of ``plan``'s map steps, by map step (spec order), then
+    index; records of steps the plan does not have are dropped, as for steps."""
+    found = []
+    for data in raw:
+        sid = data["id"]
+        if sid in plan.by_id:
+            continue
+        index = item_index(sid) if isinstance(sid, str) else None
+        parent = plan.by_id.get(plan_step_id(sid)) if index is not None else None
+        if parent is not None and parent.map is not None:
+            found.append(((parent.index, index), data))
+    found.sort(key=lambda pair: pair[0])
+    return [data for _, data in found]
+
 
 @dataclass(frozen=True)
 class WorkflowRecord:
@@ -416,7 +543,10 @@ class WorkflowRecord:
 
     ``version`` is the number of times the record has been written; a store
     writes a record only if the stored version is one less (see ``Store.write``).
-    ``spec`` is the raw definition; ``plan`` is its compiled form.
+    ``spec`` is the raw definition; ``plan`` is its compiled form. ``parent`` is set
+    on a sub-workflow's execution: ``{"execution": key, "step": step_id, "run_id": n,
+    "depth": d}`` names the parent step run it reports its end to (``None`` otherwise;
+    written once, at creation).
     """
 
     workflow_id: str
@@ -430,11 +560,14 @@ class WorkflowRecord:
     version: int = 0
     created_at: float = 0.0
     updated_at: float = 0.0
+    parent: dict[str, Any] | None = None
     # Derived, never stored: see the module docstring.
     plan: WorkflowSpec = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
     ready: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
     open: int = field(default=-1, compare=False, repr=False)
     running: int = field(default=0, compare=False, repr=False)
+    #: Map step id -> ``MapProgress``, for map steps in progress with their items.
+    maps: Mapping[str, MapProgress] = field(default_factory=dict, compare=False, repr=False)
     #: Stored values of the wrong shape found when the record was built (decoded):
     #: the header's own and every step's. Empty for a sound record.
     defects: tuple[Defect, ...] = field(default=(), compare=False, repr=False)
@@ -455,14 +588,20 @@ class WorkflowRecord:
         if steps is None:
             steps = StepMap.build((StepRecord(s.id) for s in plan.steps), plan.index)
         elif not isinstance(steps, StepMap):
+            given = steps
             steps = StepMap.build(
-                (steps[s.id] if s.id in steps else StepRecord(s.id) for s in plan.steps), plan.index
+                (given[s.id] if s.id in given else StepRecord(s.id) for s in plan.steps), plan.index
             )
+            if len(given) > len(plan.steps):
+                items = ordered_items(plan, ({"id": k} for k in given))
+                steps = steps.extend(given[d["id"]] for d in items)
         if self.open < 0:
             steps, ready, open_count, running = _derive(plan, steps)
+            maps = _derive_maps(plan, steps)
             object.__setattr__(self, "ready", ready)
             object.__setattr__(self, "open", open_count)
             object.__setattr__(self, "running", running)
+            object.__setattr__(self, "maps", maps)
         object.__setattr__(self, "steps", steps)
         for step in steps.values():
             if step.defects:
@@ -507,6 +646,7 @@ class WorkflowRecord:
         return self.evolve(
             spec=json_clone(self.spec), inputs=json_clone(self.inputs),
             state=json_clone(self.state), outcome=json_clone(self.outcome), steps=steps,
+            parent=json_clone(self.parent),
             defects=tuple(_isolated_defect(d) for d in header) + tuple(
                 d for step in steps.values() for d in step.defects))
 
@@ -514,7 +654,7 @@ class WorkflowRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form; ``from_dict(to_dict())`` gives an equal record."""
-        return {
+        data: dict[str, Any] = {
             "schema": RECORD_SCHEMA,
             "workflow_id": self.workflow_id,
             "execution_id": self.execution_id,
@@ -528,6 +668,9 @@ class WorkflowRecord:
             "outcome": self.outcome,
             "steps": [s.to_dict() for s in self.steps.values()],
         }
+        if self.parent is not None:
+            data["parent"] = self.parent
+        return data
 
     def header_dict(self) -> dict[str, Any]:
         """Everything but ``spec`` and ``steps``: what changes on most transitions."""
@@ -556,10 +699,13 @@ class WorkflowRecord:
                 raw_steps = list(raw_steps.values())
             by_id = {s["id"]: s for s in raw_steps}
             steps = StepMap.build(
-                (StepRecord.from_dict(by_id[s.id]) if s.id in by_id else StepRecord(s.id)
-                 for s in plan.steps),
+                (StepRecord.from_dict(by_id[s.id], list_output=s.map is not None)
+                 if s.id in by_id else StepRecord(s.id) for s in plan.steps),
                 plan.index,
             )
+            if len(by_id) > len(plan.steps):
+                steps = steps.extend(StepRecord.from_dict(d)
+                                     for d in ordered_items(plan, by_id.values()))
             return cls(
                 workflow_id=data["workflow_id"],
                 execution_id=data["execution_id"],
@@ -572,6 +718,7 @@ class WorkflowRecord:
                 version=int(data.get("version", 0)),
                 created_at=float(data.get("created_at", 0.0)),
                 updated_at=float(data.get("updated_at", 0.0)),
+                parent=_parent(data.get("parent")),
                 plan=plan,
             )
         except CorruptRecord:
@@ -579,10 +726,30 @@ class WorkflowRecord:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CorruptRecord(key, f"{type(exc).__name__}: {exc}") from exc
 
+def _derive_maps(plan: WorkflowSpec, steps: StepMap) -> dict[str, MapProgress]:
+    """The progress of every map step in progress with its items (O(items))."""
+    maps: dict[str, MapProgress] = {}
+    for s in plan.steps:
+        if s.map is not None:
+            record = steps[s.id]
+            if record.items is not None and record.status is StepStatus.IN_PROGRESS:
+                maps[s.id] = _map_progress(steps, s.id, record.items)
+    return maps
+def _parent(value: Any) -> dict[str, Any] | None:
+    """A stored ``parent`` header: an object naming the parent execution, or ``None``."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("execution"), str) \
+            or not isinstance(value.get("step"), str):
+        raise ValueError(f"parent must be an object with execution and step, found {value!r}")
+    return value
+
+
 def _derive(plan: WorkflowSpec, steps: StepMap
             ) -> tuple[StepMap, frozenset[str], int, int]:
-    """Compute ``unmet`` per step, the ready set, the open and running counts from scratch."""
-    settled = {r.id for r in steps.values() if r.status.is_terminal}
+    """Compute ``unmet`` per step, the ready set, the open and running counts from
+    scratch. Map items count in none of them (``_derive_maps``)."""
+    settled = {s.id for s in plan.steps if steps[s.id].status.is_terminal}
     changes: dict[str, StepRecord] = {}
     ready = set()
     running = 0
@@ -595,7 +762,7 @@ def _derive(plan: WorkflowSpec, steps: StepMap
         if unmet == 0 and record.status in _WAITING:
             ready.add(s.id)
         running += record.status is StepStatus.IN_PROGRESS
-    return steps.replace(changes), frozenset(ready), len(steps) - len(settled), running
+    return steps.replace(changes), frozenset(ready), len(plan.steps) - len(settled), running
 
 def context_for(record: WorkflowRecord) -> dict[str, Any]:
     """The JSON Logic data for inputs and outputs: ``steps``, ``input``, ``state``, and
@@ -605,3 +772,42 @@ def context_for(record: WorkflowRecord) -> dict[str, Any]:
     if record.plan.producers:
         context["products"] = ProductsView(steps, record.plan.producers)
     return context
+
+
+# -- counts for people (status, progress bars, the dashboard) ------------------------------
+
+
+def progress_counts(record: WorkflowRecord) -> dict[str, int]:
+    """Steps by status, plus ``total``: the spec's steps, so a map step counts once and
+    its items not at all (``item_counts`` has those). What progress displays show."""
+    counts = {status.value: 0 for status in StepStatus}
+    for spec in record.plan.steps:
+        counts[record.steps[spec.id].status.value] += 1
+    counts["total"] = len(record.plan.steps)
+    return counts
+
+
+def item_counts(record: WorkflowRecord, step_id: str) -> dict[str, int] | None:
+    """The items of map step ``step_id`` by status (``total``, ``settled``,
+    ``complete``, ``failed``, ``in_progress``), or ``None`` when it has none.
+
+    Cheap while the map runs (``record.maps``); O(items) once it is done."""
+    step = record.steps[step_id]
+    total = step.items
+    if total is None:
+        return None
+    progress = record.maps.get(step_id)
+    if progress is not None:
+        return {"total": total, "settled": progress.settled,
+                "complete": progress.settled - progress.failed, "failed": progress.failed,
+                "in_progress": progress.running}
+    counts = {"total": total, "settled": 0, "complete": 0, "failed": 0, "in_progress": 0}
+    for i in range(total):
+        item = record.steps.get(item_id(step_id, i))
+        status = item.status if item is not None else StepStatus.READY
+        if status is StepStatus.COMPLETE or status is StepStatus.FAILED:
+            counts["settled"] += 1
+            counts[status.value] += 1
+        elif status is StepStatus.IN_PROGRESS:
+            counts["in_progress"] += 1
+    return counts

@@ -39,6 +39,12 @@ The shape of a spec::
         on_dependency_failure: skip
         concurrency: {key: gpu, limit: 2}   # at most 2 "gpu" jobs run at once
         cache: {version: 2, max_age: 3600}  # or true: reuse stored outputs (runfox.cache)
+      - id: each               # a map step: runs once per item of a JSON list
+        fn: process
+        map: {var: steps.greet.output.files}   # any expression giving a list
+        input: {file: {var: item}, n: {var: index}}
+        max_parallel: 10       # optional: items of this map in progress at once
+        tolerate: 0.1          # optional: item failures survived (a count, or a fraction)
     outputs: {...}             # resolved when every step is complete
 
 The fields of each part are tables in ``runfox.spec_schema`` (which also builds the
@@ -93,6 +99,7 @@ from .spec_schema import (
 __all__ = [
     "MAX_ID_LENGTH",
     "MAX_NAME_LENGTH",
+    "WORKFLOW_FN_PREFIX",
     "Branch",
     "Concurrency",
     "InputSpec",
@@ -100,8 +107,11 @@ __all__ = [
     "WorkflowSpec",
     "canonical_json",
     "compile_spec",
+    "item_id",
+    "item_index",
     "load_spec",
     "parse_yaml",
+    "plan_step_id",
     "spec_for",
     "workflow_id_for",
 ]
@@ -114,6 +124,32 @@ _PRODUCT_RE = re.compile(PRODUCT_PATTERN)
 #: A JSONPath (``vars``) that reads steps or products it does not name: ``$.steps.*``,
 #: ``$.steps[...]``, ``$..x`` (recursive descent reaches every step).
 _WILDCARD_RE = re.compile(r"^\$(?:\.\.|\.(?:steps|products)(?:$|\.\*|\[|\.\.))")
+_ITEM_RE = re.compile(r"^(.+)\[(0|[1-9][0-9]*)\]$")
+
+
+def item_id(step_id: str, index: int) -> str:
+    """The id of item ``index`` of map step ``step_id``: ``"step_id[index]"``.
+
+    Brackets cannot occur in a spec's step ids, so an item id never collides with a
+    step's.
+    """
+    return f"{step_id}[{index}]"
+
+
+def item_index(step_id: str) -> int | None:
+    """The item index in an item id (``"x[3]"`` -> 3), ``None`` for a plain step id."""
+    if not step_id.endswith("]"):
+        return None
+    match = _ITEM_RE.match(step_id)
+    return int(match.group(2)) if match else None
+
+
+def plan_step_id(step_id: str) -> str:
+    """The spec step an id belongs to: the map step of an item id, else the id itself."""
+    if not step_id.endswith("]"):
+        return step_id
+    match = _ITEM_RE.match(step_id)
+    return match.group(1) if match else step_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +222,30 @@ class StepSpec:
     requires: tuple[str, ...] = ()
     #: The step cache (``cache:``), or ``None`` when the step is not cached.
     cache: CachePolicy | None = None
+    #: ``map:``: the compiled expression giving the list of items, or ``None`` for a
+    #: step that runs once. See ``runfox.graph`` (map steps).
+    map: Compiled | None = None
+    #: ``max_parallel`` of a map step: items in progress at once (``None``: no bound).
+    max_parallel: int | None = None
+    #: ``tolerate`` of a map step: an ``int`` is a count of item failures, a ``float``
+    #: a fraction (0..1) of the item count.
+    tolerate: int | float = 0
+
+    def tolerance(self, total: int) -> int:
+        """How many of ``total`` items may fail before this map step fails."""
+        if isinstance(self.tolerate, float):
+            return math.floor(self.tolerate * total + 1e-9)
+        return self.tolerate
+    #: A sub-workflow step (``workflow:``): the static name in the spec's ``workflows``
+    #: table, or the compiled rule that gives one when the step runs. ``fn`` is then
+    #: ``workflow:<name>`` (``workflow:*`` for a rule), a label no executor receives.
+    workflow: str | None = None
+    workflow_rule: Compiled | None = None
+
+    @property
+    def is_subworkflow(self) -> bool:
+        """True when the step runs a child workflow instead of a fn."""
+        return self.workflow is not None or self.workflow_rule is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +311,10 @@ class WorkflowSpec:
     producers: dict[str, str] = field(default_factory=dict, repr=False)
     #: True when some step has ``cache`` on (drivers look the cache up only then).
     cached: bool = False
+    #: The ``workflows`` table: sub-workflow specs by name (raw, as stored).
+    workflows: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: True when some step runs a sub-workflow (``workflow:``).
+    has_subworkflows: bool = False
 
     def ends_on_failure(self, step_id: str) -> bool:
         """Whether a failure of ``step_id`` ends the workflow at once."""
@@ -521,8 +585,10 @@ def load_spec(source: str | os.PathLike[str] | Mapping[str, Any]) -> WorkflowSpe
     A ``str`` is read as YAML text (as ``Workflow.from_yaml`` does); pass a
     ``pathlib.Path`` to read a file.
     """
+    from .subflows import resolve_workflows  # it parses the files this one names
+
     if isinstance(source, Mapping):
-        return spec_for(dict(source))
+        return spec_for(resolve_workflows(dict(source)))
     if isinstance(source, os.PathLike):
         path = Path(source)
         try:
@@ -530,8 +596,9 @@ def load_spec(source: str | os.PathLike[str] | Mapping[str, Any]) -> WorkflowSpe
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise SpecError([SpecProblem(str(path), f"cannot read: {exc.strerror}")]) from exc
-        return spec_for(parse_yaml(text, str(path)), source=str(path))
-    return spec_for(parse_yaml(source))
+        raw = resolve_workflows(parse_yaml(text, str(path)), path.parent, source=str(path))
+        return spec_for(raw, source=str(path))
+    return spec_for(resolve_workflows(parse_yaml(source)))
 
 
 def canonical_json(value: Any) -> str:
@@ -871,9 +938,13 @@ def _reads(step: dict[str, Any]) -> list[tuple[Any, bool]]:
     """The expressions a step evaluates: its input (a template), its branches' conditions
     (rules) and results (templates)."""
     found: list[tuple[Any, bool]] = []
+    if isinstance(step.get("workflow"), dict):
+        found.append((step["workflow"], True))
     raw_input = step.get("input")
     if isinstance(raw_input, dict):
         found.extend((value, True) for value in raw_input.values())
+    if step.get("map") is not None:
+        found.append((step["map"], True))
     branches = step.get("branch")
     if isinstance(branches, list):
         for entry in branches:
@@ -1262,6 +1333,18 @@ def _compile_step(problems: _Problems, place: str, sid: str | None, step: dict[s
     fn = step.get("fn")
     if fn is not None and (not isinstance(fn, str) or not fn):
         problems.add(f"{place}.fn", f"must be a non-empty string, got {fn!r}")
+    elif isinstance(fn, str) and fn.startswith(WORKFLOW_FN_PREFIX):
+        problems.add(f"{place}.fn", f"{fn!r}: names starting {WORKFLOW_FN_PREFIX!r} are kept "
+                                    "for sub-workflow steps (write workflow: instead)")
+    workflow, workflow_rule = _compile_workflow_field(problems, place, sid, step, refs)
+    if "fn" in step and "workflow" in step:
+        problems.add(place, "has both fn and workflow; a step runs a fn or a sub-workflow, "
+                            "not both")
+    elif "fn" not in step and "workflow" not in step:
+        problems.add(place, "missing 'fn' (the function name passed to the executor) or "
+                            "'workflow' (a sub-workflow to run)")
+    if "workflow" in step and "fn" not in step and (workflow or workflow_rule):
+        fn = WORKFLOW_FN_PREFIX + (workflow or "*")
     raw_input = step.get("input")
     if raw_input is None:
         raw_input = {}
@@ -1280,6 +1363,7 @@ def _compile_step(problems: _Problems, place: str, sid: str | None, step: dict[s
     cache = (defaults.cache if step.get("cache") is None
              else _parse_cache(problems, f"{place}.cache", step["cache"], defaults.cache))
     branches = _compile_branches(problems, place, sid, step.get("branch"), refs)
+    mapped = _compile_map(problems, place, sid, step, refs)
     if sid is None or not isinstance(fn, str) or not fn:
         return None
     return StepSpec(
@@ -1291,8 +1375,96 @@ def _compile_step(problems: _Problems, place: str, sid: str | None, step: dict[s
         on_dependency_failure=(_policy(step.get("on_dependency_failure"))
                                or defaults.on_dependency_failure),
         concurrency=concurrency or defaults.concurrency,
-        produces=products[0], requires=products[1], cache=cache,
+        produces=products[0], requires=products[1],
+        cache=cache if mapped[0] is None else None,  # a map step is never cached
+        map=mapped[0], max_parallel=mapped[1], tolerate=mapped[2],
+        workflow=workflow, workflow_rule=workflow_rule,
     )
+
+
+def _item_vars(value: Any) -> list[str]:
+    """Which of ``item`` and ``index`` an expression reads (none when it is malformed:
+    that is reported where it is compiled)."""
+    try:
+        roots = {path.split(".", 1)[0] for kind, path in find_refs(value, template=True)
+                 if kind == "var" and isinstance(path, str)}
+    except (ExpressionError, TypeError, ValueError, RecursionError):
+        return []
+    return sorted(roots & {"item", "index"})
+
+
+def _compile_map(problems: _Problems, place: str, sid: str | None, step: dict[str, Any],
+                 refs: _Refs) -> tuple[Compiled | None, int | None, int | float]:
+    """``map``, ``max_parallel`` and ``tolerate`` of one step (problems reported).
+
+    ``max_parallel`` and ``tolerate`` belong to map steps only; a map step may not
+    have ``branch`` (its output is a list, not an object a branch could read) nor
+    ``cache``. ``tolerate`` is a count (an integer >= 0) or a fraction (a number
+    with a decimal point, 0..1) of the items.
+    """
+    raw = step.get("map")
+    limit = step.get("max_parallel")
+    tolerate = step.get("tolerate")
+    if raw is None:
+        for name in ("max_parallel", "tolerate"):
+            if step.get(name) is not None:
+                problems.add(f"{place}.{name}", "applies to map steps only (add 'map')")
+        raw_input = step.get("input")
+        for key, value in (raw_input.items() if isinstance(raw_input, dict) else ()):
+            for name in _item_vars(value):
+                problems.add(f"{place}.input.{key}", f"reads {{var: {name}}}, which only a map "
+                                                     "step has (add 'map')")
+    if isinstance(step.get("workflow"), dict):
+        # The child's name is resolved once per claim of the step, before any item exists.
+        for name in _item_vars(step["workflow"]):
+            problems.add(f"{place}.workflow", f"reads {{var: {name}}}: a map step's sub-workflow "
+                                              "is chosen once for all its items (pass per-item "
+                                              "values in 'input')")
+    if raw is None:
+        return None, None, 0
+    compiled = _compile(problems, f"{place}.map", raw, template=True)
+    refs.check(f"{place}.map", sid, raw, template=True, allow_self=False)
+    for name in ("branch", "cache"):
+        if step.get(name) not in (None, False):
+            problems.add(f"{place}.{name}", f"a map step cannot have {name!r} (its output is "
+                                            "the list of its items' outputs)")
+    if limit is not None and (type(limit) is not int or limit < 1):
+        problems.add(f"{place}.max_parallel", f"must be an integer >= 1, got {limit!r}")
+        limit = None
+    share: int | float = 0
+    if tolerate is not None:
+        count = type(tolerate) is int and tolerate >= 0
+        if count or (type(tolerate) is float and 0.0 <= tolerate <= 1.0):
+            share = tolerate
+        else:
+            problems.add(f"{place}.tolerate", "must be a count of items (an integer >= 0) or "
+                                              f"a fraction of them (0.0 to 1.0), got "
+                                              f"{tolerate!r}")
+    return compiled, limit, share
+
+
+#: The ``fn`` of a sub-workflow step's job: ``workflow:<name>``. No executor gets one.
+WORKFLOW_FN_PREFIX = "workflow:"
+
+
+def _compile_workflow_field(problems: _Problems, place: str, sid: str | None,
+                            step: dict[str, Any], refs: _Refs
+                            ) -> tuple[str | None, Compiled | None]:
+    """A step's ``workflow``: a static name, or a JSON Logic rule giving one."""
+    raw = step.get("workflow")
+    if raw is None:
+        if "workflow" in step:
+            problems.add(f"{place}.workflow", "must be a workflow name or a JSON Logic rule, "
+                                              "got null")
+        return None, None
+    if isinstance(raw, str) and raw:
+        return raw, None
+    if isinstance(raw, dict) and raw:
+        refs.check(f"{place}.workflow", sid, raw, template=True, allow_self=False)
+        return None, _compile(problems, f"{place}.workflow", raw, template=True)
+    problems.add(f"{place}.workflow", f"must be a workflow name or a JSON Logic rule, got "
+                                      f"{raw!r}")
+    return None, None
 
 
 def _policy(raw: Any) -> str | None:
@@ -1325,7 +1497,8 @@ def _link(steps: list[StepSpec]) -> tuple[StepSpec, ...]:
 
 
 def compile_spec(
-    raw: dict[str, Any], *, source: str | None = None, workflow_id: str | None = None
+    raw: dict[str, Any], *, source: str | None = None, workflow_id: str | None = None,
+    _within: frozenset[str] | None = None,
 ) -> WorkflowSpec:
     """Validate ``raw`` completely and compile it. Raises ``SpecError`` listing every problem.
 
@@ -1371,6 +1544,10 @@ def compile_spec(
                               refs, defaults, products.of(ids[i]))
                 for i, step in enumerate(raw_steps) if isinstance(step, dict)]
     outputs = _compile_outputs(problems, raw.get("outputs"), refs)
+    from .subflows import check_workflows  # the table, its cycles and depth
+
+    table = check_workflows(problems, raw, dict(zip(ids, places, strict=True)), compiled,
+                            _within)
 
     if problems.items:
         raise SpecError(problems.items, source=source)
@@ -1388,6 +1565,8 @@ def compile_spec(
         max_parallel=int(max_parallel) if max_parallel is not None else None,
         producers={name: place[0] for name, place in products.producers.items()},
         cached=any(s.cache is not None for s in steps),
+        workflows=table,
+        has_subworkflows=any(s.is_subworkflow for s in steps),
         **_failure_plan(steps, defaults.on_dependency_failure),
     )
 

@@ -70,6 +70,8 @@ COMPILER_ONLY = (
     "max_attempts written as a float (2.0 is an integer to JSON Schema)",
     "concurrency.key: malformed JSON Logic, or reading anything but input and step_input",
     "concurrency.limit written as a float",
+    "a workflow step naming a sub-workflow missing from workflows, a cycle of "
+    "sub-workflows, or a chain deeper than limits.workflow_depth",
 )
 
 
@@ -183,8 +185,12 @@ BRANCH_FIELDS = (
 STEP_FIELDS = (
     Field("id", {"type": "string", "pattern": ID_PATTERN, "maxLength": MAX_ID_LENGTH},
           "unique; letters, digits, _ and -", required=True),
-    Field("fn", {"type": "string", "minLength": 1}, "the function name passed to the executor",
-          required=True),
+    Field("fn", {"type": "string", "minLength": 1, "not": {"pattern": "^workflow:"}},
+          "the function name passed to the executor (a step has fn or workflow)"),
+    Field("workflow", {"anyOf": [{"type": "string", "minLength": 1}, {"type": "object"}]},
+          "run a sub-workflow instead of a fn: a name in workflows (a file path or a "
+          "registered name, resolved when the spec is loaded), or a JSON Logic rule giving "
+          "one when the step runs; input becomes the child's workflow inputs"),
     Field("description", _TEXT, "for people", checked=True),
     Field("depends_on", {"anyOf": [{"type": "string"},
                                    {"type": "array", "items": {"type": "string"},
@@ -201,6 +207,15 @@ STEP_FIELDS = (
     Field("requires", _PRODUCTS, "products this step needs: it depends on their producers",
           nullable=True),
     *DEFAULT_FIELDS,
+    Field("map", _ANY, "run the step once per item of this JSON list (any expression "
+          "giving one); its input reads {var: item} and {var: index}; its output is the "
+          "list of the items' outputs, in item order", nullable=True),
+    Field("max_parallel", {"type": "integer", "minimum": 1},
+          "map steps: at most this many items in progress at once", nullable=True),
+    Field("tolerate", {"anyOf": [{"type": "integer", "minimum": 0},
+                                 {"type": "number", "minimum": 0, "maximum": 1}]},
+          "map steps: how many item failures the map survives: a count (2) or a fraction "
+          "of the items (0.25); failed items appear as error outputs", nullable=True),
 )
 
 INPUT_FIELDS = (
@@ -230,6 +245,10 @@ TOP_FIELDS = (
     Field("max_parallel", {"type": "integer", "minimum": 1},
           "at most this many steps of one execution in progress at once", nullable=True,
           checked=True),
+    Field("workflows", {"type": "object", "additionalProperties": {"type": "object"}},
+          "the sub-workflow specs workflow steps name, by name (filled in from files and "
+          "registered names when a spec is loaded, so the stored spec carries them)",
+          nullable=True),
 )
 
 
@@ -348,7 +367,8 @@ def json_schema() -> dict[str, Any]:
     defs: dict[str, Any] = {
         "defaults": _object(DEFAULT_FIELDS, "applied to steps that do not say"),
         "retry": _object(RETRY_FIELDS, "retry policy"),
-        "step": _object(STEP_FIELDS, "one step"),
+        "step": {**_object(STEP_FIELDS, "one step"),
+                 "oneOf": [{"required": ["fn"]}, {"required": ["workflow"]}]},
         "branch": _object(BRANCH_FIELDS, "one branch: a condition and an action"),
         "input": _object(INPUT_FIELDS, "one declared workflow input"),
         "concurrency": _object(CONCURRENCY_FIELDS, "a concurrency limit shared by key"),

@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 try:
@@ -49,12 +49,18 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environm
 
 from .backend import Backend, Cache, InProcessRunner, Runner, Store
 from .cache import cache_key
-from .errors import ConflictError, ExecutionStateError, UnknownStepError, WorkflowNotFound
+from .errors import (
+    ConflictError,
+    ExecutionStateError,
+    SpecError,
+    UnknownStepError,
+    WorkflowNotFound,
+)
 from .graph import advance, on_step_result
 from .history import Event
 from .ids import new_execution_id
 from .records import WorkflowRecord
-from .results import Complete, Dispatch, DispatchJob, Failed, Halt
+from .results import Complete, Dispatch, DispatchJob, Failed, Halt, Ignored
 from .spec import load_spec
 from .status import StepStatus, WorkflowStatus
 from .workflow import Workflow
@@ -65,9 +71,14 @@ __all__ = [
     "CountingExecutor",
     "FakeClock",
     "KeyedStoreContract",
+    "MapContract",
+    "OffloadContract",
+    "PayloadContract",
     "RunnerContract",
     "ScheduleContract",
     "StoreContract",
+    "SubWorkflowContract",
+    "SubworkflowExecutor",
     "WorkerRegistryContract",
     "bump",
     "cached_chain_fan_spec",
@@ -76,7 +87,12 @@ __all__ = [
     "fan_executor",
     "fan_spec",
     "job",
+    "large_text",
+    "map_executor",
+    "map_spec",
+    "map_subworkflow_spec",
     "new_record",
+    "subworkflow_spec",
 ]
 
 
@@ -666,7 +682,534 @@ class CountingExecutor:
         return calls
 
 
-class BackendContract:
+def map_spec(*, max_parallel: int | None = None, tolerate: int | float | None = None,
+             max_attempts: int = 1) -> dict[str, Any]:
+    """``ls`` lists ``input.n`` numbers, ``each`` maps ``sq`` over them (``{"y": x*x,
+    "i": index}``), ``total`` sums the list; ``outputs`` read the list too. For
+    ``map_executor``."""
+    each: dict[str, Any] = {"id": "each", "fn": "sq", "map": {"var": "steps.ls.output.xs"},
+                            "input": {"x": {"var": "item"}, "i": {"var": "index"}},
+                            "max_attempts": max_attempts}
+    if max_parallel is not None:
+        each["max_parallel"] = max_parallel
+    if tolerate is not None:
+        each["tolerate"] = tolerate
+    return {"name": "map", "steps": [
+        {"id": "ls", "fn": "ls", "input": {"n": {"var": "input.n"}}},
+        each,
+        {"id": "total", "fn": "total", "input": {"ys": {"var": "steps.each.output"}}},
+    ], "outputs": {"total": {"var": "steps.total.output.total"},
+                   "first": {"var": "steps.each.output.0.y"},
+                   "all": {"var": "steps.each.output"}}}
+
+
+def map_executor(fail: Callable[[int, int], bool] | None = None
+                 ) -> Callable[[str, dict[str, Any]], dict[str, Any]]:
+    """The executor of ``map_spec``; ``fail(x, call)`` (call counts from 1 per ``x``)
+    makes that attempt of ``sq`` fail."""
+    calls: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def execute(fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        if fn == "ls":
+            return {"xs": list(range(inputs["n"]))}
+        if fn == "sq":
+            x = inputs["x"]
+            with lock:
+                calls[x] = calls.get(x, 0) + 1
+                call = calls[x]
+            if fail is not None and fail(x, call):
+                return {"ok": False, "error": f"item {x} failed (call {call})"}
+            return {"y": x * x, "i": inputs["i"]}
+        if fn == "total":
+            return {"total": sum(o["y"] for o in inputs["ys"] if o.get("ok") is not False)}
+        raise ValueError(f"unknown fn {fn!r}")
+
+    execute.calls = calls  # type: ignore[attr-defined]
+    return execute
+
+
+class MapContract:
+    """Map steps (``map:``) on a backend: items are step records ``X[i]`` applied like
+    steps. Provide ``parts`` -> (store, runner); ``BackendContract`` includes this."""
+
+    def _map_run(self, parts: tuple[Store, Runner], spec: dict[str, Any], n: int,
+                 executor: Callable[[str, dict[str, Any]], dict[str, Any]]) -> Workflow:
+        store, runner = parts
+        backend = Backend(store=store, runner=runner, executor=executor, poll_interval=0.01)
+        return Workflow.from_dict(spec, backend, inputs={"n": n})
+
+    def test_map_outputs_are_the_items_outputs_in_order(
+            self, parts: tuple[Store, Runner]) -> None:
+        wf = self._map_run(parts, map_spec(), 25, map_executor())
+        result = wf.run(timeout=120)
+        assert isinstance(result, Complete), result
+        assert result.outcome["all"] == [{"y": i * i, "i": i} for i in range(25)]
+        assert result.outcome["total"] == sum(i * i for i in range(25))
+        assert result.outcome["first"] == 0
+        again = Backend(store=parts[0], runner=parts[1]).load(wf.id)  # from the store
+        assert again.steps["each"].items == 25
+        assert again.steps["each"].output == result.outcome["all"]
+        items = [again.steps[f"each[{i}]"] for i in range(25)]
+        assert all(s.status is StepStatus.COMPLETE and s.attempts == 1 for s in items)
+        assert [s.inputs for s in items] == [{"x": i, "i": i} for i in range(25)]
+
+    def test_map_over_an_empty_list_completes_with_an_empty_list(
+            self, parts: tuple[Store, Runner]) -> None:
+        executor = map_executor()
+        wf = self._map_run(parts, map_spec(), 0, executor)
+        result = wf.run(timeout=120)
+        assert isinstance(result, Complete), result
+        assert result.outcome == {"total": 0, "first": None, "all": []}
+        assert executor.calls == {}  # type: ignore[attr-defined]
+
+    def test_map_over_a_non_list_fails_the_step_naming_the_type(
+            self, parts: tuple[Store, Runner]) -> None:
+        spec = map_spec()
+        spec["steps"][1]["map"] = {"var": "steps.ls.output"}  # an object
+        wf = self._map_run(parts, spec, 3, map_executor())
+        result = wf.run(timeout=120)
+        assert isinstance(result, Failed), result
+        error = result.outcome["error"]
+        assert result.outcome["step"] == "each" and error["type"] == "MapError"
+        assert "'each'" in error["message"] and "'map'" in error["message"]
+        assert "got object" in error["message"]
+        each = wf.record.steps["each"]  # a data error, as an input error: never ran
+        assert each.status is StepStatus.FAILED and each.attempts == 0 and each.items is None
+
+    @pytest.mark.parametrize("tolerate", [2, 0.2])
+    def test_map_tolerates_item_failures(self, parts: tuple[Store, Runner],
+                                         tolerate: int | float) -> None:
+        wf = self._map_run(parts, map_spec(tolerate=tolerate), 10,
+                           map_executor(lambda x, _: x in (3, 7)))
+        result = wf.run(timeout=120)
+        assert isinstance(result, Complete), result
+        outputs = result.outcome["all"]
+        assert [o.get("ok") is False for o in outputs] == [i in (3, 7) for i in range(10)]
+        assert outputs[3]["error"] == "item 3 failed (call 1)"
+        assert outputs[4] == {"y": 16, "i": 4}
+        assert result.outcome["total"] == sum(i * i for i in range(10) if i not in (3, 7))
+
+    @pytest.mark.parametrize("tolerate", [1, 0.1])
+    def test_map_fails_past_its_tolerance(self, parts: tuple[Store, Runner],
+                                          tolerate: int | float) -> None:
+        wf = self._map_run(parts, map_spec(tolerate=tolerate, max_parallel=1), 10,
+                           map_executor(lambda x, _: x in (3, 5, 7)))
+        result = wf.run(timeout=120)
+        assert isinstance(result, Failed), result
+        error = result.outcome["error"]
+        assert error["type"] == "MapFailed" and error["item"] == 3
+        assert "2 of 10 items failed (tolerates 1)" in error["message"]
+        record = wf.record
+        assert record.steps["each"].status is StepStatus.FAILED
+        assert record.steps["each[5]"].status is StepStatus.FAILED
+        assert record.steps["each[6]"].status is StepStatus.SKIPPED  # never ran
+        assert record.steps["total"].status is StepStatus.SKIPPED
+
+    def test_map_retries_per_item(self, parts: tuple[Store, Runner]) -> None:
+        executor = map_executor(lambda x, call: x == 2 and call < 3)
+        wf = self._map_run(parts, map_spec(max_attempts=3), 5, executor)
+        result = wf.run(timeout=120)
+        assert isinstance(result, Complete), result
+        assert result.outcome["all"] == [{"y": i * i, "i": i} for i in range(5)]
+        assert executor.calls == {0: 1, 1: 1, 2: 3, 3: 1, 4: 1}  # type: ignore[attr-defined]
+        record = wf.record
+        assert record.steps["each[2]"].attempts == 3 and record.steps["each[2]"].run_id == 2
+        assert record.steps["each[1]"].attempts == 1 and record.steps["each"].attempts == 1
+
+    def _driven(self, parts: tuple[Store, Runner], spec: dict[str, Any], n: int
+                ) -> tuple[Backend, str, list[DispatchJob]]:
+        """A map execution driven by hand: ``ls`` applied, the first items claimed."""
+        store, runner = parts
+        backend = Backend(store=store, runner=runner)
+        key = backend.create(spec, {"n": n})
+        first = backend.advance(key)
+        assert isinstance(first, Dispatch) and [j.step_id for j in first.jobs] == ["ls"]
+        _, nxt = backend.apply_and_advance(key, [("ls", {"xs": list(range(n))},
+                                                  first.jobs[0].run_id)], dispatch=False)
+        assert isinstance(nxt, Dispatch)
+        return backend, key, list(nxt.jobs)
+
+    def test_map_max_parallel_bounds_items_in_progress(
+            self, parts: tuple[Store, Runner]) -> None:
+        backend, key, jobs = self._driven(parts, map_spec(max_parallel=3), 20)
+        assert [j.step_id for j in jobs] == ["each[0]", "each[1]", "each[2]"]
+        seen = [j.step_id for j in jobs]
+        most = 0
+        while jobs:
+            job = jobs.pop(0)
+            _, nxt = backend.apply_and_advance(
+                key, [(job.step_id, {"y": job.inputs["x"] ** 2, "i": job.inputs["i"]},
+                       job.run_id)], dispatch=False)
+            record = backend.load(key)
+            running = sum(record.steps[f"each[{i}]"].status is StepStatus.IN_PROGRESS
+                          for i in range(20))
+            most = max(most, running)
+            assert running <= 3
+            if isinstance(nxt, Dispatch):  # items only: "total" is left claimed
+                claimed = [j for j in nxt.jobs if j.step_id != "total"]
+                jobs.extend(claimed)
+                seen.extend(j.step_id for j in claimed)
+        assert most == 3
+        assert seen == [f"each[{i}]" for i in range(20)]  # claimed once each, in order
+        record = backend.load(key)
+        assert record.steps["each"].status is StepStatus.COMPLETE
+        assert record.steps["each"].output == [{"y": i * i, "i": i} for i in range(20)]
+        assert record.steps["total"].status is StepStatus.IN_PROGRESS
+
+    def test_map_item_results_with_a_stale_run_id_are_ignored(
+            self, parts: tuple[Store, Runner]) -> None:
+        spec = map_spec(max_attempts=2)
+        backend, key, jobs = self._driven(parts, spec, 3)
+        job = jobs[0]
+        assert job.step_id == "each[0]" and job.run_id == 0 and job.inputs == {"x": 0, "i": 0}
+        before = backend.load(key).version
+        stale = backend.apply_results(key, [("each[0]", {"y": 99}, 7)])
+        assert isinstance(stale[0], Ignored) and "run 7" in stale[0].reason
+        assert backend.load(key).version == before  # nothing written
+        # a failed attempt: retried with a new run id; the old run's result is stale
+        backend.apply_results(key, [("each[0]", {"ok": False, "error": "boom"}, 0)])
+        late = backend.apply_results(key, [("each[0]", {"y": 0, "i": 0}, 0)])
+        assert isinstance(late[0], Ignored)
+        retry = backend.advance(key)
+        assert isinstance(retry, Dispatch) and [(j.step_id, j.run_id) for j in retry.jobs] \
+            == [("each[0]", 1)]
+        for step_id, x, run in (("each[0]", 0, 1), ("each[1]", 1, 0), ("each[2]", 2, 0)):
+            done = backend.apply_results(key, [(step_id, {"y": x * x, "i": x}, run)])
+            assert not isinstance(done[0], Ignored)
+        again = backend.apply_results(key, [("each[2]", {"y": 4, "i": 2}, 0)])
+        assert isinstance(again[0], Ignored)  # a duplicate
+        assert backend.load(key).steps["each"].output == [{"y": x * x, "i": x}
+                                                          for x in range(3)]
+
+    def test_cancel_cancels_running_items_and_redrive_runs_the_map_again(
+            self, parts: tuple[Store, Runner]) -> None:
+        backend, key, _ = self._driven(parts, map_spec(max_parallel=2), 4)
+        backend.apply_results(key, [("each[0]", {"y": 0, "i": 0}, 0)])
+        backend.cancel(key, "test")
+        record = backend.load(key)
+        assert record.status is WorkflowStatus.CANCELLED
+        assert record.steps["each[1]"].status is StepStatus.CANCELLED
+        assert record.steps["each[3]"].status is StepStatus.SKIPPED
+        late = backend.apply_results(key, [("each[1]", {"y": 1, "i": 1}, 0)])
+        assert isinstance(late[0], Ignored)
+        backend.executor = map_executor()
+        assert "each" in backend.redrive(key, dispatch=False)
+        result = Workflow.resume(key, backend).run(timeout=120)
+        assert isinstance(result, Complete), result
+        assert result.outcome["all"] == [{"y": i * i, "i": i} for i in range(4)]
+
+    def test_large_item_outputs_and_the_assembled_list_go_by_reference(
+            self, parts: tuple[Store, Runner]) -> None:
+        """5 items of 300 KB each: every item output, and the map's output list as one
+        value, are stored by reference where the store offloads (SQL by default, AWS,
+        memory with a threshold); everyone downstream sees plain values."""
+        from .payloads import encode, make_ref
+
+        size = 300_000
+
+        def execute(fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
+            if fn == "ls":
+                return {"xs": list(range(inputs["n"]))}
+            if fn == "sq":
+                return {"i": inputs["i"], "text": large_text(size, inputs["x"])}
+            return {"total": sum(len(o["text"]) for o in inputs["ys"])}
+
+        wf = self._map_run(parts, map_spec(), 5, execute)
+        result = wf.run(timeout=300)
+        assert isinstance(result, Complete), result
+        assert result.outcome["total"] == 5 * size
+        assert [o["text"] for o in result.outcome["all"]] == [large_text(size, i)
+                                                            for i in range(5)]
+        store = parts[0]
+        offloader = store.payloads()
+        if offloader is None or offloader.threshold is None or offloader.threshold >= size:
+            return  # this store keeps values inline: passing through unchanged is the test
+        record = Backend(store=store, runner=parts[1]).load(wf.id)
+        listing = record.steps["each"].output
+        assert listing == result.outcome["all"]
+        assert make_ref(encode(listing))["$runfox_ref"] in offloader.store  # one value
+        for i in range(5):
+            item = record.steps[f"each[{i}]"].output
+            assert make_ref(encode(item))["$runfox_ref"] in offloader.store
+
+
+def subworkflow_spec(max_attempts: int = 1, child_fn: str = "inc") -> dict[str, Any]:
+    """A parent whose step ``a`` runs the sub-workflow ``child``, which runs ``grand``:
+    a chain of depth 3. With ``subworkflow_executor`` and input ``x`` the outcome is
+    ``{"v": x + 3}`` (one ``inc`` at each level). ``child_fn`` is the fn of the
+    child's own step (``fail`` makes the child fail)."""
+    grand = {"name": "grand", "inputs": {"x": {"type": "integer"}},
+             "steps": [{"id": "g", "fn": "inc", "input": {"x": {"var": "input.x"}}}],
+             "outputs": {"v": {"var": "steps.g.output.v"}}}
+    child = {"name": "child", "inputs": {"x": {"type": "integer"}},
+             "steps": [{"id": "c", "workflow": "grand", "input": {"x": {"var": "input.x"}}},
+                       {"id": "d", "fn": child_fn,
+                        "input": {"x": {"var": "steps.c.output.v"}}}],
+             "outputs": {"v": {"var": "steps.d.output.v"}}}
+    return {"name": "parent",
+            "steps": [{"id": "a", "workflow": "child", "max_attempts": max_attempts,
+                       "input": {"x": {"var": "input.x"}}},
+                      {"id": "b", "fn": "inc", "input": {"x": {"var": "steps.a.output.v"}}}],
+            "outputs": {"v": {"var": "steps.b.output.v"}},
+            "workflows": {"child": child, "grand": grand}}
+
+
+class SubworkflowExecutor:
+    """``inc`` returns ``{"v": x + 1}``; ``fail`` fails its attempt (``ok: false``)
+    the first ``failures`` times it is called, then acts as ``inc``; ``inc`` fails
+    every attempt whose ``x`` is in ``bad``. Thread-safe."""
+
+    def __init__(self, failures: int = 0, bad: Iterable[int] = ()) -> None:
+        self.failures = failures
+        self.bad = frozenset(bad)
+        self._lock = threading.Lock()
+
+    def __call__(self, fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        if fn == "fail":
+            with self._lock:
+                self.failures -= 1
+                failing = self.failures >= 0
+            if failing:
+                return {"ok": False, "error": "told to fail"}
+        elif fn != "inc":
+            raise ValueError(f"unknown fn {fn!r}")
+        elif inputs["x"] in self.bad:
+            return {"ok": False, "error": f"x={inputs['x']} is bad"}
+        return {"v": inputs["x"] + 1}
+
+
+def map_subworkflow_spec(xs: list[int], tolerate: int | None = None) -> dict[str, Any]:
+    """A parent whose map step ``a`` runs the sub-workflow ``child`` once per item of
+    ``xs`` (the child's one step is ``inc``); outcome ``all`` is the map's output, so
+    with ``SubworkflowExecutor`` it is ``[{"v": x + 1} for x in xs]``."""
+    child = {"name": "child", "inputs": {"x": {"type": "integer"}},
+             "steps": [{"id": "c", "fn": "inc", "input": {"x": {"var": "input.x"}}}],
+             "outputs": {"v": {"var": "steps.c.output.v"}}}
+    step: dict[str, Any] = {"id": "a", "workflow": "child", "map": {"var": "input.xs"},
+                            "input": {"x": {"var": "item"}}}
+    if tolerate is not None:
+        step["tolerate"] = tolerate
+    return {"name": "map-parent", "steps": [step], "outputs": {"all": {"var": "steps.a.output"}},
+            "workflows": {"child": child}}
+
+
+class SubWorkflowContract:
+    """Sub-workflows (``workflow:`` steps) over a store and runner; part of
+    ``BackendContract``. Provide ``parts`` -> (store, runner)."""
+
+    def _backend(self, parts: tuple[Store, Runner], executor: Any = None) -> Backend:
+        store, runner = parts
+        return Backend(store=store, runner=runner, executor=executor, poll_interval=0.01)
+
+    def test_a_chain_of_depth_three_completes_and_records_its_children(
+            self, parts: tuple[Store, Runner]) -> None:
+        backend = self._backend(parts, SubworkflowExecutor())
+        wf = Workflow.from_dict(subworkflow_spec(), backend, inputs={"x": 1})
+        result = wf.run(timeout=120)
+        assert isinstance(result, Complete) and result.outcome == {"v": 4}
+        again = Backend(store=parts[0], runner=parts[1])  # from the store, not a cache
+        parent = again.load(wf.id)
+        child_key = parent.steps["a"].child
+        assert child_key is not None and parent.steps["a"].output == {"v": 3}
+        assert parent.steps["b"].child is None and parent.parent is None
+        child = again.load(child_key)
+        assert child.status is WorkflowStatus.COMPLETE and child.inputs == {"x": 1}
+        assert child.parent == {"execution": wf.id, "step": "a", "run_id": 0, "depth": 1}
+        grand = again.load(child.steps["c"].child or "")
+        assert grand.parent == {"execution": child_key, "step": "c", "run_id": 0, "depth": 2}
+        assert grand.outcome == {"v": 2} and child.outcome == {"v": 3}
+
+    def test_a_failing_child_fails_the_step_and_a_retry_runs_a_new_child(
+            self, parts: tuple[Store, Runner]) -> None:
+        backend = self._backend(parts, SubworkflowExecutor(failures=1))
+        wf = Workflow.from_dict(subworkflow_spec(max_attempts=2, child_fn="fail"), backend,
+                                inputs={"x": 1})
+        result = wf.run(timeout=120)
+        assert isinstance(result, Complete) and result.outcome == {"v": 4}
+        step = wf.record.steps["a"]
+        assert step.attempts == 2 and step.run_id == 1
+        from .backend.children import child_key
+        first = child_key(wf.record, "a", 0, "child")
+        assert first != step.child
+        assert backend.load(first).status is WorkflowStatus.FAILED
+        assert backend.load(step.child or "").status is WorkflowStatus.COMPLETE
+
+    def test_a_child_that_fails_for_good_fails_the_parent(
+            self, parts: tuple[Store, Runner]) -> None:
+        backend = self._backend(parts, SubworkflowExecutor(failures=5))
+        wf = Workflow.from_dict(subworkflow_spec(child_fn="fail"), backend, inputs={"x": 1})
+        result = wf.run(timeout=120)
+        assert isinstance(result, Failed)
+        error = result.outcome["error"]
+        step = wf.record.steps["a"]
+        assert result.outcome["step"] == "a" and error["type"] == "ChildFailed"
+        assert step.child is not None and step.child in error["message"]
+        assert "'d'" in error["message"] and "told to fail" in error["message"]
+        assert step.output is not None and step.output["child"] == step.child
+
+    def test_cancelling_the_parent_cancels_its_children(
+            self, parts: tuple[Store, Runner]) -> None:
+        backend = self._backend(parts)  # no executor: the grandchild's job stays queued
+        wf = Workflow.from_dict(subworkflow_spec(), backend, inputs={"x": 1})
+        backend.apply_and_advance(wf.id)
+        child_key = wf.record.steps["a"].child or ""
+        grand_key = backend.load(child_key).steps["c"].child or ""
+        assert backend.load(grand_key).steps["g"].status is StepStatus.IN_PROGRESS
+        wf.cancel("stop")
+        for key in (wf.id, child_key, grand_key):
+            assert backend.load(key).status is WorkflowStatus.CANCELLED, key
+        assert wf.record.steps["a"].status is StepStatus.CANCELLED
+        # a late result of the grandchild's job changes nothing
+        backend.apply_and_advance(grand_key, [("g", {"v": 2}, 0)])
+        assert backend.load(grand_key).status is WorkflowStatus.CANCELLED
+        assert backend.load(wf.id).status is WorkflowStatus.CANCELLED
+
+    def test_a_static_name_missing_from_workflows_is_a_compile_error(
+            self, parts: tuple[Store, Runner]) -> None:
+        backend = self._backend(parts, SubworkflowExecutor())
+        spec = subworkflow_spec()
+        del spec["workflows"]["grand"]
+        with pytest.raises(SpecError, match=r"workflows\['child'\]\.steps\[0\] 'c'\.workflow: "
+                                            r"unknown workflow 'grand' \(known: 'child'\)"):
+            Workflow.from_dict(spec, backend, inputs={"x": 1})
+        assert parts[0].list_executions() == []
+
+    def test_a_cycle_of_subworkflows_is_refused_with_its_chain(
+            self, parts: tuple[Store, Runner]) -> None:
+        spec = subworkflow_spec()
+        spec["workflows"]["grand"]["steps"][0] = {"id": "g", "workflow": "child",
+                                                  "input": {"x": {"var": "input.x"}}}
+        with pytest.raises(SpecError, match="parent -> child -> grand -> child"):
+            Workflow.from_dict(spec, self._backend(parts))
+        assert parts[0].list_executions() == []
+
+    def test_a_dynamic_name_that_is_unknown_fails_the_step_without_retries(
+            self, parts: tuple[Store, Runner]) -> None:
+        backend = self._backend(parts, SubworkflowExecutor())
+        spec = subworkflow_spec(max_attempts=3)
+        spec["steps"][0]["workflow"] = {"var": "input.which"}
+        spec["steps"][0]["input"] = {"x": 1}
+        wf = Workflow.from_dict(spec, backend, inputs={"which": "child"})
+        assert wf.run(timeout=120) == Complete({"v": 4})
+        wf = Workflow.from_dict(spec, backend, inputs={"which": "ghost"})
+        result = wf.run(timeout=120)
+        assert isinstance(result, Failed)
+        step = wf.record.steps["a"]
+        assert step.attempts == 1 and step.child is None
+        assert step.error is not None and step.error["type"] == "UnknownWorkflow"
+        assert "'ghost'" in step.error["message"] and "'child'" in step.error["message"]
+
+    def test_a_sweep_repairs_a_crash_on_either_side_of_a_child(
+            self, parts: tuple[Store, Runner]) -> None:
+        backend = self._backend(parts, SubworkflowExecutor())
+        wf = Workflow.from_dict(subworkflow_spec(), backend, inputs={"x": 1})
+        backend.advance(wf.id)  # claimed (the child's key recorded), then the process died
+        child_key = wf.record.steps["a"].child or ""
+        with pytest.raises(WorkflowNotFound):
+            backend.load(child_key)
+        backend.redispatch_stale(wf.id, 0.0)  # the sweep creates the missing child
+        assert backend.load(child_key).status is WorkflowStatus.IN_PROGRESS
+        # The child runs to its end, but the process dies before the parent hears of it.
+        silent = self._backend(parts, SubworkflowExecutor())
+        report = silent._children.report
+
+        def lost(child: WorkflowRecord) -> None:  # reports to the top parent are lost
+            if (child.parent or {}).get("execution") != wf.id:
+                report(child)
+
+        silent._children.report = lost  # type: ignore[method-assign]
+        assert isinstance(Workflow(child_key, silent).run(timeout=120), Complete)
+        assert wf.record.steps["a"].status is StepStatus.IN_PROGRESS
+        backend.redispatch_stale(wf.id, 0.0)  # the sweep finds the ended child
+        assert wf.record.steps["a"].output == {"v": 3}
+        assert wf.run(timeout=120) == Complete({"v": 4})
+
+
+    # -- a map over a workflow step: one child per item ------------------------------
+
+    def test_a_map_over_a_workflow_step_runs_one_child_per_item(
+            self, parts: tuple[Store, Runner]) -> None:
+        backend = self._backend(parts, SubworkflowExecutor())
+        xs = [10, 11, 12, 13, 14]
+        wf = Workflow.from_dict(map_subworkflow_spec(xs), backend, inputs={"xs": xs})
+        result = wf.run(timeout=120)
+        assert isinstance(result, Complete), result
+        assert result.outcome == {"all": [{"v": x + 1} for x in xs]}  # item order
+        again = Backend(store=parts[0], runner=parts[1])  # from the store, not a cache
+        parent = again.load(wf.id)
+        assert parent.steps["a"].items == 5 and parent.steps["a"].child is None
+        keys = [parent.steps[f"a[{i}]"].child for i in range(5)]
+        assert all(keys) and len(set(keys)) == 5
+        for i, key in enumerate(keys):
+            child = again.load(key or "")
+            assert child.status is WorkflowStatus.COMPLETE and child.inputs == {"x": xs[i]}
+            assert child.parent == {"execution": wf.id, "step": f"a[{i}]", "run_id": 0,
+                                    "depth": 1}
+
+    @pytest.mark.parametrize("tolerate", [1, 0])
+    def test_a_failing_child_item_counts_against_tolerate(
+            self, parts: tuple[Store, Runner], tolerate: int) -> None:
+        backend = self._backend(parts, SubworkflowExecutor(bad=[12]))
+        xs = [10, 11, 12, 13, 14]
+        wf = Workflow.from_dict(map_subworkflow_spec(xs, tolerate=tolerate), backend,
+                                inputs={"xs": xs})
+        result = wf.run(timeout=120)
+        item = wf.record.steps["a[2]"]
+        assert item.status is StepStatus.FAILED and item.error is not None
+        assert item.error["type"] == "ChildFailed" and "x=12 is bad" in item.error["message"]
+        assert backend.load(item.child or "").status is WorkflowStatus.FAILED
+        if tolerate:
+            assert isinstance(result, Complete), result
+            outputs = result.outcome["all"]
+            assert [o.get("ok") is False for o in outputs] == [x == 12 for x in xs]
+            assert outputs[2]["child"] == item.child and outputs[3] == {"v": 14}
+        else:
+            assert isinstance(result, Failed), result
+            error = result.outcome["error"]
+            assert error["type"] == "MapFailed" and error["item"] == 2
+
+    def test_an_unknown_dynamic_name_fails_each_item_against_tolerate(
+            self, parts: tuple[Store, Runner]) -> None:
+        backend = self._backend(parts, SubworkflowExecutor())
+        spec = map_subworkflow_spec([1, 2, 3], tolerate=3)
+        spec["steps"][0]["workflow"] = {"var": "input.which"}
+        spec["steps"][0]["max_parallel"] = 1
+        wf = Workflow.from_dict(spec, backend, inputs={"xs": [1, 2, 3], "which": "ghost"})
+        result = wf.run(timeout=120)
+        assert isinstance(result, Complete), result  # three failures, three tolerated
+        assert [o["error_type"] for o in result.outcome["all"]] == ["UnknownWorkflow"] * 3
+        assert "'ghost'" in result.outcome["all"][0]["error"]
+        spec["steps"][0]["tolerate"] = 0
+        wf = Workflow.from_dict(spec, backend, inputs={"xs": [1, 2, 3], "which": "ghost"})
+        result = wf.run(timeout=120)
+        assert isinstance(result, Failed) and result.outcome["step"] == "a", result
+        assert result.outcome["error"]["type"] == "MapFailed"
+        record = wf.record
+        assert record.steps["a[0]"].attempts == 1 and record.steps["a[0]"].child is None
+        assert record.steps["a[1]"].status is StepStatus.SKIPPED
+
+    def test_cancelling_the_parent_cancels_the_item_children(
+            self, parts: tuple[Store, Runner]) -> None:
+        backend = self._backend(parts)  # no executor: every child's job stays queued
+        xs = [1, 2, 3, 4, 5]
+        wf = Workflow.from_dict(map_subworkflow_spec(xs), backend, inputs={"xs": xs})
+        backend.apply_and_advance(wf.id)
+        record = wf.record
+        keys = [record.steps[f"a[{i}]"].child or "" for i in range(5)]
+        for key in keys:
+            assert backend.load(key).steps["c"].status is StepStatus.IN_PROGRESS, key
+        wf.cancel("stop")
+        for key in keys:
+            assert backend.load(key).status is WorkflowStatus.CANCELLED, key
+        record = wf.record
+        assert record.steps["a[0]"].status is StepStatus.CANCELLED
+        backend.apply_and_advance(keys[0], [("c", {"v": 2}, 0)])  # a late result
+        assert backend.load(keys[0]).status is WorkflowStatus.CANCELLED
+        assert backend.load(wf.id).status is WorkflowStatus.CANCELLED
+
+
+class BackendContract(MapContract, SubWorkflowContract):
     """Whole workflows over a store and runner. Provide ``parts`` -> (store, runner)."""
 
     def test_runs_a_fan_out_to_completion(self, parts: tuple[Store, Runner]) -> None:
@@ -1095,6 +1638,53 @@ class BackendContract:
         with pytest.raises(WorkflowNotFound):
             ghost.rerun(timeout=5)
         assert len(store.list_executions(limit=1000)) == before
+
+    # -- large payloads (runfox.payloads) ---------------------------------------------
+
+    def test_a_5_mb_output_and_input_pass_through_unchanged(self, parts: tuple[Store, Runner]
+                                                            ) -> None:
+        """A 5 MB step output reaches the next step's inputs and the outcome unchanged,
+        and so does a 5 MB workflow input, whatever the store's and queue's limits."""
+        store, runner = parts
+        big, seed = large_text(5_000_000, 1), large_text(5_000_000, 2)
+        seen: dict[str, Any] = {}
+
+        def executor(fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
+            if fn == "make":
+                seen["seed_in_make"] = inputs["seed"] == seed
+                return {"blob": big, "tag": "made"}
+            seen["blob_in_use"] = inputs["blob"] == big
+            return {"blob": inputs["blob"], "length": len(inputs["blob"]),
+                    "seed_ok": inputs["seed"] == seed}
+
+        spec = {"name": "large", "steps": [
+            {"id": "make", "fn": "make", "input": {"seed": {"var": "input.seed"}}},
+            {"id": "use", "fn": "use", "depends_on": ["make"],
+             "input": {"blob": {"var": "steps.make.output.blob"},
+                       "seed": {"var": "input.seed"}}}],
+            "outputs": {"blob": {"var": "steps.use.output.blob"},
+                        "tag": {"var": "steps.make.output.tag"},
+                        "length": {"var": "steps.use.output.length"},
+                        "seed_ok": {"var": "steps.use.output.seed_ok"}}}
+        backend = Backend(store=store, runner=runner, executor=executor, poll_interval=0.01)
+        wf = Workflow.from_dict(spec, backend, inputs={"seed": seed})
+        result = wf.run(timeout=300)
+        assert isinstance(result, Complete), result
+        assert seen == {"seed_in_make": True, "blob_in_use": True}
+        assert result.outcome["blob"] == big
+        assert result.outcome["tag"] == "made" and result.outcome["length"] == len(big)
+        assert result.outcome["seed_ok"] is True
+        again = Workflow.resume(wf.id, Backend(store=store, runner=runner)).record
+        assert again.inputs == {"seed": seed}
+        assert again.steps["make"].output == {"blob": big, "tag": "made"}
+        assert again.steps["use"].inputs == {"blob": big, "seed": seed}
+        assert again.outcome == result.outcome
+        offloader = store.payloads()
+        if offloader is not None and offloader.threshold is not None:
+            from .payloads import encode, make_ref
+
+            key = make_ref(encode({"blob": big, "tag": "made"}))["$runfox_ref"]
+            assert key in offloader.store  # stored once, by reference
 
 
 class CacheContract:
@@ -1565,3 +2155,154 @@ class WorkerRegistryContract:
         assert [w.id for w in seen] == [worker.id]
         assert seen[0].interval == 1.0 and seen[0].lease == 3.0
         assert store.workers().list() == []  # removed on a clean stop
+
+
+def large_text(size: int, seed: int = 0) -> str:
+    """``size`` characters of hex that compress poorly (deterministic for ``seed``)."""
+    import random
+
+    return random.Random(seed).randbytes(size // 2 + 1).hex()[:size]
+
+
+class PayloadContract:
+    """What every ``PayloadStore`` must do. Provide a ``payloads`` fixture (fresh, empty)."""
+
+    def test_put_then_get(self, payloads: Any) -> None:
+        blob = json.dumps({"text": "héllo ✓", "n": [1, 2.5, None]}).encode()
+        key = payloads.put(blob)
+        assert key.startswith("sha256:") and len(key) == 71
+        assert payloads.get(key) == blob
+        assert key in payloads
+
+    def test_put_is_idempotent_and_content_addressed(self, payloads: Any) -> None:
+        first, second = payloads.put(b'"same"'), payloads.put(b'"same"')
+        assert first == second
+        assert payloads.get(first) == b'"same"'
+        assert payloads.put(b'"other"') != first
+
+    def test_a_missing_blob_is_payload_missing_naming_its_key(self, payloads: Any) -> None:
+        from .errors import PayloadMissing
+        from .payloads import blob_key
+
+        key = blob_key(b'"never stored"')
+        with pytest.raises(PayloadMissing) as caught:
+            payloads.get(key)
+        assert caught.value.key == key and key in str(caught.value)
+        assert key not in payloads
+
+    def test_bad_keys_are_refused(self, payloads: Any) -> None:
+        for bad in ("", "sha256:xyz", "md5:" + "0" * 32, "sha256:" + "A" * 64):
+            with pytest.raises(ValueError):
+                payloads.get(bad)
+        with pytest.raises(ValueError):
+            payloads.put_keyed("sha256:" + "0" * 64, b'"not that"')
+
+    def test_delete_counts_what_was_there(self, payloads: Any) -> None:
+        a, b = payloads.put(b"1"), payloads.put(b"2")
+        assert payloads.delete([a, a]) == 1
+        assert a not in payloads and b in payloads
+        assert payloads.delete([a]) == 0
+        assert payloads.delete([]) == 0
+
+    def test_a_5_mb_blob_round_trips(self, payloads: Any) -> None:
+        blob = json.dumps({"rows": large_text(5_000_000, 3)}).encode()
+        assert payloads.get(payloads.put(blob)) == blob
+
+    def test_an_offloader_packs_and_a_fresh_one_unpacks(self, payloads: Any) -> None:
+        from .backend.payload_store import Offloader
+        from .payloads import REF_KEY, is_ref
+
+        value = {"rows": [large_text(2000, 4)], "note": "ü"}
+        packed = Offloader(payloads, 1000).pack(value)
+        assert is_ref(packed) and packed["size"] > 1000 and packed["preview"].startswith("{")
+        assert Offloader(payloads, 1000).unpack(packed) == value  # read from the store
+        assert Offloader(payloads, 1000).pack({"small": 1}) == {"small": 1}
+        lookalike = {REF_KEY: "mine", "x": 1}  # user data: escaped by offloading it
+        escaped = Offloader(payloads, None).pack(lookalike)
+        assert is_ref(escaped) and Offloader(payloads, None).unpack(escaped) == lookalike
+
+    def test_racing_puts_of_one_blob_leave_it_whole(self, payloads: Any) -> None:
+        blob = json.dumps(large_text(100_000, 5)).encode()
+        errors: list[BaseException] = []
+
+        def put() -> None:
+            try:
+                payloads.put(blob)
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=put) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert errors == []
+        assert payloads.get(payloads.put(blob)) == blob
+
+
+class OffloadContract:
+    """A store that offloads large values. Provide ``store`` (fresh, empty, with
+    ``payloads()`` set and a threshold) and ``reopen`` (a new store object on the same
+    data, with its own offloader, as another process would open it)."""
+
+    def _offloader(self, store: Store) -> Any:
+        offloader = store.payloads()
+        assert offloader is not None and offloader.threshold is not None, \
+            f"{type(store).__name__} was given no offloading threshold"
+        return offloader
+
+    def test_large_values_are_stored_by_reference(self, store: Store,
+                                                  reopen: Callable[[], Store]) -> None:
+        from .payloads import encode, make_ref
+
+        offloader = self._offloader(store)
+        big = large_text(offloader.threshold + 100, 6)
+        v1 = new_record(fan_spec(2), {"n": 1, "doc": big})
+        store.write(v1)
+        v2 = bump(advance(v1, 10.0)[0], v1)
+        store.write(v2, previous=v1)
+        output = {"n": 1, "blob": big}
+        r3, _ = on_step_result(v2, "root", output, 0, 11.0)
+        v3 = bump(r3.evolve(state={**r3.state, "big": big, "small": 1}), v2)
+        store.write(v3, previous=v2)
+        for key in (make_ref(encode(output))["$runfox_ref"],
+                    make_ref(encode(v1.inputs))["$runfox_ref"],
+                    make_ref(encode(big))["$runfox_ref"]):
+            assert key in offloader.store
+        loaded = reopen().load(v1.workflow_execution_id)
+        assert loaded.to_dict() == v3.to_dict()
+        assert loaded.defects == ()
+
+    def test_a_missing_blob_is_a_defect_naming_its_key(self, store: Store,
+                                                       reopen: Callable[[], Store]) -> None:
+        from .payloads import encode, make_ref
+
+        offloader = self._offloader(store)
+        big = large_text(offloader.threshold + 100, 7)
+        v1 = new_record(fan_spec(2), {"n": 1, "note": "kept"})
+        store.write(v1)
+        v2 = bump(advance(v1, 10.0)[0], v1)
+        store.write(v2, previous=v1)
+        r3, _ = on_step_result(v2, "root", {"n": 1, "blob": big}, 0, 11.0)
+        v3 = bump(r3, v2)
+        store.write(v3, previous=v2)
+        ref = make_ref(encode({"n": 1, "blob": big}))
+        key = ref["$runfox_ref"]
+        assert offloader.delete([key]) == 1
+
+        loaded = reopen().load(v1.workflow_execution_id)  # still loads
+        (defect,) = loaded.defects
+        assert defect.where == "steps.root.output" and defect.step == "root"
+        assert key in defect.message and defect.stored == ref
+        assert loaded.steps["root"].output == ref  # the reference is kept, not lost
+        assert loaded.inputs == {"n": 1, "note": "kept"} and loaded.version == 3
+        assert {s.status for sid, s in loaded.steps.items() if sid != "root"} == {
+            StepStatus.READY}
+        assert loaded.steps["root"].status is StepStatus.COMPLETE
+
+        backend = Backend(store=reopen(), runner=InProcessRunner())
+        result = backend.advance(v1.workflow_execution_id)
+        assert isinstance(result, Failed)
+        error = backend.load(v1.workflow_execution_id).outcome["error"]
+        assert error["type"] == "CorruptRecord" and key in error["message"]
+        assert error["where"] == "steps.root.output" and error["stored"] == ref

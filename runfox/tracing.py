@@ -7,6 +7,11 @@ The span goes to whatever tracer provider the process configured (the
 ``opentelemetry-sdk`` with an exporter, or an auto-instrumentation agent); with no
 provider configured the API's default does nothing. Without ``opentelemetry-api``
 installed nothing is imported and nothing happens, at no cost per job.
+
+Per job, ``record_job`` first asks for the global provider: while it is still the
+API's placeholder (nothing configured) no span is built at all, and the tracer
+of a configured provider is looked up once and kept (it is asked again only if
+the provider object changes).
 """
 
 from __future__ import annotations
@@ -23,6 +28,10 @@ except ImportError:  # pragma: no cover - depends on what is installed
     _trace = None  # type: ignore[assignment]
 
 
+# The provider the kept tracer came from, and that tracer.
+_kept: tuple[Any, Any] = (None, None)
+
+
 def enabled() -> bool:
     """Whether ``opentelemetry-api`` is installed (spans are then reported)."""
     return _trace is not None
@@ -32,9 +41,16 @@ def record_job(job: DispatchJob, started_at: float, seconds: float, worker: str,
                error_type: str | None) -> None:
     """Report one finished job as a span from ``started_at`` (epoch seconds) lasting
     ``seconds``; ``error_type`` is ``None`` for a successful attempt."""
+    global _kept
     if _trace is None:
         return
-    tracer = _trace.get_tracer("runfox")
+    provider = _trace.get_tracer_provider()
+    if isinstance(provider, _trace.ProxyTracerProvider):
+        return  # no provider configured: the span would be dropped unseen
+    kept_provider, tracer = _kept
+    if kept_provider is not provider:
+        tracer = provider.get_tracer("runfox")
+        _kept = (provider, tracer)
     attributes: dict[str, Any] = {
         "runfox.execution": job.workflow_execution_id, "runfox.step": job.step_id,
         "runfox.fn": job.fn, "runfox.run_id": job.run_id, "runfox.attempt": job.attempt,

@@ -25,7 +25,7 @@ from .graph import advance, on_step_result
 from .history import Event
 from .inprocess import InProcessWorker
 from .jsonvalue import json_clone
-from .records import StepRecord, WorkflowRecord
+from .records import StepRecord, WorkflowRecord, item_counts, progress_counts
 from .results import Dispatch, Pending, Result, Terminal
 from .spec import WorkflowSpec, load_spec, parse_yaml
 from .status import StepStatus, WorkflowStatus
@@ -197,8 +197,12 @@ class Workflow:
         # execution has been idle this long; runners drop jobs they already hold.
         stale_after = 0.0 if worker is not None else 30.0
         outage: _Outage | None = None
+        # Sub-workflow steps run child executions, whose results this loop applies too.
+        children: bool | None = None
         while True:
             try:
+                if children is None:
+                    children = backend.load_shared(self.id).plan.has_subworkflows
                 _, nxt = backend.apply_and_advance(self.id, results)
                 results = []
                 if isinstance(nxt, Terminal):
@@ -206,6 +210,8 @@ class Workflow:
                 if on_progress is not None:
                     on_progress(self)
                 ran = worker.run(self.id) if worker is not None else 0
+                if children:
+                    ran += backend.drive_children(self.id)
                 results = backend.gather(self.id)
             except BackendUnavailable as exc:
                 # A database restart or a lock storm: keep what was gathered, wait
@@ -324,17 +330,24 @@ class Workflow:
 
     @property
     def step_statuses(self) -> dict[str, StepStatus]:
-        return {s.id: s.status for s in self.backend.load_shared(self.id).steps.values()}
+        """The status of each step of the spec, in spec order. A map step's items
+        (``X[i]``) are not listed: see ``item_counts``, or ``record.steps``."""
+        record = self.backend.load_shared(self.id)
+        return {spec.id: record.steps[spec.id].status for spec in record.plan.steps}
 
     @property
     def progress(self) -> dict[str, int]:
-        """How many steps are in each status, plus ``total``."""
+        """How many steps of the spec are in each status, plus ``total``; a map step
+        counts once, whatever its item count (``item_counts`` has the items)."""
+        return progress_counts(self.backend.load_shared(self.id))
+
+    def item_counts(self, step: str) -> dict[str, int] | None:
+        """The items of map step ``step``: ``total``, ``settled``, ``complete``,
+        ``failed`` and ``in_progress``; ``None`` before the step is claimed (or for a
+        step without ``map``). ``UnknownStepError`` for an unknown step."""
         record = self.backend.load_shared(self.id)
-        counts = {status.value: 0 for status in StepStatus}
-        for step in record.steps.values():
-            counts[step.status.value] += 1
-        counts["total"] = len(record.steps)
-        return counts
+        record.plan.known_steps([step])
+        return item_counts(record, step)
 
     @property
     def step_durations(self) -> dict[str, float]:

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -173,3 +174,41 @@ def test_every_example_is_covered() -> None:
     assert found == set(EXPECTED), (
         f"examples without a test: {sorted(found - set(EXPECTED))}; "
         f"tests without an example: {sorted(set(EXPECTED) - found)}")
+
+
+def test_the_subworkflow_example_runs_through_runfox_run(tmp_path: Path) -> None:
+    """examples/subworkflow: a parent whose step runs shipping.yaml as a child execution;
+    ``runfox status`` shows the child's id on the step, and the child names its parent."""
+    import json
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    db = f"sqlite:///{tmp_path / 'runfox.db'}"
+    cli = [sys.executable, "-m", "runfox.cli"]
+    done = subprocess.run(
+        [*cli, "run", "examples/subworkflow/parent.yaml", "--backend", db,
+         "--executor", "examples.subworkflow.tasks:execute",
+         "--input", 'items=[{"sku": "mug", "price": 850, "grams": 400}, '
+                    '{"sku": "pot", "price": 2400, "grams": 1300}]',
+         "--input", "address=1 Quay St"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"boxes": 2, "total": 3250,
+                                       "receipt": "paid 32.50, tracking TRK-1QUAYS-2"}
+    wf_id = next(line.split()[-1] for line in done.stderr.splitlines()
+                 if line.startswith("runfox: execution "))
+
+    def status(key: str) -> dict[str, Any]:
+        shown = subprocess.run([*cli, "status", key, "--json", "--backend", db], cwd=ROOT,
+                               env=env, capture_output=True, text=True, timeout=120,
+                               check=True)
+        return dict(json.loads(shown.stdout))
+
+    parent = status(wf_id)
+    child_id = parent["steps"]["ship"]["child"]
+    child = status(child_id)
+    assert child["name"] == "shipping" and child["status"] == "complete"
+    assert child["parent"] == {"execution": wf_id, "step": "ship", "run_id": 0, "depth": 1}
+    assert child["inputs"] == {"address": "1 Quay St", "grams": 1700}
+    assert child["outcome"] == {"boxes": 2, "tracking": "TRK-1QUAYS-2"}
+    assert parent["steps"]["ship"]["output"] == child["outcome"]

@@ -28,9 +28,10 @@ LAYERS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     # context. User code imports it; the harness (workers) sets the context.
     ("authoring", ("runfox.authoring", "runfox.authoring.*"), ("foundation",)),
     ("spec", ("runfox.spec", "runfox.spec_schema", "runfox.actions", "runfox.expressions",
-              "runfox.retry", "runfox.cache"), ("foundation",)),
+              "runfox.retry", "runfox.cache",
+              "runfox.subflows"), ("foundation",)),
     ("records", ("runfox.records", "runfox.status", "runfox.results", "runfox.ids",
-                 "runfox.schedule", "runfox.history"),
+                 "runfox.schedule", "runfox.history", "runfox.payloads"),
      ("spec",)),
     ("graph", ("runfox.graph",), ("records",)),
     ("store/runner", (
@@ -43,10 +44,12 @@ LAYERS: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
         "runfox.backend.aws.store", "runfox.backend.aws.runner",
         "runfox.backend.aws.schedules", "runfox.backend.aws.slots",
         "runfox.backend.aws.testing",
+        "runfox.backend.payload_store", "runfox.backend.aws.payloads",
     ), ("records",)),
     ("backend", (
         "runfox.backend.base", "runfox.backend.urls", "runfox.backend.registry",
         "runfox.backend.aws.config",
+        "runfox.backend.children",
     ), ("graph", "store/runner")),
     # Calling an executor, and the harnesses built only on that: the in-process
     # worker and the Lambda handlers with their entry point.

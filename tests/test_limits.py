@@ -291,10 +291,10 @@ def test_log_writes_at_debug_not_info(caplog: pytest.LogCaptureFixture) -> None:
 def test_defaults_are_documented_and_configurable(restore_limits: None) -> None:
     documented = limits.Limits(spec_bytes=10_000_000, yaml_aliases=10_000, depth=100,
                                string_length=1_000_000, list_length=100_000,
-                               number_digits=4_300)
+                               number_digits=4_300, workflow_depth=8)
     assert documented == limits.DEFAULT
     for name in ("spec_bytes", "yaml_aliases", "depth", "string_length", "list_length",
-                 "number_digits"):
+                 "number_digits", "workflow_depth"):
         assert f"``{name}``" in (limits.__doc__ or "")
         assert f"RUNFOX_LIMIT_{name.upper()}" in (limits.__doc__ or "")
     previous = limits.configure(string_length=10)

@@ -24,6 +24,7 @@ import pytest
 from runfox.errors import SpecError
 from runfox.spec import compile_spec, parse_yaml
 from runfox.spec_schema import COMPILER_ONLY, json_schema, schema_text
+from runfox.subflows import resolve_workflows
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -52,7 +53,8 @@ def example_specs() -> list[tuple[str, dict[str, Any]]]:
     """Every YAML spec under examples/ and every module-level ``SPEC`` of an example."""
     found = []
     for path in sorted((ROOT / "examples").rglob("*.y*ml")):
-        found.append((str(path.relative_to(ROOT)), parse_yaml(path.read_text("utf-8"))))
+        raw = parse_yaml(path.read_text("utf-8"))  # sub-workflow files resolved, as loaded
+        found.append((str(path.relative_to(ROOT)), resolve_workflows(raw, path.parent)))
     sys.path.insert(0, str(ROOT))
     try:
         for path in sorted((ROOT / "examples").rglob("*.py")):

@@ -75,7 +75,7 @@ def test_the_ddl_matches_the_library_and_works(kind: str, tmp_path: Path) -> Non
                                           "runfox_workflows", "runfox_alembic_version",
                                           "runfox_keys", "runfox_schedules", "runfox_slots",
                                           "runfox_history", "runfox_workers", "runfox_state",
-                                          "runfox_cache"}
+                                          "runfox_cache", "runfox_payloads"}
         store, runner = parts_from_url(by_hand, create_tables=False)
         try:
             backend = Backend(store=store, runner=runner, poll_interval=0.01)

@@ -24,8 +24,11 @@ from flask.testing import FlaskClient
 
 from runfox.backend import Backend, InMemoryStore, InProcessRunner
 from runfox.cli.commands import open_backend
+from runfox.results import Complete
+from runfox.testing import map_executor, map_spec
 from runfox.ui import create_app
 from runfox.ui.data import parse_since
+from runfox.workflow import Workflow
 
 STATIC = Path(__file__).resolve().parent.parent / "runfox" / "ui" / "static"
 
@@ -272,3 +275,22 @@ def test_the_ui_command_refuses_a_bad_port(tmp_path: Path, capsys: Any) -> None:
 
     assert main(["ui", "--backend", f"sqlite:///{tmp_path / 'x.db'}", "--port", "70000"]) == 2
     assert "--port must be between 0 and 65535" in capsys.readouterr().err
+
+
+
+def test_a_map_execution_counts_spec_steps_and_shows_item_counts() -> None:
+    """A map of 5 items, one failed and tolerated: ``progress`` counts the 3 steps of
+    the spec (not 8 records), the map step's row carries its item counts, and item
+    records (``each[i]``) are neither rows nor nodes."""
+    backend = Backend(map_executor(lambda x, _: x == 3), store=InMemoryStore(),
+                      runner=InProcessRunner(), poll_interval=0.01)
+    wf = Workflow.from_dict(map_spec(tolerate=1), backend, {"n": 5})
+    assert isinstance(wf.run(timeout=60), Complete)
+    detail = get(create_app(backend).test_client(), path_of(wf.id))
+    assert detail["progress"] == {**dict.fromkeys(detail["colours"], 0), "complete": 3}
+    rows = {s["id"]: s for s in detail["steps"]}
+    assert list(rows) == ["ls", "each", "total"]
+    assert rows["each"]["items"] == {"total": 5, "settled": 5, "complete": 4, "failed": 1,
+                                     "in_progress": 0}
+    assert rows["ls"]["items"] is None and rows["total"]["items"] is None
+    assert [n["id"] for n in detail["graph"]["nodes"]] == ["ls", "each", "total"]

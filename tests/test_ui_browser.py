@@ -212,3 +212,29 @@ def test_schedules_and_workers_pages(browser: Any, site: Site) -> None:
     assert_nothing_ran(browser)
     open_page(browser, f"{site.base}#/workers", "workers")
     assert js(browser, "return document.querySelectorAll('#workers').length") == 1
+
+
+def test_a_map_step_shows_its_item_counts(browser: Any, site: Site) -> None:
+    """Last in this module: it adds an execution to the shared database."""
+    from runfox.testing import map_executor, map_spec
+    from runfox.workflow import Workflow
+
+    backend = open_backend(site.url)
+    try:
+        backend.executor = map_executor(lambda x, _: x == 3)
+        wf = Workflow.from_dict(map_spec(tolerate=1), backend, inputs={"n": 5})
+        assert wf.run(timeout=60).__class__.__name__ == "Complete"
+    finally:
+        close_backend(backend)
+    open_page(browser, site.execution(wf.id), "execution")
+    header = js(browser, "return [...document.querySelectorAll('dl.meta dt')]"
+                         ".find(dt => dt.textContent === 'steps').nextSibling.textContent")
+    assert header == "3: complete 3"  # the spec's steps; its 5 items are not steps
+    rows = js(browser, "return [...document.querySelectorAll('#step-table tbody tr')]"
+                       ".map(r => r.dataset.step)")
+    assert rows == ["ls", "each", "total"]
+    items = js(browser, "return [...document.querySelectorAll('#step-table tbody tr')]"
+                        ".map(r => (r.querySelector('.items') || {}).textContent || null)")
+    assert items == [None, "items 5/5 done, 1 failed", None]
+    assert js(browser, "return document.querySelectorAll('#dag g.node').length") == 3
+    assert_nothing_ran(browser)

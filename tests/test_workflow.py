@@ -256,6 +256,29 @@ def test_progress_durations_and_elapsed() -> None:
     assert wf.elapsed >= sum(durations.values())
 
 
+def test_progress_and_statuses_count_spec_steps_and_a_map_shows_its_items() -> None:
+    from runfox.testing import map_executor, map_spec
+
+    backend = rfx.Backend(map_executor(), poll_interval=0.01)
+    wf = rfx.Workflow.from_dict(map_spec(max_parallel=2), backend, inputs={"n": 6})
+    assert wf.item_counts("each") is None  # not claimed yet
+    wf.advance()  # ls claimed
+    wf.on_step_result("ls", {"xs": list(range(6))}, 0)
+    wf.advance()  # each claimed: items 0 and 1 in progress, 4 waiting
+    assert list(wf.step_statuses) == ["ls", "each", "total"]
+    assert wf.step_statuses["each"] is StepStatus.IN_PROGRESS
+    assert wf.progress["total"] == 3 and wf.progress["in_progress"] == 1
+    assert wf.item_counts("each") == {"total": 6, "settled": 0, "complete": 0, "failed": 0,
+                                      "in_progress": 2}
+    assert len(wf.record.steps) == 9  # the records: 3 steps and 6 items
+    wf.run(timeout=60)
+    assert wf.progress == {**dict.fromkeys(wf.progress, 0), "complete": 3, "total": 3}
+    assert wf.item_counts("each") == {"total": 6, "settled": 6, "complete": 6, "failed": 0,
+                                      "in_progress": 0}
+    assert wf.item_counts("ls") is None
+    with pytest.raises(rfx.UnknownStepError):
+        wf.item_counts("each[0]")
+
 def test_a_claim_lost_in_a_crash_is_dispatched_again() -> None:
     store = InMemoryStore()
     first = rfx.Backend(store=store)

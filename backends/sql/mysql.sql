@@ -26,6 +26,7 @@ CREATE TABLE runfox_workflows (
     inputs                LONGTEXT     NOT NULL,
     state                 LONGTEXT     NOT NULL,
     outcome               LONGTEXT     NOT NULL,
+    parent                LONGTEXT     NULL,
     due_at                DOUBLE       NULL,
     retry_at              DOUBLE       NULL,
     PRIMARY KEY (workflow_execution_id)
@@ -143,12 +144,23 @@ CREATE TABLE runfox_cache (
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 CREATE INDEX ix_runfox_cache_fn ON runfox_cache (fn);
 
+-- Offloaded payloads: one row per blob, keyed by its content (sha256:<hex>).
+CREATE TABLE runfox_payloads (
+    payload_key           VARCHAR(71)  NOT NULL,
+    size                  BIGINT       NOT NULL,
+    data                  LONGTEXT NOT NULL,
+    created_at            DOUBLE NOT NULL,
+    PRIMARY KEY (payload_key)
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
+
 INSERT INTO runfox_schema (version, applied_at) VALUES (1, UNIX_TIMESTAMP());
 INSERT INTO runfox_schema (version, applied_at) VALUES (2, UNIX_TIMESTAMP());
 INSERT INTO runfox_schema (version, applied_at) VALUES (3, UNIX_TIMESTAMP());
 INSERT INTO runfox_schema (version, applied_at) VALUES (4, UNIX_TIMESTAMP());
 INSERT INTO runfox_schema (version, applied_at) VALUES (5, UNIX_TIMESTAMP());
 INSERT INTO runfox_schema (version, applied_at) VALUES (6, UNIX_TIMESTAMP());
+INSERT INTO runfox_schema (version, applied_at) VALUES (7, UNIX_TIMESTAMP());
+INSERT INTO runfox_schema (version, applied_at) VALUES (8, UNIX_TIMESTAMP());
 INSERT INTO runfox_schema (version, applied_at) VALUES (9, UNIX_TIMESTAMP());
 
 -- Alembic's record of the migration revision (runfox db upgrade reads and moves it).

@@ -26,6 +26,7 @@ CREATE TABLE runfox_workflows (
     inputs                TEXT             NOT NULL,
     state                 TEXT             NOT NULL,
     outcome               TEXT             NOT NULL,
+    parent                TEXT             NULL,
     due_at                DOUBLE PRECISION NULL,
     retry_at              DOUBLE PRECISION NULL,
     PRIMARY KEY (workflow_execution_id)
@@ -143,12 +144,23 @@ CREATE TABLE runfox_cache (
 );
 CREATE INDEX ix_runfox_cache_fn ON runfox_cache (fn);
 
+-- Offloaded payloads: one row per blob, keyed by its content (sha256:<hex>).
+CREATE TABLE runfox_payloads (
+    payload_key           VARCHAR(71)  NOT NULL,
+    size                  BIGINT       NOT NULL,
+    data                  TEXT NOT NULL,
+    created_at            DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (payload_key)
+);
+
 INSERT INTO runfox_schema (version, applied_at) VALUES (1, EXTRACT(EPOCH FROM now()));
 INSERT INTO runfox_schema (version, applied_at) VALUES (2, EXTRACT(EPOCH FROM now()));
 INSERT INTO runfox_schema (version, applied_at) VALUES (3, EXTRACT(EPOCH FROM now()));
 INSERT INTO runfox_schema (version, applied_at) VALUES (4, EXTRACT(EPOCH FROM now()));
 INSERT INTO runfox_schema (version, applied_at) VALUES (5, EXTRACT(EPOCH FROM now()));
 INSERT INTO runfox_schema (version, applied_at) VALUES (6, EXTRACT(EPOCH FROM now()));
+INSERT INTO runfox_schema (version, applied_at) VALUES (7, EXTRACT(EPOCH FROM now()));
+INSERT INTO runfox_schema (version, applied_at) VALUES (8, EXTRACT(EPOCH FROM now()));
 INSERT INTO runfox_schema (version, applied_at) VALUES (9, EXTRACT(EPOCH FROM now()));
 
 -- Alembic's record of the migration revision (runfox db upgrade reads and moves it).

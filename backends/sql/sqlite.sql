@@ -27,6 +27,7 @@ CREATE TABLE runfox_workflows (
     inputs                TEXT         NOT NULL,
     state                 TEXT         NOT NULL,
     outcome               TEXT         NOT NULL,
+    parent                TEXT         NULL,
     due_at                DOUBLE       NULL,
     retry_at              DOUBLE       NULL,
     PRIMARY KEY (workflow_execution_id)
@@ -145,12 +146,23 @@ CREATE TABLE runfox_cache (
 );
 CREATE INDEX ix_runfox_cache_fn ON runfox_cache (fn);
 
+-- Offloaded payloads: one row per blob, keyed by its content (sha256:<hex>).
+CREATE TABLE runfox_payloads (
+    payload_key           VARCHAR(71)  NOT NULL,
+    size                  BIGINT       NOT NULL,
+    data                  TEXT NOT NULL,
+    created_at            DOUBLE NOT NULL,
+    PRIMARY KEY (payload_key)
+);
+
 INSERT INTO runfox_schema (version, applied_at) VALUES (1, (julianday('now') - 2440587.5) * 86400.0);
 INSERT INTO runfox_schema (version, applied_at) VALUES (2, (julianday('now') - 2440587.5) * 86400.0);
 INSERT INTO runfox_schema (version, applied_at) VALUES (3, (julianday('now') - 2440587.5) * 86400.0);
 INSERT INTO runfox_schema (version, applied_at) VALUES (4, (julianday('now') - 2440587.5) * 86400.0);
 INSERT INTO runfox_schema (version, applied_at) VALUES (5, (julianday('now') - 2440587.5) * 86400.0);
 INSERT INTO runfox_schema (version, applied_at) VALUES (6, (julianday('now') - 2440587.5) * 86400.0);
+INSERT INTO runfox_schema (version, applied_at) VALUES (7, (julianday('now') - 2440587.5) * 86400.0);
+INSERT INTO runfox_schema (version, applied_at) VALUES (8, (julianday('now') - 2440587.5) * 86400.0);
 INSERT INTO runfox_schema (version, applied_at) VALUES (9, (julianday('now') - 2440587.5) * 86400.0);
 
 -- Alembic's record of the migration revision (runfox db upgrade reads and moves it).

@@ -15,6 +15,7 @@ from typing import Any
 from ..inprocess import InProcessWorker  # the seed's name here; it lives in the workers layer
 from .base import Backend
 from .cache_store import Cache, InMemoryCache
+from .payload_store import InMemoryPayloads, Offloader, PayloadStore
 from .runner import InProcessRunner, Runner
 from .store import ExecutionSummary, InMemoryStore, Store
 
@@ -23,9 +24,12 @@ __all__ = [
     "Cache",
     "ExecutionSummary",
     "InMemoryCache",
+    "InMemoryPayloads",
     "InMemoryStore",
     "InProcessRunner",
     "InProcessWorker",
+    "Offloader",
+    "PayloadStore",
     "Runner",
     "Store",
 ]

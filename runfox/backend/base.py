@@ -49,7 +49,10 @@ from ..results import (
 )
 from ..spec import WorkflowSpec, spec_for
 from ..status import WorkflowStatus
+from ..subflows import resolve_workflows
 from .cache_store import Cache
+from .children import Children
+from .children import claim as _claim_children
 from .runner import InProcessRunner, Runner
 from .store import FINISHED, PRUNE_BATCH, InMemoryStore, Store, UnitOfWork
 
@@ -185,6 +188,8 @@ class Backend:
         self._subscribe_lock = threading.Lock()
         self.cache: Cache | None = cache if cache is not None else self.store.cache()
         self._warned_no_cache = False
+        self._children = Children(self)
+        self._unit = threading.local()  # .on: this thread is inside _in_unit
 
     # The seed's private names, kept for code written against it.
     @property
@@ -324,10 +329,16 @@ class Backend:
                     if deferred is not None:
                         raise
                     continue
+            finished = new.status.is_terminal and not current.status.is_terminal
             if deferred is None:
                 self._publish(events)
-            elif events:
-                deferred.append(functools.partial(self._publish, events))
+                if finished:
+                    self._ended(current, new)
+            else:
+                if events:
+                    deferred.append(functools.partial(self._publish, events))
+                if finished:
+                    deferred.append(functools.partial(self._ended, current, new))
             if ended:
                 # The execution is now failed; fn on it gives the result its caller
                 # expects (graph functions return Failed/Ignored for a finished record).
@@ -366,6 +377,38 @@ class Backend:
             if wrote:
                 raise _AfterWrite() from exc
             raise
+
+    def _ended(self, before: WorkflowRecord, after: WorkflowRecord) -> None:
+        """An execution just ended: cancel the children it still ran, and report its
+        result to its parent step when it is a sub-workflow (``backend.children``)."""
+        if before.plan.has_subworkflows and before.running:
+            self._children.cancel_running(before)
+        if after.parent is not None:
+            self._children.report(after)
+
+    def _dispatch(self, workflow_execution_id: str, jobs: Sequence[DispatchJob],
+                  sweep: float | None = None) -> None:
+        """Every dispatch of claimed jobs: sub-workflow jobs start their children
+        (``start_children``), the others go to the runner."""
+        jobs = self.start_children(workflow_execution_id, jobs, sweep)
+        if jobs:
+            self.runner.dispatch(workflow_execution_id, jobs)
+
+    def start_children(self, workflow_execution_id: str, jobs: Sequence[DispatchJob],
+                       sweep: float | None = None) -> list[DispatchJob]:
+        """Start the child executions of the sub-workflow jobs among ``jobs`` (idempotent:
+        a child that exists is not created again); return the jobs for the runner.
+
+        For callers that dispatch jobs themselves (the AWS result handler).
+        ``sweep``: ``older_than`` of a sweep; a running child is swept too and an
+        ended one reported to its parent (a crash may have fallen in between).
+        """
+        return self._children.start(workflow_execution_id, jobs, sweep)
+
+    def drive_children(self, workflow_execution_id: str) -> int:
+        """Gather and apply the results of the execution's running children (and
+        theirs), for a driver whose gather sees one execution; returns how many."""
+        return self._children.drive(workflow_execution_id)
 
     def _events(self, old: WorkflowRecord, new: WorkflowRecord, context: HistoryContext
                 ) -> list[Event]:
@@ -465,6 +508,10 @@ class Backend:
                *, key: str | None = None) -> str:
         """Validate ``spec`` and ``inputs``, store a new execution, return its key.
 
+        A spec mapping first gets its sub-workflows resolved (``runfox.subflows``:
+        names registered with ``register_workflow``, files relative to the working
+        directory) into its ``workflows`` table.
+
         ``key``: an idempotency key. While an execution created with that key
         exists, nothing new is created and its id is returned (one conditional
         write decides between racing callers: ``Store.create``).
@@ -473,7 +520,7 @@ class Backend:
             SpecError: the spec or the inputs are invalid; nothing was stored.
             ValueError: ``key`` is empty or too long.
         """
-        plan = spec if isinstance(spec, WorkflowSpec) else spec_for(spec)
+        plan = spec if isinstance(spec, WorkflowSpec) else spec_for(resolve_workflows(spec))
         try:
             inputs = json_copy(inputs or {}, "inputs")
         except NotJSONError as exc:
@@ -582,6 +629,15 @@ class Backend:
         Reads are batched per round (``Cache.get_many``), and each round continues
         from the last record, so a cached chain costs one read per step, not a
         replay. Only plans with a cached step pay anything."""
+        if record.plan.has_subworkflows:
+            record, nxt = self._claim_cached(record, now, changes, lookup)
+            return _claim_children(record, nxt, now, changes,
+                                   lambda r: self._claim_cached(r, now, changes, lookup))
+        return self._claim_cached(record, now, changes, lookup)
+
+    def _claim_cached(self, record: WorkflowRecord, now: float,
+                      changes: list[graph.StateChange], lookup: CacheLookup | None
+                      ) -> tuple[WorkflowRecord, Result]:
         if not record.plan.cached:
             return graph.advance(record, now)
         if lookup is None:
@@ -685,14 +741,17 @@ class Backend:
             else NO_CONTEXT)
         lookup = self._lookup()
         puts: list[_Put] = []
-        unit = self.store.unit_with(self.runner) if dispatch or ack is not None else None
+        # A nested call (sub-workflow children started inside a unit) simply joins it.
+        unit = (self.store.unit_with(self.runner)
+                if (dispatch or ack is not None) and not getattr(self._unit, "on", False)
+                else None)
         joined: list[bool] = []  # set by a committed joint unit
 
         def then(result: tuple[list[Result], Result]) -> None:
             joined.clear()
             nxt = result[1]
             if dispatch and isinstance(nxt, Dispatch):
-                self.runner.dispatch(workflow_execution_id, nxt.jobs)
+                self._dispatch(workflow_execution_id, nxt.jobs)
             if ack is not None:
                 self.runner.ack(ack, _output_of(ack, triples))
             joined.append(True)
@@ -742,7 +801,7 @@ class Backend:
         self._store_outputs(puts)
         if not joined:  # no joint unit, or it wrote nothing: one call after the other
             if dispatch and isinstance(nxt, Dispatch):
-                self.runner.dispatch(workflow_execution_id, nxt.jobs)
+                self._dispatch(workflow_execution_id, nxt.jobs)
             if ack is not None:
                 self.runner.ack(ack, _output_of(ack, triples))
         return applied, nxt
@@ -766,6 +825,7 @@ class Backend:
                                    deferred=deferred)
 
         for attempt in range(self.max_conflict_retries + 1):
+            self._unit.on = True
             try:
                 result = unit(whole)
             except ConflictError:
@@ -773,6 +833,8 @@ class Backend:
                 if attempt >= 2:
                     _conflict_pause(attempt)
                 continue
+            finally:
+                self._unit.on = False
             for callback in deferred:
                 callback()
             return result
@@ -816,7 +878,7 @@ class Backend:
                 lambda r, now, _: graph.redispatch(r, now, older_than), loaded=record)
         jobs = list(result.jobs) if isinstance(result, Dispatch) else []
         if jobs:
-            self.runner.dispatch(workflow_execution_id, jobs)
+            self._dispatch(workflow_execution_id, jobs, sweep=older_than)
         return jobs
 
     # ------------------------------------------------------------------
@@ -904,7 +966,7 @@ class Backend:
 
         reopened, nxt = self.transition(workflow_execution_id, fn, loaded=loaded)
         if dispatch and isinstance(nxt, Dispatch):
-            self.runner.dispatch(workflow_execution_id, nxt.jobs)
+            self._dispatch(workflow_execution_id, nxt.jobs)
         return list(reopened)
 
     def invalidate(self, workflow_execution_id: str, step_ids: str | Iterable[str], *,
@@ -969,7 +1031,9 @@ class Backend:
     # ------------------------------------------------------------------
 
     def dispatch(self, workflow_execution_id: str, jobs: Sequence[DispatchJob]) -> None:
-        self.runner.dispatch(workflow_execution_id, jobs)
+        """Send claimed jobs on: to the runner, or as child executions for
+        sub-workflow steps."""
+        self._dispatch(workflow_execution_id, jobs)
 
     def gather(self, workflow_execution_id: str) -> list[WorkResult]:
         return self.runner.gather(workflow_execution_id)

@@ -59,6 +59,11 @@ record's size while an implementation keeps record objects (``InMemoryStore``, t
 SQL store's cache). An implementation whose ``_load`` decodes a new record on
 every call and whose ``_write`` keeps nothing of its argument may set
 ``isolates = True`` to skip the copies.
+
+Large payloads (``runfox.payloads``): a store that offloads large values hands
+out its ``Offloader`` with ``payloads()`` (default ``None``: values stay inline)
+and packs records before encoding them and unpacks them after decoding, so
+callers only ever see plain values.
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ from ..history import Event, created_event
 from ..records import WorkflowRecord
 from ..status import WorkflowStatus
 from .cache_store import Cache, InMemoryCache
+from .payload_store import InMemoryPayloads, Offloader, offload_threshold
 from .schedule_store import InMemoryScheduleStore, ScheduleStore
 from .workers import InMemoryWorkerRegistry, WorkerRegistry
 
@@ -290,6 +296,11 @@ class Store(ABC):
         """
         raise BackendError(f"{type(self).__name__} keeps no worker registry")
 
+    def payloads(self) -> Offloader | None:
+        """The ``Offloader`` this store packs large values with, or ``None`` (the
+        default): this store keeps every value inside its records."""
+        return None
+
     def cache(self) -> Cache | None:
         """The step cache kept beside the records (``runfox.backend.cache_store``), the
         same object on every call; ``None`` (the default): this store keeps none, and
@@ -414,11 +425,20 @@ def summary_of(record: WorkflowRecord) -> ExecutionSummary:
 
 
 class InMemoryStore(Store):
-    """Records in a dict, guarded by a lock. Thread-safe; gone when the process exits."""
+    """Records in a dict, guarded by a lock. Thread-safe; gone when the process exits.
+
+    ``offload``: with a threshold (bytes; default ``$RUNFOX_OFFLOAD_BYTES``, else
+    none) larger values go to an ``InMemoryPayloads`` and records are kept packed,
+    exactly as a database store keeps them; loads then unpack every time. Without
+    one (the usual case) records are shared objects and nothing is copied.
+    """
 
     keeps_history = True
 
-    def __init__(self) -> None:
+    def __init__(self, *, offload: int | str | None = None) -> None:
+        threshold = offload_threshold(offload, None)
+        self._payloads = (Offloader(InMemoryPayloads(), threshold) if threshold is not None
+                          else None)
         self._records: dict[str, WorkflowRecord] = {}
         self._events: dict[str, list[Event]] = {}
         self._keys: dict[str, str] = {}
@@ -428,7 +448,10 @@ class InMemoryStore(Store):
         self._cache = InMemoryCache()
 
     def _load(self, workflow_execution_id: str) -> WorkflowRecord | None:
-        return self._records.get(workflow_execution_id)
+        record = self._records.get(workflow_execution_id)
+        if record is not None and self._payloads is not None:
+            record = self._payloads.unpack_record(record)
+        return record
 
     def _write(self, record: WorkflowRecord, previous: WorkflowRecord | None) -> None:
         key = record.workflow_execution_id
@@ -438,6 +461,8 @@ class InMemoryStore(Store):
             if found != record.version - 1:
                 raise ConflictError(f"{key}: stored version is {found}, "
                                     f"this write expected {record.version - 1}")
+            if self._payloads is not None:  # every step: the stored record is all packed
+                record = self._payloads.pack_record(record, None)
             self._records[key] = record
 
     def _write_logged(self, record: WorkflowRecord, previous: WorkflowRecord | None,
@@ -475,6 +500,8 @@ class InMemoryStore(Store):
             wf_id = record.workflow_execution_id
             if wf_id in self._records:
                 raise ConflictError(f"{wf_id}: a record with this key already exists")
+            if self._payloads is not None:
+                record = self._payloads.pack_record(record, None)
             self._records[wf_id] = record
             self._keys[key] = wf_id
             return None
@@ -490,6 +517,9 @@ class InMemoryStore(Store):
 
     def cache(self) -> Cache:
         return self._cache
+
+    def payloads(self) -> Offloader | None:
+        return self._payloads
 
     def _list(self, status: WorkflowStatus | None, limit: int) -> list[ExecutionSummary]:
         records = sorted(self._records.values(), key=lambda r: r.created_at, reverse=True)

@@ -482,15 +482,17 @@ def live_view(backend: Backend, record: WorkflowRecord) -> dict[str, render.Step
 def _status_block(backend: Backend, wf_id: str, args: argparse.Namespace
                   ) -> tuple[str, WorkflowRecord]:
     record = backend.load(wf_id)
+    offloader = backend.store.payloads()  # values over its threshold: size and preview
+    threshold = offloader.threshold if offloader is not None else None
     if getattr(args, "step", None) is not None:
-        return render.step_detail(record, args.step, args.json), record
+        return render.step_detail(record, args.step, args.json, threshold), record
     live = live_view(backend, record)
     if args.json:
-        data = render.status_json(record, live)
+        data = render.status_json(record, live, threshold)
         if record.defects:
             data["defects"] = [d.to_dict() for d in record.defects]
         return json.dumps(data, indent=2, sort_keys=False), record
-    return "\n".join([render.status_text(record, live), *explain(record)]), record
+    return "\n".join([render.status_text(record, live, threshold), *explain(record)]), record
 
 
 def status(args: argparse.Namespace) -> int:

@@ -17,13 +17,15 @@ from typing import Any, TextIO
 from ..backend.runner import JobState
 from ..backend.store import ExecutionSummary
 from ..backend.workers import WorkerInfo
-from ..records import WorkflowRecord
+from ..payloads import describe, encode, is_ref, make_ref
+from ..records import WorkflowRecord, item_counts, progress_counts
 from ..results import job_key
 from ..spec import WorkflowSpec
 from ..status import STEP_COLOURS, StepStatus
 
 __all__ = ["Progress", "StepLive", "execution_list", "graph_dot", "graph_mermaid",
-           "live_steps", "status_json", "status_text", "workers_json", "workers_text"]
+           "item_counts", "live_steps", "progress_counts", "status_json", "status_text",
+           "workers_json", "workers_text"]
 
 # Fill colours by step status, shared by both graph formats.
 COLOURS = STEP_COLOURS
@@ -33,14 +35,6 @@ def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
-
-
-def progress_counts(record: WorkflowRecord) -> dict[str, int]:
-    counts = {status.value: 0 for status in StepStatus}
-    for step in record.steps.values():
-        counts[step.status.value] += 1
-    counts["total"] = len(record.steps)
-    return counts
 
 
 # -- live jobs ----------------------------------------------------------------------
@@ -166,9 +160,44 @@ def workers_text(workers: Sequence[WorkerInfo], now: float) -> str:
 # -- status -----------------------------------------------------------------------
 
 
+def offloaded(value: Any, threshold: int | None) -> dict[str, Any] | None:
+    """The reference (key, size, preview) that stands for ``value`` in the store, when
+    it is one (``threshold``: the store's offload threshold, ``None`` for none)."""
+    if is_ref(value):
+        return value  # a reference whose blob is missing
+    if threshold is None or value is None or isinstance(value, bool | int | float):
+        return None
+    blob = encode(value)
+    return make_ref(blob) if len(blob) > threshold else None
+
+
+def _shown(value: Any, threshold: int | None) -> Any:
+    ref = offloaded(value, threshold)
+    return value if ref is None else ref
+
+
+def _payload_lines(record: WorkflowRecord, threshold: int | None) -> list[str]:
+    """``runfox status``: one line (size and preview) per value kept by reference."""
+    places: list[tuple[str, Any]] = [("inputs", record.inputs), ("outcome", record.outcome)]
+    places += [(f"state.{k}", v) for k, v in record.state.items()]
+    for step in record.steps.values():
+        places += [(f"steps.{step.id}.inputs", step.inputs),
+                   (f"steps.{step.id}.output", step.output)]
+    lines = []
+    for where, value in places:
+        ref = offloaded(value, threshold)
+        if ref is not None:
+            lines.append(f"  {where}: {describe(ref)}")
+    return ["", "payloads (stored by reference):", *lines] if lines else []
+
+
 def status_json(record: WorkflowRecord,
-                live: Mapping[str, StepLive] | None = None) -> dict[str, Any]:
-    """The ``runfox status --json`` object (``job`` on in-progress steps with ``live``)."""
+                live: Mapping[str, StepLive] | None = None,
+                threshold: int | None = None) -> dict[str, Any]:
+    """The ``runfox status --json`` object (``job`` on in-progress steps with ``live``).
+
+    A value kept by reference (over the store's offload ``threshold``) is shown
+    as its reference: ``{"$runfox_ref": key, "size": bytes, "preview": text}``."""
     steps: dict[str, Any] = {}
     for step in record.steps.values():
         entry: dict[str, Any] = {"status": step.status.value, "run_id": step.run_id,
@@ -180,11 +209,15 @@ def status_json(record: WorkflowRecord,
         if step.error is not None:
             entry["error"] = step.error
         if step.output is not None:
-            entry["output"] = step.output
+            entry["output"] = _shown(step.output, threshold)
         if live is not None and step.id in live:
             entry["job"] = live[step.id].to_dict()
         if step.cached:
             entry["cached"] = True
+        if step.items is not None and step.id in record.plan.by_id:
+            entry["items"] = item_counts(record, step.id)
+        if step.child is not None:
+            entry["child"] = step.child
         steps[step.id] = entry
     return {
         "id": record.workflow_execution_id,
@@ -192,46 +225,63 @@ def status_json(record: WorkflowRecord,
         "execution_id": record.execution_id,
         "name": record.plan.name,
         "status": record.status.value,
-        "outcome": record.outcome,
+        "outcome": _shown(record.outcome, threshold),
         "version": record.version,
         "created_at": iso(record.created_at),
         "updated_at": iso(record.updated_at),
-        "inputs": record.inputs,
-        "state": record.state,
+        "inputs": _shown(record.inputs, threshold),
+        "state": {k: _shown(v, threshold) for k, v in record.state.items()},
         "progress": progress_counts(record),
         "steps": steps,
+        **({"parent": record.parent} if record.parent is not None else {}),
     }
 
 
-def step_detail(record: WorkflowRecord, step_id: str, as_json: bool) -> str:
-    """``runfox status ID --step S``: the inputs the step ran with and its output.
+def step_detail(record: WorkflowRecord, step_id: str, as_json: bool,
+                threshold: int | None = None) -> str:
+    """``runfox status ID --step S``: the inputs the step ran with and its output
+    (as size and preview when kept by reference, see ``status_json``).
 
-    ``UnknownStepError`` for a step the spec lacks."""
-    record.plan.known_steps([step_id])
+    ``step_id`` may name a map item (``each[3]``). ``UnknownStepError`` for a step the
+    spec lacks."""
+    if step_id not in record.steps:
+        record.plan.known_steps([step_id])
     step = record.steps[step_id]
     data: dict[str, Any] = {"id": record.workflow_execution_id, "step": step_id,
                             "status": step.status.value, "run_id": step.run_id,
-                            "attempts": step.attempts, "inputs": step.inputs,
-                            "output": step.output, "cached": step.cached}
+                            "attempts": step.attempts,
+                            "inputs": _shown(step.inputs, threshold),
+                            "output": _shown(step.output, threshold), "cached": step.cached}
     if step.error is not None:
         data["error"] = step.error
+    if step.child is not None:
+        data["child"] = step.child
     if as_json:
         return json.dumps(data, indent=2)
     lines = [f"step:     {step_id} ({step.status.value}, run {step.run_id}, "
              f"{step.attempts} attempt(s){', from the cache' if step.cached else ''})",
-             "inputs:   " + json.dumps(step.inputs, sort_keys=True),
-             "output:   " + json.dumps(step.output, sort_keys=True)]
+             "inputs:   " + _text(step.inputs, threshold),
+             "output:   " + _text(step.output, threshold)]
     if step.error is not None:
         lines.append("error:    " + json.dumps(step.error, sort_keys=True))
+    if step.child is not None:
+        lines.append(f"child:    {step.child}")
     return "\n".join(lines)
 
 
-def status_text(record: WorkflowRecord, live: Mapping[str, StepLive] | None = None) -> str:
+def _text(value: Any, threshold: int | None) -> str:
+    ref = offloaded(value, threshold)
+    return json.dumps(value, sort_keys=True) if ref is None else str(describe(ref))
+
+
+def status_text(record: WorkflowRecord, live: Mapping[str, StepLive] | None = None,
+                threshold: int | None = None) -> str:
     """A human-readable status: header, one line per step, the outcome.
 
     With ``live`` (``live_steps``), an in-progress step's STATUS is where its job
     is (queued, running, stranded), and a ``jobs:`` section says by whom and until
-    when."""
+    when. Values kept by reference (over the store's offload ``threshold``) are
+    listed with their size and a preview under ``payloads``."""
     live = live or {}
     counts = progress_counts(record)
     lines = [
@@ -243,24 +293,38 @@ def status_text(record: WorkflowRecord, live: Mapping[str, StepLive] | None = No
         f"updated:  {iso(record.updated_at)}",
         "",
     ]
-    width = max([len(s) for s in record.steps] + [4])
+    if record.parent is not None:
+        lines.insert(-1, f"parent:   {record.parent.get('execution')} (step "
+                         f"{record.parent.get('step')!r}, run {record.parent.get('run_id')})")
+    width = max([len(s.id) for s in record.plan.steps] + [4])
     lines.append(f"{'STEP':<{width}}  {'STATUS':<11}  RUN  ATTEMPTS  ERROR")
+    by_id = record.plan.by_id
     for step in record.steps.values():
+        if step.id not in by_id:
+            continue  # a map item: summed up on its map step's line
         shown = live[step.id].state if step.id in live else step.status.value
         error = ""
+        items = item_counts(record, step.id) if step.items is not None else None
         if step.error is not None:
-            error = f"{step.error.get('type', '')}: {step.error.get('message', '')}"
-            error = error.splitlines()[0][:80] if error else ""
+            text = f"{step.error.get('type', '')}: {step.error.get('message', '')}"
+            error = text.splitlines()[0][:80] if text else ""
         elif step.cached:
             error = "(from the cache)"
+        if items is not None:
+            failed = f", {items['failed']} failed" if items["failed"] else ""
+            done = f"items {items['settled']}/{items['total']} done{failed}"
+            error = f"{done}; {error}" if error else done
+        if step.child is not None:
+            error = f"child {step.child}" + (f"  {error}" if error else "")
         lines.append(f"{step.id:<{width}}  {shown:<11}  {step.run_id:>3}  "
                      f"{step.attempts:>8}  {error}".rstrip())
     if live:
         lines += ["", "jobs:"]
         lines += [f"  {sid:<{width}}  {info.state:<8}  {info.text}" for sid, info in
                   live.items()]
+    lines += _payload_lines(record, threshold)
     if record.status.is_terminal:
-        lines += ["", "outcome: " + json.dumps(record.outcome, sort_keys=True)]
+        lines += ["", "outcome: " + _text(record.outcome, threshold)]
     return "\n".join(lines)
 
 

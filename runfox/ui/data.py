@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..backend.store import ExecutionSummary
-from ..records import WorkflowRecord
+from ..records import WorkflowRecord, item_counts, progress_counts
 from ..spec import WorkflowSpec
 from ..status import STEP_COLOURS as PALETTE
 from ..status import StepStatus, WorkflowStatus
@@ -102,13 +102,18 @@ def _step_json(record: WorkflowRecord) -> list[dict[str, Any]]:
                      "max_attempts": spec_step.max_attempts,
                      "started_at": step.started_at, "finished_at": step.finished_at,
                      "not_before": step.not_before, "inputs": step.inputs,
-                     "output": step.output, "error": step.error})
+                     "output": step.output, "error": step.error, "child": step.child,
+                     "items": (item_counts(record, step.id) if spec_step.map is not None
+                               else None)})
     return rows
 
 
 def execution_detail(record: WorkflowRecord) -> dict[str, Any]:
-    """One execution: header, progress, every step (plan order) and the graph."""
-    progress = Counter(step.status.value for step in record.steps.values())
+    """One execution: header, progress, every step (plan order) and the graph.
+
+    ``progress`` counts the spec's steps (a map step once); a map step's row has
+    ``items`` (its item counts, ``item_counts``), other rows ``items: null``."""
+    progress = progress_counts(record)
     return {
         "id": record.workflow_execution_id,
         "workflow_id": record.workflow_id,
@@ -122,8 +127,9 @@ def execution_detail(record: WorkflowRecord) -> dict[str, Any]:
         "updated_at": record.updated_at,
         "inputs": record.inputs,
         "state": record.state,
-        "progress": {s.value: progress.get(s.value, 0) for s in StepStatus},
+        "progress": {s.value: progress[s.value] for s in StepStatus},
         "defects": [d.to_dict() for d in record.defects],
+        "parent": record.parent,
         "steps": _step_json(record),
         "graph": dag(record.plan),
         "colours": STEP_COLOURS,

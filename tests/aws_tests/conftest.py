@@ -80,6 +80,16 @@ class Aws:
     def backend_url(self) -> str:
         return self.resources.url(endpoint_url=self.url)
 
+    def offloader(self, threshold: int | None = None) -> Any:
+        """An ``Offloader`` over this test's payload bucket (``S3Payloads``); the
+        threshold defaults to the aws:// URL's default."""
+        from runfox.backend.aws import S3Payloads
+        from runfox.backend.aws.config import AWS_OFFLOAD_BYTES
+        from runfox.backend.payload_store import Offloader
+
+        return Offloader(S3Payloads(self.resources.bucket, endpoint_url=self.url),
+                         threshold or AWS_OFFLOAD_BYTES)
+
     def store(self, **options: Any) -> Any:
         from runfox.backend.aws import DynamoDBStore
 

@@ -50,7 +50,8 @@ class TestSQSRunner(RunnerContract):
 class TestAwsBackend(BackendContract):
     @pytest.fixture
     def parts(self, aws: Aws) -> tuple[Any, Any]:
-        return aws.store(), aws.runner()
+        payloads = aws.offloader()  # as an aws:// URL sets it up: S3 over 32 KiB
+        return aws.store(payloads=payloads), aws.runner(payloads=payloads)
 
 
 def test_a_job_waiting_for_a_slot_comes_back_later_and_never_reaches_the_dead_letter_queue(

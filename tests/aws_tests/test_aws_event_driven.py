@@ -264,3 +264,22 @@ def test_an_early_wake_up_is_sent_on_without_loading_the_record(aws: Aws) -> Non
         AttributeNames=["ApproximateNumberOfMessagesDelayed"])["Attributes"]
     assert attributes["ApproximateNumberOfMessagesDelayed"] == "1"
     assert backend.load(wf).status is WorkflowStatus.PENDING
+
+
+def test_a_subworkflow_chain_driven_only_by_handlers(aws: Aws) -> None:
+    """Sub-workflow steps under Lambda handlers: the handler that claims a child step
+    starts the child (``Backend.start_children``), and the child's last result, applied
+    by whichever handler receives it, reports to the parent."""
+    from runfox.testing import SubworkflowExecutor, subworkflow_spec
+
+    backend = aws.backend()
+    handler = lambda_handler(backend, SubworkflowExecutor())
+    wf = backend.create(subworkflow_spec(), {"x": 1})
+    backend.runner.schedule_advance(wf)
+    consume(aws, handler, lambda: finished(backend, [wf]))
+    record = backend.load(wf)
+    assert record.status is WorkflowStatus.COMPLETE and record.outcome == {"v": 4}
+    child = backend.load(record.steps["a"].child or "")
+    assert child.status is WorkflowStatus.COMPLETE and child.outcome == {"v": 3}
+    assert child.parent is not None and child.parent["execution"] == wf
+    assert aws.dead_letters() == []

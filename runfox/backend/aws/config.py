@@ -22,6 +22,11 @@ parameter                 meaning (default)
 ``lease``                 seconds a taken job stays invisible (30)
 ``wait_time``             long-poll seconds when taking jobs, 0-20 (0)
 ``resend_after``          seconds before a stuck ``pending`` job is sent again (300)
+``bucket``                the S3 bucket for offloaded payloads, ``none`` to keep every
+                          value inline (``{prefix}-payloads``)
+``offload``               values (outputs, inputs, state keys, job inputs) whose JSON
+                          is over this many bytes go to the bucket; ``off`` never
+                          (``$RUNFOX_OFFLOAD_BYTES``, else 32768)
 ========================  =============================================================
 
 Credentials always come from boto3's default chain (environment, profile, IAM
@@ -37,7 +42,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from ...errors import BackendError
+from ..payload_store import Offloader, offload_threshold
 from ._boto import call, error_code, make_client, require_boto3
+from .payloads import S3Payloads
 from .runner import SQSRunner
 from .store import DEFAULT_STATUS_INDEX, DynamoDBStore
 from .tasks import TASKS_ATTRIBUTES as TASKS_ATTRIBUTES  # the template matches these
@@ -54,7 +61,12 @@ STATUS_INDEX_KEYS = [("status", "HASH"), ("created_at", "RANGE")]
 STATUS_INDEX_PROJECTED = ["name", "updated_at"]
 
 _PARAMETERS = ("prefix", "table", "tasks_table", "queue", "events_queue", "region",
-               "endpoint_url", "profile", "status_index", "lease", "wait_time", "resend_after")
+               "endpoint_url", "profile", "status_index", "lease", "wait_time", "resend_after",
+               "bucket", "offload")
+
+#: The offload threshold of the AWS backend when none is set (bytes of JSON): low,
+#: because a whole record must fit one 400 KB DynamoDB item.
+AWS_OFFLOAD_BYTES = 32 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +84,8 @@ class AwsSettings:
     lease: float = 30.0
     wait_time: int = 0
     resend_after: float = 300.0
+    bucket: str | None = None
+    offload: int | None = AWS_OFFLOAD_BYTES
 
 
 def _number(name: str, text: str, kind: type) -> Any:
@@ -116,7 +130,17 @@ def parse_url(url: str) -> AwsSettings:
         wait_time=_number("wait_time", given["wait_time"], int) if "wait_time" in given else 0,
         resend_after=(_number("resend_after", given["resend_after"], float)
                       if "resend_after" in given else 300.0),
+        bucket=None if given.get("bucket", "").lower() == "none" else given.get(
+            "bucket", f"{prefix}-payloads"),
+        offload=_offload(given.get("offload")),
     )
+
+
+def _offload(text: str | None) -> int | None:
+    try:
+        return offload_threshold(text, AWS_OFFLOAD_BYTES)
+    except ValueError as exc:
+        raise ValueError(f"aws:// URL parameter {exc}") from None
 
 
 def parts_from_url(url: str, **options: Any) -> tuple[DynamoDBStore, SQSRunner]:
@@ -149,14 +173,23 @@ def parts_from_url(url: str, **options: Any) -> tuple[DynamoDBStore, SQSRunner]:
         dynamodb_client, _ = make_client("dynamodb", **build)
     if sqs_client is None:
         sqs_client, _ = make_client("sqs", **build)
+    payloads = None
+    if settings.bucket is not None:
+        try:
+            blobs = S3Payloads(settings.bucket, verify=verify, **build)
+        except BackendError as exc:
+            raise BackendError(f"{exc}; create the payload bucket (backends/aws/template.yaml "
+                               "or runfox.backend.aws.create_resources) or give the URL "
+                               "bucket=none to keep every value inside the records") from exc
+        payloads = Offloader(blobs, settings.offload)
     store = DynamoDBStore(settings.table, client=dynamodb_client,
                           status_index=settings.status_index, verify=verify,
-                          tasks_table=settings.tasks_table)
+                          tasks_table=settings.tasks_table, payloads=payloads)
     runner = SQSRunner(settings.queue, tasks_table=settings.tasks_table,
                        events_queue=settings.events_queue, sqs_client=sqs_client,
                        dynamodb_client=dynamodb_client, lease=settings.lease,
                        wait_time=settings.wait_time, resend_after=settings.resend_after,
-                       verify=verify)
+                       verify=verify, payloads=payloads)
     # Clients built here belong to the pair: the store closes the shared DynamoDB one.
     store._owns_client, runner._owns_sqs = built_dynamodb, built_sqs
     return store, runner
@@ -175,11 +208,12 @@ class Resources:
     tasks_table: str
     queue_url: str
     dead_letter_queue_url: str
+    bucket: str | None = None
 
     def url(self, **extra: str) -> str:
         """An ``aws://`` URL for these resources (plus extra parameters)."""
         params = {"table": self.table, "tasks_table": self.tasks_table,
-                  "queue": self.queue_url, **extra}
+                  "queue": self.queue_url, "bucket": self.bucket or "none", **extra}
         return "aws://?" + urlencode(params)
 
 
@@ -214,8 +248,11 @@ def create_resources(
     status_index: bool = True,
     visibility_timeout: int = 30,
     max_receive_count: int = 5,
+    s3_client: Any = None,
+    bucket: bool = True,
 ) -> Resources:
-    """Create the two tables, the job queue and its dead-letter queue if missing.
+    """Create the two tables, the job queue, its dead-letter queue and (with
+    ``bucket``) the payload bucket ``{prefix}-payloads`` if missing.
 
     Names follow ``prefix`` as in an ``aws://`` URL. Tables are on-demand, the
     task table has TTL on ``expires_at``, and the queue moves a message to the
@@ -248,7 +285,26 @@ def create_resources(
     redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count})
     queue_url = _create_queue(sqs, f"{prefix}-jobs", {
         "VisibilityTimeout": str(visibility_timeout), "RedrivePolicy": redrive})
-    return Resources(table, tasks, queue_url, dlq_url)
+    bucket_name = None
+    if bucket:
+        s3 = make_client("s3", client=s3_client, **(build if s3_client is None else {}))[0]
+        bucket_name = f"{prefix}-payloads"
+        _create_bucket(s3, bucket_name)
+    return Resources(table, tasks, queue_url, dlq_url, bucket_name)
+
+
+def _create_bucket(client: Any, name: str) -> None:
+    """Create bucket ``name`` in the client's region unless this account has it."""
+    region = client.meta.region_name
+    params: dict[str, Any] = {"Bucket": name}
+    if region and region != "us-east-1":  # us-east-1 refuses a location constraint
+        params["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    try:
+        call(client, "create_bucket", name,
+             passthrough=("BucketAlreadyOwnedByYou", "BucketAlreadyExists"), **params)
+    except Exception as exc:
+        if error_code(exc) != "BucketAlreadyOwnedByYou":
+            raise BackendError(f"S3 bucket {name!r} cannot be created: {exc}") from exc
 
 
 def _create_queue(client: Any, name: str, attributes: dict[str, str]) -> str:

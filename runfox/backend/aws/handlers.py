@@ -51,7 +51,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...errors import RecordTooLarge, WorkflowNotFound
+from ...errors import PayloadMissing, RecordTooLarge, WorkflowNotFound
 from ...execution import Executor, error_output, run_job
 from ...records import WorkflowRecord
 from ...results import (
@@ -65,6 +65,7 @@ from ...results import (
     Result,
     WorkResult,
 )
+from ...spec import plan_step_id
 from ...status import StepStatus, WorkflowStatus
 from ..base import Backend
 from .messages import Advance, Invalid, Message, ResultMessage, parse
@@ -138,6 +139,7 @@ class ResultHandler:
             WorkflowNotFound: no such execution.
             BackendError: DynamoDB or SQS failed; nothing was lost, retry the call.
         """
+        results = self.runner.open_results(results)  # referenced outputs, as values
         try:
             applied, nxt = self.backend.apply_and_advance(workflow_execution_id, results,
                                                           dispatch=False, loaded=loaded)
@@ -151,6 +153,8 @@ class ResultHandler:
             applied, nxt = self.backend.apply_and_advance(workflow_execution_id, failed,
                                                           dispatch=False)
         jobs = nxt.jobs if isinstance(nxt, Dispatch) else []
+        if jobs:  # sub-workflow steps start child executions instead of queueing jobs
+            jobs = self.backend.start_children(workflow_execution_id, jobs)
         if jobs or completed:
             self.runner.dispatch(workflow_execution_id, jobs, done=completed)
         if (isinstance(nxt, Pending) and nxt.retry_at is not None
@@ -320,8 +324,8 @@ class JobHandler:
             return None
         seen: set[str] = set()
         for message, job in jobs:
-            spec = record.plan.by_id.get(job.step_id)
-            if spec is None or spec.fn != job.fn:
+            spec = record.plan.by_id.get(plan_step_id(job.step_id))  # a map item: its step's
+            if spec is None or spec.fn != job.fn or job.step_id not in record.steps:
                 logger.warning("message %s names job %s, which %s; left for the dead-letter "
                                "queue", message.message_id, job.key,
                                "is not a step of that workflow" if spec is None
@@ -351,11 +355,20 @@ class JobHandler:
     def _run(self, jobs: list[DispatchJob]) -> list[dict[str, Any]]:
         assert self.executor is not None or not jobs
         executor = self.executor
+
+        def one(job: DispatchJob) -> dict[str, Any]:
+            try:
+                job = self.runner.open_job(job)  # inputs given by reference, as values
+            except PayloadMissing as exc:
+                return error_output("PayloadMissing", f"the inputs of step {job.step_id!r}: "
+                                                      f"{exc}")
+            return run_job(executor, job)  # type: ignore[arg-type]
+
         if self.concurrency == 1 or len(jobs) <= 1:
-            return [run_job(executor, job) for job in jobs]  # type: ignore[arg-type]
+            return [one(job) for job in jobs]
         with cf.ThreadPoolExecutor(min(self.concurrency, len(jobs)),
                                    thread_name_prefix="runfox-lambda") as pool:
-            return list(pool.map(lambda job: run_job(executor, job), jobs))  # type: ignore[arg-type]
+            return list(pool.map(one, jobs))
 
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]

@@ -47,12 +47,13 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from ...errors import BackendError
+from ...errors import BackendError, PayloadMissing
 from ...jsonvalue import error_output
 from ...results import DispatchJob, WorkResult, job_key
+from ..payload_store import Offloader
 from ..runner import Runner
 from ._boto import call, error_code, make_client
 from ._codec import COMPRESS_OVER
@@ -143,6 +144,9 @@ class SQSRunner(Runner):
 
         slot_wait: seconds a job whose concurrency key is full waits before it is
             offered again (its message is re-sent with this delay; 0 to 900).
+        payloads: where job inputs and result outputs over its threshold go (an
+            ``Offloader``, usually the store's), so a job with large inputs fits
+            an SQS message and a task row; ``None``: everything travels inline.
 
     Concurrency limits are enforced by ``take_pending_jobs`` (see the module
     docstring); a full key's jobs stay queued.
@@ -178,7 +182,9 @@ class SQSRunner(Runner):
         verify: bool = True,
         clock: Callable[[], float] = time.time,
         slot_wait: float = 2.0,
+        payloads: Offloader | None = None,
     ) -> None:
+        self.payloads = payloads
         if (queue is None) == (queue_url is None):
             raise TypeError("SQSRunner needs exactly one of queue and queue_url (where jobs "
                             "go: a queue URL or name)")
@@ -390,7 +396,7 @@ class SQSRunner(Runner):
                 or AWS failed.
         """
         now = self.clock()
-        jobs = unique_jobs(jobs)
+        jobs = [self._pack_job(job) for job in unique_jobs(jobs)]
         bodies = [job_body(job) for job in jobs]
         queues = [self.queue_for(job) for job in jobs]
         for job, body in zip(jobs, bodies, strict=True):
@@ -497,7 +503,9 @@ class SQSRunner(Runner):
                 with self._lock:
                     self._held[job.key] = (job, delivery.message.queue_url,
                                            delivery.message.receipt_handle)
-                jobs.append(job)
+                opened = self._open_or_fail(job)
+                if opened is not None:
+                    jobs.append(opened)
             elif job is not None and delivery.verdict in (Verdict.DONE, Verdict.CANCELLED):
                 finished.append(delivery.message)
             elif isinstance(delivery.parsed, Advance | ResultMessage):
@@ -551,9 +559,12 @@ class SQSRunner(Runner):
                            output: dict[str, Any], run_id: int | None = None) -> bool:
         """Record a result once; ``False`` if one was already recorded for that job.
 
-        An output too large for a DynamoDB item is replaced by an error output
-        (``RecordTooLarge``), so the attempt fails instead of being retried forever.
+        An output over the offload threshold goes to the payload store and the
+        row holds its reference. An output still too large for a DynamoDB item
+        is replaced by an error output (``RecordTooLarge``), so the attempt fails
+        instead of being retried forever.
         """
+        output = self._pack_output(output)
         if run_id is None:
             with self._lock:
                 prefix = f"{workflow_execution_id}#{step_id}#"
@@ -563,7 +574,8 @@ class SQSRunner(Runner):
         item = self.tasks.result_item(workflow_execution_id, step_id, run_id, output, now)
         if not self.tasks.fits(item):
             message = (f"the output of step {step_id!r} (run {run_id}) is too large to store "
-                       f"in DynamoDB (over {self.tasks.max_item_bytes:,} bytes)")
+                       f"in DynamoDB (over {self.tasks.max_item_bytes:,} bytes); turn on "
+                       "offloading to S3 (aws:// URL bucket= and offload=BYTES)")
             logger.warning("%s: %s", workflow_execution_id, message)
             item = self.tasks.result_item(workflow_execution_id, step_id, run_id,
                                           error_output("RecordTooLarge", message), now)
@@ -590,7 +602,57 @@ class SQSRunner(Runner):
             self.delete([held_message[1]])
 
     def gather(self, workflow_execution_id: str) -> list[WorkResult]:
-        return self.tasks.pop_results(workflow_execution_id)
+        return self.open_results(self.tasks.pop_results(workflow_execution_id))
+
+    # -- payloads by reference ------------------------------------------------------------
+
+    def _pack_job(self, job: DispatchJob) -> DispatchJob:
+        if self.payloads is None:
+            return job
+        inputs = self.payloads.pack(job.inputs)
+        return job if inputs is job.inputs else replace(job, inputs=inputs)
+
+    def _pack_output(self, output: dict[str, Any]) -> dict[str, Any]:
+        return output if self.payloads is None else self.payloads.pack(output)
+
+    def open_job(self, job: DispatchJob) -> DispatchJob:
+        """``job`` with its inputs as the executor must see them (a reference
+        replaced by its value).
+
+        Raises:
+            PayloadMissing: the inputs are a reference to a blob that is gone.
+        """
+        if self.payloads is None:
+            return job
+        inputs = self.payloads.unpack(job.inputs)
+        return job if inputs is job.inputs else replace(job, inputs=inputs)
+
+    def open_results(self, results: Sequence[WorkResult]) -> list[WorkResult]:
+        """``results`` with referenced outputs replaced by their values; an output
+        whose blob is gone becomes an error output naming the key (the attempt fails)."""
+        if self.payloads is None:
+            return list(results)
+        opened = []
+        for result in results:
+            step_id, output = result
+            try:
+                value = self.payloads.unpack(output)
+            except PayloadMissing as exc:
+                logger.error("result of step %r: %s", step_id, exc)
+                value = error_output("PayloadMissing", f"the output of step {step_id!r}: {exc}")
+            opened.append(result if value is output else WorkResult(step_id, value,
+                                                                    result.run_id))
+        return opened
+
+    def _open_or_fail(self, job: DispatchJob) -> DispatchJob | None:
+        """``open_job``; a job whose inputs are gone gets an error result instead."""
+        try:
+            return self.open_job(job)
+        except PayloadMissing as exc:
+            logger.error("job %s: %s; its attempt fails", job.key, exc)
+            self.submit_work_result(job.workflow_execution_id, job.step_id, error_output(
+                "PayloadMissing", f"the inputs of step {job.step_id!r}: {exc}"), job.run_id)
+            return None
 
     def list_pending_jobs(self) -> list[DispatchJob]:
         """Jobs dispatched and not taken (job rows in state ``pending``; a table ``Scan``)."""
@@ -622,8 +684,9 @@ class SQSRunner(Runner):
     def send_result(self, workflow_execution_id: str, step_id: str, output: dict[str, Any],
                     run_id: int | None = None) -> None:
         """Report a result as a message, for a handler to apply (workers outside AWS)."""
-        self.send([(self._events_url(), result_body(workflow_execution_id, step_id, output,
-                                                    run_id), 0)], "result message")
+        self.send([(self._events_url(), result_body(workflow_execution_id, step_id,
+                                                    self._pack_output(output), run_id), 0)],
+                  "result message")
 
     def close(self) -> None:
         if self._owns_sqs:

@@ -25,8 +25,12 @@ Before writing, the store computes the item's size and refuses a record over
 ``max_item_bytes`` (default 400,000 bytes, under the limits of both AWS and moto)
 with ``RecordTooLarge`` naming the execution and the size. Nothing is written,
 so the stored record stays consistent. Splitting records over several items
-would need multi-item transactions capped at 100 items and was left out; keep
-large payloads in S3 and pass references.
+would need multi-item transactions capped at 100 items and was left out.
+Instead, with ``payloads`` (an ``Offloader`` over ``S3Payloads``, which an
+``aws://`` URL sets up) every value over the offload threshold (32 KiB by
+default) is stored once in S3 and the item keeps a reference
+(``runfox.payloads``), so ``RecordTooLarge`` needs many medium-sized values;
+its message names the setting to change.
 
 Idempotency keys (``Store.create(record, key)``): one more item per key in the
 same table, ``id = "key#<key>"`` with ``owner`` (the execution's id) and
@@ -79,6 +83,7 @@ from ...history import Event, corrupt_event
 from ...records import WorkflowRecord
 from ...status import WorkflowStatus
 from ..cache_store import Cache
+from ..payload_store import OFFLOAD_ENV, Offloader
 from ..schedule_store import ScheduleStore
 from ..store import ExecutionSummary, Store, key_matches
 from ..workers import WorkerRegistry
@@ -131,6 +136,8 @@ class DynamoDBStore(Store):
             key, so a misconfiguration fails at start rather than mid-workflow.
         tasks_table: the runner's task table, where schedules are kept
             (``schedules()``); without it the store keeps no schedules.
+        payloads: where values over its threshold go (an ``Offloader``, usually
+            over ``S3Payloads``); ``None``: every value stays in the item.
 
     Raises:
         BackendError: (with ``verify``) no credentials, no such table, or a table
@@ -158,6 +165,7 @@ class DynamoDBStore(Store):
         compress_over: int | None = COMPRESS_OVER,
         verify: bool = True,
         tasks_table: str | None = None,
+        payloads: Offloader | None = None,
     ) -> None:
         if max_item_bytes <= 0:
             raise ValueError("max_item_bytes must be > 0")
@@ -173,6 +181,9 @@ class DynamoDBStore(Store):
         self.tasks_table = tasks_table
         self._schedules: ScheduleStore | None = None
         self._step_cache: Cache | None = None
+        self._payloads = payloads
+        # Unpacked values are shared with the offloader's cache: hand out copies.
+        self.isolates = payloads is None  # type: ignore[misc]
         if verify:
             self._verify()
 
@@ -216,11 +227,18 @@ class DynamoDBStore(Store):
 
     def _check_size(self, key: str, size: int) -> None:
         if size > self.max_item_bytes:
+            if self._payloads is None or self._payloads.threshold is None:
+                fix = ("turn on offloading: give the aws:// URL a payload bucket (bucket=) "
+                       f"and an offload threshold (offload=BYTES or {OFFLOAD_ENV}), so large "
+                       "values go to S3 and the record keeps references")
+            else:
+                fix = (f"values over {self._payloads.threshold:,} bytes already go to S3; "
+                       f"lower the offload threshold (aws:// URL offload=BYTES or "
+                       f"{OFFLOAD_ENV}) or keep fewer values in one execution")
             raise RecordTooLarge(
                 f"workflow execution {key!r}: its record would be {size:,} bytes in DynamoDB, "
                 f"over this store's limit of {self.max_item_bytes:,} bytes (DynamoDB caps an "
-                "item at 400 KB); nothing was written. Keep large payloads out of inputs and "
-                "step outputs (store them in S3 and pass references)")
+                f"item at 400 KB); nothing was written. To fix it, {fix}")
 
     # -- Store primitives ---------------------------------------------------------------
 
@@ -236,13 +254,14 @@ class DynamoDBStore(Store):
                                 f"undecodable DynamoDB item: {type(exc).__name__}: {exc}") from exc
         record = WorkflowRecord.from_dict(data)
         self._remember_fixed(workflow_execution_id, record, item_size({"fixed": item["fixed"]}))
-        return record
+        return self._payloads.unpack_record(record) if self._payloads is not None else record
 
     def _write(self, record: WorkflowRecord, previous: WorkflowRecord | None) -> None:
         self._write_logged(record, previous, ())
 
     def _write_logged(self, record: WorkflowRecord, previous: WorkflowRecord | None,
                       events: Sequence[Event]) -> None:
+        kept, record = record, self._packed(record)
         key = record.workflow_execution_id
         parts = self._history_items(key, record.version, events) if events else []
         data = record.to_dict()
@@ -250,7 +269,7 @@ class DynamoDBStore(Store):
         header = _header(record)
         body = encode_json(data, self.compress_over)
         unchanged = (previous is not None and record.version > 1
-                     and record.spec is previous.spec and record.inputs is previous.inputs)
+                     and kept.spec is previous.spec and kept.inputs is previous.inputs)
         if unchanged:
             size = (self._fixed_size(key, record)
                     + item_size({"id": {"S": key}, **header, "body": body}))
@@ -288,7 +307,15 @@ class DynamoDBStore(Store):
         self._check_size(key, item_size(item))
         return item
 
+    def _packed(self, record: WorkflowRecord) -> WorkflowRecord:
+        """``record`` with large values in S3 (every step: the item holds them all)."""
+        return self._payloads.pack_record(record, None) if self._payloads is not None else record
+
+    def payloads(self) -> Offloader | None:
+        return self._payloads
+
     def _record_item(self, record: WorkflowRecord) -> dict[str, Any]:
+        record = self._packed(record)
         data = record.to_dict()
         fixed = _fixed_part(data)
         return self._full_item(record.workflow_execution_id, _header(record), fixed,

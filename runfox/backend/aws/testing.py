@@ -1,6 +1,6 @@
 """A local moto server on 127.0.0.1, for testing code that uses the AWS backend.
 
-Needs the test dependencies (``moto[dynamodb,sqs]``, ``flask``, ``flask-cors``)::
+Needs the test dependencies (``moto[dynamodb,sqs,s3]``, ``flask``, ``flask-cors``)::
 
     with LocalAws() as aws:                      # a free port on 127.0.0.1
         store, runner = parts_from_url(resources.url(endpoint_url=aws.url), ...)
@@ -69,7 +69,7 @@ class LocalAws:
         """Start serving; returns the endpoint URL.
 
         Raises:
-            ImportError: moto is not installed (``pip install 'moto[dynamodb,sqs]'
+            ImportError: moto is not installed (``pip install 'moto[dynamodb,sqs,s3]'
                 flask flask-cors``).
         """
         from moto.server import (

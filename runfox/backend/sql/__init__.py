@@ -25,7 +25,7 @@ from ...errors import BackendError
 __all__ = ["SqlRunner", "SqlStore", "SqliteRunner", "SqliteStore", "parts_from_url"]
 
 _RUNNER_OPTIONS = ("lease", "max_deliveries")
-_STORE_OPTIONS = ("cache_size",)
+_STORE_OPTIONS = ("cache_size", "offload")
 
 try:
     from .database import Database
@@ -57,7 +57,9 @@ else:
         """A store and a runner on one database (one engine, one connection pool).
 
         ``options`` may hold the runner's ``lease`` and ``max_deliveries``, the
-        store's ``cache_size``, and ``create_tables``, ``busy_timeout``,
+        store's ``cache_size`` and ``offload`` (also read from the URL's
+        ``?offload=`` parameter, which is removed before the URL reaches the
+        driver), and ``create_tables``, ``busy_timeout``,
         ``sqlite_synchronous`` and ``engine_options`` (see ``SqlStore``).
 
         Raises:
@@ -66,6 +68,9 @@ else:
         """
         runner_options = {k: options.pop(k) for k in _RUNNER_OPTIONS if k in options}
         store_options = {k: options.pop(k) for k in _STORE_OPTIONS if k in options}
+        url, offload = _take_offload(url)
+        if offload is not None:
+            store_options.setdefault("offload", offload)
         try:
             db = Database.open(url, **options)
         except TypeError as exc:
@@ -77,6 +82,21 @@ else:
             db.release()
             raise
         return store, runner
+
+
+def _take_offload(url: str) -> tuple[str, str | None]:
+    """``url`` without its ``offload`` query parameter, and that parameter's value."""
+    from urllib.parse import parse_qsl, urlencode
+
+    base, _, query_text = url.partition("?")  # not urlsplit: it drops sqlite:////'s slash
+    query = parse_qsl(query_text, keep_blank_values=True)
+    found = [v for k, v in query if k == "offload"]
+    if not found:
+        return url, None
+    if len(found) > 1:
+        raise ValueError("the backend URL gives offload= more than once")
+    rest = urlencode([(k, v) for k, v in query if k != "offload"])
+    return (f"{base}?{rest}" if rest else base), found[0]
 
 
 def _sqlite_url(path: str | os.PathLike[str]) -> str:

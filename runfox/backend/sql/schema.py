@@ -10,6 +10,8 @@ plus Alembic's ``runfox_alembic_version`` (see ``migrations``):
   are written once, at creation; a transition rewrites only ``status``,
   ``version``, ``updated_at``, ``outcome`` (when it changed), ``due_at`` and
   ``retry_at``. ``state`` holds the state of records written before schema 9.
+  ``parent`` (schema 7, nullable JSON) names a sub-workflow's parent step run;
+  written once, at creation.
 - ``runfox_steps``: one row per step of an execution. A transition rewrites
   only the steps it changed; ``version`` is the record version that last wrote
   the row, which lets a reader that has version *n* fetch only newer rows.
@@ -50,6 +52,11 @@ plus Alembic's ``runfox_alembic_version`` (see ``migrations``):
 - ``runfox_cache`` (schema 5): the step cache, one row per key (sha256 hex of fn,
   inputs and cache version, see ``runfox.cache``) with ``fn``, ``version`` (JSON),
   ``stored_at`` and ``output`` (JSON); ``fn`` is indexed for ``clear --fn``.
+- ``runfox_payloads`` (schema 8): offloaded values (``runfox.payloads``), one row
+  per blob keyed by its content (``sha256:<hex>``), with ``size`` and ``data``
+  (the value's JSON, ASCII-escaped like every JSON column; PyMySQL sends a
+  binary parameter at twice its size, so text reaches further under MariaDB's
+  ``max_allowed_packet``). Rows are immutable.
 
 JSON is stored as text (``LONGTEXT`` on MySQL), ASCII-escaped so any server
 character set holds it. Keys compare case-sensitively on MySQL (``utf8mb4_bin``)
@@ -101,6 +108,7 @@ __all__ = [
     "history",
     "keys",
     "metadata",
+    "payloads",
     "read_state",
     "schedules",
     "schema_version",
@@ -146,6 +154,8 @@ workflows = Table(
     Column("inputs", JsonText, nullable=False),
     Column("state", JsonText, nullable=False),
     Column("outcome", JsonText, nullable=False),
+    # schema 7: a sub-workflow's parent step (JSON, written once); NULL otherwise
+    Column("parent", JsonText, nullable=True),
     # Schema 9: when the sweep should next look at the execution (NULL: nothing
     # can fall due by time alone) and its earliest waiting retry.
     Column("due_at", Double, nullable=True),
@@ -263,6 +273,15 @@ cache = Table(
     Column("stored_at", Double, nullable=False),
     Column("output", JsonText, nullable=False),
     Index("ix_runfox_cache_fn", "fn"),
+    **_MYSQL,
+)
+
+payloads = Table(
+    "runfox_payloads", metadata,
+    Column("payload_key", String(71), primary_key=True),  # sha256:<64 hex>
+    Column("size", BigInteger, nullable=False),
+    Column("data", JsonText, nullable=False),
+    Column("created_at", Double, nullable=False),
     **_MYSQL,
 )
 

@@ -32,6 +32,11 @@ A record is a header row in ``runfox_workflows`` plus one row per step in
 
 The record cache is filled only once a write commits (``Database.after_commit``),
 so a joint unit that rolls back leaves no record behind that was never stored.
+
+Large values (``runfox.payloads``) go to ``runfox_payloads`` (``SqlPayloads``)
+through the store's ``Offloader``: a record is packed before it is encoded and
+unpacked after it is decoded, and the cache keeps the unpacked record, so a
+blob is read once per process.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ import json
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, case, delete, func, or_, select, update
@@ -49,12 +54,14 @@ from sqlalchemy.sql.dml import Insert
 
 from ...errors import BackendError, ConflictError, CorruptRecord
 from ...history import Event, corrupt_event
-from ...records import StepRecord, WorkflowRecord
+from ...records import StepRecord, WorkflowRecord, ordered_items
 from ...status import WorkflowStatus
+from ..payload_store import DEFAULT_OFFLOAD_BYTES, Offloader, offload_threshold
 from ..runner import Runner
 from ..store import DueWork, ExecutionSummary, Store, UnitOfWork, key_matches
 from .cache import SqlCache
 from .database import Database, DatabaseUser, DuplicateRow
+from .payloads import SqlPayloads
 from .schedules import SqlScheduleStore
 from .schema import history, keys, state, steps, tasks, workflows
 from .workers import SqlWorkerRegistry
@@ -70,7 +77,7 @@ _THIS = workflows.c.workflow_execution_id == bindparam("k")
 _SELECT_HEAD = select(*_HEAD).where(_THIS)
 _SELECT_FULL = select(*_HEAD, workflows.c.workflow_id, workflows.c.execution_id,
                       workflows.c.created_at, workflows.c.spec, workflows.c.inputs,
-                      workflows.c.state).where(_THIS)
+                      workflows.c.state, workflows.c.parent).where(_THIS)
 _SELECT_STEPS = select(steps.c.step_id, steps.c.version, steps.c.data).where(
     steps.c.workflow_execution_id == bindparam("k"), steps.c.version > bindparam("since"))
 _SELECT_STATE = select(state.c.name, state.c.version, state.c.value).where(
@@ -111,6 +118,7 @@ _SELECT_EVENTS = (select(history.c.version, history.c.idx, history.c.data)
 _SELECT_KEY = select(keys.c.workflow_execution_id).where(
     keys.c.idempotency_key == bindparam("key"))
 _TORN_READS = 100
+_NO_STATE: dict[str, Any] = {}
 #: The widest state key a ``runfox_state`` row holds (its ``name`` column).
 MAX_STATE_KEY = 255
 #: Bounds of how far ``postpone`` pushes an execution in which the sweep found
@@ -174,6 +182,10 @@ class SqlStore(DatabaseUser, Store):
             power loss may undo the last commits but never corrupts the file;
             ``FULL``: every commit is flushed).
         engine_options: extra ``create_engine`` keywords (pool size ...).
+        offload: values (step outputs and inputs, workflow inputs, outcome, each
+            state key) whose JSON is over this many bytes are stored once in
+            ``runfox_payloads`` and referenced; ``"off"`` or 0 never offloads.
+            Default: ``$RUNFOX_OFFLOAD_BYTES``, else 256 KiB.
         claim_grace: seconds after a write with steps in progress at which the
             execution falls due for the sweep (a claimed step whose job was
             lost is dispatched again then, see ``Store.due``).
@@ -194,16 +206,19 @@ class SqlStore(DatabaseUser, Store):
         busy_timeout: float | None = None,
         sqlite_synchronous: str | None = None,
         engine_options: dict[str, Any] | None = None,
+        offload: int | str | None = None,
         claim_grace: float = 30.0,
         _database: Database | None = None,
     ) -> None:
         if claim_grace <= 0:
             raise ValueError("claim_grace must be > 0")
+        threshold = offload_threshold(offload, DEFAULT_OFFLOAD_BYTES)
         super().__init__(url, engine=engine, create_tables=create_tables,
                          busy_timeout=busy_timeout, sqlite_synchronous=sqlite_synchronous,
                          engine_options=engine_options, database=_database)
         self._cache = _RecordCache(cache_size)
         self._step_cache: SqlCache | None = None
+        self._payloads = Offloader(SqlPayloads(self._db), threshold)
         self.claim_grace = claim_grace
         self._upsert_state = _state_upsert(self._db.dialect.name)
 
@@ -217,6 +232,11 @@ class SqlStore(DatabaseUser, Store):
 
     def _write_logged(self, record: WorkflowRecord, previous: WorkflowRecord | None,
                       events: Sequence[Event]) -> None:
+        kept = record
+        if previous is None:
+            record = self._payloads.pack_record(record, None)
+        else:  # the state goes by changed key below (packing all of it is O(state))
+            record = self._payloads.pack_record(record.evolve(state=_NO_STATE), previous)
         key = record.workflow_execution_id
         logged = [_event_params(e) for e in events]
         if record.version == 1:
@@ -232,8 +252,15 @@ class SqlStore(DatabaseUser, Store):
             if previous is None or record.outcome is not previous.outcome:
                 head["outcome_json"] = dumps(record.outcome)
                 update_head = _UPDATE_HEAD
+            # Map items appear when their map step is claimed: those rows are new.
+            old = previous.steps if previous is not None else None
+            fresh = [sid for sid in changed if old is not None and sid not in old]
+            if fresh:
+                made = set(fresh)
+                changed = [sid for sid in changed if sid not in made]
+            inserts = [_step_row(key, record.steps[sid], record.version) for sid in fresh]
             rows = [_step_params(key, record.steps[sid], record.version) for sid in changed]
-            values = _state_params(key, record, previous)
+            values = _state_params(key, kept, previous, self._payloads.pack)
 
             def work(conn: Connection) -> None:
                 if conn.execute(update_head, head).rowcount != 1:
@@ -241,6 +268,8 @@ class SqlStore(DatabaseUser, Store):
                                         f"{record.version - 1}; another writer won")
                 if rows:
                     conn.execute(_UPDATE_STEP, rows)
+                if inserts:
+                    conn.execute(_INSERT_STEPS, inserts)
                 if values:
                     conn.execute(self._upsert_state, values)
                 if logged:
@@ -249,11 +278,11 @@ class SqlStore(DatabaseUser, Store):
             # A lost race keeps the cached record: it is still a version that
             # was stored, and the reload then reads only the rows written since.
             self._db.run(work, what=f"write workflow {key!r}")
-        self._db.after_commit(lambda: self._cache.put(record))
+        self._db.after_commit(lambda: self._cache.put(kept))
 
     def _create_keyed(self, record: WorkflowRecord, key: str) -> str | None:
         try:
-            self._create(record, key)
+            self._create(self._payloads.pack_record(record, None), key)
         except ConflictError:
             owner = self._key_owner(key)
             if owner is None:
@@ -269,6 +298,10 @@ class SqlStore(DatabaseUser, Store):
 
     def schedules(self) -> SqlScheduleStore:
         return SqlScheduleStore(self._db)
+
+    def payloads(self) -> Offloader:
+        """The ``Offloader`` over ``runfox_payloads`` (one object per store)."""
+        return self._payloads
 
     def cache(self) -> SqlCache:
         """The step cache in ``runfox_cache`` (one object per store)."""
@@ -295,12 +328,11 @@ class SqlStore(DatabaseUser, Store):
             "inputs": dumps(record.inputs),
             "state": "{}",  # the state is in runfox_state
             "outcome": dumps(record.outcome),
+            "parent": None if record.parent is None else dumps(record.parent),
         }
         head["due_at"], head["retry_at"] = due_times(record, self.claim_grace)
         values = _state_params(key, record, None)
-        rows = [{"workflow_execution_id": key, "step_id": s.id, "status": s.status.value,
-                 "run_id": s.run_id, "version": record.version, "data": dumps(s.to_dict())}
-                for s in record.steps.values()]
+        rows = [_step_row(key, s, record.version) for s in record.steps.values()]
 
         def work(conn: Connection) -> None:
             if idempotency_key is not None:  # first: a racing creator stops here
@@ -351,10 +383,12 @@ class SqlStore(DatabaseUser, Store):
         if found is None:
             self._cache.drop(key)
             return None
-        if found.base is not None and found.head.version == found.base.version:
-            return found.base
-        record = (_apply_delta(key, found) if found.base is not None
+        base = found.base
+        if base is not None and found.head.version == base.version:
+            return base
+        record = (_apply_delta(key, found) if base is not None
                   else _decode_full(key, found))
+        record = self._payloads.unpack_record(record, base)
         self._cache.put(record)
         return record
 
@@ -485,6 +519,11 @@ def _event_params(event: Event) -> dict[str, Any]:
             "data": dumps(event.to_dict())}
 
 
+def _step_row(key: str, step: StepRecord, version: int) -> dict[str, Any]:
+    return {"workflow_execution_id": key, "step_id": step.id, "status": step.status.value,
+            "run_id": step.run_id, "version": version, "data": dumps(step.to_dict())}
+
+
 def _step_params(key: str, step: StepRecord, version: int) -> dict[str, Any]:
     return {"k": key, "sid": step.id, "st": step.status.value, "run": step.run_id,
             "v": version, "data_json": dumps(step.to_dict())}
@@ -558,6 +597,8 @@ def _decode_full(key: str, found: _Read) -> WorkflowRecord:
         "outcome": _column(key, "outcome", head.outcome),
         "steps": _step_dicts(key, rows),
     }
+    if head.parent is not None:
+        data["parent"] = _column(key, "parent", head.parent)
     record = WorkflowRecord.from_dict(data)
     if record.workflow_execution_id != key:
         raise CorruptRecord(key, f"the row holds record {record.workflow_execution_id!r}")
@@ -570,28 +611,40 @@ def _apply_delta(key: str, found: _Read) -> WorkflowRecord:
     assert base is not None
     plan = base.plan
     try:
-        changes = {d["id"]: StepRecord.from_dict(d) for d in _step_dicts(key, found.step_rows)
-                   if d["id"] in plan.by_id}
+        changes: dict[str, StepRecord] = {}
+        fresh: list[Mapping[str, Any]] = []  # items of a map claimed since ``base``
+        for d in _step_dicts(key, found.step_rows):
+            spec = plan.by_id.get(d["id"])
+            if spec is not None:
+                changes[d["id"]] = StepRecord.from_dict(d, list_output=spec.map is not None)
+            elif d["id"] in base.steps:
+                changes[d["id"]] = StepRecord.from_dict(d)
+            else:
+                fresh.append(d)
+        steps = base.steps
+        if fresh:
+            steps = steps.extend(StepRecord.from_dict(d) for d in ordered_items(plan, fresh))
         return WorkflowRecord(
             workflow_id=base.workflow_id,
             execution_id=base.execution_id,
             spec=base.spec,
             inputs=base.inputs,
             state=_merged_state(key, base.state, found.state_rows),
-            steps=base.steps.replace(changes),
+            steps=steps.replace(changes),
             status=WorkflowStatus(head.status),
             outcome=_column(key, "outcome", head.outcome),
             version=int(head.version),
             created_at=base.created_at,
             updated_at=float(head.updated_at),
+            parent=base.parent,
             plan=plan,
         )  # ready/open/unmet are derived again from the merged steps
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptRecord(key, f"{type(exc).__name__}: {exc}") from exc
 
 
-def _state_params(key: str, record: WorkflowRecord, previous: WorkflowRecord | None
-                  ) -> list[dict[str, Any]]:
+def _state_params(key: str, record: WorkflowRecord, previous: WorkflowRecord | None,
+                  pack: Callable[[Any], Any] | None = None) -> list[dict[str, Any]]:
     """Rows for the state keys whose value changed since ``previous``, by identity.
 
     The graph builds a new state dict only by merging (``{**state, **output}``),
@@ -615,7 +668,7 @@ def _state_params(key: str, record: WorkflowRecord, previous: WorkflowRecord | N
             raise ValueError(f"{key}: state key {name[:40]!r}... is longer than "
                              f"{MAX_STATE_KEY} characters")
         rows.append({"workflow_execution_id": key, "name": name, "version": record.version,
-                     "value": dumps(value)})
+                     "value": dumps(value if pack is None else pack(value))})
     if kept < len(old):
         rows.extend({"workflow_execution_id": key, "name": name, "version": record.version,
                      "value": None} for name in old if name not in new)

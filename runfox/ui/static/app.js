@@ -456,8 +456,10 @@ function renderSteps(box, state) {
   const body = el("tbody");
   for (const s of rows.slice(state.page * PAGE_SIZE, (state.page + 1) * PAGE_SIZE)) {
     const tr = el("tr", { "data-step": s.id, class: state.selected === s.id ? "steprow-selected" : null },
-      el("td", null, el("code", null, s.id)), el("td", null, s.fn),
-      el("td", null, badge(s.status, "wf")),
+      el("td", null, el("code", null, s.id)),
+      el("td", null, s.fn, s.child ? el("div", { class: "child" }, "child ",
+        el("a", { href: "#/execution/" + encodeURIComponent(s.child) }, s.child)) : null),
+      el("td", null, badge(s.status, "wf"), s.items ? el("div", { class: "items" }, itemsText(s.items)) : null),
       el("td", { class: "num" }, `${s.attempts}/${s.max_attempts}`), el("td", { class: "num" }, String(s.run_id)),
       el("td", null, when(s.started_at)), el("td", null, when(s.finished_at)),
       payloadCell(s.inputs, "inputs"), payloadCell(s.output, "output"), payloadCell(s.error, "error"));
@@ -469,6 +471,12 @@ function renderSteps(box, state) {
     el("thead", null, el("tr", null, ...["step", "fn", "status", "attempts", "run", "started", "finished",
                                          "inputs", "output", "error"].map((h) => el("th", null, h)))),
     body));
+}
+
+// A map step's items, as `runfox status` words them.
+function itemsText(items) {
+  const failed = items.failed ? `, ${items.failed} failed` : "";
+  return `items ${items.settled}/${items.total} done${failed}`;
 }
 
 function payloadCell(value, kind) {

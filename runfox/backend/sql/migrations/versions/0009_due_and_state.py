@@ -8,7 +8,7 @@ shared state one row per key; records written before keep their state in the
 header's ``state`` column, which rows override, so nothing is copied here.
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0008
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from sqlalchemy.dialects.mysql import LONGTEXT
 from runfox.backend.sql.migrations import record_version
 
 revision = "0009"
-down_revision = "0006"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

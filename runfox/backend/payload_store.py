@@ -1,0 +1,282 @@
+"""``PayloadStore``: where offloaded blobs live, and ``Offloader``, which uses one.
+
+The reference format and the packing rules are ``runfox.payloads`` (pure). A
+technology implements three primitives on blobs keyed ``sha256:<hex>`` (a blob is
+UTF-8 text: the JSON ``runfox.payloads.encode`` makes, ASCII in fact):
+
+- ``_put(key, blob)``: store ``blob`` under ``key``. Blobs are immutable and
+  named by their content, so writing a key that exists is harmless (either copy
+  may stay; they are equal).
+- ``_get(key)``: the blob, or ``None`` when there is none.
+- ``_delete(keys)``: remove those keys; how many there were.
+
+The public ``put``, ``get`` and ``delete`` check keys once, here, and ``get``
+checks that the blob still hashes to its key (a damaged blob is a
+``CorruptRecord``, never silently wrong data). ``runfox.testing.PayloadContract``
+is the suite every implementation runs: ``InMemoryPayloads`` (here),
+``SqlPayloads`` (the ``runfox_payloads`` table) and ``S3Payloads`` (a bucket).
+
+``Offloader`` binds a payload store to a threshold and a bounded in-process
+cache of decoded blobs (safe: a key always names the same value). Stores call
+``pack_record`` before they encode a record and ``unpack_record`` after they
+decode one; runners call ``pack`` and ``unpack`` on job inputs and result
+outputs that travel through size-limited rows and messages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+from .. import payloads
+from ..errors import CorruptRecord, PayloadMissing
+from ..records import WorkflowRecord
+
+__all__ = ["DEFAULT_OFFLOAD_BYTES", "OFFLOAD_ENV", "InMemoryPayloads", "Offloader",
+           "PayloadStore", "offload_threshold"]
+
+#: Values whose JSON is over this many bytes are offloaded by default (SQL stores).
+DEFAULT_OFFLOAD_BYTES = 256 * 1024
+#: The environment variable that sets the threshold when none is given.
+OFFLOAD_ENV = "RUNFOX_OFFLOAD_BYTES"
+#: Bytes of decoded blobs an ``Offloader`` keeps in memory by default.
+DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
+
+
+def offload_threshold(value: int | str | None, default: int | None,
+                      env: dict[str, str] | None = None) -> int | None:
+    """The threshold a setting means: bytes, or ``None`` for "never offload".
+
+    ``value`` is what a constructor, URL (``?offload=``) or option gave: a
+    positive number of bytes, or ``"off"``/``0`` to disable offloading. When it
+    is ``None`` the ``RUNFOX_OFFLOAD_BYTES`` variable decides, then ``default``.
+
+    Raises:
+        ValueError: not a non-negative whole number nor ``off``; the message
+            names the setting.
+    """
+    source = "offload"
+    if value is None:
+        value = (os.environ if env is None else env).get(OFFLOAD_ENV) or None
+        source = OFFLOAD_ENV
+        if value is None:
+            return default
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("off", "none", "never", "0"):
+            return None
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"{source}={value!r}: expected a number of bytes or 'off'"
+                             ) from None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{source}={value!r}: expected a number of bytes >= 0 or 'off'")
+    return value or None
+
+
+class PayloadStore(ABC):
+    """Immutable blobs by content key (``sha256:<hex>``)."""
+
+    #: Where blobs are kept, for messages (``runfox_payloads``, ``s3://bucket/prefix``).
+    where: str = "the payload store"
+
+    def put(self, blob: bytes) -> str:
+        """Store ``blob``; returns its key. Storing the same blob again is harmless."""
+        key = payloads.blob_key(blob)
+        self._put(key, bytes(blob))
+        return key
+
+    def put_keyed(self, key: str, blob: bytes) -> None:
+        """Store ``blob`` under ``key``, which must be its content key.
+
+        Raises:
+            ValueError: ``key`` is malformed or is not the blob's key.
+        """
+        if payloads.blob_key(blob) != payloads.check_key(key):
+            raise ValueError(f"payload key {key} does not match the blob's content")
+        self._put(key, bytes(blob))
+
+    def get(self, key: str) -> bytes:
+        """The blob stored under ``key``.
+
+        Raises:
+            ValueError: ``key`` is not a payload key.
+            PayloadMissing: no blob has that key.
+            CorruptRecord: the stored blob no longer matches its key.
+        """
+        blob = self._get(payloads.check_key(key))
+        if blob is None:
+            raise PayloadMissing(key, f"not in {self.where}")
+        if payloads.blob_key(blob) != key:
+            raise CorruptRecord(key, f"the blob in {self.where} does not match its key")
+        return blob
+
+    def delete(self, keys: Iterable[str]) -> int:
+        """Remove the blobs of ``keys``; returns how many there were."""
+        wanted = [payloads.check_key(k) for k in dict.fromkeys(keys)]
+        return self._delete(wanted) if wanted else 0
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._get(payloads.check_key(key)) is not None
+
+    def close(self) -> None:
+        """Release what the store holds (a shared database's connections are not its own)."""
+
+    @abstractmethod
+    def _put(self, key: str, blob: bytes) -> None: ...
+
+    @abstractmethod
+    def _get(self, key: str) -> bytes | None: ...
+
+    @abstractmethod
+    def _delete(self, keys: list[str]) -> int: ...
+
+
+class InMemoryPayloads(PayloadStore):
+    """Blobs in a dict under a lock; gone when the process exits."""
+
+    where = "the in-memory payload store"
+
+    def __init__(self) -> None:
+        self._blobs: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def _put(self, key: str, blob: bytes) -> None:
+        with self._lock:
+            self._blobs.setdefault(key, blob)
+
+    def _get(self, key: str) -> bytes | None:
+        with self._lock:
+            return self._blobs.get(key)
+
+    def _delete(self, keys: list[str]) -> int:
+        with self._lock:
+            return sum(self._blobs.pop(k, None) is not None for k in keys)
+
+    def __len__(self) -> int:
+        return len(self._blobs)
+
+
+class Offloader:
+    """A payload store with a threshold and a cache: what stores and runners call.
+
+    Args:
+        store: where blobs go.
+        threshold: values whose JSON is over this many bytes are offloaded;
+            ``None``: none are (references already stored are still read, and
+            user objects carrying ``$runfox_ref`` are still escaped).
+        cache_bytes: decoded blobs kept in memory, by key, up to about this many
+            blob bytes. A blob is immutable, so a cached value never goes stale.
+
+    Values handed out by ``unpack`` are shared with the cache: runfox never
+    changes a record's values, and stores that hand records to callers copy
+    them (``Store.load``).
+    """
+
+    def __init__(self, store: PayloadStore, threshold: int | None = DEFAULT_OFFLOAD_BYTES,
+                 *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        if threshold is not None and threshold <= 0:
+            raise ValueError("threshold must be > 0 bytes, or None to offload nothing")
+        self.store = store
+        self.threshold = threshold
+        self.cache_bytes = cache_bytes
+        # key -> (value, size); and id(value) -> (value, reference) for values
+        # that came from or went to the store, so packing them again is free.
+        self._values: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        self._refs: dict[int, tuple[Any, dict[str, Any]]] = {}
+        self._held = 0
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Offloader({self.store!r}, threshold={self.threshold})"
+
+    # -- values -------------------------------------------------------------------
+
+    def pack(self, value: Any) -> Any:
+        """``value``, or a reference to it (stored first) when it is over the threshold."""
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        with self._lock:
+            known = self._refs.get(id(value))
+        if known is not None and known[0] is value:
+            return known[1]
+        ref = payloads.pack(value, self.threshold, self._put)
+        if ref is not value:
+            self._remember(ref, value)
+        return ref
+
+    def unpack(self, value: Any) -> Any:
+        """The value a reference stands for, or ``value`` itself.
+
+        Raises:
+            PayloadMissing: the reference names a blob the store does not hold.
+        """
+        return payloads.unpack(value, self._get)
+
+    def pack_record(self, record: WorkflowRecord, previous: WorkflowRecord | None
+                    ) -> WorkflowRecord:
+        """``payloads.pack_record`` with this store and threshold (see there)."""
+        return payloads.pack_record(record, previous, self.pack)
+
+    def unpack_record(self, record: WorkflowRecord, base: WorkflowRecord | None = None
+                      ) -> WorkflowRecord:
+        """``payloads.unpack_record`` with this store (missing blobs become defects)."""
+        return payloads.unpack_record(record, base, self._get)
+
+    def delete(self, keys: Iterable[str]) -> int:
+        """Remove blobs from the store and this cache; how many the store had.
+
+        For ``runfox prune``-style clean-ups and tests: a record that still refers
+        to a deleted blob loads with a ``PayloadMissing`` defect.
+        """
+        wanted = list(dict.fromkeys(keys))
+        with self._lock:
+            for key in wanted:
+                held = self._values.pop(key, None)
+                if held is not None:
+                    self._refs.pop(id(held[0]), None)
+                    self._held -= held[1]
+        return self.store.delete(wanted)
+
+    # -- the cache ------------------------------------------------------------------
+
+    def _put(self, key: str, blob: bytes) -> None:
+        # Put even when this process has the key cached: the store may have lost it
+        # since (a lifecycle rule, a clean-up), and a put of a blob is idempotent.
+        self.store.put_keyed(key, blob)
+
+    def _get(self, key: str) -> Any:
+        with self._lock:
+            held = self._values.get(key)
+            if held is not None:
+                self._values.move_to_end(key)
+                return held[0]
+        blob = self.store.get(key)
+        try:
+            value = json.loads(blob)
+        except ValueError as exc:
+            raise CorruptRecord(key, f"the blob in {self.store.where} is not JSON: {exc}"
+                                ) from exc
+        self._remember(payloads.make_ref(blob), value)
+        return value
+
+    def _remember(self, ref: dict[str, Any], value: Any) -> None:
+        key, size = ref[payloads.REF_KEY], ref["size"]
+        if size > self.cache_bytes:
+            return
+        with self._lock:
+            if key in self._values:
+                return
+            self._values[key] = (value, size)
+            self._refs[id(value)] = (value, ref)
+            self._held += size
+            while self._held > self.cache_bytes and self._values:
+                _, (old, old_size) = self._values.popitem(last=False)
+                self._refs.pop(id(old), None)
+                self._held -= old_size

@@ -1,0 +1,277 @@
+"""Large payloads by reference: the reference format, and packing values into it.
+
+A JSON value too large to travel inside a record, a task row or a queue message
+is stored once as a *blob* (its compact JSON text, ASCII) in a payload store
+(``runfox.backend.payload_store``), and the record keeps a *reference* in its
+place::
+
+    {"$runfox_ref": "sha256:<64 hex digits>", "size": 5242880, "preview": "{\\"rows\\":[..."}
+
+The key is the SHA-256 of the blob, so blobs are immutable: writing one twice is
+harmless, two executions with the same output share one blob, and a process may
+cache a blob by key for as long as it likes. ``size`` is the blob's length in
+bytes and ``preview`` its first ``PREVIEW_CHARS`` characters, so ``runfox
+status`` can describe the value without fetching it.
+
+Which values are packed: whole values at fixed places of a record (a step's
+``output`` and ``inputs``, the workflow's ``inputs`` and ``outcome``, and each
+key of the shared ``state`` on its own) and whole job inputs and result outputs
+on a queue. Nothing nested is ever replaced, so expressions, branches and
+executors see plain values once a store has unpacked them.
+
+A user value at one of those places that is a JSON object with the key
+``$runfox_ref`` but is not a well-formed reference is always offloaded,
+whatever its size: its blob holds it verbatim and the place holds a real
+reference, so it can never be mistaken for one. A value that has exactly the
+shape of a reference is read as one (runfox never hands references to
+executors, so only a value built to look like one has it).
+
+This module is pure: ``pack``, ``unpack`` and the record functions take the
+blob store's ``put`` and ``get`` as arguments and do no I/O of their own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .errors import CorruptRecord, PayloadMissing
+from .records import Defect, StepRecord, WorkflowRecord
+
+__all__ = [
+    "PREVIEW_CHARS",
+    "REF_KEY",
+    "Get",
+    "Put",
+    "blob_key",
+    "check_key",
+    "describe",
+    "encode",
+    "is_ref",
+    "make_ref",
+    "needs_escape",
+    "pack",
+    "pack_record",
+    "unpack",
+    "unpack_record",
+]
+
+#: The key that marks a reference.
+REF_KEY = "$runfox_ref"
+#: How many characters of the JSON text a reference keeps as its preview.
+PREVIEW_CHARS = 80
+
+_KEY = re.compile(r"sha256:[0-9a-f]{64}\Z")
+_REF_FIELDS = frozenset({REF_KEY, "size", "preview"})
+
+#: ``put(key, blob)``: store a blob under its key (idempotent).
+Put = Callable[[str, bytes], None]
+#: ``get(key)``: the value stored under ``key``, decoded; raises ``PayloadMissing``.
+Get = Callable[[str], Any]
+
+
+def encode(value: Any) -> bytes:
+    """The blob of ``value``: compact JSON, keys in their order, ASCII only (so it is
+    valid UTF-8 and any text column holds it, whatever the strings contain)."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode("ascii")
+
+
+def blob_key(blob: bytes) -> str:
+    """The content address of ``blob``: ``sha256:<hex>``."""
+    return "sha256:" + hashlib.sha256(blob).hexdigest()
+
+
+def check_key(key: Any) -> str:
+    """``key`` if it is a well-formed blob key, else ``ValueError`` naming it."""
+    if not isinstance(key, str) or not _KEY.match(key):
+        raise ValueError(f"{key!r} is not a payload key (expected sha256:<64 hex digits>)")
+    return key
+
+
+def make_ref(blob: bytes) -> dict[str, Any]:
+    """The reference to ``blob`` (see the module docstring)."""
+    text = blob[:PREVIEW_CHARS].decode("utf-8", errors="ignore")
+    return {REF_KEY: blob_key(blob), "size": len(blob), "preview": text}
+
+
+def is_ref(value: Any) -> bool:
+    """True when ``value`` has exactly the shape of a reference."""
+    return (type(value) is dict and len(value) == 3 and value.keys() == _REF_FIELDS
+            and isinstance(value[REF_KEY], str) and _KEY.match(value[REF_KEY]) is not None
+            and type(value["size"]) is int and isinstance(value["preview"], str))
+
+
+def needs_escape(value: Any) -> bool:
+    """A user object that carries ``$runfox_ref`` without being a reference."""
+    return type(value) is dict and REF_KEY in value and not is_ref(value)
+
+
+def describe(value: Any) -> str | None:
+    """``5.2 MB offloaded (sha256:9f2c1d0e4a7b...): {"rows":[...`` for a reference
+    (size, the start of its key, preview); ``None`` for any other value."""
+    if not is_ref(value):
+        return None
+    return f"{_size_text(value['size'])} offloaded ({value[REF_KEY][:19]}...): " \
+           f"{value['preview']}{'...' if value['size'] > len(value['preview']) else ''}"
+
+
+def _size_text(size: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"
+
+
+def pack(value: Any, threshold: int | None, put: Put) -> Any:
+    """``value``, or a reference to it when its JSON is over ``threshold`` bytes.
+
+    ``threshold`` ``None`` offloads only values that need escaping (see the
+    module docstring). A reference is returned as it is. ``put`` is called with
+    the blob before the reference is returned.
+    """
+    if value is None or isinstance(value, bool | int | float) or is_ref(value):
+        return value
+    escape = needs_escape(value)
+    if not escape:
+        if threshold is None:
+            return value
+        if isinstance(value, str) and len(value) * 6 + 2 <= threshold:
+            return value  # a short string cannot be over the threshold: skip the encoding
+    blob = encode(value)
+    if not escape and threshold is not None and len(blob) <= threshold:
+        return value
+    ref = make_ref(blob)
+    put(ref[REF_KEY], blob)
+    return ref
+
+
+def unpack(value: Any, get: Get) -> Any:
+    """The value a reference stands for (``get``), or ``value`` itself.
+
+    Raises:
+        PayloadMissing: the blob is not in the store.
+    """
+    return get(value[REF_KEY]) if is_ref(value) else value
+
+
+# -- whole records -----------------------------------------------------------------------
+
+#: ``pack_value(value) -> value``: ``pack`` bound to a store and a threshold.
+PackValue = Callable[[Any], Any]
+
+
+def pack_record(record: WorkflowRecord, previous: WorkflowRecord | None,
+                pack_value: PackValue) -> WorkflowRecord:
+    """``record`` with its large values replaced by references, for a store to encode.
+
+    Only the steps changed since ``previous`` (the record as loaded, or ``None``
+    for all) are looked at, so the cost follows what the write changes. The
+    result shares everything it did not change with ``record`` (identity is
+    kept, so a store's ``changed_since`` sees the same steps change); it is
+    for encoding only: keep and hand out ``record`` itself.
+    """
+    changed = (record.steps.changed_since(previous.steps) if previous is not None
+               else list(record.steps))
+    replaced: dict[str, StepRecord] = {}
+    for step_id in changed:
+        step = record.steps[step_id]
+        output = pack_value(step.output) if step.output is not None else None
+        inputs = pack_value(step.inputs) if step.inputs is not None else None
+        if output is not step.output or inputs is not step.inputs:
+            replaced[step_id] = step.evolve(output=output, inputs=inputs)
+    changes: dict[str, Any] = {}
+    if replaced:
+        changes["steps"] = record.steps.replace(replaced)
+    if previous is None or record.inputs is not previous.inputs:
+        inputs = pack_value(record.inputs)
+        if inputs is not record.inputs:
+            changes["inputs"] = inputs
+    state = _map_values(record.state, pack_value)
+    if state is not record.state:
+        changes["state"] = state
+    outcome = pack_value(record.outcome)
+    if outcome is not record.outcome:
+        changes["outcome"] = outcome
+    return record.evolve(**changes) if changes else record
+
+
+def unpack_record(record: WorkflowRecord, base: WorkflowRecord | None, get: Get
+                  ) -> WorkflowRecord:
+    """``record`` with references replaced by their values, as a store loaded it.
+
+    ``base`` is a record of the same execution this one was built from (steps
+    that are the same objects in both are taken as already unpacked), or
+    ``None``. A reference whose blob is missing stays in place and becomes a
+    ``Defect`` naming the field and the key, so the record still loads and the
+    Backend fails the execution on its next transition with everything kept.
+    """
+    defects: list[Defect] = []
+
+    def resolve(value: Any, where: str, step: str | None = None) -> Any:
+        if not is_ref(value):
+            return value
+        try:
+            return get(value[REF_KEY])
+        except PayloadMissing as exc:
+            defects.append(Defect(where, f"payload {value[REF_KEY]} is missing ({exc.reason}); "
+                                         "the reference is kept", value, step))
+            return value
+
+    changed = (record.steps.changed_since(base.steps) if base is not None
+               else list(record.steps))
+    replaced: dict[str, StepRecord] = {}
+    for step_id in changed:
+        step = record.steps[step_id]
+        if not (is_ref(step.output) or is_ref(step.inputs)):
+            continue
+        before = len(defects)
+        output = resolve(step.output, f"steps.{step_id}.output", step_id)
+        inputs = resolve(step.inputs, f"steps.{step_id}.inputs", step_id)
+        found = tuple(defects[before:])
+        spec = record.plan.by_id.get(step_id)
+        listed = spec is not None and spec.map is not None  # a map step's output is a list
+        output = _as_object(output, step.output, listed)
+        inputs = _as_object(inputs, step.inputs)
+        replaced[step_id] = step.evolve(output=output, inputs=inputs,
+                                        defects=step.defects + found)
+    changes: dict[str, Any] = {}
+    if replaced:
+        changes["steps"] = record.steps.replace(replaced)
+    inputs = resolve(record.inputs, "inputs")
+    if inputs is not record.inputs:
+        changes["inputs"] = _as_object(inputs, record.inputs)
+    if any(is_ref(v) for v in record.state.values()):
+        changes["state"] = {k: resolve(v, f"state.{k}") for k, v in record.state.items()}
+    outcome = resolve(record.outcome, "outcome")
+    if outcome is not record.outcome:
+        changes["outcome"] = outcome
+    if not changes and not defects:
+        return record
+    if defects:
+        changes["defects"] = record.defects + tuple(defects)
+    return record.evolve(**changes)
+
+
+def _as_object(value: Any, ref: Any, listed: bool = False) -> Any:
+    """A step's output and inputs must be objects (a map step's output a list of
+    them, when ``listed``): a blob that is neither is corrupt."""
+    if value is ref or isinstance(value, dict) or (listed and isinstance(value, list)):
+        return value
+    expected = "an object or a list" if listed else "an object"
+    raise CorruptRecord(ref[REF_KEY], f"the payload is a {type(value).__name__}, "
+                                      f"where {expected} was stored")
+
+
+def _map_values(mapping: Mapping[str, Any], fn: PackValue) -> Any:
+    """``mapping`` with ``fn`` applied to each value; the same object if nothing changed."""
+    out: dict[str, Any] | None = None
+    for key, value in mapping.items():
+        new = fn(value)
+        if new is not value:
+            if out is None:
+                out = dict(mapping)
+            out[key] = new
+    return mapping if out is None else out

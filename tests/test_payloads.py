@@ -1,0 +1,244 @@
+"""Large payloads by reference: the pure reference format, the payload-store contract
+on memory, SQLite, PostgreSQL and MariaDB, offloading stores, and ``runfox status``.
+
+The AWS side (S3, DynamoDB, SQS) is in ``aws_tests/test_aws_payloads.py``; the 5 MB
+round trip through every backend is ``BackendContract``'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from contract import BackendContract
+from sqldb import KINDS, scratch_database, wipe
+
+from runfox import payloads
+from runfox.backend import InMemoryPayloads, InMemoryStore, InProcessRunner, Offloader
+from runfox.backend.payload_store import offload_threshold
+from runfox.backend.sql import SqlStore, parts_from_url
+from runfox.errors import PayloadMissing
+from runfox.testing import OffloadContract, PayloadContract, large_text
+
+# -- the reference format ------------------------------------------------------------------
+
+
+def test_a_reference_names_its_blob_by_content_with_size_and_preview() -> None:
+    blob = payloads.encode({"text": "é" * 100})
+    ref = payloads.make_ref(blob)
+    assert ref["$runfox_ref"] == payloads.blob_key(blob) and ref["size"] == len(blob)
+    assert ref["preview"] == blob.decode()[:payloads.PREVIEW_CHARS]
+    assert payloads.is_ref(ref)
+    assert not payloads.is_ref({**ref, "extra": 1})
+    assert not payloads.is_ref({**ref, "$runfox_ref": "sha256:nothex"})
+    assert payloads.describe(ref).startswith(f"{len(blob)} bytes offloaded")  # type: ignore[union-attr]
+    assert payloads.describe({"plain": 1}) is None
+
+
+def test_pack_offloads_only_what_is_over_the_threshold() -> None:
+    stored: dict[str, bytes] = {}
+    put = stored.__setitem__
+    small, large = {"a": "x" * 10}, {"a": "x" * 200}
+    assert payloads.pack(small, 100, put) is small
+    ref = payloads.pack(large, 100, put)
+    assert payloads.is_ref(ref) and list(stored) == [ref["$runfox_ref"]]
+    assert payloads.pack(ref, 100, put) is ref  # a reference stays one
+    assert payloads.pack(large, None, put) is large  # offloading off
+    for scalar in (None, 1, 2.5, True, "short"):
+        assert payloads.pack(scalar, 1, put) == scalar or isinstance(scalar, str)
+
+
+def test_user_data_that_looks_like_a_reference_is_escaped() -> None:
+    stored: dict[str, bytes] = {}
+    user = {"$runfox_ref": "my own field", "size": 3}
+    packed = payloads.pack(user, None, stored.__setitem__)
+    assert payloads.is_ref(packed)
+    get = lambda key: __import__("json").loads(stored[key])  # noqa: E731
+    assert payloads.unpack(packed, get) == user
+
+
+def test_the_threshold_setting() -> None:
+    assert offload_threshold(None, 7, env={}) == 7
+    assert offload_threshold(None, 7, env={"RUNFOX_OFFLOAD_BYTES": "1000"}) == 1000
+    assert offload_threshold(None, 7, env={"RUNFOX_OFFLOAD_BYTES": "off"}) is None
+    assert offload_threshold("0", 7) is None and offload_threshold(0, 7) is None
+    assert offload_threshold("65536", 7) == 65536
+    with pytest.raises(ValueError, match="offload='lots'"):
+        offload_threshold("lots", 7)
+    with pytest.raises(ValueError, match="RUNFOX_OFFLOAD_BYTES"):
+        offload_threshold(None, 7, env={"RUNFOX_OFFLOAD_BYTES": "-5"})
+
+
+def test_an_offloader_fetches_a_blob_once() -> None:
+    class Counting(InMemoryPayloads):
+        gets = 0
+
+        def _get(self, key: str) -> bytes | None:
+            self.gets += 1
+            return super()._get(key)
+
+    store = Counting()
+    writer, reader = Offloader(store, 100), Offloader(store, 100)
+    ref = writer.pack({"rows": large_text(1000)})
+    first = reader.unpack(ref)
+    assert reader.unpack(ref) is first and store.gets == 1
+    assert reader.pack(first)["$runfox_ref"] == ref["$runfox_ref"]  # known: not encoded again
+    writer.delete([ref["$runfox_ref"]])
+    with pytest.raises(PayloadMissing, match=ref["$runfox_ref"]):
+        Offloader(store, 100).unpack(ref)
+
+
+# -- memory ------------------------------------------------------------------------------
+
+
+class TestInMemoryPayloads(PayloadContract):
+    @pytest.fixture
+    def payloads(self) -> InMemoryPayloads:
+        return InMemoryPayloads()
+
+
+class TestInMemoryOffloading(OffloadContract):
+    @pytest.fixture
+    def store(self) -> InMemoryStore:
+        return InMemoryStore(offload=1024)
+
+    @pytest.fixture
+    def reopen(self, store: InMemoryStore) -> Callable[[], InMemoryStore]:
+        return lambda: store
+
+
+class TestInMemoryBackendOffloading(BackendContract):
+    @pytest.fixture
+    def parts(self) -> tuple[InMemoryStore, InProcessRunner]:
+        return InMemoryStore(offload=64 * 1024), InProcessRunner()
+
+
+# -- SQL ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[str]:
+    with scratch_database(request.param, tmp_path_factory.mktemp("payloads")) as url:
+        yield url
+
+
+class TestSqlPayloads(PayloadContract):
+    @pytest.fixture
+    def payloads(self, database: str) -> Iterator[object]:
+        store = SqlStore(database)
+        wipe(store.engine)
+        offloader = store.payloads()
+        assert offloader is not None
+        yield offloader.store
+        store.close()
+
+
+class TestSqlOffloading(OffloadContract):
+    @pytest.fixture
+    def store(self, database: str) -> Iterator[SqlStore]:
+        store = SqlStore(database, offload=1024)
+        wipe(store.engine)
+        yield store
+        store.close()
+
+    @pytest.fixture
+    def reopen(self, database: str) -> Iterator[Callable[[], SqlStore]]:
+        opened: list[SqlStore] = []
+
+        def make() -> SqlStore:
+            opened.append(SqlStore(database, offload=1024))
+            return opened[-1]
+
+        yield make
+        for store in opened:
+            store.close()
+
+
+def test_the_url_carries_the_offload_setting(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    store, runner = parts_from_url(url + "?offload=off")
+    try:
+        assert store.payloads() is not None and store.payloads().threshold is None  # type: ignore[union-attr]
+    finally:
+        runner.close()
+        store.close()
+    store, runner = parts_from_url(url + "?offload=2048")
+    try:
+        assert store.payloads().threshold == 2048  # type: ignore[union-attr]
+    finally:
+        runner.close()
+        store.close()
+    with pytest.raises(ValueError, match="offload"):
+        parts_from_url(url + "?offload=big")
+
+
+# -- runfox status -------------------------------------------------------------------------
+
+
+def test_runfox_status_shows_size_and_preview_of_an_offloaded_output(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from runfox import Workflow
+    from runfox.backend import Backend
+    from runfox.cli import main
+
+    url = f"sqlite:///{tmp_path / 'status.db'}?offload=1000"
+    text = large_text(300_000, 11)
+
+    def executor(fn: str, inputs: dict[str, object]) -> dict[str, object]:
+        return {"text": text, "small": 1} if fn == "big" else {"n": len(str(inputs["t"]))}
+
+    spec = {"name": "status", "steps": [
+        {"id": "big", "fn": "big"},
+        {"id": "use", "fn": "use", "depends_on": ["big"],
+         "input": {"t": {"var": "steps.big.output.text"}}}],
+        "outputs": {"n": {"var": "steps.use.output.n"}}}
+    store, runner = parts_from_url(url)
+    try:
+        wf = Workflow.from_dict(spec, Backend(store=store, runner=runner, executor=executor,
+                                              poll_interval=0.01))
+        assert wf.run(timeout=60).outcome == {"n": len(text)}  # type: ignore[union-attr]
+    finally:
+        runner.close()
+        store.close()
+    size = len(payloads.encode({"text": text, "small": 1}))
+    code = main(["status", wf.id, "--backend", url])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert text not in out and len(out) < 3000  # a preview, not the value
+    line = next(x for x in out.splitlines() if x.startswith("  steps.big.output:"))
+    assert f"{size / 1e3:.1f} KB offloaded (sha256:" in line
+    assert '{"text":"' + text[:40] in line
+    assert "steps.use.inputs" in out and 'outcome: {"n": 300000}' in out
+
+    assert main(["status", wf.id, "--backend", url, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    shown = data["steps"]["big"]["output"]
+    assert payloads.is_ref(shown) and shown["size"] == size
+    assert shown["preview"].startswith('{"text":"' + text[:20])
+    assert data["steps"]["use"]["output"] == {"n": len(text)}
+
+    assert main(["status", wf.id, "--backend", url, "--step", "big"]) == 0
+    out = capsys.readouterr().out
+    assert "output:   " in out and "KB offloaded" in out and text not in out
+
+
+def test_missing_header_payloads_are_defects_too() -> None:
+    from runfox.testing import new_record
+
+    store = InMemoryStore(offload=100)
+    record = new_record({"steps": [{"id": "a", "fn": "f"}]}, {"doc": "d" * 500})
+    record = record.evolve(state={"big": "s" * 500, "small": 1}, outcome={"o": "o" * 500})
+    store.write(record)
+    offloader = store.payloads()
+    assert offloader is not None
+    keys = [payloads.make_ref(payloads.encode(v))["$runfox_ref"]
+            for v in (record.inputs, record.state["big"], record.outcome)]
+    assert offloader.delete(keys) == 3
+    loaded = store.load(record.workflow_execution_id)
+    assert sorted(d.where for d in loaded.defects) == ["inputs", "outcome", "state.big"]
+    assert all(any(k in d.message for k in keys) for d in loaded.defects)
+    assert loaded.state["small"] == 1 and payloads.is_ref(loaded.state["big"])
