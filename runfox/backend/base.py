@@ -742,9 +742,10 @@ class Backend:
         lookup = self._lookup()
         puts: list[_Put] = []
         # A nested call (sub-workflow children started inside a unit) simply joins it.
+        # Joint only when the jobs are dispatched in it: a claim whose jobs go
+        # out later must keep the store's short grace for lost dispatches.
         unit = (self.store.unit_with(self.runner)
-                if (dispatch or ack is not None) and not getattr(self._unit, "on", False)
-                else None)
+                if dispatch and not getattr(self._unit, "on", False) else None)
         joined: list[bool] = []  # set by a committed joint unit
 
         def then(result: tuple[list[Result], Result]) -> None:

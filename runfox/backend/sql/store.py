@@ -125,6 +125,11 @@ MAX_STATE_KEY = 255
 #: nothing to do: as long as it has been quiet, between these.
 _RECHECK_MIN = 5.0
 _RECHECK_MAX = 3600.0
+#: Seconds after a write made in a joint unit (record, dispatch and ack in one
+#: transaction) at which an execution with steps in progress falls due: their jobs
+#: were queued in the same commit, so the look is only for a result lost by a
+#: gatherer that died (``SqlRunner.gather`` deletes the rows it returns).
+JOINT_GRACE = 3600.0
 
 
 def dumps(value: Any) -> str:
@@ -244,7 +249,10 @@ class SqlStore(DatabaseUser, Store):
         else:
             changed = (record.steps.changed_since(previous.steps) if previous is not None
                        else list(record.steps))
-            due_at, retry_at = due_times(record, self.claim_grace)
+            # Inside a joint unit the claimed steps' jobs commit with the record:
+            # only a gatherer dying with their results can lose them (JOINT_GRACE).
+            due_at, retry_at = due_times(
+                record, JOINT_GRACE if self._db.in_unit else self.claim_grace)
             head = {"k": key, "expected": record.version - 1, "v": record.version,
                     "st": record.status.value, "at": record.updated_at,
                     "due": due_at, "retry": retry_at}
