@@ -42,6 +42,8 @@ plus Alembic's ``runfox_alembic_version`` (see ``migrations``):
 - ``runfox_cache`` (schema 5): the step cache, one row per key (sha256 hex of fn,
   inputs and cache version, see ``runfox.cache``) with ``fn``, ``version`` (JSON),
   ``stored_at`` and ``output`` (JSON); ``fn`` is indexed for ``clear --fn``.
+- schema 10: the claim index of ``runfox_tasks`` is ``(state, visible_at, id)``
+  (``ix_runfox_tasks_queue``), the order claims take jobs in.
 
 JSON is stored as text (``LONGTEXT`` on MySQL), ASCII-escaped so any server
 character set holds it. Keys compare case-sensitively on MySQL (``utf8mb4_bin``)
@@ -105,7 +107,7 @@ __all__ = [
 ]
 
 #: The layout these tables have; bump it with a new revision in ``migrations``.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 10
 
 _MYSQL: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4",
                           "mysql_collate": "utf8mb4_bin"}
@@ -170,7 +172,9 @@ tasks = Table(
     Column("result", JsonText, nullable=True),
     Column("created_at", Double, nullable=False),
     UniqueConstraint("workflow_execution_id", "step_id", "run_id", name="uq_runfox_tasks_job"),
-    Index("ix_runfox_tasks_claim", "state", "visible_at"),
+    # Claims read ``state = 'queued' AND visible_at <= now ORDER BY visible_at, id``
+    # straight off this index (schema 10): no sort over the queue, whatever its size.
+    Index("ix_runfox_tasks_queue", "state", "visible_at", "id"),
     **_MYSQL,
 )
 
