@@ -115,8 +115,10 @@ class _Queries:
         # candidates locked, then stamped by mark_claimed.
         claim = (select(t.c.id, t.c.workflow_execution_id, t.c.step_id, t.c.run_id,
                         t.c.deliveries, t.c.payload, t.c.visible_at).where(*due))
-        after = ((t.c.visible_at > bindparam("after_at"))
-                 | ((t.c.visible_at == bindparam("after_at")) & (t.c.id > bindparam("after"))))
+        # Rows after the cursor (visible_at, id), as one index range plus a filter
+        # (an OR of two ranges would make the planners merge and sort).
+        after = ((t.c.visible_at >= bindparam("after_at"))
+                 & ~((t.c.visible_at == bindparam("after_at")) & (t.c.id <= bindparam("after"))))
         self.claim_all = claim.order_by(*order).with_for_update(skip_locked=True)
         self.claim_some = (claim.order_by(*order).limit(bindparam("limit"))
                            .with_for_update(skip_locked=True))
