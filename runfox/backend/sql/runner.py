@@ -52,7 +52,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -64,6 +64,7 @@ from ...results import DispatchJob, WorkResult, job_key
 from ..runner import RUNNING, JobState, Runner
 from .database import Database, DatabaseUser, DuplicateRow
 from .dialects import CLAIM_FROM, CLAIM_IN, Dialect
+from .listen import signal_for
 from .schema import slots, tasks
 from .store import dumps
 
@@ -230,6 +231,10 @@ class SqlRunner(DatabaseUser, Runner):
             seed's ``take_pending_jobs()``); workers pass their own.
         max_deliveries: deliveries whose lease ran out before a job is given an
             error result instead of being delivered again; ``None`` never gives up.
+        notify: on PostgreSQL, send ``NOTIFY runfox_jobs`` with every dispatch and
+            ``LISTEN`` while a worker watches (``watch_jobs``), so idle workers
+            start new jobs at once; ``False`` saves the statement per dispatch
+            (workers then find jobs by polling). Ignored elsewhere.
 
     Raises:
         ValueError, BackendError: as for ``SqlStore``.
@@ -243,6 +248,7 @@ class SqlRunner(DatabaseUser, Runner):
         create_tables: bool = True,
         lease: float = 300.0,
         max_deliveries: int | None = 5,
+        notify: bool = True,
         busy_timeout: float | None = None,
         sqlite_synchronous: str | None = None,
         engine_options: dict[str, Any] | None = None,
@@ -256,6 +262,8 @@ class SqlRunner(DatabaseUser, Runner):
                          busy_timeout=busy_timeout, sqlite_synchronous=sqlite_synchronous,
                          engine_options=engine_options, database=_database)
         self._q = _Queries(self._db.dialect)
+        self._notify = self._db.dialect.notify() if notify else None
+        self._signal = signal_for(self._db.engine)
         self.lease = lease
         self.max_deliveries = max_deliveries
         # job key -> claim token of the jobs this runner claimed: a heartbeat or
@@ -271,6 +279,15 @@ class SqlRunner(DatabaseUser, Runner):
     def dispatch(self, workflow_execution_id: str, jobs: Sequence[DispatchJob]) -> None:
         if not jobs:
             return
+        self._db.run(lambda conn: self.insert_jobs(conn, jobs), standalone=True,
+                     what=f"dispatch jobs of {workflow_execution_id!r}")
+        self.jobs_queued()
+
+    def insert_jobs(self, conn: Connection, jobs: Sequence[DispatchJob]) -> None:
+        """Queue ``jobs`` inside the caller's unit of work ``conn`` (what
+        ``dispatch`` runs): slot rows, job rows if absent, and on PostgreSQL a
+        ``NOTIFY`` that listening workers hear when the unit commits. Call
+        ``jobs_queued()`` after the commit to wake this process's workers."""
         created = time.time()
         rows = [{"workflow_execution_id": j.workflow_execution_id, "step_id": j.step_id,
                  "run_id": j.run_id, "state": QUEUED, "deliveries": 0,
@@ -280,14 +297,23 @@ class SqlRunner(DatabaseUser, Runner):
         # claimer that sees the job then finds its slots.
         wanted = sorted({(j.concurrency_key, n) for j in jobs if j.concurrency_key is not None
                          for n in range(j.concurrency_limit or 1)})
-        slot_rows = [{"slot_key": key, "slot_no": n} for key, n in wanted]
+        if wanted:
+            conn.execute(self._q.add_slots, [{"slot_key": key, "slot_no": n}
+                                             for key, n in wanted])
+        conn.execute(self._q.insert, rows)
+        if self._notify is not None:
+            conn.execute(self._notify)
 
-        def work(conn: Connection) -> None:
-            if slot_rows:
-                conn.execute(self._q.add_slots, slot_rows)
-            conn.execute(self._q.insert, rows)
+    def jobs_queued(self) -> None:
+        """Wake the workers of this process watching this database (``watch_jobs``)."""
+        if self._signal.watched:
+            self._signal.fire()
 
-        self._db.run(work, standalone=True, what=f"dispatch jobs of {workflow_execution_id!r}")
+    def watch_jobs(self, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call ``wake()`` after this process queues jobs on this database and, on
+        PostgreSQL with ``notify``, when any process does (``runfox.backend.sql.listen``)."""
+        listen = self._db.engine if self._notify is not None else None
+        return self._signal.add(wake, listen)
 
     def list_pending_jobs(self) -> list[DispatchJob]:
         rows = self._db.run(lambda conn: conn.execute(self._q.pending).all(), write=False,
@@ -496,11 +522,17 @@ class SqlRunner(DatabaseUser, Runner):
         params = {**_job_params(job), "token": token}
         query = self._q.release_any if token is None else self._q.release_mine
 
-        def work(conn: Connection) -> None:
-            if conn.execute(query, params).rowcount and job.concurrency_key is not None:
+        def work(conn: Connection) -> bool:
+            if not conn.execute(query, params).rowcount:
+                return False
+            if job.concurrency_key is not None:
                 conn.execute(self._q.free_slots, params)
+            if self._notify is not None:
+                conn.execute(self._notify)
+            return True
 
-        self._db.run(work, standalone=job.concurrency_key is None, what=f"release {job.key}")
+        if self._db.run(work, standalone=job.concurrency_key is None, what=f"release {job.key}"):
+            self.jobs_queued()
 
     def ack(self, job: DispatchJob, output: dict[str, Any]) -> None:
         """Mark the job's row acknowledged: its result is already applied, none is stored.
