@@ -5,11 +5,21 @@ One row per job ``(workflow_execution_id, step_id, run_id)``:
 - ``dispatch`` inserts rows if absent; a row that exists, in whatever state,
   is left alone, so dispatching again after a crash never duplicates work.
 - ``take_pending_jobs(limit, lease)`` claims rows with ``state = 'queued'`` whose
-  ``visible_at`` has passed: ``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL
-  and MySQL/MariaDB, one ``BEGIN IMMEDIATE`` transaction on SQLite, so two
-  workers never take the same job. A claim moves ``visible_at`` to the end of
-  the lease (on the database clock) and counts a delivery. When the lease runs
-  out without a result the job is claimable again.
+  ``visible_at`` has passed, oldest ``visible_at`` first, reading the index
+  ``(state, visible_at, id)`` in its own order (a constant plan, however long
+  the queue; ``tests/test_claim_plans.py`` checks it with EXPLAIN). One
+  statement where the database allows (``Dialect.claim_form``): on PostgreSQL
+  ``UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED LIMIT n) ... RETURNING``
+  in autocommit, on SQLite ``UPDATE ... WHERE id IN (...) RETURNING`` inside
+  ``BEGIN IMMEDIATE``; on MySQL/MariaDB ``SELECT ... FOR UPDATE SKIP LOCKED``
+  and an ``UPDATE`` in one transaction. Two workers never take the same job. A
+  claim moves ``visible_at`` to the end of the lease (on the database clock)
+  and counts a delivery. When the lease runs out without a result the job is
+  claimable again.
+- Wake-ups (``watch_jobs``, ``runfox.backend.sql.listen``): ``dispatch`` and
+  ``release`` wake this process's watching workers after they commit, and on
+  PostgreSQL send ``NOTIFY runfox_jobs`` in their unit of work, which a
+  listening connection turns into wake-ups in every process.
 - Each claimed job carries ``delivery`` (``deliveries`` after this claim). A
   worker that gets a job with ``delivery > 1`` knows the lease of an earlier
   delivery ran out and reports the attempt as ``WorkerLost`` instead of running
@@ -30,11 +40,12 @@ One row per job ``(workflow_execution_id, step_id, run_id)``:
 
 Concurrency slots (``runfox_slots``, see ``schema``): dispatching a job with a
 ``concurrency_key`` creates the key's slot rows ``0..limit-1`` if absent. The
-claim transaction gives each such job a free slot row (no holder, or its
-``lease_end`` passed), found with ``SELECT ... FOR UPDATE SKIP LOCKED`` and
-taken with an UPDATE that stamps the job, the claim token and the job's lease
-end; a job whose key has no free slot is skipped and stays queued, and the claim
-reads further rows to fill ``limit``. Heartbeats extend the slot's lease with
+claim gives each such job a free slot row (no holder, or its ``lease_end``
+passed), found with ``SELECT ... FOR UPDATE SKIP LOCKED`` and taken with an
+UPDATE that stamps the job, the claim token and the job's lease end; a job
+whose key has no free slot stays queued (a one-statement claim that took it
+gives it back as it was: lease end, claim token, delivery count), and the
+claim reads further rows to fill ``limit``. Heartbeats extend the slot's lease with
 the job's; ack, release and a submitted result free it. Since a slot row is
 taken only under its row lock (or SQLite's single writer) and only when free,
 a key never has more live holders than slot rows, and a job with limit ``n``
