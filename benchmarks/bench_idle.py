@@ -12,8 +12,12 @@
    job (``Backend.apply_and_advance``), so it includes the dispatch transaction.
    Median, 90th percentile and maximum.
 3. **Statements per claim.** ``SqlRunner.take_pending_jobs(limit)`` on a queue of
-   waiting jobs, counted with SQLAlchemy's ``before_cursor_execute`` (statements
-   sent through the driver) and ``begin``/``commit`` events (transactions).
+   waiting jobs and on an empty one, counted with SQLAlchemy's
+   ``before_cursor_execute`` (statements sent through the driver) and ``begin``
+   events (a transaction, or a unit in autocommit, which sends no ``BEGIN`` or
+   ``COMMIT``). Round trips on PostgreSQL: statements + 2 per transaction
+   (psycopg sends ``BEGIN`` and ``COMMIT``); on MariaDB: statements + 1 per
+   transaction (PyMySQL sends no ``BEGIN``); SQLite has none (in-process).
 
     python benchmarks/bench_idle.py [--seconds 30] [--jobs 20] [--only idle,latency,claims]
         [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/test] [--no-postgres]
@@ -149,24 +153,29 @@ def latencies(url: str, jobs: int, extra: list[str]) -> list[float]:
 
 
 def claim_costs(url: str, limit: int, rounds: int = 20) -> dict[str, float]:
-    """Statements and transactions per ``take_pending_jobs(limit)``, queue non-empty
-    and empty."""
+    """Statements and units of work per ``take_pending_jobs(limit)``, with jobs
+    waiting and with the queue empty. A unit is a transaction (``BEGIN`` ...
+    ``COMMIT``) or, where the connection is in autocommit, ``autocommit`` (no
+    ``BEGIN`` or ``COMMIT`` goes to the server)."""
     store, runner = parts_from_url(url)
     engine = runner._db.engine
-    counts = {"statements": 0, "begins": 0, "commits": 0}
+    counts = {"statements": 0, "transactions": 0, "autocommit": 0}
 
-    def count(name: str) -> Any:
-        def listener(*args: Any, **kwargs: Any) -> None:
-            counts[name] += 1
-        return listener
+    def autocommit(conn: Any) -> bool:
+        return conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+
+    def on_statement(*args: Any, **kwargs: Any) -> None:
+        counts["statements"] += 1
+
+    def on_begin(conn: Any) -> None:
+        counts["autocommit" if autocommit(conn) else "transactions"] += 1
 
     found: dict[str, float] = {}
     try:
         wf = f"bench#{secrets.token_hex(4)}"
         runner.dispatch(wf, [DispatchJob(wf, f"s{i}", "stamp", {}, run_id=1)
                              for i in range(limit * rounds)])
-        listeners = [("before_cursor_execute", count("statements")),
-                     ("begin", count("begins")), ("commit", count("commits"))]
+        listeners = [("before_cursor_execute", on_statement), ("begin", on_begin)]
         for name, fn in listeners:
             event.listen(engine, name, fn)
         try:
@@ -223,16 +232,15 @@ def main() -> None:
             print(f"  {kind:<11} median {1000 * statistics.median(found):7.1f} ms   "
                   f"p90 {1000 * p90:7.1f} ms   max {1000 * found[-1]:7.1f} ms")
     if "claims" in only:
-        print("per take_pending_jobs(limit): statements sent / begins / commits")
+        print("per take_pending_jobs(limit): statements / transactions / autocommit units")
         for kind in kinds:
             for limit in (1, 8):
                 with fresh_database(kind, servers[kind]) as url:
                     c = claim_costs(url, limit)
                 print(f"  {kind:<11} limit {limit}: jobs waiting "
-                      f"{c['full statements']:.1f} / {c['full begins']:.1f} / "
-                      f"{c['full commits']:.1f}; queue empty {c['empty statements']:.1f} / "
-                      f"{c['empty begins']:.1f} / {c['empty commits']:.1f}")
-
+                      f"{c['full statements']:.1f} / {c['full transactions']:.1f} / "
+                      f"{c['full autocommit']:.1f}; queue empty {c['empty statements']:.1f} / "
+                      f"{c['empty transactions']:.1f} / {c['empty autocommit']:.1f}")
 
 if __name__ == "__main__":
     main()
