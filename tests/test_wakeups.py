@@ -3,11 +3,12 @@
 Each worker here waits 30 s after every claim that found nothing (and sweeps
 and fires schedules rarely), so a job it starts within a few seconds of its dispatch was started
 because the runner woke it: in-process for the memory runner and for two SQL
-runners of one process on one database, through ``LISTEN``/``NOTIFY`` on
-PostgreSQL (the dispatching runner's URL differs, so only the notification can
-reach the worker). The PostgreSQL listener must also come back after its
-connection is killed. Bounds are generous (10 s against a 30 s poll): the test
-checks that the wake-up happens, not how fast.
+runners of one process on one database, through ``PRAGMA data_version`` on
+SQLite and ``LISTEN``/``NOTIFY`` on PostgreSQL (there the dispatching runner's
+URL differs, so only the other connection's commit can reach the worker). The
+PostgreSQL listener must also come back after its connection is killed. Bounds
+are generous (10 s against a 30 s poll): the tests check that the wake-up
+happens, not how fast.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def idle_worker(backend: Backend) -> Iterator[Worker]:
         worker.stop()
         thread.join(10)
     assert not thread.is_alive(), "the worker did not stop"
+    assert worker.stats.failed == 0
 
 
 def started_within(backend: Backend, seconds: float) -> float:
@@ -111,11 +113,28 @@ def test_sql_runners_of_one_process_wake_its_idle_worker(kind: str, tmp_path: Pa
                 part.close()
 
 
+def test_another_connection_s_commit_wakes_an_idle_sqlite_worker(tmp_path: Path) -> None:
+    """The client's URL differs, so its dispatches do not fire the worker's
+    in-process signal: only the ``data_version`` watcher can wake the worker."""
+    url = f"sqlite:///{tmp_path / 'wake.db'}"
+    store, runner = parts_from_url(url)
+    client_store, client_runner = parts_from_url(f"{url}?timeout=20")
+    try:
+        with idle_worker(Backend(store=store, runner=runner)):
+            _listening(url)
+            client = Backend(store=client_store, runner=client_runner)
+            for _ in range(3):
+                assert started_within(client, SOON) < SOON
+    finally:
+        for part in (store, runner, client_store, client_runner):
+            part.close()
+
+
 def _listening(url: str, timeout: float = 10.0) -> None:
     signal = signal_for(create_engine(url))
     deadline = time.monotonic() + timeout
     while not signal.listening:
-        assert time.monotonic() < deadline, "the PostgreSQL listener did not connect"
+        assert time.monotonic() < deadline, "the listener did not connect"
         time.sleep(0.02)
 
 

@@ -12,10 +12,16 @@ workers watching that database:
   channel and fires the signal for each notification. A dispatch in any
   process then wakes every idle worker within a few milliseconds.
 
+- SQLite has no notifications, but a connection's ``PRAGMA data_version``
+  changes when any other connection commits: a thread looks at it every 25 ms
+  (no lock, no disk read) and fires the signal on a change, so an idle worker
+  also hears other processes' dispatches (and, harmlessly, their other writes).
+  MariaDB has nothing of the kind: there, other processes' jobs are found by
+  polling.
+
 The signal is a hint: workers still poll (with backoff), because a job also
-becomes claimable when a lease runs out, and SQLite and MariaDB have no
-notifications across processes. The listener survives the database going
-away: it logs one WARNING, reconnects with capped, jittered backoff (0.2 s
+becomes claimable when a lease runs out. The listener survives the database
+going away: it logs one WARNING, reconnects with capped, jittered backoff (0.2 s
 doubling to 30 s), logs one INFO when it listens again, and then fires the
 signal once, since jobs may have been dispatched while it was deaf. A
 connection that stays quiet is checked with ``SELECT 1`` every
@@ -26,9 +32,11 @@ from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -36,7 +44,7 @@ from sqlalchemy.engine import Engine
 from ...urlmask import mask_url, url_secrets
 from .dialects import JOBS_CHANNEL
 
-__all__ = ["JobSignal", "signal_for"]
+__all__ = ["JobSignal", "signal_for", "watchable"]
 
 logger = logging.getLogger("runfox.backend.sql")
 
@@ -46,6 +54,8 @@ Wake = Callable[[], None]
 WAIT = 1.0
 #: Seconds without a notification after which the listener checks its connection.
 KEEPALIVE = 30.0
+#: Seconds between looks at an SQLite file's ``data_version``.
+SQLITE_CHECK = 0.025
 #: Reconnect backoff: first and longest wait.
 FIRST_DELAY, MAX_DELAY = 0.2, 30.0
 
@@ -63,15 +73,16 @@ class JobSignal:
 
     def add(self, wake: Wake, listen_with: Engine | None = None) -> Callable[[], None]:
         """Call ``wake`` whenever the signal fires, until the returned function is
-        called. ``listen_with``: a PostgreSQL engine to ``LISTEN`` with (the
-        listener thread starts with the first such watcher, stops with the last)."""
+        called. ``listen_with``: an engine to hear other processes through (see
+        ``watchable``; its thread starts with the first such watcher and stops
+        with the last)."""
         with self._lock:
             number = self._next
             self._next += 1
             self._wakes[number] = wake
             if listen_with is not None and self._listener is None:
-                self._listener = _Listener(listen_with, self, self._display_url,
-                                           self._secrets)
+                kind = _SqliteWatcher if listen_with.dialect.name == "sqlite" else _Listener
+                self._listener = kind(listen_with, self, self._display_url, self._secrets)
 
         def remove() -> None:
             with self._lock:
@@ -152,6 +163,22 @@ class _Listener:
             raise
         return conn
 
+    def _serve(self, conn: Any) -> None:
+        """Fire the signal per notification until stopped; raise if the connection fails."""
+        quiet_since = time.monotonic()
+        while not self._stop.is_set():
+            heard = False
+            for _ in conn.notifies(timeout=WAIT):
+                heard = True
+                self._signal.fire()
+                if self._stop.is_set():
+                    break
+            if heard:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= KEEPALIVE:
+                conn.execute("SELECT 1")
+                quiet_since = time.monotonic()
+
     def _run(self) -> None:
         delay = FIRST_DELAY
         down_since: float | None = None
@@ -166,19 +193,7 @@ class _Listener:
                     down_since = None
                 delay = FIRST_DELAY
                 self._signal.fire()  # jobs may have been queued while nobody listened
-                quiet_since = time.monotonic()
-                while not self._stop.is_set():
-                    heard = False
-                    for _ in conn.notifies(timeout=WAIT):
-                        heard = True
-                        self._signal.fire()
-                        if self._stop.is_set():
-                            break
-                    if heard:
-                        quiet_since = time.monotonic()
-                    elif time.monotonic() - quiet_since >= KEEPALIVE:
-                        conn.execute("SELECT 1")
-                        quiet_since = time.monotonic()
+                self._serve(conn)
             except Exception as exc:
                 self.listening = False
                 reason = " ".join(str(exc).split()) or type(exc).__name__
@@ -199,3 +214,40 @@ class _Listener:
                         conn.close()
                     except Exception:
                         logger.debug("closing the listening connection failed", exc_info=True)
+
+
+class _SqliteWatcher(_Listener):
+    """SQLite has no notifications, but ``PRAGMA data_version`` on a connection
+    changes whenever another connection (any process) commits a change: reading
+    it is a look at the shared WAL index, no lock and no disk read. Checked every
+    ``SQLITE_CHECK`` seconds; a change fires the signal, and the worker's claim
+    (which first looks without the write lock, see ``SqlRunner``) decides whether
+    it was a job."""
+
+    def _connect(self) -> Any:
+        uri = Path(str(self._engine.url.database)).resolve().as_uri()
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=1.0)
+        try:
+            conn.execute("PRAGMA data_version").fetchone()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _serve(self, conn: Any) -> None:
+        seen = conn.execute("PRAGMA data_version").fetchone()[0]
+        while not self._stop.wait(SQLITE_CHECK):
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            if version != seen:
+                seen = version
+                self._signal.fire()
+
+
+def watchable(engine: Engine) -> bool:
+    """Whether another process's commits can be heard on ``engine``'s database:
+    PostgreSQL (``LISTEN``), or an SQLite file (``PRAGMA data_version``)."""
+    if engine.dialect.name == "postgresql":
+        return True
+    path = engine.url.database
+    return (engine.dialect.name == "sqlite" and bool(path) and path != ":memory:"
+            and not str(path).startswith("file:"))

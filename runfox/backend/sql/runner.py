@@ -75,7 +75,7 @@ from ...results import DispatchJob, WorkResult, job_key
 from ..runner import RUNNING, JobState, Runner
 from .database import Database, DatabaseUser, DuplicateRow
 from .dialects import CLAIM_FROM, CLAIM_IN, Dialect
-from .listen import signal_for
+from .listen import signal_for, watchable
 from .schema import slots, tasks
 from .store import dumps
 
@@ -137,6 +137,8 @@ class _Queries:
         self.claim_more = (claim.where(after).order_by(*order).limit(bindparam("limit"))
                            .with_for_update(skip_locked=True))
         self.mark_claimed = update(t).where(ids).values(claimed)
+        # Is anything claimable? A read: on SQLite it needs no write lock.
+        self.peek = select(t.c.id).where(*due).order_by(*order).limit(1)
         # The one-statement forms: each returns the claimed rows with what a
         # claim that must give a row back (its key is full) restores.
         returned = (t.c.id, t.c.workflow_execution_id, t.c.step_id, t.c.run_id,
@@ -274,6 +276,11 @@ class SqlRunner(DatabaseUser, Runner):
                          engine_options=engine_options, database=_database)
         self._q = _Queries(self._db.dialect)
         self._notify = self._db.dialect.notify() if notify else None
+        # SQLite: after a claim that found nothing, the next one first looks
+        # with a read, so idle workers polling (or woken by any commit) do not
+        # queue for the write lock behind the ones doing work.
+        self._look_first = self._db.dialect.name == "sqlite"
+        self._found_none = False
         self._signal = signal_for(self._db.engine)
         self.lease = lease
         self.max_deliveries = max_deliveries
@@ -321,10 +328,12 @@ class SqlRunner(DatabaseUser, Runner):
             self._signal.fire()
 
     def watch_jobs(self, wake: Callable[[], None]) -> Callable[[], None]:
-        """Call ``wake()`` after this process queues jobs on this database and, on
-        PostgreSQL with ``notify``, when any process does (``runfox.backend.sql.listen``)."""
-        listen = self._db.engine if self._notify is not None else None
-        return self._signal.add(wake, listen)
+        """Call ``wake()`` after this process queues jobs on this database and when
+        any process does: on PostgreSQL with ``notify`` by ``LISTEN``, on an SQLite
+        file when another connection commits (``runfox.backend.sql.listen``)."""
+        engine = self._db.engine
+        hear = watchable(engine) and (self._notify is not None or engine.dialect.name == "sqlite")
+        return self._signal.add(wake, engine if hear else None)
 
     def list_pending_jobs(self) -> list[DispatchJob]:
         rows = self._db.run(lambda conn: conn.execute(self._q.pending).all(), write=False,
@@ -338,11 +347,16 @@ class SqlRunner(DatabaseUser, Runner):
             return []
         lease = self.lease if lease is None else lease
         token = secrets.randbits(62)  # fits a signed BIGINT everywhere
+        if self._look_first and self._found_none and self._db.run(
+                lambda conn: conn.execute(self._q.peek).first(), write=False,
+                standalone=True, what="look for jobs") is None:
+            return []  # still nothing: the write lock was not taken
         if self._q.take_some is not None:
             claimed = self._claim_returning(limit, lease, token)
         else:
             claimed = self._db.run(lambda conn: self._claim_select(conn, limit, lease, token,
                                                                     set()), what="claim jobs")
+        self._found_none = not claimed
         with self._held_lock:
             for job in claimed:
                 self._held[job.key] = token
