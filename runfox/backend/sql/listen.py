@@ -13,7 +13,7 @@ workers watching that database:
   process then wakes every idle worker within a few milliseconds.
 
 - SQLite has no notifications, but a connection's ``PRAGMA data_version``
-  changes when any other connection commits: a thread looks at it every 25 ms
+  changes when any other connection commits: a thread looks at it every 50 ms
   (no lock, no disk read) and fires the signal on a change, so an idle worker
   also hears other processes' dispatches (and, harmlessly, their other writes).
   MariaDB has nothing of the kind: there, other processes' jobs are found by
@@ -55,7 +55,7 @@ WAIT = 1.0
 #: Seconds without a notification after which the listener checks its connection.
 KEEPALIVE = 30.0
 #: Seconds between looks at an SQLite file's ``data_version``.
-SQLITE_CHECK = 0.025
+SQLITE_CHECK = 0.05
 #: Reconnect backoff: first and longest wait.
 FIRST_DELAY, MAX_DELAY = 0.2, 30.0
 
