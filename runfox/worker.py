@@ -928,12 +928,16 @@ class Worker:
                     break
                 slots_full = slots.busy >= slots.size
                 wait = 0.0 if jobs and not slots_full else self._wait_time(slots_full)
-                if idle_timeout is not None and not slots.busy:
-                    wait = min(wait, max(0.0, idle_timeout - (now - idle_since)) + 0.001)
-                if self.drive:  # a long idle wait must not delay the sweep
-                    wait = min(wait, max(0.0, last_sweep + self.sweep_interval - now))
-                if self.schedule_interval is not None:  # or the schedules
-                    wait = min(wait, max(0.0, self._last_tick + self.schedule_interval - now))
+                left = None if idle_timeout is None else idle_timeout - (now - idle_since)
+                if left is not None and left > 0 and not slots.busy:
+                    wait = min(wait, left + 0.001)  # stop on time, not a poll later
+                # A long idle wait must not delay the next sweep or schedule tick
+                # (one already overdue, held back by an outage, does not shorten it).
+                for due in ((last_sweep + self.sweep_interval) if self.drive else None,
+                            None if self.schedule_interval is None
+                            else self._last_tick + self.schedule_interval):
+                    if due is not None and due > now:
+                        wait = min(wait, due - now)
                 self._pause(slots, wait)
         finally:
             unwatch()
