@@ -72,7 +72,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -103,6 +103,13 @@ TIMEOUT_GRACE = 5.0
 #: Backoff between calls while the backend is unavailable: first and longest wait.
 OUTAGE_FIRST_DELAY = 0.2
 OUTAGE_MAX_DELAY = 30.0
+#: Idle polling: the wait after a claim that found nothing starts here and
+#: doubles with each further empty claim, up to ``Worker.poll_interval``; a
+#: claim that finds work starts it again.
+POLL_FIRST = 0.005
+#: While some slots run jobs and others are free, the loop looks for wake-ups
+#: this often (a finished job ends the wait at once anyway).
+WAKE_CHECK = 0.05
 #: Failed deliveries after which a result that the backend keeps refusing, while
 #: it accepts other calls, is dropped (its lease runs out; it comes back lost).
 MAX_DELIVERY_FAILURES = 8
@@ -217,6 +224,10 @@ class _Outage:
             logger.info("backend reachable again after %.1fs", time.monotonic() - since)
 
 
+def _nothing() -> None:
+    """The undo of a watch that never started."""
+
+
 APPLY, ACK, SUBMIT = "apply", "ack", "submit"
 
 
@@ -261,7 +272,11 @@ class Worker:
         lease: seconds a job is held without a heartbeat (a step with a
             ``timeout`` holds ``min(lease, timeout + 5)``); heartbeats come every
             third of it.
-        poll_interval: seconds between claims when the queue is empty.
+        poll_interval: the longest wait, in seconds, between claims while the queue
+            stays empty. Waits start at ``POLL_FIRST`` (5 ms) after a claim that
+            found nothing and double up to this; a runner's wake-up
+            (``Runner.watch_jobs``: a dispatch in this process, or on PostgreSQL
+            in any) ends a wait at once.
         drive: apply results and advance workflows after each job.
         sweep_interval: seconds between sweeps of running executions (``drive`` only).
         stale_after: seconds after which an in-progress step with no queued job is
@@ -281,7 +296,7 @@ class Worker:
         concurrency: int = 1,
         processes: bool = False,
         lease: float = DEFAULT_LEASE,
-        poll_interval: float = 0.2,
+        poll_interval: float = 1.0,
         drive: bool = True,
         sweep_interval: float = 5.0,
         stale_after: float | None = None,
@@ -326,6 +341,9 @@ class Worker:
         self._started: dict[str, float] = {}
         self.stats = WorkerStats()
         self._stop = threading.Event()
+        # Ends an idle wait: stop(), or the runner saying jobs were queued.
+        self._alarm = threading.Event()
+        self._poll_wait = POLL_FIRST  # the next idle wait (see POLL_FIRST)
         self._release = threading.Event()
         self._closed = threading.Event()
         self._outage = _Outage(self.stats)
@@ -363,6 +381,7 @@ class Worker:
         self._stop.set()
         if release:
             self._release.set()
+        self._alarm.set()
 
     @property
     def stopping(self) -> bool:
@@ -388,23 +407,47 @@ class Worker:
         ``run``. A job with ``delivery > 1`` is yielded as it is; the caller decides.
         """
         idle_since = time.monotonic()
-        while not self._stop.is_set():
-            wait = self._backoff_until - time.monotonic()
-            if wait > 0:
-                self._stop.wait(min(wait, max(self.poll_interval, 0.05)))
-                idle_since = time.monotonic()
-                continue
-            jobs, ok = self._claim(limit)
-            if ok:
-                self._outage.recovered()
-            if jobs:
-                idle_since = time.monotonic()
-                yield from jobs
-                continue
-            if idle_timeout is not None and time.monotonic() - idle_since >= idle_timeout:
-                idle_since = time.monotonic()
-                yield None
-            self._stop.wait(self.poll_interval)
+        unwatch = self._watch_jobs()
+        try:
+            while not self._stop.is_set():
+                wait = self._backoff_until - time.monotonic()
+                if wait > 0:
+                    self._stop.wait(min(wait, max(self.poll_interval, 0.05)))
+                    idle_since = time.monotonic()
+                    continue
+                self._alarm.clear()
+                jobs, ok = self._claim(limit)
+                if ok:
+                    self._outage.recovered()
+                self._polled(bool(jobs))
+                if jobs:
+                    idle_since = time.monotonic()
+                    yield from jobs
+                    continue
+                idle_for = time.monotonic() - idle_since
+                if idle_timeout is not None and idle_for >= idle_timeout:
+                    idle_since = time.monotonic()
+                    yield None
+                    continue
+                wait = min(self._poll_wait, self.poll_interval)
+                if idle_timeout is not None:
+                    wait = min(wait, idle_timeout - idle_for)
+                if not self._stop.is_set():
+                    self._alarm.wait(wait)
+        finally:
+            unwatch()
+
+    def _watch_jobs(self) -> Callable[[], None]:
+        """Ask the runner to end idle waits when jobs are queued; returns the undo."""
+        try:
+            return self.backend.runner.watch_jobs(self._alarm.set)
+        except Exception as exc:  # only a hint: polling still finds every job
+            logger.debug("the runner cannot wake this worker (%s); polling only", _reason(exc))
+            return _nothing
+
+    def _polled(self, found: bool) -> None:
+        """After a claim: wait briefly again if it found work, else twice as long."""
+        self._poll_wait = POLL_FIRST if found else min(self._poll_wait * 2, self.poll_interval)
 
     def _hit(self, exc: BaseException, what: str) -> None:
         """A backend call of the loop failed: log (once per outage) and back off."""
@@ -901,6 +944,7 @@ class Worker:
         last_sweep = -float("inf")
         idle_since = time.monotonic()
         claimed = 0
+        unwatch = self._watch_jobs()
         try:
             while not self._release.is_set():
                 for job, output in slots.wait(0):
@@ -913,7 +957,10 @@ class Worker:
                     free = 0 if self._stop.is_set() else slots.size - slots.busy
                     if max_jobs is not None:
                         free = min(free, max_jobs - claimed)
+                    self._alarm.clear()  # a wake-up from now on ends the next wait
                     jobs = self._round(free, sweep)
+                    if free > 0:
+                        self._polled(bool(jobs))
                     for job in jobs:
                         self._launch(slots, job)
                     claimed += len(jobs)
@@ -923,8 +970,20 @@ class Worker:
                 elif self._done(max_jobs, claimed, idle_timeout, now - idle_since):
                     break
                 slots_full = slots.busy >= slots.size
-                self._pause(slots, 0.0 if jobs and not slots_full else self._wait_time())
+                wait = 0.0 if jobs and not slots_full else self._wait_time(slots_full)
+                left = None if idle_timeout is None else idle_timeout - (now - idle_since)
+                if left is not None and left > 0 and not slots.busy:
+                    wait = min(wait, left + 0.001)  # stop on time, not a poll later
+                # A long idle wait must not delay the next sweep or schedule tick
+                # (one already overdue, held back by an outage, does not shorten it).
+                for due in ((last_sweep + self.sweep_interval) if self.drive else None,
+                            None if self.schedule_interval is None
+                            else self._last_tick + self.schedule_interval):
+                    if due is not None and due > now:
+                        wait = min(wait, due - now)
+                self._pause(slots, wait)
         finally:
+            unwatch()
             self._shutdown(slots)
             self._active = None
             self._closed.set()
@@ -976,9 +1035,12 @@ class Worker:
             return True
         return idle_timeout is not None and idle_for >= idle_timeout and self._retry_at is None
 
-    def _wait_time(self) -> float:
-        """How long the loop may sleep: until the next claim, backoff end or due retry."""
-        wait = self.poll_interval
+    def _wait_time(self, full: bool = False) -> float:
+        """How long the loop may sleep: until the next claim, backoff end or due retry.
+
+        ``full``: every slot is busy, so there is no claim to make before a job
+        finishes (which ends the wait anyway)."""
+        wait = self.poll_interval if full else min(self._poll_wait, self.poll_interval)
         backoff = self._backoff_until - time.monotonic()
         if backoff > 0:
             return min(max(wait, 0.05), backoff)
@@ -989,11 +1051,21 @@ class Worker:
         return wait
 
     def _pause(self, slots: Slots, wait: float) -> None:
-        if slots.busy:
+        """Sleep up to ``wait``; a finished job, ``stop()`` or (with free slots) a
+        wake-up from the runner ends it early."""
+        if slots.busy and (slots.busy >= slots.size or wait <= WAKE_CHECK):
             for job, output in slots.wait(wait):
                 self._finished(job, output)
-        elif wait > 0:
-            self._stop.wait(wait)
+        elif slots.busy:
+            end = time.monotonic() + wait
+            while True:
+                finished = slots.wait(min(WAKE_CHECK, max(0.0, end - time.monotonic())))
+                for job, output in finished:
+                    self._finished(job, output)
+                if finished or self._alarm.is_set() or time.monotonic() >= end:
+                    return
+        elif wait > 0 and not self._stop.is_set():
+            self._alarm.wait(wait)
 
     def _shutdown(self, slots: Slots) -> None:
         """Give back jobs still running, record what can be recorded, close the pool."""

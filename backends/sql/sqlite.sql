@@ -1,4 +1,4 @@
--- runfox schema version 9 (revision 0009) for SQLite (runfox.backend.sql).
+-- runfox schema version 10 (revision 0010) for SQLite (runfox.backend.sql).
 -- runfox creates these tables itself on first use; this file is for teams that
 -- create the database file by other means (then open it with create_tables=False).
 -- tests/test_sql_ddl.py checks that it matches what runfox creates.
@@ -68,7 +68,7 @@ CREATE TABLE runfox_tasks (
     PRIMARY KEY (id),
     CONSTRAINT uq_runfox_tasks_job UNIQUE (workflow_execution_id, step_id, run_id)
 );
-CREATE INDEX ix_runfox_tasks_claim ON runfox_tasks (state, visible_at);
+CREATE INDEX ix_runfox_tasks_queue ON runfox_tasks (state, visible_at, id);
 
 -- Idempotency keys: one row per key, written with the execution it created.
 -- The shared state, one row per key (schema 9); value NULL: the key was removed.
@@ -164,12 +164,13 @@ INSERT INTO runfox_schema (version, applied_at) VALUES (6, (julianday('now') - 2
 INSERT INTO runfox_schema (version, applied_at) VALUES (7, (julianday('now') - 2440587.5) * 86400.0);
 INSERT INTO runfox_schema (version, applied_at) VALUES (8, (julianday('now') - 2440587.5) * 86400.0);
 INSERT INTO runfox_schema (version, applied_at) VALUES (9, (julianday('now') - 2440587.5) * 86400.0);
+INSERT INTO runfox_schema (version, applied_at) VALUES (10, (julianday('now') - 2440587.5) * 86400.0);
 
 -- Alembic's record of the migration revision (runfox db upgrade reads and moves it).
 CREATE TABLE runfox_alembic_version (
     version_num VARCHAR(32) NOT NULL,
     CONSTRAINT runfox_alembic_version_pkc PRIMARY KEY (version_num)
 );
-INSERT INTO runfox_alembic_version (version_num) VALUES ('0009');
+INSERT INTO runfox_alembic_version (version_num) VALUES ('0010');
 
 COMMIT;

@@ -30,6 +30,15 @@ checks it):
   a later take. (Jobs with one key and different limits share the low-numbered
   slots: a job with limit ``n`` may take only slots ``0..n-1``.)
 
+Wake-ups (optional): ``watch_jobs(wake)`` asks the runner to call ``wake()``
+when jobs may have become claimable (a dispatch, a release), so an idle worker
+can sleep long and still start a new job at once. It is a hint, never a
+guarantee (leases run out silently, other processes may dispatch unheard):
+callers keep polling, just less often. The default never calls ``wake``; the
+in-process runner calls it on dispatch and release; the SQL runner on dispatch
+and release in this process, and on PostgreSQL on a dispatch anywhere
+(``LISTEN``/``NOTIFY``).
+
 Inspection (``runfox status``, metrics), both optional and cheap:
 ``job_states(wf_exec_id)`` maps each job key of one execution the runner knows to
 a ``JobState`` (queued, running with its lease end, done, acked; the default
@@ -43,9 +52,10 @@ the other way round.
 
 from __future__ import annotations
 
+import logging
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -55,6 +65,12 @@ from ..results import DispatchJob, WorkResult, job_key
 __all__ = ["InProcessRunner", "JobState", "Runner"]
 
 QUEUED, RUNNING, DONE, ACKED = "queued", "running", "done", "acked"
+
+logger = logging.getLogger("runfox.backend")
+
+
+def _unwatch() -> None:
+    """What ``Runner.watch_jobs`` returns when it watches nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +139,17 @@ class Runner(ABC):
     def release(self, job: DispatchJob) -> None:
         """Give a taken job back to the queue without a result."""
 
+    def watch_jobs(self, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call ``wake()`` when jobs may have become claimable, until the returned
+        function is called.
+
+        ``wake`` may be called from any thread, must return quickly and never
+        raise (setting a ``threading.Event`` is the intended use). A hint only:
+        a caller must still poll for jobs whose lease ran out or that were
+        dispatched where the runner cannot see. The default never calls it.
+        """
+        return _unwatch
+
     def cancel(self, workflow_execution_id: str) -> None:
         """Drop jobs of a cancelled execution that no worker has taken yet."""
 
@@ -165,6 +192,28 @@ class InProcessRunner(Runner):
         # Concurrency slots: key -> {slot number: holding job key}, and the reverse.
         self._slots: dict[str, dict[int, str]] = {}
         self._slot_of: dict[str, tuple[str, int]] = {}
+        self._wakes: dict[int, Callable[[], None]] = {}
+        self._next_wake = 0
+
+    def watch_jobs(self, wake: Callable[[], None]) -> Callable[[], None]:
+        with self._lock:
+            number = self._next_wake
+            self._next_wake += 1
+            self._wakes[number] = wake
+
+        def remove() -> None:
+            with self._lock:
+                self._wakes.pop(number, None)
+
+        return remove
+
+    def _wake(self) -> None:
+        """Tell the watchers that jobs were queued (the lock is not held)."""
+        for wake in list(self._wakes.values()):
+            try:
+                wake()
+            except Exception:  # a watcher's bug must not stop a dispatch
+                logger.debug("a job wake-up callback failed", exc_info=True)
 
     def dispatch(self, workflow_execution_id: str, jobs: Sequence[DispatchJob]) -> None:
         with self._lock:
@@ -174,6 +223,8 @@ class InProcessRunner(Runner):
                         or key in self._acked):
                     continue
                 self._pending[key] = replace(job, inputs=json_copy(job.inputs), delivery=1)
+        if jobs and self._wakes:
+            self._wake()
 
     def list_pending_jobs(self) -> list[DispatchJob]:
         with self._lock:
@@ -229,6 +280,8 @@ class InProcessRunner(Runner):
             if held is not None:
                 self._free_slot(job.key)
                 self._pending[job.key] = held
+        if held is not None and self._wakes:
+            self._wake()
 
     def submit_work_result(
         self,

@@ -201,8 +201,10 @@ COMMAND), 3 halted, 4 backend unreachable or misconfigured, 5 timeout, 130 inter
                    help="how long a claimed job is held between heartbeats (every third "
                         "of it) before another worker may take it; a step with a timeout "
                         f"holds min(lease, timeout + 5) (default {DEFAULT_LEASE:g})")
-    p.add_argument("--poll-interval", type=_positive_float, default=0.2, metavar="SECONDS",
-                   help="wait between claims when the queue is empty (default 0.2)")
+    p.add_argument("--poll-interval", type=_positive_float, default=1.0, metavar="SECONDS",
+                   help="longest wait between claims while the queue stays empty: waits "
+                        "start at 5 ms and double; a dispatch in this process (on "
+                        "PostgreSQL, in any) ends a wait at once (default 1)")
     p.add_argument("--sweep-interval", type=_positive_float, default=5.0, metavar="SECONDS",
                    help="how often to advance running executions (retries, lost jobs; "
                         "default 5)")

@@ -23,9 +23,16 @@ where the databases disagree live here, one small class per database:
   name for it (``max_allowed_packet``, ``SQLITE_LIMIT_LENGTH`` ...).
 
 Reads never need a snapshot: the store checks versions instead (see
-``store``). Job claims use ``SELECT ... FOR UPDATE SKIP LOCKED`` on every
-database: SQLite's compiler leaves the clause out, and its single writer lock
-(taken by ``BEGIN IMMEDIATE``) gives the same guarantee.
+``store``). Job claims (``claim_form``) are one statement where the database
+allows: on PostgreSQL ``UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED
+LIMIT n) ... RETURNING`` in autocommit, one round trip; on SQLite 3.35+
+``UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING`` inside ``BEGIN
+IMMEDIATE`` (SQLite's compiler leaves ``SKIP LOCKED`` out, and its single
+writer lock gives the same guarantee); MariaDB 10.11 has no ``UPDATE ...
+RETURNING``, so there a claim is ``SELECT ... FOR UPDATE SKIP LOCKED`` and an
+``UPDATE`` in one transaction (three round trips with the commit).
+PostgreSQL also tells idle workers about new jobs: ``notify()`` is a ``NOTIFY``
+sent in the dispatching unit, heard by ``runfox.backend.sql.listen``.
 """
 
 from __future__ import annotations
@@ -40,12 +47,20 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Double, Table, cast, event, extract, func, text
+from sqlalchemy import Double, Table, TextClause, cast, event, extract, func, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.sql.expression import ColumnElement, Insert
 
-__all__ = ["Diagnosis", "Dialect", "Problem", "dialect_for", "statement_size"]
+__all__ = ["CLAIM_FROM", "CLAIM_IN", "CLAIM_SELECT", "JOBS_CHANNEL", "Diagnosis", "Dialect",
+           "Problem", "dialect_for", "statement_size"]
+
+#: The claim forms (``Dialect.claim_form``): ``UPDATE ... FROM (locked candidates)
+#: RETURNING`` with the candidates' old lease and token; ``UPDATE ... WHERE id IN
+#: (candidates) RETURNING``; ``SELECT ... FOR UPDATE SKIP LOCKED`` then ``UPDATE``.
+CLAIM_FROM, CLAIM_IN, CLAIM_SELECT = "update-from", "update-in", "select-update"
+#: The PostgreSQL channel a dispatch notifies and idle workers listen on.
+JOBS_CHANNEL = "runfox_jobs"
 
 # Driver error codes after which the whole transaction may simply run again.
 _PG_RETRY = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
@@ -216,6 +231,19 @@ class Dialect:
         """The database server's clock, as epoch seconds."""
         return cast(extract("epoch", func.clock_timestamp()), Double)
 
+    def claim_clock(self) -> ColumnElement[Any]:
+        """The database clock for a claim's ``visible_at <= now``: constant within a
+        statement, so an index can use it as a bound (``now`` may be volatile)."""
+        return self.now()
+
+    #: How a claim is written (see the module docstring and ``CLAIM_*``).
+    claim_form = CLAIM_SELECT
+
+    def notify(self) -> TextClause | None:
+        """A statement telling listening workers that jobs were queued, or ``None``
+        where the database has no such thing."""
+        return None
+
     def insert_if_absent(self, table: Table) -> Insert:
         """An INSERT that silently keeps an existing row with the same unique key."""
         from sqlalchemy.dialects.postgresql import insert
@@ -282,6 +310,15 @@ class Dialect:
 
 class PostgresDialect(Dialect):
     name = "postgresql"
+    claim_form = CLAIM_FROM
+
+    def claim_clock(self) -> ColumnElement[Any]:
+        # clock_timestamp() is volatile: PostgreSQL would test it row by row
+        # instead of bounding the index scan with it.
+        return cast(extract("epoch", func.statement_timestamp()), Double)
+
+    def notify(self) -> TextClause | None:
+        return text(f"NOTIFY {JOBS_CHANNEL}")
 
     def options(self, write: bool, standalone: bool) -> dict[str, Any]:
         # psycopg switches autocommit without a round trip; PyMySQL would need two.
@@ -387,6 +424,8 @@ class SqliteDialect(Dialect):
     """
 
     name = "sqlite"
+    # RETURNING arrived in SQLite 3.35.
+    claim_form = CLAIM_IN if sqlite3.sqlite_version_info >= (3, 35) else CLAIM_SELECT
 
     def __init__(self, engine: Engine, busy_timeout: float | None = None,
                  synchronous: str | None = None, owned: bool = False) -> None:

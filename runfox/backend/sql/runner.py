@@ -5,11 +5,21 @@ One row per job ``(workflow_execution_id, step_id, run_id)``:
 - ``dispatch`` inserts rows if absent; a row that exists, in whatever state,
   is left alone, so dispatching again after a crash never duplicates work.
 - ``take_pending_jobs(limit, lease)`` claims rows with ``state = 'queued'`` whose
-  ``visible_at`` has passed: ``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL
-  and MySQL/MariaDB, one ``BEGIN IMMEDIATE`` transaction on SQLite, so two
-  workers never take the same job. A claim moves ``visible_at`` to the end of
-  the lease (on the database clock) and counts a delivery. When the lease runs
-  out without a result the job is claimable again.
+  ``visible_at`` has passed, oldest ``visible_at`` first, reading the index
+  ``(state, visible_at, id)`` in its own order (a constant plan, however long
+  the queue; ``tests/test_claim_plans.py`` checks it with EXPLAIN). One
+  statement where the database allows (``Dialect.claim_form``): on PostgreSQL
+  ``UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED LIMIT n) ... RETURNING``
+  in autocommit, on SQLite ``UPDATE ... WHERE id IN (...) RETURNING`` inside
+  ``BEGIN IMMEDIATE``; on MySQL/MariaDB ``SELECT ... FOR UPDATE SKIP LOCKED``
+  and an ``UPDATE`` in one transaction. Two workers never take the same job. A
+  claim moves ``visible_at`` to the end of the lease (on the database clock)
+  and counts a delivery. When the lease runs out without a result the job is
+  claimable again.
+- Wake-ups (``watch_jobs``, ``runfox.backend.sql.listen``): ``dispatch`` and
+  ``release`` wake this process's watching workers after they commit, and on
+  PostgreSQL send ``NOTIFY runfox_jobs`` in their unit of work, which a
+  listening connection turns into wake-ups in every process.
 - Each claimed job carries ``delivery`` (``deliveries`` after this claim). A
   worker that gets a job with ``delivery > 1`` knows the lease of an earlier
   delivery ran out and reports the attempt as ``WorkerLost`` instead of running
@@ -30,11 +40,12 @@ One row per job ``(workflow_execution_id, step_id, run_id)``:
 
 Concurrency slots (``runfox_slots``, see ``schema``): dispatching a job with a
 ``concurrency_key`` creates the key's slot rows ``0..limit-1`` if absent. The
-claim transaction gives each such job a free slot row (no holder, or its
-``lease_end`` passed), found with ``SELECT ... FOR UPDATE SKIP LOCKED`` and
-taken with an UPDATE that stamps the job, the claim token and the job's lease
-end; a job whose key has no free slot is skipped and stays queued, and the claim
-reads further rows to fill ``limit``. Heartbeats extend the slot's lease with
+claim gives each such job a free slot row (no holder, or its ``lease_end``
+passed), found with ``SELECT ... FOR UPDATE SKIP LOCKED`` and taken with an
+UPDATE that stamps the job, the claim token and the job's lease end; a job
+whose key has no free slot stays queued (a one-statement claim that took it
+gives it back as it was: lease end, claim token, delivery count), and the
+claim reads further rows to fill ``limit``. Heartbeats extend the slot's lease with
 the job's; ack, release and a submitted result free it. Since a slot row is
 taken only under its row lock (or SQLite's single writer) and only when free,
 a key never has more live holders than slot rows, and a job with limit ``n``
@@ -52,18 +63,19 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import bindparam, delete, exists, func, select, update
+from sqlalchemy import bindparam, delete, exists, func, null, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from ...jsonvalue import error_output
 from ...results import DispatchJob, WorkResult, job_key
 from ..runner import RUNNING, JobState, Runner
 from .database import Database, DatabaseUser, DuplicateRow
-from .dialects import Dialect
+from .dialects import CLAIM_FROM, CLAIM_IN, Dialect
+from .listen import signal_for, watchable
 from .schema import slots, tasks
 from .store import dumps
 
@@ -104,16 +116,62 @@ class _Queries:
         self.insert = dialect.insert_if_absent(t).values(visible_at=now)
         self.pending = (select(t.c.workflow_execution_id, t.c.step_id, t.c.run_id, t.c.payload)
                         .where(*claimable).order_by(t.c.id))
+        # Claims walk ix_runfox_tasks_queue (state, visible_at, id) in its own
+        # order, with a clock that is constant per statement, so their plan does
+        # not depend on how many jobs wait or how many tombstones there are.
+        due = (t.c.state == QUEUED, t.c.visible_at <= dialect.claim_clock())
+        order = (t.c.visible_at, t.c.id)
+        claimed = {"visible_at": now + bindparam("lease"), "deliveries": t.c.deliveries + 1,
+                   "claim_token": bindparam("token")}
+        # The SELECT form (MySQL/MariaDB, and after a claim met full keys):
+        # candidates locked, then stamped by mark_claimed.
         claim = (select(t.c.id, t.c.workflow_execution_id, t.c.step_id, t.c.run_id,
-                        t.c.deliveries, t.c.payload)
-                 .where(*claimable, t.c.id > bindparam("after")).order_by(t.c.id))
-        self.claim_all = claim.with_for_update(skip_locked=True)
-        self.claim_some = claim.limit(bindparam("limit")).with_for_update(skip_locked=True)
-        self.mark_claimed = update(t).where(ids).values(visible_at=now + bindparam("lease"),
-                                                        deliveries=t.c.deliveries + 1,
-                                                        claim_token=bindparam("token"))
+                        t.c.deliveries, t.c.payload, t.c.visible_at).where(*due))
+        # Rows after the cursor (visible_at, id), as one index range plus a filter
+        # (an OR of two ranges would make the planners merge and sort).
+        after = ((t.c.visible_at >= bindparam("after_at"))
+                 & ~((t.c.visible_at == bindparam("after_at")) & (t.c.id <= bindparam("after"))))
+        self.claim_all = claim.order_by(*order).with_for_update(skip_locked=True)
+        self.claim_some = (claim.order_by(*order).limit(bindparam("limit"))
+                           .with_for_update(skip_locked=True))
+        self.claim_more = (claim.where(after).order_by(*order).limit(bindparam("limit"))
+                           .with_for_update(skip_locked=True))
+        self.mark_claimed = update(t).where(ids).values(claimed)
+        # Is anything claimable? A read: on SQLite it needs no write lock.
+        self.peek = select(t.c.id).where(*due).order_by(*order).limit(1)
+        # The one-statement forms: each returns the claimed rows with what a
+        # claim that must give a row back (its key is full) restores.
+        returned = (t.c.id, t.c.workflow_execution_id, t.c.step_id, t.c.run_id,
+                    t.c.deliveries, t.c.payload)
+        self.take_some: Any = None
+        self.take_all: Any = None
+        if dialect.claim_form == CLAIM_FROM:
+            for name, limited in (("take_some", True), ("take_all", False)):
+                pick = select(t.c.id, t.c.visible_at, t.c.claim_token).where(*due)
+                pick = pick.order_by(*order)
+                if limited:
+                    pick = pick.limit(bindparam("limit"))
+                c = pick.with_for_update(skip_locked=True).subquery("c")
+                setattr(self, name, update(t).where(t.c.id == c.c.id).values(claimed).returning(
+                    *returned, c.c.visible_at.label("old_at"),
+                    c.c.claim_token.label("old_token")))
+        elif dialect.claim_form == CLAIM_IN:
+            # SQLite's RETURNING shows only new values: a row given back gets its
+            # dispatch time as its place in the queue, and no claim token.
+            for name, limited in (("take_some", True), ("take_all", False)):
+                pick = select(t.c.id).where(*due).order_by(*order)
+                if limited:
+                    pick = pick.limit(bindparam("limit"))
+                setattr(self, name, update(t).where(t.c.id.in_(pick.scalar_subquery()))
+                        .values(claimed).returning(*returned, t.c.created_at.label("old_at"),
+                                                   null().label("old_token")))
+        self.unclaim = (update(t).where(t.c.id == bindparam("row"),
+                                        t.c.claim_token == bindparam("token"))
+                        .values(visible_at=bindparam("old_at"), deliveries=t.c.deliveries - 1,
+                                claim_token=bindparam("old_token")))
         self.give_up = (update(t).where(t.c.id == bindparam("row"))
-                        .values(state=DONE, visible_at=None, result=bindparam("res")))
+                        .values(state=DONE, visible_at=None, result=bindparam("res"),
+                                deliveries=bindparam("n")))
         self.delete_ids = delete(t).where(ids)
         # A heartbeat or release by the claimer matches its claim token; by
         # anyone else, only a job whose lease is running.
@@ -186,6 +244,10 @@ class SqlRunner(DatabaseUser, Runner):
             seed's ``take_pending_jobs()``); workers pass their own.
         max_deliveries: deliveries whose lease ran out before a job is given an
             error result instead of being delivered again; ``None`` never gives up.
+        notify: on PostgreSQL, send ``NOTIFY runfox_jobs`` with every dispatch and
+            ``LISTEN`` while a worker watches (``watch_jobs``), so idle workers
+            start new jobs at once; ``False`` saves the statement per dispatch
+            (workers then find jobs by polling). Ignored elsewhere.
 
     Raises:
         ValueError, BackendError: as for ``SqlStore``.
@@ -199,6 +261,7 @@ class SqlRunner(DatabaseUser, Runner):
         create_tables: bool = True,
         lease: float = 300.0,
         max_deliveries: int | None = 5,
+        notify: bool = True,
         busy_timeout: float | None = None,
         sqlite_synchronous: str | None = None,
         engine_options: dict[str, Any] | None = None,
@@ -212,6 +275,13 @@ class SqlRunner(DatabaseUser, Runner):
                          busy_timeout=busy_timeout, sqlite_synchronous=sqlite_synchronous,
                          engine_options=engine_options, database=_database)
         self._q = _Queries(self._db.dialect)
+        self._notify = self._db.dialect.notify() if notify else None
+        # SQLite: after a claim that found nothing, the next one first looks
+        # with a read, so idle workers polling (or woken by any commit) do not
+        # queue for the write lock behind the ones doing work.
+        self._look_first = self._db.dialect.name == "sqlite"
+        self._found_none = False
+        self._signal = signal_for(self._db.engine)
         self.lease = lease
         self.max_deliveries = max_deliveries
         # job key -> claim token of the jobs this runner claimed: a heartbeat or
@@ -227,6 +297,15 @@ class SqlRunner(DatabaseUser, Runner):
     def dispatch(self, workflow_execution_id: str, jobs: Sequence[DispatchJob]) -> None:
         if not jobs:
             return
+        self._db.run(lambda conn: self.insert_jobs(conn, jobs), standalone=True,
+                     what=f"dispatch jobs of {workflow_execution_id!r}")
+        self._db.after_commit(self.jobs_queued)  # inside a joint unit: once it commits
+
+    def insert_jobs(self, conn: Connection, jobs: Sequence[DispatchJob]) -> None:
+        """Queue ``jobs`` inside the caller's unit of work ``conn`` (what
+        ``dispatch`` runs): slot rows, job rows if absent, and on PostgreSQL a
+        ``NOTIFY`` that listening workers hear when the unit commits. Call
+        ``jobs_queued()`` after the commit to wake this process's workers."""
         created = time.time()
         rows = [{"workflow_execution_id": j.workflow_execution_id, "step_id": j.step_id,
                  "run_id": j.run_id, "state": QUEUED, "deliveries": 0,
@@ -236,14 +315,25 @@ class SqlRunner(DatabaseUser, Runner):
         # claimer that sees the job then finds its slots.
         wanted = sorted({(j.concurrency_key, n) for j in jobs if j.concurrency_key is not None
                          for n in range(j.concurrency_limit or 1)})
-        slot_rows = [{"slot_key": key, "slot_no": n} for key, n in wanted]
+        if wanted:
+            conn.execute(self._q.add_slots, [{"slot_key": key, "slot_no": n}
+                                             for key, n in wanted])
+        conn.execute(self._q.insert, rows)
+        if self._notify is not None:
+            conn.execute(self._notify)
 
-        def work(conn: Connection) -> None:
-            if slot_rows:
-                conn.execute(self._q.add_slots, slot_rows)
-            conn.execute(self._q.insert, rows)
+    def jobs_queued(self) -> None:
+        """Wake the workers of this process watching this database (``watch_jobs``)."""
+        if self._signal.watched:
+            self._signal.fire()
 
-        self._db.run(work, standalone=True, what=f"dispatch jobs of {workflow_execution_id!r}")
+    def watch_jobs(self, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call ``wake()`` after this process queues jobs on this database and when
+        any process does: on PostgreSQL with ``notify`` by ``LISTEN``, on an SQLite
+        file when another connection commits (``runfox.backend.sql.listen``)."""
+        engine = self._db.engine
+        hear = watchable(engine) and (self._notify is not None or engine.dialect.name == "sqlite")
+        return self._signal.add(wake, engine if hear else None)
 
     def list_pending_jobs(self) -> list[DispatchJob]:
         rows = self._db.run(lambda conn: conn.execute(self._q.pending).all(), write=False,
@@ -256,53 +346,154 @@ class SqlRunner(DatabaseUser, Runner):
         if limit is not None and limit <= 0:
             return []
         lease = self.lease if lease is None else lease
-        q = self._q
         token = secrets.randbits(62)  # fits a signed BIGINT everywhere
-
-        def work(conn: Connection) -> list[DispatchJob]:
-            claimed: list[DispatchJob] = []
-            ids, expired, corrupt = [], [], []
-            full: set[tuple[str, int]] = set()  # keys found without a free slot
-            page, after = limit, 0
-            while True:
-                rows = (conn.execute(q.claim_all, {"after": after}) if page is None
-                        else conn.execute(q.claim_some, {"limit": page, "after": after})).all()
-                skipped = False
-                for row in rows:
-                    if limit is not None and len(claimed) >= limit:
-                        break
-                    if (self.max_deliveries is not None
-                            and row.deliveries >= self.max_deliveries):
-                        expired.append(row)
-                        continue
-                    job = _decode_job(row)
-                    if job is None:
-                        corrupt.append(row.id)
-                    elif (job.concurrency_key is not None
-                          and not self._take_slot(conn, job, lease, token, full)):
-                        skipped = True  # its key is full: it stays queued
-                    else:
-                        claimed.append(replace(job, delivery=row.deliveries + 1))
-                        ids.append(row.id)
-                # Read on only when full keys held jobs back and more rows may wait.
-                if (page is None or not skipped or len(rows) < page
-                        or len(claimed) >= (limit or 0)):
-                    break
-                page, after = _PAGE, rows[-1].id
-            if ids:
-                conn.execute(q.mark_claimed, {"ids": ids, "lease": lease, "token": token})
-            for row in expired:
-                conn.execute(q.give_up, {"row": row.id, "res": _lease_expired(row)})
-            if corrupt:
-                conn.execute(q.delete_ids, {"ids": corrupt})
-            return claimed
-
-        claimed = self._db.run(work, what="claim jobs")
+        if self._look_first and self._found_none and self._db.run(
+                lambda conn: conn.execute(self._q.peek).first(), write=False,
+                standalone=True, what="look for jobs") is None:
+            return []  # still nothing: the write lock was not taken
+        if self._q.take_some is not None:
+            claimed = self._claim_returning(limit, lease, token)
+        else:
+            claimed = self._db.run(lambda conn: self._claim_select(conn, limit, lease, token,
+                                                                    set()), what="claim jobs")
+        self._found_none = not claimed
         with self._held_lock:
             for job in claimed:
                 self._held[job.key] = token
                 if job.concurrency_key is not None:
                     self._slotted.add(job.key)
+        return claimed
+
+    def _claim_returning(self, limit: int | None, lease: float, token: int
+                         ) -> list[DispatchJob]:
+        """A claim as one ``UPDATE ... RETURNING``, then whatever its rows need.
+
+        Most rows need nothing more. A row whose job has a concurrency key needs
+        a slot, and is given back untouched (old lease end, old token, the
+        delivery uncounted) when its key is full; a row past ``max_deliveries``
+        gets its error result; an undecodable one is deleted. On PostgreSQL the
+        UPDATE runs alone in autocommit (one round trip) and that follow-up in a
+        transaction of its own: meanwhile its rows are held by this claim, so no
+        one else sees them, and if the follow-up fails its rows come back when
+        the lease ends, as a job would from a worker that died holding it. On
+        SQLite both run in one ``BEGIN IMMEDIATE`` transaction.
+        """
+        q = self._q
+        statement = q.take_all if limit is None else q.take_some
+        params: dict[str, Any] = {"lease": lease, "token": token}
+        if limit is not None:
+            params["limit"] = limit
+        apart = self._db.dialect.claim_form == CLAIM_FROM
+
+        def settle(conn: Connection, rows: Sequence[Any], before: int, page_full: bool
+                   ) -> list[DispatchJob]:
+            """``before``: jobs of this claim already kept; ``page_full``: the
+            UPDATE took ``limit`` rows, so more may wait behind them."""
+            claimed: list[DispatchJob] = []
+            given_back, expired, corrupt = [], [], []
+            full: set[tuple[str, int]] = set()
+            for row in rows:
+                if self.max_deliveries is not None and row.deliveries > self.max_deliveries:
+                    expired.append(row)
+                    continue
+                job = _decode_job(row)
+                if job is None:
+                    corrupt.append(row.id)
+                elif (job.concurrency_key is not None
+                      and not self._take_slot(conn, job, lease, token, full)):
+                    given_back.append({"row": row.id, "token": token, "old_at": row.old_at,
+                                       "old_token": row.old_token})
+                else:
+                    claimed.append(replace(job, delivery=row.deliveries))
+            if given_back:
+                conn.execute(q.unclaim, given_back)
+            for row in expired:
+                conn.execute(q.give_up, {"row": row.id, "n": row.deliveries - 1,
+                                         "res": _lease_expired(row, row.deliveries - 1)})
+            if corrupt:
+                conn.execute(q.delete_ids, {"ids": corrupt})
+            # Jobs held back by full keys may hide claimable ones behind them.
+            room = None if limit is None else limit - before - len(claimed)
+            if given_back and page_full and room:
+                claimed += self._claim_select(conn, room, lease, token, full)
+            return claimed
+
+        def one(conn: Connection) -> list[DispatchJob]:
+            rows = conn.execute(statement, params).all()
+            return settle(conn, _in_queue_order(rows), 0, len(rows) == limit)
+
+        if not apart:
+            return self._db.run(one, what="claim jobs")
+        rows = _in_queue_order(self._db.run(lambda conn: conn.execute(statement, params).all(),
+                                            standalone=True, what="claim jobs"))
+        claimed: list[DispatchJob] = []
+        rest = []
+        for row in rows:
+            over = self.max_deliveries is not None and row.deliveries > self.max_deliveries
+            job = None if over else _plain_job(row)
+            if job is None:
+                rest.append(row)
+            else:
+                claimed.append(replace(job, delivery=row.deliveries))
+        if not rest:
+            return claimed
+        try:
+            claimed += self._db.run(lambda conn: settle(conn, rest, len(claimed),
+                                                        len(rows) == limit), what="claim jobs")
+        except Exception as exc:
+            logger.warning("claimed %d job(s) but could not give them slots or give them "
+                           "back (%s); they return to the queue when their lease ends",
+                           len(rest), exc)
+        return claimed
+
+    def _claim_select(self, conn: Connection, limit: int | None, lease: float, token: int,
+                      full: set[tuple[str, int]]) -> list[DispatchJob]:
+        """A claim as ``SELECT ... FOR UPDATE SKIP LOCKED`` and one ``UPDATE``.
+
+        ``full``: keys already found without a free slot. When full keys held
+        jobs back, further rows are read in pages of ``_PAGE`` to fill ``limit``.
+        """
+        q = self._q
+        claimed: list[DispatchJob] = []
+        ids, expired, corrupt = [], [], []
+        page, after = limit, None
+        while True:
+            if after is not None:
+                rows = conn.execute(q.claim_more, {"limit": page, "after_at": after[0],
+                                                   "after": after[1]}).all()
+            elif page is None:
+                rows = conn.execute(q.claim_all).all()
+            else:
+                rows = conn.execute(q.claim_some, {"limit": page}).all()
+            skipped = False
+            for row in rows:
+                if limit is not None and len(claimed) >= limit:
+                    break
+                if (self.max_deliveries is not None
+                        and row.deliveries >= self.max_deliveries):
+                    expired.append(row)
+                    continue
+                job = _decode_job(row)
+                if job is None:
+                    corrupt.append(row.id)
+                elif (job.concurrency_key is not None
+                      and not self._take_slot(conn, job, lease, token, full)):
+                    skipped = True  # its key is full: it stays queued
+                else:
+                    claimed.append(replace(job, delivery=row.deliveries + 1))
+                    ids.append(row.id)
+            # Read on only when full keys held jobs back and more rows may wait.
+            if (page is None or not skipped or len(rows) < page
+                    or len(claimed) >= (limit or 0)):
+                break
+            page, after = _PAGE, (rows[-1].visible_at, rows[-1].id)
+        if ids:
+            conn.execute(q.mark_claimed, {"ids": ids, "lease": lease, "token": token})
+        for row in expired:
+            conn.execute(q.give_up, {"row": row.id, "n": row.deliveries,
+                                     "res": _lease_expired(row, row.deliveries)})
+        if corrupt:
+            conn.execute(q.delete_ids, {"ids": corrupt})
         return claimed
 
     def _take_slot(self, conn: Connection, job: DispatchJob, lease: float, token: int,
@@ -356,11 +547,17 @@ class SqlRunner(DatabaseUser, Runner):
         params = {**_job_params(job), "token": token}
         query = self._q.release_any if token is None else self._q.release_mine
 
-        def work(conn: Connection) -> None:
-            if conn.execute(query, params).rowcount and job.concurrency_key is not None:
+        def work(conn: Connection) -> bool:
+            if not conn.execute(query, params).rowcount:
+                return False
+            if job.concurrency_key is not None:
                 conn.execute(self._q.free_slots, params)
+            if self._notify is not None:
+                conn.execute(self._notify)
+            return True
 
-        self._db.run(work, standalone=job.concurrency_key is None, what=f"release {job.key}")
+        if self._db.run(work, standalone=job.concurrency_key is None, what=f"release {job.key}"):
+            self.jobs_queued()
 
     def ack(self, job: DispatchJob, output: dict[str, Any]) -> None:
         """Mark the job's row acknowledged: its result is already applied, none is stored.
@@ -519,13 +716,33 @@ def _job_params(job: DispatchJob) -> dict[str, Any]:
     return {"wf": job.workflow_execution_id, "step": job.step_id, "run": job.run_id}
 
 
-def _lease_expired(row: Any) -> str:
+def _in_queue_order(rows: Sequence[Any]) -> list[Any]:
+    """Rows an ``UPDATE ... RETURNING`` claimed (which returns them in no set
+    order), in the order the queue had them."""
+    return sorted(rows, key=lambda row: (row.old_at, row.id))
+
+
+def _plain_job(row: Any) -> DispatchJob | None:
+    """The job of a claimed row if it decodes and has no concurrency key, else
+    ``None`` (the caller checks ``max_deliveries``)."""
+    try:
+        job = DispatchJob.from_dict(json.loads(row.payload))
+    except (TypeError, ValueError):
+        return None
+    if job.concurrency_key is not None or (job.workflow_execution_id, job.step_id,
+                                           job.run_id) != (row.workflow_execution_id,
+                                                           row.step_id, row.run_id):
+        return None
+    return job
+
+
+def _lease_expired(row: Any, deliveries: int) -> str:
     key = job_key(row.workflow_execution_id, row.step_id, row.run_id)
     logger.warning("job %s: delivered %d times and no result or WorkerLost report came back "
                    "before any of its leases ran out; recording an error result instead of "
-                   "delivering it again", key, row.deliveries)
+                   "delivering it again", key, deliveries)
     return dumps(error_output(
-        "LeaseExpired", f"job {key} was delivered {row.deliveries} times (max_deliveries) and "
+        "LeaseExpired", f"job {key} was delivered {deliveries} times (max_deliveries) and "
                         "every lease ran out with nothing reported: the workers that took it "
                         "died, hung or could not reach the backend"))
 

@@ -1,0 +1,253 @@
+"""Waking idle workers when jobs are queued (``SqlRunner.watch_jobs``).
+
+One ``JobSignal`` per database per process holds the wake-up callbacks of the
+workers watching that database:
+
+- every ``SqlRunner`` of the process on that database fires it after it queued
+  jobs (``dispatch``, ``release``), so a worker in the same process starts a
+  job the moment it is dispatched, on every database;
+- on PostgreSQL a dispatch also sends ``NOTIFY runfox_jobs`` in its unit of
+  work (so it is delivered when that commits), and while anyone watches, one
+  thread per signal holds a connection of its own that ``LISTEN``s on the
+  channel and fires the signal for each notification. A dispatch in any
+  process then wakes every idle worker within a few milliseconds.
+
+- SQLite has no notifications, but a connection's ``PRAGMA data_version``
+  changes when any other connection commits: a thread looks at it every 50 ms
+  (no lock, no disk read) and fires the signal on a change, so an idle worker
+  also hears other processes' dispatches (and, harmlessly, their other writes).
+  MariaDB has nothing of the kind: there, other processes' jobs are found by
+  polling.
+
+The signal is a hint: workers still poll (with backoff), because a job also
+becomes claimable when a lease runs out. The listener survives the database
+going away: it logs one WARNING, reconnects with capped, jittered backoff (0.2 s
+doubling to 30 s), logs one INFO when it listens again, and then fires the
+signal once, since jobs may have been dispatched while it was deaf. A
+connection that stays quiet is checked with ``SELECT 1`` every
+``KEEPALIVE`` seconds, so a silently dropped one is noticed too.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from ...urlmask import mask_url, url_secrets
+from .dialects import JOBS_CHANNEL
+
+__all__ = ["JobSignal", "signal_for", "watchable"]
+
+logger = logging.getLogger("runfox.backend.sql")
+
+Wake = Callable[[], None]
+
+#: Longest wait for a notification before the listener looks at its stop flag.
+WAIT = 1.0
+#: Seconds without a notification after which the listener checks its connection.
+KEEPALIVE = 30.0
+#: Seconds between looks at an SQLite file's ``data_version``.
+SQLITE_CHECK = 0.05
+#: Reconnect backoff: first and longest wait.
+FIRST_DELAY, MAX_DELAY = 0.2, 30.0
+
+
+class JobSignal:
+    """The wake-up callbacks of the workers watching one database, in this process."""
+
+    def __init__(self, url: str) -> None:
+        self._display_url = mask_url(url)
+        self._secrets = tuple(s for s in url_secrets(url) if s)
+        self._lock = threading.Lock()
+        self._wakes: dict[int, Wake] = {}
+        self._next = 0
+        self._listener: _Listener | None = None
+
+    def add(self, wake: Wake, listen_with: Engine | None = None) -> Callable[[], None]:
+        """Call ``wake`` whenever the signal fires, until the returned function is
+        called. ``listen_with``: an engine to hear other processes through (see
+        ``watchable``; its thread starts with the first such watcher and stops
+        with the last)."""
+        with self._lock:
+            number = self._next
+            self._next += 1
+            self._wakes[number] = wake
+            if listen_with is not None and self._listener is None:
+                kind = _SqliteWatcher if listen_with.dialect.name == "sqlite" else _Listener
+                self._listener = kind(listen_with, self, self._display_url, self._secrets)
+
+        def remove() -> None:
+            with self._lock:
+                self._wakes.pop(number, None)
+                listener = self._listener if not self._wakes else None
+                if listener is not None:
+                    self._listener = None
+            if listener is not None:
+                listener.stop()
+
+        return remove
+
+    @property
+    def watched(self) -> bool:
+        return bool(self._wakes)
+
+    @property
+    def listening(self) -> bool:
+        """Whether a listener is connected and listening now."""
+        listener = self._listener
+        return listener is not None and listener.listening
+
+    def fire(self) -> None:
+        """Call every watcher's ``wake`` (each must be quick and must not block)."""
+        for wake in list(self._wakes.values()):
+            try:
+                wake()
+            except Exception:  # a watcher's bug must not stop a dispatch
+                logger.debug("a job wake-up callback failed", exc_info=True)
+
+
+_SIGNALS: dict[str, JobSignal] = {}
+_SIGNALS_LOCK = threading.Lock()
+
+
+def signal_for(engine: Engine) -> JobSignal:
+    """The process's signal for the database ``engine`` connects to (by URL, so
+    runners with engines of their own on one database share it)."""
+    key = engine.url.render_as_string(hide_password=False)
+    with _SIGNALS_LOCK:
+        signal = _SIGNALS.get(key)
+        if signal is None:
+            signal = _SIGNALS[key] = JobSignal(key)
+        return signal
+
+
+class _Listener:
+    """A thread ``LISTEN``ing on ``JOBS_CHANNEL`` over a connection of its own."""
+
+    def __init__(self, engine: Engine, signal: JobSignal, display_url: str,
+                 secrets: tuple[str, ...]) -> None:
+        self._engine = engine
+        self._secrets = secrets
+        self._signal = signal
+        self._display_url = display_url
+        self._stop = threading.Event()
+        self.listening = False
+        self._thread = threading.Thread(target=self._run, name="runfox-listen", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop listening (within ``WAIT`` seconds); does not wait for the thread."""
+        self._stop.set()
+
+    def _connect(self) -> Any:
+        # From the engine, so its connect arguments and events apply; detached
+        # from the pool, which must not hand this connection to anyone else, and
+        # closed by the driver (the pool would try to roll a dead one back).
+        raw = self._engine.raw_connection()
+        conn: Any = raw.driver_connection  # before detach() forgets it
+        raw.detach()
+        try:
+            conn.rollback()
+            conn.autocommit = True
+            conn.execute(f"LISTEN {JOBS_CHANNEL}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _serve(self, conn: Any) -> None:
+        """Fire the signal per notification until stopped; raise if the connection fails."""
+        quiet_since = time.monotonic()
+        while not self._stop.is_set():
+            heard = False
+            for _ in conn.notifies(timeout=WAIT):
+                heard = True
+                self._signal.fire()
+                if self._stop.is_set():
+                    break
+            if heard:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= KEEPALIVE:
+                conn.execute("SELECT 1")
+                quiet_since = time.monotonic()
+
+    def _run(self) -> None:
+        delay = FIRST_DELAY
+        down_since: float | None = None
+        while not self._stop.is_set():
+            conn = None
+            try:
+                conn = self._connect()
+                self.listening = True
+                if down_since is not None:
+                    logger.info("listening for new jobs on %s again after %.1fs",
+                                self._display_url, time.monotonic() - down_since)
+                    down_since = None
+                delay = FIRST_DELAY
+                self._signal.fire()  # jobs may have been queued while nobody listened
+                self._serve(conn)
+            except Exception as exc:
+                self.listening = False
+                reason = " ".join(str(exc).split()) or type(exc).__name__
+                for secret in self._secrets:
+                    reason = reason.replace(secret, "***")
+                if down_since is None:
+                    down_since = time.monotonic()
+                    logger.warning("cannot listen for new jobs on %s (%s); idle workers poll "
+                                   "until it answers again", self._display_url, reason)
+                else:
+                    logger.debug("still cannot listen for new jobs: %s", reason)
+                self._stop.wait(random.uniform(delay / 2, delay))
+                delay = min(MAX_DELAY, delay * 2)
+            finally:
+                self.listening = False
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except Exception:
+                        logger.debug("closing the listening connection failed", exc_info=True)
+
+
+class _SqliteWatcher(_Listener):
+    """SQLite has no notifications, but ``PRAGMA data_version`` on a connection
+    changes whenever another connection (any process) commits a change: reading
+    it is a look at the shared WAL index, no lock and no disk read. Checked every
+    ``SQLITE_CHECK`` seconds; a change fires the signal, and the worker's claim
+    (which first looks without the write lock, see ``SqlRunner``) decides whether
+    it was a job."""
+
+    def _connect(self) -> Any:
+        uri = Path(str(self._engine.url.database)).resolve().as_uri()
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=1.0)
+        try:
+            conn.execute("PRAGMA data_version").fetchone()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _serve(self, conn: Any) -> None:
+        seen = conn.execute("PRAGMA data_version").fetchone()[0]
+        while not self._stop.wait(SQLITE_CHECK):
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            if version != seen:
+                seen = version
+                self._signal.fire()
+
+
+def watchable(engine: Engine) -> bool:
+    """Whether another process's commits can be heard on ``engine``'s database:
+    PostgreSQL (``LISTEN``), or an SQLite file (``PRAGMA data_version``)."""
+    if engine.dialect.name == "postgresql":
+        return True
+    path = engine.url.database
+    return (engine.dialect.name == "sqlite" and bool(path) and path != ":memory:"
+            and not str(path).startswith("file:"))
