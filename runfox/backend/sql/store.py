@@ -362,6 +362,12 @@ class SqlStore(DatabaseUser, Store):
 
     # -- load -------------------------------------------------------------------
 
+    def cached_record(self, workflow_execution_id: str) -> WorkflowRecord | None:
+        """The record of that execution this store last wrote or loaded, if it
+        is still in the cache; possibly stale (a ``loaded`` for ``transition``)."""
+        return self._cache.get(workflow_execution_id)
+
+
     def _load(self, workflow_execution_id: str) -> WorkflowRecord | None:
         key = workflow_execution_id
         cached = self._cache.get(key)
