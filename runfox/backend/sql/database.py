@@ -50,13 +50,14 @@ from typing import Any, TypeVar
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.sql.expression import Executable
 
 from ...errors import BackendError, BackendUnavailable, PayloadTooLarge
 from ...urlmask import mask_url, url_secrets
 from .dialects import Diagnosis, Dialect, Problem, dialect_for, megabytes
 from .schema import SchemaError, SchemaState, ensure_schema, read_state, upgrade_schema
 
-__all__ = ["Database", "DatabaseUser", "DuplicateRow"]
+__all__ = ["Database", "DatabaseUser", "DuplicateRow", "HotStatement"]
 
 T = TypeVar("T")
 
@@ -125,6 +126,9 @@ class Database:
         # One option engine (sharing the pool and event listeners) per set of
         # dialect options: setting them on each connection cost a call per unit.
         self._engines: dict[tuple[bool, bool], Engine] = {}
+        # SQLite through the standard sqlite3 driver: ``HotStatement`` may run on
+        # the driver's connection directly (see there).
+        self.direct = engine.dialect.name == "sqlite" and engine.dialect.driver == "pysqlite"
 
     # -- construction ---------------------------------------------------------
 
@@ -386,6 +390,95 @@ class Database:
             f"{found.backend} refused a{size} statement: {found.limit} "
             f"(could not {what} on {self.display_url})",
             backend=found.backend, limit=found.limit, size=found.size)
+
+
+class HotStatement:
+    """A statement run on every step (write a record, queue a job, acknowledge
+    one), compiled once per set of parameter names instead of on each call.
+
+    On SQLite (the ``sqlite3`` driver) it runs on the driver's connection under
+    the SQLAlchemy connection it is given, inside the same transaction: no
+    compilation, parameter processing, events or result setup per call (those
+    were most of a step's CPU). A driver error is raised as SQLAlchemy's
+    ``DBAPIError`` for it (``IntegrityError``, ``OperationalError`` ...), so
+    ``Database.run`` retries and translates it as usual. Elsewhere (and for
+    anything not plain: expanding or post-compile parameters) it is
+    ``conn.execute`` as before.
+
+    Only for INSERT/UPDATE/DELETE without RETURNING: ``execute`` gives the row count.
+    """
+
+    def __init__(self, db: Database, statement: Executable) -> None:
+        self._db = db
+        self._statement: Any = statement  # an INSERT, UPDATE or DELETE
+        # By the parameter names (in their order): the SQL and what turns a
+        # dict of parameters into its positional row, or None where Core must run it.
+        self._compiled: dict[tuple[str, ...],
+                             tuple[str, Callable[[Any], tuple]] | None] = {}
+
+    def _compile(self, names: tuple[str, ...]) -> tuple[str, Callable[[Any], tuple]] | None:
+        dialect = self._db.engine.dialect
+        compiled: Any = self._statement.compile(dialect=dialect, column_keys=list(names))
+        order = compiled.positiontup
+        if (not compiled.positional or order is None or compiled.literal_execute_params
+                or compiled.post_compile_params or compiled.returning
+                or any(bind.expanding for bind in compiled.binds.values())):
+            return None
+        given = set(names)
+        # Per position: the caller's parameter, or a value bound in the statement
+        # (``now()`` arguments ...); then the type's bind processor, if any.
+        sources: list[tuple[str | None, Any, Any]] = []
+        for name in order:
+            bind = compiled.binds[name]
+            if name in given:
+                sources.append((name, None, None))
+            elif bind.required or bind.callable is not None:
+                return None  # Core raises its error, or computes the value per call
+            else:
+                sources.append((None, bind.effective_value, None))
+        sources = [(name, const, compiled.binds[bound].type._cached_bind_processor(dialect))
+                   for (name, const, _), bound in zip(sources, order, strict=True)]
+        if all(name is not None and process is None for name, _, process in sources):
+            plain = tuple(name for name, _, _ in sources)
+
+            def row(values: Any) -> tuple:
+                return tuple([values[n] for n in plain])
+        else:
+            def row(values: Any) -> tuple:
+                out = []
+                for name, const, process in sources:
+                    value = const if name is None else values[name]
+                    out.append(value if process is None else process(value))
+                return tuple(out)
+        return compiled.string, row
+
+    def execute(self, conn: Connection, params: dict[str, Any] | list[dict[str, Any]]
+                ) -> int:
+        """Run with ``params`` (one dict, or a list of dicts with the same names
+        for an ``executemany``) on ``conn``; the number of rows it changed."""
+        many = isinstance(params, list)
+        if not self._db.direct or (many and not params):
+            return int(conn.execute(self._statement, params).rowcount)
+        first: dict[str, Any] = params[0] if isinstance(params, list) else params
+        names = tuple(first)
+        try:
+            plan = self._compiled[names]
+        except KeyError:
+            plan = self._compiled[names] = self._compile(names)
+        if plan is None:
+            return int(conn.execute(self._statement, params).rowcount)
+        sql, row = plan
+        raw: Any = conn.connection.driver_connection
+        try:
+            if many:
+                cursor = raw.executemany(sql, [row(p) for p in params])
+            else:
+                cursor = raw.execute(sql, row(first))
+        except self._db.engine.dialect.loaded_dbapi.Error as exc:
+            raise DBAPIError.instance(sql, params, exc,
+                                      self._db.engine.dialect.loaded_dbapi.Error,
+                                      dialect=self._db.engine.dialect) from exc
+        return int(cursor.rowcount)
 
 
 class DatabaseUser:

@@ -73,7 +73,7 @@ from sqlalchemy.engine import Connection, Engine
 from ...jsonvalue import error_output
 from ...results import DispatchJob, WorkResult, job_key
 from ..runner import RUNNING, JobState, Runner
-from .database import Database, DatabaseUser, DuplicateRow
+from .database import Database, DatabaseUser, DuplicateRow, HotStatement
 from .dialects import CLAIM_FROM, CLAIM_IN, Dialect
 from .listen import signal_for, watchable
 from .schema import slots, tasks
@@ -275,6 +275,9 @@ class SqlRunner(DatabaseUser, Runner):
                          busy_timeout=busy_timeout, sqlite_synchronous=sqlite_synchronous,
                          engine_options=engine_options, database=_database)
         self._q = _Queries(self._db.dialect)
+        # Queue and acknowledge run on every step: compiled once (``HotStatement``).
+        self._hot_insert = HotStatement(self._db, self._q.insert)
+        self._hot_ack = HotStatement(self._db, self._q.acknowledge)
         self._notify = self._db.dialect.notify() if notify else None
         # SQLite: after a claim that found nothing, the next one first looks
         # with a read, so idle workers polling (or woken by any commit) do not
@@ -318,7 +321,7 @@ class SqlRunner(DatabaseUser, Runner):
         if wanted:
             conn.execute(self._q.add_slots, [{"slot_key": key, "slot_no": n}
                                              for key, n in wanted])
-        conn.execute(self._q.insert, rows)
+        self._hot_insert.execute(conn, rows)
         if self._notify is not None:
             conn.execute(self._notify)
 
@@ -569,7 +572,7 @@ class SqlRunner(DatabaseUser, Runner):
         params = _job_params(job)
 
         def work(conn: Connection) -> None:
-            conn.execute(self._q.acknowledge, params)
+            self._hot_ack.execute(conn, params)
             if job.concurrency_key is not None:
                 conn.execute(self._q.free_slots, params)
 
