@@ -403,7 +403,9 @@ class HotStatement:
     ``DBAPIError`` for it (``IntegrityError``, ``OperationalError`` ...), so
     ``Database.run`` retries and translates it as usual. Elsewhere (and for
     anything not plain: expanding or post-compile parameters) it is
-    ``conn.execute`` as before.
+    ``conn.execute`` as before; and so it is while anyone listens to
+    ``before_cursor_execute`` or ``after_cursor_execute`` on the engine (tracing,
+    statement counters), so they keep seeing every statement.
 
     Only for INSERT/UPDATE/DELETE without RETURNING: ``execute`` gives the row count.
     """
@@ -457,7 +459,9 @@ class HotStatement:
         """Run with ``params`` (one dict, or a list of dicts with the same names
         for an ``executemany``) on ``conn``; the number of rows it changed."""
         many = isinstance(params, list)
-        if not self._db.direct or (many and not params):
+        if (not self._db.direct or (many and not params) or conn.dispatch.before_cursor_execute
+                or conn.dispatch.after_cursor_execute):
+            # Listeners on the statements (tracing, counting) see every one: Core runs it.
             return int(conn.execute(self._statement, params).rowcount)
         first: dict[str, Any] = params[0] if isinstance(params, list) else params
         names = tuple(first)
