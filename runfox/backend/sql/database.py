@@ -44,6 +44,7 @@ import os
 import threading
 import time
 import weakref
+from collections import namedtuple
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -407,12 +408,15 @@ class HotStatement:
     ``before_cursor_execute`` or ``after_cursor_execute`` on the engine (tracing,
     statement counters), so they keep seeing every statement.
 
-    Only for INSERT/UPDATE/DELETE without RETURNING: ``execute`` gives the row count.
+    For INSERT/UPDATE/DELETE: ``execute`` gives the row count; with RETURNING,
+    ``rows`` gives the rows.
     """
 
     def __init__(self, db: Database, statement: Executable) -> None:
         self._db = db
         self._statement: Any = statement  # an INSERT, UPDATE or DELETE
+        self._returns = getattr(statement, "_returning", ()) != ()
+        self._row_type: Any = None
         # By the parameter names (in their order): the SQL and what turns a
         # dict of parameters into its positional row, or None where Core must run it.
         self._compiled: dict[tuple[str, ...],
@@ -423,9 +427,17 @@ class HotStatement:
         compiled: Any = self._statement.compile(dialect=dialect, column_keys=list(names))
         order = compiled.positiontup
         if (not compiled.positional or order is None or compiled.literal_execute_params
-                or compiled.post_compile_params or compiled.returning
+                or compiled.post_compile_params or bool(compiled.returning) != self._returns
                 or any(bind.expanding for bind in compiled.binds.values())):
             return None
+        if self._returns:
+            # Rows as named tuples: only where no column needs a result processor.
+            columns = compiled._result_columns
+            if any(column[3]._cached_result_processor(dialect, None) is not None
+                   for column in columns):
+                return None
+            self._row_type = namedtuple("Row", [column[0] for column in columns],  # type: ignore[misc]
+                                        rename=True)
         given = set(names)
         # Per position: the caller's parameter, or a value bound in the statement
         # (``now()`` arguments ...); then the type's bind processor, if any.
@@ -454,21 +466,51 @@ class HotStatement:
                 return tuple(out)
         return compiled.string, row
 
+    def rows(self, conn: Connection, params: dict[str, Any]) -> list[Any]:
+        """Run a statement with RETURNING on ``conn``; its rows (named tuples, or
+        SQLAlchemy's ``Row`` where Core ran it: both give columns as attributes)."""
+        if not self._returns:
+            raise TypeError("rows() is for a statement with RETURNING; use execute()")
+        plan = self._plan(conn, params, False)
+        if plan is None:
+            return list(conn.execute(self._statement, params).all())
+        sql, row = plan
+        raw: Any = conn.connection.driver_connection
+        try:
+            found = raw.execute(sql, row(params)).fetchall()
+        except self._db.engine.dialect.loaded_dbapi.Error as exc:
+            raise self._translate(sql, params, exc) from exc
+        make = self._row_type._make
+        return [make(values) for values in found]
+
+    def _plan(self, conn: Connection, params: dict[str, Any] | list[dict[str, Any]],
+              many: bool) -> tuple[str, Callable[[Any], tuple]] | None:
+        """The compiled form for these parameter names, or None: run it through Core."""
+        if (not self._db.direct or (many and not params) or conn.dispatch.before_cursor_execute
+                or conn.dispatch.after_cursor_execute):
+            # Listeners on the statements (tracing, counting) see every one: Core runs it.
+            return None
+        first: dict[str, Any] = params[0] if isinstance(params, list) else params
+        names = tuple(first)
+        try:
+            return self._compiled[names]
+        except KeyError:
+            plan = self._compiled[names] = self._compile(names)
+            return plan
+
+    def _translate(self, sql: str, params: Any, exc: Exception) -> Exception:
+        dbapi_error = self._db.engine.dialect.loaded_dbapi.Error
+        return DBAPIError.instance(sql, params, exc, dbapi_error,
+                                   dialect=self._db.engine.dialect)
+
     def execute(self, conn: Connection, params: dict[str, Any] | list[dict[str, Any]]
                 ) -> int:
         """Run with ``params`` (one dict, or a list of dicts with the same names
         for an ``executemany``) on ``conn``; the number of rows it changed."""
+        if self._returns:
+            raise TypeError("execute() is for a statement without RETURNING; use rows()")
         many = isinstance(params, list)
-        if (not self._db.direct or (many and not params) or conn.dispatch.before_cursor_execute
-                or conn.dispatch.after_cursor_execute):
-            # Listeners on the statements (tracing, counting) see every one: Core runs it.
-            return int(conn.execute(self._statement, params).rowcount)
-        first: dict[str, Any] = params[0] if isinstance(params, list) else params
-        names = tuple(first)
-        try:
-            plan = self._compiled[names]
-        except KeyError:
-            plan = self._compiled[names] = self._compile(names)
+        plan = self._plan(conn, params, many)
         if plan is None:
             return int(conn.execute(self._statement, params).rowcount)
         sql, row = plan
@@ -477,11 +519,9 @@ class HotStatement:
             if many:
                 cursor = raw.executemany(sql, [row(p) for p in params])
             else:
-                cursor = raw.execute(sql, row(first))
+                cursor = raw.execute(sql, row(params))
         except self._db.engine.dialect.loaded_dbapi.Error as exc:
-            raise DBAPIError.instance(sql, params, exc,
-                                      self._db.engine.dialect.loaded_dbapi.Error,
-                                      dialect=self._db.engine.dialect) from exc
+            raise self._translate(sql, params, exc) from exc
         return int(cursor.rowcount)
 
 

@@ -278,6 +278,10 @@ class SqlRunner(DatabaseUser, Runner):
         # Queue and acknowledge run on every step: compiled once (``HotStatement``).
         self._hot_insert = HotStatement(self._db, self._q.insert)
         self._hot_ack = HotStatement(self._db, self._q.acknowledge)
+        self._hot_take = {limited: HotStatement(self._db, statement)
+                          for limited, statement in ((True, self._q.take_some),
+                                                     (False, self._q.take_all))
+                          if statement is not None}
         self._notify = self._db.dialect.notify() if notify else None
         # SQLite: after a claim that found nothing, the next one first looks
         # with a read, so idle workers polling (or woken by any commit) do not
@@ -421,8 +425,10 @@ class SqlRunner(DatabaseUser, Runner):
                 claimed += self._claim_select(conn, room, lease, token, full)
             return claimed
 
+        hot = self._hot_take[limit is not None]
+
         def one(conn: Connection) -> list[DispatchJob]:
-            rows = conn.execute(statement, params).all()
+            rows = hot.rows(conn, params)
             return settle(conn, _in_queue_order(rows), 0, len(rows) == limit)
 
         if not apart:
