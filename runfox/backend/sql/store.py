@@ -133,9 +133,13 @@ _RECHECK_MAX = 3600.0
 JOINT_GRACE = 3600.0
 
 
+# One encoder for every call: ``json.dumps`` with options builds a new one each time.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def dumps(value: Any) -> str:
     """Compact, ASCII-only JSON (any server character set can hold it)."""
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    return _ENCODER.encode(value)
 
 
 class _RecordCache:
