@@ -767,6 +767,13 @@ class Backend:
             new, nxt = self._claim(new, now, changes, lookup)
             return new, (applied, nxt)
 
+        if joint is not None and loaded is None:
+            # The record this process last wrote or read, without a read: the
+            # unit's conditional write finds it stale (``ConflictError``), and
+            # ``_in_unit`` then runs the unit again from a fresh load.
+            peek = getattr(self.store, "cached_record", None)
+            if peek is not None:
+                loaded = peek(workflow_execution_id)
         try:
             if joint is not None:
                 try:

@@ -44,19 +44,21 @@ import os
 import threading
 import time
 import weakref
+from collections import namedtuple
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.sql.expression import Executable
 
 from ...errors import BackendError, BackendUnavailable, PayloadTooLarge
 from ...urlmask import mask_url, url_secrets
 from .dialects import Diagnosis, Dialect, Problem, dialect_for, megabytes
 from .schema import SchemaError, SchemaState, ensure_schema, read_state, upgrade_schema
 
-__all__ = ["Database", "DatabaseUser", "DuplicateRow"]
+__all__ = ["Database", "DatabaseUser", "DuplicateRow", "HotStatement"]
 
 T = TypeVar("T")
 
@@ -125,6 +127,9 @@ class Database:
         # One option engine (sharing the pool and event listeners) per set of
         # dialect options: setting them on each connection cost a call per unit.
         self._engines: dict[tuple[bool, bool], Engine] = {}
+        # SQLite through the standard sqlite3 driver: ``HotStatement`` may run on
+        # the driver's connection directly (see there).
+        self.direct = engine.dialect.name == "sqlite" and engine.dialect.driver == "pysqlite"
 
     # -- construction ---------------------------------------------------------
 
@@ -386,6 +391,138 @@ class Database:
             f"{found.backend} refused a{size} statement: {found.limit} "
             f"(could not {what} on {self.display_url})",
             backend=found.backend, limit=found.limit, size=found.size)
+
+
+class HotStatement:
+    """A statement run on every step (write a record, queue a job, acknowledge
+    one), compiled once per set of parameter names instead of on each call.
+
+    On SQLite (the ``sqlite3`` driver) it runs on the driver's connection under
+    the SQLAlchemy connection it is given, inside the same transaction: no
+    compilation, parameter processing, events or result setup per call (those
+    were most of a step's CPU). A driver error is raised as SQLAlchemy's
+    ``DBAPIError`` for it (``IntegrityError``, ``OperationalError`` ...), so
+    ``Database.run`` retries and translates it as usual. Elsewhere (and for
+    anything not plain: expanding or post-compile parameters) it is
+    ``conn.execute`` as before; and so it is while anyone listens to
+    ``before_cursor_execute`` or ``after_cursor_execute`` on the engine (tracing,
+    statement counters), so they keep seeing every statement.
+
+    For INSERT/UPDATE/DELETE: ``execute`` gives the row count; with RETURNING,
+    ``rows`` gives the rows.
+    """
+
+    def __init__(self, db: Database, statement: Executable) -> None:
+        self._db = db
+        self._statement: Any = statement  # an INSERT, UPDATE or DELETE
+        self._returns = getattr(statement, "_returning", ()) != ()
+        self._row_type: Any = None
+        # By the parameter names (in their order): the SQL and what turns a
+        # dict of parameters into its positional row, or None where Core must run it.
+        self._compiled: dict[tuple[str, ...],
+                             tuple[str, Callable[[Any], tuple]] | None] = {}
+
+    def _compile(self, names: tuple[str, ...]) -> tuple[str, Callable[[Any], tuple]] | None:
+        dialect = self._db.engine.dialect
+        compiled: Any = self._statement.compile(dialect=dialect, column_keys=list(names))
+        order = compiled.positiontup
+        if (not compiled.positional or order is None or compiled.literal_execute_params
+                or compiled.post_compile_params or bool(compiled.returning) != self._returns
+                or any(bind.expanding for bind in compiled.binds.values())):
+            return None
+        if self._returns:
+            # Rows as named tuples: only where no column needs a result processor.
+            columns = compiled._result_columns
+            if any(column[3]._cached_result_processor(dialect, None) is not None
+                   for column in columns):
+                return None
+            self._row_type = namedtuple("Row", [column[0] for column in columns],  # type: ignore[misc]
+                                        rename=True)
+        given = set(names)
+        # Per position: the caller's parameter, or a value bound in the statement
+        # (``now()`` arguments ...); then the type's bind processor, if any.
+        sources: list[tuple[str | None, Any, Any]] = []
+        for name in order:
+            bind = compiled.binds[name]
+            if name in given:
+                sources.append((name, None, None))
+            elif bind.required or bind.callable is not None:
+                return None  # Core raises its error, or computes the value per call
+            else:
+                sources.append((None, bind.effective_value, None))
+        sources = [(name, const, compiled.binds[bound].type._cached_bind_processor(dialect))
+                   for (name, const, _), bound in zip(sources, order, strict=True)]
+        if all(name is not None and process is None for name, _, process in sources):
+            plain = tuple(name for name, _, _ in sources)
+
+            def row(values: Any) -> tuple:
+                return tuple([values[n] for n in plain])
+        else:
+            def row(values: Any) -> tuple:
+                out = []
+                for name, const, process in sources:
+                    value = const if name is None else values[name]
+                    out.append(value if process is None else process(value))
+                return tuple(out)
+        return compiled.string, row
+
+    def rows(self, conn: Connection, params: dict[str, Any]) -> list[Any]:
+        """Run a statement with RETURNING on ``conn``; its rows (named tuples, or
+        SQLAlchemy's ``Row`` where Core ran it: both give columns as attributes)."""
+        if not self._returns:
+            raise TypeError("rows() is for a statement with RETURNING; use execute()")
+        plan = self._plan(conn, params, False)
+        if plan is None:
+            return list(conn.execute(self._statement, params).all())
+        sql, row = plan
+        raw: Any = conn.connection.driver_connection
+        try:
+            found = raw.execute(sql, row(params)).fetchall()
+        except self._db.engine.dialect.loaded_dbapi.Error as exc:
+            raise self._translate(sql, params, exc) from exc
+        make = self._row_type._make
+        return [make(values) for values in found]
+
+    def _plan(self, conn: Connection, params: dict[str, Any] | list[dict[str, Any]],
+              many: bool) -> tuple[str, Callable[[Any], tuple]] | None:
+        """The compiled form for these parameter names, or None: run it through Core."""
+        if (not self._db.direct or (many and not params) or conn.dispatch.before_cursor_execute
+                or conn.dispatch.after_cursor_execute):
+            # Listeners on the statements (tracing, counting) see every one: Core runs it.
+            return None
+        first: dict[str, Any] = params[0] if isinstance(params, list) else params
+        names = tuple(first)
+        try:
+            return self._compiled[names]
+        except KeyError:
+            plan = self._compiled[names] = self._compile(names)
+            return plan
+
+    def _translate(self, sql: str, params: Any, exc: Exception) -> Exception:
+        dbapi_error = self._db.engine.dialect.loaded_dbapi.Error
+        return DBAPIError.instance(sql, params, exc, dbapi_error,
+                                   dialect=self._db.engine.dialect)
+
+    def execute(self, conn: Connection, params: dict[str, Any] | list[dict[str, Any]]
+                ) -> int:
+        """Run with ``params`` (one dict, or a list of dicts with the same names
+        for an ``executemany``) on ``conn``; the number of rows it changed."""
+        if self._returns:
+            raise TypeError("execute() is for a statement without RETURNING; use rows()")
+        many = isinstance(params, list)
+        plan = self._plan(conn, params, many)
+        if plan is None:
+            return int(conn.execute(self._statement, params).rowcount)
+        sql, row = plan
+        raw: Any = conn.connection.driver_connection
+        try:
+            if many:
+                cursor = raw.executemany(sql, [row(p) for p in params])
+            else:
+                cursor = raw.execute(sql, row(params))
+        except self._db.engine.dialect.loaded_dbapi.Error as exc:
+            raise self._translate(sql, params, exc) from exc
+        return int(cursor.rowcount)
 
 
 class DatabaseUser:

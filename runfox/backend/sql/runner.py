@@ -73,7 +73,7 @@ from sqlalchemy.engine import Connection, Engine
 from ...jsonvalue import error_output
 from ...results import DispatchJob, WorkResult, job_key
 from ..runner import RUNNING, JobState, Runner
-from .database import Database, DatabaseUser, DuplicateRow
+from .database import Database, DatabaseUser, DuplicateRow, HotStatement
 from .dialects import CLAIM_FROM, CLAIM_IN, Dialect
 from .listen import signal_for, watchable
 from .schema import slots, tasks
@@ -275,6 +275,13 @@ class SqlRunner(DatabaseUser, Runner):
                          busy_timeout=busy_timeout, sqlite_synchronous=sqlite_synchronous,
                          engine_options=engine_options, database=_database)
         self._q = _Queries(self._db.dialect)
+        # Queue and acknowledge run on every step: compiled once (``HotStatement``).
+        self._hot_insert = HotStatement(self._db, self._q.insert)
+        self._hot_ack = HotStatement(self._db, self._q.acknowledge)
+        self._hot_take = {limited: HotStatement(self._db, statement)
+                          for limited, statement in ((True, self._q.take_some),
+                                                     (False, self._q.take_all))
+                          if statement is not None}
         self._notify = self._db.dialect.notify() if notify else None
         # SQLite: after a claim that found nothing, the next one first looks
         # with a read, so idle workers polling (or woken by any commit) do not
@@ -318,7 +325,7 @@ class SqlRunner(DatabaseUser, Runner):
         if wanted:
             conn.execute(self._q.add_slots, [{"slot_key": key, "slot_no": n}
                                              for key, n in wanted])
-        conn.execute(self._q.insert, rows)
+        self._hot_insert.execute(conn, rows)
         if self._notify is not None:
             conn.execute(self._notify)
 
@@ -418,8 +425,10 @@ class SqlRunner(DatabaseUser, Runner):
                 claimed += self._claim_select(conn, room, lease, token, full)
             return claimed
 
+        hot = self._hot_take[limit is not None]
+
         def one(conn: Connection) -> list[DispatchJob]:
-            rows = conn.execute(statement, params).all()
+            rows = hot.rows(conn, params)
             return settle(conn, _in_queue_order(rows), 0, len(rows) == limit)
 
         if not apart:
@@ -569,7 +578,7 @@ class SqlRunner(DatabaseUser, Runner):
         params = _job_params(job)
 
         def work(conn: Connection) -> None:
-            conn.execute(self._q.acknowledge, params)
+            self._hot_ack.execute(conn, params)
             if job.concurrency_key is not None:
                 conn.execute(self._q.free_slots, params)
 

@@ -41,6 +41,7 @@ blob is read once per process.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -60,7 +61,7 @@ from ..payload_store import DEFAULT_OFFLOAD_BYTES, Offloader, offload_threshold
 from ..runner import Runner
 from ..store import DueWork, ExecutionSummary, Store, UnitOfWork, key_matches
 from .cache import SqlCache
-from .database import Database, DatabaseUser, DuplicateRow
+from .database import Database, DatabaseUser, DuplicateRow, HotStatement
 from .payloads import SqlPayloads
 from .schedules import SqlScheduleStore
 from .schema import history, keys, state, steps, tasks, workflows
@@ -132,9 +133,13 @@ _RECHECK_MAX = 3600.0
 JOINT_GRACE = 3600.0
 
 
+# One encoder for every call: ``json.dumps`` with options builds a new one each time.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def dumps(value: Any) -> str:
     """Compact, ASCII-only JSON (any server character set can hold it)."""
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    return _ENCODER.encode(value)
 
 
 class _RecordCache:
@@ -226,6 +231,11 @@ class SqlStore(DatabaseUser, Store):
         self._payloads = Offloader(SqlPayloads(self._db), threshold)
         self.claim_grace = claim_grace
         self._upsert_state = _state_upsert(self._db.dialect.name)
+        # The statements of every transition, compiled once (see ``HotStatement``).
+        hot = functools.partial(HotStatement, self._db)
+        self._hot_head, self._hot_head_outcome = hot(_UPDATE_HEAD_ONLY), hot(_UPDATE_HEAD)
+        self._hot_step, self._hot_steps = hot(_UPDATE_STEP), hot(_INSERT_STEPS)
+        self._hot_state, self._hot_events = hot(self._upsert_state), hot(_INSERT_EVENTS)
 
     keeps_history = True
     tracks_due = True
@@ -256,10 +266,10 @@ class SqlStore(DatabaseUser, Store):
             head = {"k": key, "expected": record.version - 1, "v": record.version,
                     "st": record.status.value, "at": record.updated_at,
                     "due": due_at, "retry": retry_at}
-            update_head = _UPDATE_HEAD_ONLY
+            update_head = self._hot_head
             if previous is None or record.outcome is not previous.outcome:
                 head["outcome_json"] = dumps(record.outcome)
-                update_head = _UPDATE_HEAD
+                update_head = self._hot_head_outcome
             # Map items appear when their map step is claimed: those rows are new.
             old = previous.steps if previous is not None else None
             fresh = [sid for sid in changed if old is not None and sid not in old]
@@ -271,17 +281,17 @@ class SqlStore(DatabaseUser, Store):
             values = _state_params(key, kept, previous, self._payloads.pack)
 
             def work(conn: Connection) -> None:
-                if conn.execute(update_head, head).rowcount != 1:
+                if update_head.execute(conn, head) != 1:
                     raise ConflictError(f"{key}: the stored version is not "
                                         f"{record.version - 1}; another writer won")
                 if rows:
-                    conn.execute(_UPDATE_STEP, rows)
+                    self._hot_step.execute(conn, rows)
                 if inserts:
-                    conn.execute(_INSERT_STEPS, inserts)
+                    self._hot_steps.execute(conn, inserts)
                 if values:
-                    conn.execute(self._upsert_state, values)
+                    self._hot_state.execute(conn, values)
                 if logged:
-                    conn.execute(_INSERT_EVENTS, logged)
+                    self._hot_events.execute(conn, logged)
 
             # A lost race keeps the cached record: it is still a version that
             # was stored, and the reload then reads only the rows written since.
@@ -361,6 +371,12 @@ class SqlStore(DatabaseUser, Store):
             raise ConflictError(f"{key}: a record with this key already exists") from exc
 
     # -- load -------------------------------------------------------------------
+
+    def cached_record(self, workflow_execution_id: str) -> WorkflowRecord | None:
+        """The record of that execution this store last wrote or loaded, if it
+        is still in the cache; possibly stale (a ``loaded`` for ``transition``)."""
+        return self._cache.get(workflow_execution_id)
+
 
     def _load(self, workflow_execution_id: str) -> WorkflowRecord | None:
         key = workflow_execution_id
