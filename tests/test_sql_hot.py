@@ -59,6 +59,25 @@ def test_a_hot_statement_inserts_updates_and_reports_duplicates(
                                          ("k2", "wf2", 3.5)]
 
 
+def test_a_hot_statement_falls_back_to_core_without_the_internals_it_reads(
+        parts: tuple[SqlStore, SqlRunner], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SQLAlchemy release that moved an internal the direct path reads gets Core's
+    path: the same rows, no AttributeError."""
+    def moved(self: HotStatement, names: tuple[str, ...]) -> Any:
+        raise AttributeError("'SQLCompiler' object has no attribute 'positiontup'")
+
+    monkeypatch.setattr(HotStatement, "_compile_direct", moved)
+    store, _ = parts
+    db = store._db
+    insert = HotStatement(db, keys.insert())
+    db.run(lambda conn: insert.execute(conn, {"idempotency_key": "k", "created_at": 1.0,
+                                              "workflow_execution_id": "wf"}))
+    if store.engine.dialect.name == "sqlite":  # elsewhere Core runs it anyway
+        assert list(insert._compiled.values()) == [None]  # tried, and fell back
+    with store.engine.connect() as conn:
+        assert conn.execute(select(keys.c.workflow_execution_id)).scalars().all() == ["wf"]
+
+
 def test_a_stale_cached_record_conflicts_and_the_unit_reloads(
         parts: tuple[SqlStore, SqlRunner]) -> None:
     store, runner = parts

@@ -423,6 +423,15 @@ class HotStatement:
                              tuple[str, Callable[[Any], tuple]] | None] = {}
 
     def _compile(self, names: tuple[str, ...]) -> tuple[str, Callable[[Any], tuple]] | None:
+        try:
+            return self._compile_direct(names)
+        except AttributeError:
+            # The direct path reads a few SQLAlchemy internals (checked on 2.0 and
+            # 2.1); a release that moved them gets Core's path, never an error.
+            return None
+
+    def _compile_direct(self, names: tuple[str, ...]
+                        ) -> tuple[str, Callable[[Any], tuple]] | None:
         dialect = self._db.engine.dialect
         compiled: Any = self._statement.compile(dialect=dialect, column_keys=list(names))
         order = compiled.positiontup
