@@ -9,6 +9,7 @@ stderr in a file (a pipe nobody reads would block a chatty worker).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +38,17 @@ def start_worker(url: str, env: dict[str, str], log: Path, executor: str, *,
              "--concurrency", str(concurrency), "--lease", str(lease), "--poll-interval",
              "0.05", "--sweep-interval", "1", "--stale-after", "5"],
             env=env, stdout=subprocess.DEVNULL, stderr=err)
+
+
+def stop_workers(workers: list[subprocess.Popen[bytes]], timeout: float = 30) -> None:
+    """SIGTERM every worker still running, wait for each, SIGKILL one that outlasts
+    ``timeout``: what each multi-process test's ``finally`` does."""
+    for worker in workers:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+    for worker in workers:
+        try:
+            worker.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()

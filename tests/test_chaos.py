@@ -87,15 +87,7 @@ def start_worker(url: str, env: dict[str, str], log: Path) -> subprocess.Popen[b
 
 
 def stop_all(workers: list[subprocess.Popen[bytes]]) -> None:
-    for worker in workers:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-    for worker in workers:
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+    proctools.stop_workers(workers)
 
 
 def start_workflows(url: str, count: int) -> dict[str, int]:

@@ -234,14 +234,6 @@ def test_four_workers_never_run_more_than_the_limit(db_url: str, tmp_path: Path)
         print(f"\n{db_url.split(':')[0]}: {len(spans)} calls, peak {_peak(spans)}, "
               f"retried {[s.id for s in lost]}")
     finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
-        for worker in workers:
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+        proctools.stop_workers(workers)
         runner.close()
         store.close()

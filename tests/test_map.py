@@ -274,15 +274,7 @@ def test_a_map_of_50_survives_a_worker_killed_mid_run(db_url: str, tmp_path: Pat
               f"{sum(record.steps[f'each[{i}]'].attempts > 1 for i in range(ITEMS))} "
               "items retried")
     finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
-        for worker in workers:
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+        proctools.stop_workers(workers)
         check.close()
         runner.close()
         store.close()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -94,12 +93,4 @@ def test_a_map_of_50_survives_a_worker_process_killed_mid_run(
             item = record.steps[f"each[{i}]"]
             assert item.run_id == item.attempts - 1, (i, item)
     finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
-        for worker in workers:
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+        proctools.stop_workers(workers)
