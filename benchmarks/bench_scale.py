@@ -106,6 +106,12 @@ def _clone(rows: list[dict[str, Any]], old: str, new: str, now: float) -> list[d
             copy["visible_at"] = now + DAY
         if copy.get("status") == "retry":  # a step row: its retry is due in a day
             copy["data"] = _NOT_BEFORE.sub(f'"not_before":{now + DAY!r}', copy["data"], 1)
+        # The header's due columns follow the rows: a retry due in a day; a step in
+        # flight looked at after the joint grace (an hour), as a real write sets them.
+        if copy.get("retry_at") is not None:
+            copy["retry_at"] = copy["due_at"] = now + DAY
+        elif copy.get("due_at") is not None:
+            copy["due_at"] = now + 3600.0
         out.append(copy)
     return out
 
