@@ -27,21 +27,18 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import random
 import secrets
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import make_url
+from bench_sql import fresh_database
+from sqlalchemy import event
 
 import runfox as rfx
 from runfox.backend import Backend
@@ -58,28 +55,6 @@ def stamp(fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
 
 
 ONE_STEP = {"name": "one", "steps": [{"id": "only", "fn": "stamp"}]}
-
-
-@contextlib.contextmanager
-def fresh_database(kind: str, admin_url: str) -> Iterator[str]:
-    """A fresh SQLite file, or a scratch PostgreSQL/MariaDB database dropped afterwards."""
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="runfox-bench-") as directory:
-            yield f"sqlite:///{directory}/bench.db"
-        return
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    name = f"runfox_bench_{secrets.token_hex(4)}"
-    drop = f"DROP DATABASE IF EXISTS {name}" + (" WITH (FORCE)" if kind == "postgresql" else "")
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"CREATE DATABASE {name}")
-        try:
-            yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as conn:
-                conn.exec_driver_sql(drop)
-    finally:
-        admin.dispose()
 
 
 def start_worker(url: str, *extra: str) -> subprocess.Popen[str]:
