@@ -563,6 +563,47 @@ class RunnerContract:
         assert runner.submit_work_result("wf#1", "a", {"ok": True}, held.run_id)
         assert runner.heartbeat(held, 1.0) is False
 
+    # -- dispatch and take at once ----------------------------------------------------
+
+    def test_dispatch_and_take_holds_what_it_takes_and_queues_the_rest(
+            self, runner: Runner) -> None:
+        jobs = [job("wf#1", f"s{i}", x=i) for i in range(3)]
+        taken = runner.dispatch_and_take("wf#1", jobs, 2, 30.0)
+        # A runner may take none (the default); whatever it took is not queued,
+        # and everything it did not take is, exactly once.
+        assert len(taken) <= 2
+        assert all(j.delivery == 1 for j in taken)
+        assert {j.key for j in taken} <= {j.key for j in jobs}
+        pending = runner.take_pending_jobs(lease=30.0)
+        assert sorted(j.key for j in pending) == sorted(
+            j.key for j in jobs if j.key not in {t.key for t in taken})
+        assert [j.inputs for j in taken] == [j.inputs for j in jobs[:len(taken)]]
+        for held in taken:  # held like a claim: a result, an ack, a heartbeat
+            assert runner.heartbeat(held, 30.0)
+            runner.ack(held, {"ok": True})
+        runner.dispatch("wf#1", jobs)  # a stale re-dispatch queues nothing again
+        assert runner.take_pending_jobs(lease=30.0) == []
+
+    def test_dispatch_and_take_never_takes_a_keyed_job(self, runner: Runner) -> None:
+        keyed = keyed_job("wf#1", "g", "gpu", 1)
+        taken = runner.dispatch_and_take("wf#1", [keyed, job("wf#1", "free")], 5, 30.0)
+        assert [j.step_id for j in taken] in ([], ["free"])
+        assert "g" in [j.step_id for j in runner.take_pending_jobs(lease=30.0)]
+
+    def test_a_job_taken_at_dispatch_comes_back_when_its_lease_runs_out(
+            self, runner: Runner) -> None:
+        if not self.supports_leases:
+            pytest.skip("this runner has no leases")
+        (taken,) = runner.dispatch_and_take("wf#1", [job("wf#1", "a")], 1, 1.0) or (None,)
+        if taken is None:
+            pytest.skip("this runner takes no jobs at dispatch")
+        assert runner.take_pending_jobs(lease=30.0) == []  # held by the dispatcher
+        deadline = time.monotonic() + 10
+        again: list[DispatchJob] = []
+        while not again and time.monotonic() < deadline:
+            time.sleep(0.25)
+            again = runner.take_pending_jobs(lease=30.0)
+        assert [(j.key, j.delivery) for j in again] == [(taken.key, 2)]
 
     # -- concurrency limits -------------------------------------------------------
 

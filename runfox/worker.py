@@ -17,7 +17,10 @@ worker`` runs and what a container or systemd unit deploys:
   importable, given as ``"module:attr"``.
 - The worker *drives*: it applies each result to the record and advances the
   workflow in one transition, dispatches the new jobs, then acknowledges the job
-  (``Runner.ack``), so the result never makes a round trip through the queue. If
+  (``Runner.ack``), so the result never makes a round trip through the queue.
+  With a free slot it keeps the next job it dispatched (``Runner.dispatch_and_take``:
+  on SQL the row is inserted already claimed, in the same commit), so a chain
+  moves one commit per step; the other jobs are queued for any worker. If
   the transition fails, the result is submitted to the runner instead, for a
   later gather. A workflow started elsewhere therefore reaches its end with only
   workers running. Every ``sweep_interval`` seconds (and when a retry it knows
@@ -357,6 +360,10 @@ class Worker:
         self._settling: set[str] = set()
         self._held_lock = threading.Lock()
         self._results: list[_Result] = []
+        # While a round records results: free slots the next jobs those results
+        # dispatch may be taken into at once, and the jobs so taken (``_apply``).
+        self._room = 0
+        self._taken: list[DispatchJob] = []
         self._retry_at: float | None = None
         self._joint_known: bool | None = None
         # Executions whose advance failed part-way: their claimed steps may lack jobs.
@@ -747,8 +754,19 @@ class Worker:
             ack = item.job if self._joint() else None
             if ack is not None:
                 self._settle_job(ack)
-            applied, nxt = self.backend.apply_and_advance(wf_id, [result], worker=self.id,
-                                                          ack=ack)
+            if self._room > 0:
+                # The next steps this result makes ready may start here at once,
+                # taken in the same unit of work instead of claimed after it.
+                applied, nxt, taken = self.backend.apply_and_take(
+                    wf_id, [result], limit=self._room, lease=self.lease, worker=self.id,
+                    ack=ack)
+                self._room -= len(taken)
+                for job in taken:
+                    self._hold(job)
+                self._taken += taken
+            else:
+                applied, nxt = self.backend.apply_and_advance(wf_id, [result],
+                                                              worker=self.id, ack=ack)
         except Exception as exc:
             if _unavailable(exc):
                 item.interrupted = True
@@ -995,13 +1013,21 @@ class Worker:
     def _round(self, free: int, sweep: bool) -> list[DispatchJob]:
         """One round of backend calls: record waiting results, sweep, claim up to ``free``.
 
+        Recording a result may take the jobs it dispatches into free slots at
+        once (``Backend.apply_and_take``); the claim then asks only for the rest.
+
         A round in which every call succeeded ends an outage. The claim is made
         even when an earlier call failed: it is what keeps jobs moving, and it
         tells an outage (the claim fails too) from a result the backend will
         never take (see ``_refused``).
         """
         touched = bool(self._results) or sweep
-        refused = self._settle()
+        self._room = free
+        try:
+            refused = self._settle()
+        finally:
+            free, self._room = self._room, 0
+        jobs, self._taken = self._taken, []
         healthy = refused is None
         if healthy and sweep:
             try:
@@ -1016,10 +1042,10 @@ class Worker:
             except Exception as exc:
                 self._hit(exc, "fire due schedules")
                 healthy = False
-        jobs: list[DispatchJob] = []
         if free > 0:
             touched = True
-            jobs, ok = self._claim(free)
+            claimed, ok = self._claim(free)
+            jobs += claimed
             if ok and refused is not None:
                 self._refused(refused)
             healthy = healthy and ok

@@ -387,12 +387,18 @@ class Backend:
             self._children.report(after)
 
     def _dispatch(self, workflow_execution_id: str, jobs: Sequence[DispatchJob],
-                  sweep: float | None = None) -> None:
+                  sweep: float | None = None, take: tuple[int, float] | None = None
+                  ) -> list[DispatchJob]:
         """Every dispatch of claimed jobs: sub-workflow jobs start their children
-        (``start_children``), the others go to the runner."""
+        (``start_children``), the others go to the runner. ``take``: ``(limit,
+        lease)``, take up to ``limit`` of them for the caller; returns those."""
         jobs = self.start_children(workflow_execution_id, jobs, sweep)
-        if jobs:
+        if not jobs:
+            return []
+        if take is None or take[0] <= 0:
             self.runner.dispatch(workflow_execution_id, jobs)
+            return []
+        return self.runner.dispatch_and_take(workflow_execution_id, jobs, *take)
 
     def start_children(self, workflow_execution_id: str, jobs: Sequence[DispatchJob],
                        sweep: float | None = None) -> list[DispatchJob]:
@@ -713,6 +719,23 @@ class Backend:
                 keys.append(cache_key(spec.fn, step.inputs, spec.cache.version))
         return keys
 
+    def apply_and_take(
+        self, workflow_execution_id: str, results: Iterable[Any], *, limit: int,
+        lease: float, worker: str | None = None, ack: DispatchJob | None = None,
+    ) -> tuple[list[Result], Result, list[DispatchJob]]:
+        """``apply_and_advance``, and take up to ``limit`` of the jobs it dispatches
+        for the caller (``Runner.dispatch_and_take``, held for ``lease`` seconds).
+
+        For a driving worker with free slots: the next step of a chain starts
+        without a claim transaction, and on SQL with the store and runner on one
+        database the apply, dispatch, take and ack are a single commit. Returns
+        the outcomes, what ``advance`` returned, and the jobs taken (``[]`` where
+        the runner cannot take them at dispatch; the caller then claims).
+        """
+        return self._apply_and_advance(workflow_execution_id, results, dispatch=True,
+                                       loaded=None, worker=worker, ack=ack,
+                                       take=(limit, lease))
+
     def apply_and_advance(
         self, workflow_execution_id: str, results: Iterable[Any] = (), *, dispatch: bool = True,
         loaded: WorkflowRecord | None = None, worker: str | None = None,
@@ -734,6 +757,16 @@ class Backend:
         its worker measured (``started_at``, ``duration``, ``worker``) as a
         ``WorkResult.timing`` attribute or a fourth tuple element.
         """
+        applied, nxt, _ = self._apply_and_advance(workflow_execution_id, results,
+                                                  dispatch=dispatch, loaded=loaded,
+                                                  worker=worker, ack=ack, take=None)
+        return applied, nxt
+
+    def _apply_and_advance(
+        self, workflow_execution_id: str, results: Iterable[Any], *, dispatch: bool,
+        loaded: WorkflowRecord | None, worker: str | None, ack: DispatchJob | None,
+        take: tuple[int, float] | None,
+    ) -> tuple[list[Result], Result, list[DispatchJob]]:
         results = list(results)
         triples = _as_result_triples(results)
         context = (HistoryContext(worker, _timings(results)) if worker is not None or any(
@@ -747,12 +780,13 @@ class Backend:
         unit = (self.store.unit_with(self.runner)
                 if dispatch and not getattr(self._unit, "on", False) else None)
         joined: list[bool] = []  # set by a committed joint unit
+        taken: list[DispatchJob] = []  # jobs dispatched and taken for the caller
 
         def then(result: tuple[list[Result], Result]) -> None:
             joined.clear()
             nxt = result[1]
             if dispatch and isinstance(nxt, Dispatch):
-                self._dispatch(workflow_execution_id, nxt.jobs)
+                taken[:] = self._dispatch(workflow_execution_id, nxt.jobs, take=take)
             if ack is not None:
                 self.runner.ack(ack, _output_of(ack, triples))
             joined.append(True)
@@ -799,7 +833,7 @@ class Backend:
                     outcomes.extend(done)
                 if ack is not None:
                     self.runner.ack(ack, _output_of(ack, triples))
-                return outcomes, nxt
+                return outcomes, nxt, []
             step_id, _, run_id = triples[0]
             logger.warning("%s: the result of step %r is too large to store: %s",
                            workflow_execution_id, step_id, exc)
@@ -808,11 +842,12 @@ class Backend:
                                            joint=joint)
         self._store_outputs(puts)
         if not joined:  # no joint unit, or it wrote nothing: one call after the other
+            taken.clear()
             if dispatch and isinstance(nxt, Dispatch):
-                self._dispatch(workflow_execution_id, nxt.jobs)
+                taken[:] = self._dispatch(workflow_execution_id, nxt.jobs, take=take)
             if ack is not None:
                 self.runner.ack(ack, _output_of(ack, triples))
-        return applied, nxt
+        return applied, nxt, taken
 
     def _in_unit(self, workflow_execution_id: str, fn: Transition,
                  joint: tuple[UnitOfWork, Callable[[Any], None]], *,

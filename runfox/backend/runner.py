@@ -17,6 +17,10 @@ checks it):
 - ``gather(wf_exec_id)`` returns the results not yet gathered for that execution,
   each as a ``WorkResult`` (which unpacks as the seed's ``(step_id, output)``),
   and never blocks.
+- ``dispatch_and_take(wf_exec_id, jobs, limit, lease)`` enqueues and at once
+  takes up to ``limit`` of the new jobs for the caller (a driving worker keeping
+  the next step of its own execution, with no claim in between). Runners that
+  cannot take them in the same unit of work take none: the default.
 - ``ack(job, output)`` is for a worker that applied a job's result to the record
   itself: the runner forgets the job (it is not handed out again) and need not
   store the result.
@@ -94,6 +98,24 @@ class Runner(ABC):
     @abstractmethod
     def dispatch(self, workflow_execution_id: str, jobs: Sequence[DispatchJob]) -> None:
         """Enqueue ``jobs``; a job the runner already has is not added again."""
+
+    def dispatch_and_take(self, workflow_execution_id: str, jobs: Sequence[DispatchJob],
+                          limit: int, lease: float) -> list[DispatchJob]:
+        """Enqueue ``jobs`` and take up to ``limit`` of them for the caller at once.
+
+        What a driving worker with free slots does with the jobs its own
+        transition dispatched: it saves the claim that would fetch them back. A
+        taken job is held exactly as one from ``take_pending_jobs(lease=lease)``
+        (heartbeat, ack, release, and back to the queue when its lease runs
+        out); the others wait for any worker. Jobs with a ``concurrency_key``
+        are never taken here: their slots are handed out by claims. Only for
+        jobs that are new, i.e. dispatched by the transition that claimed them
+        (a run id seen for the first time).
+
+        The default takes none (``dispatch``, then ``[]``): the caller claims as usual.
+        """
+        self.dispatch(workflow_execution_id, jobs)
+        return []
 
     @abstractmethod
     def gather(self, workflow_execution_id: str) -> list[WorkResult]:
@@ -216,15 +238,28 @@ class InProcessRunner(Runner):
                 logger.debug("a job wake-up callback failed", exc_info=True)
 
     def dispatch(self, workflow_execution_id: str, jobs: Sequence[DispatchJob]) -> None:
+        self.dispatch_and_take(workflow_execution_id, jobs, 0, 0.0)
+
+    def dispatch_and_take(self, workflow_execution_id: str, jobs: Sequence[DispatchJob],
+                          limit: int, lease: float) -> list[DispatchJob]:
+        taken: list[DispatchJob] = []
+        queued = False
         with self._lock:
             for job in jobs:
                 key = job.key
                 if (key in self._pending or key in self._taken or key in self._done
                         or key in self._acked):
                     continue
-                self._pending[key] = replace(job, inputs=json_copy(job.inputs), delivery=1)
-        if jobs and self._wakes:
+                job = replace(job, inputs=json_copy(job.inputs), delivery=1)
+                if len(taken) < limit and job.concurrency_key is None:
+                    self._taken[key] = job
+                    taken.append(job)
+                else:
+                    self._pending[key] = job
+                    queued = True
+        if queued and self._wakes:
             self._wake()
+        return taken
 
     def list_pending_jobs(self) -> list[DispatchJob]:
         with self._lock:

@@ -114,6 +114,9 @@ class _Queries:
         held = (t.c.state == QUEUED, t.c.visible_at > now)
         ids = t.c.id.in_(bindparam("ids", expanding=True))
         self.insert = dialect.insert_if_absent(t).values(visible_at=now)
+        # A job dispatched and claimed at once (``dispatch_and_take``).
+        self.insert_taken = dialect.insert_if_absent(t).values(
+            visible_at=now + bindparam("lease"))
         self.pending = (select(t.c.workflow_execution_id, t.c.step_id, t.c.run_id, t.c.payload)
                         .where(*claimable).order_by(t.c.id))
         # Claims walk ix_runfox_tasks_queue (state, visible_at, id) in its own
@@ -277,6 +280,7 @@ class SqlRunner(DatabaseUser, Runner):
         self._q = _Queries(self._db.dialect)
         # Queue and acknowledge run on every step: compiled once (``HotStatement``).
         self._hot_insert = HotStatement(self._db, self._q.insert)
+        self._hot_insert_taken = HotStatement(self._db, self._q.insert_taken)
         self._hot_ack = HotStatement(self._db, self._q.acknowledge)
         self._hot_take = {limited: HotStatement(self._db, statement)
                           for limited, statement in ((True, self._q.take_some),
@@ -302,22 +306,56 @@ class SqlRunner(DatabaseUser, Runner):
     # -- queueing -----------------------------------------------------------------
 
     def dispatch(self, workflow_execution_id: str, jobs: Sequence[DispatchJob]) -> None:
-        if not jobs:
-            return
-        self._db.run(lambda conn: self.insert_jobs(conn, jobs), standalone=True,
-                     what=f"dispatch jobs of {workflow_execution_id!r}")
-        self._db.after_commit(self.jobs_queued)  # inside a joint unit: once it commits
+        self.dispatch_and_take(workflow_execution_id, jobs, 0, self.lease)
 
-    def insert_jobs(self, conn: Connection, jobs: Sequence[DispatchJob]) -> None:
+    def dispatch_and_take(self, workflow_execution_id: str, jobs: Sequence[DispatchJob],
+                          limit: int, lease: float) -> list[DispatchJob]:
+        """Queue ``jobs``; the first ``limit`` without a concurrency key are inserted
+        already claimed by this runner (lease and claim token set, one delivery),
+        which saves the caller a claim transaction per step."""
+        if not jobs:
+            return []
+        taken = [job for job in jobs if job.concurrency_key is None][:max(limit, 0)]
+        rest = [job for job in jobs if job not in taken] if taken else list(jobs)
+        token = secrets.randbits(62)  # fits a signed BIGINT everywhere
+        self._db.run(lambda conn: self.insert_jobs(conn, rest, taken, lease, token),
+                     standalone=True, what=f"dispatch jobs of {workflow_execution_id!r}")
+        if taken:
+            # Held from the commit on (inside a joint unit the callback waits for it).
+            self._db.after_commit(lambda: self._hold(taken, token))
+        if rest:
+            self._db.after_commit(self.jobs_queued)  # inside a joint unit: once it commits
+        return [replace(job, delivery=1) for job in taken]
+
+    def _hold(self, jobs: Sequence[DispatchJob], token: int) -> None:
+        """Remember the claim token of jobs this runner claimed (for heartbeats)."""
+        with self._held_lock:
+            for job in jobs:
+                self._held[job.key] = token
+
+    def insert_jobs(self, conn: Connection, jobs: Sequence[DispatchJob],
+                    taken: Sequence[DispatchJob] = (), lease: float = 0.0,
+                    token: int | None = None) -> None:
         """Queue ``jobs`` inside the caller's unit of work ``conn`` (what
         ``dispatch`` runs): slot rows, job rows if absent, and on PostgreSQL a
         ``NOTIFY`` that listening workers hear when the unit commits. Call
-        ``jobs_queued()`` after the commit to wake this process's workers."""
+        ``jobs_queued()`` after the commit to wake this process's workers.
+        ``taken`` (no concurrency keys): rows inserted as claimed with ``token``
+        for ``lease`` seconds, heard by no one."""
         created = time.time()
-        rows = [{"workflow_execution_id": j.workflow_execution_id, "step_id": j.step_id,
-                 "run_id": j.run_id, "state": QUEUED, "deliveries": 0,
-                 "payload": dumps(j.to_dict()), "result": None, "created_at": created}
-                for j in jobs]
+
+        def row(job: DispatchJob) -> dict[str, Any]:
+            return {"workflow_execution_id": job.workflow_execution_id,
+                    "step_id": job.step_id, "run_id": job.run_id, "state": QUEUED,
+                    "deliveries": 0, "payload": dumps(job.to_dict()), "result": None,
+                    "created_at": created}
+
+        if taken:
+            self._hot_insert_taken.execute(conn, [{**row(job), "deliveries": 1,
+                                                   "claim_token": token, "lease": lease}
+                                                  for job in taken])
+        if not jobs:
+            return
         # Slot rows first (in key order, so two dispatchers lock them alike): a
         # claimer that sees the job then finds its slots.
         wanted = sorted({(j.concurrency_key, n) for j in jobs if j.concurrency_key is not None
@@ -325,7 +363,7 @@ class SqlRunner(DatabaseUser, Runner):
         if wanted:
             conn.execute(self._q.add_slots, [{"slot_key": key, "slot_no": n}
                                              for key, n in wanted])
-        self._hot_insert.execute(conn, rows)
+        self._hot_insert.execute(conn, [row(job) for job in jobs])
         if self._notify is not None:
             conn.execute(self._notify)
 
