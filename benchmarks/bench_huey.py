@@ -8,9 +8,10 @@ use one SQLite file in WAL mode with ``PRAGMA synchronous = NORMAL`` (what runfo
 sets on its connections; huey's storage is given the same pragma) and poll every
 10 ms when idle. Both keep results (huey's result store; runfox's step outputs).
 
-The clock starts when the first task is enqueued (huey) or the first job
-dispatched (runfox), with the worker processes already running, and stops when
-every result is stored (huey) or every workflow has ended (runfox). Medians of
+The clock starts when the first task is enqueued (huey) or the first workflow
+is started (runfox: ``Backend.start``, which stores the execution and queues its
+first job in one commit), with the worker processes already running, and stops
+when every result is stored (huey) or every workflow has ended (runfox). Medians of
 ``--repeat`` runs, each on a fresh file. Needs the ``bench`` extra
 (``pip install -e .[bench]``, i.e. huey).
 
@@ -140,12 +141,12 @@ def runfox_rate(tasks: int, shape: str) -> float:
             spec, count, steps = rfx.load_spec(one_step()), tasks, tasks
         else:
             spec, count, steps = rfx.load_spec(fan(tasks)), 1, tasks + 2
-        ids = [backend.create(spec, {"x": 0}) for _ in range(count)]
         procs = start_workers(url, 2)
         try:
             started = time.perf_counter()
-            for wf_id in ids:
-                backend.apply_and_advance(wf_id)
+            # Like huey's enqueue, each start is in the clock: one commit that
+            # stores the execution and queues its first job (``Backend.start``).
+            ids = [backend.start(spec, {"x": 0}) for _ in range(count)]
             wait_until_done(store, count)
             elapsed = time.perf_counter() - started
         finally:

@@ -72,6 +72,7 @@ from .jsonvalue import as_output, error_output, json_clone, json_copy
 from .records import (
     MapProgress,
     ProductsView,
+    StepChanges,
     StepRecord,
     StepsView,
     WorkflowRecord,
@@ -159,135 +160,16 @@ class _MapRefused(Exception):
 _CLAIM_ERRORS: tuple[type[BaseException], ...] = (*DATA_ERRORS, _MapRefused)
 
 
-class _Tx:
-    """Step changes layered over a record, keeping ``ready``/``open``/``unmet`` right."""
+class _Tx(StepChanges):
+    """``StepChanges`` with the failure policies applied as steps settle."""
 
-    __slots__ = ("_check", "_maps_copied", "_ready_copied", "added", "base", "changes", "maps",
-                 "open", "ready", "resolve", "running")
-
-    def __init__(self, record: WorkflowRecord) -> None:
-        self.base = record
-        self.changes: dict[str, StepRecord] = {}
-        #: Item records new in this transition (in ``changes`` too), in order.
-        self.added: list[str] = []
-        self.maps: Any = record.maps
-        self._maps_copied = False
-        self.open = record.open
-        self.running = record.running
-        self.ready: Any = record.ready
-        self._ready_copied = False
-        #: Apply ``on_dependency_failure`` to steps whose dependencies all settled
-        #: (only a tolerant plan can have a settled dependency that is not complete).
-        self.resolve = record.plan.tolerant
-        self._check: list[str] = []
-
-    def get(self, step_id: str) -> StepRecord:
-        record = self.changes.get(step_id)
-        return record if record is not None else self.base.steps[step_id]
-
-    def find(self, step_id: str) -> StepRecord | None:
-        record = self.changes.get(step_id)
-        return record if record is not None else self.base.steps.get(step_id)
-
-    def _maps(self) -> dict[str, MapProgress]:
-        if not self._maps_copied:
-            self.maps = dict(self.maps)
-            self._maps_copied = True
-        return self.maps
-
-    def start_map(self, step_id: str, progress: MapProgress) -> None:
-        self._maps()[step_id] = progress
-
-    def add_item(self, new: StepRecord) -> None:
-        """Create or renew an item record (a map step being claimed)."""
-        if self.find(new.id) is None:
-            self.added.append(new.id)
-        self.changes[new.id] = new
-        self._item_moved(None, new)
-
-    def _item_moved(self, old: StepRecord | None, new: StepRecord) -> None:
-        """Keep the item's map progress right (only for the items of a map in progress)."""
-        parent = plan_step_id(new.id)
-        progress = self.maps.get(parent)
-        if progress is None:
-            return
-        index = item_index(new.id)
-        assert index is not None
-        if index >= progress.total:
-            return
-        running, settled, failed = progress.running, progress.settled, progress.failed
-        waiting, nxt = progress.waiting, progress.next
-        if old is not None:
-            status = old.status
-            running -= status is StepStatus.IN_PROGRESS
-            settled -= status is StepStatus.COMPLETE or status is StepStatus.FAILED
-            failed -= status is StepStatus.FAILED
-            if status is StepStatus.RETRY:
-                waiting = waiting - {index}
-        status = new.status
-        running += status is StepStatus.IN_PROGRESS
-        settled += status is StepStatus.COMPLETE or status is StepStatus.FAILED
-        failed += status is StepStatus.FAILED
-        if status is StepStatus.RETRY:
-            waiting = waiting | {index}
-        if (status is not StepStatus.READY or new.attempts) and index >= nxt:
-            nxt = index + 1
-        self._maps()[parent] = MapProgress(progress.total, nxt, running, settled, failed,
-                                           waiting)
-    def _ready_set(self) -> set[str]:
-        if not self._ready_copied:
-            self.ready = set(self.ready)
-            self._ready_copied = True
-        return self.ready
-
-    def _sync_ready(self, step: StepRecord) -> None:
-        want = step.status in _WAITING and step.unmet == 0
-        if want != (step.id in self.ready):
-            if want:
-                self._ready_set().add(step.id)
-            else:
-                self._ready_set().discard(step.id)
+    __slots__ = ()
 
     def put(self, new: StepRecord) -> None:
         """Replace a step; settle what follows from it (counts, ready set, policies)."""
         self._put(new)
         while self._check:  # a worklist, not recursion: skips may cascade down long chains
             self._apply_policy(self._check.pop())
-
-    def _put(self, new: StepRecord) -> None:
-        old = self.get(new.id)
-        spec = self.base.plan.by_id.get(new.id)
-        if spec is None:  # a map item: counted by its map, not by the workflow
-            self.changes[new.id] = new
-            self._item_moved(old, new)
-            return
-        if spec.map is not None and new.status is not StepStatus.IN_PROGRESS:
-            if new.id in self.maps:
-                del self._maps()[new.id]
-            if new.items is not None and new.status in _WAITING:
-                new = new.evolve(items=None)  # reset: the items are built again at claim
-        if old.unmet != new.unmet:
-            new = new.evolve(unmet=old.unmet)  # unmet is owned here, not by callers
-        self.changes[new.id] = new
-        was_running = old.status is StepStatus.IN_PROGRESS
-        if was_running != (new.status is StepStatus.IN_PROGRESS):
-            self.running += -1 if was_running else 1
-        was_done = old.status.is_terminal  # settled: see runfox.records
-        is_done = new.status.is_terminal
-        if was_done != is_done:
-            delta = -1 if is_done else 1
-            self.open += delta
-            for dependent_id in self.base.plan.by_id[new.id].dependents:
-                dependent = self.get(dependent_id)
-                dependent = dependent.evolve(unmet=dependent.unmet + delta)
-                self.changes[dependent_id] = dependent
-                self._sync_ready(dependent)
-                if self.resolve and dependent.unmet == 0 and dependent.status in _WAITING:
-                    self._check.append(dependent_id)
-        self._sync_ready(new)
-        if self.resolve and new.unmet == 0 and new.status in _WAITING and \
-                old.status not in _WAITING:
-            self._check.append(new.id)  # made ready again (a loop reset)
 
     def _apply_policy(self, step_id: str) -> None:
         """Skip a waiting step whose settled dependencies include one that is not complete.
@@ -308,19 +190,6 @@ class _Tx:
                     status=StepStatus.SKIPPED, not_before=None,
                     error=_error("DependencyFailed", f"dependency {dep!r} is {status.value}")))
                 return
-
-    def commit(self, **fields: Any) -> WorkflowRecord:
-        ready = self.ready if not self._ready_copied else frozenset(self.ready)
-        steps = self.base.steps
-        changes = self.changes
-        if self.added:
-            steps = steps.extend(changes[k] for k in self.added)
-            added = set(self.added)
-            changes = {k: v for k, v in changes.items() if k not in added}
-        return self.base.evolve(
-            steps=steps.replace(changes), ready=ready, open=self.open,
-            running=self.running, maps=self.maps, **fields
-        )
 
 
 # ---------------------------------------------------------------------------

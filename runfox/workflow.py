@@ -132,9 +132,7 @@ class Workflow:
             existing = backend.store.key_owner(key)
             if existing is not None:
                 return cls(existing, backend)
-        workflow = cls(backend.create(compiled, inputs, key=key), backend)
-        backend.apply_and_advance(workflow.id)
-        return workflow
+        return cls(backend.start(compiled, inputs, key=key), backend)
 
     @classmethod
     def resume(cls, workflow_execution_id: str, backend: Backend) -> Workflow:

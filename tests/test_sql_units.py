@@ -282,3 +282,42 @@ def test_results_submitted_by_workers_that_do_not_drive_are_due_at_once(
     assert worker.sweep() == 1  # gathers, applies, claims s1
     assert store.load(wf_id).steps["s1"].status.value == "in_progress"
     assert store.due(now + 1).keys == []
+
+
+def test_a_reload_moves_the_derived_counts_like_a_full_load(
+        parts: tuple[SqlStore, SqlRunner]) -> None:
+    # Another writer settles steps of a fan-out; the cached record moves forward
+    # with the changed rows only (runfox.records.StepChanges). Its ready set,
+    # open and running counts and every step's unmet count must be those of a
+    # record built from scratch from the same rows.
+    from runfox.graph import apply_results
+    from runfox.testing import fan_spec
+
+    store, _ = parts
+    other = SqlStore(engine=store.engine)
+    fresh = SqlStore(engine=store.engine, cache_size=0)
+    try:
+        v1 = new_record(fan_spec(6), {"n": 1})
+        store.write(v1)
+        wf_id = v1.workflow_execution_id
+        mine = store.load_shared(wf_id)
+        theirs = other.load_shared(wf_id)
+        for _ in range(3):  # claim, then settle a few steps at a time
+            claimed = bump(advance(theirs, 10.0)[0], theirs)
+            other.write_shared(claimed, previous=theirs)
+            running = [s for s in claimed.steps.values() if s.status.value == "in_progress"]
+            results = [(s.id, {"v": 1} if i % 2 else {"ok": False, "error": "x"}, s.run_id)
+                       for i, s in enumerate(running[:3])]
+            settled = bump(apply_results(claimed, results, 11.0, [])[0], claimed)
+            other.write_shared(settled, previous=claimed)
+            theirs = settled
+            moved = store.load_shared(wf_id)
+            assert moved.spec is mine.spec  # the delta path, not a full decode
+            full = fresh.load_shared(wf_id)
+            assert (moved.version, moved.ready, moved.open, moved.running) == (
+                full.version, full.ready, full.open, full.running)
+            assert {k: (s.status, s.unmet) for k, s in moved.steps.items()} == {
+                k: (s.status, s.unmet) for k, s in full.steps.items()}
+    finally:
+        other.close()
+        fresh.close()

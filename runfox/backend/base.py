@@ -104,6 +104,12 @@ def _conflict_pause(attempt: int) -> None:
     time.sleep(random.uniform(0, min(0.05, 0.0005 * 2 ** min(attempt, 7))))
 
 
+#: After a lost optimistic try, the transitions of that execution that start
+#: inside the unit before trying again; and how many such executions are kept.
+_CONTENDED_SKIP = 8
+_CONTENDED_KEPT = 1024
+
+
 class _AfterWrite(Exception):
     """Carries an error of a joint unit's ``then`` past the transition's handlers."""
 
@@ -190,6 +196,9 @@ class Backend:
         self._warned_no_cache = False
         self._children = Children(self)
         self._unit = threading.local()  # .on: this thread is inside _in_unit
+        # Executions whose last optimistic try lost a race: how many of their next
+        # transitions skip it (``_in_unit``).
+        self._contended: dict[str, int] = {}
 
     # The seed's private names, kept for code written against it.
     @property
@@ -261,7 +270,8 @@ class Backend:
         are then appended to it (to be called after the commit), and a lost race
         raises ``ConflictError`` at once: the reload must happen in a new
         transaction (under MySQL's repeatable read, the same one would see the
-        same version again).
+        same version again), unless the store ``reloads_in_unit``: then the
+        load and the write are simply tried again inside it.
         """
         if loaded is not None and loaded.workflow_execution_id != workflow_execution_id:
             raise ValueError(f"loaded is a record of {loaded.workflow_execution_id!r}, "
@@ -311,7 +321,9 @@ class Backend:
                 raise cause from None
             except ConflictError:
                 if deferred is not None:
-                    raise
+                    if joint is None or not self.store.reloads_in_unit:
+                        raise
+                    continue  # reload in this transaction; no pause while in it
                 if attempt >= 2:  # back off only once a race repeats
                     _conflict_pause(attempt)
                 continue
@@ -526,6 +538,60 @@ class Backend:
             SpecError: the spec or the inputs are invalid; nothing was stored.
             ValueError: ``key`` is empty or too long.
         """
+        return self._store_new(self._new_record(spec, inputs), key)
+
+    def _store_new(self, record: WorkflowRecord, key: str | None) -> str:
+        """Store a new record (under ``key``: unless one holds it); the key stored."""
+        if key is not None:
+            found = self.store.create(record, key)
+            if found == record.workflow_execution_id:
+                self._publish([created_event(record)])
+            return found
+        self.store.write_shared(record)  # spec and inputs are private copies already
+        self._publish([created_event(record)])
+        return record.workflow_execution_id
+
+    def start(self, spec: dict[str, Any] | WorkflowSpec, inputs: dict[str, Any] | None = None,
+              *, key: str | None = None) -> str:
+        """``create``, then claim and dispatch the first steps (``apply_and_advance``);
+        returns the execution's key. What ``Workflow.start`` does.
+
+        Where the store and the runner share a unit of work (``Store.unit_with``:
+        SQL with both on one database), the new record goes in with its first
+        steps claimed and their jobs queued, in one commit. Otherwise, and for
+        an idempotency ``key``, sub-workflows or cached steps, it is the two
+        calls. With ``key``, an execution that already holds it is returned
+        as it is, and nothing is dispatched for it.
+
+        Raises:
+            SpecError, ValueError: as ``create``; nothing was stored.
+        """
+        record = self._new_record(spec, inputs)
+        unit = self.store.unit_with(self.runner)
+        plan = record.plan
+        if key is None and unit is not None and not plan.has_subworkflows \
+                and not plan.cached:
+            changes: list[graph.StateChange] = []
+            claimed, nxt = graph.advance(record, record.created_at, changes=changes)
+            if not claimed.status.is_terminal and not changes:
+                events = self._events(record, claimed, NO_CONTEXT)
+
+                def work() -> None:
+                    self.store.write_shared(claimed, events=events)
+                    if isinstance(nxt, Dispatch):
+                        self._dispatch(record.workflow_execution_id, nxt.jobs)
+
+                unit(work)
+                self._publish([created_event(record), *events])
+                return record.workflow_execution_id
+        wf_id = self._store_new(record, key)
+        if wf_id == record.workflow_execution_id:
+            self.apply_and_advance(wf_id, loaded=record)
+        return wf_id
+
+    def _new_record(self, spec: dict[str, Any] | WorkflowSpec,
+                    inputs: dict[str, Any] | None) -> WorkflowRecord:
+        """The record of a new execution (version 1, nothing run), inputs checked."""
         plan = spec if isinstance(spec, WorkflowSpec) else spec_for(resolve_workflows(spec))
         try:
             inputs = json_copy(inputs or {}, "inputs")
@@ -537,7 +603,7 @@ class Backend:
                             subject="workflow inputs")
         inputs = plan.check_inputs(inputs)  # the spec's inputs: block, defaults filled in
         now = self.clock()
-        record = WorkflowRecord(
+        return WorkflowRecord(
             workflow_id=plan.workflow_id,
             execution_id=new_execution_id(now),
             spec=plan.raw,
@@ -547,14 +613,6 @@ class Backend:
             updated_at=now,
             plan=plan,
         )
-        if key is not None:
-            found = self.store.create(record, key)
-            if found == record.workflow_execution_id:
-                self._publish([created_event(record)])
-            return found
-        self.store.write_shared(record)  # spec and inputs are private copies already
-        self._publish([created_event(record)])
-        return record.workflow_execution_id
 
     def load(self, workflow_execution_id: str) -> WorkflowRecord:
         """The current record, a copy isolated from the store (``Store.load``).
@@ -858,6 +916,21 @@ class Backend:
         holds the write lock from the load on). A lost race rolls it back and
         runs it again in a new transaction; callbacks run after the commit."""
         unit = joint[0]
+        if loaded is not None:
+            skip = self._contended.get(workflow_execution_id, 0)
+            if skip:
+                self._contended[workflow_execution_id] = skip - 1
+            else:
+                wrote, result = self._optimistic(workflow_execution_id, fn, joint, loaded,
+                                                 context)
+                if wrote:
+                    return result
+                # Lost (another writer moved the record on) or needs more than one
+                # plain try: the next few transitions of it start inside the unit.
+                if len(self._contended) >= _CONTENDED_KEPT:
+                    self._contended.clear()
+                self._contended[workflow_execution_id] = _CONTENDED_SKIP
+                loaded = None
         deferred: list[Callable[[], None]] = []
         first = [loaded]
 
@@ -883,6 +956,45 @@ class Backend:
             return result
         raise ConflictError(f"{workflow_execution_id}: gave up after "
                             f"{self.max_conflict_retries} conflicting writes")
+
+    def _optimistic(self, workflow_execution_id: str, fn: Transition,
+                    joint: tuple[UnitOfWork, Callable[[Any], None]], current: WorkflowRecord,
+                    context: HistoryContext) -> tuple[bool, Any]:
+        """One try of ``fn`` on ``current`` (the record this process last saw)
+        computed outside the unit of work; only its write and ``then`` run in
+        one, so the unit (on SQLite: the database's one write lock) is held for
+        the statements and the commit, not for the graph and the encoding.
+
+        Returns ``(True, result)`` once written, or ``(False, None)`` when the
+        locked path must run instead: the write lost a race (nothing of it is
+        left), or this try would need more than one plain step (nothing to
+        write, ``fn`` raised, a defect, a record it cannot write).
+        """
+        if current.defects or current.status.is_terminal:
+            return False, None
+        now = self.clock()
+        changes: list[graph.StateChange] = []
+        try:
+            new, result = fn(current, now, changes)
+        except Exception:
+            return False, None
+        if new is current:
+            return False, None
+        new = new.evolve(version=current.version + 1, updated_at=now)
+        events = self._events(current, new, context)
+        try:
+            self._write_joint(joint, new, current, events, result)
+        except _AfterWrite as wrapped:
+            cause = wrapped.__cause__
+            assert cause is not None
+            raise cause from None
+        except (ConflictError, *_UNWRITABLE):
+            return False, None
+        self._publish(events)
+        if new.status.is_terminal:
+            self._ended(current, new)
+        self._notify(workflow_execution_id, changes)
+        return True, result
 
     def cancel(self, workflow_execution_id: str, reason: str | None = None) -> Result:
         """Cancel an execution: nothing more is dispatched and late results are ignored."""

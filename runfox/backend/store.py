@@ -134,6 +134,15 @@ class Store(ABC):
     #: (the sweep then tells it what it found); False: ``due`` lists every running one.
     tracks_due: ClassVar[bool] = False
 
+    @property
+    def reloads_in_unit(self) -> bool:
+        """Inside a unit of work (``unit_with``), a load after a lost race sees the
+        winner's write, so the unit may reload and write again instead of rolling
+        back (SQLite, which holds its write lock from the start; PostgreSQL's read
+        committed). False by default and where a transaction keeps one snapshot
+        (MySQL's repeatable read)."""
+        return False
+
     def load(self, workflow_execution_id: str) -> WorkflowRecord:
         """The stored record, as a copy isolated from the store.
 

@@ -55,7 +55,7 @@ from sqlalchemy.sql.dml import Insert
 
 from ...errors import BackendError, ConflictError, CorruptRecord
 from ...history import Event, corrupt_event
-from ...records import StepRecord, WorkflowRecord, ordered_items
+from ...records import StepChanges, StepRecord, WorkflowRecord, ordered_items
 from ...status import WorkflowStatus
 from ..payload_store import DEFAULT_OFFLOAD_BYTES, Offloader, offload_threshold
 from ..runner import Runner
@@ -451,6 +451,10 @@ class SqlStore(DatabaseUser, Store):
         self._db.run(lambda conn: conn.execute(_POSTPONE, params), standalone=True,
                      what=f"postpone workflow {record.workflow_execution_id!r}")
 
+    @property
+    def reloads_in_unit(self) -> bool:
+        return self._db.dialect.name in ("sqlite", "postgresql")
+
     def unit_with(self, runner: Runner) -> UnitOfWork | None:
         """One transaction for this store and ``runner`` when they share the database
         (``parts_from_url``, or one engine): ``Database.joint``."""
@@ -645,6 +649,22 @@ def _apply_delta(key: str, found: _Read) -> WorkflowRecord:
                 changes[d["id"]] = StepRecord.from_dict(d)
             else:
                 fresh.append(d)
+        state = _merged_state(key, base.state, found.state_rows)
+        status = WorkflowStatus(head.status)
+        outcome = _column(key, "outcome", head.outcome)
+        def plain(step: StepRecord) -> bool:  # no defect, not a map step
+            spec = plan.by_id.get(step.id)
+            return not step.defects and (spec is None or spec.map is None)
+
+        if not fresh and not base.defects and all(map(plain, changes.values())):
+            # The usual case (another worker's result, or a few of them): move the
+            # derived counts and ready set along with the changed steps only,
+            # instead of deriving them again over every step of the record.
+            moved = StepChanges(base, resolve=False)
+            for step in changes.values():
+                moved.put(step)
+            return moved.commit(state=state, status=status, outcome=outcome,
+                                version=int(head.version), updated_at=float(head.updated_at))
         steps = base.steps
         if fresh:
             steps = steps.extend(StepRecord.from_dict(d) for d in ordered_items(plan, fresh))
@@ -653,10 +673,10 @@ def _apply_delta(key: str, found: _Read) -> WorkflowRecord:
             execution_id=base.execution_id,
             spec=base.spec,
             inputs=base.inputs,
-            state=_merged_state(key, base.state, found.state_rows),
+            state=state,
             steps=steps.replace(changes),
-            status=WorkflowStatus(head.status),
-            outcome=_column(key, "outcome", head.outcome),
+            status=status,
+            outcome=outcome,
             version=int(head.version),
             created_at=base.created_at,
             updated_at=float(head.updated_at),
