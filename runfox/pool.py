@@ -42,6 +42,7 @@ import json
 import logging
 import multiprocessing
 import multiprocessing.connection
+import queue
 import signal
 import threading
 import time
@@ -126,6 +127,9 @@ class ThreadSlots(Slots):
         self._on_beat = on_beat
         self._pool = cf.ThreadPoolExecutor(size, thread_name_prefix="runfox-worker")
         self._futures: dict[cf.Future[dict[str, Any]], DispatchJob] = {}
+        # Futures as they finish (put by their done-callback): ``wait`` blocks on
+        # this queue instead of registering a waiter on every running future.
+        self._done: queue.SimpleQueue[cf.Future[dict[str, Any]]] = queue.SimpleQueue()
         self._flags: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -148,6 +152,7 @@ class ThreadSlots(Slots):
         else:
             future = self._pool.submit(run_job, self._executor, job, flag, beat)
         self._futures[future] = job
+        future.add_done_callback(self._done.put)
 
     def cancel(self, key: str) -> None:
         with self._lock:
@@ -181,11 +186,19 @@ class ThreadSlots(Slots):
     def wait(self, timeout: float) -> list[Finished]:
         if not self._futures:
             return []
-        done, _ = cf.wait(list(self._futures), timeout=max(0.0, timeout),
-                          return_when=cf.FIRST_COMPLETED)
+        done: list[cf.Future[dict[str, Any]]] = []
+        try:
+            done.append(self._done.get(timeout=timeout) if timeout > 0
+                        else self._done.get_nowait())
+            while True:
+                done.append(self._done.get_nowait())
+        except queue.Empty:
+            pass
         finished = []
         for future in done:
-            job = self._futures.pop(future)
+            job = self._futures.pop(future, None)
+            if job is None:  # not ours any more (the pool was closed meanwhile)
+                continue
             with self._lock:
                 self._flags.pop(job.key, None)
             try:

@@ -1265,6 +1265,34 @@ class BackendContract(MapContract, SubWorkflowContract):
         assert again.status is WorkflowStatus.COMPLETE
         assert set(again.step_statuses.values()) == {StepStatus.COMPLETE}
 
+    def test_start_stores_the_execution_with_its_first_jobs_queued(
+            self, parts: tuple[Store, Runner]) -> None:
+        store, runner = parts
+        backend = Backend(store=store, runner=runner)
+        wf_id = backend.start(fan_spec(3), {"n": 2})
+        record = backend.load(wf_id)
+        assert record.version >= 1 and record.steps["root"].status is StepStatus.IN_PROGRESS
+        assert record.steps["leaf0"].status is StepStatus.READY
+        (root,) = [j for j in runner.take_pending_jobs(lease=30.0)
+                   if j.workflow_execution_id == wf_id]
+        assert (root.step_id, root.inputs, root.run_id) == (
+            "root", {"n": 2}, record.steps["root"].run_id)
+        if store.keeps_history:
+            assert [(e.type, e.step_id) for e in backend.history(wf_id)][:2] == [
+                ("created", None), ("claimed", "root")]
+        # With an idempotency key the second start returns the first execution
+        # and dispatches nothing more.
+        keyed = backend.start(fan_spec(3), {"n": 2}, key="start-once")
+        assert backend.start(fan_spec(3), {"n": 3}, key="start-once") == keyed
+        (first,) = [j for j in runner.take_pending_jobs(lease=30.0)
+                    if j.workflow_execution_id == keyed]
+        assert first.step_id == "root"
+        assert runner.take_pending_jobs(lease=30.0) == []
+        # Then it runs like any execution.
+        runner.release(first)
+        done = Backend(store=store, runner=runner, executor=fan_executor, poll_interval=0.01)
+        assert isinstance(Workflow.resume(keyed, done).run(timeout=120), Complete)
+
     def test_retries_then_halts_on_a_branch(self, parts: tuple[Store, Runner]) -> None:
         store, runner = parts
         calls: dict[str, int] = {}

@@ -236,6 +236,7 @@ class SqlStore(DatabaseUser, Store):
         self._hot_head, self._hot_head_outcome = hot(_UPDATE_HEAD_ONLY), hot(_UPDATE_HEAD)
         self._hot_step, self._hot_steps = hot(_UPDATE_STEP), hot(_INSERT_STEPS)
         self._hot_state, self._hot_events = hot(self._upsert_state), hot(_INSERT_EVENTS)
+        self._hot_create = hot(_INSERT_HEAD)  # every start of an execution
 
     keeps_history = True
     tracks_due = True
@@ -357,13 +358,13 @@ class SqlStore(DatabaseUser, Store):
                 conn.execute(_INSERT_KEY, {"idempotency_key": idempotency_key,
                                            "workflow_execution_id": key,
                                            "created_at": record.created_at})
-            conn.execute(_INSERT_HEAD, head)
+            self._hot_create.execute(conn, head)
             if rows:
-                conn.execute(_INSERT_STEPS, rows)
+                self._hot_steps.execute(conn, rows)
             if values:
-                conn.execute(self._upsert_state, values)
+                self._hot_state.execute(conn, values)
             if events:
-                conn.execute(_INSERT_EVENTS, list(events))
+                self._hot_events.execute(conn, list(events))
 
         try:
             self._db.run(work, what=f"create workflow {key!r}", duplicate_ok=True)
