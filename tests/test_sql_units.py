@@ -95,6 +95,34 @@ def test_a_driving_worker_commits_once_per_step(kind: str, tmp_path: Path) -> No
         _count_a_chain(kind, url)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_driving_worker_claims_the_next_queued_job_in_the_unit(kind: str,
+                                                                 tmp_path: Path) -> None:
+    # Ten one-step executions: their results dispatch nothing, so the room a
+    # finished job leaves is filled from the queue inside the unit that applies
+    # its result (Backend.apply_and_take): one commit per job, plus the first claim.
+    with scratch_database(kind, tmp_path) as url:
+        store, runner = parts_from_url(url)
+        try:
+            backend = Backend(store=store, runner=runner)
+            one = {"steps": [{"id": "s", "fn": "inc", "input": {"x": {"var": "input.x"}}}]}
+            ids = [backend.start(one, {"x": i}) for i in range(10)]
+            counter = Counter(store.engine)
+            worker = Worker(backend, inc, register=False, schedule_interval=None,
+                            poll_interval=0.01, sweep_interval=3600.0)
+            try:
+                stats = worker.run(max_jobs=10, idle_timeout=30)
+            finally:
+                counter.close()
+            assert stats.jobs == 10
+            assert [backend.load(i).steps["s"].output for i in ids] == [
+                {"x": i + 1} for i in range(10)]
+            assert counter.write_commits == 10 + 1
+        finally:
+            runner.close()
+            store.close()
+
+
 def _count_a_chain(kind: str, url: str) -> None:
     store, runner = parts_from_url(url)
     try:

@@ -785,10 +785,12 @@ class Backend:
         for the caller (``Runner.dispatch_and_take``, held for ``lease`` seconds).
 
         For a driving worker with free slots: the next step of a chain starts
-        without a claim transaction, and on SQL with the store and runner on one
-        database the apply, dispatch, take and ack are a single commit. Returns
-        the outcomes, what ``advance`` returned, and the jobs taken (``[]`` where
-        the runner cannot take them at dispatch; the caller then claims).
+        without a claim transaction. Where the store and the runner share a unit
+        of work (SQL on one database), the room still left is filled from the
+        queue in the same unit (``take_pending_jobs``: the oldest jobs waiting,
+        of any execution), so the apply, dispatch, take, claim and ack are a
+        single commit. Returns the outcomes, what ``advance`` returned, and the
+        jobs taken (``[]`` where none could be: the caller then claims).
         """
         return self._apply_and_advance(workflow_execution_id, results, dispatch=True,
                                        loaded=None, worker=worker, ack=ack,
@@ -842,9 +844,15 @@ class Backend:
 
         def then(result: tuple[list[Result], Result]) -> None:
             joined.clear()
+            taken.clear()
             nxt = result[1]
             if dispatch and isinstance(nxt, Dispatch):
                 taken[:] = self._dispatch(workflow_execution_id, nxt.jobs, take=take)
+            if take is not None and len(taken) < take[0]:
+                # Room left: the caller's next claim (the oldest waiting jobs, of
+                # any execution) commits with this unit instead of after it.
+                taken.extend(self.runner.take_pending_jobs(limit=take[0] - len(taken),
+                                                           lease=take[1]))
             if ack is not None:
                 self.runner.ack(ack, _output_of(ack, triples))
             joined.append(True)
