@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_sql import HERE, start_workers, stop_workers, wait_until_done
+from bench_sql import HERE, WARM_UP, start_workers, stop_workers, wait_until_done
 
 import runfox as rfx
 from runfox.backend import Backend
@@ -143,6 +143,7 @@ def runfox_rate(tasks: int, shape: str) -> float:
             spec, count, steps = rfx.load_spec(fan(tasks)), 1, tasks + 2
         procs = start_workers(url, 2)
         try:
+            time.sleep(WARM_UP)  # as huey's consumer gets its half second
             started = time.perf_counter()
             # Like huey's enqueue, each start is in the clock: one commit that
             # stores the execution and queues its first job (``Backend.start``).

@@ -55,6 +55,7 @@ from . import history as history_cli
 from . import schedule as schedule_cli
 from . import ui as ui_cli
 from .exits import EXIT_BACKEND, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
+from .logs import BatchedHandler
 
 __all__ = ["build_parser", "main"]
 
@@ -431,9 +432,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.debug = args.debug or args.global_debug
     args.backend = args.backend or args.global_backend or default_backend_url()
     args.backend_shown = mask_url(args.backend)
-    level = logging.DEBUG if args.debug else (
-        logging.INFO if args.command in ("worker", "scheduler") else logging.WARNING)
-    logging.basicConfig(level=level, stream=sys.stderr,
+    serving = args.command in ("worker", "scheduler")
+    level = logging.DEBUG if args.debug else (logging.INFO if serving else logging.WARNING)
+    # A serving command logs a line per job: written in batches (see cli.logs).
+    handler = BatchedHandler(sys.stderr) if serving else logging.StreamHandler(sys.stderr)
+    logging.basicConfig(level=level, handlers=[handler],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.handler(args))
