@@ -212,7 +212,7 @@ class Offloader:
         self._refs: dict[int, tuple[Any, dict[str, Any]]] = {}
         self._held = 0
         self._lock = threading.Lock()
-        self._local = threading.local()  # ``encoding_once``'s memo, per thread
+        self._local = threading.local()  # ``encoding_once``'s memos, per thread
 
     def __repr__(self) -> str:
         return f"Offloader({self.store!r}, threshold={self.threshold})"
@@ -237,11 +237,15 @@ class Offloader:
             return value, None
         with self._lock:
             known = self._refs.get(id(value))
+        if known is None:
+            known = self._block("refs").get(id(value))
         if known is not None and known[0] is value:
             return known[1], None
         packed, blob = payloads.pack_encoded(value, self.threshold, self._put, self._encode)
         if packed is not value:
-            # Only once the blob is durable: a rolled back put must be sent again.
+            # Shared only once the blob is durable (a rolled back put must be sent
+            # again); until then, within this write only.
+            self._block("refs")[id(value)] = (value, packed)
             self.store._once_stored(lambda: self._remember(packed, value))
         return packed, blob
 
@@ -266,22 +270,28 @@ class Offloader:
 
     @contextmanager
     def encoding_once(self) -> Iterator[None]:
-        """Within this block (one write, on this thread), a value already encoded
-        as a value of an object packed before is not encoded again.
+        """Within this block (one write, on this thread), a value is encoded once.
 
         A step's output ``{"k": big}`` is encoded to be measured (and offloaded),
         then ``big`` becomes the state key ``k`` and is measured on its own: the
         object's blob is built from its values' blobs (``payloads.encode_object``)
-        and those are kept, by identity, until the block ends. Blocks nest.
+        and those are kept, by identity, until the block ends; so are the
+        references made in it (not yet shared with other threads while the
+        write's transaction may still roll back). Blocks nest.
         """
-        if getattr(self._local, "memo", None) is not None:
+        if getattr(self._local, "blobs", None) is not None:
             yield
             return
-        self._local.memo = {}
+        self._local.blobs, self._local.refs = {}, {}
         try:
             yield
         finally:
-            self._local.memo = None
+            self._local.blobs = self._local.refs = None
+
+    def _block(self, name: str) -> dict[int, Any]:
+        """The open ``encoding_once`` block's memo ``name`` (a throwaway one outside)."""
+        memo: dict[int, Any] | None = getattr(self._local, name, None)
+        return {} if memo is None else memo
 
     def delete(self, keys: Iterable[str]) -> int:
         """Remove blobs from the store and this cache; how many the store had.
@@ -301,7 +311,7 @@ class Offloader:
     # -- encoding and the cache ---------------------------------------------------------
 
     def _encode(self, value: Any) -> bytes:
-        memo: dict[int, tuple[Any, bytes]] | None = getattr(self._local, "memo", None)
+        memo: dict[int, tuple[Any, bytes]] | None = getattr(self._local, "blobs", None)
         if memo is None:
             return payloads.encode(value)
         held = memo.pop(id(value), None)
