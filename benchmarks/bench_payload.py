@@ -17,9 +17,10 @@ with plain ``sqlite3`` in one transaction. Target (issue 13): within 2x. A store
 that rewrites the whole state on each transition pays O(state) per step instead,
 so the 1 MB figure grows with ``--length``.
 
-The 1 MB figure also carries the workflow's outcome (its whole state, as no
-``outputs`` are given: ``length`` MB encoded and stored once, at the end), and
-in ``sqlite-run`` the result's trip through the job table.
+What a 1 MB step stores: the output (a blob, as it is over the offload
+threshold) and its value under its state key (a blob of its own: the reference
+format keeps whole values at fixed places), and in ``sqlite-run`` the result's
+trip through the job table as well.
 
     python benchmarks/bench_payload.py [--length 10] [--repeat 5] [--sizes 1000,1000000]
         [--kinds memory,sqlite-run,sqlite-worker]

@@ -10,6 +10,9 @@ UTF-8 text: the JSON ``runfox.payloads.encode`` makes, ASCII in fact):
 - ``_get(key)``: the blob, or ``None`` when there is none.
 - ``_delete(keys)``: remove those keys; how many there were.
 
+and, when puts join a transaction that may still roll back, overrides
+``_once_stored(callback)`` to call it after the commit (``SqlPayloads``).
+
 The public ``put``, ``get`` and ``delete`` check keys once, here, and ``get``
 checks that the blob still hashes to its key (a damaged blob is a
 ``CorruptRecord``, never silently wrong data). ``runfox.testing.PayloadContract``
@@ -22,10 +25,10 @@ cache of decoded blobs (safe: a key always names the same value). Stores call
 decode one; runners call ``pack`` and ``unpack`` on job inputs and result
 outputs that travel through size-limited rows and messages.
 
-What a large value costs is its bytes, once: the ``Offloader`` encodes a value
-once per write (``encoding_once``), hashes a blob once (the key it computed is
-trusted by its own put; ``get`` checks what it reads), and does not send a
-blob again that this process stored or read within ``TRUST_STORED_SECONDS``.
+So that a large value costs little beyond its bytes, the ``Offloader`` encodes a
+value once per write (``encoding_once``), hashes a blob once (its own put trusts
+the key it just computed; ``get`` checks what it reads), and does not send a blob
+again that this process stored or read within ``TRUST_STORED_SECONDS``.
 """
 
 from __future__ import annotations
