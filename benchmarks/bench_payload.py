@@ -1,6 +1,7 @@
 """Cost per step with 1 KB and 1 MB outputs under distinct keys, on SQLite.
 
-A chain of ``--length`` steps in which step *i* returns ``{"k<i>": <size> bytes}``:
+A chain of ``--length`` steps in which step *i* returns ``{"k<i>": <size> bytes}``
+(a value of its own: four long strings, or with ``--shape rows`` small objects):
 every output lands in the shared state under a key of its own, so the state
 grows by ``size`` per step. Run three ways: on the memory backend; on a fresh
 SQLite file (WAL, ``synchronous = NORMAL``) by ``wf.run()`` with an in-process
@@ -23,7 +24,7 @@ format keeps whole values at fixed places), and in ``sqlite-run`` the result's
 trip through the job table as well.
 
     python benchmarks/bench_payload.py [--length 10] [--repeat 5] [--sizes 1000,1000000]
-        [--kinds memory,sqlite-run,sqlite-worker]
+        [--kinds memory,sqlite-run,sqlite-worker] [--shape strings|rows]
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from runfox.backend.sql import parts_from_url
 from runfox.worker import Worker
 
 CHUNKS = 4  # a 1 MB output is four strings (runfox's string length limit is 1,000,000)
+RECORD = 64  # bytes of JSON per row of a "rows" output, about
+SHAPES = ("strings", "rows")
 
 
 def spec(length: int) -> dict[str, Any]:
@@ -51,11 +54,23 @@ def spec(length: int) -> dict[str, Any]:
     return {"name": f"payload-{length}", "steps": steps}
 
 
-def emitter(size: int) -> Any:
-    piece = "x" * (size // CHUNKS)
+def value(size: int, shape: str, step: int) -> list[Any]:
+    """About ``size`` bytes of JSON, different for each step (equal values would
+    share one blob): ``strings``, four long strings (what costs only its bytes);
+    ``rows``, small objects (what costs a walk per item as well)."""
+    if shape == "strings":
+        return [(f"{step}.{i}:" + "x" * size)[:size // CHUNKS] for i in range(CHUNKS)]
+    return [{"id": i, "name": f"user{step}-{i:06d}", "score": i * 0.5, "tags": ["a", "b"]}
+            for i in range(max(size // RECORD, 1))]
+
+
+def emitter(size: int, length: int, shape: str = "strings") -> Any:
+    """The executor: step *i* returns ``{"k<i>": value(size, shape, i)}``, made
+    beforehand so that the run does not time making them."""
+    made = {f"k{i}": value(size, shape, i) for i in range(length)}
 
     def emit(fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
-        return {inputs["key"]: [piece] * CHUNKS}
+        return {inputs["key"]: made[inputs["key"]]}
 
     return emit
 
@@ -63,12 +78,14 @@ def emitter(size: int) -> Any:
 KINDS = ("memory", "sqlite-run", "sqlite-worker")
 
 
-def run_once(kind: str, size: int, length: int) -> tuple[float, float]:
+def run_once(kind: str, size: int, length: int, shape: str = "strings"
+             ) -> tuple[float, float]:
     """Seconds for one chain, from creation to completion: elapsed, and the CPU time
     of this process (every thread; on a shared machine the steadier figure)."""
     with tempfile.TemporaryDirectory(prefix="runfox-payload-") as directory:
+        emit = emitter(size, length, shape)
         if kind == "memory":
-            backend = Backend(executor=emitter(size))
+            backend = Backend(executor=emit)
         else:
             store, runner = parts_from_url(f"sqlite:///{directory}/bench.db")
             backend = Backend(store=store, runner=runner, poll_interval=0.001)
@@ -76,31 +93,29 @@ def run_once(kind: str, size: int, length: int) -> tuple[float, float]:
         if kind == "sqlite-worker":
             wf_id = backend.create(rfx.load_spec(spec(length)), {})
             backend.apply_and_advance(wf_id)
-            worker = Worker(backend, emitter(size), concurrency=1, poll_interval=0.001,
+            worker = Worker(backend, emit, concurrency=1, poll_interval=0.001,
                             sweep_interval=3600, schedule_interval=None, register=False)
             worker.run(max_jobs=length, idle_timeout=10)
             elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
             assert backend.load(wf_id).status is rfx.WorkflowStatus.COMPLETE
         else:
             wf = rfx.Workflow.from_dict(spec(length), backend, {})
-            if kind == "memory":
-                result = wf.run()
-            else:
-                result = wf.run(worker=InProcessWorker(runner, emitter(size)))
+            harness = {} if kind == "memory" else {"worker": InProcessWorker(runner, emit)}
+            result = wf.run(**harness)
             elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
             assert isinstance(result, rfx.Complete), result
             wf_id = wf.id
         state = backend.load(wf_id).state
-        assert len(state) == length and len(state[f"k{length - 1}"][0]) == size // CHUNKS
+        assert len(state) == length and state[f"k{length - 1}"] == value(size, shape, length - 1)
         if kind != "memory":
             runner.close()
             store.close()
     return elapsed, cpu
 
 
-def floor(size: int, repeat: int = 9) -> float:
+def floor(size: int, shape: str = "strings", repeat: int = 9) -> float:
     """Seconds to encode one step's output as JSON and commit it once with plain sqlite3."""
-    output = emitter(size)("emit", {"key": "k0"})
+    output = {"k0": value(size, shape, 0)}
     with tempfile.TemporaryDirectory(prefix="runfox-payload-") as directory:
         conn = sqlite3.connect(f"{directory}/raw.db", isolation_level=None)
         conn.execute("PRAGMA journal_mode = WAL")
@@ -125,13 +140,16 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,1000000")
     parser.add_argument("--kinds", default=",".join(KINDS),
                         help=f"which runs, of {', '.join(KINDS)}")
+    parser.add_argument("--shape", choices=SHAPES, default="strings",
+                        help="what an output holds: four long strings (the issue's measure) "
+                             "or small objects")
     parser.add_argument("--quick", action="store_true", help="once each")
     args = parser.parse_args()
     if args.quick:
         args.repeat = 1
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"chain of {args.length} steps, step i returns {{'k<i>': <size> bytes}} (state grows "
-          f"by size per step), median of {args.repeat}")
+          f"by size per step), values of {args.shape}, median of {args.repeat}")
     kinds = [k for k in args.kinds.split(",") if k]
     unknown = set(kinds) - set(KINDS)
     if unknown:
@@ -141,12 +159,12 @@ def main() -> None:
     for kind in kinds:
         base = None
         for size in sizes:
-            runs = [run_once(kind, size, args.length) for _ in range(args.repeat)]
+            runs = [run_once(kind, size, args.length, args.shape) for _ in range(args.repeat)]
             elapsed = statistics.median(wall for wall, _ in runs)
             cpu = statistics.median(used for _, used in runs) / args.length
             per = elapsed / args.length
             rate = size * args.length / elapsed / 1e6
-            raw = floor(size) if kind != "memory" else 0.0
+            raw = floor(size, args.shape) if kind != "memory" else 0.0
             beyond = per - raw
             base = base or beyond
             print(f"{kind:<14} {size:>9} {per * 1e3:>8.2f}ms {cpu * 1e3:>7.2f}ms {rate:>8.1f} "

@@ -48,7 +48,42 @@ def json_copy(value: Any, path: str = "$", *, max_depth: int | None = None) -> A
     """
     if max_depth is None:
         max_depth = limits.current().depth
-    return _copy(value, path, max_depth, max_depth)
+    try:
+        return _plain_copy(value, max_depth)
+    except _NotPlain:
+        # A subclass to convert, or an error to name by its path: the full walk.
+        return _copy(value, path, max_depth, max_depth)
+
+
+class _NotPlain(Exception):
+    """``_plain_copy`` met something only ``_copy`` can handle or explain."""
+
+
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
+def _plain_copy(value: Any, room: int) -> Any:
+    """``_copy`` for values made only of the exact JSON types (what executors and
+    stores produce), without building the path of every item: about twice as fast
+    on a large output. Anything else raises ``_NotPlain`` and ``_copy`` decides."""
+    t = type(value)
+    if t is dict:
+        if room <= 0:
+            raise _NotPlain
+        out = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _NotPlain
+            out[key] = item if type(item) in _PLAIN else _plain_copy(item, room - 1)
+        return out
+    if t is list or t is tuple:
+        if room <= 0:
+            raise _NotPlain
+        return [item if type(item) in _PLAIN else _plain_copy(item, room - 1)
+                for item in value]
+    if t in _PLAIN or (t is float and math.isfinite(value)):
+        return value
+    raise _NotPlain
 
 
 def _copy(value: Any, path: str, room: int, limit: int) -> Any:
