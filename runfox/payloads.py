@@ -91,16 +91,37 @@ def encode(value: Any) -> bytes:
 
 
 def encode_object(value: Mapping[str, Any]) -> tuple[bytes, list[tuple[Any, bytes]]]:
-    """``encode(value)`` of an object with string keys, and the blob of each of its values.
+    """``encode(value)`` of an object with string keys, and the blobs of its values
+    that ``pack`` would measure by encoding (objects, lists, long strings).
 
-    Compact JSON writes an object as ``{"key":<its value's JSON>,...}``, so
-    joining the values' blobs gives exactly the object's blob: one encoding
-    yields both, for a caller that packs the values on their own next.
+    Compact JSON writes an object as ``{"key":<its value's JSON>,...}``, so the
+    object's blob is its values' blobs joined: one encoding yields both, for a
+    caller that packs the values on their own next. Runs of other values
+    (numbers, short strings ...) are encoded together, in one call each.
     """
-    parts = [(item, encode(item)) for item in value.values()]
-    blob = b"{" + b",".join(encode(key) + b":" + part
-                           for key, (_, part) in zip(value, parts, strict=True)) + b"}"
-    return blob, parts
+    pieces: list[bytes] = []  # joined once: a large part is copied once more, not thrice
+    parts: list[tuple[Any, bytes]] = []
+    run: dict[str, Any] = {}
+    for key, item in value.items():
+        kind = type(item)
+        if kind is dict or kind is list or (kind is str and len(item) > _LONG_STRING):
+            if run:
+                pieces += (encode(run)[1:-1], b",")  # '"a":1,"b":2' without the braces
+                run = {}
+            part = encode(item)
+            parts.append((item, part))
+            pieces += (encode(key), b":", part, b",")
+        else:
+            run[key] = item
+    if run:
+        pieces.append(encode(run)[1:-1])
+    elif pieces:
+        pieces.pop()  # the last comma
+    return b"".join((b"{", *pieces, b"}")), parts
+
+
+#: Strings longer than this are encoded on their own by ``encode_object``.
+_LONG_STRING = 1024
 
 
 def blob_key(blob: bytes) -> str:

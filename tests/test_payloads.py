@@ -92,10 +92,13 @@ def test_an_offloader_fetches_a_blob_once() -> None:
 
 def test_an_object_is_encoded_from_its_values() -> None:
     for value in ({}, {"a": 1}, {"é": ["x", {"n": None, "f": -0.5, "t": True}], "b": "\u2028\x7f"},
-                  {"big": large_text(1000), "n": 10**30, "f": 1e-7, "": [[]]}):
+                  {"big": large_text(2000), "n": 10**30, "f": 1e-7, "": [[]], "z": "é" * 2000},
+                  {"a": 1, "b": [2], "c": 3, "d": 4, "e": {}}):
         blob, parts = payloads.encode_object(value)
         assert blob == payloads.encode(value)
-        assert parts == [(v, payloads.encode(v)) for v in value.values()]
+        apart = [v for v in value.values()
+                 if isinstance(v, dict | list) or (isinstance(v, str) and len(v) > 1024)]
+        assert parts == [(v, payloads.encode(v)) for v in apart]
 
 
 class _CountingPayloads(InMemoryPayloads):

@@ -324,8 +324,7 @@ class Offloader:
             return payloads.encode(value)
         blob, parts = payloads.encode_object(value)
         for item, part in parts:
-            if type(item) in _CONTAINERS:  # what ``pack`` would encode again
-                memo[id(item)] = (item, part)
+            memo[id(item)] = (item, part)
         return blob
 
     def _put(self, key: str, blob: bytes) -> None:
@@ -369,7 +368,3 @@ class Offloader:
                 self._refs.pop(id(old), None)
                 self._held -= old_size
 
-
-#: Values ``payloads.pack`` measures by encoding (numbers never are; short
-#: strings are skipped by length, and keeping the long ones is what matters).
-_CONTAINERS = frozenset({dict, list, str})
