@@ -5,6 +5,9 @@ plain JSON so that every store and queue can hold it and every reader gets the
 same thing back. ``json_copy`` checks a value and returns an isolated copy in one
 pass; the error names the offending path. ``as_output`` applies that to what an
 executor returned, which the worker harness and the graph both need.
+``compact_json`` is the one text form stores write (rows, blobs): compact and
+ASCII-only, so every encoding of a value is byte-for-byte the same and payload
+keys (hashes of that text) agree between writers.
 
 Values nested deeper than ``runfox.limits`` allows (``depth``, 100 by default)
 are refused too: a structure thousands of levels deep would otherwise end in a
@@ -13,13 +16,26 @@ are refused too: a structure thousands of levels deep would otherwise end in a
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 from . import limits
 from .errors import NotJSONError
 
-__all__ = ["as_output", "error_output", "json_clone", "json_copy", "too_deep"]
+__all__ = ["as_output", "compact_json", "error_output", "json_clone", "json_copy", "too_deep"]
+
+# One encoder for every call: ``json.dumps`` with options builds a new one each time.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
+def compact_json(value: Any) -> str:
+    """``value`` as compact, ASCII-only JSON (``\\uXXXX`` escapes), NaN refused.
+
+    ASCII, so any column or server character set holds it unchanged; one form,
+    so the same value always gives the same text (and blob key).
+    """
+    return _ENCODER.encode(value)
 
 
 def json_copy(value: Any, path: str = "$", *, max_depth: int | None = None) -> Any:
@@ -32,7 +48,42 @@ def json_copy(value: Any, path: str = "$", *, max_depth: int | None = None) -> A
     """
     if max_depth is None:
         max_depth = limits.current().depth
-    return _copy(value, path, max_depth, max_depth)
+    try:
+        return _plain_copy(value, max_depth)
+    except _NotPlain:
+        # A subclass to convert, or an error to name by its path: the full walk.
+        return _copy(value, path, max_depth, max_depth)
+
+
+class _NotPlain(Exception):
+    """``_plain_copy`` met something only ``_copy`` can handle or explain."""
+
+
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
+def _plain_copy(value: Any, room: int) -> Any:
+    """``_copy`` for values made only of the exact JSON types (what executors and
+    stores produce), without building the path of every item: about twice as fast
+    on a large output. Anything else raises ``_NotPlain`` and ``_copy`` decides."""
+    t = type(value)
+    if t is dict:
+        if room <= 0:
+            raise _NotPlain
+        out = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _NotPlain
+            out[key] = item if type(item) in _PLAIN else _plain_copy(item, room - 1)
+        return out
+    if t is list or t is tuple:
+        if room <= 0:
+            raise _NotPlain
+        return [item if type(item) in _PLAIN else _plain_copy(item, room - 1)
+                for item in value]
+    if t in _PLAIN or (t is float and math.isfinite(value)):
+        return value
+    raise _NotPlain
 
 
 def _copy(value: Any, path: str, room: int, limit: int) -> Any:

@@ -28,32 +28,41 @@ executors, so only a value built to look like one has it).
 
 This module is pure: ``pack``, ``unpack`` and the record functions take the
 blob store's ``put`` and ``get`` as arguments and do no I/O of their own.
+
+A value is encoded at most once per write: ``pack_encoded`` hands back the
+blob it measured (a value that stays inline is written as that text), and
+``encode_object`` builds an object's blob from its values' blobs, so a
+caller that packs those values next (a step output's keys become state keys)
+can reuse them (``runfox.backend.payload_store.Offloader.encoding_once``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import CorruptRecord, PayloadMissing
+from .jsonvalue import compact_json
 from .records import Defect, StepRecord, WorkflowRecord
 
 __all__ = [
     "PREVIEW_CHARS",
     "REF_KEY",
+    "Encode",
     "Get",
     "Put",
     "blob_key",
     "check_key",
     "describe",
     "encode",
+    "encode_object",
     "is_ref",
     "make_ref",
     "needs_escape",
     "pack",
+    "pack_encoded",
     "pack_record",
     "unpack",
     "unpack_record",
@@ -71,12 +80,48 @@ _REF_FIELDS = frozenset({REF_KEY, "size", "preview"})
 Put = Callable[[str, bytes], None]
 #: ``get(key)``: the value stored under ``key``, decoded; raises ``PayloadMissing``.
 Get = Callable[[str], Any]
+#: ``encode(value)``: the blob of ``value`` (``encode``, or a memo of its results).
+Encode = Callable[[Any], bytes]
 
 
 def encode(value: Any) -> bytes:
     """The blob of ``value``: compact JSON, keys in their order, ASCII only (so it is
     valid UTF-8 and any text column holds it, whatever the strings contain)."""
-    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode("ascii")
+    return compact_json(value).encode("ascii")
+
+
+def encode_object(value: Mapping[str, Any]) -> tuple[bytes, list[tuple[Any, bytes]]]:
+    """``encode(value)`` of an object with string keys, and the blobs of its values
+    that ``pack`` would measure by encoding (objects, lists, long strings).
+
+    Compact JSON writes an object as ``{"key":<its value's JSON>,...}``, so the
+    object's blob is its values' blobs joined: one encoding yields both, for a
+    caller that packs the values on their own next. Runs of other values
+    (numbers, short strings ...) are encoded together, in one call each.
+    """
+    pieces: list[bytes] = []  # joined once: a large part is copied once more, not thrice
+    parts: list[tuple[Any, bytes]] = []
+    run: dict[str, Any] = {}
+    for key, item in value.items():
+        kind = type(item)
+        if kind is dict or kind is list or (kind is str and len(item) > _LONG_STRING):
+            if run:
+                pieces += (encode(run)[1:-1], b",")  # '"a":1,"b":2' without the braces
+                run = {}
+            part = encode(item)
+            parts.append((item, part))
+            pieces += (encode(key), b":", part, b",")
+        else:
+            run[key] = item
+    if run:
+        pieces.append(encode(run)[1:-1])
+    elif pieces:
+        pieces.pop()  # the last comma
+    return b"".join((b"{", *pieces, b"}")), parts
+
+
+#: Strings longer than this are encoded on their own by ``encode_object``.
+_LONG_STRING = 1024
 
 
 def blob_key(blob: bytes) -> str:
@@ -91,10 +136,12 @@ def check_key(key: Any) -> str:
     return key
 
 
-def make_ref(blob: bytes) -> dict[str, Any]:
-    """The reference to ``blob`` (see the module docstring)."""
+def make_ref(blob: bytes, key: str | None = None) -> dict[str, Any]:
+    """The reference to ``blob`` (see the module docstring); ``key``, when the
+    caller just computed or checked ``blob_key(blob)``, saves hashing it again."""
     text = blob[:PREVIEW_CHARS].decode("utf-8", errors="ignore")
-    return {REF_KEY: blob_key(blob), "size": len(blob), "preview": text}
+    return {REF_KEY: blob_key(blob) if key is None else key, "size": len(blob),
+            "preview": text}
 
 
 def is_ref(value: Any) -> bool:
@@ -125,27 +172,40 @@ def _size_text(size: int) -> str:
     return f"{size} bytes"
 
 
-def pack(value: Any, threshold: int | None, put: Put) -> Any:
+def pack(value: Any, threshold: int | None, put: Put, encoder: Encode = encode) -> Any:
     """``value``, or a reference to it when its JSON is over ``threshold`` bytes.
 
     ``threshold`` ``None`` offloads only values that need escaping (see the
     module docstring). A reference is returned as it is. ``put`` is called with
-    the blob before the reference is returned.
+    the blob (and its key) before the reference is returned; ``encoder`` makes
+    the blob.
+    """
+    return pack_encoded(value, threshold, put, encoder)[0]
+
+
+def pack_encoded(value: Any, threshold: int | None, put: Put, encoder: Encode = encode
+                 ) -> tuple[Any, bytes | None]:
+    """``pack``, and the blob of what it returns when measuring it made one.
+
+    A value that stays inline had to be encoded to learn its size; that text
+    is what a store writes for it, so it is handed back instead of being made
+    again. ``None`` when nothing was encoded (numbers, short strings, no
+    threshold) or a reference is returned.
     """
     if value is None or isinstance(value, bool | int | float) or is_ref(value):
-        return value
+        return value, None
     escape = needs_escape(value)
     if not escape:
         if threshold is None:
-            return value
+            return value, None
         if isinstance(value, str) and len(value) * 6 + 2 <= threshold:
-            return value  # a short string cannot be over the threshold: skip the encoding
-    blob = encode(value)
+            return value, None  # a short string cannot be over the threshold: not encoded
+    blob = encoder(value)
     if not escape and threshold is not None and len(blob) <= threshold:
-        return value
+        return value, blob
     ref = make_ref(blob)
     put(ref[REF_KEY], blob)
-    return ref
+    return ref, None
 
 
 def unpack(value: Any, get: Get) -> Any:

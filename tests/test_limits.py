@@ -186,6 +186,29 @@ def test_json_copy_refuses_depth_over_the_limit_and_names_it(restore_limits: Non
         json_copy(nested(150), max_depth=100)
 
 
+
+def test_json_copy_isolates_converts_subclasses_and_names_bad_values() -> None:
+    import enum
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    class Colour(enum.StrEnum):
+        RED = "red"
+
+    value = {"a": [1, 2.5, None, True, "s", (1, {"b": []})], "n": {"m": {}}}
+    copied = json_copy(value)
+    assert copied == {"a": [1, 2.5, None, True, "s", [1, {"b": []}]], "n": {"m": {}}}
+    assert copied["a"] is not value["a"] and copied["n"]["m"] is not value["n"]["m"]
+    converted = json_copy({"level": Level.HIGH, "colour": [Colour.RED]})
+    assert converted == {"level": 3, "colour": ["red"]}
+    assert type(converted["level"]) is int and type(converted["colour"][0]) is str
+    for bad, path in (({"x": [1, float("nan")]}, "$.x[1]"), ({"x": {2: 1}}, "$.x"),
+                      ({"x": [object()]}, "$.x[0]")):
+        with pytest.raises(NotJSONError) as exc:
+            json_copy(bad)
+        assert exc.value.path == path
+
 def test_a_deep_executor_output_is_an_invalid_output() -> None:
     output = as_output({"x": nested(5000)}, "deep")
     assert output["ok"] is False and output["error_type"] == "InvalidOutput"

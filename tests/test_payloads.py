@@ -89,6 +89,82 @@ def test_an_offloader_fetches_a_blob_once() -> None:
         Offloader(store, 100).unpack(ref)
 
 
+
+def test_an_object_is_encoded_from_its_values() -> None:
+    for value in ({}, {"a": 1}, {"é": ["x", {"n": None, "f": -0.5, "t": True}], "b": "\u2028\x7f"},
+                  {"big": large_text(2000), "n": 10**30, "f": 1e-7, "": [[]], "z": "é" * 2000},
+                  {"a": 1, "b": [2], "c": 3, "d": 4, "e": {}}):
+        blob, parts = payloads.encode_object(value)
+        assert blob == payloads.encode(value)
+        apart = [v for v in value.values()
+                 if isinstance(v, dict | list) or (isinstance(v, str) and len(v) > 1024)]
+        assert parts == [(v, payloads.encode(v)) for v in apart]
+
+
+class _CountingPayloads(InMemoryPayloads):
+    """Records every key sent to the store."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[str] = []
+
+    def _put(self, key: str, blob: bytes) -> None:
+        self.sent.append(key)
+        super()._put(key, blob)
+
+
+def test_an_output_and_its_state_key_are_encoded_once_and_each_blob_sent_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    big = [large_text(300, 1)]
+    output = {"k": big, "n": 1}
+    encoded: list[object] = []
+    encode = payloads.encode
+
+    def counting(value: object) -> bytes:
+        encoded.append(value)
+        return encode(value)
+
+    monkeypatch.setattr(payloads, "encode", counting)
+    store = _CountingPayloads()
+    offloader = Offloader(store, 100)
+    with offloader.encoding_once():  # what a store does around one write
+        packed_output = offloader.pack(output)
+        packed_state = offloader.pack(big)
+        assert offloader.pack_json(output["n"]) == "1"
+    assert [v for v in encoded if v is big or v is output] == [big]
+    assert packed_output["$runfox_ref"] == payloads.blob_key(encode(output))
+    assert packed_state["$runfox_ref"] == payloads.blob_key(encode(big))
+    # An equal value (another object) is measured but not sent again.
+    assert offloader.pack([large_text(300, 1)]) == packed_state
+    assert sorted(store.sent) == sorted([packed_output["$runfox_ref"],
+                                         packed_state["$runfox_ref"]])
+    # ... unless it was deleted through the offloader.
+    offloader.delete([packed_state["$runfox_ref"]])
+    assert offloader.pack([large_text(300, 1)]) == packed_state
+    assert packed_state["$runfox_ref"] in store and len(store.sent) == 3
+
+
+def test_a_blob_put_in_a_unit_that_rolled_back_is_sent_again(tmp_path: Path) -> None:
+    store, runner = parts_from_url(f"sqlite:///{tmp_path / 'u.db'}?offload=100")
+    offloader, unit = store.payloads(), store.unit_with(runner)
+    assert offloader is not None and unit is not None
+    value = {"rows": large_text(1000, 2)}
+    refs: list[dict[str, object]] = []
+
+    def work() -> None:
+        refs.append(offloader.pack(value))
+        raise RuntimeError("the record's write lost")
+
+    with pytest.raises(RuntimeError):
+        unit(work)
+    key = refs[0]["$runfox_ref"]
+    assert key not in offloader.store  # rolled back with the unit
+    assert offloader.pack(value) == refs[0] and key in offloader.store
+    assert Offloader(offloader.store, 100).unpack(refs[0]) == value
+    runner.close()
+    store.close()
+
+
 # -- memory ------------------------------------------------------------------------------
 
 

@@ -10,6 +10,9 @@ UTF-8 text: the JSON ``runfox.payloads.encode`` makes, ASCII in fact):
 - ``_get(key)``: the blob, or ``None`` when there is none.
 - ``_delete(keys)``: remove those keys; how many there were.
 
+and, when puts join a transaction that may still roll back, overrides
+``_once_stored(callback)`` to call it after the commit (``SqlPayloads``).
+
 The public ``put``, ``get`` and ``delete`` check keys once, here, and ``get``
 checks that the blob still hashes to its key (a damaged blob is a
 ``CorruptRecord``, never silently wrong data). ``runfox.testing.PayloadContract``
@@ -21,6 +24,11 @@ cache of decoded blobs (safe: a key always names the same value). Stores call
 ``pack_record`` before they encode a record and ``unpack_record`` after they
 decode one; runners call ``pack`` and ``unpack`` on job inputs and result
 outputs that travel through size-limited rows and messages.
+
+So that a large value costs little beyond its bytes, the ``Offloader`` encodes a
+value once per write (``encoding_once``), hashes a blob once (its own put trusts
+the key it just computed; ``get`` checks what it reads), and does not send a blob
+again that this process stored or read within ``TRUST_STORED_SECONDS``.
 """
 
 from __future__ import annotations
@@ -28,13 +36,16 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from .. import payloads
 from ..errors import CorruptRecord, PayloadMissing
+from ..jsonvalue import compact_json
 from ..records import WorkflowRecord
 
 __all__ = ["DEFAULT_OFFLOAD_BYTES", "OFFLOAD_ENV", "InMemoryPayloads", "Offloader",
@@ -46,6 +57,12 @@ DEFAULT_OFFLOAD_BYTES = 256 * 1024
 OFFLOAD_ENV = "RUNFOX_OFFLOAD_BYTES"
 #: Bytes of decoded blobs an ``Offloader`` keeps in memory by default.
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
+#: Seconds for which an ``Offloader`` takes a blob it stored (committed) or read
+#: to be still in the store, and so does not send it again. Nothing in runfox
+#: deletes blobs behind its back (``Offloader.delete`` forgets what it deletes);
+#: the bound covers an operator's clean-up or an S3 lifecycle rule, which act
+#: on blobs days old.
+TRUST_STORED_SECONDS = 3600.0
 
 
 def offload_threshold(value: int | str | None, default: int | None,
@@ -128,6 +145,11 @@ class PayloadStore(ABC):
     def close(self) -> None:
         """Release what the store holds (a shared database's connections are not its own)."""
 
+    def _once_stored(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the blobs ``_put`` so far are durable: at once
+        here; a store whose puts join a transaction waits for its commit."""
+        callback()
+
     @abstractmethod
     def _put(self, key: str, blob: bytes) -> None: ...
 
@@ -186,12 +208,14 @@ class Offloader:
         self.store = store
         self.threshold = threshold
         self.cache_bytes = cache_bytes
-        # key -> (value, size); and id(value) -> (value, reference) for values
-        # that came from or went to the store, so packing them again is free.
-        self._values: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        # key -> (value, size, when this process last found it stored); and
+        # id(value) -> (value, reference) for values that came from or went to
+        # the store, so packing them again is free.
+        self._values: OrderedDict[str, tuple[Any, int, float]] = OrderedDict()
         self._refs: dict[int, tuple[Any, dict[str, Any]]] = {}
         self._held = 0
         self._lock = threading.Lock()
+        self._local = threading.local()  # ``encoding_once``'s memos, per thread
 
     def __repr__(self) -> str:
         return f"Offloader({self.store!r}, threshold={self.threshold})"
@@ -200,16 +224,33 @@ class Offloader:
 
     def pack(self, value: Any) -> Any:
         """``value``, or a reference to it (stored first) when it is over the threshold."""
+        return self.pack_encoded(value)[0]
+
+    def pack_json(self, value: Any) -> str:
+        """The JSON text (``compact_json``) of ``pack(value)``, for a store's row.
+
+        A value that stays inline was encoded to measure it: that text is
+        returned rather than made again."""
+        packed, blob = self.pack_encoded(value)
+        return compact_json(packed) if blob is None else blob.decode("ascii")
+
+    def pack_encoded(self, value: Any) -> tuple[Any, bytes | None]:
+        """``pack(value)`` and the blob of an inline result, as ``payloads.pack_encoded``."""
         if value is None or isinstance(value, bool | int | float):
-            return value
+            return value, None
         with self._lock:
             known = self._refs.get(id(value))
+        if known is None:
+            known = self._block("refs").get(id(value))
         if known is not None and known[0] is value:
-            return known[1]
-        ref = payloads.pack(value, self.threshold, self._put)
-        if ref is not value:
-            self._remember(ref, value)
-        return ref
+            return known[1], None
+        packed, blob = payloads.pack_encoded(value, self.threshold, self._put, self._encode)
+        if packed is not value:
+            # Shared only once the blob is durable (a rolled back put must be sent
+            # again); until then, within this write only.
+            self._block("refs")[id(value)] = (value, packed)
+            self.store._once_stored(lambda: self._remember(packed, value))
+        return packed, blob
 
     def unpack(self, value: Any) -> Any:
         """The value a reference stands for, or ``value`` itself.
@@ -222,12 +263,38 @@ class Offloader:
     def pack_record(self, record: WorkflowRecord, previous: WorkflowRecord | None
                     ) -> WorkflowRecord:
         """``payloads.pack_record`` with this store and threshold (see there)."""
-        return payloads.pack_record(record, previous, self.pack)
+        with self.encoding_once():
+            return payloads.pack_record(record, previous, self.pack)
 
     def unpack_record(self, record: WorkflowRecord, base: WorkflowRecord | None = None
                       ) -> WorkflowRecord:
         """``payloads.unpack_record`` with this store (missing blobs become defects)."""
         return payloads.unpack_record(record, base, self._get)
+
+    @contextmanager
+    def encoding_once(self) -> Iterator[None]:
+        """Within this block (one write, on this thread), a value is encoded once.
+
+        A step's output ``{"k": big}`` is encoded to be measured (and offloaded),
+        then ``big`` becomes the state key ``k`` and is measured on its own: the
+        object's blob is built from its values' blobs (``payloads.encode_object``)
+        and those are kept, by identity, until the block ends; so are the
+        references made in it (not yet shared with other threads while the
+        write's transaction may still roll back). Blocks nest.
+        """
+        if getattr(self._local, "blobs", None) is not None:
+            yield
+            return
+        self._local.blobs, self._local.refs = {}, {}
+        try:
+            yield
+        finally:
+            self._local.blobs = self._local.refs = None
+
+    def _block(self, name: str) -> dict[int, Any]:
+        """The open ``encoding_once`` block's memo ``name`` (a throwaway one outside)."""
+        memo: dict[int, Any] | None = getattr(self._local, name, None)
+        return {} if memo is None else memo
 
     def delete(self, keys: Iterable[str]) -> int:
         """Remove blobs from the store and this cache; how many the store had.
@@ -244,12 +311,29 @@ class Offloader:
                     self._held -= held[1]
         return self.store.delete(wanted)
 
-    # -- the cache ------------------------------------------------------------------
+    # -- encoding and the cache ---------------------------------------------------------
+
+    def _encode(self, value: Any) -> bytes:
+        memo: dict[int, tuple[Any, bytes]] | None = getattr(self._local, "blobs", None)
+        if memo is None:
+            return payloads.encode(value)
+        held = memo.pop(id(value), None)
+        if held is not None and held[0] is value:
+            return held[1]
+        if type(value) is not dict or not all(type(k) is str for k in value):
+            return payloads.encode(value)
+        blob, parts = payloads.encode_object(value)
+        for item, part in parts:
+            memo[id(item)] = (item, part)
+        return blob
 
     def _put(self, key: str, blob: bytes) -> None:
-        # Put even when this process has the key cached: the store may have lost it
-        # since (a lifecycle rule, a clean-up), and a put of a blob is idempotent.
-        self.store.put_keyed(key, blob)
+        # ``payloads.pack`` computed ``key`` from ``blob`` just now: no second hash.
+        with self._lock:
+            held = self._values.get(key)
+        if held is not None and time.monotonic() - held[2] < TRUST_STORED_SECONDS:
+            return  # this process stored or read it lately: it is there
+        self.store._put(key, blob)
 
     def _get(self, key: str) -> Any:
         with self._lock:
@@ -257,26 +341,30 @@ class Offloader:
             if held is not None:
                 self._values.move_to_end(key)
                 return held[0]
-        blob = self.store.get(key)
+        blob = self.store.get(key)  # checks the blob against its key
         try:
             value = json.loads(blob)
         except ValueError as exc:
             raise CorruptRecord(key, f"the blob in {self.store.where} is not JSON: {exc}"
                                 ) from exc
-        self._remember(payloads.make_ref(blob), value)
+        self._remember(payloads.make_ref(blob, key), value)
         return value
 
     def _remember(self, ref: dict[str, Any], value: Any) -> None:
         key, size = ref[payloads.REF_KEY], ref["size"]
         if size > self.cache_bytes:
             return
+        now = time.monotonic()
         with self._lock:
-            if key in self._values:
+            held = self._values.get(key)
+            if held is not None:
+                self._values[key] = (held[0], held[1], now)
                 return
-            self._values[key] = (value, size)
+            self._values[key] = (value, size, now)
             self._refs[id(value)] = (value, ref)
             self._held += size
             while self._held > self.cache_bytes and self._values:
-                _, (old, old_size) = self._values.popitem(last=False)
+                _, (old, old_size, _) = self._values.popitem(last=False)
                 self._refs.pop(id(old), None)
                 self._held -= old_size
+

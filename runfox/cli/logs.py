@@ -23,7 +23,7 @@ __all__ = ["BatchedHandler"]
 BATCH_LINES = 512
 
 
-class BatchedHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class BatchedHandler(logging.StreamHandler):  # type: ignore[type-arg,unused-ignore]
     """A ``StreamHandler`` that writes INFO and DEBUG lines in batches."""
 
     def __init__(self, stream: TextIO, interval: float = 0.2) -> None:

@@ -12,6 +12,7 @@ a reference whose blob is not yet committed.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import bindparam, delete, select
@@ -43,6 +44,10 @@ class SqlPayloads(PayloadStore):
         row = {"payload_key": key, "size": len(blob), "data": blob.decode("utf-8"),
                "created_at": time.time()}
         self._db.run(lambda conn: conn.execute(self._insert, row), what=f"store payload {key}")
+
+    def _once_stored(self, callback: Callable[[], None]) -> None:
+        # Inside a joint unit the insert commits (or rolls back) with the record.
+        self._db.after_commit(callback)
 
     def _get(self, key: str) -> bytes | None:
         found: Any = self._db.run(lambda conn: conn.execute(_SELECT, {"k": key}).scalar(),

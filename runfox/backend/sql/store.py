@@ -55,6 +55,7 @@ from sqlalchemy.sql.dml import Insert
 
 from ...errors import BackendError, ConflictError, CorruptRecord
 from ...history import Event, corrupt_event
+from ...jsonvalue import compact_json
 from ...records import StepChanges, StepRecord, WorkflowRecord, ordered_items
 from ...status import WorkflowStatus
 from ..payload_store import DEFAULT_OFFLOAD_BYTES, Offloader, offload_threshold
@@ -133,13 +134,8 @@ _RECHECK_MAX = 3600.0
 JOINT_GRACE = 3600.0
 
 
-# One encoder for every call: ``json.dumps`` with options builds a new one each time.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
-
-
-def dumps(value: Any) -> str:
-    """Compact, ASCII-only JSON (any server character set can hold it)."""
-    return _ENCODER.encode(value)
+#: Compact, ASCII-only JSON (any server character set can hold it); the runner uses it too.
+dumps = compact_json
 
 
 class _RecordCache:
@@ -249,10 +245,15 @@ class SqlStore(DatabaseUser, Store):
     def _write_logged(self, record: WorkflowRecord, previous: WorkflowRecord | None,
                       events: Sequence[Event]) -> None:
         kept = record
-        if previous is None:
-            record = self._payloads.pack_record(record, None)
-        else:  # the state goes by changed key below (packing all of it is O(state))
-            record = self._payloads.pack_record(record.evolve(state=_NO_STATE), previous)
+        with self._payloads.encoding_once():  # outputs, then their keys in the state
+            if previous is None:
+                record = self._payloads.pack_record(record, None)
+            else:  # the state goes by changed key below (packing all of it is O(state))
+                record = self._payloads.pack_record(record.evolve(state=_NO_STATE),
+                                                    previous)
+            values = (_state_params(record.workflow_execution_id, kept, previous,
+                                    self._payloads.pack_json)
+                      if record.version > 1 else [])
         key = record.workflow_execution_id
         logged = [_event_params(e) for e in events]
         if record.version == 1:
@@ -279,7 +280,6 @@ class SqlStore(DatabaseUser, Store):
                 changed = [sid for sid in changed if sid not in made]
             inserts = [_step_row(key, record.steps[sid], record.version) for sid in fresh]
             rows = [_step_params(key, record.steps[sid], record.version) for sid in changed]
-            values = _state_params(key, kept, previous, self._payloads.pack)
 
             def work(conn: Connection) -> None:
                 if update_head.execute(conn, head) != 1:
@@ -689,12 +689,14 @@ def _apply_delta(key: str, found: _Read) -> WorkflowRecord:
 
 
 def _state_params(key: str, record: WorkflowRecord, previous: WorkflowRecord | None,
-                  pack: Callable[[Any], Any] | None = None) -> list[dict[str, Any]]:
+                  text: Callable[[Any], str] = dumps) -> list[dict[str, Any]]:
     """Rows for the state keys whose value changed since ``previous``, by identity.
 
     The graph builds a new state dict only by merging (``{**state, **output}``),
     so an unchanged key keeps its value object and costs one dict lookup, not
     its JSON. A key ``previous`` had and ``record`` lacks gets a NULL row.
+    ``text`` makes a value's column (``Offloader.pack_json``: offloaded, or
+    the JSON measured for that).
     """
     new = record.state
     old: Mapping[str, Any] = previous.state if previous is not None else {}
@@ -713,7 +715,7 @@ def _state_params(key: str, record: WorkflowRecord, previous: WorkflowRecord | N
             raise ValueError(f"{key}: state key {name[:40]!r}... is longer than "
                              f"{MAX_STATE_KEY} characters")
         rows.append({"workflow_execution_id": key, "name": name, "version": record.version,
-                     "value": dumps(value if pack is None else pack(value))})
+                     "value": text(value)})
     if kept < len(old):
         rows.extend({"workflow_execution_id": key, "name": name, "version": record.version,
                      "value": None} for name in old if name not in new)
