@@ -114,6 +114,68 @@ class Slots(ABC):
         keys are ignored)."""
 
 
+class _SlotThreads:
+    """``size`` threads running calls from one queue, each call's outcome in a
+    ``concurrent.futures.Future``: what ``ThreadSlots`` needs of a thread pool.
+
+    ``ThreadPoolExecutor.submit`` takes two locks and counts idle threads with a
+    semaphore on every call; a worker hands over a job per step, so that was a
+    noticeable share of a short step. Threads start with the first call and are
+    not daemons: a job still running when the process exits is waited for, as
+    ``ThreadPoolExecutor`` does.
+    """
+
+    def __init__(self, size: int, name: str) -> None:
+        self._size = size
+        self._name = name
+        self._calls: queue.SimpleQueue[tuple[cf.Future[Any], Callable[..., Any],
+                                             tuple[Any, ...]] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> cf.Future[Any]:
+        if not self._threads:
+            for n in range(self._size):
+                thread = threading.Thread(target=self._serve, name=f"{self._name}_{n}")
+                thread.start()
+                self._threads.append(thread)
+        future: cf.Future[Any] = cf.Future()
+        self._calls.put((future, fn, args))
+        return future
+
+    def _serve(self) -> None:
+        while True:
+            call = self._calls.get()
+            if call is None:
+                return
+            future, fn, args = call
+            del call
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args)
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+            del future, fn, args
+
+    def shutdown(self, wait: bool) -> None:
+        """Cancel the calls not started, end the threads (joined when ``wait``)."""
+        try:
+            while True:
+                call = self._calls.get_nowait()
+                if call is not None:
+                    call[0].cancel()
+        except queue.Empty:
+            pass
+        for _ in self._threads:
+            self._calls.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()
+        self._threads = []
+
+
 class ThreadSlots(Slots):
     """Jobs on a thread pool, async ones on an event loop thread.
 
@@ -125,7 +187,7 @@ class ThreadSlots(Slots):
         self.size = size
         self._executor = executor
         self._on_beat = on_beat
-        self._pool = cf.ThreadPoolExecutor(size, thread_name_prefix="runfox-worker")
+        self._pool = _SlotThreads(size, "runfox-worker")
         self._futures: dict[cf.Future[dict[str, Any]], DispatchJob] = {}
         # Futures as they finish (put by their done-callback): ``wait`` blocks on
         # this queue instead of registering a waiter on every running future.
@@ -216,7 +278,7 @@ class ThreadSlots(Slots):
             running = [f for f, j in self._futures.items() if is_async(self._executor, j.fn)]
             cf.wait(running)
         self._stop_loop(wait)
-        self._pool.shutdown(wait=wait, cancel_futures=True)
+        self._pool.shutdown(wait=wait)
         self._futures.clear()
         with self._lock:
             self._flags.clear()
