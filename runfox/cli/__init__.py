@@ -55,7 +55,7 @@ from . import history as history_cli
 from . import schedule as schedule_cli
 from . import ui as ui_cli
 from .exits import EXIT_BACKEND, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
-from .logs import BatchedHandler
+from .logs import BatchedHandler, lean_records
 
 __all__ = ["build_parser", "main"]
 
@@ -434,8 +434,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.backend_shown = mask_url(args.backend)
     serving = args.command in ("worker", "scheduler")
     level = logging.DEBUG if args.debug else (logging.INFO if serving else logging.WARNING)
-    # A serving command logs a line per job: written in batches (see cli.logs).
+    # A serving command logs a line per job: written in batches, and each record
+    # made without what the format does not show (see cli.logs).
     handler = BatchedHandler(sys.stderr) if serving else logging.StreamHandler(sys.stderr)
+    if serving:
+        lean_records()
     logging.basicConfig(level=level, handlers=[handler],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -17,7 +17,17 @@ import threading
 import time
 from typing import TextIO
 
-__all__ = ["BatchedHandler"]
+__all__ = ["BatchedHandler", "lean_records"]
+
+def lean_records() -> None:
+    """Make log records without the caller's file and line, thread and process
+    names: the CLI's format shows none of them, and looking up the caller walks
+    the stack on every record (the Python logging HOWTO's "Optimization")."""
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+
 
 #: Lines written at once when a batch reaches this many.
 BATCH_LINES = 512
