@@ -107,14 +107,7 @@ def test_a_driving_worker_claims_the_next_queued_job_in_the_unit(kind: str,
             backend = Backend(store=store, runner=runner)
             one = {"steps": [{"id": "s", "fn": "inc", "input": {"x": {"var": "input.x"}}}]}
             ids = [backend.start(one, {"x": i}) for i in range(10)]
-            counter = Counter(store.engine)
-            worker = Worker(backend, inc, register=False, schedule_interval=None,
-                            poll_interval=0.01, sweep_interval=3600.0)
-            try:
-                stats = worker.run(max_jobs=10, idle_timeout=30)
-            finally:
-                counter.close()
-            assert stats.jobs == 10
+            counter = _counted_jobs(backend, store, 10)
             assert [backend.load(i).steps["s"].output for i in ids] == [
                 {"x": i + 1} for i in range(10)]
             assert counter.write_commits == 10 + 1
@@ -123,20 +116,26 @@ def test_a_driving_worker_claims_the_next_queued_job_in_the_unit(kind: str,
             store.close()
 
 
+def _counted_jobs(backend: Backend, store: SqlStore, jobs: int) -> Counter:
+    """Run ``jobs`` jobs with one driving worker (one slot); the SQL it made."""
+    counter = Counter(store.engine)
+    worker = Worker(backend, inc, register=False, schedule_interval=None,
+                    poll_interval=0.01, sweep_interval=3600.0)
+    try:
+        stats = worker.run(max_jobs=jobs, idle_timeout=30)
+    finally:
+        counter.close()
+    assert stats.jobs == jobs
+    return counter
+
+
 def _count_a_chain(kind: str, url: str) -> None:
     store, runner = parts_from_url(url)
     try:
         backend = Backend(store=store, runner=runner)
         wf_id = backend.create(chain_spec(10), {"x": 0})
         backend.apply_and_advance(wf_id)  # claims s0 and dispatches its job
-        counter = Counter(store.engine)
-        worker = Worker(backend, inc, register=False, schedule_interval=None,
-                        poll_interval=0.01, sweep_interval=3600.0)
-        try:
-            stats = worker.run(max_jobs=10, idle_timeout=30)
-        finally:
-            counter.close()
-        assert stats.jobs == 10
+        counter = _counted_jobs(backend, store, 10)
         record = backend.load(wf_id)
         assert record.status is WorkflowStatus.COMPLETE and record.outcome == {"x": 10}
         print(f"\n10-step chain on {kind}, per step: {counter.statements / 10:.1f} statements, "

@@ -113,6 +113,11 @@ _CONTENDED_KEPT = 1024
 class _AfterWrite(Exception):
     """Carries an error of a joint unit's ``then`` past the transition's handlers."""
 
+    def cause(self) -> BaseException:
+        """The error it carries, to raise in its place."""
+        assert self.__cause__ is not None
+        return self.__cause__
+
 
 class _Put:
     """One cache entry to store once the record write has committed."""
@@ -316,9 +321,7 @@ class Backend:
                 else:
                     self._write_joint(joint, new, current, events, result)
             except _AfterWrite as wrapped:
-                cause = wrapped.__cause__
-                assert cause is not None
-                raise cause from None
+                raise wrapped.cause() from None
             except ConflictError:
                 if deferred is not None:
                     if joint is None or not self.store.reloads_in_unit:
@@ -993,9 +996,7 @@ class Backend:
         try:
             self._write_joint(joint, new, current, events, result)
         except _AfterWrite as wrapped:
-            cause = wrapped.__cause__
-            assert cause is not None
-            raise cause from None
+            raise wrapped.cause() from None
         except (ConflictError, *_UNWRITABLE):
             return False, None
         self._publish(events)
