@@ -76,10 +76,16 @@ class DispatchJob:
     delivery: int = field(default=1, compare=False)
     concurrency_key: str | None = field(default=None, compare=False)
     concurrency_limit: int | None = field(default=None, compare=False)
+    # ``key``, made once: a worker looks it up several times per job.
+    _key: str = field(default="", init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_key", job_key(self.workflow_execution_id, self.step_id,
+                                                 self.run_id))
 
     @property
     def key(self) -> str:
-        return job_key(self.workflow_execution_id, self.step_id, self.run_id)
+        return self._key
 
     def to_dict(self) -> dict[str, Any]:
         return {
