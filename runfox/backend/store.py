@@ -138,9 +138,8 @@ class Store(ABC):
     def reloads_in_unit(self) -> bool:
         """Inside a unit of work (``unit_with``), a load after a lost race sees the
         winner's write, so the unit may reload and write again instead of rolling
-        back (SQLite, which holds its write lock from the start; PostgreSQL's read
-        committed). False by default and where a transaction keeps one snapshot
-        (MySQL's repeatable read)."""
+        back (SQLite, which holds its write lock from the start). False by default,
+        and wherever a transaction may keep one snapshot (repeatable read)."""
         return False
 
     def load(self, workflow_execution_id: str) -> WorkflowRecord:

@@ -454,7 +454,10 @@ class SqlStore(DatabaseUser, Store):
 
     @property
     def reloads_in_unit(self) -> bool:
-        return self._db.dialect.name in ("sqlite", "postgresql")
+        # SQLite: the unit holds the one write lock from BEGIN IMMEDIATE on.
+        # (PostgreSQL's read committed would see the winner's rows too, but an
+        # engine may be set to repeatable read; there the unit runs again.)
+        return self._db.dialect.name == "sqlite"
 
     def unit_with(self, runner: Runner) -> UnitOfWork | None:
         """One transaction for this store and ``runner`` when they share the database
