@@ -31,6 +31,9 @@ write a transition, dispatch and acknowledge in one commit.
 A connection the server dropped is discarded, and SQLAlchemy then replaces every
 connection of the pool older than it (its disconnect handling), so once a
 restarted server is back the next unit of work gets a fresh connection.
+Between units, the connection of the last one of each kind is parked for the
+next (``parked.Parking``: a pool checkout cost more CPU than a unit); an outage
+sends every parked connection back to the pool.
 
 SQLite files that runfox creates are created with mode 0600 (owner only);
 SQLite gives the ``-wal`` and ``-shm`` files the mode of the database file. An
@@ -45,7 +48,7 @@ import threading
 import time
 import weakref
 from collections import namedtuple
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any, TypeVar
 
 from sqlalchemy import create_engine
@@ -56,6 +59,7 @@ from sqlalchemy.sql.expression import Executable
 from ...errors import BackendError, BackendUnavailable, PayloadTooLarge
 from ...urlmask import mask_url, url_secrets
 from .dialects import Diagnosis, Dialect, Problem, dialect_for, megabytes
+from .parked import Parking
 from .schema import SchemaError, SchemaState, ensure_schema, read_state, upgrade_schema
 
 __all__ = ["Database", "DatabaseUser", "DuplicateRow", "HotStatement"]
@@ -130,7 +134,10 @@ class Database:
         self._local = threading.local()
         # One option engine (sharing the pool and event listeners) per set of
         # dialect options: setting them on each connection cost a call per unit.
-        self._engines: dict[tuple[bool, bool], Engine] = {}
+        # With it, the kind of unit those options make (for ``Parking``).
+        self._engines: dict[tuple[bool, bool], tuple[Engine, Hashable]] = {}
+        # The connection of the last unit of each kind, for the next one.
+        self._parking = Parking(engine)
         # A driver ``HotStatement`` may run statements on directly (see there).
         self.direct = (engine.dialect.name, engine.dialect.driver) in _DIRECT_DRIVERS
 
@@ -251,6 +258,7 @@ class Database:
                 return
             _BY_ENGINE.pop(self.engine, None)
             self.dialect.detach()
+        self._parking.clear()
         if self.owns_engine:
             self.engine.dispose()
 
@@ -267,13 +275,32 @@ class Database:
         if joined is not None:
             yield joined
             return
-        engine = self._engines.get((write, standalone))
-        if engine is None:
+        try:
+            engine, kind = self._engines[(write, standalone)]
+        except KeyError:
             options = self.dialect.options(write, standalone)
             engine = self.engine.execution_options(**options) if options else self.engine
-            self._engines[(write, standalone)] = engine
-        with engine.connect() as conn, conn.begin():
-            yield conn
+            kind = tuple(sorted(options.items()))
+            self._engines[(write, standalone)] = engine, kind
+        # The last unit's connection of this kind if it is still fresh (see
+        # ``Parking``): a pool checkout and check-in cost more than the unit.
+        conn = self._parking.take(kind, engine)
+        try:
+            with conn.begin():
+                yield conn
+        except Exception as exc:
+            # Rolled back. After a database error (or a failed rollback) the
+            # connection goes back to the pool, which checks it; after an error
+            # of ``work``'s own (a lost race ...) it is as good as after a commit.
+            if isinstance(exc, SQLAlchemyError):
+                conn.close()
+            else:
+                self._parking.park(kind, conn)
+            raise
+        except BaseException:
+            conn.close()
+            raise
+        self._parking.park(kind, conn)
 
     def run(
         self,
@@ -324,9 +351,12 @@ class Database:
                     raise self.error(what, exc) from exc
                 if found.problem is Problem.TOO_LARGE:
                     raise self.too_large(what, found) from exc
-                delay = (self.dialect.retry_delay(attempt, time.monotonic() - started)
-                         if found.problem is Problem.CONTENTION
-                         else self.dialect.outage_delay(attempt))
+                if found.problem is Problem.CONTENTION:
+                    delay = self.dialect.retry_delay(attempt, time.monotonic() - started)
+                else:
+                    # The parked connections likely went down with this one.
+                    self._parking.clear()
+                    delay = self.dialect.outage_delay(attempt)
                 if delay is None:
                     raise self.unavailable(what, found, exc) from exc
                 time.sleep(delay)
@@ -448,11 +478,15 @@ class HotStatement:
     def _compile_direct(self, names: tuple[str, ...]
                         ) -> tuple[str, Callable[[Any], Any]] | None:
         dialect = self._db.engine.dialect
-        compiled: Any = self._statement.compile(dialect=dialect, column_keys=list(names))
+        # Compiled as for an executemany unless rows are wanted: a single-row
+        # INSERT would otherwise RETURN its new primary key on PostgreSQL, for
+        # ``inserted_primary_key``, which nobody here reads.
+        compiled: Any = self._statement.compile(dialect=dialect, column_keys=list(names),
+                                                for_executemany=not self._returns)
         # The driver's parameters: in order (``?``, ``%s``) or by name (``%(name)s``).
         keys = compiled.positiontup if compiled.positional else list(compiled.binds)
         if (keys is None or compiled.literal_execute_params or compiled.post_compile_params
-                or bool(compiled.returning) != self._returns
+                or bool(compiled.returning) != self._returns or compiled._insertmanyvalues
                 or any(bind.expanding for bind in compiled.binds.values())):
             return None
         Connection._handle_dbapi_exception  # noqa: B018  (the error path needs it)
@@ -556,6 +590,10 @@ class HotStatement:
         plan = self._plan(conn, params, many)
         if plan is None:
             return int(conn.execute(self._statement, params).rowcount)
+        if isinstance(params, list) and len(params) == 1:
+            # As Core does: one row is an execute (psycopg would open a pipeline
+            # for an executemany, for nothing).
+            params, many = params[0], False
         cursor = self._run(conn, plan, params, many)
         count = int(cursor.rowcount)
         cursor.close()
