@@ -20,8 +20,8 @@ What keeps that safe:
   the pool when next asked for, and a fresh checkout takes its place, so the
   pool's recycling (``pool_recycle``, connections older than a disconnect)
   applies to anything that sat idle. An idle worker parks at most one or two.
-  Nor past ``engine.dispose()``: one parked before it goes back to its old pool
-  (closed, as SQLAlchemy treats connections checked out during a dispose).
+  Nor past ``engine.dispose()``: one parked before it is closed when next asked
+  for (its old pool would only close it once garbage collected).
 - Never after a failure: a unit that raised closes its connection (back to the
   pool, or discarded if it was invalidated). An outage (``Database.run``)
   sends every parked connection back too: they likely died with the others.
@@ -74,10 +74,17 @@ class Parking:
         if parked is not None:
             conn, since, pool = parked
             if (time.monotonic() - since < PARK_SECONDS and not conn.invalidated
-                    and pool is self._engine.pool):  # else ``engine.dispose()`` ran since
+                    and pool is self._engine.pool):
                 return conn
-            conn.close()
+            self._close(conn, pool)
         return engine.connect()
+
+    def _close(self, conn: Connection, pool: Any) -> None:
+        """Give ``conn`` back to its pool; close it if ``engine.dispose()`` ran since
+        it was parked (the old pool would keep it open until garbage collection)."""
+        if pool is not self._engine.pool:
+            conn.invalidate()
+        conn.close()
 
     def park(self, kind: Hashable, conn: Connection) -> None:
         """Keep ``conn`` (its unit committed) for the next unit of ``kind``, or
@@ -92,10 +99,10 @@ class Parking:
         """Send every parked connection back to the pool."""
         while self._parked:
             try:
-                _, (conn, _, _) = self._parked.popitem()
+                _, (conn, _, pool) = self._parked.popitem()
             except KeyError:  # another thread took the last one
                 return
-            conn.close()
+            self._close(conn, pool)
 
     def _forget(self) -> None:
         """In a forked child: drop the parent's connections without touching them."""
