@@ -186,6 +186,8 @@ def test_a_killed_connection_is_invalidated_and_the_unit_runs_again(
         try:
             add = HotStatement(db, keys.insert())
             # Straight on a connection: SQLAlchemy's DBAPIError, the connection invalidated.
+            pool: Any = db.engine.pool
+            before = pool._invalidate_time
             with db.engine.connect() as conn:
                 unit = conn.begin()
                 kill(conn)
@@ -194,6 +196,8 @@ def test_a_killed_connection_is_invalidated_and_the_unit_runs_again(
                 assert caught.value.connection_invalidated
                 assert conn.invalidated
                 unit.rollback()
+            # And the pool's older connections are due for replacement, as after Core.
+            assert pool._invalidate_time > before
             assert add._compiled and all(p is not None for p in add._compiled.values())
             # In a unit: killed on the first run, run again on a new connection.
             runs = []

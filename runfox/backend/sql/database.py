@@ -77,6 +77,8 @@ _DRIVER_HINTS = {
 _DEFAULT_DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
                     "mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"}
 
+# Where ``HotStatement`` keeps its cursor in a pooled connection's ``info``.
+_CURSOR = "runfox_hot_cursor"
 # The (dialect, driver) pairs whose connections ``HotStatement`` runs statements on.
 _DIRECT_DRIVERS = frozenset({("sqlite", "pysqlite"), ("postgresql", "psycopg"),
                              ("mysql", "pymysql"), ("mariadb", "pymysql")})
@@ -536,13 +538,20 @@ class HotStatement:
              params: Any, many: bool) -> Any:
         """Run ``plan`` on the driver's connection; its cursor, executed."""
         sql, arguments = plan
-        cursor: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        # One cursor per driver connection, kept in the pool's per-connection
+        # ``info`` (cleared when the connection is replaced): a new psycopg
+        # cursor per statement cost a few microseconds.
+        pooled = conn.connection
+        cursor: Any = pooled.info.get(_CURSOR)
+        if cursor is None:
+            cursor = pooled.info[_CURSOR] = pooled.driver_connection.cursor()  # type: ignore[union-attr]
         try:
             if many:
                 cursor.executemany(sql, [arguments(p) for p in params])
             else:
                 cursor.execute(sql, arguments(params))
         except BaseException as exc:
+            del pooled.info[_CURSOR]  # SQLAlchemy's handling closes it
             if (isinstance(exc, self._db.engine.dialect.loaded_dbapi.Error)
                     or not isinstance(exc, Exception)):
                 # As Core handles it: wrapped, listeners told, and a lost (or
@@ -564,7 +573,6 @@ class HotStatement:
         make = self._make_row
         if make is None:
             make = self._make_row = self._row_maker(cursor.description)
-        cursor.close()
         return [make(values) for values in found]
 
     def _row_maker(self, description: Any) -> Callable[[Any], Any]:
@@ -595,9 +603,7 @@ class HotStatement:
             # for an executemany, for nothing).
             params, many = params[0], False
         cursor = self._run(conn, plan, params, many)
-        count = int(cursor.rowcount)
-        cursor.close()
-        return count
+        return int(cursor.rowcount)
 
 
 def _arguments(names: list[str] | None, sources: list[tuple[str | None, Any, Any]]
