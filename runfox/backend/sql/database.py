@@ -520,8 +520,10 @@ class HotStatement:
     def _plan(self, conn: Connection, params: dict[str, Any] | list[dict[str, Any]],
               many: bool) -> tuple[str, Callable[[Any], Any]] | None:
         """The compiled form for these parameter names, or None: run it through Core."""
-        if (not self._db.direct or (many and not params) or conn.dispatch.before_cursor_execute
-                or conn.dispatch.after_cursor_execute or not conn.in_transaction()
+        if (not self._db.direct or (many and not params)
+                or (_has_events(conn) and (conn.dispatch.before_cursor_execute
+                                           or conn.dispatch.after_cursor_execute))
+                or not conn.in_transaction()
                 or conn.get_execution_options().get("schema_translate_map")):
             # Listeners on the statements (tracing, counting) see every one: Core runs it.
             # Outside a transaction, Core begins one.
@@ -604,6 +606,12 @@ class HotStatement:
             params, many = params[0], False
         cursor = self._run(conn, plan, params, many)
         return int(cursor.rowcount)
+
+
+def _has_events(conn: Connection) -> bool:
+    """Whether any listener may be on ``conn`` or its engine: SQLAlchemy's own
+    quick test before it looks at its listeners (which costs a microsecond)."""
+    return getattr(conn, "_has_events", True) or getattr(conn.engine, "_has_events", True)
 
 
 def _arguments(names: list[str] | None, sources: list[tuple[str | None, Any, Any]]
