@@ -98,10 +98,15 @@ def test_a_connection_parked_too_long_goes_back_to_the_pool(
 
 def test_nothing_parked_outlives_engine_dispose(db: Database) -> None:
     db.run(raw)
+    db.run(raw, write=False)  # two kinds parked
     db.engine.dispose()  # e.g. to apply new connect-time settings
     seen = checkouts(db.engine)
     db.run(raw)
     assert len(seen) == 1
+    # Both of the old pool went, before the new connection opened: an SQLite
+    # file still open here would have lent it its (writable) descriptor.
+    parked_now = list(db._parking._parked.values())
+    assert len(parked_now) == 1 and parked_now[0][2] is db.engine.pool
 
 
 def test_release_returns_every_parked_connection(url: str) -> None:

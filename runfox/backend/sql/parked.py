@@ -73,10 +73,16 @@ class Parking:
         parked = self._parked.pop(kind, None)  # atomic: only one thread gets it
         if parked is not None:
             conn, since, pool = parked
-            if (time.monotonic() - since < PARK_SECONDS and not conn.invalidated
-                    and pool is self._engine.pool):
+            if pool is not self._engine.pool:
+                # Disposed since: every connection of the old pool goes before a
+                # new one opens (an SQLite file still open in this process would
+                # lend the new connection its descriptor, writable or not).
+                self._close(conn, pool)
+                self.clear()
+            elif time.monotonic() - since < PARK_SECONDS and not conn.invalidated:
                 return conn
-            self._close(conn, pool)
+            else:
+                self._close(conn, pool)
         return engine.connect()
 
     def _close(self, conn: Connection, pool: Any) -> None:
