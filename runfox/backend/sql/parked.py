@@ -20,8 +20,9 @@ What keeps that safe:
   the pool when next asked for, and a fresh checkout takes its place, so the
   pool's recycling (``pool_recycle``, connections older than a disconnect)
   applies to anything that sat idle. An idle worker parks at most one or two.
-  Nor past ``engine.dispose()``: one parked before it is closed when next asked
-  for (its old pool would only close it once garbage collected).
+  Nor past ``engine.dispose()``: the first unit after it closes every connection
+  parked from the old pool (which would only close them once garbage collected)
+  before it opens a new one, as if they had been in the pool.
 - Never after a failure: a unit that raised closes its connection (back to the
   pool, or discarded if it was invalidated). An outage (``Database.run``)
   sends every parked connection back too: they likely died with the others.
