@@ -15,6 +15,7 @@ statement runs on the driver's cursor, not through ``conn.execute``:
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from runfox.backend.sql.database import Database, DuplicateRow, HotStatement
 from runfox.backend.sql.schema import keys, tasks
 from runfox.errors import BackendError, BackendUnavailable
 
-KILL = {"postgresql": ("SELECT pg_terminate_backend({id})", "SELECT pg_backend_pid()"),
+KILL = {"postgresql": ("SELECT pg_terminate_backend({id}, 5000)", "SELECT pg_backend_pid()"),
         "mysql": ("KILL {id}", "SELECT CONNECTION_ID()")}
 
 
@@ -173,6 +174,7 @@ def killer(kind: str) -> Iterator[Callable[[Connection], None]]:
         own = conn.execute(text(id_sql)).scalar()
         with admin.connect() as other:
             other.execute(text(kill_sql.format(id=own)))
+        time.sleep(0.05)  # MariaDB's KILL returns before the connection is gone
 
     try:
         yield kill
