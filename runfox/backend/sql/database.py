@@ -31,6 +31,9 @@ write a transition, dispatch and acknowledge in one commit.
 A connection the server dropped is discarded, and SQLAlchemy then replaces every
 connection of the pool older than it (its disconnect handling), so once a
 restarted server is back the next unit of work gets a fresh connection.
+Between units, the connection of the last one of each kind is parked for the
+next (``parked.Parking``: a pool checkout cost more CPU than a unit); an outage
+sends every parked connection back to the pool.
 
 SQLite files that runfox creates are created with mode 0600 (owner only);
 SQLite gives the ``-wal`` and ``-shm`` files the mode of the database file. An
@@ -45,7 +48,7 @@ import threading
 import time
 import weakref
 from collections import namedtuple
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any, TypeVar
 
 from sqlalchemy import create_engine
@@ -56,6 +59,7 @@ from sqlalchemy.sql.expression import Executable
 from ...errors import BackendError, BackendUnavailable, PayloadTooLarge
 from ...urlmask import mask_url, url_secrets
 from .dialects import Diagnosis, Dialect, Problem, dialect_for, megabytes
+from .parked import Parking
 from .schema import SchemaError, SchemaState, ensure_schema, read_state, upgrade_schema
 
 __all__ = ["Database", "DatabaseUser", "DuplicateRow", "HotStatement"]
@@ -72,6 +76,12 @@ _DRIVER_HINTS = {
 # A URL without a driver gets the one runfox's extras install.
 _DEFAULT_DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
                     "mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"}
+
+# Where ``HotStatement`` keeps its cursor in a pooled connection's ``info``.
+_CURSOR = "runfox_hot_cursor"
+# The (dialect, driver) pairs whose connections ``HotStatement`` runs statements on.
+_DIRECT_DRIVERS = frozenset({("sqlite", "pysqlite"), ("postgresql", "psycopg"),
+                             ("mysql", "pymysql"), ("mariadb", "pymysql")})
 
 # One Database per Engine: a store and a runner given the same engine must not
 # install the SQLite transaction hooks twice.
@@ -126,10 +136,12 @@ class Database:
         self._local = threading.local()
         # One option engine (sharing the pool and event listeners) per set of
         # dialect options: setting them on each connection cost a call per unit.
-        self._engines: dict[tuple[bool, bool], Engine] = {}
-        # SQLite through the standard sqlite3 driver: ``HotStatement`` may run on
-        # the driver's connection directly (see there).
-        self.direct = engine.dialect.name == "sqlite" and engine.dialect.driver == "pysqlite"
+        # With it, the kind of unit those options make (for ``Parking``).
+        self._engines: dict[tuple[bool, bool], tuple[Engine, Hashable]] = {}
+        # The connection of the last unit of each kind, for the next one.
+        self._parking = Parking(engine)
+        # A driver ``HotStatement`` may run statements on directly (see there).
+        self.direct = (engine.dialect.name, engine.dialect.driver) in _DIRECT_DRIVERS
 
     # -- construction ---------------------------------------------------------
 
@@ -248,6 +260,7 @@ class Database:
                 return
             _BY_ENGINE.pop(self.engine, None)
             self.dialect.detach()
+        self._parking.clear()
         if self.owns_engine:
             self.engine.dispose()
 
@@ -264,13 +277,32 @@ class Database:
         if joined is not None:
             yield joined
             return
-        engine = self._engines.get((write, standalone))
-        if engine is None:
+        try:
+            engine, kind = self._engines[(write, standalone)]
+        except KeyError:
             options = self.dialect.options(write, standalone)
             engine = self.engine.execution_options(**options) if options else self.engine
-            self._engines[(write, standalone)] = engine
-        with engine.connect() as conn, conn.begin():
-            yield conn
+            kind = tuple(sorted(options.items()))
+            self._engines[(write, standalone)] = engine, kind
+        # The last unit's connection of this kind if it is still fresh (see
+        # ``Parking``): a pool checkout and check-in cost more than the unit.
+        conn = self._parking.take(kind, engine)
+        try:
+            with conn.begin():
+                yield conn
+        except Exception as exc:
+            # Rolled back. After a database error (or a failed rollback) the
+            # connection goes back to the pool, which checks it; after an error
+            # of ``work``'s own (a lost race ...) it is as good as after a commit.
+            if isinstance(exc, SQLAlchemyError):
+                conn.close()
+            else:
+                self._parking.park(kind, conn)
+            raise
+        except BaseException:
+            conn.close()
+            raise
+        self._parking.park(kind, conn)
 
     def run(
         self,
@@ -321,9 +353,12 @@ class Database:
                     raise self.error(what, exc) from exc
                 if found.problem is Problem.TOO_LARGE:
                     raise self.too_large(what, found) from exc
-                delay = (self.dialect.retry_delay(attempt, time.monotonic() - started)
-                         if found.problem is Problem.CONTENTION
-                         else self.dialect.outage_delay(attempt))
+                if found.problem is Problem.CONTENTION:
+                    delay = self.dialect.retry_delay(attempt, time.monotonic() - started)
+                else:
+                    # The parked connections likely went down with this one.
+                    self._parking.clear()
+                    delay = self.dialect.outage_delay(attempt)
                 if delay is None:
                     raise self.unavailable(what, found, exc) from exc
                 time.sleep(delay)
@@ -397,16 +432,23 @@ class HotStatement:
     """A statement run on every step (write a record, queue a job, acknowledge
     one), compiled once per set of parameter names instead of on each call.
 
-    On SQLite (the ``sqlite3`` driver) it runs on the driver's connection under
-    the SQLAlchemy connection it is given, inside the same transaction: no
-    compilation, parameter processing, events or result setup per call (those
-    were most of a step's CPU). A driver error is raised as SQLAlchemy's
-    ``DBAPIError`` for it (``IntegrityError``, ``OperationalError`` ...), so
-    ``Database.run`` retries and translates it as usual. Elsewhere (and for
-    anything not plain: expanding or post-compile parameters) it is
-    ``conn.execute`` as before; and so it is while anyone listens to
-    ``before_cursor_execute`` or ``after_cursor_execute`` on the engine (tracing,
-    statement counters), so they keep seeing every statement.
+    With the drivers runfox installs (``sqlite3``, psycopg 3, PyMySQL) it runs on
+    the driver's connection under the SQLAlchemy connection it is given, inside
+    the same transaction: no compilation, parameter processing, events or
+    result setup per call (those were most of a step's CPU). The SQL is the
+    dialect's own compilation, with its paramstyle (``?`` for SQLite,
+    ``%(name)s`` for psycopg and PyMySQL), its casts and the values bound in the
+    statement; a type with a bind or result processor has it applied as Core
+    would. A driver error goes through SQLAlchemy's own error handling for the
+    connection (``Connection._handle_dbapi_exception``): it is raised as
+    ``DBAPIError`` (``IntegrityError``, ``OperationalError`` ...), a lost
+    connection is invalidated together with the pool's older ones, and
+    ``handle_error`` listeners run, so ``Database.run`` retries and translates
+    it as usual. Anything not plain (expanding or post-compile parameters, a
+    ``schema_translate_map``, another driver) is ``conn.execute`` as before;
+    and so it is while anyone listens to ``before_cursor_execute`` or
+    ``after_cursor_execute`` on the engine (tracing, statement counters), so
+    they keep seeing every statement.
 
     For INSERT/UPDATE/DELETE: ``execute`` gives the row count; with RETURNING,
     ``rows`` gives the rows.
@@ -417,12 +459,17 @@ class HotStatement:
         self._statement: Any = statement  # an INSERT, UPDATE or DELETE
         self._returns = getattr(statement, "_returning", ()) != ()
         self._row_type: Any = None
-        # By the parameter names (in their order): the SQL and what turns a
-        # dict of parameters into its positional row, or None where Core must run it.
-        self._compiled: dict[tuple[str, ...],
-                             tuple[str, Callable[[Any], tuple]] | None] = {}
+        # Per RETURNING column, what gives its type's result processor for the
+        # type code the driver reports; and, from the first rows fetched, what
+        # turns a driver row into a result row.
+        self._result_processor: list[Callable[[Any, Any], Any]] = []
+        self._make_row: Callable[[Any], Any] | None = None
+        # By the parameter names (in their order): the SQL and what turns a dict
+        # of parameters into the driver's (a tuple or a dict, by paramstyle), or
+        # None where Core must run it.
+        self._compiled: dict[tuple[str, ...], tuple[str, Callable[[Any], Any]] | None] = {}
 
-    def _compile(self, names: tuple[str, ...]) -> tuple[str, Callable[[Any], tuple]] | None:
+    def _compile(self, names: tuple[str, ...]) -> tuple[str, Callable[[Any], Any]] | None:
         try:
             return self._compile_direct(names)
         except AttributeError:
@@ -431,73 +478,55 @@ class HotStatement:
             return None
 
     def _compile_direct(self, names: tuple[str, ...]
-                        ) -> tuple[str, Callable[[Any], tuple]] | None:
+                        ) -> tuple[str, Callable[[Any], Any]] | None:
         dialect = self._db.engine.dialect
-        compiled: Any = self._statement.compile(dialect=dialect, column_keys=list(names))
-        order = compiled.positiontup
-        if (not compiled.positional or order is None or compiled.literal_execute_params
-                or compiled.post_compile_params or bool(compiled.returning) != self._returns
+        # Compiled as for an executemany unless rows are wanted: a single-row
+        # INSERT would otherwise RETURN its new primary key on PostgreSQL, for
+        # ``inserted_primary_key``, which nobody here reads.
+        compiled: Any = self._statement.compile(dialect=dialect, column_keys=list(names),
+                                                for_executemany=not self._returns)
+        # The driver's parameters: in order (``?``, ``%s``) or by name (``%(name)s``).
+        keys = compiled.positiontup if compiled.positional else list(compiled.binds)
+        if (keys is None or compiled.literal_execute_params or compiled.post_compile_params
+                or bool(compiled.returning) != self._returns or compiled._insertmanyvalues
                 or any(bind.expanding for bind in compiled.binds.values())):
             return None
+        Connection._handle_dbapi_exception  # noqa: B018  (the error path needs it)
         if self._returns:
-            # Rows as named tuples: only where no column needs a result processor.
             columns = compiled._result_columns
-            if any(column[3]._cached_result_processor(dialect, None) is not None
-                   for column in columns):
-                return None
+            self._result_processor = [column[3]._cached_result_processor
+                                      for column in columns]
             self._row_type = namedtuple("Row", [column[0] for column in columns],  # type: ignore[misc]
                                         rename=True)
         given = set(names)
-        # Per position: the caller's parameter, or a value bound in the statement
-        # (``now()`` arguments ...); then the type's bind processor, if any.
+        # Per driver parameter: the caller's parameter, or a value bound in the
+        # statement (``now()`` arguments, constants ...); then the type's bind
+        # processor, if any.
         sources: list[tuple[str | None, Any, Any]] = []
-        for name in order:
-            bind = compiled.binds[name]
-            if name in given:
-                sources.append((name, None, None))
+        for key in keys:
+            bind = compiled.binds[key]
+            if key in given:
+                name, const = key, None
             elif bind.required or bind.callable is not None:
                 return None  # Core raises its error, or computes the value per call
             else:
-                sources.append((None, bind.effective_value, None))
-        sources = [(name, const, compiled.binds[bound].type._cached_bind_processor(dialect))
-                   for (name, const, _), bound in zip(sources, order, strict=True)]
-        if all(name is not None and process is None for name, _, process in sources):
-            plain = tuple(name for name, _, _ in sources)
-
-            def row(values: Any) -> tuple:
-                return tuple([values[n] for n in plain])
-        else:
-            def row(values: Any) -> tuple:
-                out = []
-                for name, const, process in sources:
-                    value = const if name is None else values[name]
-                    out.append(value if process is None else process(value))
-                return tuple(out)
-        return compiled.string, row
-
-    def rows(self, conn: Connection, params: dict[str, Any]) -> list[Any]:
-        """Run a statement with RETURNING on ``conn``; its rows (named tuples, or
-        SQLAlchemy's ``Row`` where Core ran it: both give columns as attributes)."""
-        if not self._returns:
-            raise TypeError("rows() is for a statement with RETURNING; use execute()")
-        plan = self._plan(conn, params, False)
-        if plan is None:
-            return list(conn.execute(self._statement, params).all())
-        sql, row = plan
-        raw: Any = conn.connection.driver_connection
-        try:
-            found = raw.execute(sql, row(params)).fetchall()
-        except self._db.engine.dialect.loaded_dbapi.Error as exc:
-            raise self._translate(sql, params, exc) from exc
-        make = self._row_type._make
-        return [make(values) for values in found]
+                name, const = None, bind.effective_value
+            sources.append((name, const, bind.type._cached_bind_processor(dialect)))
+        escaped = compiled.escaped_bind_names or {}
+        return compiled.string, _arguments(
+            None if compiled.positional else [escaped.get(key, key) for key in keys],
+            sources)
 
     def _plan(self, conn: Connection, params: dict[str, Any] | list[dict[str, Any]],
-              many: bool) -> tuple[str, Callable[[Any], tuple]] | None:
+              many: bool) -> tuple[str, Callable[[Any], Any]] | None:
         """The compiled form for these parameter names, or None: run it through Core."""
-        if (not self._db.direct or (many and not params) or conn.dispatch.before_cursor_execute
-                or conn.dispatch.after_cursor_execute):
+        if (not self._db.direct or (many and not params)
+                or (_has_events(conn) and (conn.dispatch.before_cursor_execute
+                                           or conn.dispatch.after_cursor_execute))
+                or not conn.in_transaction()
+                or conn.get_execution_options().get("schema_translate_map")):
             # Listeners on the statements (tracing, counting) see every one: Core runs it.
+            # Outside a transaction, Core begins one.
             return None
         first: dict[str, Any] = params[0] if isinstance(params, list) else params
         names = tuple(first)
@@ -507,10 +536,59 @@ class HotStatement:
             plan = self._compiled[names] = self._compile(names)
             return plan
 
-    def _translate(self, sql: str, params: Any, exc: Exception) -> Exception:
-        dbapi_error = self._db.engine.dialect.loaded_dbapi.Error
-        return DBAPIError.instance(sql, params, exc, dbapi_error,
-                                   dialect=self._db.engine.dialect)
+    def _run(self, conn: Connection, plan: tuple[str, Callable[[Any], Any]],
+             params: Any, many: bool) -> Any:
+        """Run ``plan`` on the driver's connection; its cursor, executed."""
+        sql, arguments = plan
+        # One cursor per driver connection, kept in the pool's per-connection
+        # ``info`` (cleared when the connection is replaced): a new psycopg
+        # cursor per statement cost a few microseconds.
+        pooled = conn.connection
+        cursor: Any = pooled.info.get(_CURSOR)
+        if cursor is None:
+            cursor = pooled.info[_CURSOR] = pooled.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            if many:
+                cursor.executemany(sql, [arguments(p) for p in params])
+            else:
+                cursor.execute(sql, arguments(params))
+        except BaseException as exc:
+            del pooled.info[_CURSOR]  # SQLAlchemy's handling closes it
+            if (isinstance(exc, self._db.engine.dialect.loaded_dbapi.Error)
+                    or not isinstance(exc, Exception)):
+                # As Core handles it: wrapped, listeners told, and a lost (or
+                # interrupted) connection invalidated with the pool's older ones.
+                conn._handle_dbapi_exception(exc, sql, params, cursor, None)
+            raise
+        return cursor
+
+    def rows(self, conn: Connection, params: dict[str, Any]) -> list[Any]:
+        """Run a statement with RETURNING on ``conn``; its rows (named tuples, or
+        SQLAlchemy's ``Row`` where Core ran it: both give columns as attributes)."""
+        if not self._returns:
+            raise TypeError("rows() is for a statement with RETURNING; use execute()")
+        plan = self._plan(conn, params, False)
+        if plan is None:
+            return list(conn.execute(self._statement, params).all())
+        cursor = self._run(conn, plan, params, False)
+        found = cursor.fetchall()
+        make = self._make_row
+        if make is None:
+            make = self._make_row = self._row_maker(cursor.description)
+        return [make(values) for values in found]
+
+    def _row_maker(self, description: Any) -> Callable[[Any], Any]:
+        """What turns a driver row into a result row: a named tuple of the values
+        after the result processors for the type codes in ``description`` (the
+        ones Core would pick; none for runfox's column types)."""
+        dialect = self._db.engine.dialect
+        processors = [processor(dialect, described[1]) for processor, described
+                      in zip(self._result_processor, description, strict=True)]
+        make = self._row_type._make
+        if all(process is None for process in processors):
+            return make
+        return lambda values: make([value if process is None else process(value)
+                                    for process, value in zip(processors, values, strict=True)])
 
     def execute(self, conn: Connection, params: dict[str, Any] | list[dict[str, Any]]
                 ) -> int:
@@ -522,16 +600,55 @@ class HotStatement:
         plan = self._plan(conn, params, many)
         if plan is None:
             return int(conn.execute(self._statement, params).rowcount)
-        sql, row = plan
-        raw: Any = conn.connection.driver_connection
-        try:
-            if many:
-                cursor = raw.executemany(sql, [row(p) for p in params])
-            else:
-                cursor = raw.execute(sql, row(params))
-        except self._db.engine.dialect.loaded_dbapi.Error as exc:
-            raise self._translate(sql, params, exc) from exc
+        if isinstance(params, list) and len(params) == 1:
+            # As Core does: one row is an execute (psycopg would open a pipeline
+            # for an executemany, for nothing).
+            params, many = params[0], False
+        cursor = self._run(conn, plan, params, many)
         return int(cursor.rowcount)
+
+
+def _has_events(conn: Connection) -> bool:
+    """Whether any listener may be on ``conn`` or its engine: SQLAlchemy's own
+    quick test before it looks at its listeners (which costs a microsecond)."""
+    return getattr(conn, "_has_events", True) or getattr(conn.engine, "_has_events", True)
+
+
+def _arguments(names: list[str] | None, sources: list[tuple[str | None, Any, Any]]
+               ) -> Callable[[Any], Any]:
+    """What turns a dict of parameters into the driver's parameters.
+
+    ``sources`` per driver parameter: the caller's name or None, else the
+    constant, and a bind processor or None. ``names``: the driver's names for
+    them (a named paramstyle), or None for a positional one (a tuple).
+    """
+    plain = all(process is None for _, _, process in sources)
+    if names is None and plain and all(name is not None for name, _, _ in sources):
+        order = tuple(name for name, _, _ in sources)
+
+        def positional(values: Any) -> tuple:
+            return tuple([values[name] for name in order])
+        return positional
+    if names is not None and plain and all(
+            name is None or name == key for (name, _, _), key in zip(sources, names,
+                                                                     strict=True)):
+        # The caller's dict already names its values as the driver wants them
+        # (drivers ignore keys the SQL does not use); only constants are added.
+        constants = {key: const for (name, const, _), key in zip(sources, names, strict=True)
+                     if name is None}
+        if not constants:
+            return lambda values: values
+        return lambda values: {**values, **constants}
+
+    def convert(values: Any) -> list[Any]:
+        out = []
+        for name, const, process in sources:
+            value = const if name is None else values[name]
+            out.append(value if process is None else process(value))
+        return out
+    if names is None:
+        return lambda values: tuple(convert(values))
+    return lambda values: dict(zip(names, convert(values), strict=True))
 
 
 class DatabaseUser:
