@@ -287,6 +287,8 @@ class SqlRunner(DatabaseUser, Runner):
                                                      (False, self._q.take_all))
                           if statement is not None}
         self._notify = self._db.dialect.notify() if notify else None
+        self._hot_notify = None if self._notify is None else HotStatement(self._db,
+                                                                          self._notify)
         # SQLite: after a claim that found nothing, the next one first looks
         # with a read, so idle workers polling (or woken by any commit) do not
         # queue for the write lock behind the ones doing work.
@@ -364,8 +366,8 @@ class SqlRunner(DatabaseUser, Runner):
             conn.execute(self._q.add_slots, [{"slot_key": key, "slot_no": n}
                                              for key, n in wanted])
         self._hot_insert.execute(conn, [row(job) for job in jobs])
-        if self._notify is not None:
-            conn.execute(self._notify)
+        if self._hot_notify is not None:
+            self._hot_notify.execute(conn, {})
 
     def jobs_queued(self) -> None:
         """Wake the workers of this process watching this database (``watch_jobs``)."""
@@ -424,7 +426,6 @@ class SqlRunner(DatabaseUser, Runner):
         SQLite both run in one ``BEGIN IMMEDIATE`` transaction.
         """
         q = self._q
-        statement = q.take_all if limit is None else q.take_some
         params: dict[str, Any] = {"lease": lease, "token": token}
         if limit is not None:
             params["limit"] = limit
@@ -471,7 +472,7 @@ class SqlRunner(DatabaseUser, Runner):
 
         if not apart:
             return self._db.run(one, what="claim jobs")
-        rows = _in_queue_order(self._db.run(lambda conn: conn.execute(statement, params).all(),
+        rows = _in_queue_order(self._db.run(lambda conn: hot.rows(conn, params),
                                             standalone=True, what="claim jobs"))
         claimed: list[DispatchJob] = []
         rest = []
