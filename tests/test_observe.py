@@ -271,6 +271,7 @@ def test_runfox_ui_serves_metrics_too(workdir: Path) -> None:
             proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait(15)  # reaped: no "still running" warning when it is collected
 
 
 def _try_scrape(port: int) -> dict[str, float] | None:
@@ -428,4 +429,5 @@ def test_a_killed_worker_is_seen_dead_and_its_step_stranded(workdir: Path, capsy
                 proc.wait(15)
             except Exception:
                 proc.kill()
+                proc.wait(15)  # reaped: no "still running" warning when it is collected
     assert os.path.exists(log)
