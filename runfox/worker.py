@@ -754,19 +754,15 @@ class Worker:
             ack = item.job if self._joint() else None
             if ack is not None:
                 self._settle_job(ack)
-            if self._room > 0:
-                # The next steps this result makes ready may start here at once,
-                # taken in the same unit of work instead of claimed after it.
-                applied, nxt, taken = self.backend.apply_and_take(
-                    wf_id, [result], limit=self._room, lease=self.lease, worker=self.id,
-                    ack=ack)
-                self._room -= len(taken)
-                for job in taken:
-                    self._hold(job)
-                self._taken += taken
-            else:
-                applied, nxt = self.backend.apply_and_advance(wf_id, [result],
-                                                              worker=self.id, ack=ack)
+            # The jobs this result makes ready (or others waiting) may start here at
+            # once, taken in the same unit of work instead of claimed after it; with
+            # no room left this is ``apply_and_advance``.
+            applied, nxt, taken = self.backend.apply_and_take(
+                wf_id, [result], limit=self._room, lease=self.lease, worker=self.id, ack=ack)
+            self._room -= len(taken)
+            for job in taken:
+                self._hold(job)
+            self._taken += taken
         except Exception as exc:
             if _unavailable(exc):
                 item.interrupted = True

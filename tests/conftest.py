@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,3 +29,23 @@ def need_service(name: str, reason: str) -> None:
     if services_required():
         pytest.fail(message + " (RUNFOX_REQUIRE_SERVICES is set)", pytrace=False)
     pytest.skip(message)
+
+
+#: The SQL databases the SQL tests run on (``sqldb.scratch_database`` makes them).
+KINDS = ("sqlite", "postgresql", "mysql")
+
+
+@pytest.fixture(params=KINDS)
+def sql_parts(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Any, Any]]:
+    """A fresh ``SqlStore`` and ``SqlRunner`` on each SQL database (``sqldb``)."""
+    from sqldb import scratch_database
+
+    from runfox.backend.sql import parts_from_url
+
+    with scratch_database(request.param, tmp_path) as url:
+        store, runner = parts_from_url(url)
+        try:
+            yield store, runner
+        finally:
+            runner.close()
+            store.close()

@@ -15,14 +15,13 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+from conftest import KINDS as KINDS  # re-exported: the SQL tests import it from here
 from conftest import need_service
 from sqlalchemy import create_engine, delete
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError
 
 from runfox.backend.sql.schema import metadata, schema_version
-
-KINDS = ("sqlite", "postgresql", "mysql")
 
 ADMIN_URLS = {
     "postgresql": os.environ.get("RUNFOX_TEST_POSTGRES",

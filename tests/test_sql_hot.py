@@ -10,16 +10,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import bindparam, event, select, update
-from sqldb import KINDS, scratch_database
 
 from runfox.backend import Backend
-from runfox.backend.sql import SqlRunner, SqlStore, parts_from_url
+from runfox.backend.sql import SqlRunner, SqlStore
 from runfox.backend.sql.database import DuplicateRow, HotStatement
 from runfox.backend.sql.schema import keys, tasks
 from runfox.results import Dispatch
@@ -27,15 +24,9 @@ from runfox.status import WorkflowStatus
 from runfox.testing import bump, chain_spec
 
 
-@pytest.fixture(params=KINDS)
-def parts(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[SqlStore, SqlRunner]]:
-    with scratch_database(request.param, tmp_path) as url:
-        store, runner = parts_from_url(url)
-        try:
-            yield store, runner
-        finally:
-            runner.close()
-            store.close()
+@pytest.fixture
+def parts(sql_parts: tuple[SqlStore, SqlRunner]) -> tuple[SqlStore, SqlRunner]:
+    return sql_parts  # a store and a runner on each SQL database (conftest)
 
 
 def test_a_hot_statement_inserts_updates_and_reports_duplicates(

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,15 +77,9 @@ def inc(fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
     return {"x": inputs["x"] + 1}
 
 
-@pytest.fixture(params=KINDS)
-def parts(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[SqlStore, SqlRunner]]:
-    with scratch_database(request.param, tmp_path) as url:
-        store, runner = parts_from_url(url)
-        try:
-            yield store, runner
-        finally:
-            runner.close()
-            store.close()
+@pytest.fixture
+def parts(sql_parts: tuple[SqlStore, SqlRunner]) -> tuple[SqlStore, SqlRunner]:
+    return sql_parts  # a store and a runner on each SQL database (conftest)
 
 
 @pytest.mark.parametrize("kind", KINDS)

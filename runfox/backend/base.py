@@ -797,7 +797,7 @@ class Backend:
         """
         return self._apply_and_advance(workflow_execution_id, results, dispatch=True,
                                        loaded=None, worker=worker, ack=ack,
-                                       take=(limit, lease))
+                                       take=(limit, lease) if limit > 0 else None)
 
     def apply_and_advance(
         self, workflow_execution_id: str, results: Iterable[Any] = (), *, dispatch: bool = True,
