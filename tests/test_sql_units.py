@@ -109,6 +109,38 @@ def test_a_driving_worker_claims_the_next_queued_job_in_the_unit(kind: str,
             store.close()
 
 
+def test_a_record_started_elsewhere_is_read_before_the_write_lock(tmp_path: Path) -> None:
+    # SQLite has one write lock: a driving worker that meets an execution it has
+    # not seen (started by another process) reads it first, outside its unit, so
+    # the lock is held for the writes and the commit only.
+    url = f"sqlite:///{tmp_path}/units.db"
+    starter_store, starter_runner = parts_from_url(url)
+    store, runner = parts_from_url(url)
+    try:
+        starter = Backend(store=starter_store, runner=starter_runner)
+        one = {"steps": [{"id": "s", "fn": "inc", "input": {"x": {"var": "input.x"}}}]}
+        ids = [starter.start(one, {"x": i}) for i in range(5)]
+        backend = Backend(store=store, runner=runner)
+        reads_under_lock: list[str] = []
+
+        def watch(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            if (statement.lstrip().upper().startswith("SELECT")
+                    and conn.get_execution_options().get("runfox_write")):
+                reads_under_lock.append(" ".join(statement.split())[:80])
+
+        event.listen(store.engine, "before_cursor_execute", watch)
+        try:
+            _counted_jobs(backend, store, 5)
+        finally:
+            event.remove(store.engine, "before_cursor_execute", watch)
+        assert [starter.load(i).steps["s"].output for i in ids] == [
+            {"x": i + 1} for i in range(5)]
+        assert reads_under_lock == []
+    finally:
+        for closing in (runner, store, starter_runner, starter_store):
+            closing.close()
+
+
 def _counted_jobs(backend: Backend, store: SqlStore, jobs: int) -> Counter:
     """Run ``jobs`` jobs with one driving worker (one slot); the SQL it made."""
     counter = Counter(store.engine)

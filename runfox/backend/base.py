@@ -877,6 +877,13 @@ class Backend:
             peek = getattr(self.store, "cached_record", None)
             if peek is not None:
                 loaded = peek(workflow_execution_id)
+            if loaded is None and self._preload(workflow_execution_id):
+                # Not seen yet (another process started it): read it before the
+                # unit, so the unit (SQLite's one write lock) is not held for the read.
+                try:
+                    loaded = self.store.load_shared(workflow_execution_id)
+                except Exception:  # the unit's own load raises it again, as before
+                    loaded = None
         try:
             if joint is not None:
                 try:
@@ -917,6 +924,14 @@ class Backend:
             if ack is not None:
                 self.runner.ack(ack, _output_of(ack, triples))
         return applied, nxt, taken
+
+    def _preload(self, workflow_execution_id: str) -> bool:
+        """Whether a joint unit for a record this process has not cached should
+        read it first, outside the unit: where the unit holds the database's
+        only write lock (``Store.reloads_in_unit``, SQLite) and the record is
+        not known to be contended (then the unit loads it, as a retry would)."""
+        return (self.store.reloads_in_unit
+                and not self._contended.get(workflow_execution_id, 0))
 
     def _in_unit(self, workflow_execution_id: str, fn: Transition,
                  joint: tuple[UnitOfWork, Callable[[Any], None]], *,
