@@ -54,7 +54,7 @@ from typing import Any, TypeVar
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
-from sqlalchemy.sql.expression import Executable
+from sqlalchemy.sql.expression import Executable, Select
 
 from ...errors import BackendError, BackendUnavailable, PayloadTooLarge
 from ...urlmask import mask_url, url_secrets
@@ -451,13 +451,14 @@ class HotStatement:
     they keep seeing every statement.
 
     For INSERT/UPDATE/DELETE: ``execute`` gives the row count; with RETURNING,
-    ``rows`` gives the rows.
+    ``rows`` gives the rows, as it does for a SELECT (a read on every load).
     """
 
     def __init__(self, db: Database, statement: Executable) -> None:
         self._db = db
-        self._statement: Any = statement  # an INSERT, UPDATE or DELETE
-        self._returns = getattr(statement, "_returning", ()) != ()
+        self._statement: Any = statement  # an INSERT, UPDATE or DELETE, or a SELECT
+        self._select = isinstance(statement, Select)
+        self._returns = self._select or getattr(statement, "_returning", ()) != ()
         self._row_type: Any = None
         # Per RETURNING column, what gives its type's result processor for the
         # type code the driver reports; and, from the first rows fetched, what
@@ -483,12 +484,14 @@ class HotStatement:
         # Compiled as for an executemany unless rows are wanted: a single-row
         # INSERT would otherwise RETURN its new primary key on PostgreSQL, for
         # ``inserted_primary_key``, which nobody here reads.
-        compiled: Any = self._statement.compile(dialect=dialect, column_keys=list(names),
-                                                for_executemany=not self._returns)
+        compiled: Any = (self._statement.compile(dialect=dialect) if self._select else
+                         self._statement.compile(dialect=dialect, column_keys=list(names),
+                                                 for_executemany=not self._returns))
         # The driver's parameters: in order (``?``, ``%s``) or by name (``%(name)s``).
         keys = compiled.positiontup if compiled.positional else list(compiled.binds)
+        rows = self._select or bool(compiled.returning)
         if (keys is None or compiled.literal_execute_params or compiled.post_compile_params
-                or bool(compiled.returning) != self._returns or compiled._insertmanyvalues
+                or rows != self._returns or compiled._insertmanyvalues
                 or any(bind.expanding for bind in compiled.binds.values())):
             return None
         Connection._handle_dbapi_exception  # noqa: B018  (the error path needs it)

@@ -233,6 +233,9 @@ class SqlStore(DatabaseUser, Store):
         self._hot_step, self._hot_steps = hot(_UPDATE_STEP), hot(_INSERT_STEPS)
         self._hot_state, self._hot_events = hot(self._upsert_state), hot(_INSERT_EVENTS)
         self._hot_create = hot(_INSERT_HEAD)  # every start of an execution
+        # and the reads of a load (a record this process has not cached, or a reload)
+        self._hot_read_head, self._hot_read_full = hot(_SELECT_HEAD), hot(_SELECT_FULL)
+        self._hot_read_steps, self._hot_read_state = hot(_SELECT_STEPS), hot(_SELECT_STATE)
 
     keeps_history = True
     tracks_due = True
@@ -385,18 +388,18 @@ class SqlStore(DatabaseUser, Store):
 
         def work(conn: Connection) -> _Read | None:
             base = cached
-            head = conn.execute(_SELECT_HEAD if base else _SELECT_FULL, {"k": key}).first()
-            if head is None:
+            found = (self._hot_read_head if base else self._hot_read_full).rows(conn, {"k": key})
+            if not found:
                 return None
+            head = found[0]
             if base is not None and head.version < base.version:  # the table was reset
                 base = None
-                head = conn.execute(_SELECT_FULL, {"k": key}).first()
-                assert head is not None
+                head = self._hot_read_full.rows(conn, {"k": key})[0]
             if base is not None and head.version == base.version:
                 return _Read(head, (), (), base)
             since = {"k": key, "since": base.version if base is not None else 0}
-            return _Read(head, conn.execute(_SELECT_STEPS, since).all(),
-                         conn.execute(_SELECT_STATE, since).all(), base)
+            return _Read(head, self._hot_read_steps.rows(conn, since),
+                         self._hot_read_state.rows(conn, since), base)
 
         for _ in range(_TORN_READS):
             found = self._db.run(work, write=False, standalone=True,
