@@ -478,6 +478,29 @@ def test_runfox_status_shows_size_and_preview_of_an_offloaded_output(
     assert "output:   " in out and "KB offloaded" in out and text not in out
 
 
+def test_a_missing_blob_of_a_step_input_is_a_defect_naming_its_key() -> None:
+    from runfox.graph import advance
+    from runfox.testing import new_record
+
+    store = InMemoryStore(offload=1000)
+    big = large_text(3000, 12)
+    spec = {"steps": [{"id": "a", "fn": "f", "input": {"t": {"var": "input.t"}, "n": 1}}]}
+    record = new_record(spec, {"t": big})
+    store.write(record)
+    claimed = advance(record, 10.0)[0].evolve(version=2)
+    assert claimed.steps["a"].inputs == {"t": big, "n": 1}
+    store.write(claimed, previous=record)
+    offloader = store.payloads()
+    assert offloader is not None
+    ref = payloads.make_ref(payloads.encode(big))  # the step's inputs go per key
+    assert offloader.delete([ref["$runfox_ref"]]) == 1
+    loaded = store.load(record.workflow_execution_id)
+    (defect,) = loaded.steps["a"].defects
+    assert defect.where == "steps.a.inputs.t" and defect.stored == ref
+    assert loaded.steps["a"].inputs == {"t": ref, "n": 1}
+    assert loaded.inputs == {"t": big}  # the workflow's inputs: a whole blob of their own
+
+
 def test_missing_header_payloads_are_defects_too() -> None:
     from runfox.testing import new_record
 
