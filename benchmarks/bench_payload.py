@@ -20,10 +20,12 @@ that many bytes costs). Target (issue 13): within 2x. A store
 that rewrites the whole state on each transition pays O(state) per step instead,
 so the 1 MB figure grows with ``--length``.
 
-What a 1 MB step stores: the output (a blob, as it is over the offload
-threshold) and its value under its state key (a blob of its own: the reference
-format keeps whole values at fixed places), and in ``sqlite-run`` the result's
-trip through the job table as well.
+What a 1 MB step stores: one blob, the value under ``k<i>``. The output is over
+the offload threshold, so it is packed per key (``runfox.payloads.pack_object``):
+its row holds ``{"k<i>": <reference>}``, and the state key ``k<i>`` refers to the
+same blob (stored and hashed once). In ``sqlite-run`` the result's row in the job
+table holds the references too (schema 11; before, the output was a blob, the
+state value another, and the result crossed the job table whole).
 
     python benchmarks/bench_payload.py [--length 10] [--repeat 5] [--sizes 1000,1000000]
         [--kinds memory,sqlite-run,sqlite-worker] [--shape strings|rows]

@@ -13,11 +13,21 @@ cache a blob by key for as long as it likes. ``size`` is the blob's length in
 bytes and ``preview`` its first ``PREVIEW_CHARS`` characters, so ``runfox
 status`` can describe the value without fetching it.
 
-Which values are packed: whole values at fixed places of a record (a step's
-``output`` and ``inputs``, the workflow's ``inputs`` and ``outcome``, and each
-key of the shared ``state`` on its own) and whole job inputs and result outputs
-on a queue. Nothing nested is ever replaced, so expressions, branches and
-executors see plain values once a store has unpacked them.
+Which values are packed: whole values at fixed places of a record (the
+workflow's ``inputs`` and ``outcome``, and each key of the shared ``state`` on
+its own) and whole job inputs on a queue. A step's ``output`` and ``inputs``,
+and a result output on a queue, are objects whose values come from or go to
+state keys: they are packed per top-level key (``pack_object``). When such an
+object's JSON is over the threshold its largest values become references,
+largest first, until the rest fits, and it stays an object (``{"rows":
+{"$runfox_ref": ...}, "count": 3}``); the state key the value lands in, and
+the inputs of a step that reads it, are then the same blob, stored and hashed
+once. Only when the rest cannot fit that way (many small keys, or a threshold
+smaller than a reference) is the whole object one reference, as records written
+before schema 11 hold every large output. A loader resolves both shapes: a
+whole reference first, then references among the object's top-level values.
+Nothing deeper is ever replaced, so expressions, branches and executors see
+plain values once a store has unpacked them.
 
 A user value at one of those places that is a JSON object with the key
 ``$runfox_ref`` but is not a well-formed reference is always offloaded,
@@ -58,13 +68,16 @@ __all__ = [
     "describe",
     "encode",
     "encode_object",
+    "holds_ref",
     "is_ref",
     "make_ref",
     "needs_escape",
     "pack",
     "pack_encoded",
+    "pack_object",
     "pack_record",
     "unpack",
+    "unpack_object",
     "unpack_record",
 ]
 
@@ -208,6 +221,84 @@ def pack_encoded(value: Any, threshold: int | None, put: Put, encoder: Encode = 
     return ref, None
 
 
+def pack_object(value: Any, threshold: int | None, put: Put, encoder: Encode = encode) -> Any:
+    """A step output (or a result output on a queue) packed per top-level key.
+
+    An object whose JSON is within ``threshold`` is returned as it is. One over
+    it stays an object: its largest values (objects, lists, long strings) become
+    references, largest first, until the rest is within the threshold, and each
+    is stored as a blob of its own, so the state key the value lands in is the
+    same blob. A value is only replaced when its reference is shorter than it.
+    When that cannot bring the object within the threshold (many small keys),
+    the whole object becomes one reference, as ``pack`` makes. Values that need
+    escaping (see the module docstring) are replaced whatever their size, and
+    so are none others when ``threshold`` is ``None``. Values that are
+    references already stay so. Anything but an object is ``pack``-ed whole.
+
+    ``put`` is called only for the blobs the returned value refers to.
+    """
+    if type(value) is not dict or is_ref(value) or needs_escape(value):
+        return pack(value, threshold, put, encoder)
+    escapes = [key for key, item in value.items() if needs_escape(item)]
+    if threshold is None and not escapes:
+        return value
+    # Measure the object's JSON without joining it: the large values one by one
+    # (their blobs are what gets stored), the others together.
+    parts: list[tuple[str, bytes]] = []
+    rest: dict[str, Any] = {}
+    size = 2  # the braces
+    for key, item in value.items():
+        kind = type(item)
+        if ((kind is dict and not is_ref(item)) or kind is list
+                or (kind is str and len(item) > _LONG_STRING)):
+            part = encoder(item)
+            parts.append((key, part))
+            size += len(encode(key)) + 1 + len(part) + 1  # "key":part,
+        else:
+            rest[key] = item
+    if rest:
+        size += len(encode(rest)) - 2 + 1  # '"a":1,"b":2' and its comma
+    if value:
+        size -= 1  # no comma after the last
+    if not escapes and (threshold is None or size <= threshold):
+        return value
+    out = dict(value)
+    chosen: list[tuple[str, bytes]] = []
+    for key, part in sorted(parts, key=lambda found: len(found[1]), reverse=True):
+        forced = key in escapes
+        if not forced and (threshold is None or size <= threshold):
+            continue
+        ref = make_ref(part)
+        saved = len(part) - len(encode(ref))
+        if forced or saved > 0:
+            out[key] = ref
+            chosen.append((ref[REF_KEY], part))
+            size -= saved
+    if threshold is not None and size > threshold:
+        return pack(value, threshold, put, encoder)  # over whatever is replaced: whole
+    for key, part in chosen:
+        put(key, part)
+    return out
+
+
+def unpack_object(value: Any, get: Get) -> Any:
+    """What ``pack_object`` (or ``pack``) made, as values: a reference is replaced
+    by its value, then references among an object's top-level values by theirs.
+
+    Raises:
+        PayloadMissing: a blob is not in the store.
+    """
+    value = unpack(value, get)
+    if type(value) is not dict or not any(is_ref(item) for item in value.values()):
+        return value
+    return {key: get(item[REF_KEY]) if is_ref(item) else item for key, item in value.items()}
+
+
+def holds_ref(value: Any) -> bool:
+    """True for a reference, or an object with a reference among its top-level values."""
+    return is_ref(value) or (type(value) is dict and any(is_ref(v) for v in value.values()))
+
+
 def unpack(value: Any, get: Get) -> Any:
     """The value a reference stands for (``get``), or ``value`` itself.
 
@@ -224,22 +315,26 @@ PackValue = Callable[[Any], Any]
 
 
 def pack_record(record: WorkflowRecord, previous: WorkflowRecord | None,
-                pack_value: PackValue) -> WorkflowRecord:
+                pack_value: PackValue, pack_output: PackValue | None = None
+                ) -> WorkflowRecord:
     """``record`` with its large values replaced by references, for a store to encode.
 
     Only the steps changed since ``previous`` (the record as loaded, or ``None``
     for all) are looked at, so the cost follows what the write changes. The
     result shares everything it did not change with ``record`` (identity is
     kept, so a store's ``changed_since`` sees the same steps change); it is
-    for encoding only: keep and hand out ``record`` itself.
+    for encoding only: keep and hand out ``record`` itself. Step outputs and
+    inputs go through ``pack_output`` (``pack_object`` bound like ``pack_value``;
+    without it, ``pack_value``).
     """
+    pack_output = pack_value if pack_output is None else pack_output
     changed = (record.steps.changed_since(previous.steps) if previous is not None
                else list(record.steps))
     replaced: dict[str, StepRecord] = {}
     for step_id in changed:
         step = record.steps[step_id]
-        output = pack_value(step.output) if step.output is not None else None
-        inputs = pack_value(step.inputs) if step.inputs is not None else None
+        output = pack_output(step.output) if step.output is not None else None
+        inputs = pack_output(step.inputs) if step.inputs is not None else None
         if output is not step.output or inputs is not step.inputs:
             replaced[step_id] = step.evolve(output=output, inputs=inputs)
     changes: dict[str, Any] = {}
@@ -264,9 +359,13 @@ def unpack_record(record: WorkflowRecord, base: WorkflowRecord | None, get: Get
 
     ``base`` is a record of the same execution this one was built from (steps
     that are the same objects in both are taken as already unpacked), or
-    ``None``. A reference whose blob is missing stays in place and becomes a
-    ``Defect`` naming the field and the key, so the record still loads and the
-    Backend fails the execution on its next transition with everything kept.
+    ``None``. A step's output or inputs may be a reference (records of schema
+    10 and before, or an object of many small keys) or an object holding
+    references among its top-level values (``pack_object``); both are resolved. A
+    reference whose blob is missing stays in place and becomes a ``Defect``
+    naming the field and the key (``steps.<id>.output.<key>`` for a value of an
+    output, ``steps.<id>.inputs.<key>`` of inputs), so the record still loads and
+    the Backend fails the execution on its next transition with everything kept.
     """
     defects: list[Defect] = []
 
@@ -280,21 +379,26 @@ def unpack_record(record: WorkflowRecord, base: WorkflowRecord | None, get: Get
                                          "the reference is kept", value, step))
             return value
 
+    def resolve_object(value: Any, where: str, step: str, listed: bool = False) -> Any:
+        """A step's output or inputs: whole (an older record), then per top-level key."""
+        value = _as_object(resolve(value, where, step), value, listed)
+        if type(value) is not dict or not any(is_ref(v) for v in value.values()):
+            return value
+        return {k: resolve(v, f"{where}.{k}", step) for k, v in value.items()}
+
     changed = (record.steps.changed_since(base.steps) if base is not None
                else list(record.steps))
     replaced: dict[str, StepRecord] = {}
     for step_id in changed:
         step = record.steps[step_id]
-        if not (is_ref(step.output) or is_ref(step.inputs)):
+        if not (holds_ref(step.output) or holds_ref(step.inputs)):
             continue
         before = len(defects)
-        output = resolve(step.output, f"steps.{step_id}.output", step_id)
-        inputs = resolve(step.inputs, f"steps.{step_id}.inputs", step_id)
-        found = tuple(defects[before:])
         spec = record.plan.by_id.get(step_id)
         listed = spec is not None and spec.map is not None  # a map step's output is a list
-        output = _as_object(output, step.output, listed)
-        inputs = _as_object(inputs, step.inputs)
+        output = resolve_object(step.output, f"steps.{step_id}.output", step_id, listed)
+        inputs = resolve_object(step.inputs, f"steps.{step_id}.inputs", step_id)
+        found = tuple(defects[before:])
         replaced[step_id] = step.evolve(output=output, inputs=inputs,
                                         defects=step.defects + found)
     changes: dict[str, Any] = {}

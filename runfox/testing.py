@@ -971,8 +971,9 @@ class MapContract:
         assert listing == result.outcome["all"]
         assert make_ref(encode(listing))["$runfox_ref"] in offloader.store  # one value
         for i in range(5):
-            item = record.steps[f"each[{i}]"].output
-            assert make_ref(encode(item))["$runfox_ref"] in offloader.store
+            item = record.steps[f"each[{i}]"].output  # packed per key: its text is the blob
+            assert item is not None
+            assert make_ref(encode(item["text"]))["$runfox_ref"] in offloader.store
 
 
 def subworkflow_spec(max_attempts: int = 1, child_fn: str = "inc") -> dict[str, Any]:
@@ -1752,8 +1753,8 @@ class BackendContract(MapContract, SubWorkflowContract):
         if offloader is not None and offloader.threshold is not None:
             from .payloads import encode, make_ref
 
-            key = make_ref(encode({"blob": big, "tag": "made"}))["$runfox_ref"]
-            assert key in offloader.store  # stored once, by reference
+            key = make_ref(encode(big))["$runfox_ref"]
+            assert key in offloader.store  # stored once, by reference (the output's key)
 
 
 class CacheContract:
@@ -2334,10 +2335,11 @@ class OffloadContract:
         r3, _ = on_step_result(v2, "root", output, 0, 11.0)
         v3 = bump(r3.evolve(state={**r3.state, "big": big, "small": 1}), v2)
         store.write(v3, previous=v2)
-        for key in (make_ref(encode(output))["$runfox_ref"],
-                    make_ref(encode(v1.inputs))["$runfox_ref"],
+        # The output is packed per key: its "blob" and the state's "big" are one blob.
+        for key in (make_ref(encode(v1.inputs))["$runfox_ref"],
                     make_ref(encode(big))["$runfox_ref"]):
             assert key in offloader.store
+        assert make_ref(encode(output))["$runfox_ref"] not in offloader.store
         loaded = reopen().load(v1.workflow_execution_id)
         assert loaded.to_dict() == v3.to_dict()
         assert loaded.defects == ()
@@ -2355,15 +2357,16 @@ class OffloadContract:
         r3, _ = on_step_result(v2, "root", {"n": 1, "blob": big}, 0, 11.0)
         v3 = bump(r3, v2)
         store.write(v3, previous=v2)
-        ref = make_ref(encode({"n": 1, "blob": big}))
+        ref = make_ref(encode(big))  # the output is packed per key: its "blob" is gone
         key = ref["$runfox_ref"]
         assert offloader.delete([key]) == 1
 
         loaded = reopen().load(v1.workflow_execution_id)  # still loads
-        (defect,) = loaded.defects
-        assert defect.where == "steps.root.output" and defect.step == "root"
+        (defect,) = loaded.steps["root"].defects
+        assert defect.where == "steps.root.output.blob" and defect.step == "root"
         assert key in defect.message and defect.stored == ref
-        assert loaded.steps["root"].output == ref  # the reference is kept, not lost
+        assert defect in loaded.defects
+        assert loaded.steps["root"].output == {"n": 1, "blob": ref}  # kept, not lost
         assert loaded.inputs == {"n": 1, "note": "kept"} and loaded.version == 3
         assert {s.status for sid, s in loaded.steps.items() if sid != "root"} == {
             StepStatus.READY}
@@ -2374,4 +2377,5 @@ class OffloadContract:
         assert isinstance(result, Failed)
         error = backend.load(v1.workflow_execution_id).outcome["error"]
         assert error["type"] == "CorruptRecord" and key in error["message"]
-        assert error["where"] == "steps.root.output" and error["stored"] == ref
+        assert error["where"] in ("steps.root.output.blob", "state.blob")
+        assert error["stored"] == ref

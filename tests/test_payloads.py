@@ -101,6 +101,61 @@ def test_an_object_is_encoded_from_its_values() -> None:
         assert parts == [(v, payloads.encode(v)) for v in apart]
 
 
+def _memory_put() -> tuple[dict[str, bytes], Callable[[str, bytes], None]]:
+    stored: dict[str, bytes] = {}
+    return stored, stored.__setitem__
+
+
+def test_an_output_over_the_threshold_is_packed_per_key() -> None:
+    stored, put = _memory_put()
+    big, mid = large_text(3000, 1), [large_text(900, 2)]
+    small = {"big": big, "n": 1}
+    assert payloads.pack_object({"n": 1, "s": "x" * 50}, 100, put) == {"n": 1, "s": "x" * 50}
+    packed = payloads.pack_object(small, 1000, put)
+    assert packed["n"] == 1 and packed["big"] == payloads.make_ref(payloads.encode(big))
+    assert list(stored) == [packed["big"]["$runfox_ref"]]  # the value's blob, not the object's
+    # Largest first, only until the rest fits: "mid" (about 900 bytes) stays inline.
+    stored.clear()
+    packed = payloads.pack_object({"mid": mid, "big": big, "n": 1}, 1200, put)
+    assert packed["mid"] is mid and payloads.is_ref(packed["big"]) and len(stored) == 1
+    # ... and goes too when the threshold is lower.
+    packed = payloads.pack_object({"mid": mid, "big": big, "n": 1}, 500, put)
+    assert payloads.is_ref(packed["mid"]) and payloads.is_ref(packed["big"])
+    assert payloads.unpack_object(packed, lambda k: __import__("json").loads(stored[k])) == {
+        "mid": mid, "big": big, "n": 1}
+    # An exact-size boundary: the measure is the object's JSON length.
+    exact = {"a": [large_text(500, 3)], "b": 2, "c": "é"}
+    size = len(payloads.encode(exact))
+    assert payloads.pack_object(exact, size, put) is exact
+    assert payloads.is_ref(payloads.pack_object(exact, size - 1, put)["a"])
+
+
+def test_an_output_of_many_small_keys_is_one_reference() -> None:
+    stored, put = _memory_put()
+    many = {f"k{i}": i for i in range(300)}  # no value worth a reference
+    packed = payloads.pack_object(many, 1000, put)
+    assert packed == payloads.make_ref(payloads.encode(many)) and len(stored) == 1
+    # Values that would not save their reference's size stay, then the whole goes.
+    stored.clear()
+    lists = {f"k{i}": [i, i] for i in range(200)}
+    assert payloads.pack_object(lists, 1000, put) == payloads.make_ref(payloads.encode(lists))
+    assert len(stored) == 1  # nothing sent for the values tried on the way
+
+
+def test_top_level_values_that_look_like_references_are_escaped() -> None:
+    stored, put = _memory_put()
+    user = {"$runfox_ref": "mine", "x": 1}
+    for threshold in (None, 10_000):
+        packed = payloads.pack_object({"u": user, "n": 1}, threshold, put)
+        assert packed["n"] == 1 and payloads.is_ref(packed["u"])
+        assert payloads.unpack_object(packed, lambda k: __import__("json").loads(stored[k])) \
+            == {"u": user, "n": 1}
+    whole = payloads.pack_object(user, None, put)  # the output itself: whole, as before
+    assert payloads.is_ref(whole)
+    big = {"big": large_text(3000, 4)}
+    assert payloads.pack_object(big, None, put) is big  # offloading off
+
+
 class _CountingPayloads(InMemoryPayloads):
     """Records every key sent to the store."""
 
@@ -113,35 +168,156 @@ class _CountingPayloads(InMemoryPayloads):
         super()._put(key, blob)
 
 
-def test_an_output_and_its_state_key_are_encoded_once_and_each_blob_sent_once(
+def _count_calls(monkeypatch: pytest.MonkeyPatch, name: str, big_only: int = 200
+                 ) -> list[object]:
+    """Arguments (of at least ``big_only`` characters) of calls to ``payloads.<name>``."""
+    seen: list[object] = []
+    original = getattr(payloads, name)
+
+    def counting(value: object, *args: object) -> object:
+        result = original(value, *args)
+        if len(result if name == "encode" else value) >= big_only:  # type: ignore[arg-type]
+            seen.append(value)
+        return result
+
+    monkeypatch.setattr(payloads, name, counting)
+    return seen
+
+
+def test_an_output_and_its_state_key_share_one_blob_encoded_hashed_and_sent_once(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    big = [large_text(300, 1)]
+    big = [large_text(600, 1)]
     output = {"k": big, "n": 1}
-    encoded: list[object] = []
-    encode = payloads.encode
-
-    def counting(value: object) -> bytes:
-        encoded.append(value)
-        return encode(value)
-
-    monkeypatch.setattr(payloads, "encode", counting)
+    ref = payloads.make_ref(payloads.encode(big))
+    encoded = _count_calls(monkeypatch, "encode")
+    hashed = _count_calls(monkeypatch, "blob_key")
     store = _CountingPayloads()
-    offloader = Offloader(store, 100)
+    offloader = Offloader(store, 300)  # room for a reference (about 200 bytes) and "n"
     with offloader.encoding_once():  # what a store does around one write
-        packed_output = offloader.pack(output)
+        packed_output = offloader.pack_output(output)
         packed_state = offloader.pack(big)
         assert offloader.pack_json(output["n"]) == "1"
+    assert packed_output == {"k": ref, "n": 1} and packed_state == ref
     assert [v for v in encoded if v is big or v is output] == [big]
-    assert packed_output["$runfox_ref"] == payloads.blob_key(encode(output))
-    assert packed_state["$runfox_ref"] == payloads.blob_key(encode(big))
-    # An equal value (another object) is measured but not sent again.
-    assert offloader.pack([large_text(300, 1)]) == packed_state
-    assert sorted(store.sent) == sorted([packed_output["$runfox_ref"],
-                                         packed_state["$runfox_ref"]])
+    assert len(hashed) == 1 and store.sent == [ref["$runfox_ref"]]
+    # Known (stored by this process): packed again without encoding or hashing.
+    assert offloader.pack_output(output) == packed_output and len(hashed) == 1
+    # An equal value (another object) is measured and hashed, but not sent again.
+    assert offloader.pack([large_text(600, 1)]) == ref and len(store.sent) == 1
     # ... unless it was deleted through the offloader.
-    offloader.delete([packed_state["$runfox_ref"]])
-    assert offloader.pack([large_text(300, 1)]) == packed_state
-    assert packed_state["$runfox_ref"] in store and len(store.sent) == 3
+    offloader.delete([ref["$runfox_ref"]])
+    assert offloader.pack([large_text(600, 1)]) == ref
+    assert ref["$runfox_ref"] in store and len(store.sent) == 2
+
+
+def test_a_result_through_the_sql_queue_shares_the_blob_of_its_record(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sqlite-run's path: a worker submits a large result (stored once, the row holds
+    references), the driver gathers and applies it: the output and the state key
+    it lands in refer to that blob, sent and hashed once, one row in the table."""
+    import sqlite3
+
+    from runfox import Complete, Workflow
+    from runfox.backend import Backend, InProcessWorker
+
+    text = large_text(50_000, 21)
+    path = tmp_path / "run.db"
+    store, runner = parts_from_url(f"sqlite:///{path}?offload=1000")
+    assert runner.payloads is store.payloads()
+    hashed = _count_calls(monkeypatch, "blob_key", big_only=10_000)
+
+    def executor(fn: str, inputs: dict[str, object]) -> dict[str, object]:
+        return {"text": text, "n": 1} if fn == "big" else {"m": len(str(inputs["t"]))}
+
+    spec = {"name": "share", "steps": [
+        {"id": "big", "fn": "big"},
+        {"id": "use", "fn": "use", "depends_on": ["big"],
+         "input": {"t": {"var": "state.text"}}}]}
+    try:
+        backend = Backend(store=store, runner=runner, poll_interval=0.001)
+        wf = Workflow.from_dict(spec, backend)
+        result = wf.run(worker=InProcessWorker(runner, executor), timeout=60)
+        assert isinstance(result, Complete), result
+    finally:
+        runner.close()
+        store.close()
+    key = payloads.make_ref(payloads.encode(text))["$runfox_ref"]
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT payload_key FROM runfox_payloads").fetchall()
+        output = conn.execute("SELECT data FROM runfox_steps WHERE step_id = 'big'"
+                              ).fetchone()[0]
+        kept = conn.execute("SELECT value FROM runfox_state WHERE name = 'text'").fetchone()[0]
+    assert rows == [(key,)]
+    assert __import__("json").loads(output)["output"]["text"]["$runfox_ref"] == key
+    assert __import__("json").loads(kept)["$runfox_ref"] == key
+    assert len(hashed) <= 2  # submitted (1); applied: the driver's copy of the value (1)
+    loaded = SqlStore(f"sqlite:///{path}").load(wf.id)  # a fresh process reads it back
+    assert loaded.steps["big"].output == {"text": text, "n": 1} and loaded.defects == ()
+    assert loaded.state["text"] == text
+
+
+def test_records_and_results_of_the_old_shape_still_load(tmp_path: Path) -> None:
+    """Before schema 11 a large output was one reference, in records and in result
+    rows; written here by the old function, into a real SQLite file."""
+    import json
+
+    from runfox.graph import advance, on_step_result
+    from runfox.testing import bump, fan_spec, new_record
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    store = SqlStore(url, offload=1000)
+    offloader = store.payloads()
+    big = large_text(5000, 8)
+    output = {"n": 1, "blob": big}
+    v1 = new_record(fan_spec(2), {"n": 1})
+    store.write(v1)
+    v2 = bump(advance(v1, 10.0)[0], v1)
+    store.write(v2, previous=v1)
+    v3 = bump(on_step_result(v2, "root", output, 0, 11.0)[0], v2)
+    old_pack = lambda record, previous: payloads.pack_record(  # noqa: E731
+        record, previous, offloader.pack)  # no pack_output: every output whole
+    offloader.pack_record = old_pack  # type: ignore[method-assign]
+    store.write(v3, previous=v2)
+    store.close()
+    whole = payloads.make_ref(payloads.encode(output))
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        stored = conn.execute("SELECT data FROM runfox_steps WHERE step_id = 'root'"
+                              ).fetchone()[0]
+    assert json.loads(stored)["output"] == whole  # the old shape is what is on disk
+
+    fresh = SqlStore(url, offload=1000)
+    loaded = fresh.load(v1.workflow_execution_id)
+    assert loaded.steps["root"].output == output and loaded.state["blob"] == big
+    assert loaded.defects == ()
+    assert fresh.payloads().delete([whole["$runfox_ref"]]) == 1  # type: ignore[union-attr]
+    fresh.close()
+    again = SqlStore(url, offload=1000)
+    (defect,) = again.load(v1.workflow_execution_id).steps["root"].defects
+    assert defect.where == "steps.root.output" and defect.stored == whole
+    again.close()
+
+    # A result row holding a whole reference (what an older worker submitted).
+    store, runner = parts_from_url(url + "?offload=1000")
+    try:
+        result = {"rows": [large_text(3000, 9)], "ok": True}
+        ref = runner.payloads.pack(result)
+        assert payloads.is_ref(ref)
+        assert runner.submit_work_result("wf-old", "s", ref, 1)  # packed as it is: whole
+        ((step_id, gathered),) = runner.gather("wf-old")
+        assert step_id == "s" and gathered == result
+        # A result whose blob is gone: the attempt fails, naming the key.
+        lost = {"rows": [large_text(3000, 10)], "n": 2}
+        assert runner.submit_work_result("wf-old", "t", lost, 1)
+        key = payloads.make_ref(payloads.encode(lost["rows"]))["$runfox_ref"]
+        assert runner.payloads.delete([key]) == 1
+        ((_, failed),) = runner.gather("wf-old")
+        assert failed["ok"] is False and failed["error_type"] == "PayloadMissing"
+        assert key in failed["error"]
+    finally:
+        runner.close()
+        store.close()
 
 
 def test_a_blob_put_in_a_unit_that_rolled_back_is_sent_again(tmp_path: Path) -> None:
@@ -300,6 +476,29 @@ def test_runfox_status_shows_size_and_preview_of_an_offloaded_output(
     assert main(["status", wf.id, "--backend", url, "--step", "big"]) == 0
     out = capsys.readouterr().out
     assert "output:   " in out and "KB offloaded" in out and text not in out
+
+
+def test_a_missing_blob_of_a_step_input_is_a_defect_naming_its_key() -> None:
+    from runfox.graph import advance
+    from runfox.testing import new_record
+
+    store = InMemoryStore(offload=1000)
+    big = large_text(3000, 12)
+    spec = {"steps": [{"id": "a", "fn": "f", "input": {"t": {"var": "input.t"}, "n": 1}}]}
+    record = new_record(spec, {"t": big})
+    store.write(record)
+    claimed = advance(record, 10.0)[0].evolve(version=2)
+    assert claimed.steps["a"].inputs == {"t": big, "n": 1}
+    store.write(claimed, previous=record)
+    offloader = store.payloads()
+    assert offloader is not None
+    ref = payloads.make_ref(payloads.encode(big))  # the step's inputs go per key
+    assert offloader.delete([ref["$runfox_ref"]]) == 1
+    loaded = store.load(record.workflow_execution_id)
+    (defect,) = loaded.steps["a"].defects
+    assert defect.where == "steps.a.inputs.t" and defect.stored == ref
+    assert loaded.steps["a"].inputs == {"t": ref, "n": 1}
+    assert loaded.inputs == {"t": big}  # the workflow's inputs: a whole blob of their own
 
 
 def test_missing_header_payloads_are_defects_too() -> None:

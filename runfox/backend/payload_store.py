@@ -22,8 +22,10 @@ is the suite every implementation runs: ``InMemoryPayloads`` (here),
 ``Offloader`` binds a payload store to a threshold and a bounded in-process
 cache of decoded blobs (safe: a key always names the same value). Stores call
 ``pack_record`` before they encode a record and ``unpack_record`` after they
-decode one; runners call ``pack`` and ``unpack`` on job inputs and result
-outputs that travel through size-limited rows and messages.
+decode one; runners call ``pack`` and ``unpack`` on job inputs, and
+``pack_output`` and ``unpack_output`` on result outputs, that travel through
+rows and messages (a result output is packed per top-level key, as a step
+output is, so the record later refers to the same blobs).
 
 So that a large value costs little beyond its bytes, the ``Offloader`` encodes a
 value once per write (``encoding_once``), hashes a blob once (its own put trusts
@@ -238,19 +240,48 @@ class Offloader:
         """``pack(value)`` and the blob of an inline result, as ``payloads.pack_encoded``."""
         if value is None or isinstance(value, bool | int | float):
             return value, None
-        with self._lock:
-            known = self._refs.get(id(value))
-        if known is None:
-            known = self._block("refs").get(id(value))
-        if known is not None and known[0] is value:
-            return known[1], None
+        known = self._known(value)
+        if known is not None:
+            return known, None
         packed, blob = payloads.pack_encoded(value, self.threshold, self._put, self._encode)
         if packed is not value:
-            # Shared only once the blob is durable (a rolled back put must be sent
-            # again); until then, within this write only.
-            self._block("refs")[id(value)] = (value, packed)
-            self.store._once_stored(lambda: self._remember(packed, value))
+            self._share(value, packed)
         return packed, blob
+
+    def pack_output(self, value: Any) -> Any:
+        """``payloads.pack_object`` with this store and threshold: a step output or a
+        result output, packed per top-level key.
+
+        A value this offloader stored or read lately (by identity: the one
+        ``unpack_output`` handed out, or one packed earlier in this write) is
+        replaced by its reference without being encoded or hashed again.
+        """
+        if type(value) is not dict:
+            return self.pack(value)
+        whole = self._known(value)
+        if whole is not None:
+            return whole
+        with self.encoding_once():
+            block = self._block("refs")
+            found: dict[str, Any] = {}
+            with self._lock:
+                for key, item in value.items():
+                    if item is None or isinstance(item, bool | int | float):
+                        continue
+                    known = self._refs.get(id(item)) or block.get(id(item))
+                    if known is not None and known[0] is item:
+                        found[key] = known[1]
+            source = {**value, **found} if found else value
+            packed = payloads.pack_object(source, self.threshold, self._put, self._encode)
+            if packed is source:
+                return packed
+            if payloads.is_ref(packed):
+                self._share(value, packed)
+                return packed
+            for key, ref in packed.items():
+                if ref is not source[key]:
+                    self._share(value[key], ref)
+            return packed
 
     def unpack(self, value: Any) -> Any:
         """The value a reference stands for, or ``value`` itself.
@@ -260,16 +291,38 @@ class Offloader:
         """
         return payloads.unpack(value, self._get)
 
+    def unpack_output(self, value: Any) -> Any:
+        """What ``pack_output`` made (or ``pack``: a whole reference), as values.
+
+        Raises:
+            PayloadMissing: a reference names a blob the store does not hold.
+        """
+        return payloads.unpack_object(value, self._get)
+
     def pack_record(self, record: WorkflowRecord, previous: WorkflowRecord | None
                     ) -> WorkflowRecord:
         """``payloads.pack_record`` with this store and threshold (see there)."""
         with self.encoding_once():
-            return payloads.pack_record(record, previous, self.pack)
+            return payloads.pack_record(record, previous, self.pack, self.pack_output)
 
     def unpack_record(self, record: WorkflowRecord, base: WorkflowRecord | None = None
                       ) -> WorkflowRecord:
         """``payloads.unpack_record`` with this store (missing blobs become defects)."""
         return payloads.unpack_record(record, base, self._get)
+
+    def _known(self, value: Any) -> dict[str, Any] | None:
+        """The reference of ``value`` when this process stored or read it (by identity)."""
+        with self._lock:
+            known = self._refs.get(id(value))
+        if known is None:
+            known = self._block("refs").get(id(value))
+        return known[1] if known is not None and known[0] is value else None
+
+    def _share(self, value: Any, ref: dict[str, Any]) -> None:
+        """``value`` was just stored as ``ref``: known within this write at once, to
+        every thread once the blob is durable (a rolled back put must be sent again)."""
+        self._block("refs")[id(value)] = (value, ref)
+        self.store._once_stored(lambda: self._remember(ref, value))
 
     @contextmanager
     def encoding_once(self) -> Iterator[None]:
@@ -320,11 +373,15 @@ class Offloader:
         held = memo.pop(id(value), None)
         if held is not None and held[0] is value:
             return held[1]
-        if type(value) is not dict or not all(type(k) is str for k in value):
-            return payloads.encode(value)
-        blob, parts = payloads.encode_object(value)
-        for item, part in parts:
-            memo[id(item)] = (item, part)
+        if type(value) is dict and all(type(k) is str for k in value):
+            blob, parts = payloads.encode_object(value)
+            for item, part in parts:
+                memo[id(item)] = (item, part)
+        else:
+            blob = payloads.encode(value)
+        # Kept for the next packing of the same object in this write: a value
+        # of a step output that stays inline is measured again as a state key.
+        memo[id(value)] = (value, blob)
         return blob
 
     def _put(self, key: str, blob: bytes) -> None:

@@ -613,7 +613,7 @@ class SQSRunner(Runner):
         return job if inputs is job.inputs else replace(job, inputs=inputs)
 
     def _pack_output(self, output: dict[str, Any]) -> dict[str, Any]:
-        return output if self.payloads is None else self.payloads.pack(output)
+        return output if self.payloads is None else self.payloads.pack_output(output)
 
     def open_job(self, job: DispatchJob) -> DispatchJob:
         """``job`` with its inputs as the executor must see them (a reference
@@ -628,15 +628,16 @@ class SQSRunner(Runner):
         return job if inputs is job.inputs else replace(job, inputs=inputs)
 
     def open_results(self, results: Sequence[WorkResult]) -> list[WorkResult]:
-        """``results`` with referenced outputs replaced by their values; an output
-        whose blob is gone becomes an error output naming the key (the attempt fails)."""
+        """``results`` with referenced outputs (whole, or values of their top-level
+        keys) replaced by their values; an output whose blob is gone becomes an
+        error output naming the key (the attempt fails)."""
         if self.payloads is None:
             return list(results)
         opened = []
         for result in results:
             step_id, output = result
             try:
-                value = self.payloads.unpack(output)
+                value = self.payloads.unpack_output(output)
             except PayloadMissing as exc:
                 logger.error("result of step %r: %s", step_id, exc)
                 value = error_output("PayloadMissing", f"the output of step {step_id!r}: {exc}")

@@ -81,6 +81,7 @@ else:
         except BaseException:
             db.release()
             raise
+        runner.payloads = store.payloads()  # one offloader: results and records share blobs
         return store, runner
 
 

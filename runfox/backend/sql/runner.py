@@ -30,7 +30,11 @@ One row per job ``(workflow_execution_id, step_id, run_id)``:
 - ``heartbeat`` extends a lease only while this claim still holds the job (its
   random claim token still on the row); ``release`` makes it claimable at once.
 - ``submit_work_result`` turns the row ``done`` with its result, once: a second
-  result for the same job returns ``False``.
+  result for the same job returns ``False``. A large result output is packed
+  per top-level key into ``runfox_payloads`` first (``Offloader.pack_output``;
+  the runner of ``parts_from_url`` shares the store's offloader), so the row
+  holds references and the record that applies the result refers to the same
+  blobs; ``gather`` resolves them.
 - ``gather`` takes the ``done`` rows of one execution and deletes them
   atomically: one ``DELETE ... RETURNING`` where the database has it (PostgreSQL,
   MariaDB, SQLite), else ``SELECT ... FOR UPDATE SKIP LOCKED`` and ``DELETE`` in
@@ -70,12 +74,15 @@ from typing import Any
 from sqlalchemy import bindparam, delete, exists, func, null, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from ...errors import PayloadMissing
 from ...jsonvalue import error_output
 from ...results import DispatchJob, WorkResult, job_key
+from ..payload_store import DEFAULT_OFFLOAD_BYTES, Offloader, offload_threshold
 from ..runner import RUNNING, JobState, Runner
 from .database import Database, DatabaseUser, DuplicateRow, HotStatement
 from .dialects import CLAIM_FROM, CLAIM_IN, Dialect
 from .listen import signal_for, watchable
+from .payloads import SqlPayloads
 from .schema import slots, tasks
 from .store import dumps
 
@@ -251,6 +258,10 @@ class SqlRunner(DatabaseUser, Runner):
             ``LISTEN`` while a worker watches (``watch_jobs``), so idle workers
             start new jobs at once; ``False`` saves the statement per dispatch
             (workers then find jobs by polling). Ignored elsewhere.
+        offload: result outputs whose JSON is over this many bytes are packed
+            per top-level key into ``runfox_payloads`` (as ``SqlStore``'s
+            ``offload``); ``payloads`` is the ``Offloader`` that does it, which
+            ``parts_from_url`` sets to the store's.
 
     Raises:
         ValueError, BackendError: as for ``SqlStore``.
@@ -268,6 +279,7 @@ class SqlRunner(DatabaseUser, Runner):
         busy_timeout: float | None = None,
         sqlite_synchronous: str | None = None,
         engine_options: dict[str, Any] | None = None,
+        offload: int | str | None = None,
         _database: Database | None = None,
     ) -> None:
         if lease <= 0:
@@ -278,6 +290,8 @@ class SqlRunner(DatabaseUser, Runner):
                          busy_timeout=busy_timeout, sqlite_synchronous=sqlite_synchronous,
                          engine_options=engine_options, database=_database)
         self._q = _Queries(self._db.dialect)
+        self.payloads = Offloader(SqlPayloads(self._db),
+                                  offload_threshold(offload, DEFAULT_OFFLOAD_BYTES))
         # Queue and acknowledge run on every step: compiled once (``HotStatement``).
         self._hot_insert = HotStatement(self._db, self._q.insert)
         self._hot_insert_taken = HotStatement(self._db, self._q.insert_taken)
@@ -652,7 +666,7 @@ class SqlRunner(DatabaseUser, Runner):
         run_id: int | None = None,
     ) -> bool:
         try:
-            result = dumps(output)
+            result = dumps(self.payloads.pack_output(output))
         except (TypeError, ValueError) as exc:
             # Only JSON can be stored; the graph counts this as a failed attempt.
             result = dumps(error_output("InvalidOutput", f"the output is not JSON: {exc}"))
@@ -727,6 +741,13 @@ class SqlRunner(DatabaseUser, Runner):
                                "dispatched again)", job_key(workflow_execution_id,
                                                             row.step_id, row.run_id), exc)
                 continue
+            try:
+                output = self.payloads.unpack_output(output)
+            except PayloadMissing as exc:  # the attempt fails, naming the blob
+                logger.error("result of job %s: %s", job_key(workflow_execution_id,
+                                                             row.step_id, row.run_id), exc)
+                output = error_output("PayloadMissing",
+                                      f"the output of step {row.step_id!r}: {exc}")
             results.append(WorkResult(row.step_id, output, run))
         return results
 

@@ -59,6 +59,10 @@ plus Alembic's ``runfox_alembic_version`` (see ``migrations``):
   ``max_allowed_packet``). Rows are immutable.
 - schema 10: the claim index of ``runfox_tasks`` is ``(state, visible_at, id)``
   (``ix_runfox_tasks_queue``), the order claims take jobs in.
+- schema 11: no table changes. Large step outputs (and result outputs in
+  ``runfox_tasks.result``) are objects whose large top-level values are
+  references (``runfox.payloads.pack_object``); the version keeps an older
+  runfox, which would read those references as values, away.
 
 JSON is stored as text (``LONGTEXT`` on MySQL), ASCII-escaped so any server
 character set holds it. Keys compare case-sensitively on MySQL (``utf8mb4_bin``)
@@ -124,7 +128,7 @@ __all__ = [
 ]
 
 #: The layout these tables have; bump it with a new revision in ``migrations``.
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 _MYSQL: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4",
                           "mysql_collate": "utf8mb4_bin"}
