@@ -373,3 +373,48 @@ def test_a_reload_moves_the_derived_counts_like_a_full_load(
     finally:
         other.close()
         fresh.close()
+
+
+def test_the_header_columns_follow_the_record_when_unchanged_ones_are_left_out(
+        parts: tuple[SqlStore, SqlRunner]) -> None:
+    # Each write sets only the header columns that change (status and retry_at
+    # are left out when they stay the same: an index write less on each step).
+    # Whatever was left out, the row must still say what the record says.
+    from runfox.backend.sql.store import due_times
+
+    store, runner = parts
+    backend = Backend(store=store, runner=runner)
+    flaky = {"defaults": {"max_attempts": 3, "retry": {"backoff": "fixed", "delay": 30}},
+             "steps": [{"id": "a", "fn": "f"}, {"id": "b", "fn": "f", "depends_on": ["a"]}]}
+    wf_id = backend.create(flaky, {})
+
+    def row() -> tuple[str, float | None]:
+        with store.engine.connect() as conn:
+            found = conn.execute(select(workflows.c.status, workflows.c.retry_at)
+                                 .where(workflows.c.workflow_execution_id == wf_id)).one()
+        return found.status, found.retry_at
+
+    def check() -> None:
+        record = store.load(wf_id)
+        assert row() == (record.status.value, due_times(record, 60.0)[1])
+
+    backend.apply_and_advance(wf_id)  # pending -> in progress: status written
+    check()
+    failed = {"ok": False, "error": "boom"}
+    backend.apply_and_advance(wf_id, [("a", failed, 0)])  # a retry waits: retry_at set
+    check()
+    assert row()[1] is not None
+    retry_at = row()[1]
+    backend.apply_and_advance(wf_id)  # nothing changes the retry: left out, still right
+    check()
+    assert row()[1] == retry_at
+    later = retry_at + 1
+    backend.clock = lambda: later  # type: ignore[method-assign]
+    backend.apply_and_advance(wf_id)  # the retry is claimed: retry_at cleared
+    check()
+    assert row()[1] is None
+    run = store.load(wf_id).steps["a"].run_id
+    backend.apply_and_advance(wf_id, [("a", {"x": 1}, run)])
+    backend.apply_and_advance(wf_id, [("b", {"y": 1}, 0)])
+    check()
+    assert row() == ("complete", None)

@@ -42,6 +42,7 @@ blob is read once per process.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 import threading
@@ -84,16 +85,29 @@ _SELECT_STEPS = select(steps.c.step_id, steps.c.version, steps.c.data).where(
     steps.c.workflow_execution_id == bindparam("k"), steps.c.version > bindparam("since"))
 _SELECT_STATE = select(state.c.name, state.c.version, state.c.value).where(
     state.c.workflow_execution_id == bindparam("k"), state.c.version > bindparam("since"))
-_UPDATE_HEAD = (
-    update(workflows).where(_THIS, workflows.c.version == bindparam("expected"))
-    .values(version=bindparam("v"), status=bindparam("st"), updated_at=bindparam("at"),
-            outcome=bindparam("outcome_json"), due_at=bindparam("due"),
-            retry_at=bindparam("retry")))
-# The same without the outcome, for the usual transition that leaves it alone.
-_UPDATE_HEAD_ONLY = (
-    update(workflows).where(_THIS, workflows.c.version == bindparam("expected"))
-    .values(version=bindparam("v"), status=bindparam("st"), updated_at=bindparam("at"),
-            due_at=bindparam("due"), retry_at=bindparam("retry")))
+#: How many executions' last written ``retry_at`` a store remembers.
+_RETRY_NOTES = 10_000
+
+
+def _update_head(outcome: bool, status: bool, retry: bool) -> Any:
+    """The header's conditional UPDATE, setting only the columns that change.
+
+    A column left out of ``SET`` leaves its indexes alone: on SQLite each index
+    an UPDATE names is a page written to the log on every step (the status and
+    the retry index would otherwise be rewritten by each transition).
+    """
+    values: dict[str, Any] = {"version": bindparam("v"), "updated_at": bindparam("at"),
+                              "due_at": bindparam("due")}
+    if outcome:
+        values["outcome"] = bindparam("outcome_json")
+    if status:
+        values["status"] = bindparam("st")
+    if retry:
+        values["retry_at"] = bindparam("retry")
+    return (update(workflows).where(_THIS, workflows.c.version == bindparam("expected"))
+            .values(**values))
+
+
 _POSTPONE = (update(workflows).where(_THIS, workflows.c.version == bindparam("v"))
              .values(due_at=bindparam("due"), retry_at=bindparam("retry")))
 _SELECT_DUE = (select(workflows.c.workflow_execution_id)
@@ -229,7 +243,12 @@ class SqlStore(DatabaseUser, Store):
         self._upsert_state = _state_upsert(self._db.dialect.name)
         # The statements of every transition, compiled once (see ``HotStatement``).
         hot = functools.partial(HotStatement, self._db)
-        self._hot_head, self._hot_head_outcome = hot(_UPDATE_HEAD_ONLY), hot(_UPDATE_HEAD)
+        # By (outcome, status, retry_at) written: see ``_update_head``.
+        self._hot_heads = {shape: hot(_update_head(*shape))
+                           for shape in itertools.product((False, True), repeat=3)}
+        # Per execution, the version and ``retry_at`` this store last wrote: the
+        # next write of that version leaves ``retry_at`` out when it is the same.
+        self._retry_written: dict[str, tuple[int, float | None]] = {}
         self._hot_step, self._hot_steps = hot(_UPDATE_STEP), hot(_INSERT_STEPS)
         self._hot_state, self._hot_events = hot(self._upsert_state), hot(_INSERT_EVENTS)
         self._hot_create = hot(_INSERT_HEAD)  # every start of an execution
@@ -271,10 +290,14 @@ class SqlStore(DatabaseUser, Store):
             head = {"k": key, "expected": record.version - 1, "v": record.version,
                     "st": record.status.value, "at": record.updated_at,
                     "due": due_at, "retry": retry_at}
-            update_head = self._hot_head
-            if previous is None or record.outcome is not previous.outcome:
+            outcome = previous is None or record.outcome is not previous.outcome
+            if outcome:
                 head["outcome_json"] = dumps(record.outcome)
-                update_head = self._hot_head_outcome
+            # The stored row is ``previous`` (the UPDATE checks its version): its
+            # status is that record's, and its retry_at is known if this store wrote it.
+            status = previous is None or record.status is not previous.status
+            retry = self._retry_written.get(key) != (record.version - 1, retry_at)
+            update_head = self._hot_heads[outcome, status, retry]
             # Map items appear when their map step is claimed: those rows are new.
             old = previous.steps if previous is not None else None
             fresh = [sid for sid in changed if old is not None and sid not in old]
@@ -300,7 +323,14 @@ class SqlStore(DatabaseUser, Store):
             # A lost race keeps the cached record: it is still a version that
             # was stored, and the reload then reads only the rows written since.
             self._db.run(work, what=f"write workflow {key!r}")
+            written = (record.version, retry_at)
+            self._db.after_commit(lambda: self._note_retry(key, written))
         self._db.after_commit(lambda: self._cache.put(kept))
+
+    def _note_retry(self, key: str, written: tuple[int, float | None]) -> None:
+        if len(self._retry_written) >= _RETRY_NOTES:
+            self._retry_written.clear()  # only a saving: forgetting costs one index write
+        self._retry_written[key] = written
 
     def _create_keyed(self, record: WorkflowRecord, key: str) -> str | None:
         try:
@@ -450,6 +480,7 @@ class SqlStore(DatabaseUser, Store):
         """Move the execution's ``due_at`` past ``now`` unless it was written since
         ``record`` (no version bump: it changes no state)."""
         due_at, retry_at = postponed(record, now, self.claim_grace)
+        self._retry_written.pop(record.workflow_execution_id, None)
         params = {"k": record.workflow_execution_id, "v": record.version, "due": due_at,
                   "retry": retry_at}
         self._db.run(lambda conn: conn.execute(_POSTPONE, params), standalone=True,
