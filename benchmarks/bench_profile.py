@@ -13,19 +13,31 @@ own time grouped by module.
 
 ``--no-profile`` measures CPU per step without cProfile's own overhead (cProfile
 roughly doubles the Python part of the cost).
+
+``--pages`` instead counts what a step writes to SQLite's log (WAL): the same
+chains, with the log's automatic checkpoint turned off on runfox's connections,
+then the log's frames are read back and each page is named by the table or
+index it belongs to (SQLite's ``dbstat`` table). Pages per step, by owner: what
+a commit writes, and later copies into the database file at a checkpoint.
+Deterministic, unlike the timings.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import cProfile
 import io
 import pstats
+import sqlite3
+import struct
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from bench_sql import StatementCounter, chain, noop
+from sqlalchemy import event
 
 import runfox as rfx
 from runfox.backend import Backend
@@ -48,6 +60,48 @@ def by_module(stats: pstats.Stats) -> list[tuple[str, float]]:
             where = filename.rsplit("/", 1)[-1]
         totals[where] = totals.get(where, 0.0) + own
     return sorted(totals.items(), key=lambda item: -item[1])
+
+
+def pages(workflows: int, length: int) -> None:
+    """Pages written to the WAL per step, by the table or index they belong to."""
+    with tempfile.TemporaryDirectory(prefix="runfox-pages-") as directory:
+        path = f"{directory}/bench.db"
+        store, runner = parts_from_url(f"sqlite:///{path}")
+        backend = Backend(store=store, runner=runner)
+        spec = rfx.load_spec(chain(length))
+        for _ in range(workflows):
+            backend.start(spec, {"x": 0})
+        first = workflows * length // 4  # the tables are past their first pages
+        Worker(backend, noop, concurrency=1, poll_interval=0.005, sweep_interval=3600,
+               schedule_interval=None, register=False).run(max_jobs=first, idle_timeout=5)
+        with sqlite3.connect(path) as plain:
+            plain.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+        def no_checkpoint(conn: Any) -> None:
+            conn.connection.driver_connection.execute("PRAGMA wal_autocheckpoint = 0")
+
+        event.listen(store.engine, "begin", no_checkpoint)
+        steps = workflows * length // 2
+        Worker(backend, noop, concurrency=1, poll_interval=0.005, sweep_interval=3600,
+               schedule_interval=None, register=False).run(max_jobs=steps, idle_timeout=5)
+        event.remove(store.engine, "begin", no_checkpoint)
+        log = Path(f"{path}-wal").read_bytes()
+        with sqlite3.connect(path) as plain:
+            owner = dict(plain.execute("SELECT pageno, name FROM dbstat"))
+        runner.close()
+        store.close()
+    size = struct.unpack(">I", log[8:12])[0]
+    counts: collections.Counter[str] = collections.Counter()
+    commits = 0
+    for offset in range(32, len(log) - size - 23, size + 24):  # frame: 24-byte header, page
+        number, committed = struct.unpack(">II", log[offset:offset + 8])
+        counts[owner.get(number, f"page {number}")] += 1
+        commits += committed != 0
+    total = sum(counts.values())
+    print(f"{steps} chain steps, one driving worker, SQLite: {total / steps:.2f} pages "
+          f"({size} bytes each) written to the log per step, {commits / steps:.2f} commits")
+    for name, number in counts.most_common():
+        print(f"  {number / steps:6.2f}  {name}")
 
 
 def run(workflows: int, length: int, profile: bool, top: int, dump: str | None,
@@ -112,7 +166,12 @@ def main(argv: Any = None) -> None:
     parser.add_argument("--no-count", action="store_true",
                         help="no statement counting (its listeners cost CPU too)")
     parser.add_argument("--dump", default=None, help="write the raw profile here")
+    parser.add_argument("--pages", action="store_true",
+                        help="count the pages a step writes to the log, by table and index")
     args = parser.parse_args(argv)
+    if args.pages:
+        pages(args.workflows, args.length)
+        return
     run(args.workflows, args.length, not args.no_profile, args.top, args.dump,
         not args.no_count)
 

@@ -74,3 +74,17 @@ def test_generated_open_executions_load_as_running_records_with_nothing_due(
     finally:
         runner.close()
         store.close()
+
+
+def test_the_page_count_names_the_tables_a_step_writes(capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    bench_profile = pytest.importorskip("bench_profile")
+    bench_profile.pages(20, 10)
+    out = capsys.readouterr().out
+    assert "100 chain steps" in out and "1.00 commits" in out
+    rows = [line.split() for line in out.splitlines()[1:]]
+    owners = {name for _, name in rows}
+    # every step writes its header, its step rows, its history and its jobs
+    assert {"runfox_workflows", "runfox_steps", "runfox_history", "runfox_tasks"} <= owners
+    per_step = float(out.split(":")[1].split()[0])
+    assert per_step == pytest.approx(sum(float(count) for count, _ in rows), abs=0.05)
