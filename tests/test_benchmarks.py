@@ -81,7 +81,9 @@ def test_the_page_count_names_the_tables_a_step_writes(capsys: pytest.CaptureFix
     bench_profile = pytest.importorskip("bench_profile")
     bench_profile.pages(20, 10)
     out = capsys.readouterr().out
-    assert "100 chain steps" in out and "1.00 commits" in out
+    assert "100 chain steps" in out
+    commits = float(out.split(" commits")[0].rsplit(" ", 1)[1])
+    assert 1.0 <= commits <= 1.05  # one per step (and a claim when the worker starts)
     rows = [line.split() for line in out.splitlines()[1:]]
     owners = {name for _, name in rows}
     # every step writes its header, its step rows, its history and its jobs
