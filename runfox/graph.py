@@ -218,6 +218,9 @@ def _error(kind: str, message: str) -> dict[str, Any]:
 def _check_output(output: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Validate and copy an executor output; return it and the error if the attempt failed.
 
+    The copy is deep, except for a runner's gathered result (``jsonvalue.Decoded``):
+    its values are checked where they are and shared (see ``jsonvalue.as_output``).
+
     A failed output is the seed's ``{"ok": False, "error": "<message>"}``, with
     ``error_type`` and ``traceback`` beside it when runfox built it
     (``jsonvalue.error_output``); the older ``"error": {"type", "message",

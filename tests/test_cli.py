@@ -594,3 +594,113 @@ def test_a_worker_with_processes_runs_jobs_in_child_processes(tmp_path: Path) ->
     assert status["status"] == "complete" and status["outcome"] == {"total": 20}
     pids = {int(line.split()[0]) for line in _log_lines(tmp_path)}
     assert pids and worker.pid not in pids  # the executor ran in the pool's processes
+
+
+# -- status of large outputs (payloads by reference) ------------------------------------
+
+
+def _stored_keys(path: Path) -> set[str]:
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        return {row[0] for row in conn.execute("SELECT payload_key FROM runfox_payloads")}
+
+
+def test_status_describes_each_offloaded_key_of_an_output_by_its_own_blob(
+        workdir: Path, capsys: Any) -> None:
+    from runfox import Workflow
+    from runfox.backend import Backend
+    from runfox.backend.sql import parts_from_url
+    from runfox.payloads import encode, make_ref
+    from runfox.testing import large_text
+
+    path = workdir / "keys.db"
+    url = f"sqlite:///{path}?offload=1000"
+    rows = [{"id": i, "name": f"user-{i:05d}"} for i in range(3000)]
+    text = large_text(20_000, 3)
+
+    def executor(fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        return {"rows": rows, "text": text, "n": 1}
+
+    spec = {"name": "keys", "steps": [{"id": "big", "fn": "big"}]}
+    store, runner = parts_from_url(url)
+    try:
+        wf = Workflow.from_dict(spec, Backend(store=store, runner=runner, executor=executor,
+                                              poll_interval=0.01))
+        wf.run(timeout=60)
+    finally:
+        runner.close()
+        store.close()
+    rows_ref, text_ref = make_ref(encode(rows)), make_ref(encode(text))
+    whole = make_ref(encode({"rows": rows, "text": text, "n": 1}))
+    stored = _stored_keys(path)
+    assert {rows_ref["$runfox_ref"], text_ref["$runfox_ref"]} == stored  # no whole blob
+
+    code, out, err = cli(capsys, "status", wf.id, "--backend", url)
+    assert code == 0, err
+    lines = {line.split(": ", 1)[0].strip(): line for line in out.splitlines()}
+    assert "steps.big.output" not in lines and whole["$runfox_ref"][:19] not in out
+    for where, ref in (("rows", rows_ref), ("text", text_ref)):
+        for place in (f"steps.big.output.{where}", f"state.{where}"):  # one blob, both
+            assert f"{ref['size'] / 1e3:.1f} KB offloaded ({ref['$runfox_ref'][:19]}..." \
+                in lines[place]
+    assert "steps.big.output.n" not in lines and len(out) < 3000
+
+    code, out, err = cli(capsys, "status", wf.id, "--backend", url, "--json")
+    shown = json.loads(out)["steps"]["big"]["output"]
+    assert shown == {"rows": rows_ref, "text": text_ref, "n": 1}
+
+    code, out, err = cli(capsys, "status", wf.id, "--backend", url, "--step", "big")
+    output = next(line for line in out.splitlines() if line.startswith("output:"))
+    assert '"n": 1' in output and f'"rows": <{rows_ref["size"] / 1e3:.1f} KB offloaded (' \
+        f'{rows_ref["$runfox_ref"][:19]}...' in output and text not in output
+
+
+def test_status_of_an_older_record_with_a_whole_output_reference(
+        workdir: Path, capsys: Any) -> None:
+    """Schema 10 and before stored a large output as one whole blob. With the blob
+    there, status describes it per key (sizes and previews right); with it gone,
+    the whole reference is what the record holds, and status names it."""
+    from runfox import payloads
+    from runfox.backend.sql import SqlStore
+    from runfox.graph import advance, on_step_result
+    from runfox.testing import bump, fan_spec, large_text, new_record
+
+    path = workdir / "old.db"
+    url = f"sqlite:///{path}?offload=1000"  # for the CLI, as SqlStore(..., offload=1000)
+    store = SqlStore(f"sqlite:///{path}", offload=1000)
+    offloader = store.payloads()
+    assert offloader is not None
+    big = large_text(5000, 8)
+    output = {"n": 1, "blob": big}
+    v1 = new_record(fan_spec(2), {"n": 1})
+    store.write(v1)
+    v2 = bump(advance(v1, 10.0)[0], v1)
+    store.write(v2, previous=v1)
+    v3 = bump(on_step_result(v2, "root", output, 0, 11.0)[0], v2)
+    offloader.pack_record = lambda record, previous: payloads.pack_record(  # type: ignore[method-assign]
+        record, previous, offloader.pack)  # the old rule: every output whole
+    store.write(v3, previous=v2)
+    store.close()
+    whole = payloads.make_ref(payloads.encode(output))
+    # The whole output, and the state key "blob" (then a blob of its own).
+    assert _stored_keys(path) == {whole["$runfox_ref"],
+                                  payloads.make_ref(payloads.encode(big))["$runfox_ref"]}
+    wf_id = v1.workflow_execution_id
+
+    code, out, err = cli(capsys, "status", wf_id, "--backend", url)
+    assert code == 0, err
+    line = next(x for x in out.splitlines() if x.startswith("  steps.root.output.blob:"))
+    assert f"{len(payloads.encode(big)) / 1e3:.1f} KB offloaded (sha256:" in line
+    assert big[:30] in line
+
+    fresh = SqlStore(f"sqlite:///{path}", offload=1000)
+    assert fresh.payloads().delete([whole["$runfox_ref"]]) == 1  # type: ignore[union-attr]
+    fresh.close()
+    code, out, err = cli(capsys, "status", wf_id, "--backend", url)
+    assert code == 0, err
+    line = next(x for x in out.splitlines() if x.startswith("  steps.root.output:"))
+    assert f"{whole['size'] / 1e3:.1f} KB offloaded ({whole['$runfox_ref'][:19]}...)" in line
+    assert "steps.root.output: payload sha256:" in out  # the defect, explained
+    code, out, err = cli(capsys, "status", wf_id, "--backend", url, "--json")
+    assert json.loads(out)["steps"]["root"]["output"] == whole

@@ -456,26 +456,28 @@ def test_runfox_status_shows_size_and_preview_of_an_offloaded_output(
     finally:
         runner.close()
         store.close()
-    size = len(payloads.encode({"text": text, "small": 1}))
+    ref = payloads.make_ref(payloads.encode(text))  # the output's key "text", a blob
     code = main(["status", wf.id, "--backend", url])
     out = capsys.readouterr().out
     assert code == 0
     assert text not in out and len(out) < 3000  # a preview, not the value
-    line = next(x for x in out.splitlines() if x.startswith("  steps.big.output:"))
-    assert f"{size / 1e3:.1f} KB offloaded (sha256:" in line
-    assert '{"text":"' + text[:40] in line
-    assert "steps.use.inputs" in out and 'outcome: {"n": 300000}' in out
+    assert not any(x.startswith("  steps.big.output:") for x in out.splitlines())
+    line = next(x for x in out.splitlines() if x.startswith("  steps.big.output.text:"))
+    assert f"{ref['size'] / 1e3:.1f} KB offloaded ({ref['$runfox_ref'][:19]}..." in line
+    assert '"' + text[:40] in line
+    assert "steps.use.inputs.t" in out and 'outcome: {"n": 300000}' in out
 
     assert main(["status", wf.id, "--backend", url, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     shown = data["steps"]["big"]["output"]
-    assert payloads.is_ref(shown) and shown["size"] == size
-    assert shown["preview"].startswith('{"text":"' + text[:20])
+    assert shown == {"text": ref, "small": 1}
+    assert shown["text"]["preview"].startswith('"' + text[:20])
     assert data["steps"]["use"]["output"] == {"n": len(text)}
 
     assert main(["status", wf.id, "--backend", url, "--step", "big"]) == 0
     out = capsys.readouterr().out
-    assert "output:   " in out and "KB offloaded" in out and text not in out
+    assert "output:   " in out and '"small": 1' in out and "KB offloaded" in out
+    assert text not in out
 
 
 def test_a_missing_blob_of_a_step_input_is_a_defect_naming_its_key() -> None:
@@ -517,3 +519,120 @@ def test_missing_header_payloads_are_defects_too() -> None:
     assert sorted(d.where for d in loaded.defects) == ["inputs", "outcome", "state.big"]
     assert all(any(k in d.message for k in keys) for d in loaded.defects)
     assert loaded.state["small"] == 1 and payloads.is_ref(loaded.state["big"])
+
+
+# -- gathered outputs are runfox's own: checked in place, not copied deeply ----------------
+
+
+def _deep(levels: int) -> dict[str, object]:
+    value: dict[str, object] = {"leaf": 1}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
+def test_a_gathered_output_is_checked_in_place_and_keeps_its_values() -> None:
+    import json
+
+    from runfox.graph import advance, on_step_result
+    from runfox.jsonvalue import Decoded, as_output, decoded, json_clone, json_copy
+    from runfox.testing import chain_spec, new_record
+
+    rows = [{"id": 1, "tags": ["a"]}, {"id": 2, "score": 0.5}]
+    mine = {"rows": rows, "n": 1}
+    gathered = decoded(json.loads(json.dumps(mine)))
+    assert type(gathered) is Decoded and gathered == mine
+    shallow = as_output(gathered)
+    assert type(shallow) is dict and shallow == mine and shallow["rows"] is gathered["rows"]
+    assert as_output(mine)["rows"] is not rows  # an executor's own output: a deep copy
+    for copy in (json_copy(gathered), json_clone(gathered)):
+        assert type(copy) is dict and copy == mine and copy["rows"] is not gathered["rows"]
+
+    # The graph keeps a gathered output's values (the payload offloader knows them
+    # by identity) and copies an output handed to it by anyone else.
+    record = advance(new_record(chain_spec(1)), 1.0)[0]
+    applied, _ = on_step_result(record, "s0", gathered, None, 2.0)
+    assert applied.steps["s0"].output["rows"] is gathered["rows"]
+    assert applied.state["rows"] is gathered["rows"]
+    applied, _ = on_step_result(record, "s0", mine, None, 2.0)
+    assert applied.steps["s0"].output["rows"] is not rows
+
+    # What a decoder lets through and the graph refuses fails exactly as before.
+    for bad in ({"x": [1, float("nan")]}, {"x": _deep(150)}, {"x": [{"y": float("inf")}]}):
+        assert as_output(Decoded(bad)) == as_output(dict(bad))
+        assert as_output(Decoded(bad))["error_type"] == "InvalidOutput"
+    # Not a decoder's type after all (a tuple): the full copy decides, as before.
+    assert as_output(Decoded({"x": [1, (2,)]})) == {"x": [1, [2]]}
+    assert "$.x.a.a" in as_output(Decoded({"x": _deep(150)}))["error"]
+
+
+def test_a_too_deep_gathered_output_fails_its_attempt_as_before(tmp_path: Path) -> None:
+    """A result row is JSON text of any depth (the runner does not check it); applied
+    through the job table on a real SQLite file, the attempt fails with the error
+    the graph gave when it copied every output."""
+    import json
+
+    from runfox import Failed, WorkflowStatus, limits
+    from runfox.backend import Backend
+    from runfox.jsonvalue import Decoded, as_output
+    from runfox.testing import chain_spec
+
+    store, runner = parts_from_url(f"sqlite:///{tmp_path / 'deep.db'}?offload=1000")
+    try:
+        backend = Backend(store=store, runner=runner)
+        wf_id = backend.create(chain_spec(1), {})
+        backend.apply_and_advance(wf_id)
+        (job,) = runner.take_pending_jobs(lease=60)
+        deep = {"rows": [large_text(2000, 4)], "x": _deep(150)}
+        assert runner.submit_work_result(wf_id, job.step_id, deep, job.run_id)
+        ((step_id, gathered),) = runner.gather(wf_id)
+        assert type(gathered) is Decoded and gathered["x"] == deep["x"]
+        _, nxt = backend.apply_and_advance(wf_id, [(step_id, gathered, job.run_id)])
+        assert isinstance(nxt, Failed)
+        record = backend.load(wf_id)
+        step = record.steps["s0"]
+        before = as_output(json.loads(json.dumps(deep)))  # what the full copy says
+        assert step.status.value == "failed" and record.status is WorkflowStatus.FAILED
+        assert step.error is not None and step.error["type"] == "InvalidOutput"
+        assert step.error["message"] == before["error"]
+        assert "nested more than 100 levels deep" in step.error["message"]
+
+        # The limit is the one configured, as for any output.
+        old = limits.configure(depth=200)
+        try:
+            assert as_output(Decoded(deep)) == deep
+        finally:
+            limits.restore(old)
+    finally:
+        runner.close()
+        store.close()
+
+
+def test_on_the_sql_queue_a_large_list_is_encoded_and_hashed_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sqlite-run's path for a value the graph used to copy (a list): the worker
+    submits it (encoded, hashed, stored), the driver gathers and applies it, and
+    the record's write finds it known: no second encode, no second hash."""
+    from runfox import Complete, Workflow
+    from runfox.backend import Backend, InProcessWorker
+
+    rows = [{"id": i, "name": f"user-{i:05d}"} for i in range(2000)]
+    store, runner = parts_from_url(f"sqlite:///{tmp_path / 'once.db'}?offload=1000")
+    encoded = _count_calls(monkeypatch, "encode", big_only=10_000)
+    hashed = _count_calls(monkeypatch, "blob_key", big_only=10_000)
+
+    def executor(fn: str, inputs: dict[str, object]) -> dict[str, object]:
+        return {"rows": rows, "n": 1}
+
+    try:
+        backend = Backend(store=store, runner=runner, poll_interval=0.001)
+        wf = Workflow.from_dict({"name": "once", "steps": [{"id": "a", "fn": "a"}]}, backend)
+        result = wf.run(worker=InProcessWorker(runner, executor), timeout=60)
+        assert isinstance(result, Complete), result
+        record = backend.load(wf.id)
+    finally:
+        runner.close()
+        store.close()
+    assert record.steps["a"].output == {"rows": rows, "n": 1} and record.state["rows"] == rows
+    assert len([v for v in encoded if v == rows]) == 1
+    assert len(hashed) == 1

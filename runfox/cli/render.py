@@ -17,7 +17,7 @@ from typing import Any, TextIO
 from ..backend.runner import JobState
 from ..backend.store import ExecutionSummary
 from ..backend.workers import WorkerInfo
-from ..payloads import describe, encode, is_ref, make_ref
+from ..payloads import describe, encode, is_ref, make_ref, pack_object
 from ..records import WorkflowRecord, item_counts, progress_counts
 from ..results import job_key
 from ..spec import WorkflowSpec
@@ -162,7 +162,10 @@ def workers_text(workers: Sequence[WorkerInfo], now: float) -> str:
 
 def offloaded(value: Any, threshold: int | None) -> dict[str, Any] | None:
     """The reference (key, size, preview) that stands for ``value`` in the store, when
-    it is one (``threshold``: the store's offload threshold, ``None`` for none)."""
+    it is one (``threshold``: the store's offload threshold, ``None`` for none).
+
+    For a value stored whole: workflow inputs, the outcome, a state key. A step's
+    output and inputs are packed per top-level key: see ``packed``."""
     if is_ref(value):
         return value  # a reference whose blob is missing
     if threshold is None or value is None or isinstance(value, bool | int | float):
@@ -171,23 +174,57 @@ def offloaded(value: Any, threshold: int | None) -> dict[str, Any] | None:
     return make_ref(blob) if len(blob) > threshold else None
 
 
+def _nowhere(key: str, blob: bytes) -> None:
+    """``runfox status`` only describes what is stored: nothing is sent."""
+
+
+def packed(value: Any, threshold: int | None) -> Any:
+    """A step's output or inputs as the store keeps them: its large top-level values
+    replaced by their references (each one's own blob, which the state key it
+    landed in shares), or, when that cannot bring it under ``threshold``, one
+    reference for the whole (``payloads.pack_object``, which stores use).
+
+    Worked out from the loaded values and the threshold (the record handed here
+    is unpacked), so it names the blobs this runfox writes: the same keys, since
+    a blob's key is the hash of its one encoding. A reference whose blob is
+    missing, whole or of one key, stays in the loaded record and is shown as it
+    is: that is how an older record (schema 10 and before: a large output was
+    one whole blob) shows its whole reference. An older record whose whole blob
+    is present is described per key too: sizes and previews are right, but the
+    keys are those this runfox would store, not its whole blob's."""
+    if value is None:
+        return None
+    return pack_object(value, threshold, _nowhere)
+
+
+def _refs_in(value: Any, where: str) -> list[tuple[str, dict[str, Any]]]:
+    """The references in a packed value: ``(where, ref)`` for a whole reference,
+    ``(where.key, ref)`` for each top-level key kept by reference."""
+    if is_ref(value):
+        return [(where, value)]
+    if isinstance(value, dict):
+        return [(f"{where}.{key}", item) for key, item in value.items() if is_ref(item)]
+    return []
+
+
 def _shown(value: Any, threshold: int | None) -> Any:
     ref = offloaded(value, threshold)
     return value if ref is None else ref
 
 
 def _payload_lines(record: WorkflowRecord, threshold: int | None) -> list[str]:
-    """``runfox status``: one line (size and preview) per value kept by reference."""
-    places: list[tuple[str, Any]] = [("inputs", record.inputs), ("outcome", record.outcome)]
-    places += [(f"state.{k}", v) for k, v in record.state.items()]
-    for step in record.steps.values():
-        places += [(f"steps.{step.id}.inputs", step.inputs),
-                   (f"steps.{step.id}.output", step.output)]
-    lines = []
-    for where, value in places:
+    """``runfox status``: one line (size and preview) per value kept by reference;
+    a step's output or inputs by top-level key (``steps.a.output.rows``)."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    for where, value in [("inputs", record.inputs), ("outcome", record.outcome),
+                         *((f"state.{k}", v) for k, v in record.state.items())]:
         ref = offloaded(value, threshold)
         if ref is not None:
-            lines.append(f"  {where}: {describe(ref)}")
+            found.append((where, ref))
+    for step in record.steps.values():
+        found += _refs_in(packed(step.inputs, threshold), f"steps.{step.id}.inputs")
+        found += _refs_in(packed(step.output, threshold), f"steps.{step.id}.output")
+    lines = [f"  {where}: {describe(ref)}" for where, ref in found]
     return ["", "payloads (stored by reference):", *lines] if lines else []
 
 
@@ -197,7 +234,8 @@ def status_json(record: WorkflowRecord,
     """The ``runfox status --json`` object (``job`` on in-progress steps with ``live``).
 
     A value kept by reference (over the store's offload ``threshold``) is shown
-    as its reference: ``{"$runfox_ref": key, "size": bytes, "preview": text}``."""
+    as its reference: ``{"$runfox_ref": key, "size": bytes, "preview": text}``;
+    in a step's output and inputs, each top-level value kept so (``packed``)."""
     steps: dict[str, Any] = {}
     for step in record.steps.values():
         entry: dict[str, Any] = {"status": step.status.value, "run_id": step.run_id,
@@ -209,7 +247,7 @@ def status_json(record: WorkflowRecord,
         if step.error is not None:
             entry["error"] = step.error
         if step.output is not None:
-            entry["output"] = _shown(step.output, threshold)
+            entry["output"] = packed(step.output, threshold)
         if live is not None and step.id in live:
             entry["job"] = live[step.id].to_dict()
         if step.cached:
@@ -250,8 +288,8 @@ def step_detail(record: WorkflowRecord, step_id: str, as_json: bool,
     data: dict[str, Any] = {"id": record.workflow_execution_id, "step": step_id,
                             "status": step.status.value, "run_id": step.run_id,
                             "attempts": step.attempts,
-                            "inputs": _shown(step.inputs, threshold),
-                            "output": _shown(step.output, threshold), "cached": step.cached}
+                            "inputs": packed(step.inputs, threshold),
+                            "output": packed(step.output, threshold), "cached": step.cached}
     if step.error is not None:
         data["error"] = step.error
     if step.child is not None:
@@ -260,8 +298,8 @@ def step_detail(record: WorkflowRecord, step_id: str, as_json: bool,
         return json.dumps(data, indent=2)
     lines = [f"step:     {step_id} ({step.status.value}, run {step.run_id}, "
              f"{step.attempts} attempt(s){', from the cache' if step.cached else ''})",
-             "inputs:   " + _text(step.inputs, threshold),
-             "output:   " + _text(step.output, threshold)]
+             "inputs:   " + _packed_text(packed(step.inputs, threshold)),
+             "output:   " + _packed_text(packed(step.output, threshold))]
     if step.error is not None:
         lines.append("error:    " + json.dumps(step.error, sort_keys=True))
     if step.child is not None:
@@ -272,6 +310,18 @@ def step_detail(record: WorkflowRecord, step_id: str, as_json: bool,
 def _text(value: Any, threshold: int | None) -> str:
     ref = offloaded(value, threshold)
     return json.dumps(value, sort_keys=True) if ref is None else str(describe(ref))
+
+
+def _packed_text(value: Any) -> str:
+    """A packed output or inputs as text: JSON, with each reference as its description
+    (``{"n": 1, "rows": <1.0 MB offloaded (sha256:...): [...>}``)."""
+    if is_ref(value):
+        return str(describe(value))
+    if not isinstance(value, dict) or not any(is_ref(item) for item in value.values()):
+        return json.dumps(value, sort_keys=True)
+    return "{" + ", ".join(f"{json.dumps(key)}: <{describe(item)}>" if is_ref(item) else
+                           f"{json.dumps(key)}: {json.dumps(item, sort_keys=True)}"
+                           for key, item in sorted(value.items())) + "}"
 
 
 def status_text(record: WorkflowRecord, live: Mapping[str, StepLive] | None = None,

@@ -19,7 +19,8 @@ How the Runner contract maps onto AWS (see ``runfox.backend.runner``):
 - ``submit_work_result``: marks the job row done and stores the result row in one
   transaction (conditional: a repeat returns ``False``), then deletes the message.
 - ``gather``: reads the execution's result rows and deletes them conditionally,
-  so each result goes to exactly one gatherer.
+  so each result goes to exactly one gatherer. Their outputs are
+  ``jsonvalue.Decoded`` (decoded here: the graph need not copy them deeply).
 - Concurrency limits (a job's ``concurrency_key``): before a received job is
   handed out, ``take_pending_jobs`` claims a slot of its key in the task table
   (``runfox.backend.aws.slots``: a holder list per key, written compare-and-set,
@@ -51,7 +52,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ...errors import BackendError, PayloadMissing
-from ...jsonvalue import error_output
+from ...jsonvalue import decoded, error_output
 from ...results import DispatchJob, WorkResult, job_key
 from ..payload_store import Offloader
 from ..runner import Runner
@@ -602,7 +603,11 @@ class SQSRunner(Runner):
             self.delete([held_message[1]])
 
     def gather(self, workflow_execution_id: str) -> list[WorkResult]:
-        return self.open_results(self.tasks.pop_results(workflow_execution_id))
+        # Decoded from their rows here: the graph checks them without a deep copy.
+        # (Results that arrive as messages, or through ``ResultHandler``, are not
+        # marked: they are copied as before.)
+        return [WorkResult(r.step_id, decoded(r.output), r.run_id)
+                for r in self.open_results(self.tasks.pop_results(workflow_execution_id))]
 
     # -- payloads by reference ------------------------------------------------------------
 

@@ -40,7 +40,8 @@ One row per job ``(workflow_execution_id, step_id, run_id)``:
   MariaDB, SQLite), else ``SELECT ... FOR UPDATE SKIP LOCKED`` and ``DELETE`` in
   one transaction; two gatherers never both get a row. Once gathered the runner
   forgets the job, as ``InProcessRunner`` does, so a re-dispatch after a lost
-  result queues it again.
+  result queues it again. Its outputs are ``jsonvalue.Decoded``: runfox's own,
+  so the graph checks them without copying them deeply.
 
 Concurrency slots (``runfox_slots``, see ``schema``): dispatching a job with a
 ``concurrency_key`` creates the key's slot rows ``0..limit-1`` if absent. The
@@ -75,7 +76,7 @@ from sqlalchemy import bindparam, delete, exists, func, null, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from ...errors import PayloadMissing
-from ...jsonvalue import error_output
+from ...jsonvalue import decoded, error_output
 from ...results import DispatchJob, WorkResult, job_key
 from ..payload_store import DEFAULT_OFFLOAD_BYTES, Offloader, offload_threshold
 from ..runner import RUNNING, JobState, Runner
@@ -748,7 +749,9 @@ class SqlRunner(DatabaseUser, Runner):
                                                              row.step_id, row.run_id), exc)
                 output = error_output("PayloadMissing",
                                       f"the output of step {row.step_id!r}: {exc}")
-            results.append(WorkResult(row.step_id, output, run))
+            # Fresh from the decoder (or the offloader's cache): the graph checks
+            # it without a deep copy, and the values stay the offloader's own.
+            results.append(WorkResult(row.step_id, decoded(output), run))
         return results
 
     def cancel(self, workflow_execution_id: str) -> None:
