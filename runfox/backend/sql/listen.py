@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import logging
 import os
 import random
@@ -281,10 +280,11 @@ class _FileWrites:
     IN_MODIFY, IN_NONBLOCK, IN_CLOEXEC = 0x2, 0o4000, 0o2000000
 
     def __init__(self, directory: Path) -> None:
-        name = ctypes.util.find_library("c")
-        libc = ctypes.CDLL(name, use_errno=True) if name else None
-        if libc is None or not hasattr(libc, "inotify_init1"):
-            raise OSError("no inotify on this system")
+        try:  # the C library the interpreter is linked with
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.inotify_init1  # noqa: B018  (raises AttributeError without inotify)
+        except (OSError, TypeError, AttributeError) as exc:
+            raise OSError(f"no inotify on this system ({exc})") from exc
         fd = libc.inotify_init1(self.IN_NONBLOCK | self.IN_CLOEXEC)
         if fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1 failed")
