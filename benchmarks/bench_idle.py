@@ -4,7 +4,10 @@
    PostgreSQL, default options unless ``--poll-interval`` is given) is left
    alone for ``--warmup`` seconds, then its CPU time (user + system, from
    ``/proc/<pid>/stat``) is read over ``--seconds`` seconds and shown as a
-   percentage of one CPU.
+   percentage of one CPU. Over the same seconds, its wake-ups: the context
+   switches (voluntary + involuntary, ``/proc/<pid>/task/*/status``) of all its
+   threads, per second in all and per thread name. What one wake-up costs
+   differs between days of a virtual machine; how many there are does not.
 2. **Dispatch-to-start latency.** With that worker idle, a one-step workflow is
    dispatched ``--jobs`` times, a random 1-3 s apart (so the worker is idle and
    backed off each time). Latency = the executor's ``time.time()`` at entry
@@ -83,18 +86,39 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
 
 
-def idle_cpu(url: str, seconds: float, warmup: float, extra: list[str]) -> float:
-    """Percent of one CPU the idle worker used over ``seconds``."""
+def switches(pid: int) -> dict[int, int]:
+    """Context switches (voluntary + involuntary) so far of each thread of ``pid``,
+    by thread id (Python 3.11 does not give the kernel its threads' names)."""
+    found: dict[int, int] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            status = (task / "status").read_text()
+        except FileNotFoundError:  # the thread ended
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        found[int(task.name)] = (
+            int(fields["voluntary_ctxt_switches"]) + int(fields["nonvoluntary_ctxt_switches"]))
+    return found
+
+
+def idle_cpu(url: str, seconds: float, warmup: float, extra: list[str]
+             ) -> tuple[float, float, dict[str, float]]:
+    """Percent of one CPU the idle worker used over ``seconds``, its wake-ups per
+    second, and those per thread (``main``, then the others in the order they
+    started: ``t1``, ``t2``, ...)."""
     parts_from_url(url)[0].close()  # create the tables before the worker opens them
     worker = start_worker(url, *extra)
     try:
         time.sleep(warmup)
-        before, started = cpu_seconds(worker.pid), time.monotonic()
+        before, woken, started = cpu_seconds(worker.pid), switches(worker.pid), time.monotonic()
         time.sleep(seconds)
         used, elapsed = cpu_seconds(worker.pid) - before, time.monotonic() - started
+        after = switches(worker.pid)
     finally:
         stop_worker(worker)
-    return 100.0 * used / elapsed
+    per_thread = {("main" if tid == worker.pid else f"t{n}"): (count - woken.get(tid, 0)) / elapsed
+                  for n, (tid, count) in enumerate(sorted(after.items()))}
+    return 100.0 * used / elapsed, sum(per_thread.values()), per_thread
 
 
 def latencies(url: str, jobs: int, extra: list[str]) -> list[float]:
@@ -193,11 +217,14 @@ def main() -> None:
     kinds = [k for k in servers if not (k == "postgresql" and args.no_postgres)
              and not (k == "mysql" and args.no_mysql)]
     if "idle" in only:
-        print(f"idle worker CPU over {args.seconds:g} s (after {args.warmup:g} s warm-up)")
+        print(f"idle worker CPU and wake-ups over {args.seconds:g} s "
+              f"(after {args.warmup:g} s warm-up)")
         for kind in kinds:
             with fresh_database(kind, servers[kind]) as url:
-                share = idle_cpu(url, args.seconds, args.warmup, extra)
-            print(f"  {kind:<11} {share:6.2f}% of one CPU")
+                share, wakeups, per_thread = idle_cpu(url, args.seconds, args.warmup, extra)
+            threads = " ".join(f"{name} {rate:.1f}" for name, rate in per_thread.items()
+                               if rate >= 0.05)
+            print(f"  {kind:<11} {share:6.2f}% of one CPU   {wakeups:5.1f} wake-ups/s ({threads})")
     if "latency" in only:
         print(f"dispatch-to-start latency, idle worker, {args.jobs} jobs")
         for kind in kinds:

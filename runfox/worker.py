@@ -110,6 +110,18 @@ OUTAGE_MAX_DELAY = 30.0
 #: doubles with each further empty claim, up to ``Worker.poll_interval``; a
 #: claim that finds work starts it again.
 POLL_FIRST = 0.005
+#: The longest idle wait between claims while the runner's wake-up hears other
+#: processes' dispatches (PostgreSQL ``LISTEN``, the SQLite watcher), if
+#: ``Worker.poll_interval`` is shorter: the poll then only finds jobs whose
+#: lease ran out (a dead worker's), which wait about a lease anyway.
+HEARD_POLL = 5.0
+#: A sweep or regular schedule look due within this many seconds (at most a
+#: quarter of its interval) is made in the round that runs now, so the loop does
+#: not wake again a moment later for it.
+ALIGN = 0.1
+#: The shortest time between two looks for due schedules (or ``schedule_interval``
+#: if shorter), however soon the next known fire falls due.
+SCHEDULE_GAP = 1.0
 #: While some slots run jobs and others are free, the loop looks for wake-ups
 #: this often (a finished job ends the wait at once anyway).
 WAKE_CHECK = 0.05
@@ -279,14 +291,21 @@ class Worker:
             stays empty. Waits start at ``POLL_FIRST`` (5 ms) after a claim that
             found nothing and double up to this; a runner's wake-up
             (``Runner.watch_jobs``: a dispatch in this process, or on PostgreSQL
-            in any) ends a wait at once.
+            and SQLite files in any) ends a wait at once. While the runner hears
+            other processes that way, waits double up to ``HEARD_POLL`` (5 s)
+            if this is shorter: the poll then only finds jobs whose lease ran out.
         drive: apply results and advance workflows after each job.
         sweep_interval: seconds between sweeps of running executions (``drive`` only).
         stale_after: seconds after which an in-progress step with no queued job is
             dispatched again by the sweep.
         name: how the worker names itself in logs (default ``host:pid``).
-        schedule_interval: seconds between looks for due schedules (one query;
-            ``runfox.schedules``); ``None`` fires no schedules. Only with ``drive``.
+        schedule_interval: the longest time, in seconds, between looks for due
+            schedules (``runfox.schedules``): so a schedule added or changed by
+            another process fires at most this late. Each look (one indexed query)
+            is followed by one more that reads when the first schedule falls due
+            before the next look, and the worker looks again then (no sooner than
+            ``SCHEDULE_GAP`` after the last look). ``None`` fires no
+            schedules. Only with ``drive``.
         register: keep a row in the store's worker registry while ``run`` runs.
         metrics: counters to update per job (``runfox.metrics.WorkerMetrics``).
     """
@@ -304,7 +323,7 @@ class Worker:
         sweep_interval: float = 5.0,
         stale_after: float | None = None,
         name: str | None = None,
-        schedule_interval: float | None = 1.0,
+        schedule_interval: float | None = 5.0,
         register: bool = True,
         metrics: WorkerMetrics | None = None,
     ) -> None:
@@ -376,6 +395,15 @@ class Worker:
         self._active: Slots | None = None
         self._flagged: set[str] = set()
         self._wake = threading.Event()
+        # The heartbeat thread sleeps until the next registry beat because it
+        # held no job; ``_hold`` then wakes it (under ``_held_lock``).
+        self._heart_resting = False
+        # The earliest due time (backend clock) of the schedules the last look
+        # saw; ``None``: none (or not looked yet).
+        self._next_fire: float | None = None
+        # Whether other processes' dispatches wake this worker now (the runner's
+        # watch says so); ``None`` while not watching.
+        self._hearing: Callable[[], bool] | None = None
 
     # -- control --------------------------------------------------------------
 
@@ -436,7 +464,7 @@ class Worker:
                     idle_since = time.monotonic()
                     yield None
                     continue
-                wait = min(self._poll_wait, self.poll_interval)
+                wait = min(self._poll_wait, self._poll_ceiling())
                 if idle_timeout is not None:
                     wait = min(wait, idle_timeout - idle_for)
                 if not self._stop.is_set():
@@ -445,16 +473,35 @@ class Worker:
             unwatch()
 
     def _watch_jobs(self) -> Callable[[], None]:
-        """Ask the runner to end idle waits when jobs are queued; returns the undo."""
+        """Ask the runner to end idle waits when jobs are queued; returns the undo.
+
+        An undo with a ``listening`` attribute (``runfox.backend.sql.listen.Watch``)
+        says whether other processes' dispatches are heard now: while they are,
+        idle claims back off up to ``HEARD_POLL`` instead of ``poll_interval``."""
         try:
-            return self.backend.runner.watch_jobs(self._alarm.set)
+            undo = self.backend.runner.watch_jobs(self._alarm.set)
         except Exception as exc:  # only a hint: polling still finds every job
             logger.debug("the runner cannot wake this worker (%s); polling only", _reason(exc))
             return _nothing
+        if hasattr(undo, "listening"):
+            self._hearing = lambda: bool(undo.listening)
+
+        def unwatch() -> None:
+            self._hearing = None
+            undo()
+
+        return unwatch
+
+    def _poll_ceiling(self) -> float:
+        """The longest idle wait between claims (see ``HEARD_POLL``)."""
+        hearing = self._hearing
+        if hearing is not None and hearing():
+            return max(self.poll_interval, HEARD_POLL)
+        return self.poll_interval
 
     def _polled(self, found: bool) -> None:
         """After a claim: wait briefly again if it found work, else twice as long."""
-        self._poll_wait = POLL_FIRST if found else min(self._poll_wait * 2, self.poll_interval)
+        self._poll_wait = POLL_FIRST if found else min(self._poll_wait * 2, self._poll_ceiling())
 
     def _hit(self, exc: BaseException, what: str) -> None:
         """A backend call of the loop failed: log (once per outage) and back off."""
@@ -478,6 +525,9 @@ class Worker:
             self._held[job.key] = job
             self._beats[job.key] = time.monotonic()
             self._claimed_at[job.key] = time.time()
+            rouse, self._heart_resting = self._heart_resting, False
+        if rouse:
+            self._wake.set()
         lease = self.lease_for(job)
         if lease == self.lease:
             return True
@@ -533,12 +583,18 @@ class Worker:
                 self._registry_beat()
 
     def _next_beat(self) -> float:
+        """Seconds until the next lease or registry beat. While jobs are held, at
+        most 0.5 s; with none, until the registry beat (``_hold`` wakes the thread
+        sooner, so a new job's first beat is on time)."""
         now = time.monotonic()
         with self._held_lock:
             due = [self._beats[k] + self.lease_for(j) / 3 - now
                    for k, j in self._held.items() if k not in self._lost]
-        due.append(self._next_registry_beat - now)
-        return min(0.5, max(0.01, min(due)))
+            self._heart_resting = not self._held
+        registry = self._next_registry_beat - now
+        if not due:
+            return max(0.01, registry)
+        return min(0.5, max(0.01, min(*due, registry)))
 
     # -- the registry row ------------------------------------------------------------
 
@@ -913,18 +969,43 @@ class Worker:
                 logger.info("no schedules fired by this worker: %s", exc)
                 self.schedule_interval = None
                 return 0
+        self._next_fire = None  # until read: look again after ``schedule_interval``
         fired = self._schedules.tick()
         for fire in fired:
             logger.info("schedule %r fired %s", fire.name, fire.workflow_execution_id)
+        # The next due time, if it comes before the next look anyway: the first of
+        # the due schedules in that window (every store returns them earliest first).
+        horizon = self.backend.clock() + (self.schedule_interval or 0.0)
+        times = [s.due_at for s in self._schedules.store.due(horizon, 1) if s.due_at is not None]
+        self._next_fire = min(times, default=None)
         return len(fired)
 
+    def _next_tick(self) -> float | None:
+        """When (monotonic) the next look for due schedules is due, or ``None``."""
+        interval = self.schedule_interval
+        if interval is None:
+            return None
+        due = self._last_tick + interval
+        if self._next_fire is not None:
+            fire = time.monotonic() + self._next_fire - self.backend.clock()
+            due = min(due, max(fire, self._last_tick + min(interval, SCHEDULE_GAP)))
+        return due
+
     def _tick_due(self) -> bool:
-        return (self.schedule_interval is not None
-                and time.monotonic() - self._last_tick >= self.schedule_interval)
+        """Whether to look for due schedules now: the regular look (up to ``ALIGN``
+        early, to share a wake-up with a sweep), or a known fire time that came."""
+        interval = self.schedule_interval
+        if interval is None:
+            return False
+        since = time.monotonic() - self._last_tick
+        if since >= interval - min(ALIGN, interval / 4):
+            return True
+        return self._next_fire is not None and self.backend.clock() >= self._next_fire \
+            and since >= min(interval, SCHEDULE_GAP)
 
     def _sweep_due(self, last_sweep: float) -> bool:
         since = time.monotonic() - last_sweep
-        if since >= self.sweep_interval:
+        if since >= self.sweep_interval - min(ALIGN, self.sweep_interval / 4):
             return True
         return self._retry_at is not None and self.backend.clock() >= self._retry_at \
             and since >= max(self.poll_interval, 0.05)
@@ -991,8 +1072,7 @@ class Worker:
                 # A long idle wait must not delay the next sweep or schedule tick
                 # (one already overdue, held back by an outage, does not shorten it).
                 for due in ((last_sweep + self.sweep_interval) if self.drive else None,
-                            None if self.schedule_interval is None
-                            else self._last_tick + self.schedule_interval):
+                            self._next_tick()):
                     if due is not None and due > now:
                         wait = min(wait, due - now)
                 self._pause(slots, wait)
@@ -1062,7 +1142,9 @@ class Worker:
 
         ``full``: every slot is busy, so there is no claim to make before a job
         finishes (which ends the wait anyway)."""
-        wait = self.poll_interval if full else min(self._poll_wait, self.poll_interval)
+        # With every slot busy the wait ends when a job finishes, but
+        # ``stop(release=True)`` does not end it: keep it at ``poll_interval``.
+        wait = self.poll_interval if full else min(self._poll_wait, self._poll_ceiling())
         backoff = self._backoff_until - time.monotonic()
         if backoff > 0:
             return min(max(wait, 0.05), backoff)

@@ -531,6 +531,45 @@ def test_sigterm_stops_an_idle_worker_promptly(tmp_path: Path) -> None:
         assert worker.returncode == 0, err
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(),
+                    reason="counts context switches in /proc")
+def test_an_idle_worker_s_main_thread_sleeps_until_a_signal(tmp_path: Path) -> None:
+    """The main thread waits for a signal or the loop's end, not in 0.1 s joins:
+    over 2 idle seconds it wakes at most a couple of times (it was 20), and a
+    SIGTERM still stops the worker at once."""
+    db = f"sqlite:///{tmp_path / 'runfox.db'}"
+    worker = subprocess.Popen([sys.executable, "-m", "runfox.cli", "worker", "--backend", db,
+                               "--executor", EXECUTOR], env=child_env(tmp_path),
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert worker.stderr is not None
+        for line in worker.stderr:
+            if "serving" in line:
+                break
+        status = Path(f"/proc/{worker.pid}/task/{worker.pid}/status")
+
+        def switches() -> int:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines()
+                          if ":" in line)
+            return int(fields["voluntary_ctxt_switches"]) + \
+                int(fields["nonvoluntary_ctxt_switches"])
+
+        time.sleep(0.5)
+        before = switches()
+        time.sleep(2.0)
+        assert switches() - before <= 3
+        sent = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=30)
+        assert time.monotonic() - sent < 5.0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
+    assert worker.returncode == 0, err
+    assert "SIGTERM: finishing running jobs" in err
+
+
 def test_a_signal_stops_the_worker_loop_in_process(workdir: Path, capsys: Any,
                                                    caplog: pytest.LogCaptureFixture) -> None:
     """The handler only records the signal; the main thread stops the loop."""

@@ -29,7 +29,7 @@ import runfox as rfx
 from runfox import worker as worker_module
 from runfox.backend import Backend
 from runfox.backend.runner import InProcessRunner
-from runfox.backend.sql import parts_from_url
+from runfox.backend.sql import listen, parts_from_url
 from runfox.backend.sql.listen import signal_for
 from runfox.results import DispatchJob
 from runfox.worker import Worker
@@ -168,3 +168,75 @@ def test_postgresql_notify_wakes_an_idle_worker_and_survives_a_lost_connection(
             admin.dispose()
             for part in (store, runner, client_store, client_runner):
                 part.close()
+
+
+def _switches(native_id: int) -> int:
+    """Context switches so far of this process's thread ``native_id`` (Linux)."""
+    status = Path(f"/proc/self/task/{native_id}/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return int(fields["voluntary_ctxt_switches"]) + int(fields["nonvoluntary_ctxt_switches"])
+
+
+def _thread(name: str) -> threading.Thread:
+    found = [t for t in threading.enumerate() if t.name == name]
+    assert len(found) == 1, [t.name for t in threading.enumerate()]
+    return found[0]
+
+
+def _wakeups(thread: threading.Thread, seconds: float) -> int:
+    assert thread.native_id is not None
+    before = _switches(thread.native_id)
+    time.sleep(seconds)
+    return _switches(thread.native_id) - before
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/task").is_dir(),
+                                reason="counts context switches in /proc")
+
+
+@needs_proc
+@pytest.mark.parametrize("inotify", [True, False])
+def test_the_sqlite_watcher_backs_off_while_nothing_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inotify: bool) -> None:
+    """A quiet database is looked at every 0.5 s at most, not every 50 ms (with
+    ``inotify``, when its files are written, and every 2 s), and a commit after
+    the quiet spell still wakes the worker within that."""
+    if not inotify:
+        def unavailable(directory: Path) -> None:
+            raise OSError("no inotify in this test")
+        monkeypatch.setattr(listen, "_FileWrites", unavailable)
+    url = f"sqlite:///{tmp_path / 'quiet.db'}"
+    store, runner = parts_from_url(url)
+    client_store, client_runner = parts_from_url(f"{url}?timeout=20")
+    try:
+        with idle_worker(Backend(store=store, runner=runner)):
+            _listening(url)
+            time.sleep(2.0)  # backed off by now
+            # 4 looks in 2 s (40 at 50 ms); a few more for the GIL and the scheduler.
+            assert _wakeups(_thread("runfox-listen"), 2.0) <= 12
+            client = Backend(store=client_store, runner=client_runner)
+            # The longest look without inotify, and slack (with it: when written).
+            assert started_within(client, SOON) < (0.5 if inotify else 0.5 + 1.0)
+    finally:
+        for part in (store, runner, client_store, client_runner):
+            part.close()
+
+
+@needs_proc
+def test_the_postgresql_listener_sleeps_until_a_notification(tmp_path: Path) -> None:
+    """Between notifications the listener thread sleeps in ``select`` (psycopg's
+    ``notifies(timeout=...)`` would wake it ten times a second); stopping it is
+    still immediate."""
+    with scratch_database("postgresql", tmp_path) as url:
+        store, runner = parts_from_url(url)
+        try:
+            with idle_worker(Backend(store=store, runner=runner)):
+                _listening(url)
+                listener = _thread("runfox-listen")
+                assert _wakeups(listener, 2.0) <= 4  # was about 20
+                assert started_within(Backend(store=store, runner=runner), SOON) < SOON
+            listener.join(2.0)  # the worker's watch was undone: the thread ends at once
+            assert not listener.is_alive()
+        finally:
+            store.close()
+            runner.close()

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import Counter
+from typing import Any
 
 import pytest
 from contract import fan_executor, fan_spec
 
 import runfox as rfx
 from runfox.results import DispatchJob
+from runfox.schedules import Schedules
 from runfox.worker import Worker, load_executor
 
 
@@ -112,3 +115,46 @@ def test_worker_arguments_are_checked() -> None:
         Worker(backend, fan_executor, processes=True)
     with pytest.raises(ValueError, match="concurrency"):
         Worker(backend, fan_executor, concurrency=0)
+
+
+def test_an_idle_heartbeat_thread_rests_until_a_job_is_held() -> None:
+    """With nothing held the heartbeat thread sleeps until the registry beat (10 s
+    here, not 0.5 s); holding a job wakes it, so the job's first beat is on time."""
+    backend = rfx.Backend()
+    worker = Worker(backend, fan_executor, lease=30.0, register=False)
+    worker._registry_beat()  # as ``run`` does: the next registry beat is 10 s away
+    assert worker._next_beat() > 5.0
+    worker._wake.clear()
+    backend.runner.dispatch("w#e", [DispatchJob("w#e", "a", "leaf", {})])
+    (job,) = backend.runner.take_pending_jobs(limit=1, lease=30.0)
+    worker._hold(job)
+    assert worker._wake.is_set()
+    assert worker._next_beat() <= 0.5
+
+
+def test_a_worker_fires_a_known_schedule_on_time_and_notices_a_new_one() -> None:
+    """A schedule fires at its due times, not at the next ``schedule_interval``
+    look; one added while the worker runs is noticed within ``schedule_interval``."""
+    backend = rfx.Backend()
+    schedules = Schedules(backend)
+    def spec(name: str) -> dict[str, Any]:
+        return {"name": name, "steps": [{"id": "a", "fn": "seed", "input": {"n": 1}}]}
+
+    schedules.add("early", spec("early"), every="1s")
+    worker = Worker(backend, fan_executor, schedule_interval=2.5, poll_interval=0.05,
+                    register=False)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        schedules.add("late", spec("late"), every="1s")
+        time.sleep(4.0)
+    finally:
+        worker.stop()
+        thread.join(10)
+    fires = Counter(s.name for s in backend.store.list_executions(limit=1000))
+    early, late = fires["early"], fires["late"]
+    # Every second for 4.5 s (a look only every 2.5 s would fire at most twice) ...
+    assert early >= 3, fires
+    # ... and the late one from at most 2.5 s after it was added, then every second.
+    assert late >= 1, fires

@@ -225,8 +225,10 @@ COMMAND), 3 halted, 4 backend unreachable or misconfigured, 5 timeout, 130 inter
                    help="address the metrics server binds (default 127.0.0.1)")
     p.set_defaults(handler=commands.worker)
 
-    p.add_argument("--schedule-interval", type=_positive_float, default=1.0,
-                   metavar="SECONDS", help="how often to fire due schedules (default 1)")
+    p.add_argument("--schedule-interval", type=_positive_float, default=5.0,
+                   metavar="SECONDS", help="the longest wait between looks for due schedules, "
+                   "so how late a schedule added elsewhere may fire (default 5); known "
+                   "schedules fire on time")
     p.add_argument("--no-schedules", action="store_true",
                    help="fire no schedules (leave them to other workers or `runfox scheduler`)")
 

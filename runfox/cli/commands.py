@@ -7,10 +7,13 @@ stderr and the documented exit code.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -383,6 +386,11 @@ def start_metrics(backend: Backend, port: int, host: str = "127.0.0.1") -> Any:
     return metrics
 
 
+#: Longest wait of ``serve_until_signalled``'s main thread between looks at the loop
+#: (a signal or the loop's end wakes it sooner; this only bounds a missed wake-up).
+SIGNAL_WAIT = 30.0
+
+
 def serve_until_signalled(harness: Worker, idle_timeout: float | None,
                           max_jobs: int | None) -> WorkerStats:
     """Run the worker; the first SIGTERM/SIGINT stops claiming and lets running jobs
@@ -391,28 +399,51 @@ def serve_until_signalled(harness: Worker, idle_timeout: float | None,
     The loop runs in its own thread and the signal handler only records the
     signal: ``Worker.stop`` sets an Event the loop waits on, and setting it from a
     handler that interrupted that very wait (in the same thread) can deadlock.
-    The main thread turns recorded signals into ``stop()`` calls instead.
+    The main thread turns recorded signals into ``stop()`` calls instead. It
+    sleeps on a socket pair until something happens: the interpreter writes a
+    byte to it when a signal arrives (``signal.set_wakeup_fd``, which wakes the
+    main thread even when another thread took the signal), the handler once it
+    recorded the signal, the loop thread when it ends; so an idle worker's main
+    thread wakes only then, or every ``SIGNAL_WAIT`` seconds at most.
     """
     received: list[int] = []
     outcome: dict[str, Any] = {}
+    ended = threading.Event()
+    bell, ringer = socket.socketpair()
+    bell.setblocking(False)
+    ringer.setblocking(False)  # set_wakeup_fd needs a descriptor that never blocks
 
     def record(signum: int, frame: types.FrameType | None) -> None:
         received.append(signum)  # nothing that takes a lock
+        # The interpreter's byte may have been read before this ran: ring again.
+        with contextlib.suppress(OSError):
+            ringer.send(b"\0")
 
     def serve() -> None:
         try:
             outcome["stats"] = harness.run(idle_timeout=idle_timeout, max_jobs=max_jobs)
         except BaseException as exc:  # re-raised in the main thread
             outcome["error"] = exc
+        finally:
+            ended.set()  # before the ring: the thread is still alive a moment after it
+            with contextlib.suppress(OSError):  # full (being rung anyway) or closed
+                ringer.send(b"\0")
 
     previous = {signum: signal.signal(signum, record)
                 for signum in (signal.SIGTERM, signal.SIGINT)}
+    previous_fd = signal.set_wakeup_fd(ringer.fileno(), warn_on_full_buffer=False)
     loop = threading.Thread(target=serve, name="runfox-worker-loop")
     try:
         loop.start()
         handled = 0
-        while loop.is_alive():
-            loop.join(0.1)
+        while not ended.is_set():
+            if handled == len(received):
+                select.select([bell], [], [], SIGNAL_WAIT)
+            try:
+                while bell.recv(512):
+                    pass
+            except (BlockingIOError, InterruptedError):
+                pass
             for signum in received[handled:]:
                 handled += 1
                 name = signal.Signals(signum).name
@@ -423,9 +454,13 @@ def serve_until_signalled(harness: Worker, idle_timeout: float | None,
                 else:
                     logger.info("%s: releasing running jobs", name)
                     harness.stop(release=True)
+        loop.join()
     finally:
+        signal.set_wakeup_fd(previous_fd)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        bell.close()
+        ringer.close()
     if "error" in outcome:
         raise outcome["error"]
     stats: WorkerStats = outcome["stats"]

@@ -13,9 +13,14 @@ workers watching that database:
   process then wakes every idle worker within a few milliseconds.
 
 - SQLite has no notifications, but a connection's ``PRAGMA data_version``
-  changes when any other connection commits: a thread looks at it every 50 ms
-  (no lock, no disk read) and fires the signal on a change, so an idle worker
-  also hears other processes' dispatches (and, harmlessly, their other writes).
+  changes when any other connection commits: a thread looks at it (no lock, no
+  disk read) and fires the signal on a change, so an idle worker also hears
+  other processes' dispatches (and, harmlessly, their other writes). It looks
+  every 50 ms after a change; while nothing changes, on Linux it looks when a
+  file in the database's directory is written (``inotify``: the commit's write
+  to the WAL), and otherwise every 0.1 s doubling to 2 s; without ``inotify``
+  (other systems), every 50 ms doubling to 0.5 s, so there the first dispatch
+  after a quiet spell is heard up to 0.5 s late.
   MariaDB has nothing of the kind: there, other processes' jobs are found by
   polling.
 
@@ -30,8 +35,13 @@ connection that stays quiet is checked with ``SELECT 1`` every
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
+import os
 import random
+import select
+import socket
 import sqlite3
 import threading
 import time
@@ -44,18 +54,23 @@ from sqlalchemy.engine import Engine
 from ...urlmask import mask_url, url_secrets
 from .dialects import JOBS_CHANNEL
 
-__all__ = ["JobSignal", "signal_for", "watchable"]
+__all__ = ["JobSignal", "Watch", "signal_for", "watchable"]
 
 logger = logging.getLogger("runfox.backend.sql")
 
 Wake = Callable[[], None]
 
-#: Longest wait for a notification before the listener looks at its stop flag.
-WAIT = 1.0
+#: Once the socket has something: how long psycopg reads notifications for.
+DRAIN = 0.01
 #: Seconds without a notification after which the listener checks its connection.
 KEEPALIVE = 30.0
-#: Seconds between looks at an SQLite file's ``data_version``.
+#: Seconds between looks at an SQLite file's ``data_version``: the first after a
+#: change, and the longest, reached by doubling while nothing changes.
 SQLITE_CHECK = 0.05
+SQLITE_CHECK_MAX = 0.5
+#: With ``inotify`` telling when the database's files are written: the longest
+#: wait between looks while nothing is written (a safety net).
+SQLITE_CHECK_QUIET = 2.0
 #: Reconnect backoff: first and longest wait.
 FIRST_DELAY, MAX_DELAY = 0.2, 30.0
 
@@ -71,8 +86,8 @@ class JobSignal:
         self._next = 0
         self._listener: _Listener | None = None
 
-    def add(self, wake: Wake, listen_with: Engine | None = None) -> Callable[[], None]:
-        """Call ``wake`` whenever the signal fires, until the returned function is
+    def add(self, wake: Wake, listen_with: Engine | None = None) -> Watch:
+        """Call ``wake`` whenever the signal fires, until the returned ``Watch`` is
         called. ``listen_with``: an engine to hear other processes through (see
         ``watchable``; its thread starts with the first such watcher and stops
         with the last)."""
@@ -93,7 +108,7 @@ class JobSignal:
             if listener is not None:
                 listener.stop()
 
-        return remove
+        return Watch(remove, self if listen_with is not None else None)
 
     @property
     def watched(self) -> bool:
@@ -112,6 +127,24 @@ class JobSignal:
                 wake()
             except Exception:  # a watcher's bug must not stop a dispatch
                 logger.debug("a job wake-up callback failed", exc_info=True)
+
+
+class Watch:
+    """The undo of ``JobSignal.add`` (call it to stop watching), which also says
+    whether the watcher hears other processes' dispatches now (``listening``):
+    a worker polls less often while it does (``runfox.worker``)."""
+
+    def __init__(self, remove: Callable[[], None], signal: JobSignal | None) -> None:
+        self._remove = remove
+        self._signal = signal
+
+    def __call__(self) -> None:
+        self._remove()
+
+    @property
+    def listening(self) -> bool:
+        """Whether a listener of other processes is connected now."""
+        return self._signal is not None and self._signal.listening
 
 
 _SIGNALS: dict[str, JobSignal] = {}
@@ -139,13 +172,20 @@ class _Listener:
         self._signal = signal
         self._display_url = display_url
         self._stop = threading.Event()
+        # Rung by ``stop()`` so a ``select`` on the connection ends at once.
+        self._bell, self._ringer = socket.socketpair()
+        self._bell.setblocking(False)
+        self._ringer.setblocking(False)
         self.listening = False
         self._thread = threading.Thread(target=self._run, name="runfox-listen", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop listening (within ``WAIT`` seconds); does not wait for the thread."""
+        """Stop listening (the thread ends at once, or after the statement it
+        runs); does not wait for it."""
         self._stop.set()
+        with contextlib.suppress(OSError):  # full, or closed by the thread that ended
+            self._ringer.send(b"\0")
 
     def _connect(self) -> Any:
         # From the engine, so its connect arguments and events apply; detached
@@ -164,20 +204,34 @@ class _Listener:
         return conn
 
     def _serve(self, conn: Any) -> None:
-        """Fire the signal per notification until stopped; raise if the connection fails."""
+        """Fire the signal per notification until stopped; raise if the connection fails.
+
+        The thread sleeps in ``select`` on the connection's socket and on the
+        stop bell, until the next keepalive at the latest (psycopg's own
+        ``notifies(timeout=...)`` wakes every 0.1 s to look for interrupts), and
+        reads notifications only once something arrived, or after a keepalive
+        (whose reply may have brought some along)."""
         quiet_since = time.monotonic()
+        drain = True  # notifications may have arrived with LISTEN's reply
         while not self._stop.is_set():
+            if not drain:
+                wait = max(0.0, quiet_since + KEEPALIVE - time.monotonic())
+                ready = select.select([conn.fileno(), self._bell], [], [], wait)[0]
+                drain = conn.fileno() in ready
             heard = False
-            for _ in conn.notifies(timeout=WAIT):
-                heard = True
-                self._signal.fire()
-                if self._stop.is_set():
-                    break
+            if drain:
+                drain = False
+                for _ in conn.notifies(timeout=DRAIN):
+                    heard = True
+                    self._signal.fire()
+                    if self._stop.is_set():
+                        break
             if heard:
                 quiet_since = time.monotonic()
             elif time.monotonic() - quiet_since >= KEEPALIVE:
                 conn.execute("SELECT 1")
                 quiet_since = time.monotonic()
+                drain = True
 
     def _run(self) -> None:
         delay = FIRST_DELAY
@@ -214,15 +268,55 @@ class _Listener:
                         conn.close()
                     except Exception:
                         logger.debug("closing the listening connection failed", exc_info=True)
+        self._bell.close()
+        self._ringer.close()
+
+
+class _FileWrites:
+    """Linux ``inotify`` on a directory, through libc: a descriptor that becomes
+    readable when a process on this host writes a file in it (an SQLite commit
+    writes the database or its WAL). ``OSError`` where there is none."""
+
+    IN_MODIFY, IN_NONBLOCK, IN_CLOEXEC = 0x2, 0o4000, 0o2000000
+
+    def __init__(self, directory: Path) -> None:
+        try:  # the C library the interpreter is linked with
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.inotify_init1  # noqa: B018  (raises AttributeError without inotify)
+        except (OSError, TypeError, AttributeError) as exc:
+            raise OSError(f"no inotify on this system ({exc})") from exc
+        fd = libc.inotify_init1(self.IN_NONBLOCK | self.IN_CLOEXEC)
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1 failed")
+        if libc.inotify_add_watch(fd, os.fsencode(str(directory)), self.IN_MODIFY) < 0:
+            error = ctypes.get_errno()
+            os.close(fd)
+            raise OSError(error, f"cannot watch {directory}")
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def clear(self) -> None:
+        """Read and forget the events so far."""
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._fd, 65536):
+                pass
+
+    def close(self) -> None:
+        os.close(self._fd)
 
 
 class _SqliteWatcher(_Listener):
     """SQLite has no notifications, but ``PRAGMA data_version`` on a connection
     changes whenever another connection (any process) commits a change: reading
-    it is a look at the shared WAL index, no lock and no disk read. Checked every
-    ``SQLITE_CHECK`` seconds; a change fires the signal, and the worker's claim
-    (which first looks without the write lock, see ``SqlRunner``) decides whether
-    it was a job."""
+    it is a look at the shared WAL index, no lock and no disk read. Looked at
+    ``SQLITE_CHECK`` seconds after a change, and while nothing changes when a
+    file of the database's directory is written (``inotify``, Linux) or,
+    without that, backing off to ``SQLITE_CHECK_MAX`` (with it, to
+    ``SQLITE_CHECK_QUIET``, in case a write goes unseen). A change fires the
+    signal, and the worker's claim (which first looks without the write lock,
+    see ``SqlRunner``) decides whether it was a job."""
 
     def _connect(self) -> Any:
         uri = Path(str(self._engine.url.database)).resolve().as_uri()
@@ -235,12 +329,48 @@ class _SqliteWatcher(_Listener):
         return conn
 
     def _serve(self, conn: Any) -> None:
+        try:
+            writes: _FileWrites | None = _FileWrites(
+                Path(str(self._engine.url.database)).resolve().parent)
+        except OSError as exc:
+            logger.debug("the SQLite watcher polls with backoff: %s", exc)
+            writes = None
+        try:
+            self._watch(conn, writes)
+        finally:
+            if writes is not None:
+                writes.close()
+
+    def _watch(self, conn: Any, writes: _FileWrites | None) -> None:
+        longest = SQLITE_CHECK_MAX if writes is None else SQLITE_CHECK_QUIET
         seen = conn.execute("PRAGMA data_version").fetchone()[0]
-        while not self._stop.wait(SQLITE_CHECK):
+        pause = SQLITE_CHECK
+        soon = False  # with ``writes``: look again after SQLITE_CHECK, not on a write
+        while True:
+            written = False
+            if writes is None or soon:
+                if self._stop.wait(pause if writes is None else SQLITE_CHECK):
+                    return
+                if writes is not None:
+                    writes.clear()
+            else:
+                ready = select.select([writes.fileno(), self._bell.fileno()], [], [], pause)[0]
+                if self._bell.fileno() in ready or self._stop.is_set():
+                    return
+                written = writes.fileno() in ready
+                if written:
+                    writes.clear()
             version = conn.execute("PRAGMA data_version").fetchone()[0]
             if version != seen:
                 seen = version
-                self._signal.fire()
+                pause = SQLITE_CHECK
+                soon = True  # more usually follow: a busy database is polled, not
+                self._signal.fire()  # looked at per write
+            else:
+                pause = min(pause * 2, longest)
+                # A write whose commit was not visible yet (its WAL index is
+                # updated after the write): look once more shortly.
+                soon = written
 
 
 def watchable(engine: Engine) -> bool:
