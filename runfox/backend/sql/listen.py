@@ -36,9 +36,7 @@ connection that stays quiet is checked with ``SELECT 1`` every
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
-import os
 import random
 import select
 import socket
@@ -273,38 +271,36 @@ class _Listener:
 
 
 class _FileWrites:
-    """Linux ``inotify`` on a directory, through libc: a descriptor that becomes
-    readable when a process on this host writes a file in it (an SQLite commit
-    writes the database or its WAL). ``OSError`` where there is none."""
-
-    IN_MODIFY, IN_NONBLOCK, IN_CLOEXEC = 0x2, 0o4000, 0o2000000
+    """Writes to the files of a directory on this host (an SQLite commit writes
+    the database or its WAL), told by Linux ``inotify`` through the
+    ``inotify_simple`` package: a descriptor that becomes readable on a write.
+    ``OSError`` where there is none (another system, the package missing, or
+    no inotify instance left)."""
 
     def __init__(self, directory: Path) -> None:
-        try:  # the C library the interpreter is linked with
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.inotify_init1  # noqa: B018  (raises AttributeError without inotify)
-        except (OSError, TypeError, AttributeError) as exc:
-            raise OSError(f"no inotify on this system ({exc})") from exc
-        fd = libc.inotify_init1(self.IN_NONBLOCK | self.IN_CLOEXEC)
-        if fd < 0:
-            raise OSError(ctypes.get_errno(), "inotify_init1 failed")
-        if libc.inotify_add_watch(fd, os.fsencode(str(directory)), self.IN_MODIFY) < 0:
-            error = ctypes.get_errno()
-            os.close(fd)
-            raise OSError(error, f"cannot watch {directory}")
-        self._fd = fd
+        try:
+            from inotify_simple import INotify, flags
+        except ImportError as exc:  # not Linux, or installed without the sql extra
+            raise OSError(f"inotify_simple is not available ({exc})") from exc
+        try:
+            self._inotify = INotify(nonblocking=True)
+        except (AttributeError, OSError) as exc:  # AttributeError: a libc without inotify
+            raise OSError(f"no inotify here ({exc})") from exc
+        try:
+            self._inotify.add_watch(directory, flags.MODIFY)
+        except OSError:
+            self._inotify.close()
+            raise
 
     def fileno(self) -> int:
-        return self._fd
+        return self._inotify.fileno()
 
     def clear(self) -> None:
         """Read and forget the events so far."""
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self._fd, 65536):
-                pass
+        self._inotify.read(timeout=0)
 
     def close(self) -> None:
-        os.close(self._fd)
+        self._inotify.close()
 
 
 class _SqliteWatcher(_Listener):
