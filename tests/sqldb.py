@@ -14,6 +14,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from conftest import KINDS as KINDS  # re-exported: the SQL tests import it from here
 from conftest import need_service
@@ -22,6 +23,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError
 
 from runfox.backend.sql.schema import metadata, schema_version
+from runfox.records import WorkflowRecord
 
 ADMIN_URLS = {
     "postgresql": os.environ.get("RUNFOX_TEST_POSTGRES",
@@ -72,3 +74,27 @@ def wipe(engine: Engine) -> None:
         for table in reversed(metadata.sorted_tables):
             if table is not schema_version:
                 conn.execute(delete(table))
+
+
+def write_old_output_record(path: Path, output: dict[str, Any]) -> WorkflowRecord:
+    """An execution in the SQLite file ``path`` (offloading over 1,000 bytes) whose
+    root step finished with ``output``, stored as schema 10 and before stored it:
+    the whole output as one blob, not per key. Returns its first record."""
+    from runfox import payloads
+    from runfox.backend.sql import SqlStore
+    from runfox.graph import advance, on_step_result
+    from runfox.testing import bump, fan_spec, new_record
+
+    store = SqlStore(f"sqlite:///{path}", offload=1000)
+    offloader = store.payloads()
+    assert offloader is not None
+    v1 = new_record(fan_spec(2), {"n": 1})
+    store.write(v1)
+    v2 = bump(advance(v1, 10.0)[0], v1)
+    store.write(v2, previous=v1)
+    v3 = bump(on_step_result(v2, "root", output, 0, 11.0)[0], v2)
+    offloader.pack_record = lambda record, previous: payloads.pack_record(  # type: ignore[method-assign]
+        record, previous, offloader.pack)  # the old rule: every output whole
+    store.write(v3, previous=v2)
+    store.close()
+    return v1

@@ -700,27 +700,17 @@ def test_status_of_an_older_record_with_a_whole_output_reference(
     """Schema 10 and before stored a large output as one whole blob. With the blob
     there, status describes it per key (sizes and previews right); with it gone,
     the whole reference is what the record holds, and status names it."""
+    from sqldb import write_old_output_record
+
     from runfox import payloads
     from runfox.backend.sql import SqlStore
-    from runfox.graph import advance, on_step_result
-    from runfox.testing import bump, fan_spec, large_text, new_record
+    from runfox.testing import large_text
 
     path = workdir / "old.db"
     url = f"sqlite:///{path}?offload=1000"  # for the CLI, as SqlStore(..., offload=1000)
-    store = SqlStore(f"sqlite:///{path}", offload=1000)
-    offloader = store.payloads()
-    assert offloader is not None
     big = large_text(5000, 8)
     output = {"n": 1, "blob": big}
-    v1 = new_record(fan_spec(2), {"n": 1})
-    store.write(v1)
-    v2 = bump(advance(v1, 10.0)[0], v1)
-    store.write(v2, previous=v1)
-    v3 = bump(on_step_result(v2, "root", output, 0, 11.0)[0], v2)
-    offloader.pack_record = lambda record, previous: payloads.pack_record(  # type: ignore[method-assign]
-        record, previous, offloader.pack)  # the old rule: every output whole
-    store.write(v3, previous=v2)
-    store.close()
+    v1 = write_old_output_record(path, output)
     whole = payloads.make_ref(payloads.encode(output))
     # The whole output, and the state key "blob" (then a blob of its own).
     assert _stored_keys(path) == {whole["$runfox_ref"],

@@ -261,24 +261,12 @@ def test_records_and_results_of_the_old_shape_still_load(tmp_path: Path) -> None
     rows; written here by the old function, into a real SQLite file."""
     import json
 
-    from runfox.graph import advance, on_step_result
-    from runfox.testing import bump, fan_spec, new_record
+    from sqldb import write_old_output_record
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    store = SqlStore(url, offload=1000)
-    offloader = store.payloads()
     big = large_text(5000, 8)
     output = {"n": 1, "blob": big}
-    v1 = new_record(fan_spec(2), {"n": 1})
-    store.write(v1)
-    v2 = bump(advance(v1, 10.0)[0], v1)
-    store.write(v2, previous=v1)
-    v3 = bump(on_step_result(v2, "root", output, 0, 11.0)[0], v2)
-    old_pack = lambda record, previous: payloads.pack_record(  # noqa: E731
-        record, previous, offloader.pack)  # no pack_output: every output whole
-    offloader.pack_record = old_pack  # type: ignore[method-assign]
-    store.write(v3, previous=v2)
-    store.close()
+    v1 = write_old_output_record(tmp_path / "old.db", output)
     whole = payloads.make_ref(payloads.encode(output))
     import sqlite3
 

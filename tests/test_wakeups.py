@@ -67,6 +67,23 @@ def idle_worker(backend: Backend) -> Iterator[Worker]:
     assert worker.stats.failed == 0
 
 
+@contextlib.contextmanager
+def sqlite_worker_and_client(path: Path) -> Iterator[Backend]:
+    """An idle worker on the SQLite file ``path``, listening, and a client Backend
+    on it under another URL: the client's dispatches do not fire the worker's
+    in-process signal, so only the watcher can wake the worker."""
+    url = f"sqlite:///{path}"
+    store, runner = parts_from_url(url)
+    client_store, client_runner = parts_from_url(f"{url}?timeout=20")
+    try:
+        with idle_worker(Backend(store=store, runner=runner)):
+            _listening(url)
+            yield Backend(store=client_store, runner=client_runner)
+    finally:
+        for part in (store, runner, client_store, client_runner):
+            part.close()
+
+
 def started_within(backend: Backend, seconds: float) -> float:
     """Dispatch a one-step workflow; seconds until its job started (fails after ``seconds``)."""
     wf_id = backend.create(rfx.load_spec(ONE_STEP), {})
@@ -117,18 +134,9 @@ def test_sql_runners_of_one_process_wake_its_idle_worker(kind: str, tmp_path: Pa
 def test_another_connection_s_commit_wakes_an_idle_sqlite_worker(tmp_path: Path) -> None:
     """The client's URL differs, so its dispatches do not fire the worker's
     in-process signal: only the ``data_version`` watcher can wake the worker."""
-    url = f"sqlite:///{tmp_path / 'wake.db'}"
-    store, runner = parts_from_url(url)
-    client_store, client_runner = parts_from_url(f"{url}?timeout=20")
-    try:
-        with idle_worker(Backend(store=store, runner=runner)):
-            _listening(url)
-            client = Backend(store=client_store, runner=client_runner)
-            for _ in range(3):
-                assert started_within(client, SOON) < SOON
-    finally:
-        for part in (store, runner, client_store, client_runner):
-            part.close()
+    with sqlite_worker_and_client(tmp_path / "wake.db") as client:
+        for _ in range(3):
+            assert started_within(client, SOON) < SOON
 
 
 def _listening(url: str, timeout: float = 10.0) -> None:
@@ -208,21 +216,12 @@ def test_the_sqlite_watcher_backs_off_while_nothing_changes(
         monkeypatch.setattr(listen, "_FileWrites", unavailable)
     elif sys.platform.startswith("linux"):
         listen._FileWrites(tmp_path).close()  # installed with the sql extra: not a fallback
-    url = f"sqlite:///{tmp_path / 'quiet.db'}"
-    store, runner = parts_from_url(url)
-    client_store, client_runner = parts_from_url(f"{url}?timeout=20")
-    try:
-        with idle_worker(Backend(store=store, runner=runner)):
-            _listening(url)
-            time.sleep(2.0)  # backed off by now
-            # 4 looks in 2 s (40 at 50 ms); a few more for the GIL and the scheduler.
-            assert _wakeups(_thread("runfox-listen"), 2.0) <= 12
-            client = Backend(store=client_store, runner=client_runner)
-            # The longest look without inotify, and slack (with it: when written).
-            assert started_within(client, SOON) < (0.5 if inotify else 0.5 + 1.0)
-    finally:
-        for part in (store, runner, client_store, client_runner):
-            part.close()
+    with sqlite_worker_and_client(tmp_path / "quiet.db") as client:
+        time.sleep(2.0)  # backed off by now
+        # 4 looks in 2 s (40 at 50 ms); a few more for the GIL and the scheduler.
+        assert _wakeups(_thread("runfox-listen"), 2.0) <= 12
+        # The longest look without inotify, and slack (with it: when written).
+        assert started_within(client, SOON) < (0.5 if inotify else 0.5 + 1.0)
 
 
 @needs_proc
