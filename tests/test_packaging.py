@@ -36,6 +36,7 @@ DISTRIBUTIONS = {
     "flask": "flask",  # runfox ui (the ui extra), imported only by `runfox ui`
     "prometheus_client": "prometheus-client",  # runfox.metrics, the [metrics] extra
     "opentelemetry": "opentelemetry-api",  # runfox.tracing, the [otel] extra
+    "inotify_simple": "inotify_simple",  # the SQLite watcher on Linux, the [sql] extra
 }
 
 
