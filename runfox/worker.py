@@ -113,9 +113,10 @@ POLL_FIRST = 0.005
 #: The longest idle wait between claims while the runner's wake-up hears other
 #: processes' dispatches (PostgreSQL ``LISTEN``, the SQLite watcher), if
 #: ``Worker.poll_interval`` is shorter: the poll then only finds jobs whose
-#: lease ran out (a dead worker's), which have waited a lease (15 s by default)
-#: already; this adds at most 2 s to their recovery.
-HEARD_POLL = 2.0
+#: lease ran out (a dead worker's). Not longer than the default poll: each
+#: second more here is a second more before a killed worker's job runs again
+#: (5 s, tried first, took bench_recovery's 15.1 s to 16.7 s at 2 s).
+HEARD_POLL = 1.0
 #: A sweep or regular schedule look due within this many seconds (at most a
 #: quarter of its interval) is made in the round that runs now, so the loop does
 #: not wake again a moment later for it.
@@ -293,7 +294,7 @@ class Worker:
             found nothing and double up to this; a runner's wake-up
             (``Runner.watch_jobs``: a dispatch in this process, or on PostgreSQL
             and SQLite files in any) ends a wait at once. While the runner hears
-            other processes that way, waits double up to ``HEARD_POLL`` (2 s)
+            other processes that way, waits double up to ``HEARD_POLL`` (1 s)
             if this is shorter: the poll then only finds jobs whose lease ran out.
         drive: apply results and advance workflows after each job.
         sweep_interval: seconds between sweeps of running executions (``drive`` only).

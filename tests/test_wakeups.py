@@ -242,3 +242,30 @@ def test_the_postgresql_listener_sleeps_until_a_notification(tmp_path: Path) -> 
         finally:
             store.close()
             runner.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux only")
+def test_file_writes_are_heard_only_while_armed(tmp_path: Path) -> None:
+    """The watcher arms its inotify watch only while the database is quiet: an
+    armed watch costs every writer in the directory an event per write."""
+    import select
+
+    writes = listen._FileWrites(tmp_path)
+    try:
+        def heard() -> bool:
+            return bool(select.select([writes.fileno()], [], [], 0.2)[0])
+
+        assert writes.armed  # armed when made
+        (tmp_path / "a").write_bytes(b"x")
+        assert heard()
+        writes.clear()
+        assert not heard()
+        writes.disarm()
+        assert not writes.armed
+        (tmp_path / "a").write_bytes(b"y")
+        assert not heard()  # a write while disarmed makes no event
+        writes.arm()
+        (tmp_path / "a").write_bytes(b"z")
+        assert heard()
+    finally:
+        writes.close()

@@ -275,7 +275,12 @@ class _FileWrites:
     the database or its WAL), told by Linux ``inotify`` through the
     ``inotify_simple`` package: a descriptor that becomes readable on a write.
     ``OSError`` where there is none (another system, the package missing, or
-    no inotify instance left)."""
+    no inotify instance left).
+
+    Heard only while ``armed``: a watch makes the kernel queue an event on every
+    write any process makes there (dozens per commit), which a busy database
+    would pay for on its hot path; the watcher arms it only while nothing changes.
+    """
 
     def __init__(self, directory: Path) -> None:
         try:
@@ -286,11 +291,30 @@ class _FileWrites:
             self._inotify = INotify(nonblocking=True)
         except (AttributeError, OSError) as exc:  # AttributeError: a libc without inotify
             raise OSError(f"no inotify here ({exc})") from exc
+        self._directory, self._mask = directory, flags.MODIFY
+        self._watch: int | None = None
         try:
-            self._inotify.add_watch(directory, flags.MODIFY)
+            self.arm()
         except OSError:
             self._inotify.close()
             raise
+
+    @property
+    def armed(self) -> bool:
+        return self._watch is not None
+
+    def arm(self) -> None:
+        """Hear writes from now on."""
+        if self._watch is None:
+            self._watch = self._inotify.add_watch(self._directory, self._mask)
+
+    def disarm(self) -> None:
+        """Stop hearing writes (and forget those heard)."""
+        if self._watch is not None:
+            watch, self._watch = self._watch, None
+            with contextlib.suppress(OSError):  # the directory went away: nothing to remove
+                self._inotify.rm_watch(watch)
+            self.clear()
 
     def fileno(self) -> int:
         return self._inotify.fileno()
@@ -341,14 +365,15 @@ class _SqliteWatcher(_Listener):
         longest = SQLITE_CHECK_MAX if writes is None else SQLITE_CHECK_QUIET
         seen = conn.execute("PRAGMA data_version").fetchone()[0]
         pause = SQLITE_CHECK
-        soon = False  # with ``writes``: look again after SQLITE_CHECK, not on a write
+        soon = False  # look again after SQLITE_CHECK, not on a write
+        look_now = False  # writes were just armed: look once more at once
         while True:
             written = False
-            if writes is None or soon:
+            if look_now:
+                look_now = False
+            elif writes is None or soon or not writes.armed:
                 if self._stop.wait(pause if writes is None else SQLITE_CHECK):
                     return
-                if writes is not None:
-                    writes.clear()
             else:
                 ready = select.select([writes.fileno(), self._bell.fileno()], [], [], pause)[0]
                 if self._bell.fileno() in ready or self._stop.is_set():
@@ -361,7 +386,14 @@ class _SqliteWatcher(_Listener):
                 seen = version
                 pause = SQLITE_CHECK
                 soon = True  # more usually follow: a busy database is polled, not
-                self._signal.fire()  # looked at per write
+                if writes is not None:  # looked at per write (nor heard: see _FileWrites)
+                    writes.disarm()
+                self._signal.fire()
+            elif writes is not None and not writes.armed:
+                # Quiet now: hear writes, then look again, so a commit made
+                # between this look and the watch is not missed.
+                writes.arm()
+                soon, look_now = False, True
             else:
                 pause = min(pause * 2, longest)
                 # A write whose commit was not visible yet (its WAL index is
