@@ -289,14 +289,19 @@ def unpack_object(value: Any, get: Get) -> Any:
         PayloadMissing: a blob is not in the store.
     """
     value = unpack(value, get)
-    if type(value) is not dict or not any(is_ref(item) for item in value.values()):
+    if not _refs_among(value):
         return value
     return {key: get(item[REF_KEY]) if is_ref(item) else item for key, item in value.items()}
 
 
 def holds_ref(value: Any) -> bool:
     """True for a reference, or an object with a reference among its top-level values."""
-    return is_ref(value) or (type(value) is dict and any(is_ref(v) for v in value.values()))
+    return is_ref(value) or _refs_among(value)
+
+
+def _refs_among(value: Any) -> bool:
+    """An object with a reference among its top-level values (``pack_object``'s shape)."""
+    return type(value) is dict and any(is_ref(item) for item in value.values())
 
 
 def unpack(value: Any, get: Get) -> Any:
@@ -382,7 +387,7 @@ def unpack_record(record: WorkflowRecord, base: WorkflowRecord | None, get: Get
     def resolve_object(value: Any, where: str, step: str, listed: bool = False) -> Any:
         """A step's output or inputs: whole (an older record), then per top-level key."""
         value = _as_object(resolve(value, where, step), value, listed)
-        if type(value) is not dict or not any(is_ref(v) for v in value.values()):
+        if not _refs_among(value):
             return value
         return {k: resolve(v, f"{where}.{k}", step) for k, v in value.items()}
 

@@ -262,15 +262,13 @@ class Offloader:
         if whole is not None:
             return whole
         with self.encoding_once():
-            block = self._block("refs")
             found: dict[str, Any] = {}
-            with self._lock:
-                for key, item in value.items():
-                    if item is None or isinstance(item, bool | int | float):
-                        continue
-                    known = self._refs.get(id(item)) or block.get(id(item))
-                    if known is not None and known[0] is item:
-                        found[key] = known[1]
+            for key, item in value.items():
+                if item is None or isinstance(item, bool | int | float):
+                    continue
+                ref = self._known(item)
+                if ref is not None:
+                    found[key] = ref
             source = {**value, **found} if found else value
             packed = payloads.pack_object(source, self.threshold, self._put, self._encode)
             if packed is source:

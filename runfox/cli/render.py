@@ -17,7 +17,7 @@ from typing import Any, TextIO
 from ..backend.runner import JobState
 from ..backend.store import ExecutionSummary
 from ..backend.workers import WorkerInfo
-from ..payloads import describe, encode, is_ref, make_ref, pack_object
+from ..payloads import describe, encode, holds_ref, is_ref, make_ref, pack_object
 from ..records import WorkflowRecord, item_counts, progress_counts
 from ..results import job_key
 from ..spec import WorkflowSpec
@@ -317,7 +317,7 @@ def _packed_text(value: Any) -> str:
     (``{"n": 1, "rows": <1.0 MB offloaded (sha256:...): [...>}``)."""
     if is_ref(value):
         return str(describe(value))
-    if not isinstance(value, dict) or not any(is_ref(item) for item in value.values()):
+    if not holds_ref(value):
         return json.dumps(value, sort_keys=True)
     return "{" + ", ".join(f"{json.dumps(key)}: <{describe(item)}>" if is_ref(item) else
                            f"{json.dumps(key)}: {json.dumps(item, sort_keys=True)}"
