@@ -1294,6 +1294,54 @@ class BackendContract(MapContract, SubWorkflowContract):
         done = Backend(store=store, runner=runner, executor=fan_executor, poll_interval=0.01)
         assert isinstance(Workflow.resume(keyed, done).run(timeout=120), Complete)
 
+    def test_results_of_several_executions_apply_together(
+            self, parts: tuple[Store, Runner]) -> None:
+        # A worker holding several finished jobs records them with one call
+        # (Backend.apply_and_take_many): one unit of work where the store and the
+        # runner share one; elsewhere every group is left to the caller, who
+        # applies it alone. Either way each result is applied once, its job is
+        # acknowledged, and what it made ready is queued.
+        store, runner = parts
+        backend = Backend(store=store, runner=runner)
+        one = {"steps": [{"id": "s", "fn": "inc", "input": {"x": {"var": "input.x"}}}],
+               "outputs": {"x": {"var": "steps.s.output.x"}}}
+        singles = [backend.start(one, {"x": i}) for i in range(4)]
+        fan = backend.start(fan_spec(2), {"n": 3})
+        mine = set(singles) | {fan}
+        jobs: list[DispatchJob] = []
+        deadline = time.monotonic() + 30
+        while len(jobs) < 5 and time.monotonic() < deadline:
+            jobs += [j for j in runner.take_pending_jobs(limit=10, lease=60.0)
+                     if j.workflow_execution_id in mine]
+        assert sorted(j.step_id for j in jobs) == ["root", "s", "s", "s", "s"]
+        outputs = {j.key: ({"x": j.inputs["x"] + 1} if j.step_id == "s" else {"n": 3})
+                   for j in jobs}
+        groups = [(j.workflow_execution_id, [(j.step_id, outputs[j.key], j.run_id)], [j])
+                  for j in jobs]
+        done, taken = backend.apply_and_take_many(groups, limit=0, lease=60.0)
+        assert len(done) == len(groups) and taken == []
+        together = store.unit_with(runner) is not None
+        assert all((outcome is not None) is together for outcome in done)
+        for group, outcome in zip(groups, done, strict=True):
+            if outcome is None:
+                (job,) = group[2]
+                backend.apply_and_take(group[0], group[1], limit=0, lease=60.0, ack=job)
+        for i, wf_id in enumerate(singles):
+            record = backend.load(wf_id)
+            assert record.status is WorkflowStatus.COMPLETE and record.outcome == {"x": i + 1}
+        record = backend.load(fan)
+        assert record.steps["root"].status is StepStatus.COMPLETE
+        assert {record.steps[f"leaf{i}"].status for i in range(2)} == {StepStatus.IN_PROGRESS}
+        leaves: list[DispatchJob] = []
+        deadline = time.monotonic() + 30
+        while len(leaves) < 2 and time.monotonic() < deadline:
+            leaves += [j for j in runner.take_pending_jobs(limit=10, lease=60.0)
+                       if j.workflow_execution_id == fan]
+        assert sorted(j.step_id for j in leaves) == ["leaf0", "leaf1"]
+        # Applied once: the same results again change nothing.
+        again, _ = backend.apply_and_take_many(groups[:1], limit=0, lease=60.0)
+        assert again == [None] and backend.load(singles[0]).outcome == {"x": 1}
+
     def test_retries_then_halts_on_a_branch(self, parts: tuple[Store, Runner]) -> None:
         store, runner = parts
         calls: dict[str, int] = {}

@@ -277,6 +277,12 @@ class _Result:
             f"{self.workflow_execution_id}#{self.step_id}#{self.run_id}"
 
 
+def _result_tuple(item: _Result) -> tuple[Any, ...]:
+    """``item`` as ``Backend.apply_and_advance`` takes a result (with its timing)."""
+    result: tuple[Any, ...] = (item.step_id, item.output, item.run_id)
+    return result if item.timing is None else (*result, item.timing)
+
+
 class Worker:
     """Claims and runs jobs from ``backend.runner``; see the module docstring.
 
@@ -764,7 +770,16 @@ class Worker:
                                      timing=timing))
 
     def _settle(self) -> _Result | None:
-        """Record the waiting results in order; return the one the backend refused."""
+        """Record the waiting results in order; return the one the backend refused.
+
+        Several results waiting at once (a worker with more than one slot) are
+        applied together first, in one unit of work (``_settle_together``)."""
+        if len(self._results) > 1 and self.drive and self._joint():
+            try:
+                self._settle_together()
+            except Exception as exc:
+                self._hit(exc, f"record {len(self._results)} results")
+                return self._results[0]
         while self._results:
             item = self._results[0]
             try:
@@ -776,6 +791,53 @@ class Worker:
             if item.job is not None:
                 self._unhold(item.job)
         return None
+
+    def _settle_together(self) -> None:
+        """Apply the waiting results of finished jobs in one unit of work: one commit
+        for all of them, grouped by execution (``Backend.apply_and_take_many``).
+
+        What it could not apply stays in ``_results`` for ``_record``, one at a
+        time. Raises while the backend is unavailable; the results are then
+        marked ``interrupted``, as ``_apply`` does.
+        """
+        batch = [item for item in self._results
+                 if item.stage == APPLY and item.job is not None and not item.interrupted]
+        if len(batch) < 2:
+            return
+        groups: dict[str, list[_Result]] = {}
+        for item in batch:
+            groups.setdefault(item.workflow_execution_id, []).append(item)
+            assert item.job is not None
+            self._settle_job(item.job)
+        args = [(wf_id, [_result_tuple(item) for item in items],
+                 [item.job for item in items if item.job is not None])
+                for wf_id, items in groups.items()]
+        try:
+            outcomes, taken = self.backend.apply_and_take_many(
+                args, limit=self._room, lease=self.lease, worker=self.id)
+        except Exception as exc:
+            if not _unavailable(exc):
+                logger.warning("could not record %d results together (%s); one at a time",
+                               len(batch), _reason(exc))
+                return
+            for item in batch:
+                item.interrupted = True
+            raise
+        self._room -= len(taken)
+        for job in taken:
+            self._hold(job)
+        self._taken += taken
+        done: set[int] = set()
+        for items, outcome in zip(groups.values(), outcomes, strict=True):
+            if outcome is None:
+                continue
+            self._note_retry(_retry_time(outcome[1]))
+            for item in items:
+                done.add(id(item))
+                if item.job is not None:
+                    self._unhold(item.job)
+        if done:
+            self._results = [item for item in self._results if id(item) not in done]
 
     def _record(self, item: _Result) -> None:
         """Take ``item`` one stage further; raises while the backend is unavailable."""
@@ -806,9 +868,7 @@ class Worker:
         """
         wf_id = item.workflow_execution_id
         try:
-            result: tuple[Any, ...] = (item.step_id, item.output, item.run_id)
-            if item.timing is not None:
-                result += (item.timing,)
+            result = _result_tuple(item)
             ack = item.job if self._joint() else None
             if ack is not None:
                 self._settle_job(ack)

@@ -418,3 +418,131 @@ def test_the_header_columns_follow_the_record_when_unchanged_ones_are_left_out(
     backend.apply_and_advance(wf_id, [("b", {"y": 1}, 0)])
     check()
     assert row() == ("complete", None)
+
+
+ONE_STEP = {"steps": [{"id": "s", "fn": "inc", "input": {"x": {"var": "input.x"}}}],
+            "outputs": {"x": {"var": "steps.s.output.x"}}}
+
+
+def _finished_jobs(backend: Backend, runner: SqlRunner, count: int
+                   ) -> tuple[list[str], list[Any]]:
+    """``count`` one-step executions started, their jobs taken, and for each the
+    ``apply_and_take_many`` group that answers it."""
+    ids = [backend.start(ONE_STEP, {"x": i}) for i in range(count)]
+    jobs = runner.take_pending_jobs(limit=count, lease=60.0)
+    assert sorted(j.workflow_execution_id for j in jobs) == sorted(ids)
+    by_id = {j.workflow_execution_id: j for j in jobs}
+    return ids, [(i, [("s", {"x": by_id[i].inputs["x"] + 1}, by_id[i].run_id)], [by_id[i]])
+                 for i in ids]
+
+
+def test_several_results_commit_once(parts: tuple[SqlStore, SqlRunner]) -> None:
+    # Ten finished jobs of ten executions: their records, the acknowledgements
+    # and the claim of the next jobs waiting go in one commit.
+    store, runner = parts
+    backend = Backend(store=store, runner=runner)
+    ids, groups = _finished_jobs(backend, runner, 10)
+    later = [backend.start(ONE_STEP, {"x": 100 + i}) for i in range(3)]
+    counter = Counter(store.engine)
+    try:
+        done, taken = backend.apply_and_take_many(groups, limit=5, lease=60.0, worker="w")
+    finally:
+        counter.close()
+    assert counter.write_commits == 1
+    assert all(outcome is not None for outcome in done)
+    assert sorted(j.workflow_execution_id for j in taken) == sorted(later)  # 3 of 5 asked
+    assert [backend.load(i).outcome for i in ids] == [{"x": i + 1} for i in range(10)]
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(tasks.c.workflow_execution_id, tasks.c.state,
+                                   tasks.c.deliveries)).all()
+    assert {wf: st for wf, st, _ in rows if wf in ids} == {i: "acked" for i in ids}
+    assert {wf: n for wf, _, n in rows if wf in later} == {i: 1 for i in later}  # claimed
+    for wf_id in ids:  # the history of each transition went in with it
+        assert [e.type for e in backend.history(wf_id)][-2:] == ["completed", "workflow_ended"]
+
+
+def test_a_lost_race_among_several_results_leaves_them_all_to_apply_alone(
+        parts: tuple[SqlStore, SqlRunner]) -> None:
+    # One of the records moved on elsewhere since this process cached it: the
+    # unit rolls back whole (no record, ack or claim of it is kept), and each
+    # group then goes through apply_and_take, which reloads what is stale.
+    store, runner = parts
+    backend = Backend(store=store, runner=runner)
+    ids, groups = _finished_jobs(backend, runner, 4)
+    elsewhere = Backend(store=SqlStore(engine=store.engine), runner=runner)
+    try:
+        elsewhere.write(elsewhere.load(ids[2]))  # a write this backend has not seen
+        before = [elsewhere.load(i).version for i in ids]
+        done, taken = backend.apply_and_take_many(groups, limit=5, lease=60.0)
+        assert done == [None] * 4 and taken == []
+        assert [elsewhere.load(i).version for i in ids] == before
+        with store.engine.connect() as conn:  # still claimed, none acknowledged
+            assert set(conn.execute(select(tasks.c.state, tasks.c.deliveries)).all()) == {
+                ("queued", 1)}
+        for wf_id, results, (job,) in groups:
+            backend.apply_and_take(wf_id, results, limit=0, lease=60.0, ack=job)
+        assert [backend.load(i).outcome for i in ids] == [{"x": i + 1} for i in range(4)]
+    finally:
+        elsewhere.store.close()
+
+
+def test_a_worker_with_several_slots_records_finished_jobs_together(
+        parts: tuple[SqlStore, SqlRunner]) -> None:
+    # Jobs that finish while the worker is busy wait for its next round, which
+    # records all of them in one unit: fewer commits than jobs.
+    store, runner = parts
+    backend = Backend(store=store, runner=runner)
+    ids = [backend.start(ONE_STEP, {"x": i}) for i in range(24)]
+    counter = Counter(store.engine)
+    worker = Worker(backend, inc, concurrency=8, register=False, schedule_interval=None,
+                    poll_interval=0.01, sweep_interval=3600.0)
+    try:
+        stats = worker.run(max_jobs=24, idle_timeout=30)
+    finally:
+        counter.close()
+    assert stats.jobs == 24 and stats.drive_errors == 0
+    assert [backend.load(i).outcome for i in ids] == [{"x": i + 1} for i in range(24)]
+    assert counter.write_commits < 24
+
+
+def test_a_write_unit_takes_sqlites_lock_at_its_first_statement(tmp_path: Path) -> None:
+    # The Python a unit runs before its first statement does not hold the
+    # database's one write lock; from the first statement (a read included) to
+    # the commit, it does.
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path}/late.db"
+    store, runner = parts_from_url(url)
+    path = str(tmp_path / "late.db")
+    seen: list[str] = []
+
+    def can_write() -> str:
+        other = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            return "free"
+        except sqlite3.OperationalError as exc:
+            return "locked" if "locked" in str(exc) else str(exc)
+        finally:
+            other.close()
+
+    def work() -> None:
+        seen.append(can_write())
+        store.load_shared(wf_id)  # a read inside the unit: the lock is taken first
+        seen.append(can_write())
+
+    try:
+        backend = Backend(store=store, runner=runner)
+        wf_id = backend.start(ONE_STEP, {"x": 1})
+        unit = store.unit_with(runner)
+        assert unit is not None
+        store._cache.drop(wf_id)  # so the load reads
+        unit(work)
+        assert seen == ["free", "locked"]
+        assert can_write() == "free"
+        unit(lambda: seen.append("nothing"))  # a unit with no statement commits too
+        assert can_write() == "free" and backend.load(wf_id).version >= 1
+    finally:
+        runner.close()
+        store.close()

@@ -17,6 +17,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .. import graph
@@ -126,6 +127,22 @@ class _Put:
 
     def __init__(self, key: str, output: dict[str, Any], fn: str, version: Any) -> None:
         self.key, self.output, self.fn, self.version = key, output, fn, version
+
+
+@dataclass
+class _Prepared:
+    """One execution's part of ``Backend.apply_and_take_many``, computed before the unit."""
+
+    index: int
+    workflow_execution_id: str
+    current: WorkflowRecord
+    new: WorkflowRecord
+    result: tuple[list[Result], Result]
+    events: list[Event]
+    changes: list[graph.StateChange]
+    puts: list[_Put]
+    triples: list[tuple[str, Any, int | None]]
+    acks: list[DispatchJob]
 
 
 def _output_of(job: DispatchJob, triples: Sequence[tuple[str, Any, int | None]]
@@ -862,13 +879,12 @@ class Backend:
 
         joint = (unit, then) if unit is not None else None
 
+        applying = self._applying(triples, lookup, puts)
+
         def step(r: WorkflowRecord, now: float, changes: list[graph.StateChange]
                  ) -> tuple[WorkflowRecord, tuple[list[Result], Result]]:
             joined.clear()
-            new, applied = graph.apply_results(r, triples, now, changes)
-            puts[:] = self._cacheable(r, triples, applied) if triples else ()
-            new, nxt = self._claim(new, now, changes, lookup)
-            return new, (applied, nxt)
+            return applying(r, now, changes)
 
         if joint is not None and loaded is None:
             # The record this process last wrote or read, without a read: the
@@ -925,6 +941,132 @@ class Backend:
                 self.runner.ack(ack, _output_of(ack, triples))
         return applied, nxt, taken
 
+    def _applying(self, triples: Sequence[tuple[str, Any, int | None]],
+                  lookup: CacheLookup | None, puts: list[_Put]) -> Transition:
+        """The transition that applies ``triples`` and claims what became ready; the
+        cache entries it makes are left in ``puts`` (for ``_store_outputs``)."""
+
+        def step(r: WorkflowRecord, now: float, changes: list[graph.StateChange]
+                 ) -> tuple[WorkflowRecord, tuple[list[Result], Result]]:
+            new, applied = graph.apply_results(r, triples, now, changes)
+            puts[:] = self._cacheable(r, triples, applied) if triples else ()
+            new, nxt = self._claim(new, now, changes, lookup)
+            return new, (applied, nxt)
+
+        return step
+
+    def apply_and_take_many(
+        self, groups: Sequence[tuple[str, Sequence[Any], Sequence[DispatchJob]]], *,
+        limit: int, lease: float, worker: str | None = None,
+    ) -> tuple[list[tuple[list[Result], Result] | None], list[DispatchJob]]:
+        """Apply the results of several executions in one unit of work: one commit.
+
+        For a worker holding several finished jobs at once. ``groups`` holds
+        ``(workflow_execution_id, results, acks)``, one per execution: results as
+        ``apply_and_advance`` takes them, and the jobs they answer (acknowledged
+        in the unit). Each group's transition is computed outside the unit, from
+        the record this process last saw (read first where it has none); the
+        unit then writes every record, dispatches the jobs they made ready,
+        acknowledges ``acks`` and takes up to ``limit`` jobs for the caller (those
+        it dispatched first, then the oldest waiting), held for ``lease`` seconds.
+
+        Returns, per group, ``(outcomes, what advance returned)`` as
+        ``apply_and_advance`` does, or ``None`` for a group left unapplied, and
+        the jobs taken. A group is left when its transition needs more than one
+        plain try (the record is defective, finished, contended, or ``fn``
+        raised); every group is left when the store and the runner share no unit
+        of work (``Store.unit_with``) or when the unit did not commit (a lost race,
+        a record it cannot write): nothing of it is then stored. The caller
+        applies what was left one group at a time (``apply_and_take``), which
+        deals with each of those cases. Errors of the store itself
+        (``BackendUnavailable``) propagate; the unit was then rolled back, unless
+        the commit itself was lost on its way (as for ``apply_and_advance``).
+        """
+        left: list[tuple[list[Result], Result] | None] = [None] * len(groups)
+        unit = (self.store.unit_with(self.runner)
+                if not getattr(self._unit, "on", False) else None)
+        if unit is None or not groups:
+            return left, []
+        lookup = self._lookup()
+        ready = [p for p in (self._prepared(i, g, worker, lookup) for i, g in enumerate(groups))
+                 if p is not None]
+        if not ready:
+            return left, []
+        taken: list[DispatchJob] = []
+
+        def work() -> None:
+            taken.clear()  # the unit may run again after a rollback
+            for p in ready:
+                self.store.write_shared(p.new, previous=p.current, events=p.events)
+            room = limit
+            for p in ready:
+                nxt = p.result[1]
+                if isinstance(nxt, Dispatch):
+                    got = self._dispatch(p.workflow_execution_id, nxt.jobs,
+                                         take=(room, lease) if room > 0 else None)
+                    taken.extend(got)
+                    room -= len(got)
+            for p in ready:
+                for job in p.acks:
+                    self.runner.ack(job, _output_of(job, p.triples))
+            if room > 0:
+                taken.extend(self.runner.take_pending_jobs(limit=room, lease=lease))
+
+        try:
+            unit(work)
+        except ConflictError:
+            for p in ready:
+                self._contend(p.workflow_execution_id)
+            return left, []
+        except _UNWRITABLE:
+            return left, []
+        for p in ready:
+            self._publish(p.events)
+            if p.new.status.is_terminal:
+                self._ended(p.current, p.new)
+            self._notify(p.workflow_execution_id, p.changes)
+            self._store_outputs(p.puts)
+            left[p.index] = p.result
+        return left, taken
+
+    def _prepared(self, index: int, group: tuple[str, Sequence[Any], Sequence[DispatchJob]],
+                  worker: str | None, lookup: CacheLookup | None) -> _Prepared | None:
+        """One group of ``apply_and_take_many`` computed outside the unit, or ``None``
+        when it needs the one-at-a-time path."""
+        workflow_execution_id, results, acks = group
+        if self._contended.get(workflow_execution_id, 0):
+            return None
+        peek = getattr(self.store, "cached_record", None)
+        current = peek(workflow_execution_id) if peek is not None else None
+        if current is None:
+            try:
+                current = self.store.load_shared(workflow_execution_id)
+            except Exception:  # the one-at-a-time path loads it again and reports it
+                return None
+        if current.defects or current.status.is_terminal:
+            return None
+        triples = _as_result_triples(results)
+        puts: list[_Put] = []
+        now = self.clock()
+        changes: list[graph.StateChange] = []
+        try:
+            new, result = self._applying(triples, lookup, puts)(current, now, changes)
+        except Exception:
+            return None
+        if new is current:
+            return None
+        new = new.evolve(version=current.version + 1, updated_at=now)
+        events = self._events(current, new, HistoryContext(worker, _timings(list(results))))
+        return _Prepared(index, workflow_execution_id, current, new, result, events, changes,
+                         puts, triples, list(acks))
+
+    def _contend(self, workflow_execution_id: str) -> None:
+        """``workflow_execution_id`` lost an optimistic try: its next few transitions
+        start inside the unit (``_in_unit``)."""
+        if len(self._contended) >= _CONTENDED_KEPT:
+            self._contended.clear()
+        self._contended[workflow_execution_id] = _CONTENDED_SKIP
+
     def _preload(self, workflow_execution_id: str) -> bool:
         """Whether a joint unit for a record this process has not cached should
         read it first, outside the unit: where the unit holds the database's
@@ -953,9 +1095,7 @@ class Backend:
                     return result
                 # Lost (another writer moved the record on) or needs more than one
                 # plain try: the next few transitions of it start inside the unit.
-                if len(self._contended) >= _CONTENDED_KEPT:
-                    self._contended.clear()
-                self._contended[workflow_execution_id] = _CONTENDED_SKIP
+                self._contend(workflow_execution_id)
                 loaded = None
         deferred: list[Callable[[], None]] = []
         first = [loaded]

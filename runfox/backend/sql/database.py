@@ -58,7 +58,7 @@ from sqlalchemy.sql.expression import Executable, Select
 
 from ...errors import BackendError, BackendUnavailable, PayloadTooLarge
 from ...urlmask import mask_url, url_secrets
-from .dialects import Diagnosis, Dialect, Problem, dialect_for, megabytes
+from .dialects import LATE_BEGIN, Diagnosis, Dialect, Problem, dialect_for, megabytes
 from .parked import Parking
 from .schema import SchemaError, SchemaState, ensure_schema, read_state, upgrade_schema
 
@@ -547,6 +547,8 @@ class HotStatement:
         # ``info`` (cleared when the connection is replaced): a new psycopg
         # cursor per statement cost a few microseconds.
         pooled = conn.connection
+        if LATE_BEGIN in pooled.info:
+            self._db.dialect.begin_late(pooled)
         cursor: Any = pooled.info.get(_CURSOR)
         if cursor is None:
             cursor = pooled.info[_CURSOR] = pooled.driver_connection.cursor()  # type: ignore[union-attr]

@@ -214,6 +214,10 @@ class Dialect:
     def detach(self) -> None:
         """Undo ``prepare`` (the engine may outlive runfox's use of it)."""
 
+    def begin_late(self, pooled: Any) -> None:
+        """Open the transaction a unit of work put off until its first statement
+        (``LATE_BEGIN`` in the pooled connection's ``info``; SQLite only)."""
+
     def options(self, write: bool, standalone: bool) -> dict[str, Any]:
         """Execution options for a unit of work.
 
@@ -410,6 +414,11 @@ class MySQLDialect(Dialect):
         return None
 
 
+#: In a pooled connection's ``info``: a write unit has begun, but its
+#: ``BEGIN IMMEDIATE`` waits for the unit's first statement (SQLite).
+LATE_BEGIN = "runfox_late_begin"
+
+
 class SqliteDialect(Dialect):
     """SQLite in WAL mode, with the transactions of runfox begun by runfox.
 
@@ -439,9 +448,15 @@ class SqliteDialect(Dialect):
 
     def prepare(self) -> None:
         event.listen(self.engine, "begin", self._begin)
+        event.listen(self.engine, "before_execute", self._before_execute)
+        for ending in ("commit", "rollback"):
+            event.listen(self.engine, ending, self._end)
 
     def detach(self) -> None:
         event.remove(self.engine, "begin", self._begin)
+        event.remove(self.engine, "before_execute", self._before_execute)
+        for ending in ("commit", "rollback"):
+            event.remove(self.engine, ending, self._end)
 
     def _begin(self, conn: Connection) -> None:
         options = conn.get_execution_options()
@@ -457,10 +472,28 @@ class SqliteDialect(Dialect):
                 self._execute_waiting(raw, statement)
             pooled.info["runfox_ready"] = True
         if write:
-            # Waiting for the write lock here, rather than by running the whole
-            # unit again, keeps a failed try down to one cheap statement. sqlite3
-            # opens no transaction of its own once it sees this one.
-            self._execute_waiting(raw, "BEGIN IMMEDIATE")
+            # BEGIN IMMEDIATE goes just before the unit's first statement
+            # (``begin_late``): the Python a unit runs before it (encoding the
+            # record, building the rows) does not hold the database's one write lock.
+            pooled.info[LATE_BEGIN] = True
+
+    def begin_late(self, pooled: Any) -> None:
+        # Waiting for the write lock here, rather than by running the whole unit
+        # again, keeps a failed try down to one cheap statement. sqlite3 opens no
+        # transaction of its own once it sees this one.
+        self._execute_waiting(pooled.driver_connection, "BEGIN IMMEDIATE")
+        del pooled.info[LATE_BEGIN]
+
+    def _before_execute(self, conn: Connection, *_: Any) -> None:
+        """A statement through Core: a write unit's BEGIN IMMEDIATE goes first."""
+        pooled = conn.connection
+        if LATE_BEGIN in pooled.info:
+            self.begin_late(pooled)
+
+    def _end(self, conn: Connection) -> None:
+        """A unit that ran no statement ends with no transaction to end."""
+        with contextlib.suppress(Exception):
+            conn.connection.info.pop(LATE_BEGIN, None)
 
     def _execute_waiting(self, raw: sqlite3.Connection, statement: str) -> None:
         """Run ``statement``, retrying while the file is locked, up to ``busy_timeout``."""
