@@ -3,7 +3,11 @@
 huey (``SqliteHuey``, its consumer with ``-k process -w 2``) runs ``--tasks``
 trivial tasks; runfox runs the same number of trivial steps, once as that many
 one-step workflows and once as one fan-out (a root, ``--tasks`` leaves, a sink),
-with two ``runfox worker`` processes (each claims, executes and drives). Both
+with two ``runfox worker`` processes (each claims, executes and drives): first
+with ``--concurrency 1``, one job at a time as each huey worker process runs
+one, then with ``--concurrency N`` (``--concurrency``, default 16): N jobs at
+once in threads, so that jobs finishing together are recorded together, one
+commit for several results (``Backend.apply_and_take_many``). Both
 use one SQLite file in WAL mode with ``PRAGMA synchronous = NORMAL`` (what runfox
 sets on its connections; huey's storage is given the same pragma) and poll every
 10 ms when idle. Both keep results (huey's result store; runfox's step outputs).
@@ -15,7 +19,10 @@ when every result is stored (huey) or every workflow has ended (runfox). Medians
 ``--repeat`` runs, each on a fresh file. Needs the ``bench`` extra
 (``pip install -e .[bench]``, i.e. huey).
 
-    python benchmarks/bench_huey.py [--tasks 1000] [--repeat 5] [--quick]
+    python benchmarks/bench_huey.py [--tasks 1000] [--repeat 5] [--concurrency 16] [--quick]
+
+``RUNFOX_BENCH_SPLIT=1`` also prints, per runfox run, how long the starts took
+(and their CPU) and the CPU each worker process used.
 """
 
 from __future__ import annotations
@@ -131,6 +138,12 @@ def fan(leaves: int) -> dict[str, Any]:
             "outputs": {"x": {"var": "steps.sink.output.x"}}}
 
 
+def _cpu(pid: int) -> float:
+    """Seconds of CPU ``pid`` has used (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def runfox_rate(tasks: int, shape: str, concurrency: int = 1) -> float:
     """runfox steps/s: ``tasks`` one-step workflows, or one fan-out of ``tasks`` leaves;
     each worker runs ``concurrency`` jobs at once."""
@@ -145,15 +158,20 @@ def runfox_rate(tasks: int, shape: str, concurrency: int = 1) -> float:
         procs = start_workers(url, 2, "--concurrency", str(concurrency))
         try:
             time.sleep(WARM_UP)  # as huey's consumer gets its half second
+            cpu0 = [_cpu(p.pid) for p in procs]
             started, cpu = time.perf_counter(), time.process_time()
             # Like huey's enqueue, each start is in the clock: one commit that
             # stores the execution and queues its first job (``Backend.start``).
             ids = [backend.start(spec, {"x": 0}) for _ in range(count)]
-            if os.environ.get("RUNFOX_BENCH_SPLIT"):
+            split = os.environ.get("RUNFOX_BENCH_SPLIT")
+            if split:
                 print(f"    starts took {time.perf_counter() - started:.3f} s, "
                       f"{time.process_time() - cpu:.3f} s CPU", flush=True)
             wait_until_done(store, count)
             elapsed = time.perf_counter() - started
+            if split:
+                used = [round(_cpu(p.pid) - c0, 3) for p, c0 in zip(procs, cpu0, strict=True)]
+                print(f"    all done in {elapsed:.3f} s; worker CPU {used} s")
         finally:
             stop_workers(procs)
         expected = 1 if shape == "one-step" else 3
@@ -167,6 +185,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=16,
+                        help="jobs each runfox worker runs at once in the second set of runs")
     parser.add_argument("--quick", action="store_true", help="200 tasks, once")
     args = parser.parse_args()
     if SqliteHuey is None:
@@ -177,17 +197,21 @@ def main() -> None:
 
     print(f"{args.tasks} trivial tasks, 2 worker processes, SQLite WAL + synchronous NORMAL, "
           f"median of {args.repeat} ({os.cpu_count()} CPUs; huey {huey_package.__version__})")
+    huey_label = "huey (SqliteHuey, -k process -w 2)"
+    runs_of: list[tuple[str, Any, tuple[Any, ...]]] = [(huey_label, huey_rate, ())]
+    for concurrency in sorted({1, args.concurrency}):
+        runs_of += [(f"runfox, one-step workflows, -c {concurrency}", runfox_rate,
+                     ("one-step", concurrency)),
+                    (f"runfox, one fan-out, -c {concurrency}", runfox_rate, ("fan", concurrency))]
     rates = {}
-    for label, fn, extra in (("huey (SqliteHuey, -k process -w 2)", huey_rate, ()),
-                             ("runfox, one-step workflows", runfox_rate, ("one-step",)),
-                             ("runfox, one fan-out", runfox_rate, ("fan",))):
+    for label, fn, extra in runs_of:
         runs = [fn(args.tasks, *extra) for _ in range(args.repeat)]
         rates[label] = statistics.median(runs)
         spread = f"{min(runs):.0f}-{max(runs):.0f}" if len(runs) > 1 else ""
-        print(f"  {label:<36} {rates[label]:>7.0f} /s  {spread}", flush=True)
-    base = rates["huey (SqliteHuey, -k process -w 2)"]
-    for label in ("runfox, one-step workflows", "runfox, one fan-out"):
-        print(f"  ratio {label} / huey: {rates[label] / base:.2f} (target >= 0.5)")
+        print(f"  {label:<40} {rates[label]:>7.0f} /s  {spread}", flush=True)
+    for label, _, _ in runs_of[1:]:
+        print(f"  ratio {label} / huey: {rates[label] / rates[huey_label]:.2f} "
+              "(target >= 0.5)")
 
 
 if __name__ == "__main__":

@@ -823,21 +823,49 @@ class Worker:
             for item in batch:
                 item.interrupted = True
             raise
-        self._room -= len(taken)
-        for job in taken:
-            self._hold(job)
-        self._taken += taken
+        self._took(taken)
         done: set[int] = set()
-        for items, outcome in zip(groups.values(), outcomes, strict=True):
-            if outcome is None:
-                continue
-            self._note_retry(_retry_time(outcome[1]))
+
+        def applied(items: list[_Result], nxt: Any) -> None:
+            self._note_retry(_retry_time(nxt))
             for item in items:
                 done.add(id(item))
                 if item.job is not None:
                     self._unhold(item.job)
-        if done:
-            self._results = [item for item in self._results if id(item) not in done]
+
+        left = []
+        for (wf_id, items), outcome in zip(groups.items(), outcomes, strict=True):
+            if outcome is not None:
+                applied(items, outcome[1])
+            elif len(items) > 1:
+                left.append((wf_id, items))
+        try:
+            # Several results of one execution that could not go with the others
+            # (its record was contended): still one unit for all of them.
+            for wf_id, items in left:
+                try:
+                    _, nxt, taken = self.backend.apply_and_take(
+                        wf_id, [_result_tuple(item) for item in items], limit=self._room,
+                        lease=self.lease, worker=self.id,
+                        ack=[item.job for item in items if item.job is not None])
+                except Exception as exc:
+                    if _unavailable(exc):
+                        for item in items:
+                            item.interrupted = True
+                        raise
+                    continue  # one at a time sorts out which result it was
+                self._took(taken)
+                applied(items, nxt)
+        finally:
+            if done:
+                self._results = [item for item in self._results if id(item) not in done]
+
+    def _took(self, taken: list[DispatchJob]) -> None:
+        """Jobs a unit that recorded results took for this worker's free slots."""
+        self._room -= len(taken)
+        for job in taken:
+            self._hold(job)
+        self._taken += taken
 
     def _record(self, item: _Result) -> None:
         """Take ``item`` one stage further; raises while the backend is unavailable."""
@@ -877,10 +905,7 @@ class Worker:
             # no room left this is ``apply_and_advance``.
             applied, nxt, taken = self.backend.apply_and_take(
                 wf_id, [result], limit=self._room, lease=self.lease, worker=self.id, ack=ack)
-            self._room -= len(taken)
-            for job in taken:
-                self._hold(job)
-            self._taken += taken
+            self._took(taken)
         except Exception as exc:
             if _unavailable(exc):
                 item.interrupted = True

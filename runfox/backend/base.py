@@ -799,7 +799,8 @@ class Backend:
 
     def apply_and_take(
         self, workflow_execution_id: str, results: Iterable[Any], *, limit: int,
-        lease: float, worker: str | None = None, ack: DispatchJob | None = None,
+        lease: float, worker: str | None = None,
+        ack: DispatchJob | Sequence[DispatchJob] | None = None,
     ) -> tuple[list[Result], Result, list[DispatchJob]]:
         """``apply_and_advance``, and take up to ``limit`` of the jobs it dispatches
         for the caller (``Runner.dispatch_and_take``, held for ``lease`` seconds).
@@ -811,6 +812,8 @@ class Backend:
         of any execution), so the apply, dispatch, take, claim and ack are a
         single commit. Returns the outcomes, what ``advance`` returned, and the
         jobs taken (``[]`` where none could be: the caller then claims).
+        ``ack``: as for ``apply_and_advance``, or several jobs (the results of
+        several finished jobs of one execution, applied together).
         """
         return self._apply_and_advance(workflow_execution_id, results, dispatch=True,
                                        loaded=None, worker=worker, ack=ack,
@@ -844,9 +847,10 @@ class Backend:
 
     def _apply_and_advance(
         self, workflow_execution_id: str, results: Iterable[Any], *, dispatch: bool,
-        loaded: WorkflowRecord | None, worker: str | None, ack: DispatchJob | None,
-        take: tuple[int, float] | None,
+        loaded: WorkflowRecord | None, worker: str | None,
+        ack: DispatchJob | Sequence[DispatchJob] | None, take: tuple[int, float] | None,
     ) -> tuple[list[Result], Result, list[DispatchJob]]:
+        acks = [] if ack is None else [ack] if isinstance(ack, DispatchJob) else list(ack)
         results = list(results)
         triples = _as_result_triples(results)
         context = (HistoryContext(worker, _timings(results)) if worker is not None or any(
@@ -873,8 +877,8 @@ class Backend:
                 # any execution) commits with this unit instead of after it.
                 taken.extend(self.runner.take_pending_jobs(limit=take[0] - len(taken),
                                                            lease=take[1]))
-            if ack is not None:
-                self.runner.ack(ack, _output_of(ack, triples))
+            for job in acks:
+                self.runner.ack(job, _output_of(job, triples))
             joined.append(True)
 
         joint = (unit, then) if unit is not None else None
@@ -923,13 +927,14 @@ class Backend:
                     done, nxt = self.apply_and_advance(workflow_execution_id, [one],
                                                        dispatch=dispatch, worker=worker)
                     outcomes.extend(done)
-                if ack is not None:
-                    self.runner.ack(ack, _output_of(ack, triples))
+                for job in acks:
+                    self.runner.ack(job, _output_of(job, triples))
                 return outcomes, nxt, []
             step_id, _, run_id = triples[0]
             logger.warning("%s: the result of step %r is too large to store: %s",
                            workflow_execution_id, step_id, exc)
             triples = [(step_id, error_output(type(exc).__name__, str(exc)), run_id)]
+            applying = self._applying(triples, lookup, puts)  # ``step`` applies this now
             applied, nxt = self.transition(workflow_execution_id, step, context=context,
                                            joint=joint)
         self._store_outputs(puts)
@@ -937,8 +942,8 @@ class Backend:
             taken.clear()
             if dispatch and isinstance(nxt, Dispatch):
                 taken[:] = self._dispatch(workflow_execution_id, nxt.jobs, take=take)
-            if ack is not None:
-                self.runner.ack(ack, _output_of(ack, triples))
+            for job in acks:
+                self.runner.ack(job, _output_of(job, triples))
         return applied, nxt, taken
 
     def _applying(self, triples: Sequence[tuple[str, Any, int | None]],
