@@ -1001,8 +1001,10 @@ class Backend:
 
         def work() -> None:
             taken.clear()  # the unit may run again after a rollback
-            for p in ready:
-                self.store.write_shared(p.new, previous=p.current, events=p.events)
+            # Every record encoded before the first statement (SQLite's write lock).
+            writes = [self.store.prepare_write(p.new, p.current, p.events) for p in ready]
+            for write in writes:
+                write()
             room = limit
             for p in ready:
                 nxt = p.result[1]

@@ -68,6 +68,7 @@ callers only ever see plain values.
 
 from __future__ import annotations
 
+import functools
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
@@ -201,6 +202,22 @@ class Store(ABC):
             self._write_logged(record, previous, events)
         else:
             self._write(record, previous)
+
+    def prepare_write(self, record: WorkflowRecord, previous: WorkflowRecord | None = None,
+                      events: Sequence[Event] = ()) -> Callable[[], None]:
+        """``write_shared`` in two parts: what needs no database now (checks, the
+        encoding), the writing itself when the returned function is called.
+
+        For a unit of work that writes several records: it prepares them all
+        before its first statement, so a database lock the unit takes at its
+        first statement (SQLite's) is held for the statements, not the encoding.
+        A store that cannot split the work does all of it in the call.
+
+        Raises:
+            ValueError: as ``write_shared``, now or in the call.
+        """
+        self._check_versions(record, previous)
+        return functools.partial(self.write_shared, record, previous, events)
 
     def history(self, workflow_execution_id: str) -> list[Event]:
         """The execution's events in order: ``created``, then each transition's.

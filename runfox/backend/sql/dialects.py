@@ -424,7 +424,13 @@ class SqliteDialect(Dialect):
 
     A "begin" listener (the recipe SQLAlchemy documents for ``sqlite3``) gives
     runfox's writes ``BEGIN IMMEDIATE`` and lets its reads run in autocommit; it
-    leaves every other transaction on the engine alone. On first use a
+    leaves every other transaction on the engine alone. The ``BEGIN IMMEDIATE``
+    of a write goes just before its first statement (``LATE_BEGIN``): sent by
+    ``HotStatement`` and by a ``before_execute`` listener (Core's ``execute``),
+    or at once by ``begin_late`` (``schema_lock`` does so). SQLAlchemy's
+    ``exec_driver_sql`` and reflection fire no ``before_execute``: inside a
+    write unit they must come after a statement of those kinds, or after
+    ``begin_late``, or they run outside its transaction. On first use a
     connection is switched to WAL. On an engine runfox created, the connection
     also gets ``PRAGMA synchronous`` and SQLite's busy handler is turned off (see
     the module docstring): ``busy_timeout`` then bounds runfox's own retries. A
@@ -530,7 +536,12 @@ class SqliteDialect(Dialect):
 
     @contextlib.contextmanager
     def schema_lock(self, conn: Connection) -> Iterator[None]:
-        yield  # the write transaction (BEGIN IMMEDIATE) already excludes other writers
+        # The write transaction's BEGIN IMMEDIATE excludes other writers: sent now,
+        # before the schema is read (not at the unit's first statement).
+        pooled = conn.connection
+        if LATE_BEGIN in pooled.info:
+            self.begin_late(pooled)
+        yield
 
     def _diagnose_one(self, wrapper: DBAPIError | None, orig: BaseException
                       ) -> Diagnosis | None:

@@ -266,6 +266,18 @@ class SqlStore(DatabaseUser, Store):
 
     def _write_logged(self, record: WorkflowRecord, previous: WorkflowRecord | None,
                       events: Sequence[Event]) -> None:
+        self._prepare_logged(record, previous, events)()
+
+    def prepare_write(self, record: WorkflowRecord, previous: WorkflowRecord | None = None,
+                      events: Sequence[Event] = ()) -> Callable[[], None]:
+        """``write_shared`` with the encoding done now and the statements when the
+        returned function is called (see ``Store.prepare_write``)."""
+        self._check_versions(record, previous)
+        return self._prepare_logged(record, previous, events)
+
+    def _prepare_logged(self, record: WorkflowRecord, previous: WorkflowRecord | None,
+                        events: Sequence[Event]) -> Callable[[], None]:
+        """The rows of a write built; the function that runs its statements."""
         kept = record
         with self._payloads.encoding_once():  # outputs, then their keys in the state
             if previous is None:
@@ -279,53 +291,60 @@ class SqlStore(DatabaseUser, Store):
         key = record.workflow_execution_id
         logged = [_event_params(e) for e in events]
         if record.version == 1:
-            self._create(record, events=logged)
-        else:
-            changed = (record.steps.changed_since(previous.steps) if previous is not None
-                       else list(record.steps))
-            # Inside a joint unit the claimed steps' jobs commit with the record:
-            # only a gatherer dying with their results can lose them (JOINT_GRACE).
-            due_at, retry_at = due_times(
-                record, JOINT_GRACE if self._db.in_unit else self.claim_grace)
-            head = {"k": key, "expected": record.version - 1, "v": record.version,
-                    "st": record.status.value, "at": record.updated_at,
-                    "due": due_at, "retry": retry_at}
-            outcome = previous is None or record.outcome is not previous.outcome
-            if outcome:
-                head["outcome_json"] = dumps(record.outcome)
-            # The stored row is ``previous`` (the UPDATE checks its version): its
-            # status is that record's, and its retry_at is known if this store wrote it.
-            status = previous is None or record.status is not previous.status
-            retry = self._retry_written.get(key) != (record.version - 1, retry_at)
-            update_head = self._hot_heads[outcome, status, retry]
-            # Map items appear when their map step is claimed: those rows are new.
-            old = previous.steps if previous is not None else None
-            fresh = [sid for sid in changed if old is not None and sid not in old]
-            if fresh:
-                made = set(fresh)
-                changed = [sid for sid in changed if sid not in made]
-            inserts = [_step_row(key, record.steps[sid], record.version) for sid in fresh]
-            rows = [_step_params(key, record.steps[sid], record.version) for sid in changed]
+            create = self._prepare_create(record, events=logged)
 
-            def work(conn: Connection) -> None:
-                if update_head.execute(conn, head) != 1:
-                    raise ConflictError(f"{key}: the stored version is not "
-                                        f"{record.version - 1}; another writer won")
-                if rows:
-                    self._hot_step.execute(conn, rows)
-                if inserts:
-                    self._hot_steps.execute(conn, inserts)
-                if values:
-                    self._hot_state.execute(conn, values)
-                if logged:
-                    self._hot_events.execute(conn, logged)
+            def created() -> None:
+                create()
+                self._db.after_commit(lambda: self._cache.put(kept))
+            return created
+        changed = (record.steps.changed_since(previous.steps) if previous is not None
+                   else list(record.steps))
+        # Inside a joint unit the claimed steps' jobs commit with the record:
+        # only a gatherer dying with their results can lose them (JOINT_GRACE).
+        due_at, retry_at = due_times(
+            record, JOINT_GRACE if self._db.in_unit else self.claim_grace)
+        head = {"k": key, "expected": record.version - 1, "v": record.version,
+                "st": record.status.value, "at": record.updated_at,
+                "due": due_at, "retry": retry_at}
+        outcome = previous is None or record.outcome is not previous.outcome
+        if outcome:
+            head["outcome_json"] = dumps(record.outcome)
+        # The stored row is ``previous`` (the UPDATE checks its version): its
+        # status is that record's, and its retry_at is known if this store wrote it.
+        status = previous is None or record.status is not previous.status
+        retry = self._retry_written.get(key) != (record.version - 1, retry_at)
+        update_head = self._hot_heads[outcome, status, retry]
+        # Map items appear when their map step is claimed: those rows are new.
+        old = previous.steps if previous is not None else None
+        fresh = [sid for sid in changed if old is not None and sid not in old]
+        if fresh:
+            made = set(fresh)
+            changed = [sid for sid in changed if sid not in made]
+        inserts = [_step_row(key, record.steps[sid], record.version) for sid in fresh]
+        rows = [_step_params(key, record.steps[sid], record.version) for sid in changed]
 
+        def work(conn: Connection) -> None:
+            if update_head.execute(conn, head) != 1:
+                raise ConflictError(f"{key}: the stored version is not "
+                                    f"{record.version - 1}; another writer won")
+            if rows:
+                self._hot_step.execute(conn, rows)
+            if inserts:
+                self._hot_steps.execute(conn, inserts)
+            if values:
+                self._hot_state.execute(conn, values)
+            if logged:
+                self._hot_events.execute(conn, logged)
+
+        written = (record.version, retry_at)
+
+        def write() -> None:
             # A lost race keeps the cached record: it is still a version that
             # was stored, and the reload then reads only the rows written since.
             self._db.run(work, what=f"write workflow {key!r}")
-            written = (record.version, retry_at)
             self._db.after_commit(lambda: self._note_retry(key, written))
-        self._db.after_commit(lambda: self._cache.put(kept))
+            self._db.after_commit(lambda: self._cache.put(kept))
+        return write
 
     def _note_retry(self, key: str, written: tuple[int, float | None]) -> None:
         if len(self._retry_written) >= _RETRY_NOTES:
@@ -366,6 +385,11 @@ class SqlStore(DatabaseUser, Store):
 
     def _create(self, record: WorkflowRecord, idempotency_key: str | None = None,
                 events: Sequence[dict[str, Any]] = ()) -> None:
+        self._prepare_create(record, idempotency_key, events)()
+
+    def _prepare_create(self, record: WorkflowRecord, idempotency_key: str | None = None,
+                        events: Sequence[dict[str, Any]] = ()) -> Callable[[], None]:
+        """The rows of a new record built; the function that inserts them."""
         key = record.workflow_execution_id
         head: dict[str, Any] = {
             "workflow_execution_id": key,
@@ -399,10 +423,12 @@ class SqlStore(DatabaseUser, Store):
             if events:
                 self._hot_events.execute(conn, list(events))
 
-        try:
-            self._db.run(work, what=f"create workflow {key!r}", duplicate_ok=True)
-        except DuplicateRow as exc:
-            raise ConflictError(f"{key}: a record with this key already exists") from exc
+        def create() -> None:
+            try:
+                self._db.run(work, what=f"create workflow {key!r}", duplicate_ok=True)
+            except DuplicateRow as exc:
+                raise ConflictError(f"{key}: a record with this key already exists") from exc
+        return create
 
     # -- load -------------------------------------------------------------------
 
