@@ -185,6 +185,28 @@ class StoreContract:
         assert loaded.to_dict() == record.to_dict()
         assert loaded.steps["leaf1"].status is StepStatus.READY
 
+    def test_a_prepared_write_writes_when_called(self, store: Store) -> None:
+        # prepare_write does what needs no database (checks, encoding) at once
+        # and the write when its function is called: as write_shared, a lost race
+        # included.
+        v1 = new_record(fan_spec(2), {"n": 1})
+        store.write(v1)
+        key = v1.workflow_execution_id
+        v2 = bump(advance(store.load(key), 10.0)[0], v1)
+        with pytest.raises(ValueError):
+            store.prepare_write(v2.evolve(version=5), previous=v1)
+        write = store.prepare_write(v2, previous=store.load_shared(key))
+        assert store.load(key).version == 1
+        write()
+        assert store.load(key) == v2
+        created = new_record(fan_spec(1))
+        store.prepare_write(created)()
+        assert store.load(created.workflow_execution_id) == created
+        stale = store.prepare_write(bump(v1.evolve(state={"a": 1}), v1), previous=v1)
+        with pytest.raises(ConflictError):
+            stale()
+        assert store.load(key) == v2
+
     def test_create_twice_conflicts(self, store: Store) -> None:
         record = new_record(fan_spec(1))
         store.write(record)
