@@ -20,7 +20,13 @@ worker`` runs and what a container or systemd unit deploys:
   (``Runner.ack``), so the result never makes a round trip through the queue.
   With a free slot it keeps the next job it dispatched (``Runner.dispatch_and_take``:
   on SQL the row is inserted already claimed, in the same commit), so a chain
-  moves one commit per step; the other jobs are queued for any worker. If
+  moves one commit per step; the other jobs are queued for any worker.
+  Results that wait together (a worker with ``concurrency`` > 1 whose jobs
+  finished while it recorded others) are recorded together where the store and
+  the runner share a unit of work (SQL on one database): one commit for all of
+  their records, dispatches and acknowledgements and the claim of the next jobs
+  (``Backend.apply_and_take_many``); what cannot go that way (a record another
+  worker changed meanwhile ...) is recorded per execution, then one at a time. If
   the transition fails, the result is submitted to the runner instead, for a
   later gather. A workflow started elsewhere therefore reaches its end with only
   workers running. Every ``sweep_interval`` seconds (and when a retry it knows

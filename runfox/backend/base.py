@@ -1001,8 +1001,10 @@ class Backend:
 
         def work() -> None:
             taken.clear()  # the unit may run again after a rollback
-            # Every record encoded before the first statement (SQLite's write lock).
-            writes = [self.store.prepare_write(p.new, p.current, p.events) for p in ready]
+            # Every record encoded before the first statement (SQLite's write lock),
+            # written in key order (two such units lock rows in the same order).
+            writes = [self.store.prepare_write(p.new, p.current, p.events)
+                      for p in sorted(ready, key=lambda p: p.workflow_execution_id)]
             for write in writes:
                 write()
             room = limit

@@ -333,7 +333,8 @@ class SqlRunner(DatabaseUser, Runner):
         if not jobs:
             return []
         taken = [job for job in jobs if job.concurrency_key is None][:max(limit, 0)]
-        rest = [job for job in jobs if job not in taken] if taken else list(jobs)
+        chosen = {id(job) for job in taken}  # by identity: jobs compare by value, slowly
+        rest = [job for job in jobs if id(job) not in chosen] if taken else list(jobs)
         token = secrets.randbits(62) if taken else 0  # fits a signed BIGINT everywhere
         self._db.run(lambda conn: self.insert_jobs(conn, rest, taken, lease, token),
                      standalone=True, what=f"dispatch jobs of {workflow_execution_id!r}")
