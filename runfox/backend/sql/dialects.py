@@ -455,21 +455,19 @@ class SqliteDialect(Dialect):
     def prepare(self) -> None:
         event.listen(self.engine, "begin", self._begin)
         event.listen(self.engine, "before_execute", self._before_execute)
-        for ending in ("commit", "rollback"):
-            event.listen(self.engine, ending, self._end)
 
     def detach(self) -> None:
         event.remove(self.engine, "begin", self._begin)
         event.remove(self.engine, "before_execute", self._before_execute)
-        for ending in ("commit", "rollback"):
-            event.remove(self.engine, ending, self._end)
 
     def _begin(self, conn: Connection) -> None:
         options = conn.get_execution_options()
         write = options.get("runfox_write")
+        pooled = conn.connection
+        # Left by a write unit that ran no statement (so sent no BEGIN): not this one's.
+        pooled.info.pop(LATE_BEGIN, None)
         if not write and not options.get("runfox_read"):
             return  # a transaction of the engine's other users
-        pooled = conn.connection
         raw: sqlite3.Connection = pooled.driver_connection  # type: ignore[assignment]
         if not pooled.info.get("runfox_ready"):
             # Switching to WAL needs the file to itself: a new file's first
@@ -495,11 +493,6 @@ class SqliteDialect(Dialect):
         pooled = conn.connection
         if LATE_BEGIN in pooled.info:
             self.begin_late(pooled)
-
-    def _end(self, conn: Connection) -> None:
-        """A unit that ran no statement ends with no transaction to end."""
-        with contextlib.suppress(Exception):
-            conn.connection.info.pop(LATE_BEGIN, None)
 
     def _execute_waiting(self, raw: sqlite3.Connection, statement: str) -> None:
         """Run ``statement``, retrying while the file is locked, up to ``busy_timeout``."""
