@@ -16,10 +16,10 @@ workers watching that database:
   changes when any other connection commits: a thread looks at it (no lock, no
   disk read) and fires the signal on a change, so an idle worker also hears
   other processes' dispatches (and, harmlessly, their other writes). It looks
-  every 50 ms after a change; while nothing changes, on Linux it looks when a
+  every 25 ms after a change; while nothing changes, on Linux it looks when a
   file in the database's directory is written (``inotify``: the commit's write
   to the WAL), and otherwise every 0.1 s doubling to 2 s; without ``inotify``
-  (other systems), every 50 ms doubling to 0.5 s, so there the first dispatch
+  (other systems), every 25 ms doubling to 0.5 s, so there the first dispatch
   after a quiet spell is heard up to 0.5 s late.
   MariaDB has nothing of the kind: there, other processes' jobs are found by
   polling.
@@ -64,7 +64,7 @@ DRAIN = 0.01
 KEEPALIVE = 30.0
 #: Seconds between looks at an SQLite file's ``data_version``: the first after a
 #: change, and the longest, reached by doubling while nothing changes.
-SQLITE_CHECK = 0.05
+SQLITE_CHECK = 0.025
 SQLITE_CHECK_MAX = 0.5
 #: With ``inotify`` telling when the database's files are written: the longest
 #: wait between looks while nothing is written (a safety net).
