@@ -546,3 +546,50 @@ def test_a_write_unit_takes_sqlites_lock_at_its_first_statement(tmp_path: Path) 
     finally:
         runner.close()
         store.close()
+
+
+@pytest.mark.parametrize("committed", [False, True], ids=["before", "after-commit"])
+def test_results_recorded_together_survive_an_outage(tmp_path: Path, committed: bool) -> None:
+    # The unit recording several results fails as an outage does: before it wrote
+    # anything, or after its commit (the answer lost on the way). The worker keeps
+    # the results, marks them interrupted, and records them one at a time once the
+    # backend answers: every workflow ends with its own result applied once, and no
+    # executor call is repeated. (Jobs the lost unit had taken for the worker come
+    # back when their lease runs out, as WorkerLost attempts that are run again: the
+    # failure model of any lost commit.)
+    from runfox.errors import BackendUnavailable
+
+    store, runner = parts_from_url(f"sqlite:///{tmp_path}/outage.db")
+    try:
+        backend = Backend(store=store, runner=runner)
+        ids = [backend.start(ONE_STEP, {"x": i}) for i in range(12)]
+        real = backend.apply_and_take_many
+        failures: list[int] = []
+        calls: dict[int, int] = {}
+
+        def flaky(*args: Any, **kwargs: Any) -> Any:
+            if not failures:
+                failures.append(1)
+                if committed:
+                    real(*args, **kwargs)
+                raise BackendUnavailable("the database went away", "connection lost")
+            return real(*args, **kwargs)
+
+        def counted(fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
+            calls[inputs["x"]] = calls.get(inputs["x"], 0) + 1
+            return inc(fn, inputs)
+
+        backend.apply_and_take_many = flaky  # type: ignore[method-assign]
+        worker = Worker(backend, counted, concurrency=4, lease=1.0, register=False,
+                        schedule_interval=None, poll_interval=0.05, sweep_interval=0.5)
+        worker.run(idle_timeout=4)
+        assert failures == [1]
+        assert calls == {i: 1 for i in range(12)}  # no executor call repeated
+        assert [backend.load(i).outcome for i in ids] == [{"x": i + 1} for i in range(12)]
+        for wf_id in ids:  # each result applied once
+            assert [e.type for e in backend.history(wf_id)].count("completed") == 1
+        with store.engine.connect() as conn:
+            assert {st for (st,) in conn.execute(select(tasks.c.state))} == {"acked"}
+    finally:
+        runner.close()
+        store.close()
