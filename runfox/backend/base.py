@@ -1030,10 +1030,7 @@ class Backend:
         except _UNWRITABLE:
             return left, []
         for p in ready:
-            self._publish(p.events)
-            if p.new.status.is_terminal:
-                self._ended(p.current, p.new)
-            self._notify(p.workflow_execution_id, p.changes)
+            self._written(p.current, p.new, p.events, p.changes)
             self._store_outputs(p.puts)
             left[p.index] = p.result
         return left, taken
@@ -1052,20 +1049,13 @@ class Backend:
                 current = self.store.load_shared(workflow_execution_id)
             except Exception:  # the one-at-a-time path loads it again and reports it
                 return None
-        if current.defects or current.status.is_terminal:
-            return None
         triples = _as_result_triples(results)
         puts: list[_Put] = []
-        now = self.clock()
-        changes: list[graph.StateChange] = []
-        try:
-            new, result = self._applying(triples, lookup, puts)(current, now, changes)
-        except Exception:
+        tried = self._plain_try(current, self._applying(triples, lookup, puts),
+                                HistoryContext(worker, _timings(list(results))))
+        if tried is None:
             return None
-        if new is current:
-            return None
-        new = new.evolve(version=current.version + 1, updated_at=now)
-        events = self._events(current, new, HistoryContext(worker, _timings(list(results))))
+        new, result, events, changes = tried
         return _Prepared(index, workflow_execution_id, current, new, result, events, changes,
                          puts, triples, list(acks))
 
@@ -1145,29 +1135,46 @@ class Backend:
         left), or this try would need more than one plain step (nothing to
         write, ``fn`` raised, a defect, a record it cannot write).
         """
-        if current.defects or current.status.is_terminal:
+        tried = self._plain_try(current, fn, context)
+        if tried is None:
             return False, None
-        now = self.clock()
-        changes: list[graph.StateChange] = []
-        try:
-            new, result = fn(current, now, changes)
-        except Exception:
-            return False, None
-        if new is current:
-            return False, None
-        new = new.evolve(version=current.version + 1, updated_at=now)
-        events = self._events(current, new, context)
+        new, result, events, changes = tried
         try:
             self._write_joint(joint, new, current, events, result)
         except _AfterWrite as wrapped:
             raise wrapped.cause() from None
         except (ConflictError, *_UNWRITABLE):
             return False, None
+        self._written(current, new, events, changes)
+        return True, result
+
+    def _plain_try(self, current: WorkflowRecord, fn: Transition, context: HistoryContext
+                   ) -> tuple[WorkflowRecord, Any, list[Event], list[graph.StateChange]] | None:
+        """``fn`` on ``current`` as the next version, with its history: the record to
+        write, ``fn``'s result, the events and the state changes; ``None`` when that
+        needs more than one plain step (a defect or a finished record, ``fn`` raised,
+        nothing to write), which ``transition`` sorts out."""
+        if current.defects or current.status.is_terminal:
+            return None
+        now = self.clock()
+        changes: list[graph.StateChange] = []
+        try:
+            new, result = fn(current, now, changes)
+        except Exception:
+            return None
+        if new is current:
+            return None
+        new = new.evolve(version=current.version + 1, updated_at=now)
+        return new, result, self._events(current, new, context), changes
+
+    def _written(self, current: WorkflowRecord, new: WorkflowRecord, events: list[Event],
+                 changes: list[graph.StateChange]) -> None:
+        """After a plain try's write committed: subscribers, an ended execution's
+        parent and children, ``on_state_change``."""
         self._publish(events)
         if new.status.is_terminal:
             self._ended(current, new)
-        self._notify(workflow_execution_id, changes)
-        return True, result
+        self._notify(current.workflow_execution_id, changes)
 
     def cancel(self, workflow_execution_id: str, reason: str | None = None) -> Result:
         """Cancel an execution: nothing more is dispatched and late results are ignored."""
