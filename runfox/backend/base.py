@@ -987,16 +987,16 @@ class Backend:
         (``BackendUnavailable``) propagate; the unit was then rolled back, unless
         the commit itself was lost on its way (as for ``apply_and_advance``).
         """
-        left: list[tuple[list[Result], Result] | None] = [None] * len(groups)
+        outcomes: list[tuple[list[Result], Result] | None] = [None] * len(groups)
         unit = (self.store.unit_with(self.runner)
                 if not getattr(self._unit, "on", False) else None)
         if unit is None or not groups:
-            return left, []
+            return outcomes, []
         lookup = self._lookup()
         ready = [p for p in (self._prepared(i, g, worker, lookup) for i, g in enumerate(groups))
                  if p is not None]
         if not ready:
-            return left, []
+            return outcomes, []
         taken: list[DispatchJob] = []
 
         def work() -> None:
@@ -1026,14 +1026,14 @@ class Backend:
         except ConflictError:
             for p in ready:
                 self._contend(p.workflow_execution_id)
-            return left, []
+            return outcomes, []
         except _UNWRITABLE:
-            return left, []
+            return outcomes, []
         for p in ready:
             self._written(p.current, p.new, p.events, p.changes)
             self._store_outputs(p.puts)
-            left[p.index] = p.result
-        return left, taken
+            outcomes[p.index] = p.result
+        return outcomes, taken
 
     def _prepared(self, index: int, group: tuple[str, Sequence[Any], Sequence[DispatchJob]],
                   worker: str | None, lookup: CacheLookup | None) -> _Prepared | None:
