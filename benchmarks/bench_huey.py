@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_sql import HERE, WARM_UP, start_workers, stop_workers, wait_until_done
+from bench_sql import HERE, WARM_UP, cpu_seconds, start_workers, stop_workers, wait_until_done
 
 import runfox as rfx
 from runfox.backend import Backend
@@ -138,12 +138,6 @@ def fan(leaves: int) -> dict[str, Any]:
             "outputs": {"x": {"var": "steps.sink.output.x"}}}
 
 
-def _cpu(pid: int) -> float:
-    """Seconds of CPU ``pid`` has used (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def runfox_rate(tasks: int, shape: str, concurrency: int = 1) -> float:
     """runfox steps/s: ``tasks`` one-step workflows, or one fan-out of ``tasks`` leaves;
     each worker runs ``concurrency`` jobs at once."""
@@ -158,7 +152,7 @@ def runfox_rate(tasks: int, shape: str, concurrency: int = 1) -> float:
         procs = start_workers(url, 2, "--concurrency", str(concurrency))
         try:
             time.sleep(WARM_UP)  # as huey's consumer gets its half second
-            cpu0 = [_cpu(p.pid) for p in procs]
+            cpu0 = [cpu_seconds(p.pid) for p in procs]
             started, cpu = time.perf_counter(), time.process_time()
             # Like huey's enqueue, each start is in the clock: one commit that
             # stores the execution and queues its first job (``Backend.start``).
@@ -170,7 +164,8 @@ def runfox_rate(tasks: int, shape: str, concurrency: int = 1) -> float:
             wait_until_done(store, count)
             elapsed = time.perf_counter() - started
             if split:
-                used = [round(_cpu(p.pid) - c0, 3) for p, c0 in zip(procs, cpu0, strict=True)]
+                used = [round(cpu_seconds(p.pid) - c0, 3)
+                        for p, c0 in zip(procs, cpu0, strict=True)]
                 print(f"    all done in {elapsed:.3f} s; worker CPU {used} s")
         finally:
             stop_workers(procs)

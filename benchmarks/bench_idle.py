@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_sql import fresh_database
+from bench_sql import cpu_seconds, fresh_database
 from sqlalchemy import event
 
 import runfox as rfx
@@ -49,7 +49,6 @@ from runfox.backend.sql import parts_from_url
 from runfox.results import DispatchJob
 
 HERE = Path(__file__).resolve().parent
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def stamp(fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -78,12 +77,6 @@ def start_worker(url: str, *extra: str) -> subprocess.Popen[str]:
 def stop_worker(worker: subprocess.Popen[str]) -> None:
     worker.terminate()
     worker.communicate(timeout=60)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
 
 
 def switches(pid: int) -> dict[int, int]:

@@ -500,7 +500,7 @@ def fan_polling(width: int, workers: int = 2) -> float:
 # -- 4. an idle worker ------------------------------------------------------------------------
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -521,9 +521,9 @@ def idle_worker(kind: str, admin_url: str, seconds: float, wakeups: int
         try:
             time.sleep(2.0)  # past start-up work
             pid = procs[0].pid
-            cpu, wall = _cpu_seconds(pid), time.perf_counter()
+            cpu, wall = cpu_seconds(pid), time.perf_counter()
             time.sleep(seconds)
-            share = (_cpu_seconds(pid) - cpu) / (time.perf_counter() - wall)
+            share = (cpu_seconds(pid) - cpu) / (time.perf_counter() - wall)
             for n in range(wakeups):
                 time.sleep(1.0 + n % 3)
                 sent = time.time()  # create and dispatch (a sweep would start a created one)

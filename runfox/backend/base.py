@@ -894,9 +894,7 @@ class Backend:
             # The record this process last wrote or read, without a read: the
             # unit's conditional write finds it stale (``ConflictError``), and
             # ``_in_unit`` then runs the unit again from a fresh load.
-            peek = getattr(self.store, "cached_record", None)
-            if peek is not None:
-                loaded = peek(workflow_execution_id)
+            loaded = self._last_seen(workflow_execution_id)
             if loaded is None and self._preload(workflow_execution_id):
                 # Not seen yet (another process started it): read it before the
                 # unit, so the unit (SQLite's one write lock) is not held for the read.
@@ -1042,8 +1040,7 @@ class Backend:
         workflow_execution_id, results, acks = group
         if self._contended.get(workflow_execution_id, 0):
             return None
-        peek = getattr(self.store, "cached_record", None)
-        current = peek(workflow_execution_id) if peek is not None else None
+        current = self._last_seen(workflow_execution_id)
         if current is None:
             try:
                 current = self.store.load_shared(workflow_execution_id)
@@ -1058,6 +1055,12 @@ class Backend:
         new, result, events, changes = tried
         return _Prepared(index, workflow_execution_id, current, new, result, events, changes,
                          puts, triples, list(acks))
+
+    def _last_seen(self, workflow_execution_id: str) -> WorkflowRecord | None:
+        """The record of that execution this process last wrote or read, without a
+        read (``cached_record``, where the store keeps one); perhaps stale."""
+        peek = getattr(self.store, "cached_record", None)
+        return peek(workflow_execution_id) if peek is not None else None
 
     def _contend(self, workflow_execution_id: str) -> None:
         """``workflow_execution_id`` lost an optimistic try: its next few transitions

@@ -547,7 +547,7 @@ class HotStatement:
         # ``info`` (cleared when the connection is replaced): a new psycopg
         # cursor per statement cost a few microseconds.
         pooled = conn.connection
-        if LATE_BEGIN in pooled.info:
+        if LATE_BEGIN in pooled.info:  # checked here too: no call per statement elsewhere
             self._db.dialect.begin_late(pooled)
         cursor: Any = pooled.info.get(_CURSOR)
         if cursor is None:

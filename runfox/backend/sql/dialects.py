@@ -215,8 +215,8 @@ class Dialect:
         """Undo ``prepare`` (the engine may outlive runfox's use of it)."""
 
     def begin_late(self, pooled: Any) -> None:
-        """Open the transaction a unit of work put off until its first statement
-        (``LATE_BEGIN`` in the pooled connection's ``info``; SQLite only)."""
+        """Open the transaction a unit of work put off until its first statement, if
+        it did (``LATE_BEGIN`` in the pooled connection's ``info``; SQLite only)."""
 
     def options(self, write: bool, standalone: bool) -> dict[str, Any]:
         """Execution options for a unit of work.
@@ -482,6 +482,8 @@ class SqliteDialect(Dialect):
             pooled.info[LATE_BEGIN] = True
 
     def begin_late(self, pooled: Any) -> None:
+        if LATE_BEGIN not in pooled.info:
+            return  # not a write unit, or its BEGIN was sent already
         # Waiting for the write lock here, rather than by running the whole unit
         # again, keeps a failed try down to one cheap statement. sqlite3 opens no
         # transaction of its own once it sees this one.
@@ -490,9 +492,7 @@ class SqliteDialect(Dialect):
 
     def _before_execute(self, conn: Connection, *_: Any) -> None:
         """A statement through Core: a write unit's BEGIN IMMEDIATE goes first."""
-        pooled = conn.connection
-        if LATE_BEGIN in pooled.info:
-            self.begin_late(pooled)
+        self.begin_late(conn.connection)
 
     def _execute_waiting(self, raw: sqlite3.Connection, statement: str) -> None:
         """Run ``statement``, retrying while the file is locked, up to ``busy_timeout``."""
@@ -531,9 +531,7 @@ class SqliteDialect(Dialect):
     def schema_lock(self, conn: Connection) -> Iterator[None]:
         # The write transaction's BEGIN IMMEDIATE excludes other writers: sent now,
         # before the schema is read (not at the unit's first statement).
-        pooled = conn.connection
-        if LATE_BEGIN in pooled.info:
-            self.begin_late(pooled)
+        self.begin_late(conn.connection)
         yield
 
     def _diagnose_one(self, wrapper: DBAPIError | None, orig: BaseException
