@@ -207,6 +207,23 @@ class StoreContract:
             stale()
         assert store.load(key) == v2
 
+    def test_several_records_load_together(self, store: Store) -> None:
+        # load_shared_many gives what load_shared gives for each key; a key with
+        # no record is left out, and a key given twice is one entry.
+        fresh = [new_record(fan_spec(2), {"n": i}) for i in range(3)]
+        for record in fresh:
+            store.write(record)
+        key = fresh[0].workflow_execution_id
+        moved = bump(advance(store.load(key), 10.0)[0], fresh[0])
+        store.write(moved)
+        keys = [r.workflow_execution_id for r in fresh]
+        found = store.load_shared_many([*keys, "nobody#none", keys[1]])
+        assert sorted(found) == sorted(keys)
+        assert found[key] == moved
+        for record in fresh[1:]:
+            assert found[record.workflow_execution_id] == record
+        assert store.load_shared_many([]) == {}
+
     def test_create_twice_conflicts(self, store: Store) -> None:
         record = new_record(fan_spec(1))
         store.write(record)

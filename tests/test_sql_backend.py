@@ -7,6 +7,7 @@ Every database is created for this module and dropped afterwards (``sqldb``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -38,7 +39,9 @@ from runfox.backend.sql import SqliteRunner, SqliteStore, SqlRunner, SqlStore, p
 from runfox.backend.sql.schema import SCHEMA_VERSION, schema_version, steps, tasks, workflows
 from runfox.backend.urls import backend_from_url
 from runfox.errors import BackendError, ConflictError, CorruptRecord
-from runfox.testing import WorkerRegistryContract
+from runfox.records import StepRecord
+from runfox.status import StepStatus, WorkflowStatus
+from runfox.testing import WorkerRegistryContract, chain_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -125,8 +128,14 @@ def test_a_transition_writes_only_the_changed_steps(store: SqlStore) -> None:
                                      .where(steps.c.workflow_execution_id == key)).all())
         spec_rows = conn.execute(select(func.count()).select_from(workflows)).scalar()
     assert versions["root"] == 2
-    assert {v for s, v in versions.items() if s != "root"} == {1}
+    # The other steps are still as a new execution has them: neither the create
+    # nor the claim wrote a row for them (schema 12), and they load as that.
+    assert set(versions) == {"root"}
     assert spec_rows == 1
+    fresh = SqlStore(engine=store.engine, cache_size=0).load(key)
+    assert len(fresh.steps) == 102
+    assert all(fresh.steps[s.id] == StepRecord(s.id) for s in fresh.plan.steps if s.id != "root")
+    assert fresh.steps["root"].status is StepStatus.IN_PROGRESS
 
 
 def test_incremental_load_matches_a_fresh_load(database: str, store: SqlStore) -> None:
@@ -153,6 +162,102 @@ def test_incremental_load_matches_a_fresh_load(database: str, store: SqlStore) -
         other.close()
 
 
+_LOOP = {"name": "fib", "steps": [
+    {"id": "seed", "fn": "seed"},
+    {"id": "iterate", "fn": "fib", "depends_on": ["seed"],
+     "input": {"a": {"var": "state.a"}, "b": {"var": "state.b"}},
+     "branch": [{"condition": {"<": [{"var": "state.b"}, 20]},
+                 "action": {"set": "steps.iterate.status", "value": "ready"}},
+                {"condition": True, "action": "complete"}]},
+    {"id": "report", "fn": "report", "depends_on": ["iterate"],
+     "input": {"b": {"var": "state.b"}}},
+], "outputs": {"fib": {"var": "steps.report.output.b"}}}
+
+
+def _fib(fn: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    if fn == "seed":
+        return {"a": 0, "b": 1}
+    if fn == "fib":
+        return {"a": inputs["b"], "b": inputs["a"] + inputs["b"]}
+    return {"b": inputs["b"]}
+
+
+def test_steps_without_rows_load_and_write_like_steps_with_rows(
+        database: str, store: SqlStore) -> None:
+    """Schema 12: a step still in its initial state has no row until a write
+    changes it. Transitions made by a store that reads every record afresh (no
+    cache: each write's steps are upserted on a record read from rows) give the
+    same records, step for step, as the in-memory store, a loop's resets (a
+    reset step keeps its row) included."""
+    other = SqlStore(database, cache_size=0)  # another process each time
+    try:
+        runner = rfx.backend.InProcessRunner()
+        on_sql = rfx.Workflow.from_dict(_LOOP, Backend(store=other, runner=runner))
+        on_sql.run(worker=InProcessWorker(runner, _fib), timeout=60)
+        in_memory = rfx.Workflow.from_dict(_LOOP, Backend(executor=_fib))
+        in_memory.run(timeout=60)
+        sql, memory = on_sql.record, in_memory.record
+        assert sql.status is memory.status is WorkflowStatus.COMPLETE
+        assert sql.outcome == memory.outcome == {"fib": 21}
+        assert sql.steps["iterate"].run_id == memory.steps["iterate"].run_id == 6
+
+        def shape(record: Any) -> dict[str, Any]:
+            return {s.id: (s.status, s.run_id, s.attempts, s.output)
+                    for s in record.steps.values()}
+        assert shape(sql) == shape(memory)
+        assert shape(store.load(sql.workflow_execution_id)) == shape(memory)
+        with store.engine.connect() as conn:
+            stored = set(conn.execute(select(steps.c.step_id).where(
+                steps.c.workflow_execution_id == sql.workflow_execution_id)).scalars())
+        assert stored == {"seed", "iterate", "report"}  # each was written when it first changed
+    finally:
+        other.close()
+
+
+def test_a_new_execution_writes_rows_only_for_the_steps_it_claims(store: SqlStore) -> None:
+    backend = Backend(store=store, runner=SqlRunner(engine=store.engine))
+    wf_id = backend.start(fan_spec(50), {"n": 1})  # claims root, the 51 others wait
+    with store.engine.connect() as conn:
+        stored = list(conn.execute(select(steps.c.step_id).where(
+            steps.c.workflow_execution_id == wf_id)).scalars())
+    assert stored == ["root"]
+    loaded = SqlStore(engine=store.engine, cache_size=0).load(wf_id)
+    assert loaded.steps["root"].status is StepStatus.IN_PROGRESS
+    assert [s.id for s in loaded.steps.values()][:3] == ["root", "leaf0", "leaf1"]
+    assert loaded.steps["leaf7"] == StepRecord("leaf7") and loaded.steps["leaf7"].unmet == 1
+
+
+def test_only_a_step_in_its_initial_state_is_left_without_a_row() -> None:
+    from runfox.backend.sql.store import _initial
+
+    assert _initial(StepRecord("a"))
+    changed = {"status": StepStatus.COMPLETE, "run_id": 1, "attempts": 1, "output": {},
+               "error": {}, "started_at": 1.0, "finished_at": 1.0, "not_before": 1.0,
+               "inputs": {}, "cached": True, "items": 0, "child": "k"}
+    # A field StepRecord gains must be added here (and to ``_initial``).
+    assert {f.name for f in dataclasses.fields(StepRecord) if f.compare} - {"id"} == set(changed)
+    for name, value in changed.items():
+        assert not _initial(StepRecord("a").evolve(**{name: value})), name
+
+
+def test_the_spec_of_a_record_is_decoded_once_per_text(store: SqlStore) -> None:
+    first, second = new_record(fan_spec(3)), new_record(fan_spec(3))
+    other = new_record(chain_spec(3))
+    for record in (first, second, other):
+        store.write(record)
+    reader = SqlStore(engine=store.engine, cache_size=0)
+    a, b, c = (reader.load_shared(r.workflow_execution_id) for r in (first, second, other))
+    assert a.spec is b.spec and a.spec == first.spec  # one text, one decoded spec
+    assert c.spec == other.spec and c.spec is not a.spec
+    public = reader.load(first.workflow_execution_id)  # a copy: changing it changes nothing
+    public.spec["steps"].clear()
+    assert reader.load_shared(second.workflow_execution_id).spec == first.spec
+    _corrupt(store.engine, workflows,
+             workflows.c.workflow_execution_id == second.workflow_execution_id, spec="{broken")
+    with pytest.raises(CorruptRecord, match="spec"):
+        reader.load_shared(second.workflow_execution_id)
+
+
 def test_corrupt_rows_name_their_key_and_listing_skips_them(
         store: SqlStore, caplog: pytest.LogCaptureFixture) -> None:
     good, bad_json, bad_status, bad_step = (new_record(fan_spec(1), created_at=t)
@@ -163,8 +268,11 @@ def test_corrupt_rows_name_their_key_and_listing_skips_them(
     key = workflows.c.workflow_execution_id
     _corrupt(engine, workflows, key == bad_json.workflow_execution_id, state="{not json")
     _corrupt(engine, workflows, key == bad_status.workflow_execution_id, status="exploded")
-    _corrupt(engine, steps, (steps.c.workflow_execution_id == bad_step.workflow_execution_id)
-             & (steps.c.step_id == "leaf0"), data="[1, 2")
+    # A new execution's steps have no rows yet (schema 12): the broken one is added.
+    with engine.connect() as conn, conn.begin():
+        conn.execute(steps.insert().values(
+            workflow_execution_id=bad_step.workflow_execution_id, step_id="leaf0",
+            status="ready", run_id=0, version=1, data="[1, 2"))
     reader = SqlStore(store.engine.url.render_as_string(hide_password=False))
     try:
         for record, detail in ((bad_json, "state"), (bad_status, "exploded"),

@@ -461,6 +461,35 @@ def test_several_results_commit_once(parts: tuple[SqlStore, SqlRunner]) -> None:
         assert [e.type for e in backend.history(wf_id)][-2:] == ["completed", "workflow_ended"]
 
 
+def test_records_started_elsewhere_are_read_together(
+        parts: tuple[SqlStore, SqlRunner]) -> None:
+    # Ten finished jobs of executions another process started: their records
+    # are read in one header, one step and one state statement, not three each,
+    # and decode to what a load of each gives.
+    store, runner = parts
+    starter = Backend(store=SqlStore(engine=store.engine), runner=runner)
+    ids, groups = _finished_jobs(starter, runner, 10)
+    many = SqlStore(engine=store.engine, cache_size=0)
+    counter = Counter(store.engine)
+    try:
+        found = many.load_shared_many(ids)
+    finally:
+        counter.close()
+    assert counter.texts == ["SELECT"] * 3
+    one = SqlStore(engine=store.engine, cache_size=0)
+    assert {k: r.to_dict() for k, r in found.items()} == {k: one.load(k).to_dict() for k in ids}
+    backend = Backend(store=SqlStore(engine=store.engine), runner=runner)
+    counter = Counter(store.engine)
+    try:
+        done, _ = backend.apply_and_take_many(groups, limit=0, lease=60.0, worker="w")
+    finally:
+        counter.close()
+    assert all(outcome is not None for outcome in done)
+    assert counter.write_commits == 1
+    assert counter.texts[:3] == ["SELECT"] * 3 and counter.texts.count("SELECT") < 10
+    assert [backend.load(i).outcome for i in ids] == [{"x": i + 1} for i in range(10)]
+
+
 def test_a_lost_race_among_several_results_leaves_them_all_to_apply_alone(
         parts: tuple[SqlStore, SqlRunner]) -> None:
     # One of the records moved on elsewhere since this process cached it: the

@@ -1,4 +1,4 @@
--- runfox schema version 11 (revision 0011) for MySQL 8 / MariaDB 10.6+ (InnoDB; runfox.backend.sql).
+-- runfox schema version 12 (revision 0012) for MySQL 8 / MariaDB 10.6+ (InnoDB; runfox.backend.sql).
 -- For teams that manage schemas themselves: run this once, then open the
 -- backend with create_tables=False. It creates what runfox would create on
 -- first use; tests/test_sql_ddl.py checks that the two agree.
@@ -164,10 +164,11 @@ INSERT INTO runfox_schema (version, applied_at) VALUES (8, UNIX_TIMESTAMP());
 INSERT INTO runfox_schema (version, applied_at) VALUES (9, UNIX_TIMESTAMP());
 INSERT INTO runfox_schema (version, applied_at) VALUES (10, UNIX_TIMESTAMP());
 INSERT INTO runfox_schema (version, applied_at) VALUES (11, UNIX_TIMESTAMP());
+INSERT INTO runfox_schema (version, applied_at) VALUES (12, UNIX_TIMESTAMP());
 
 -- Alembic's record of the migration revision (runfox db upgrade reads and moves it).
 CREATE TABLE runfox_alembic_version (
     version_num VARCHAR(32) NOT NULL,
     CONSTRAINT runfox_alembic_version_pkc PRIMARY KEY (version_num)
 ) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
-INSERT INTO runfox_alembic_version (version_num) VALUES ('0011');
+INSERT INTO runfox_alembic_version (version_num) VALUES ('0012');

@@ -1,4 +1,4 @@
--- runfox schema version 11 (revision 0011) for PostgreSQL (runfox.backend.sql).
+-- runfox schema version 12 (revision 0012) for PostgreSQL (runfox.backend.sql).
 -- For teams that manage schemas themselves: run this once, then open the
 -- backend with create_tables=False. It creates what runfox would create on
 -- first use; tests/test_sql_ddl.py checks that the two agree.
@@ -164,12 +164,13 @@ INSERT INTO runfox_schema (version, applied_at) VALUES (8, EXTRACT(EPOCH FROM no
 INSERT INTO runfox_schema (version, applied_at) VALUES (9, EXTRACT(EPOCH FROM now()));
 INSERT INTO runfox_schema (version, applied_at) VALUES (10, EXTRACT(EPOCH FROM now()));
 INSERT INTO runfox_schema (version, applied_at) VALUES (11, EXTRACT(EPOCH FROM now()));
+INSERT INTO runfox_schema (version, applied_at) VALUES (12, EXTRACT(EPOCH FROM now()));
 
 -- Alembic's record of the migration revision (runfox db upgrade reads and moves it).
 CREATE TABLE runfox_alembic_version (
     version_num VARCHAR(32) NOT NULL,
     CONSTRAINT runfox_alembic_version_pkc PRIMARY KEY (version_num)
 );
-INSERT INTO runfox_alembic_version (version_num) VALUES ('0011');
+INSERT INTO runfox_alembic_version (version_num) VALUES ('0012');
 
 COMMIT;

@@ -1,4 +1,4 @@
--- runfox schema version 11 (revision 0011) for SQLite (runfox.backend.sql).
+-- runfox schema version 12 (revision 0012) for SQLite (runfox.backend.sql).
 -- runfox creates these tables itself on first use; this file is for teams that
 -- create the database file by other means (then open it with create_tables=False).
 -- tests/test_sql_ddl.py checks that it matches what runfox creates.
@@ -166,12 +166,13 @@ INSERT INTO runfox_schema (version, applied_at) VALUES (8, (julianday('now') - 2
 INSERT INTO runfox_schema (version, applied_at) VALUES (9, (julianday('now') - 2440587.5) * 86400.0);
 INSERT INTO runfox_schema (version, applied_at) VALUES (10, (julianday('now') - 2440587.5) * 86400.0);
 INSERT INTO runfox_schema (version, applied_at) VALUES (11, (julianday('now') - 2440587.5) * 86400.0);
+INSERT INTO runfox_schema (version, applied_at) VALUES (12, (julianday('now') - 2440587.5) * 86400.0);
 
 -- Alembic's record of the migration revision (runfox db upgrade reads and moves it).
 CREATE TABLE runfox_alembic_version (
     version_num VARCHAR(32) NOT NULL,
     CONSTRAINT runfox_alembic_version_pkc PRIMARY KEY (version_num)
 );
-INSERT INTO runfox_alembic_version (version_num) VALUES ('0011');
+INSERT INTO runfox_alembic_version (version_num) VALUES ('0012');
 
 COMMIT;

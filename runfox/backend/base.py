@@ -991,8 +991,9 @@ class Backend:
         if unit is None or not groups:
             return outcomes, []
         lookup = self._lookup()
-        ready = [p for p in (self._prepared(i, g, worker, lookup) for i, g in enumerate(groups))
-                 if p is not None]
+        seen = self._read_unseen([g[0] for g in groups])
+        ready = [p for p in (self._prepared(i, g, worker, lookup, seen)
+                             for i, g in enumerate(groups)) if p is not None]
         if not ready:
             return outcomes, []
         taken: list[DispatchJob] = []
@@ -1033,14 +1034,28 @@ class Backend:
             outcomes[p.index] = p.result
         return outcomes, taken
 
+    def _read_unseen(self, keys: list[str]) -> dict[str, WorkflowRecord]:
+        """The records of ``keys`` this process has not seen, read together
+        (``Store.load_shared_many``) when there are several; ``{}`` if that read
+        failed: each is then read alone, where its error is reported."""
+        unseen = [key for key in keys
+                  if not self._contended.get(key, 0) and self._last_seen(key) is None]
+        if len(unseen) < 2:
+            return {}
+        try:
+            return self.store.load_shared_many(unseen)
+        except Exception:  # only a saving: the single loads report it
+            return {}
+
     def _prepared(self, index: int, group: tuple[str, Sequence[Any], Sequence[DispatchJob]],
-                  worker: str | None, lookup: CacheLookup | None) -> _Prepared | None:
+                  worker: str | None, lookup: CacheLookup | None,
+                  seen: dict[str, WorkflowRecord]) -> _Prepared | None:
         """One group of ``apply_and_take_many`` computed outside the unit, or ``None``
         when it needs the one-at-a-time path."""
         workflow_execution_id, results, acks = group
         if self._contended.get(workflow_execution_id, 0):
             return None
-        current = self._last_seen(workflow_execution_id)
+        current = seen.get(workflow_execution_id) or self._last_seen(workflow_execution_id)
         if current is None:
             try:
                 current = self.store.load_shared(workflow_execution_id)

@@ -171,6 +171,24 @@ class Store(ABC):
             raise WorkflowNotFound(f"no workflow execution {workflow_execution_id!r}")
         return record
 
+    def load_shared_many(self, keys: Sequence[str]) -> dict[str, WorkflowRecord]:
+        """The stored records of ``keys``, as ``load_shared`` gives each: shared,
+        for reading only. A key with no record is left out.
+
+        For a worker holding results of several executions it has not read yet
+        (``Backend.apply_and_take_many``). One ``load_shared`` per key by default;
+        a store that can read several records in one round trip overrides it.
+
+        Raises:
+            CorruptRecord: a stored record cannot be decoded.
+        """
+        found: dict[str, WorkflowRecord] = {}
+        for key in dict.fromkeys(keys):
+            record = self._load(key)
+            if record is not None:
+                found[key] = record
+        return found
+
     def write(self, record: WorkflowRecord, previous: WorkflowRecord | None = None) -> None:
         """Store a copy of ``record`` if nobody wrote since version ``record.version - 1``.
 

@@ -63,6 +63,11 @@ plus Alembic's ``runfox_alembic_version`` (see ``migrations``):
   ``runfox_tasks.result``) are objects whose large top-level values are
   references (``runfox.payloads.pack_object``); the version keeps an older
   runfox, which would read those references as values, away.
+- schema 12: no table changes. A new execution stores no ``runfox_steps`` row
+  for a step still in its initial state (ready, run 0, no attempt): a missing
+  row reads as that step, and the write that first changes it inserts the row
+  (an upsert). The version keeps an older runfox, whose plain ``UPDATE`` would
+  change nothing there, away.
 
 JSON is stored as text (``LONGTEXT`` on MySQL), ASCII-escaped so any server
 character set holds it. Keys compare case-sensitively on MySQL (``utf8mb4_bin``)
@@ -128,7 +133,7 @@ __all__ = [
 ]
 
 #: The layout these tables have; bump it with a new revision in ``migrations``.
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 
 _MYSQL: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4",
                           "mysql_collate": "utf8mb4_bin"}

@@ -4,14 +4,17 @@ A record is a header row in ``runfox_workflows`` plus one row per step in
 ``runfox_steps`` and one per shared-state key in ``runfox_state`` (see
 ``schema``). The three Store primitives:
 
-- ``_write``: version 1 INSERTs the header, every step and every state key (a
-  duplicate key is a ``ConflictError``). Later versions run ``UPDATE ... WHERE
-  workflow_execution_id = :k AND version = :v - 1``; no row updated means
-  another writer won (``ConflictError``). The header, the changed steps
-  (``record.steps.changed_since(previous.steps)``, or all of them without
-  ``previous``) and the state keys whose value object changed (``_state_params``)
-  are written in one transaction; the spec and inputs never again. The header
-  also gets ``due_at`` and ``retry_at`` (``due_times``), which ``due`` reads.
+- ``_write``: version 1 INSERTs the header, every step that is not in its
+  initial state (ready, run 0, never attempted: a missing row reads as that,
+  schema 12) and every state key (a duplicate key is a ``ConflictError``).
+  Later versions run ``UPDATE ... WHERE workflow_execution_id = :k AND version
+  = :v - 1``; no row updated means another writer won (``ConflictError``). The
+  header, the changed steps (``record.steps.changed_since(previous.steps)``, or
+  all of them without ``previous``; upserted where the step was in its initial
+  state, so may have no row) and the state keys whose value object changed
+  (``_state_params``) are written in one transaction; the spec and inputs never
+  again. The header also gets ``due_at`` and ``retry_at`` (``due_times``), which
+  ``due`` reads.
 - ``_load``: the header, then the step and state rows written after the
   version the store already holds (records are immutable, so it keeps the last
   ones it saw, also after losing a race): a transition on a large workflow
@@ -50,7 +53,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, case, delete, func, or_, select, update
+from sqlalchemy import Table, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.sql.dml import Insert
 
@@ -58,7 +61,7 @@ from ...errors import BackendError, ConflictError, CorruptRecord
 from ...history import Event, corrupt_event
 from ...jsonvalue import compact_json
 from ...records import StepChanges, StepRecord, WorkflowRecord, ordered_items
-from ...status import WorkflowStatus
+from ...status import StepStatus, WorkflowStatus
 from ..payload_store import DEFAULT_OFFLOAD_BYTES, Offloader, offload_threshold
 from ..runner import Runner
 from ..store import DueWork, ExecutionSummary, Store, UnitOfWork, key_matches
@@ -78,15 +81,29 @@ _HEAD = (workflows.c.version, workflows.c.status, workflows.c.updated_at,
          workflows.c.outcome)
 _THIS = workflows.c.workflow_execution_id == bindparam("k")
 _SELECT_HEAD = select(*_HEAD).where(_THIS)
-_SELECT_FULL = select(*_HEAD, workflows.c.workflow_id, workflows.c.execution_id,
-                      workflows.c.created_at, workflows.c.spec, workflows.c.inputs,
-                      workflows.c.state, workflows.c.parent).where(_THIS)
+_FULL = (*_HEAD, workflows.c.workflow_id, workflows.c.execution_id, workflows.c.created_at,
+         workflows.c.spec, workflows.c.inputs, workflows.c.state, workflows.c.parent)
+_SELECT_FULL = select(*_FULL).where(_THIS)
 _SELECT_STEPS = select(steps.c.step_id, steps.c.version, steps.c.data).where(
     steps.c.workflow_execution_id == bindparam("k"), steps.c.version > bindparam("since"))
 _SELECT_STATE = select(state.c.name, state.c.version, state.c.value).where(
     state.c.workflow_execution_id == bindparam("k"), state.c.version > bindparam("since"))
 #: How many executions' last written ``retry_at`` a store remembers.
 _RETRY_NOTES = 10_000
+#: ``load_shared_many`` reads at most this many records per statement; fewer are
+#: padded to the next power of two, so a few compiled sizes serve every count.
+_MANY = 32
+
+
+def _select_many(size: int) -> tuple[Any, Any, Any]:
+    """The header, step and state reads of ``size`` records (parameters ``k0``...)."""
+    names: list[Any] = [bindparam(f"k{i}") for i in range(size)]
+    return (select(workflows.c.workflow_execution_id, *_FULL)
+            .where(workflows.c.workflow_execution_id.in_(names)),
+            select(steps.c.workflow_execution_id, steps.c.step_id, steps.c.version,
+                   steps.c.data).where(steps.c.workflow_execution_id.in_(names)),
+            select(state.c.workflow_execution_id, state.c.name, state.c.version,
+                   state.c.value).where(state.c.workflow_execution_id.in_(names)))
 
 
 def _update_head(outcome: bool, status: bool, retry: bool) -> Any:
@@ -185,6 +202,46 @@ class _RecordCache:
             self._items.pop(key, None)
 
 
+class _SpecTexts:
+    """The JSON of the specs this store wrote or read lately, kept both ways.
+
+    Every execution's header holds its spec, which is the same for every start
+    of one workflow: a start of a spec object seen before encodes nothing, and a
+    load whose spec column holds a text seen before decodes nothing (the spec
+    dict is shared: runfox never changes a record's spec, and ``Store.load``
+    hands out copies). Plain dict operations, which the GIL keeps whole, so no
+    lock; full, a table is emptied (``size`` specs in use at once is a lot).
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self._size = size
+        # id(spec) -> (spec, text): the spec kept, so its id is not reused.
+        self._texts: dict[int, tuple[dict[str, Any], str]] = {}
+        self._specs: dict[str, dict[str, Any]] = {}  # text -> spec
+
+    def text(self, spec: dict[str, Any]) -> str:
+        """``dumps(spec)``, encoded once per spec object."""
+        held = self._texts.get(id(spec))
+        if held is not None and held[0] is spec:
+            return held[1]
+        text = dumps(spec)
+        if len(self._texts) >= self._size:
+            self._texts.clear()
+        self._texts[id(spec)] = (spec, text)
+        return text
+
+    def spec(self, key: str, text: Any) -> Any:
+        """The spec column ``text`` of execution ``key`` decoded, once per text."""
+        spec = self._specs.get(text) if isinstance(text, str) else None
+        if spec is None:
+            spec = _column(key, "spec", text)
+            if isinstance(spec, dict):
+                if len(self._specs) >= self._size:
+                    self._specs.clear()
+                self._specs[text] = spec
+        return spec
+
+
 class SqlStore(DatabaseUser, Store):
     """Workflow records in SQLite, PostgreSQL or MySQL/MariaDB.
 
@@ -237,6 +294,7 @@ class SqlStore(DatabaseUser, Store):
                          busy_timeout=busy_timeout, sqlite_synchronous=sqlite_synchronous,
                          engine_options=engine_options, database=_database)
         self._cache = _RecordCache(cache_size)
+        self._specs = _SpecTexts()
         self._step_cache: SqlCache | None = None
         self._payloads = Offloader(SqlPayloads(self._db), threshold)
         self.claim_grace = claim_grace
@@ -250,11 +308,14 @@ class SqlStore(DatabaseUser, Store):
         # next write of that version leaves ``retry_at`` out when it is the same.
         self._retry_written: dict[str, tuple[int, float | None]] = {}
         self._hot_step, self._hot_steps = hot(_UPDATE_STEP), hot(_INSERT_STEPS)
+        self._hot_step_upsert = hot(_steps_upsert(self._db.dialect.name))
         self._hot_state, self._hot_events = hot(self._upsert_state), hot(_INSERT_EVENTS)
         self._hot_create = hot(_INSERT_HEAD)  # every start of an execution
         # and the reads of a load (a record this process has not cached, or a reload)
         self._hot_read_head, self._hot_read_full = hot(_SELECT_HEAD), hot(_SELECT_FULL)
         self._hot_read_steps, self._hot_read_state = hot(_SELECT_STEPS), hot(_SELECT_STATE)
+        # and of ``load_shared_many``, by padded size
+        self._hot_many: dict[int, tuple[HotStatement, ...]] = {}
 
     keeps_history = True
     tracks_due = True
@@ -314,14 +375,18 @@ class SqlStore(DatabaseUser, Store):
         status = previous is None or record.status is not previous.status
         retry = self._retry_written.get(key) != (record.version - 1, retry_at)
         update_head = self._hot_heads[outcome, status, retry]
-        # Map items appear when their map step is claimed: those rows are new.
+        # A step that was in its initial state may have no row (see
+        # ``_prepare_create``), nor has a map item that appeared with its map
+        # step's claim: their rows are upserted, the others updated.
         old = previous.steps if previous is not None else None
-        fresh = [sid for sid in changed if old is not None and sid not in old]
-        if fresh:
-            made = set(fresh)
-            changed = [sid for sid in changed if sid not in made]
-        inserts = [_step_row(key, record.steps[sid], record.version) for sid in fresh]
-        rows = [_step_params(key, record.steps[sid], record.version) for sid in changed]
+        rows, upserts = [], []
+        for sid in changed:
+            step = record.steps[sid]
+            before = old[sid] if old is not None and sid in old else None
+            if before is None or _initial(before):
+                upserts.append(_step_row(key, step, record.version))
+            else:
+                rows.append(_step_params(key, step, record.version))
 
         def work(conn: Connection) -> None:
             if update_head.execute(conn, head) != 1:
@@ -329,8 +394,8 @@ class SqlStore(DatabaseUser, Store):
                                     f"{record.version - 1}; another writer won")
             if rows:
                 self._hot_step.execute(conn, rows)
-            if inserts:
-                self._hot_steps.execute(conn, inserts)
+            if upserts:
+                self._hot_step_upsert.execute(conn, upserts)
             if values:
                 self._hot_state.execute(conn, values)
             if logged:
@@ -400,7 +465,7 @@ class SqlStore(DatabaseUser, Store):
             "version": record.version,
             "created_at": record.created_at,
             "updated_at": record.updated_at,
-            "spec": dumps(record.spec),
+            "spec": self._specs.text(record.spec),
             "inputs": dumps(record.inputs),
             "state": "{}",  # the state is in runfox_state
             "outcome": dumps(record.outcome),
@@ -408,7 +473,11 @@ class SqlStore(DatabaseUser, Store):
         }
         head["due_at"], head["retry_at"] = due_times(record, self.claim_grace)
         values = _state_params(key, record, None)
-        rows = [_step_row(key, s, record.version) for s in record.steps.values()]
+        # Steps still in their initial state get no row (schema 12): a missing row
+        # reads as that step, and the write that first changes it inserts it. A
+        # new execution of many steps writes the few it claims, not all of them.
+        rows = [_step_row(key, s, record.version) for s in record.steps.values()
+                if not _initial(s)]
 
         def work(conn: Connection) -> None:
             if idempotency_key is not None:  # first: a racing creator stops here
@@ -437,6 +506,62 @@ class SqlStore(DatabaseUser, Store):
         is still in the cache; possibly stale (a ``loaded`` for ``transition``)."""
         return self._cache.get(workflow_execution_id)
 
+
+    def load_shared_many(self, keys: Sequence[str]) -> dict[str, WorkflowRecord]:
+        """``Store.load_shared_many``: the records this store holds no version of
+        are read together, three statements for up to ``_MANY`` of them instead of
+        three each; the others (and any whose rows changed between the reads) one
+        by one, as ``load_shared`` reads them."""
+        wanted = list(dict.fromkeys(keys))
+        unseen = [key for key in wanted if self._cache.get(key) is None]
+        alone = [key for key in wanted if key not in set(unseen)] if len(unseen) < len(
+            wanted) else []
+        found: dict[str, WorkflowRecord] = {}
+        for start in range(0, len(unseen), _MANY):
+            chunk = unseen[start:start + _MANY]
+            if len(chunk) == 1:
+                alone.extend(chunk)
+                continue
+            reads = self._db.run(functools.partial(self._read_many, chunk), write=False,
+                                 standalone=True, what=f"load {len(chunk)} workflows")
+            for key in chunk:
+                read = reads.get(key)
+                if read is None:
+                    continue  # no such record
+                if not read.whole:
+                    alone.append(key)  # a write landed between the reads
+                    continue
+                record = self._payloads.unpack_record(_decode_full(key, read, self._specs),
+                                                      None)
+                self._cache.put(record)
+                found[key] = record
+        for key in alone:
+            loaded = self._load(key)
+            if loaded is not None:
+                found[key] = loaded
+        return found
+
+    def _read_many(self, chunk: list[str], conn: Connection) -> dict[str, _Read]:
+        size = 2
+        while size < len(chunk):
+            size *= 2
+        hot = self._hot_many.get(size)
+        if hot is None:
+            hot = self._hot_many[size] = tuple(HotStatement(self._db, statement)
+                                               for statement in _select_many(size))
+        params = {f"k{i}": chunk[i] if i < len(chunk) else "" for i in range(size)}
+        heads = hot[0].rows(conn, params)
+        if not heads:
+            return {}
+        step_rows: dict[str, list[Any]] = {}
+        for row in hot[1].rows(conn, params):
+            step_rows.setdefault(row.workflow_execution_id, []).append(row)
+        state_rows: dict[str, list[Any]] = {}
+        for row in hot[2].rows(conn, params):
+            state_rows.setdefault(row.workflow_execution_id, []).append(row)
+        return {head.workflow_execution_id: _Read(
+            head, step_rows.get(head.workflow_execution_id, ()),
+            state_rows.get(head.workflow_execution_id, ()), None) for head in heads}
 
     def _load(self, workflow_execution_id: str) -> WorkflowRecord | None:
         key = workflow_execution_id
@@ -471,7 +596,7 @@ class SqlStore(DatabaseUser, Store):
         if base is not None and found.head.version == base.version:
             return base
         record = (_apply_delta(key, found) if base is not None
-                  else _decode_full(key, found))
+                  else _decode_full(key, found, self._specs))
         record = self._payloads.unpack_record(record, base)
         self._cache.put(record)
         return record
@@ -616,6 +741,18 @@ def _step_row(key: str, step: StepRecord, version: int) -> dict[str, Any]:
             "run_id": step.run_id, "version": version, "data": dumps(step.to_dict())}
 
 
+def _initial(step: StepRecord) -> bool:
+    """The step is as a new execution has it (``StepRecord(step.id)``: ready, run
+    0, never attempted): stored without a row, which reads back as exactly this.
+    Field by field, as equality with a new ``StepRecord`` costs one per step of a
+    new execution (``tests/test_sql_backend.py`` checks every compared field)."""
+    return (step.status is StepStatus.READY and step.run_id == 0 and step.attempts == 0
+            and step.output is None and step.error is None and step.started_at is None
+            and step.finished_at is None and step.not_before is None
+            and step.inputs is None and not step.cached and step.items is None
+            and step.child is None)
+
+
 def _step_params(key: str, step: StepRecord, version: int) -> dict[str, Any]:
     return {"k": key, "sid": step.id, "st": step.status.value, "run": step.run_id,
             "v": version, "data_json": dumps(step.to_dict())}
@@ -672,7 +809,7 @@ def _merged_state(key: str, state: dict[str, Any], rows: Sequence[Row[Any]]
     return merged
 
 
-def _decode_full(key: str, found: _Read) -> WorkflowRecord:
+def _decode_full(key: str, found: _Read, specs: _SpecTexts) -> WorkflowRecord:
     head, rows = found.head, found.step_rows
     legacy = _column(key, "state", head.state)  # records written before schema 9
     data = {
@@ -682,7 +819,7 @@ def _decode_full(key: str, found: _Read) -> WorkflowRecord:
         "status": head.status,
         "created_at": head.created_at,
         "updated_at": head.updated_at,
-        "spec": _column(key, "spec", head.spec),
+        "spec": specs.spec(key, head.spec),
         "inputs": _column(key, "inputs", head.inputs),
         "state": (_merged_state(key, legacy, found.state_rows) if isinstance(legacy, dict)
                   else legacy),
@@ -785,27 +922,35 @@ def _state_params(key: str, record: WorkflowRecord, previous: WorkflowRecord | N
     return rows
 
 
-def _state_upsert(dialect: str) -> Insert:
-    """Insert a state row, or replace the version and value of the existing one."""
-    values = ("version", "value")
+def _upsert(table: Table, values: tuple[str, ...], dialect: str) -> Insert:
+    """Insert a row of ``table``, or replace ``values`` of the row with its primary key."""
+    index = [c.name for c in table.primary_key.columns]
     if dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        lite = sqlite_insert(state)
-        return lite.on_conflict_do_update(
-            index_elements=["workflow_execution_id", "name"],
-            set_={c: lite.excluded[c] for c in values})
+        lite = sqlite_insert(table)
+        return lite.on_conflict_do_update(index_elements=index,
+                                          set_={c: lite.excluded[c] for c in values})
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        pg = pg_insert(state)
-        return pg.on_conflict_do_update(
-            index_elements=["workflow_execution_id", "name"],
-            set_={c: pg.excluded[c] for c in values})
+        pg = pg_insert(table)
+        return pg.on_conflict_do_update(index_elements=index,
+                                        set_={c: pg.excluded[c] for c in values})
     from sqlalchemy.dialects.mysql import insert as mysql_insert
 
-    my = mysql_insert(state)
+    my = mysql_insert(table)
     return my.on_duplicate_key_update({c: my.inserted[c] for c in values})
+
+
+def _state_upsert(dialect: str) -> Insert:
+    """Insert a state row, or replace the version and value of the existing one."""
+    return _upsert(state, ("version", "value"), dialect)
+
+
+def _steps_upsert(dialect: str) -> Insert:
+    """Insert a step row, or replace everything but its key in the existing one."""
+    return _upsert(steps, ("status", "run_id", "version", "data"), dialect)
 
 
 def due_times(record: WorkflowRecord, grace: float) -> tuple[float | None, float | None]:
