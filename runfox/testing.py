@@ -224,6 +224,23 @@ class StoreContract:
             assert found[record.workflow_execution_id] == record
         assert store.load_shared_many([]) == {}
 
+    def test_prepared_writes_write_when_called(self, store: Store) -> None:
+        # prepare_writes prepares several records at once and writes them all in
+        # the call; a record whose stored version moved on raises ConflictError.
+        fresh = [new_record(fan_spec(2), {"n": i}) for i in range(3)]
+        for record in fresh:
+            store.write(record)
+        moved = [bump(advance(store.load(r.workflow_execution_id), 10.0)[0], r) for r in fresh]
+        write = store.prepare_writes([(m, store.load_shared(m.workflow_execution_id), ())
+                                      for m in moved])
+        assert all(store.load(r.workflow_execution_id).version == 1 for r in fresh)
+        write()
+        assert [store.load(m.workflow_execution_id) for m in moved] == moved
+        stale = store.prepare_writes([(bump(r.evolve(state={"a": 1}), r), r, ()) for r in fresh])
+        with pytest.raises(ConflictError):
+            stale()
+        assert [store.load(m.workflow_execution_id) for m in moved] == moved
+
     def test_create_twice_conflicts(self, store: Store) -> None:
         record = new_record(fan_spec(1))
         store.write(record)

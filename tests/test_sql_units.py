@@ -465,7 +465,8 @@ def test_records_started_elsewhere_are_read_together(
         parts: tuple[SqlStore, SqlRunner]) -> None:
     # Ten finished jobs of executions another process started: their records
     # are read in one header, one step and one state statement, not three each,
-    # and decode to what a load of each gives.
+    # and decode to what a load of each gives; the unit that applies the results
+    # writes them with one statement of each kind.
     store, runner = parts
     starter = Backend(store=SqlStore(engine=store.engine), runner=runner)
     ids, groups = _finished_jobs(starter, runner, 10)
@@ -487,6 +488,11 @@ def test_records_started_elsewhere_are_read_together(
     assert all(outcome is not None for outcome in done)
     assert counter.write_commits == 1
     assert counter.texts[:3] == ["SELECT"] * 3 and counter.texts.count("SELECT") < 10
+    # and written together: the headers, the steps and the acknowledgements
+    # (UPDATE), the state keys and the history events (INSERT) each in one
+    # statement (an executemany) for the ten.
+    assert counter.texts.count("UPDATE") == 3, counter.texts
+    assert counter.texts.count("INSERT") == 2, counter.texts
     assert [backend.load(i).outcome for i in ids] == [{"x": i + 1} for i in range(10)]
 
 

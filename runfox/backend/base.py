@@ -1002,10 +1002,9 @@ class Backend:
             taken.clear()  # the unit may run again after a rollback
             # Every record encoded before the first statement (SQLite's write lock),
             # written in key order (two such units lock rows in the same order).
-            writes = [self.store.prepare_write(p.new, p.current, p.events)
-                      for p in sorted(ready, key=lambda p: p.workflow_execution_id)]
-            for write in writes:
-                write()
+            # (SQL: each kind of statement once for all the records.)
+            self.store.prepare_writes([(p.new, p.current, p.events) for p in
+                                       sorted(ready, key=lambda p: p.workflow_execution_id)])()
             room = limit
             for p in ready:
                 nxt = p.result[1]
@@ -1014,9 +1013,8 @@ class Backend:
                                          take=(room, lease) if room > 0 else None)
                     taken.extend(got)
                     room -= len(got)
-            for p in ready:
-                for job in p.acks:
-                    self.runner.ack(job, _output_of(job, p.triples))
+            self.runner.ack_many([(job, _output_of(job, p.triples))
+                                  for p in ready for job in p.acks])
             if room > 0:
                 taken.extend(self.runner.take_pending_jobs(limit=room, lease=lease))
 

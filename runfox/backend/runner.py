@@ -158,6 +158,12 @@ class Runner(ABC):
         """
         self.submit_work_result(job.workflow_execution_id, job.step_id, output, job.run_id)
 
+    def ack_many(self, acks: Sequence[tuple[DispatchJob, dict[str, Any]]]) -> None:
+        """``ack`` for several jobs, ``(job, output)`` each; a runner may send them
+        together (SQL: one statement for all). By default, one ``ack`` each."""
+        for job, output in acks:
+            self.ack(job, output)
+
     def release(self, job: DispatchJob) -> None:
         """Give a taken job back to the queue without a result."""
 

@@ -237,6 +237,25 @@ class Store(ABC):
         self._check_versions(record, previous)
         return functools.partial(self.write_shared, record, previous, events)
 
+    def prepare_writes(self, items: Sequence[tuple[WorkflowRecord, WorkflowRecord | None,
+                                                   Sequence[Event]]]) -> Callable[[], None]:
+        """``prepare_write`` for several records, ``(record, previous, events)`` each:
+        all prepared now, all written when the returned function is called, in the
+        order given. A store may run the statements of all of them together (SQL: one
+        ``executemany`` per kind); a lost race of any of them then raises
+        ``ConflictError`` for the call, inside a unit of work that undoes the others.
+        By default, each record's write in turn.
+
+        Raises:
+            ValueError: as ``prepare_write``, now or in the call.
+        """
+        writes = [self.prepare_write(*item) for item in items]
+
+        def write() -> None:
+            for each in writes:
+                each()
+        return write
+
     def history(self, workflow_execution_id: str) -> list[Event]:
         """The execution's events in order: ``created``, then each transition's.
 

@@ -639,8 +639,29 @@ class SqlRunner(DatabaseUser, Runner):
 
         self._db.run(work, standalone=job.concurrency_key is None,
                      what=f"acknowledge {job.key}")
-        self._acks += 1
-        if self._acks % PURGE_EVERY == 0:
+        self._acked(1)
+
+    def ack_many(self, acks: Sequence[tuple[DispatchJob, dict[str, Any]]]) -> None:
+        """``Runner.ack_many``: the jobs without a concurrency key in one statement
+        (an ``executemany``), the others one by one, as ``ack`` does them."""
+        plain = [job for job, _ in acks if job.concurrency_key is None]
+        if len(plain) < 2:
+            super().ack_many(acks)
+            return
+        for job in plain:
+            self._forget(job)
+        params = [_job_params(job) for job in plain]
+        self._db.run(lambda conn: self._hot_ack.execute(conn, params), standalone=True,
+                     what=f"acknowledge {len(plain)} jobs")
+        self._acked(len(plain))
+        for job, output in acks:
+            if job.concurrency_key is not None:
+                self.ack(job, output)
+
+    def _acked(self, count: int) -> None:
+        """Count acknowledgements; every ``PURGE_EVERY``, purge the old tombstones."""
+        before, self._acks = self._acks, self._acks + count
+        if before // PURGE_EVERY != self._acks // PURGE_EVERY:
             self._db.run(lambda conn: conn.execute(self._q.purge_acked, {"ttl": ACKED_TTL}),
                          standalone=True, what="purge acknowledged jobs")
 

@@ -202,6 +202,32 @@ class _RecordCache:
             self._items.pop(key, None)
 
 
+class _Update:
+    """One record's prepared update (``SqlStore.prepare_write``): its header's
+    conditional UPDATE and the rows of its other statements, run when called, or
+    with other records' by ``SqlStore.prepare_writes``."""
+
+    __slots__ = ("head", "head_statement", "key", "logged", "record", "rows", "store",
+                 "upserts", "values", "written")
+
+    def __init__(self, store: SqlStore, key: str, head_statement: HotStatement,
+                 head: dict[str, Any], rows: list[dict[str, Any]],
+                 upserts: list[dict[str, Any]], values: list[dict[str, Any]],
+                 logged: list[dict[str, Any]], written: tuple[int, float | None],
+                 record: WorkflowRecord) -> None:
+        self.store, self.key, self.head_statement, self.head = store, key, head_statement, head
+        self.rows, self.upserts, self.values, self.logged = rows, upserts, values, logged
+        self.written, self.record = written, record
+
+    def __call__(self) -> None:
+        self.store._run_updates([self])
+
+
+def _run_each(writes: Sequence[Callable[[], None]]) -> None:
+    for write in writes:
+        write()
+
+
 class _SpecTexts:
     """The JSON of the specs this store wrote or read lately, kept both ways.
 
@@ -388,28 +414,63 @@ class SqlStore(DatabaseUser, Store):
             else:
                 rows.append(_step_params(key, step, record.version))
 
-        def work(conn: Connection) -> None:
-            if update_head.execute(conn, head) != 1:
-                raise ConflictError(f"{key}: the stored version is not "
-                                    f"{record.version - 1}; another writer won")
-            if rows:
-                self._hot_step.execute(conn, rows)
-            if upserts:
-                self._hot_step_upsert.execute(conn, upserts)
-            if values:
-                self._hot_state.execute(conn, values)
-            if logged:
-                self._hot_events.execute(conn, logged)
+        return _Update(self, key, update_head, head, rows, upserts, values, logged,
+                       (record.version, retry_at), kept)
 
-        written = (record.version, retry_at)
+    def prepare_writes(self, items: Sequence[tuple[WorkflowRecord, WorkflowRecord | None,
+                                                   Sequence[Event]]]) -> Callable[[], None]:
+        """``Store.prepare_writes``: the records' statements run together, each kind
+        once for all of them (one ``executemany``: on PostgreSQL and MariaDB one
+        round trip instead of one per record). The headers' conditional UPDATEs go
+        in the order given, so two units given keys in one order lock rows alike;
+        rows fewer than records updated is a lost race (``ConflictError``) for the
+        whole call."""
+        writes = [self.prepare_write(*item) for item in items]
+        updates = [w for w in writes if isinstance(w, _Update)]
+        others = [w for w in writes if not isinstance(w, _Update)]
+        if len(updates) < 2:
+            return functools.partial(_run_each, writes)
 
         def write() -> None:
-            # A lost race keeps the cached record: it is still a version that
-            # was stored, and the reload then reads only the rows written since.
-            self._db.run(work, what=f"write workflow {key!r}")
-            self._db.after_commit(lambda: self._note_retry(key, written))
-            self._db.after_commit(lambda: self._cache.put(kept))
+            for other in others:
+                other()
+            self._run_updates(updates)
         return write
+
+    def _run_updates(self, updates: Sequence[_Update]) -> None:
+        """Run the statements of ``updates`` (one or several records) in one unit."""
+        def work(conn: Connection) -> None:
+            # Runs of one header statement in the order given, one executemany each.
+            run: list[_Update] = []
+            for each in [*updates, None]:
+                if run and (each is None or each.head_statement is not run[0].head_statement):
+                    if run[0].head_statement.execute(conn, [u.head for u in run]) != len(run):
+                        if len(run) == 1:
+                            raise ConflictError(f"{run[0].key}: the stored version is not "
+                                                f"{run[0].head['expected']}; another writer won")
+                        names = ", ".join(repr(u.key) for u in run)
+                        raise ConflictError(f"one of {names}: the stored version is not the "
+                                            f"one before this write; another writer won")
+                    run = []
+                if each is not None:
+                    run.append(each)
+            for statement, part in ((self._hot_step, "rows"), (self._hot_step_upsert, "upserts"),
+                                    (self._hot_state, "values"), (self._hot_events, "logged")):
+                params = [p for u in updates for p in getattr(u, part)]
+                if params:
+                    statement.execute(conn, params)
+
+        what = (f"write workflow {updates[0].key!r}" if len(updates) == 1
+                else f"write {len(updates)} workflows")
+        # A lost race keeps the cached records: each is still a version that was
+        # stored, and the reload then reads only the rows written since.
+        self._db.run(work, what=what)
+        for each in updates:
+            self._db.after_commit(functools.partial(self._written, each))
+
+    def _written(self, update: _Update) -> None:
+        self._note_retry(update.key, update.written)
+        self._cache.put(update.record)
 
     def _note_retry(self, key: str, written: tuple[int, float | None]) -> None:
         if len(self._retry_written) >= _RETRY_NOTES:
