@@ -14,7 +14,8 @@ A record is a header row in ``runfox_workflows`` plus one row per step in
   state, so may have no row) and the state keys whose value object changed
   (``_state_params``) are written in one transaction; the spec and inputs never
   again. The header also gets ``due_at`` and ``retry_at`` (``due_times``), which
-  ``due`` reads.
+  ``due`` reads. ``prepare_writes`` writes several records with one statement of
+  each kind (an ``executemany``); fewer headers updated than records is a lost race.
 - ``_load``: the header, then the step and state rows written after the
   version the store already holds (records are immutable, so it keeps the last
   ones it saw, also after losing a race): a transition on a large workflow
