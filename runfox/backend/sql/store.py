@@ -404,16 +404,16 @@ class SqlStore(DatabaseUser, Store):
         update_head = self._hot_heads[outcome, status, retry]
         # A step that was in its initial state may have no row (see
         # ``_prepare_create``), nor has a map item that appeared with its map
-        # step's claim: their rows are upserted, the others updated.
+        # step's claim. Changed steps are upserted, all of them, when one of them
+        # may lack its row (one statement, not an UPDATE and an upsert), else
+        # updated.
         old = previous.steps if previous is not None else None
-        rows, upserts = [], []
-        for sid in changed:
-            step = record.steps[sid]
-            before = old[sid] if old is not None and sid in old else None
-            if before is None or _initial(before):
-                upserts.append(_step_row(key, step, record.version))
-            else:
-                rows.append(_step_params(key, step, record.version))
+        if old is None or any(sid not in old or _initial(old[sid]) for sid in changed):
+            rows, upserts = [], [_step_row(key, record.steps[sid], record.version)
+                                 for sid in changed]
+        else:
+            rows, upserts = [_step_params(key, record.steps[sid], record.version)
+                             for sid in changed], []
 
         return _Update(self, key, update_head, head, rows, upserts, values, logged,
                        (record.version, retry_at), kept)
