@@ -560,6 +560,18 @@ class RunnerContract:
         assert [r.step_id for r in runner.gather("wf#1")] in ([], ["a"])  # stored or not
         assert [j.step_id for j in runner.take_pending_jobs(lease=30.0)] == ["b"]
 
+    def test_ack_many_forgets_several_finished_jobs(self, runner: Runner) -> None:
+        runner.dispatch("wf#1", [job("wf#1", "a"), job("wf#1", "b"), job("wf#1", "c")])
+        runner.dispatch("wf#2", [job("wf#2", "a")])
+        taken = {j.key: j for j in runner.take_pending_jobs(lease=30.0)}
+        done = [j for j in taken.values() if j.step_id != "b"]
+        runner.ack_many([(j, {"v": 1}) for j in done])
+        runner.release(next(j for j in taken.values() if j.step_id == "b"))
+        assert [j.step_id for j in runner.list_pending_jobs()] == ["b"]
+        runner.dispatch("wf#2", [job("wf#2", "a")])  # a stale redispatch: not queued again
+        assert [j.step_id for j in runner.take_pending_jobs(lease=30.0)] == ["b"]
+        runner.ack_many([])
+
     def test_an_acked_job_does_not_come_back_after_its_lease(self, runner: Runner) -> None:
         if not self.supports_leases:
             pytest.skip("this runner has no leases")

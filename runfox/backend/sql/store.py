@@ -568,7 +568,6 @@ class SqlStore(DatabaseUser, Store):
         is still in the cache; possibly stale (a ``loaded`` for ``transition``)."""
         return self._cache.get(workflow_execution_id)
 
-
     def load_shared_many(self, keys: Sequence[str]) -> dict[str, WorkflowRecord]:
         """``Store.load_shared_many``: the records this store holds no version of
         are read together, three statements for up to ``_MANY`` of them instead of
@@ -576,8 +575,8 @@ class SqlStore(DatabaseUser, Store):
         by one, as ``load_shared`` reads them."""
         wanted = list(dict.fromkeys(keys))
         unseen = [key for key in wanted if self._cache.get(key) is None]
-        alone = [key for key in wanted if key not in set(unseen)] if len(unseen) < len(
-            wanted) else []
+        cached = set(wanted).difference(unseen)
+        alone = [key for key in wanted if key in cached]
         found: dict[str, WorkflowRecord] = {}
         for start in range(0, len(unseen), _MANY):
             chunk = unseen[start:start + _MANY]
