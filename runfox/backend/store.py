@@ -89,7 +89,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DUE_PAGE", "FINISHED", "MAX_KEY_LENGTH", "PRUNE_BATCH", "DueWork",
            "ExecutionSummary", "InMemoryStore", "Store", "UnitOfWork", "check_key",
-           "key_matches"]
+           "key_matches", "run_in_turn"]
 
 #: Runs a callable as one unit of work and returns what it returns (``Store.unit_with``).
 UnitOfWork = Callable[[Callable[[], Any]], Any]
@@ -249,12 +249,7 @@ class Store(ABC):
         Raises:
             ValueError: as ``prepare_write``, now or in the call.
         """
-        writes = [self.prepare_write(*item) for item in items]
-
-        def write() -> None:
-            for each in writes:
-                each()
-        return write
+        return functools.partial(run_in_turn, [self.prepare_write(*item) for item in items])
 
     def history(self, workflow_execution_id: str) -> list[Event]:
         """The execution's events in order: ``created``, then each transition's.
@@ -457,6 +452,12 @@ class Store(ABC):
 
     @abstractmethod
     def _list(self, status: WorkflowStatus | None, limit: int) -> list[ExecutionSummary]: ...
+
+
+def run_in_turn(writes: Sequence[Callable[[], None]]) -> None:
+    """Call each prepared write (``Store.prepare_write``) in order."""
+    for write in writes:
+        write()
 
 
 #: ``_list``'s limit when ``_find`` needs every summary.

@@ -65,7 +65,7 @@ from ...records import StepChanges, StepRecord, WorkflowRecord, ordered_items
 from ...status import StepStatus, WorkflowStatus
 from ..payload_store import DEFAULT_OFFLOAD_BYTES, Offloader, offload_threshold
 from ..runner import Runner
-from ..store import DueWork, ExecutionSummary, Store, UnitOfWork, key_matches
+from ..store import DueWork, ExecutionSummary, Store, UnitOfWork, key_matches, run_in_turn
 from .cache import SqlCache
 from .database import Database, DatabaseUser, DuplicateRow, HotStatement
 from .payloads import SqlPayloads
@@ -222,11 +222,6 @@ class _Update:
 
     def __call__(self) -> None:
         self.store._run_updates([self])
-
-
-def _run_each(writes: Sequence[Callable[[], None]]) -> None:
-    for write in writes:
-        write()
 
 
 class _SpecTexts:
@@ -422,15 +417,16 @@ class SqlStore(DatabaseUser, Store):
                                                    Sequence[Event]]]) -> Callable[[], None]:
         """``Store.prepare_writes``: the records' statements run together, each kind
         once for all of them (one ``executemany``: on PostgreSQL and MariaDB one
-        round trip instead of one per record). The headers' conditional UPDATEs go
-        in the order given, so two units given keys in one order lock rows alike;
-        rows fewer than records updated is a lost race (``ConflictError``) for the
-        whole call."""
+        round trip instead of one per record). New records (version 1) are
+        created first, then the headers' conditional UPDATEs go in the order
+        given, so two units given keys in one order lock rows alike; rows fewer
+        than records updated is a lost race (``ConflictError``) for the whole
+        call."""
         writes = [self.prepare_write(*item) for item in items]
         updates = [w for w in writes if isinstance(w, _Update)]
         others = [w for w in writes if not isinstance(w, _Update)]
         if len(updates) < 2:
-            return functools.partial(_run_each, writes)
+            return functools.partial(run_in_turn, writes)
 
         def write() -> None:
             for other in others:
