@@ -145,7 +145,7 @@ def runfox_rate(tasks: int, shape: str, concurrency: int = 1) -> float:
         url = f"sqlite:///{directory}/runfox.db"
         store, runner = parts_from_url(url)
         backend = Backend(store=store, runner=runner)
-        if shape == "one-step":
+        if shape in ("one-step", "submitted"):
             spec, count, steps = rfx.load_spec(one_step()), tasks, tasks
         else:
             spec, count, steps = rfx.load_spec(fan(tasks)), 1, tasks + 2
@@ -156,7 +156,8 @@ def runfox_rate(tasks: int, shape: str, concurrency: int = 1) -> float:
             started, cpu = time.perf_counter(), time.process_time()
             # Like huey's enqueue, each start is in the clock: one commit that
             # stores the execution and queues its first job (``Backend.start``).
-            ids = [backend.start(spec, {"x": 0}) for _ in range(count)]
+            begin = backend.submit if shape == "submitted" else backend.start
+            ids = [begin(spec, {"x": 0}) for _ in range(count)]
             split = os.environ.get("RUNFOX_BENCH_SPLIT")
             if split:
                 print(f"    starts took {time.perf_counter() - started:.3f} s, "
@@ -169,7 +170,7 @@ def runfox_rate(tasks: int, shape: str, concurrency: int = 1) -> float:
                 print(f"    all done in {elapsed:.3f} s; worker CPU {used} s")
         finally:
             stop_workers(procs)
-        expected = 1 if shape == "one-step" else 3
+        expected = 3 if shape == "fan" else 1
         assert backend.load(ids[-1]).outcome == {"x": expected}
         runner.close()
         store.close()
@@ -197,6 +198,8 @@ def main() -> None:
     for concurrency in sorted({1, args.concurrency}):
         runs_of += [(f"runfox, one-step workflows, -c {concurrency}", runfox_rate,
                      ("one-step", concurrency)),
+                    (f"runfox, one-step workflows submitted, -c {concurrency}", runfox_rate,
+                     ("submitted", concurrency)),
                     (f"runfox, one fan-out, -c {concurrency}", runfox_rate, ("fan", concurrency))]
     rates = {}
     for label, fn, extra in runs_of:

@@ -86,6 +86,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import tracing
+from .backend.base import SUBMITTED_STEP
 from .backend.store import Store
 from .backend.workers import WorkerInfo
 from .errors import BackendError, CorruptRecord, WorkflowNotFound
@@ -1146,7 +1147,7 @@ class Worker:
                     if max_jobs is not None:
                         free = min(free, max_jobs - claimed)
                     self._alarm.clear()  # a wake-up from now on ends the next wait
-                    jobs = self._round(free, sweep)
+                    jobs = self._start_submitted(self._round(free, sweep), free)
                     if free > 0:
                         self._polled(bool(jobs))
                     for job in jobs:
@@ -1221,6 +1222,28 @@ class Worker:
         if healthy and touched:
             self._outage.recovered()
         return jobs
+
+    def _start_submitted(self, jobs: list[DispatchJob], free: int) -> list[DispatchJob]:
+        """``jobs`` with their start jobs (``Backend.submit``) done here instead of
+        run: their executions are created together (``Backend.start_submitted``)
+        and their first jobs fill the slots the start jobs were claimed for. If
+        that fails the start jobs are let go (no longer heartbeated): their
+        leases run out and they come back, for this worker or another."""
+        starts = [job for job in jobs if job.step_id == SUBMITTED_STEP]
+        if not starts:
+            return jobs
+        rest = [job for job in jobs if job.step_id != SUBMITTED_STEP]
+        try:
+            taken = self.backend.start_submitted(starts, limit=max(free - len(rest), 0),
+                                                 lease=self.lease)
+        except Exception as exc:
+            self._hit(exc, f"start {len(starts)} submitted executions")
+            taken = []
+        for job in starts:
+            self._unhold(job)
+        for job in taken:
+            self._hold(job)
+        return rest + taken
 
     def _done(self, max_jobs: int | None, claimed: int, idle_timeout: float | None,
               idle_for: float) -> bool:

@@ -35,7 +35,7 @@ from ..errors import (
     WorkflowNotFound,
 )
 from ..history import NO_CONTEXT, Event, HistoryContext, created_event, events_between
-from ..ids import new_execution_id, step_key, step_run_key
+from ..ids import new_execution_id, split_workflow_execution_id, step_key, step_run_key
 from ..jsonvalue import error_output, json_clone, json_copy
 from ..records import StepRecord, WorkflowRecord  # StepRecord: the seed's base.py exports it
 from ..results import (
@@ -43,6 +43,7 @@ from ..results import (
     DispatchJob,
     Executor,
     Ignored,
+    InvalidJob,
     Result,
     StateChangeEvent,
     Terminal,
@@ -57,7 +58,7 @@ from .children import claim as _claim_children
 from .runner import InProcessRunner, Runner
 from .store import FINISHED, PRUNE_BATCH, InMemoryStore, Store, UnitOfWork
 
-__all__ = ["Backend", "EventCallback", "StateChangeCallback", "StepRecord", "WorkflowRecord"]
+__all__ = ["SUBMITTED_FN", "SUBMITTED_STEP", "Backend", "EventCallback", "StateChangeCallback", "StepRecord", "WorkflowRecord"]
 
 logger = logging.getLogger("runfox.backend")
 
@@ -68,6 +69,12 @@ Transition = Callable[[WorkflowRecord, float, list[graph.StateChange]], tuple[Wo
 
 #: Errors from a transition function that are not about the record: a lost race,
 #: the store failing, a caller naming a step the workflow lacks.
+#: The step id of a start job (``Backend.submit``): no spec step has it (step ids
+#: are letters, digits, ``_`` and ``-``), so a worker tells the job by it.
+SUBMITTED_STEP = "@start"
+#: The ``fn`` of a start job: it is not given to an executor.
+SUBMITTED_FN = "runfox:start"
+
 _PASS_THROUGH = (ConflictError, BackendError, UnknownStepError, WorkflowNotFound)
 #: Errors writing a record that the same record would raise again.
 _UNWRITABLE = (RecordTooLarge, NotJSONError, ValueError, TypeError, RecursionError)
@@ -586,15 +593,15 @@ class Backend:
         Raises:
             SpecError, ValueError: as ``create``; nothing was stored.
         """
-        record = self._new_record(spec, inputs)
+        return self._start_record(self._new_record(spec, inputs), key)
+
+    def _start_record(self, record: WorkflowRecord, key: str | None) -> str:
+        """``start`` for a new record built (``_new_record``); its key."""
         unit = self.store.unit_with(self.runner)
-        plan = record.plan
-        if key is None and unit is not None and not plan.has_subworkflows \
-                and not plan.cached:
-            changes: list[graph.StateChange] = []
-            claimed, nxt = graph.advance(record, record.created_at, changes=changes)
-            if not claimed.status.is_terminal and not changes:
-                events = self._events(record, claimed, NO_CONTEXT)
+        if key is None and unit is not None and self._starts_in_unit(record):
+            started = self._first_write(record, record.created_at)
+            if started is not None:
+                claimed, events, nxt = started
 
                 def work() -> None:
                     self.store.write_shared(claimed, events=events)
@@ -608,6 +615,156 @@ class Backend:
         if wf_id == record.workflow_execution_id:
             self.apply_and_advance(wf_id, loaded=record)
         return wf_id
+
+    @staticmethod
+    def _starts_in_unit(record: WorkflowRecord) -> bool:
+        """A new record whose first write needs no child executions and no cache reads."""
+        return not record.plan.has_subworkflows and not record.plan.cached
+
+    def _first_write(self, record: WorkflowRecord, now: float
+                     ) -> tuple[WorkflowRecord, list[Event], Result] | None:
+        """A new record with its first steps claimed (``graph.advance`` at ``now``),
+        its history events and what advance returned; ``None`` when that first
+        write would not go in one unit (it ended the execution, or changed the
+        shared state)."""
+        changes: list[graph.StateChange] = []
+        claimed, nxt = graph.advance(record, now, changes=changes)
+        if claimed.status.is_terminal or changes:
+            return None
+        return claimed, self._events(record, claimed, NO_CONTEXT), nxt
+
+    # ------------------------------------------------------------------
+    # Submitted starts: one queue row now, the execution when a worker takes it
+    # ------------------------------------------------------------------
+
+    def submit(self, spec: dict[str, Any] | WorkflowSpec,
+               inputs: dict[str, Any] | None = None) -> str:
+        """Queue the start of a new execution and return its key at once.
+
+        The spec and the inputs are checked here, as ``start`` checks them (a
+        ``SpecError`` stores nothing). Where the store and the runner share a
+        unit of work (SQL with both on one database), what is stored is one
+        job, a *start job* (step ``SUBMITTED_STEP``): the first worker that
+        claims it creates the execution under the key returned here, claims its
+        first steps and queues their jobs, in one commit with the job's
+        acknowledgement (``start_submitted``; workers batch the start jobs they
+        claim together). Until then the key is unknown to the store (``load``
+        raises ``WorkflowNotFound``, ``list_executions`` does not show it); a
+        start job delivered twice creates one execution. This is the cheap path
+        for a producer that starts many executions and does not read them back
+        at once (one row written instead of the record, its first claim, its
+        history and its jobs).
+
+        Elsewhere (memory, DynamoDB + SQS, a store and a runner on two
+        databases), and for specs with sub-workflows or cached steps, it is
+        ``start``: the execution is stored before this returns.
+
+        Raises:
+            SpecError, ValueError: as ``create``; nothing was queued.
+        """
+        record = self._new_record(spec, inputs)
+        if self.store.unit_with(self.runner) is None or not self._starts_in_unit(record):
+            return self._start_record(record, None)
+        key = record.workflow_execution_id
+        job = DispatchJob(key, SUBMITTED_STEP, SUBMITTED_FN,
+                          {"spec": record.spec, "inputs": record.inputs,
+                           "created_at": record.created_at})
+        self.runner.dispatch(key, [job])
+        return key
+
+    def start_submitted(self, jobs: Sequence[DispatchJob], *, limit: int = 0,
+                        lease: float = 30.0) -> list[DispatchJob]:
+        """Create the executions of claimed start jobs (``submit``) and acknowledge
+        the jobs; returns the first-step jobs taken for the caller.
+
+        Each execution is created with the key its job names, its first steps
+        claimed and their jobs dispatched; up to ``limit`` of those jobs are
+        taken for the caller (held for ``lease`` seconds: a worker's free
+        slots), the rest are queued. Where the store and the runner share a unit
+        of work, all of ``jobs`` go in one commit; a unit that finds one of the
+        executions already created (a start job delivered again) is rolled back
+        and the jobs go one at a time, where that one is only acknowledged. A
+        job that cannot become an execution (its spec no longer compiles ...)
+        is logged at ERROR and acknowledged: there is nothing to retry.
+        """
+        built: list[tuple[DispatchJob, WorkflowRecord]] = []
+        for job in jobs:
+            try:
+                built.append((job, self._submitted_record(job)))
+            except (SpecError, InvalidJob, ValueError, TypeError, KeyError) as exc:
+                logger.error("start job %s cannot become an execution (%s); dropped",
+                             job.key, exc)
+                self.runner.ack(job, error_output(type(exc).__name__, str(exc)))
+        unit = self.store.unit_with(self.runner)
+        if len(built) > 1 and unit is not None:
+            try:
+                return self._start_together(built, unit, limit, lease)
+            except ConflictError:
+                pass  # one of them exists already: one at a time finds which
+        taken: list[DispatchJob] = []
+        for job, record in built:
+            taken += self._start_together([(job, record)], unit, limit - len(taken), lease)
+        return taken
+
+    def _submitted_record(self, job: DispatchJob) -> WorkflowRecord:
+        """The new record a start job stands for (version 1, nothing run)."""
+        workflow_id, execution_id = split_workflow_execution_id(job.workflow_execution_id)
+        raw, inputs = job.inputs["spec"], job.inputs["inputs"]
+        if not isinstance(raw, dict) or not isinstance(inputs, dict):
+            raise InvalidJob("a start job needs a spec and inputs that are objects")
+        plan = spec_for(raw, workflow_id)
+        created = float(job.inputs["created_at"])
+        return WorkflowRecord(workflow_id=plan.workflow_id, execution_id=execution_id,
+                              spec=plan.raw, inputs=inputs, version=1, created_at=created,
+                              updated_at=created, plan=plan)
+
+    def _start_together(self, built: Sequence[tuple[DispatchJob, WorkflowRecord]],
+                        unit: UnitOfWork | None, limit: int, lease: float
+                        ) -> list[DispatchJob]:
+        """Store ``built``'s records with their first claims and acknowledge their
+        jobs: one unit; the jobs taken. Raises ``ConflictError`` when several
+        were given and one execution existed; with one, that job is acknowledged."""
+        now = self.clock()
+        firsts = []
+        for job, record in built:
+            first = (self._first_write(record.evolve(updated_at=now), now)
+                     if unit is not None and self._starts_in_unit(record) else None)
+            if first is None:  # the two-call path of ``start`` (no unit, or no plain claim)
+                try:
+                    self._store_new(record, None)
+                except ConflictError:
+                    pass  # created by an earlier delivery of this job
+                else:
+                    self.apply_and_advance(record.workflow_execution_id, loaded=record)
+                self.runner.ack(job, {"ok": True})
+                continue
+            firsts.append((job, record, first))
+        if not firsts:
+            return []
+        assert unit is not None
+        taken: list[DispatchJob] = []
+
+        def work() -> None:
+            taken.clear()  # the unit may run again after a rollback
+            self.store.prepare_writes([(claimed, None, events)
+                                       for _, _, (claimed, events, _) in firsts])()
+            for job, record, (_, _, nxt) in firsts:
+                if isinstance(nxt, Dispatch):
+                    room = limit - len(taken)
+                    taken.extend(self._dispatch(record.workflow_execution_id, nxt.jobs,
+                                                take=(room, lease) if room > 0 else None))
+            self.runner.ack_many([(job, {"ok": True}) for job, _, _ in firsts])
+
+        try:
+            unit(work)
+        except ConflictError:
+            if len(firsts) > 1:
+                raise
+            self.runner.ack(firsts[0][0], {"ok": True})  # created by an earlier delivery
+            return []
+        for _, record, (claimed, events, _) in firsts:
+            self._publish([created_event(record), *events])
+        return taken
 
     def _new_record(self, spec: dict[str, Any] | WorkflowSpec,
                     inputs: dict[str, Any] | None) -> WorkflowRecord:
@@ -1393,7 +1550,15 @@ class Backend:
         return self.runner.list_pending_jobs()
 
     def take_pending_jobs(self, limit: int | None = None) -> list[DispatchJob]:
-        return self.runner.take_pending_jobs(limit)
+        """The runner's ``take_pending_jobs``, but start jobs (``submit``) are not
+        handed out: their executions are created (``start_submitted``) and their
+        first jobs taken in their place."""
+        jobs = self.runner.take_pending_jobs(limit)
+        starts = [job for job in jobs if job.step_id == SUBMITTED_STEP]
+        if not starts:
+            return jobs
+        rest = [job for job in jobs if job.step_id != SUBMITTED_STEP]
+        return rest + self.start_submitted(starts, limit=len(starts))
 
     def submit_work_result(self, workflow_execution_id: str, step_id: str,
                            output: dict[str, Any], run_id: int | None = None) -> bool:
