@@ -1362,6 +1362,59 @@ class BackendContract(MapContract, SubWorkflowContract):
         done = Backend(store=store, runner=runner, executor=fan_executor, poll_interval=0.01)
         assert isinstance(Workflow.resume(keyed, done).run(timeout=120), Complete)
 
+    def test_submit_checks_at_once_and_a_worker_starts_and_runs_it(
+            self, parts: tuple[Store, Runner]) -> None:
+        # ``submit`` checks the spec and inputs before it returns. Where the store
+        # and the runner share a unit of work it queues one start job and the
+        # execution appears when a worker takes it; elsewhere it is ``start``.
+        # Either way a worker runs it to its end, and a start job delivered again
+        # makes no second execution and queues nothing more.
+        from .backend.base import SUBMITTED_FN, SUBMITTED_STEP
+        from .worker import Worker
+
+        store, runner = parts
+        backend = Backend(store=store, runner=runner)
+        before = runner.list_pending_jobs()
+        with pytest.raises(SpecError, match="steps"):
+            backend.submit({"name": "bad", "steps": [{"id": "a b", "fn": "f"}]})
+        with pytest.raises(SpecError, match="inputs"):
+            backend.submit(fan_spec(2), ["not", "a", "mapping"])  # type: ignore[arg-type]
+        assert runner.list_pending_jobs() == before
+        ids = [backend.submit(fan_spec(3), {"n": n}) for n in (1, 2)]
+        queued = store.unit_with(runner) is not None
+        starts = [j for j in runner.list_pending_jobs() if j.workflow_execution_id in ids]
+        if queued:
+            assert sorted((j.workflow_execution_id, j.step_id, j.fn) for j in starts) == sorted(
+                (wf_id, SUBMITTED_STEP, SUBMITTED_FN) for wf_id in ids)
+            with pytest.raises(WorkflowNotFound):
+                backend.load(ids[0])
+        else:
+            assert {j.step_id for j in starts} == {"root"}
+            assert backend.load(ids[0]).steps["root"].status is StepStatus.IN_PROGRESS
+        Worker(backend, fan_executor, lease=5.0, poll_interval=0.01,
+               concurrency=4).run(idle_timeout=0.5)
+        for n, wf_id in zip((1, 2), ids, strict=True):
+            record = backend.load(wf_id)
+            assert record.status is WorkflowStatus.COMPLETE, record.status
+            assert record.outcome == {"total": n * sum(range(3))}
+            assert record.workflow_execution_id == wf_id
+        if not queued:
+            return
+        if store.keeps_history:
+            assert [(e.type, e.step_id) for e in backend.history(ids[0])][:2] == [
+                ("created", None), ("claimed", "root")]
+        done = backend.load(ids[0]).version
+        assert backend.start_submitted([starts[0]], limit=4) == []
+        assert backend.load(ids[0]).version == done
+        assert [j for j in runner.list_pending_jobs() if j.workflow_execution_id in ids] == []
+        # A caller taking jobs by hand never gets a start job: it gets the first
+        # jobs of the executions they stand for.
+        third = backend.submit(fan_spec(3), {"n": 3})
+        (root,) = [j for j in backend.take_pending_jobs()
+                   if j.workflow_execution_id == third]
+        assert (root.step_id, root.inputs) == ("root", {"n": 3})
+        assert backend.load(third).steps["root"].status is StepStatus.IN_PROGRESS
+
     def test_results_of_several_executions_apply_together(
             self, parts: tuple[Store, Runner]) -> None:
         # A worker holding several finished jobs records them with one call

@@ -54,11 +54,12 @@ def env_for(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def start_workflows(url: str, spec: Path, env: dict[str, str], count: int) -> dict[str, int]:
+def start_workflows(url: str, spec: Path, env: dict[str, str], count: int,
+                    *extra: str) -> dict[str, int]:
     """``runfox start`` ``count`` times (n = 1..count); returns id -> n."""
     def start(n: int) -> tuple[str, int]:
         done = subprocess.run([*CLI, "start", str(spec), "--backend", url, "--input",
-                               f"n={n}", "--input", f"tag=w{n}"], env=env,
+                               f"n={n}", "--input", f"tag=w{n}", *extra], env=env,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
         return done.stdout.strip().splitlines()[-1], n
@@ -92,14 +93,23 @@ def stop_workers(workers: list[subprocess.Popen[str]]) -> list[str]:
 
 
 def wait_until_finished(store: SqlStore, ids: dict[str, int], timeout: float = 420.0) -> None:
+    """Until every execution of ``ids`` ended (one queued with ``--queue`` counts
+    as running until a worker created it)."""
+    def state(key: str) -> Any:
+        try:
+            return store.load(key)
+        except KeyError:
+            return None
+
     deadline = time.monotonic() + timeout
     while True:
-        running = [i for i in ids if not store.load(i).status.is_terminal]
+        running = [i for i in ids if (r := state(i)) is None or not r.status.is_terminal]
         if not running:
             return
         if time.monotonic() > deadline:
+            first = state(running[0])
             raise AssertionError(f"{len(running)} workflows still running, e.g. "
-                                 f"{store.load(running[0]).to_dict()}")
+                                 f"{first.to_dict() if first else 'one not created yet'}")
         time.sleep(0.5)
 
 
@@ -149,6 +159,34 @@ def test_three_workers_finish_fifty_workflows_once_each(db_url: str, tmp_path: P
     expected = {(event, f"w{n}", step) for n in range(1, 51) for step in steps
                 for event in ("start", "end")}
     assert set(counts) == expected
+    assert set(counts.values()) == {1}, [k for k, v in counts.items() if v > 1]
+
+
+def test_three_workers_start_queued_workflows_once_each(db_url: str, tmp_path: Path) -> None:
+    # ``runfox start --queue`` writes a start job only; the workers create the
+    # executions (several start jobs claimed together go in one commit) and run
+    # them: each execution once, each step once.
+    spec = tmp_path / "four.yaml"
+    spec.write_text(json.dumps(wide_spec(2)))  # 4 steps
+    env = env_for(tmp_path)
+    store = SqlStore(db_url)
+    workers: list[subprocess.Popen[str]] = []
+    try:
+        ids = start_workflows(db_url, spec, env, 30, "--queue")
+        with pytest.raises(KeyError):
+            store.load(next(iter(ids)))  # no worker yet: only the start job is stored
+        workers = start_workers(db_url, env, 3, lease=60)
+        wait_until_finished(store, ids)
+        check_outcomes(store, ids, 2)
+        assert {store.load(i).workflow_execution_id for i in ids} == set(ids)
+    finally:
+        errors = stop_workers(workers)
+        store.close()
+    assert [w.returncode for w in workers] == [0, 0, 0], errors
+    counts = executions(tmp_path)
+    steps = ["p0", "p1", "p2", "total"]
+    assert set(counts) == {(event, f"w{n}", step) for n in range(1, 31) for step in steps
+                           for event in ("start", "end")}
     assert set(counts.values()) == {1}, [k for k, v in counts.items() if v > 1]
 
 

@@ -22,13 +22,13 @@ from sqlalchemy import event, func, select
 from sqlalchemy.engine import Engine
 from sqldb import KINDS, scratch_database
 
-from runfox.backend import Backend
+from runfox.backend import SUBMITTED_STEP, Backend
 from runfox.backend.sql import SqlRunner, SqlStore, parts_from_url
 from runfox.backend.sql.schema import state, tasks, workflows
 from runfox.errors import BackendError
 from runfox.graph import advance
 from runfox.results import Dispatch, Pending
-from runfox.status import WorkflowStatus
+from runfox.status import StepStatus, WorkflowStatus
 from runfox.testing import bump, chain_spec, new_record
 from runfox.worker import Worker
 
@@ -459,6 +459,46 @@ def test_several_results_commit_once(parts: tuple[SqlStore, SqlRunner]) -> None:
     assert {wf: n for wf, _, n in rows if wf in later} == {i: 1 for i in later}  # claimed
     for wf_id in ids:  # the history of each transition went in with it
         assert [e.type for e in backend.history(wf_id)][-2:] == ["completed", "workflow_ended"]
+
+
+def test_start_jobs_claimed_together_are_created_in_one_commit(
+        parts: tuple[SqlStore, SqlRunner]) -> None:
+    # Eight start jobs (Backend.submit) claimed together: their executions are
+    # created with their first steps claimed, four of those jobs taken for the
+    # caller and four queued, and the start jobs acknowledged, in one commit.
+    # A start job delivered again among new ones rolls that unit back; one at a
+    # time, it is only acknowledged and the new ones are created.
+    store, runner = parts
+    backend = Backend(store=store, runner=runner)
+    ids = [backend.submit(ONE_STEP, {"x": i}) for i in range(8)]
+    starts = runner.take_pending_jobs(limit=10, lease=60.0)
+    assert sorted(j.workflow_execution_id for j in starts) == sorted(ids)
+    assert {j.step_id for j in starts} == {SUBMITTED_STEP}
+    counter = Counter(store.engine)
+    try:
+        taken = backend.start_submitted(starts, limit=4, lease=60.0)
+    finally:
+        counter.close()
+    assert counter.write_commits == 1
+    assert len(taken) == 4 and {j.step_id for j in taken} == {"s"}
+    queued = runner.take_pending_jobs(limit=10, lease=60.0)
+    assert sorted(j.workflow_execution_id for j in taken + queued) == sorted(ids)
+    for i, wf_id in enumerate(ids):
+        record = backend.load(wf_id)
+        assert (record.version, record.inputs) == (1, {"x": i})
+        assert record.steps["s"].status is StepStatus.IN_PROGRESS
+    with store.engine.connect() as conn:
+        states = conn.execute(select(tasks.c.state).where(
+            tasks.c.step_id == SUBMITTED_STEP)).scalars().all()
+    assert states == ["acked"] * 8
+    more = [backend.submit(ONE_STEP, {"x": 100 + i}) for i in range(2)]
+    fresh = runner.take_pending_jobs(limit=10, lease=60.0)
+    assert sorted(j.workflow_execution_id for j in fresh) == sorted(more)
+    assert backend.start_submitted([starts[0], *fresh], limit=0, lease=60.0) == []
+    assert [backend.load(wf_id).inputs for wf_id in more] == [{"x": 100}, {"x": 101}]
+    assert backend.load(ids[0]).version == 1
+    assert sorted(j.workflow_execution_id for j in runner.take_pending_jobs(
+        limit=10, lease=60.0)) == sorted(more)
 
 
 def test_records_started_elsewhere_are_read_together(

@@ -13,13 +13,15 @@ import importlib
 from typing import Any
 
 from ..inprocess import InProcessWorker  # the seed's name here; it lives in the workers layer
-from .base import Backend
+from .base import SUBMITTED_FN, SUBMITTED_STEP, Backend
 from .cache_store import Cache, InMemoryCache
 from .payload_store import InMemoryPayloads, Offloader, PayloadStore
 from .runner import InProcessRunner, Runner
 from .store import ExecutionSummary, InMemoryStore, Store
 
 __all__ = [
+    "SUBMITTED_FN",
+    "SUBMITTED_STEP",
     "Backend",
     "Cache",
     "ExecutionSummary",

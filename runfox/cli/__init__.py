@@ -187,6 +187,10 @@ COMMAND), 3 halted, 4 backend unreachable or misconfigured, 5 timeout, 130 inter
     p.add_argument("--key", metavar="KEY",
                    help="idempotency key: while an execution started with KEY exists, "
                         "print its id instead of starting another")
+    p.add_argument("--queue", action="store_true",
+                   help="only queue the start for a worker (Backend.submit): one row written "
+                        "and the id printed at once; the execution appears when a worker "
+                        "takes it (SQL backends; elsewhere a plain start)")
     p.set_defaults(handler=commands.start)
 
     p = _command(sub, "worker", [common], "claim and run jobs until SIGTERM/SIGINT")

@@ -297,6 +297,12 @@ def start(args: argparse.Namespace) -> int:
             raise UsageError(f"{args.backend_shown} is private to this process: `runfox start` "
                              "needs a shared backend such as sqlite:///runfox.db")
         key = getattr(args, "key", None)
+        if getattr(args, "queue", False):
+            if key is not None:
+                raise UsageError("--queue and --key do not go together: a queued start "
+                                 "has no idempotency key")
+            print(backend.submit(plan, inputs))
+            return EXIT_COMPLETE
         if key is not None:
             existing = backend.store.key_owner(key)
             if existing is not None:

@@ -57,6 +57,7 @@ from typing import Any
 from sqlalchemy import Table, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.sql.dml import Insert
+from sqlalchemy.exc import IntegrityError
 
 from ...errors import BackendError, ConflictError, CorruptRecord
 from ...history import Event, corrupt_event
@@ -542,7 +543,12 @@ class SqlStore(DatabaseUser, Store):
                 conn.execute(_INSERT_KEY, {"idempotency_key": idempotency_key,
                                            "workflow_execution_id": key,
                                            "created_at": record.created_at})
-            self._hot_create.execute(conn, head)
+            try:
+                self._hot_create.execute(conn, head)
+            except IntegrityError as exc:
+                # The header's one unique key: the execution exists. A
+                # ConflictError, also inside a joint unit (which it rolls back).
+                raise ConflictError(f"{key}: a record with this key already exists") from exc
             if rows:
                 self._hot_steps.execute(conn, rows)
             if values:
