@@ -1363,7 +1363,7 @@ class BackendContract(MapContract, SubWorkflowContract):
         assert isinstance(Workflow.resume(keyed, done).run(timeout=120), Complete)
 
     def test_submit_checks_at_once_and_a_worker_starts_and_runs_it(
-            self, parts: tuple[Store, Runner]) -> None:
+            self, parts: tuple[Store, Runner], caplog: pytest.LogCaptureFixture) -> None:
         # ``submit`` checks the spec and inputs before it returns. Where the store
         # and the runner share a unit of work it queues one start job and the
         # execution appears when a worker takes it; elsewhere it is ``start``.
@@ -1380,6 +1380,24 @@ class BackendContract(MapContract, SubWorkflowContract):
         with pytest.raises(SpecError, match="inputs"):
             backend.submit(fan_spec(2), ["not", "a", "mapping"])  # type: ignore[arg-type]
         assert runner.list_pending_jobs() == before
+        # A start job that cannot become an execution is logged and dropped: one
+        # whose spec is not an object, one whose key names another spec.
+        other = new_execution_id()
+        bad = [DispatchJob(f"w#{other}", SUBMITTED_STEP, SUBMITTED_FN,
+                           {"spec": "nope", "inputs": {}, "created_at": 1.0}),
+               DispatchJob(f"w#{other}x", SUBMITTED_STEP, SUBMITTED_FN,
+                           {"spec": fan_spec(1), "inputs": {"n": 1}, "created_at": 1.0})]
+        for job in bad:
+            runner.dispatch(job.workflow_execution_id, [job])
+        with caplog.at_level("ERROR", logger="runfox.backend"):
+            assert [j for j in backend.take_pending_jobs()
+                    if j.workflow_execution_id.startswith("w#")] == []
+        assert [j for j in runner.list_pending_jobs()
+                if j.workflow_execution_id.startswith("w#")] == []
+        assert all(any(job.key in r.getMessage() and "dropped" in r.getMessage()
+                       for r in caplog.records) for job in bad)
+        with pytest.raises(WorkflowNotFound):
+            backend.load(bad[1].workflow_execution_id)
         ids = [backend.submit(fan_spec(3), {"n": n}) for n in (1, 2)]
         queued = store.unit_with(runner) is not None
         starts = [j for j in runner.list_pending_jobs() if j.workflow_execution_id in ids]

@@ -35,7 +35,13 @@ from ..errors import (
     WorkflowNotFound,
 )
 from ..history import NO_CONTEXT, Event, HistoryContext, created_event, events_between
-from ..ids import new_execution_id, split_workflow_execution_id, step_key, step_run_key
+from ..ids import (
+    new_execution_id,
+    split_workflow_execution_id,
+    step_key,
+    step_run_key,
+)
+from ..ids import workflow_execution_id as execution_key
 from ..jsonvalue import error_output, json_clone, json_copy
 from ..records import StepRecord, WorkflowRecord  # StepRecord: the seed's base.py exports it
 from ..results import (
@@ -58,7 +64,8 @@ from .children import claim as _claim_children
 from .runner import InProcessRunner, Runner
 from .store import FINISHED, PRUNE_BATCH, InMemoryStore, Store, UnitOfWork
 
-__all__ = ["SUBMITTED_FN", "SUBMITTED_STEP", "Backend", "EventCallback", "StateChangeCallback", "StepRecord", "WorkflowRecord"]
+__all__ = ["SUBMITTED_FN", "SUBMITTED_STEP", "Backend", "EventCallback", "StateChangeCallback",
+           "StepRecord", "WorkflowRecord"]
 
 logger = logging.getLogger("runfox.backend")
 
@@ -662,13 +669,13 @@ class Backend:
         Raises:
             SpecError, ValueError: as ``create``; nothing was queued.
         """
-        record = self._new_record(spec, inputs)
-        if self.store.unit_with(self.runner) is None or not self._starts_in_unit(record):
-            return self._start_record(record, None)
-        key = record.workflow_execution_id
+        plan, checked = self._checked(spec, inputs)
+        if self.store.unit_with(self.runner) is None or plan.has_subworkflows or plan.cached:
+            return self._start_record(self._new_record(plan, checked), None)
+        now = self.clock()
+        key = execution_key(plan.workflow_id, new_execution_id(now))
         job = DispatchJob(key, SUBMITTED_STEP, SUBMITTED_FN,
-                          {"spec": record.spec, "inputs": record.inputs,
-                           "created_at": record.created_at})
+                          {"spec": plan.raw, "inputs": checked, "created_at": now})
         self.runner.dispatch(key, [job])
         return key
 
@@ -712,7 +719,10 @@ class Backend:
         raw, inputs = job.inputs["spec"], job.inputs["inputs"]
         if not isinstance(raw, dict) or not isinstance(inputs, dict):
             raise InvalidJob("a start job needs a spec and inputs that are objects")
-        plan = spec_for(raw, workflow_id)
+        plan = spec_for(raw)
+        if plan.workflow_id != workflow_id:
+            raise InvalidJob(f"the key names workflow {workflow_id!r}; its spec is "
+                             f"{plan.workflow_id!r}")
         created = float(job.inputs["created_at"])
         return WorkflowRecord(workflow_id=plan.workflow_id, execution_id=execution_id,
                               spec=plan.raw, inputs=inputs, version=1, created_at=created,
@@ -748,7 +758,7 @@ class Backend:
             taken.clear()  # the unit may run again after a rollback
             self.store.prepare_writes([(claimed, None, events)
                                        for _, _, (claimed, events, _) in firsts])()
-            for job, record, (_, _, nxt) in firsts:
+            for _, record, (_, _, nxt) in firsts:
                 if isinstance(nxt, Dispatch):
                     room = limit - len(taken)
                     taken.extend(self._dispatch(record.workflow_execution_id, nxt.jobs,
@@ -762,23 +772,14 @@ class Backend:
                 raise
             self.runner.ack(firsts[0][0], {"ok": True})  # created by an earlier delivery
             return []
-        for _, record, (claimed, events, _) in firsts:
+        for _, record, (_, events, _) in firsts:
             self._publish([created_event(record), *events])
         return taken
 
     def _new_record(self, spec: dict[str, Any] | WorkflowSpec,
                     inputs: dict[str, Any] | None) -> WorkflowRecord:
         """The record of a new execution (version 1, nothing run), inputs checked."""
-        plan = spec if isinstance(spec, WorkflowSpec) else spec_for(resolve_workflows(spec))
-        try:
-            inputs = json_copy(inputs or {}, "inputs")
-        except NotJSONError as exc:
-            raise SpecError([SpecProblem(exc.path, str(exc).split(": ", 1)[-1])],
-                            subject="workflow inputs") from exc
-        if not isinstance(inputs, dict):
-            raise SpecError([SpecProblem("inputs", "workflow inputs must be a mapping")],
-                            subject="workflow inputs")
-        inputs = plan.check_inputs(inputs)  # the spec's inputs: block, defaults filled in
+        plan, inputs = self._checked(spec, inputs)
         now = self.clock()
         return WorkflowRecord(
             workflow_id=plan.workflow_id,
@@ -790,6 +791,22 @@ class Backend:
             updated_at=now,
             plan=plan,
         )
+
+    @staticmethod
+    def _checked(spec: dict[str, Any] | WorkflowSpec, inputs: dict[str, Any] | None
+                 ) -> tuple[WorkflowSpec, dict[str, Any]]:
+        """The compiled spec and a private copy of the inputs, checked against it
+        (its ``inputs:`` block, defaults filled in); ``SpecError`` if they do not fit."""
+        plan = spec if isinstance(spec, WorkflowSpec) else spec_for(resolve_workflows(spec))
+        try:
+            inputs = json_copy(inputs or {}, "inputs")
+        except NotJSONError as exc:
+            raise SpecError([SpecProblem(exc.path, str(exc).split(": ", 1)[-1])],
+                            subject="workflow inputs") from exc
+        if not isinstance(inputs, dict):
+            raise SpecError([SpecProblem("inputs", "workflow inputs must be a mapping")],
+                            subject="workflow inputs")
+        return plan, plan.check_inputs(inputs)
 
     def load(self, workflow_execution_id: str) -> WorkflowRecord:
         """The current record, a copy isolated from the store (``Store.load``).

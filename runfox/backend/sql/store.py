@@ -56,8 +56,8 @@ from typing import Any
 
 from sqlalchemy import Table, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine, Row
-from sqlalchemy.sql.dml import Insert
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.dml import Insert
 
 from ...errors import BackendError, ConflictError, CorruptRecord
 from ...history import Event, corrupt_event
