@@ -234,6 +234,29 @@ def test_run_runs_only_its_own_jobs(workdir: Path, capsys: Any) -> None:
 # -- start / worker / status / list / cancel ---------------------------------------------
 
 
+def test_a_queued_start_is_created_by_the_worker(workdir: Path, capsys: Any) -> None:
+    # ``runfox start --queue`` (Backend.submit) checks the inputs, prints the id at
+    # once and stores a start job only; the worker creates and runs the execution.
+    bad = write_spec(workdir, {"steps": [{"id": "a b", "fn": "f"}]}, name="bad.yaml")
+    code, _, err = cli(capsys, "start", bad, "--queue")
+    assert code != 0 and "steps[0].id" in err  # checked before anything is queued
+    spec = write_spec(workdir, wide_spec(2))
+    code, _, err = cli(capsys, "start", spec, "--input", "n=1", "--key", "k", "--queue")
+    assert code == 2 and "--queue and --key" in err
+    code, out, err = cli(capsys, "start", spec, "--input", "n=4", "--input", "tag=q", "--queue")
+    assert code == 0, err
+    wf_id = out.strip().splitlines()[-1]
+    code, _, err = cli(capsys, "status", wf_id)
+    assert code != 0 and wf_id in err  # not created yet
+    code, _, err = cli(capsys, "worker", "--executor", EXECUTOR, "--idle-timeout", "1",
+                       "--poll-interval", "0.02")
+    assert code == 0, err
+    code, out, _ = cli(capsys, "status", wf_id, "--json")
+    status = json.loads(out)
+    assert (status["id"], status["status"], status["outcome"]) == (wf_id, "complete",
+                                                                   {"total": 4 * 3})
+
+
 def test_start_then_worker_then_status(workdir: Path, capsys: Any) -> None:
     spec = write_spec(workdir, wide_spec(3))
     code, out, err = cli(capsys, "start", spec, "--input", "n=5", "--input", "tag=s")
