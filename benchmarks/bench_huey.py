@@ -1,8 +1,10 @@
 """runfox beside huey on SQLite: 1,000 trivial tasks, 2 worker processes.
 
 huey (``SqliteHuey``, its consumer with ``-k process -w 2``) runs ``--tasks``
-trivial tasks; runfox runs the same number of trivial steps, once as that many
-one-step workflows and once as one fan-out (a root, ``--tasks`` leaves, a sink),
+trivial tasks; runfox runs the same number of trivial steps, as that many
+one-step workflows started with ``Backend.start``, as that many submitted with
+``Backend.submit`` (one start job each, which a worker turns into the execution)
+and as one fan-out (a root, ``--tasks`` leaves, a sink),
 with two ``runfox worker`` processes (each claims, executes and drives): first
 with ``--concurrency 1``, one job at a time as each huey worker process runs
 one, then with ``--concurrency N`` (``--concurrency``, default 16): N jobs at
@@ -14,7 +16,8 @@ sets on its connections; huey's storage is given the same pragma) and poll every
 
 The clock starts when the first task is enqueued (huey) or the first workflow
 is started (runfox: ``Backend.start``, which stores the execution and queues its
-first job in one commit), with the worker processes already running, and stops
+first job in one commit, or ``Backend.submit``, which queues a start job), with the
+worker processes already running, and stops
 when every result is stored (huey) or every workflow has ended (runfox). Medians of
 ``--repeat`` runs, each on a fresh file. Needs the ``bench`` extra
 (``pip install -e .[bench]``, i.e. huey).

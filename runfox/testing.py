@@ -1409,8 +1409,10 @@ class BackendContract(MapContract, SubWorkflowContract):
         else:
             assert {j.step_id for j in starts} == {"root"}
             assert backend.load(ids[0]).steps["root"].status is StepStatus.IN_PROGRESS
-        Worker(backend, fan_executor, lease=5.0, poll_interval=0.01,
-               concurrency=4).run(idle_timeout=0.5)
+        stats = Worker(backend, fan_executor, lease=5.0, poll_interval=0.01,
+                       concurrency=4).run(idle_timeout=0.5)
+        assert stats.started == (2 if queued else 0)
+        assert stats.jobs == 2 * 5  # root, three leaves, sink: no start job ran as a step
         for n, wf_id in zip((1, 2), ids, strict=True):
             record = backend.load(wf_id)
             assert record.status is WorkflowStatus.COMPLETE, record.status

@@ -142,13 +142,15 @@ MAX_DELIVERY_FAILURES = 8
 @dataclass
 class WorkerStats:
     """What a worker did: jobs run, failed attempts among them, drive errors, jobs
-    reported lost (re-delivered after a lease ran out), backend outages ridden out."""
+    reported lost (re-delivered after a lease ran out), backend outages ridden out,
+    start jobs (``Backend.submit``) done (their executions created, or found created)."""
 
     jobs: int = 0
     failed: int = 0
     drive_errors: int = 0
     lost: int = 0
     outages: int = 0
+    started: int = 0
     executed: list[str] = field(default_factory=list, repr=False)
 
 
@@ -1233,12 +1235,18 @@ class Worker:
         if not starts:
             return jobs
         rest = [job for job in jobs if job.step_id != SUBMITTED_STEP]
+        began = time.monotonic()
         try:
             taken = self.backend.start_submitted(starts, limit=max(free - len(rest), 0),
                                                  lease=self.lease)
         except Exception as exc:
             self._hit(exc, f"start {len(starts)} submitted executions")
             taken = []
+        else:
+            self.stats.started += len(starts)
+            logger.info("started %d submitted execution(s) (%s%s) in %.3fs", len(starts),
+                        starts[0].workflow_execution_id, ", ..." if len(starts) > 1 else "",
+                        time.monotonic() - began)
         for job in starts:
             self._unhold(job)
         for job in taken:
