@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -499,6 +500,26 @@ def test_start_jobs_claimed_together_are_created_in_one_commit(
     assert backend.load(ids[0]).version == 1
     assert sorted(j.workflow_execution_id for j in runner.take_pending_jobs(
         limit=10, lease=60.0)) == sorted(more)
+
+
+def test_start_jobs_of_a_worker_that_died_come_back_and_start_once(
+        parts: tuple[SqlStore, SqlRunner]) -> None:
+    # A worker claimed three start jobs and died before creating anything: when
+    # their lease runs out another worker takes them (second delivery: not a lost
+    # step, there is no step yet) and creates and runs each execution once.
+    store, runner = parts
+    backend = Backend(store=store, runner=runner)
+    ids = [backend.submit(ONE_STEP, {"x": i}) for i in range(3)]
+    assert len(runner.take_pending_jobs(limit=10, lease=0.3)) == 3  # and then nothing
+    time.sleep(0.5)
+    stats = Worker(backend, inc, lease=5.0, poll_interval=0.01,
+                   concurrency=4).run(idle_timeout=0.5)
+    assert (stats.started, stats.jobs, stats.lost) == (3, 3, 0)
+    for i, wf_id in enumerate(ids):
+        record = backend.load(wf_id)
+        assert record.outcome == {"x": i + 1}
+        assert (record.steps["s"].run_id, record.steps["s"].attempts) == (0, 1)
+        assert [e.type for e in backend.history(wf_id)].count("created") == 1
 
 
 def test_records_started_elsewhere_are_read_together(
