@@ -33,6 +33,10 @@ worker`` runs and what a container or systemd unit deploys:
   of falls due) it also advances running executions, which starts retries whose
   backoff has passed and re-dispatches steps whose jobs were lost between claim
   and dispatch.
+- Start jobs (``Backend.submit``) are not run: the worker creates their
+  executions, all the start jobs of one claim in one unit of work
+  (``Backend.start_submitted``), and the first jobs of those executions take the
+  slots the start jobs were claimed for.
 - Outages: an error from the store or runner (connection lost, server restart,
   locked, full or read-only database) never ends ``run``. It is logged once per
   outage (WARNING, then INFO with the duration when the backend answers again)
@@ -1149,9 +1153,10 @@ class Worker:
                     if max_jobs is not None:
                         free = min(free, max_jobs - claimed)
                     self._alarm.clear()  # a wake-up from now on ends the next wait
-                    jobs = self._start_submitted(self._round(free, sweep), free)
+                    jobs = self._round(free, sweep)
                     if free > 0:
                         self._polled(bool(jobs))
+                    jobs = self._start_submitted(jobs, free)
                     for job in jobs:
                         self._launch(slots, job)
                     claimed += len(jobs)

@@ -74,14 +74,14 @@ EventCallback = Callable[[Event], None]
 Transition = Callable[[WorkflowRecord, float, list[graph.StateChange]], tuple[WorkflowRecord, Any]]
 
 
-#: Errors from a transition function that are not about the record: a lost race,
-#: the store failing, a caller naming a step the workflow lacks.
 #: The step id of a start job (``Backend.submit``): no spec step has it (step ids
 #: are letters, digits, ``_`` and ``-``), so a worker tells the job by it.
 SUBMITTED_STEP = "@start"
 #: The ``fn`` of a start job: it is not given to an executor.
 SUBMITTED_FN = "runfox:start"
 
+#: Errors from a transition function that are not about the record: a lost race,
+#: the store failing, a caller naming a step the workflow lacks.
 _PASS_THROUGH = (ConflictError, BackendError, UnknownStepError, WorkflowNotFound)
 #: Errors writing a record that the same record would raise again.
 _UNWRITABLE = (RecordTooLarge, NotJSONError, ValueError, TypeError, RecursionError)
@@ -605,7 +605,7 @@ class Backend:
     def _start_record(self, record: WorkflowRecord, key: str | None) -> str:
         """``start`` for a new record built (``_new_record``); its key."""
         unit = self.store.unit_with(self.runner)
-        if key is None and unit is not None and self._starts_in_unit(record):
+        if key is None and unit is not None and self._starts_in_unit(record.plan):
             started = self._first_write(record, record.created_at)
             if started is not None:
                 claimed, events, nxt = started
@@ -624,9 +624,10 @@ class Backend:
         return wf_id
 
     @staticmethod
-    def _starts_in_unit(record: WorkflowRecord) -> bool:
-        """A new record whose first write needs no child executions and no cache reads."""
-        return not record.plan.has_subworkflows and not record.plan.cached
+    def _starts_in_unit(plan: WorkflowSpec) -> bool:
+        """A new execution of ``plan`` whose first write needs no child executions
+        and no cache reads."""
+        return not plan.has_subworkflows and not plan.cached
 
     def _first_write(self, record: WorkflowRecord, now: float
                      ) -> tuple[WorkflowRecord, list[Event], Result] | None:
@@ -670,7 +671,7 @@ class Backend:
             SpecError, ValueError: as ``create``; nothing was queued.
         """
         plan, checked = self._checked(spec, inputs)
-        if self.store.unit_with(self.runner) is None or plan.has_subworkflows or plan.cached:
+        if self.store.unit_with(self.runner) is None or not self._starts_in_unit(plan):
             return self._start_record(self._new_record(plan, checked), None)
         now = self.clock()
         key = execution_key(plan.workflow_id, new_execution_id(now))
@@ -738,7 +739,7 @@ class Backend:
         firsts = []
         for job, record in built:
             first = (self._first_write(record.evolve(updated_at=now), now)
-                     if unit is not None and self._starts_in_unit(record) else None)
+                     if unit is not None and self._starts_in_unit(record.plan) else None)
             if first is None:  # the two-call path of ``start`` (no unit, or no plain claim)
                 try:
                     self._store_new(record, None)
