@@ -1406,6 +1406,8 @@ class BackendContract(MapContract, SubWorkflowContract):
                 (wf_id, SUBMITTED_STEP, SUBMITTED_FN) for wf_id in ids)
             with pytest.raises(WorkflowNotFound):
                 backend.load(ids[0])
+            queued_state = backend.queued_start(ids[0])
+            assert queued_state is not None and queued_state.state == "queued"
         else:
             assert {j.step_id for j in starts} == {"root"}
             assert backend.load(ids[0]).steps["root"].status is StepStatus.IN_PROGRESS
@@ -1414,6 +1416,7 @@ class BackendContract(MapContract, SubWorkflowContract):
         assert stats.started == (2 if queued else 0)
         assert stats.jobs == 2 * 5  # root, three leaves, sink: no start job ran as a step
         for n, wf_id in zip((1, 2), ids, strict=True):
+            assert backend.queued_start(wf_id) is None
             record = backend.load(wf_id)
             assert record.status is WorkflowStatus.COMPLETE, record.status
             assert record.outcome == {"total": n * sum(range(3))}

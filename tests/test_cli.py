@@ -246,8 +246,13 @@ def test_a_queued_start_is_created_by_the_worker(workdir: Path, capsys: Any) -> 
     code, out, err = cli(capsys, "start", spec, "--input", "n=4", "--input", "tag=q", "--queue")
     assert code == 0, err
     wf_id = out.strip().splitlines()[-1]
-    code, _, err = cli(capsys, "status", wf_id)
-    assert code != 0 and wf_id in err  # not created yet
+    code, out, err = cli(capsys, "status", wf_id)  # not created yet
+    assert code == 0 and out.startswith(f"{wf_id}: queued, not created yet"), err
+    code, out, _ = cli(capsys, "status", wf_id, "--json")
+    assert json.loads(out) == {"id": wf_id, "status": "queued", "start_job": "queued",
+                               "deliveries": 0}
+    code, _, err = cli(capsys, "status", wf_id + "x")
+    assert code != 0 and "no execution matches" in err
     code, _, err = cli(capsys, "worker", "--executor", EXECUTOR, "--idle-timeout", "1",
                        "--poll-interval", "0.02")
     assert code == 0, err

@@ -61,7 +61,7 @@ from ..subflows import resolve_workflows
 from .cache_store import Cache
 from .children import Children
 from .children import claim as _claim_children
-from .runner import InProcessRunner, Runner
+from .runner import InProcessRunner, JobState, Runner
 from .store import FINISHED, PRUNE_BATCH, InMemoryStore, Store, UnitOfWork
 
 __all__ = ["SUBMITTED_FN", "SUBMITTED_STEP", "Backend", "EventCallback", "StateChangeCallback",
@@ -713,6 +713,15 @@ class Backend:
         for job, record in built:
             taken += self._start_together([(job, record)], unit, limit - len(taken), lease)
         return taken
+
+    def queued_start(self, workflow_execution_id: str) -> JobState | None:
+        """Where the start job of a submitted execution (``submit``) is while no
+        worker has created the execution yet: ``queued`` or ``running``
+        (``Runner.job_states``); ``None`` when there is no such job waiting (the
+        execution exists, never was submitted, or the runner cannot say)."""
+        found = self.runner.job_states(workflow_execution_id).get(
+            step_run_key(workflow_execution_id, SUBMITTED_STEP, 0))
+        return found if found is not None and found.state in ("queued", "running") else None
 
     def _submitted_record(self, job: DispatchJob) -> WorkflowRecord:
         """The new record a start job stands for (version 1, nothing run)."""

@@ -542,7 +542,21 @@ def status(args: argparse.Namespace) -> int:
     otherwise)."""
     backend = open_backend(args.backend)
     try:
-        wf_id = resolve_id(backend, args.id)
+        try:
+            wf_id = resolve_id(backend, args.id)
+        except UsageError:
+            queued = backend.queued_start(args.id) if "#" in args.id else None
+            if queued is None:
+                raise
+            # Submitted (``runfox start --queue``), not created yet: say so.
+            if getattr(args, "json", False):
+                print(json.dumps({"id": args.id, "status": "queued",
+                                  "start_job": queued.state,
+                                  "deliveries": queued.deliveries}, indent=2))
+            else:
+                print(f"{args.id}: queued, not created yet: its start job is "
+                      f"{queued.state} (a worker creates the execution when it takes it)")
+            return EXIT_COMPLETE
         text, record = _status_block(backend, wf_id, args)
         if not getattr(args, "watch", False):
             print(text)
