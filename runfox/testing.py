@@ -1398,6 +1398,25 @@ class BackendContract(MapContract, SubWorkflowContract):
                        for r in caplog.records) for job in bad)
         with pytest.raises(WorkflowNotFound):
             backend.load(bad[1].workflow_execution_id)
+        # A start job made by hand is started on every backend (in one unit where
+        # the store and the runner share one, else as ``start`` does it), once.
+        plan = load_spec(fan_spec(1))
+        made = DispatchJob(f"{plan.workflow_id}#{other}", SUBMITTED_STEP, SUBMITTED_FN,
+                           {"spec": plan.raw, "inputs": {"n": 4}, "created_at": 1.0})
+        got = backend.start_submitted([made], limit=1)
+        if store.unit_with(runner) is not None:  # its first job taken in the unit
+            (root,) = got
+            assert (root.workflow_execution_id, root.step_id, root.inputs) == (
+                made.workflow_execution_id, "root", {"n": 4})
+            runner.release(root)
+        else:  # queued, as ``start`` queues it
+            assert got == []
+        assert backend.load(made.workflow_execution_id).created_at == 1.0
+        version = backend.load(made.workflow_execution_id).version
+        assert backend.start_submitted([made], limit=1) == []
+        assert backend.load(made.workflow_execution_id).version == version
+        assert [j.step_id for j in backend.take_pending_jobs()
+                if j.workflow_execution_id == made.workflow_execution_id] == ["root"]
         ids = [backend.submit(fan_spec(3), {"n": n}) for n in (1, 2)]
         queued = store.unit_with(runner) is not None
         starts = [j for j in runner.list_pending_jobs() if j.workflow_execution_id in ids]

@@ -90,7 +90,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import tracing
-from .backend.base import SUBMITTED_STEP
+from .backend.base import split_starts
 from .backend.store import Store
 from .backend.workers import WorkerInfo
 from .errors import BackendError, CorruptRecord, WorkflowNotFound
@@ -1236,10 +1236,9 @@ class Worker:
         and their first jobs fill the slots the start jobs were claimed for. If
         that fails the start jobs are let go (no longer heartbeated): their
         leases run out and they come back, for this worker or another."""
-        starts = [job for job in jobs if job.step_id == SUBMITTED_STEP]
+        starts, rest = split_starts(jobs)
         if not starts:
             return jobs
-        rest = [job for job in jobs if job.step_id != SUBMITTED_STEP]
         began = time.monotonic()
         try:
             taken = self.backend.start_submitted(starts, limit=max(free - len(rest), 0),

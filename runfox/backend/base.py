@@ -10,6 +10,7 @@ while a write is in flight.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -65,7 +66,7 @@ from .runner import InProcessRunner, JobState, Runner
 from .store import FINISHED, PRUNE_BATCH, InMemoryStore, Store, UnitOfWork
 
 __all__ = ["SUBMITTED_FN", "SUBMITTED_STEP", "Backend", "EventCallback", "StateChangeCallback",
-           "StepRecord", "WorkflowRecord"]
+           "StepRecord", "WorkflowRecord", "split_starts"]
 
 logger = logging.getLogger("runfox.backend")
 
@@ -79,6 +80,15 @@ Transition = Callable[[WorkflowRecord, float, list[graph.StateChange]], tuple[Wo
 SUBMITTED_STEP = "@start"
 #: The ``fn`` of a start job: it is not given to an executor.
 SUBMITTED_FN = "runfox:start"
+
+def split_starts(jobs: Sequence[DispatchJob]) -> tuple[list[DispatchJob], list[DispatchJob]]:
+    """``(start jobs, the others)`` among ``jobs`` (see ``Backend.submit``)."""
+    starts: list[DispatchJob] = []
+    rest: list[DispatchJob] = []
+    for job in jobs:
+        (starts if job.step_id == SUBMITTED_STEP else rest).append(job)
+    return starts, rest
+
 
 #: Errors from a transition function that are not about the record: a lost race,
 #: the store failing, a caller naming a step the workflow lacks.
@@ -686,10 +696,11 @@ class Backend:
         the jobs; returns the first-step jobs taken for the caller.
 
         Each execution is created with the key its job names, its first steps
-        claimed and their jobs dispatched; up to ``limit`` of those jobs are
-        taken for the caller (held for ``lease`` seconds: a worker's free
-        slots), the rest are queued. Where the store and the runner share a unit
-        of work, all of ``jobs`` go in one commit; a unit that finds one of the
+        claimed and their jobs dispatched. Where the store and the runner share a
+        unit of work, up to ``limit`` of those jobs are taken for the caller (held
+        for ``lease`` seconds: a worker's free slots), the rest are queued, and
+        all of ``jobs`` go in one commit; elsewhere each is started as ``start``
+        does it, its jobs queued. A unit that finds one of the
         executions already created (a start job delivered again) is rolled back
         and the jobs go one at a time, where that one is only acknowledged. A
         job that cannot become an execution (its spec no longer compiles ...)
@@ -749,13 +760,9 @@ class Backend:
         for job, record in built:
             first = (self._first_write(record.evolve(updated_at=now), now)
                      if unit is not None and self._starts_in_unit(record.plan) else None)
-            if first is None:  # the two-call path of ``start`` (no unit, or no plain claim)
-                try:
-                    self._store_new(record, None)
-                except ConflictError:
-                    pass  # created by an earlier delivery of this job
-                else:
-                    self.apply_and_advance(record.workflow_execution_id, loaded=record)
+            if first is None:  # no plain first claim: as ``start`` does it, alone
+                with contextlib.suppress(ConflictError):  # created by an earlier delivery
+                    self._start_record(record, None)
                 self.runner.ack(job, {"ok": True})
                 continue
             firsts.append((job, record, first))
@@ -1581,11 +1588,8 @@ class Backend:
         handed out: their executions are created (``start_submitted``) and their
         first jobs taken in their place."""
         jobs = self.runner.take_pending_jobs(limit)
-        starts = [job for job in jobs if job.step_id == SUBMITTED_STEP]
-        if not starts:
-            return jobs
-        rest = [job for job in jobs if job.step_id != SUBMITTED_STEP]
-        return rest + self.start_submitted(starts, limit=len(starts))
+        starts, rest = split_starts(jobs)
+        return rest + self.start_submitted(starts, limit=len(starts)) if starts else jobs
 
     def submit_work_result(self, workflow_execution_id: str, step_id: str,
                            output: dict[str, Any], run_id: int | None = None) -> bool:
